@@ -1,0 +1,83 @@
+//! Market data feeds: where a symbol's trades come from. The built-in simulator runs on
+//! every node but drives only the symbols this node owns on the ring, so a trade is never
+//! produced twice, and it hands them to the symbol entity in small batches.
+
+pub mod simulator;
+
+pub use simulator::{Simulator, TradeInput};
+
+use crate::symbol::{Symbol, SymbolMsg, SymbolReply};
+use bourse_cluster::Sharding;
+use bourse_config::{FeedSettings, Markets};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often the simulator hands each symbol its due trades.
+const BATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// Runs the simulator until `shutdown` turns true. Each symbol's walk starts at its last
+/// traded price (so a restart continues the chart), else at the configured price.
+pub async fn run_simulator(
+    sharding: Sharding,
+    markets: Markets,
+    settings: FeedSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sims = Vec::new();
+    for market in markets.iter() {
+        let start = loop {
+            match sharding
+                .ask::<Symbol>(&market.symbol, SymbolMsg::Ticker)
+                .await
+            {
+                Ok(SymbolReply::Ticker(t)) => break t.last,
+                Ok(_) => break market.initial_price,
+                Err(e) => {
+                    tracing::warn!(symbol = %market.symbol, error = %e, "feed waiting for symbol");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        sims.push((
+            market.symbol.clone(),
+            Simulator::new(settings.seed, market, start),
+        ));
+    }
+    let rate = u64::from(settings.trades_per_sec);
+    let started = tokio::time::Instant::now();
+    let mut emitted = 0u64;
+    let mut ticker = tokio::time::interval(BATCH_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tracing::info!(
+        symbols = sims.len(),
+        trades_per_sec = rate,
+        "simulator running"
+    );
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        // Integer pacing: exactly `rate` trades per second per symbol over time, no drift;
+        // after a stall it catches up by at most one second's worth.
+        let due = rate * started.elapsed().as_millis() as u64 / 1000;
+        let n = (due - emitted.min(due)).min(rate.max(1));
+        emitted = emitted.max(due - n) + n;
+        if n == 0 {
+            continue;
+        }
+        let ring = sharding.ring();
+        for (symbol, sim) in sims.iter_mut() {
+            if ring.owner(crate::symbol::KIND, symbol) != Some(sharding.node()) {
+                continue;
+            }
+            let batch: Vec<TradeInput> = (0..n).map(|_| sim.next_trade()).collect();
+            if let Err(e) = sharding.send::<Symbol>(symbol, SymbolMsg::Trades(batch)) {
+                tracing::debug!(%symbol, error = %e, "simulated trades dropped");
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The domain entities of bourse and their pure cores. Each entity kind has its own module
+//! with its actor-facing `Entity` impl beside the logic it delegates to.
+//!
+//! - [`symbol`]: ticker, trades and candles of one market (cores: `candles`, `ticker`).
+//! - [`feed`]: market data sources (the seeded simulator).
+//! - [`channel`]: parsing client channel names into publishers.
+
+pub mod channel;
+pub mod feed;
+pub mod symbol;

@@ -1,0 +1,391 @@
+//! The `symbol` entity (key: `KRW-BTC`): last trades, rolling 24h ticker, open candles of
+//! every interval, and the streams `ticker:S`, `trades:S`, `candles:S:I`.
+//!
+//! Durable as ticks and closed candles. Ticks are submitted in order without waiting; a
+//! closed candle is committed *before* its `closed:true` event goes out, so a client never
+//! sees a close that a restart could take back. On activation the entity rebuilds its open
+//! candles from the newest durable trade (its 1s bucket's ticks plus the stored finer
+//! candles of each coarser bucket), closes what ended while it was down, and starts a new
+//! stream epoch.
+
+pub mod candles;
+pub mod ticker;
+pub mod view;
+
+use crate::channel::Channel;
+use crate::feed::TradeInput;
+use bourse_cluster::hub::Delivery;
+use bourse_cluster::{
+    Entity, EntityContext, EntityError, Hub, StreamGrant, StreamLog, StreamRequest,
+};
+use bourse_config::{Market, Markets};
+use bourse_storage::{Candle, Interval, MarketStore, StoreError, Tick, Write};
+use candles::CandleSet;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use ticker::{Rolling24h, TickerStats};
+
+/// The entity kind name.
+pub const KIND: &str = "symbol";
+/// Trades kept in memory for `GET /trades` (its maximum `limit`).
+pub const RECENT_TRADES: usize = 1000;
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// What a symbol accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SymbolMsg {
+    /// Trades from a feed (or, later, the symbol's book), in order.
+    Trades(Vec<TradeInput>),
+    /// The current ticker.
+    Ticker,
+    /// The newest trades, newest first.
+    RecentTrades { limit: usize },
+    /// The open candle of an interval.
+    OpenCandle(Interval),
+}
+
+/// What a symbol answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SymbolReply {
+    Done,
+    Ticker(TickerStats),
+    Trades(Vec<Tick>),
+    OpenCandle(Option<Candle>),
+}
+
+/// What every symbol entity on a node shares.
+pub struct SymbolDeps {
+    pub store: Arc<dyn MarketStore>,
+    pub hub: Arc<Hub>,
+    pub markets: Markets,
+    /// Events kept per channel for resume.
+    pub replay_events: usize,
+}
+
+/// An event of a trade batch, published once the batch's closed candles are durable.
+enum Pending {
+    Trade(String),
+    Closed(Interval, Candle),
+}
+
+/// Channel names of one symbol, built once.
+struct Names {
+    ticker: String,
+    trades: String,
+    candles: Vec<String>,
+}
+
+/// The entity state.
+pub struct Symbol {
+    market: Market,
+    deps: Arc<SymbolDeps>,
+    names: Names,
+    log: StreamLog,
+    candles: CandleSet,
+    window: Rolling24h,
+    recent: VecDeque<Tick>,
+    next_trade_id: u64,
+    last: Option<(u64, i64)>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn storage(e: StoreError) -> EntityError {
+    EntityError::new(e.to_string())
+}
+
+impl Entity for Symbol {
+    const KIND: &'static str = KIND;
+    // Closes candles on time even when no trade comes.
+    const TICK_EVERY: Option<Duration> = Some(Duration::from_millis(200));
+
+    type Msg = SymbolMsg;
+    type Reply = SymbolReply;
+    type Deps = SymbolDeps;
+
+    async fn activate(ctx: &EntityContext, deps: &Arc<SymbolDeps>) -> Result<Self, EntityError> {
+        let market = deps
+            .markets
+            .get(&ctx.key)
+            .cloned()
+            .ok_or_else(|| EntityError::new(format!("unknown symbol '{}'", ctx.key)))?;
+        let store = &deps.store;
+        let symbol_name = market.symbol.clone();
+        let symbol = symbol_name.as_str();
+        // Whatever an earlier activation submitted must be visible before we read.
+        store.flush().await.map_err(storage)?;
+        let recent: VecDeque<Tick> = store
+            .recent_ticks(symbol, RECENT_TRADES)
+            .await
+            .map_err(storage)?
+            .into_iter()
+            .rev()
+            .collect();
+        let last = recent.back().map(|t| (t.price, t.ts));
+        let next_trade_id = recent.back().map_or(1, |t| t.trade_id + 1);
+        let mut candles = match last {
+            Some((_, t_last)) => restore_candles(store.as_ref(), symbol, t_last).await?,
+            None => CandleSet::new(),
+        };
+        let now = now_ms().max(last.map_or(0, |l| l.1));
+        // Buckets that ended while the symbol was down close now.
+        let closed = candles.advance(now);
+        if !closed.is_empty() {
+            store
+                .submit(Write::Candles {
+                    symbol: symbol.to_string(),
+                    candles: closed.clone(),
+                })
+                .wait()
+                .await
+                .map_err(storage)?;
+        }
+        let minute = Interval::M1.bucket(now);
+        let window = Rolling24h::new(
+            store
+                .candles_between(symbol, Interval::M1, minute - DAY_MS + 60_000, minute)
+                .await
+                .map_err(storage)?,
+        );
+        let epoch = bourse_cluster::stream::new_epoch(now_ms());
+        deps.hub
+            .publisher_activated(&ctx.sharding, KIND, symbol, &epoch);
+        let names = Names {
+            ticker: format!("ticker:{symbol}"),
+            trades: format!("trades:{symbol}"),
+            candles: Interval::ALL
+                .iter()
+                .map(|i| format!("candles:{symbol}:{}", i.as_str()))
+                .collect(),
+        };
+        let mut entity = Symbol {
+            log: StreamLog::new(epoch, deps.replay_events),
+            market,
+            deps: deps.clone(),
+            names,
+            candles,
+            window,
+            recent,
+            next_trade_id,
+            last,
+        };
+        for (interval, c) in closed {
+            entity.publish_closed(interval, &c, now);
+        }
+        tracing::info!(
+            symbol,
+            epoch = entity.log.epoch(),
+            next_trade_id,
+            "symbol activated"
+        );
+        Ok(entity)
+    }
+
+    async fn handle(&mut self, msg: SymbolMsg, _ctx: &EntityContext) -> SymbolReply {
+        match msg {
+            SymbolMsg::Trades(trades) => {
+                self.on_trades(trades).await;
+                SymbolReply::Done
+            }
+            SymbolMsg::Ticker => SymbolReply::Ticker(self.ticker_stats()),
+            SymbolMsg::RecentTrades { limit } => {
+                SymbolReply::Trades(self.recent.iter().rev().take(limit).cloned().collect())
+            }
+            SymbolMsg::OpenCandle(interval) => {
+                SymbolReply::OpenCandle(self.candles.open_candle(interval))
+            }
+        }
+    }
+
+    async fn on_tick(&mut self, _ctx: &EntityContext) {
+        let now = now_ms().max(self.last.map_or(0, |l| l.1));
+        let closed = self.candles.advance(now);
+        self.window.expire(now);
+        if closed.is_empty() {
+            return;
+        }
+        self.persist_closed(&closed).await;
+        for (interval, c) in closed {
+            self.publish_closed(interval, &c, now);
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        req: StreamRequest,
+        _ctx: &EntityContext,
+    ) -> Result<StreamGrant, String> {
+        let channel = Channel::parse(&req.channel, &self.deps.markets)?;
+        if channel.publisher().1 != self.market.symbol {
+            return Err(format!(
+                "channel '{}' is not published by {}",
+                req.channel, self.market.symbol
+            ));
+        }
+        let snapshot = match &channel {
+            Channel::Ticker(_) => {
+                Some(view::ticker(&self.market, &self.ticker_stats()).to_string())
+            }
+            Channel::Trades(_) => None,
+            Channel::Candles(_, interval) => self
+                .candles
+                .open_candle(*interval)
+                .map(|c| view::candle(&self.market, &c, false).to_string()),
+        };
+        Ok(self
+            .log
+            .subscribe(&req, now_ms(), snapshot, channel.conflatable()))
+    }
+
+    async fn passivate(&mut self, _ctx: &EntityContext) {
+        if let Err(e) = self.deps.store.flush().await {
+            tracing::error!(symbol = %self.market.symbol, error = %e, "flush on passivation failed");
+        }
+    }
+}
+
+/// Rebuilds open candles as of the newest durable trade at `t_last`.
+async fn restore_candles(
+    store: &dyn MarketStore,
+    symbol: &str,
+    t_last: i64,
+) -> Result<CandleSet, EntityError> {
+    let s1: Vec<(u64, u64)> = store
+        .ticks_since(symbol, Interval::S1.bucket(t_last))
+        .await
+        .map_err(storage)?
+        .into_iter()
+        .filter(|t| t.ts <= t_last)
+        .map(|t| (t.price, t.qty))
+        .collect();
+    let mut finer: HashMap<Interval, Vec<Candle>> = HashMap::new();
+    for level in &Interval::ALL[1..] {
+        let Some(f) = level.finer() else { continue };
+        let got = store
+            .candles_between(symbol, f, level.bucket(t_last), f.bucket(t_last))
+            .await
+            .map_err(storage)?;
+        finer.insert(*level, got);
+    }
+    Ok(CandleSet::restore(t_last, &s1, |level| {
+        finer.remove(&level).unwrap_or_default()
+    }))
+}
+
+impl Symbol {
+    fn ticker_stats(&self) -> TickerStats {
+        self.window.stats(
+            self.candles.open_candle(Interval::M1),
+            self.last,
+            self.market.initial_price,
+        )
+    }
+
+    async fn on_trades(&mut self, trades: Vec<TradeInput>) {
+        if trades.is_empty() {
+            return;
+        }
+        // The symbol is the clock of its trades: time never runs backwards on a channel.
+        let ts = now_ms().max(self.last.map_or(0, |l| l.1));
+        let mut ticks = Vec::with_capacity(trades.len());
+        let mut closed_all = Vec::new();
+        let mut trade_events = Vec::with_capacity(trades.len());
+        for input in trades {
+            let closed = self.candles.apply_trade(ts, input.price, input.qty);
+            for (interval, c) in closed {
+                closed_all.push((interval, c));
+                // Close events go out in order with the trades that caused them.
+                trade_events.push(Pending::Closed(interval, c));
+            }
+            let tick = Tick {
+                symbol: self.market.symbol.clone(),
+                trade_id: self.next_trade_id,
+                ts,
+                price: input.price,
+                qty: input.qty,
+                side: input.side,
+            };
+            self.next_trade_id += 1;
+            self.last = Some((tick.price, ts));
+            if self.recent.len() == RECENT_TRADES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(tick.clone());
+            trade_events.push(Pending::Trade(view::trade(&self.market, &tick).to_string()));
+            ticks.push(tick);
+        }
+        drop(self.deps.store.submit(Write::Ticks(ticks)));
+        if !closed_all.is_empty() {
+            self.persist_closed(&closed_all).await;
+        }
+        for event in trade_events {
+            match event {
+                Pending::Trade(data) => {
+                    let channel = self.names.trades.clone();
+                    self.publish(&channel, ts, data, false);
+                }
+                Pending::Closed(interval, c) => self.publish_closed(interval, &c, ts),
+            }
+        }
+        // One update per interval per batch: the open candle after the whole batch.
+        for (interval, open) in Interval::ALL.iter().zip(self.candles.open_candles()) {
+            if let Some(c) = open {
+                let channel = self.names.candles[interval.index()].clone();
+                self.publish(
+                    &channel,
+                    ts,
+                    view::candle(&self.market, &c, false).to_string(),
+                    false,
+                );
+            }
+        }
+        let ticker = view::ticker(&self.market, &self.ticker_stats()).to_string();
+        let channel = self.names.ticker.clone();
+        self.publish(&channel, ts, ticker, true);
+    }
+
+    async fn persist_closed(&mut self, closed: &[(Interval, Candle)]) {
+        let write = Write::Candles {
+            symbol: self.market.symbol.clone(),
+            candles: closed.to_vec(),
+        };
+        if let Err(e) = self.deps.store.submit(write).wait().await {
+            tracing::error!(symbol = %self.market.symbol, error = %e, "persisting closed candles failed");
+        }
+    }
+
+    fn publish_closed(&mut self, interval: Interval, c: &Candle, ts: i64) {
+        if interval == Interval::M1 {
+            self.window.push_closed_minute(*c, ts);
+        }
+        let channel = self.names.candles[interval.index()].clone();
+        self.publish(
+            &channel,
+            ts,
+            view::candle(&self.market, c, true).to_string(),
+            false,
+        );
+    }
+
+    fn publish(&mut self, channel: &str, ts: i64, data: String, conflatable: bool) {
+        let (event, nodes) = self.log.publish(channel, ts, data, conflatable);
+        for node in nodes {
+            if node == self.deps.hub.node() {
+                if self.deps.hub.deliver(&event) == Delivery::NoSubscribers {
+                    self.log.unsubscribe(channel, &node);
+                }
+            } else {
+                // Cross-node delivery arrives with the Cluster issue; a single node has no
+                // remote subscribers, so nothing is lost here.
+                self.log.unsubscribe(channel, &node);
+            }
+        }
+    }
+}

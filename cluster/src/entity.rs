@@ -1,0 +1,84 @@
+//! What a sharded entity is: a keyed piece of state with a serde message type, activated on
+//! its first message and rebuilt from storage after a restart or a move. Domain code
+//! implements [`Entity`]; the region and actor shell around it are generic.
+
+use crate::Sharding;
+use crate::stream::{StreamGrant, StreamRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why an entity could not be activated or answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct EntityError(pub String);
+
+impl EntityError {
+    /// An error with context.
+    pub fn new(msg: impl Into<String>) -> Self {
+        EntityError(msg.into())
+    }
+}
+
+/// What an entity sees of the runtime while it handles a message.
+#[derive(Clone)]
+pub struct EntityContext {
+    /// The entity's key (`KRW-BTC`).
+    pub key: String,
+    /// Routing to other entities by kind and key; entities never hold each other's refs.
+    pub sharding: Sharding,
+}
+
+/// A keyed, supervised, durable actor kind (`symbol`, `book`, `account`, ...).
+///
+/// Messages and replies are serde types so that a region on another node can receive them;
+/// nothing in them may be a handle to local memory.
+pub trait Entity: Sized + Send + 'static {
+    /// The kind name used in addresses, process groups and channels' routing.
+    const KIND: &'static str;
+    /// Whether the region may passivate it after `cluster.passivate_idle_s` without messages.
+    const PASSIVATE_WHEN_IDLE: bool = true;
+    /// How often [`Entity::on_tick`] runs (clocks such as candle closing).
+    const TICK_EVERY: Option<Duration> = None;
+
+    /// Messages it accepts.
+    type Msg: Serialize + DeserializeOwned + Send + 'static;
+    /// What it answers to an `ask`.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+    /// Node-local dependencies shared by all entities of the kind (store, hub, markets).
+    type Deps: Send + Sync + 'static;
+
+    /// Builds the entity's state for `ctx.key`, from storage when it existed before.
+    fn activate(
+        ctx: &EntityContext,
+        deps: &Arc<Self::Deps>,
+    ) -> impl Future<Output = Result<Self, EntityError>> + Send;
+
+    /// Handles one message; the reply is dropped for a `send`.
+    fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &EntityContext,
+    ) -> impl Future<Output = Self::Reply> + Send;
+
+    /// Runs every [`Entity::TICK_EVERY`].
+    fn on_tick(&mut self, _ctx: &EntityContext) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// A node asks for one of this entity's streams.
+    fn subscribe(
+        &mut self,
+        req: StreamRequest,
+        _ctx: &EntityContext,
+    ) -> Result<StreamGrant, String> {
+        Err(format!("{} has no stream '{}'", Self::KIND, req.channel))
+    }
+
+    /// Runs before a clean stop (passivation, handoff): flush what must be durable.
+    fn passivate(&mut self, _ctx: &EntityContext) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}

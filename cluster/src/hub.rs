@@ -1,0 +1,379 @@
+//! The per-node pub/sub hub: publishers send one event per interested node; the hub encodes
+//! it to its wire frame once and hands every local subscriber the same shared frame.
+//!
+//! Each subscriber is an [`Outbox`]: a bounded queue that a connection's writer drains.
+//! Conflatable events (tickers) replace an older pending event of the same channel; any other
+//! event that finds the queue full marks the outbox overflowed, and its connection is closed
+//! as a slow consumer rather than silently losing messages.
+
+use crate::Sharding;
+use crate::stream::{Cursor, StreamEvent, StreamRequest};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// A stream event encoded once for the wire, shared by every connection that gets it.
+#[derive(Debug)]
+pub struct Frame {
+    pub channel: Arc<str>,
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    pub conflatable: bool,
+    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (PROTOCOL.md "Stream events").
+    pub json: Arc<str>,
+}
+
+impl Frame {
+    /// Encodes an event's envelope around its pre-encoded data.
+    pub fn encode(event: &StreamEvent) -> Frame {
+        let json = format!(
+            "{{\"ch\":{},\"epoch\":{},\"seq\":{},\"ts\":{},\"data\":{}}}",
+            json_string(&event.channel),
+            json_string(&event.epoch),
+            event.seq,
+            event.ts,
+            event.data
+        );
+        Frame {
+            channel: event.channel.as_str().into(),
+            epoch: event.epoch.as_str().into(),
+            seq: event.seq,
+            conflatable: event.conflatable,
+            json: json.into(),
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Whether epoch `a` was minted after epoch `b` (epochs start with the activation time in
+/// hex, so longer-then-lexicographic order is time order).
+pub fn epoch_newer(a: &str, b: &str) -> bool {
+    (a.len(), a) > (b.len(), b)
+}
+
+#[derive(Default)]
+struct OutboxInner {
+    queue: VecDeque<Arc<Frame>>,
+    /// Latest pending frame of each conflatable channel.
+    conflated: HashMap<Arc<str>, Arc<Frame>>,
+    overflowed: bool,
+}
+
+/// One connection's bounded outbound queue.
+pub struct Outbox {
+    inner: Mutex<OutboxInner>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `capacity` non-conflatable frames.
+    pub fn new(capacity: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            inner: Mutex::new(OutboxInner::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Queues a frame; returns false once the outbox has overflowed.
+    pub fn push(&self, frame: Arc<Frame>) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.overflowed {
+            return false;
+        }
+        if frame.conflatable {
+            inner.conflated.insert(frame.channel.clone(), frame);
+        } else if inner.queue.len() >= self.capacity {
+            inner.overflowed = true;
+        } else {
+            inner.queue.push_back(frame);
+        }
+        drop(inner);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Moves every pending frame into `out` (queue order, then conflated channels); returns
+    /// whether the outbox overflowed.
+    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend(inner.queue.drain(..));
+        out.extend(inner.conflated.drain().map(|(_, f)| f));
+        inner.overflowed
+    }
+
+    /// Waits until something was pushed since the last drain.
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Frames waiting now (for metrics and tests).
+    pub fn len(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.queue.len() + inner.conflated.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A connection's identity at the hub.
+pub type ConnId = u64;
+
+struct ChannelSubs {
+    /// The publishing entity, `(kind, key)`.
+    publisher: (String, String),
+    subscribers: Vec<(ConnId, Arc<Outbox>)>,
+}
+
+/// The node's hub.
+pub struct Hub {
+    node: String,
+    channels: RwLock<HashMap<String, ChannelSubs>>,
+    next_conn: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("node", &self.node).finish()
+    }
+}
+
+/// Whether any local connection still wanted an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to this many connections.
+    Delivered(usize),
+    /// Nobody here listens any more: the publisher may drop this node from the channel.
+    NoSubscribers,
+}
+
+impl Hub {
+    /// The hub of `node`.
+    pub fn new(node: &str) -> Arc<Hub> {
+        Arc::new(Hub {
+            node: node.to_string(),
+            channels: RwLock::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            delivered: AtomicU64::new(0),
+        })
+    }
+
+    /// The node this hub serves.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a local subscriber of `channel`, published by `kind/key`. Register here *before*
+    /// asking the publisher for the stream, so no event falls between grant and live.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        kind: &str,
+        key: &str,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+    ) {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let subs = channels
+            .entry(channel.to_string())
+            .or_insert_with(|| ChannelSubs {
+                publisher: (kind.to_string(), key.to_string()),
+                subscribers: Vec::new(),
+            });
+        if !subs.subscribers.iter().any(|(c, _)| *c == conn) {
+            subs.subscribers.push((conn, outbox));
+        }
+    }
+
+    /// Removes a local subscriber. The publisher learns lazily, on its next event here.
+    pub fn unsubscribe(&self, channel: &str, conn: ConnId) {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(subs) = channels.get_mut(channel) {
+            subs.subscribers.retain(|(c, _)| *c != conn);
+            if subs.subscribers.is_empty() {
+                channels.remove(channel);
+            }
+        }
+    }
+
+    /// Encodes `event` once and queues it on every local subscriber.
+    pub fn deliver(&self, event: &StreamEvent) -> Delivery {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = channels.get(&event.channel) else {
+            return Delivery::NoSubscribers;
+        };
+        let frame = Arc::new(Frame::encode(event));
+        for (_, outbox) in &subs.subscribers {
+            outbox.push(frame.clone());
+        }
+        self.delivered
+            .fetch_add(subs.subscribers.len() as u64, Ordering::Relaxed);
+        Delivery::Delivered(subs.subscribers.len())
+    }
+
+    /// Frames handed to connections since start.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Local subscriptions right now.
+    pub fn subscriptions(&self) -> usize {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        channels.values().map(|s| s.subscribers.len()).sum()
+    }
+
+    /// A publisher came up with a new epoch (first activation, restart, move): its old
+    /// subscriber list is gone, so re-subscribe this node to each of its channels that has
+    /// local listeners, from the start of the new epoch, and hand them the grant.
+    pub fn publisher_activated(
+        self: &Arc<Self>,
+        sharding: &Sharding,
+        kind: &str,
+        key: &str,
+        epoch: &str,
+    ) {
+        let channels: Vec<String> = {
+            let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+            channels
+                .iter()
+                .filter(|(_, s)| s.publisher.0 == kind && s.publisher.1 == key)
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        if channels.is_empty() {
+            return;
+        }
+        let hub = self.clone();
+        let sharding = sharding.clone();
+        let (kind, key, epoch) = (kind.to_string(), key.to_string(), epoch.to_string());
+        tokio::spawn(async move {
+            for channel in channels {
+                let req = StreamRequest {
+                    channel: channel.clone(),
+                    node: hub.node.clone(),
+                    since: Some(Cursor {
+                        epoch: epoch.clone(),
+                        seq: 0,
+                    }),
+                };
+                match sharding.subscribe(&kind, &key, req).await {
+                    Ok(grant) => {
+                        for event in &grant.events {
+                            hub.deliver(event);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%channel, error = %e, "re-subscribe after activation failed")
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(channel: &str, seq: u64, conflatable: bool) -> StreamEvent {
+        StreamEvent {
+            channel: channel.into(),
+            epoch: "e1".into(),
+            seq,
+            ts: 5,
+            data: "{\"x\":1}".into(),
+            conflatable,
+        }
+    }
+
+    #[test]
+    fn frame_is_protocol_shaped_json() {
+        let f = Frame::encode(&event("trades:A-B", 7, false));
+        let v: serde_json::Value = serde_json::from_str(&f.json).unwrap();
+        assert_eq!(v["ch"], "trades:A-B");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["data"]["x"], 1);
+    }
+
+    #[test]
+    fn outbox_conflates_tickers_and_overflows_on_trades() {
+        let out = Outbox::new(2);
+        for seq in 1..=5 {
+            assert!(out.push(Arc::new(Frame::encode(&event("ticker:A-B", seq, true)))));
+        }
+        assert_eq!(out.len(), 1, "tickers conflate to the newest");
+        assert!(out.push(Arc::new(Frame::encode(&event("trades:A-B", 1, false)))));
+        assert!(out.push(Arc::new(Frame::encode(&event("trades:A-B", 2, false)))));
+        let mut got = Vec::new();
+        assert!(!out.drain_into(&mut got));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got.last().map(|f| f.seq), Some(5));
+        for seq in 3..=5 {
+            out.push(Arc::new(Frame::encode(&event("trades:A-B", seq, false))));
+        }
+        let mut got = Vec::new();
+        assert!(
+            out.drain_into(&mut got),
+            "third trade overflowed a queue of two"
+        );
+        assert!(!out.push(Arc::new(Frame::encode(&event("trades:A-B", 6, false)))));
+    }
+
+    #[test]
+    fn hub_shares_one_frame_and_reports_no_subscribers() {
+        let hub = Hub::new("n1");
+        let (a, b) = (Outbox::new(8), Outbox::new(8));
+        assert_eq!(
+            hub.deliver(&event("trades:A-B", 1, false)),
+            Delivery::NoSubscribers
+        );
+        hub.subscribe("trades:A-B", "symbol", "A-B", 1, a.clone());
+        hub.subscribe("trades:A-B", "symbol", "A-B", 2, b.clone());
+        assert_eq!(
+            hub.deliver(&event("trades:A-B", 2, false)),
+            Delivery::Delivered(2)
+        );
+        let (mut fa, mut fb) = (Vec::new(), Vec::new());
+        a.drain_into(&mut fa);
+        b.drain_into(&mut fb);
+        assert!(
+            Arc::ptr_eq(&fa[0], &fb[0]),
+            "one encoding shared by both connections"
+        );
+        hub.unsubscribe("trades:A-B", 1);
+        hub.unsubscribe("trades:A-B", 2);
+        assert_eq!(
+            hub.deliver(&event("trades:A-B", 3, false)),
+            Delivery::NoSubscribers
+        );
+    }
+
+    #[test]
+    fn epochs_order_by_time() {
+        assert!(epoch_newer("19a0000000001", "1990000000001"));
+        assert!(epoch_newer("1000000000000000", "fffffffffff0000"));
+        assert!(!epoch_newer("a", "a"));
+    }
+}

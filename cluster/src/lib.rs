@@ -1,0 +1,25 @@
+//! The sharding runtime, generic over entities: it knows nothing about markets.
+//!
+//! - [`ring`]: which node owns `kind/key` (consistent hashing, pure).
+//! - [`entity`]: the [`Entity`] trait domain code implements.
+//! - [`region`]: one actor per kind per node; activation, supervision, passivation.
+//! - [`sharding`]: `send`/`ask` by `(kind, key)` from anywhere.
+//! - [`stream`] and [`hub`]: numbered live streams and the per-node fan-out.
+//! - [`guardian`]: the root of the node's supervision tree.
+//! - [`wire`]: the cross-node codec.
+
+pub mod entity;
+pub mod guardian;
+pub mod hub;
+pub mod region;
+pub mod ring;
+pub mod sharding;
+pub mod stream;
+pub mod wire;
+
+pub use entity::{Entity, EntityContext, EntityError};
+pub use hub::{Delivery, Frame, Hub, Outbox};
+pub use region::{RegionArgs, RegionStats, spawn_region};
+pub use ring::HashRing;
+pub use sharding::{AskError, Sharding};
+pub use stream::{Cursor, StreamEvent, StreamGrant, StreamLog, StreamRequest};

@@ -1,0 +1,417 @@
+//! The region: one actor per entity kind per node that owns that node's entities of the
+//! kind. Every message for an entity passes through its region, which activates the entity on
+//! first message (as its supervised child), buffers messages while it restarts or
+//! passivates, restarts it after a backoff when it fails, and escalates (fails itself) when
+//! an entity keeps failing past the restart intensity.
+
+use crate::Sharding;
+use crate::entity::{Entity, EntityContext};
+use crate::stream::{StreamGrant, StreamRequest};
+use bourse_supervision::{Decision, RestartPolicy, RestartTracker};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages an entity actor receives (node-local; cross-node delivery wraps the `Msg` in a
+/// bincode envelope and ends up here).
+pub enum Envelope<E: Entity> {
+    /// Fire and forget.
+    Tell(E::Msg),
+    /// Request/reply.
+    Ask(E::Msg, RpcReplyPort<E::Reply>),
+    /// A node subscribes to one of the entity's streams.
+    Subscribe(StreamRequest, RpcReplyPort<Result<StreamGrant, String>>),
+    /// The entity's clock.
+    Tick,
+    /// Chaos: fail inside the entity, as a bug would, so supervision sees a failure.
+    Kill,
+}
+
+/// Messages the region accepts.
+pub enum RegionMsg<E: Entity> {
+    /// Route to the entity `key`, activating it if needed.
+    Deliver { key: String, envelope: Envelope<E> },
+    /// Kill `key` if it is active; replies whether it was.
+    Kill {
+        key: String,
+        reply: RpcReplyPort<bool>,
+    },
+    /// Restart `key` after its backoff.
+    Restart(String),
+    /// Passivate idle entities.
+    IdleCheck,
+    /// Report what runs here.
+    Stats(RpcReplyPort<RegionStats>),
+}
+
+/// What a region reports about itself.
+#[derive(Debug, Clone, Default)]
+pub struct RegionStats {
+    /// Entities with a running actor.
+    pub active: usize,
+    /// Entities waiting for a restart or finishing a passivation.
+    pub waiting: usize,
+    /// Restarts since the region started.
+    pub restarts: u64,
+    /// Activations since the region started.
+    pub activations: u64,
+    /// Passivations since the region started.
+    pub passivations: u64,
+}
+
+/// Most messages buffered for one entity while it restarts; beyond this, asks fail fast.
+const MAX_BUFFERED: usize = 10_000;
+
+enum Slot<E: Entity> {
+    Active {
+        actor: ActorRef<Envelope<E>>,
+        last_message: Instant,
+    },
+    /// Restarting after a failure, or stopping for passivation; messages wait here.
+    Waiting { buffer: Vec<Envelope<E>> },
+}
+
+/// Region construction arguments.
+pub struct RegionArgs<E: Entity> {
+    pub deps: Arc<E::Deps>,
+    pub sharding: Sharding,
+    pub policy: RestartPolicy,
+    /// Passivate entities idle this long (`None`: never).
+    pub passivate_after: Option<Duration>,
+}
+
+/// The region actor for kind `E`.
+pub struct Region<E: Entity>(PhantomData<fn() -> E>);
+
+impl<E: Entity> Default for Region<E> {
+    fn default() -> Self {
+        Region(PhantomData)
+    }
+}
+
+/// The region's state: its entities and their failure histories.
+pub struct RegionState<E: Entity> {
+    args: RegionArgs<E>,
+    slots: HashMap<String, Slot<E>>,
+    keys: HashMap<ActorId, String>,
+    trackers: HashMap<String, RestartTracker>,
+    stats: RegionStats,
+}
+
+impl<E: Entity> Actor for Region<E> {
+    type Msg = RegionMsg<E>;
+    type State = RegionState<E>;
+    type Arguments = RegionArgs<E>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RegionArgs<E>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        if let Some(idle) = args.passivate_after {
+            let every = (idle / 4).max(Duration::from_millis(100));
+            myself.send_interval(every, || RegionMsg::IdleCheck);
+        }
+        Ok(RegionState {
+            args,
+            slots: HashMap::new(),
+            keys: HashMap::new(),
+            trackers: HashMap::new(),
+            stats: RegionStats::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegionMsg::Deliver { key, envelope } => state.deliver(&myself, key, envelope).await,
+            RegionMsg::Kill { key, reply } => {
+                let active = match state.slots.get(&key) {
+                    Some(Slot::Active { actor, .. }) => actor.send_message(Envelope::Kill).is_ok(),
+                    _ => false,
+                };
+                let _ = reply.send(active);
+            }
+            RegionMsg::Restart(key) => {
+                if let Some(Slot::Waiting { buffer }) = state.slots.remove(&key) {
+                    state.activate(&myself, key, buffer).await;
+                }
+            }
+            RegionMsg::IdleCheck => state.passivate_idle(),
+            RegionMsg::Stats(reply) => {
+                let mut stats = state.stats.clone();
+                for slot in state.slots.values() {
+                    match slot {
+                        Slot::Active { .. } => stats.active += 1,
+                        Slot::Waiting { .. } => stats.waiting += 1,
+                    }
+                }
+                let _ = reply.send(stats);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(key) = state.keys.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let buffer = state.take_buffer(&key);
+                let tracker = state
+                    .trackers
+                    .entry(key.clone())
+                    .or_insert_with(|| RestartTracker::new(state.args.policy));
+                match tracker.on_failure(Instant::now()) {
+                    Decision::Restart { after } => {
+                        tracing::warn!(kind = E::KIND, %key, error = %err, delay_ms = after.as_millis() as u64, "entity failed; restarting");
+                        state.stats.restarts += 1;
+                        state.slots.insert(key.clone(), Slot::Waiting { buffer });
+                        myself.send_after(after, move || RegionMsg::Restart(key));
+                    }
+                    Decision::Escalate => {
+                        tracing::error!(kind = E::KIND, %key, error = %err, "entity exceeded its restart intensity; escalating");
+                        return Err(format!(
+                            "{}/{key} failed more than {} times in {:?}: {err}",
+                            E::KIND,
+                            state.args.policy.max_restarts,
+                            state.args.policy.within
+                        )
+                        .into());
+                    }
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                let Some(key) = state.keys.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                // A passivated entity that got messages meanwhile comes straight back.
+                let buffer = state.take_buffer(&key);
+                state.stats.passivations += 1;
+                if !buffer.is_empty() {
+                    state.activate(&myself, key, buffer).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl<E: Entity> RegionState<E> {
+    async fn deliver(&mut self, myself: &ActorRef<RegionMsg<E>>, key: String, env: Envelope<E>) {
+        match self.slots.get_mut(&key) {
+            Some(Slot::Active {
+                actor,
+                last_message,
+            }) => {
+                *last_message = Instant::now();
+                if let Err(ractor::MessagingErr::SendErr(env)) = actor.send_message(env) {
+                    // The actor just died; its supervision event follows and restarts it.
+                    self.slots.insert(key, Slot::Waiting { buffer: vec![env] });
+                }
+            }
+            Some(Slot::Waiting { buffer }) => {
+                if buffer.len() < MAX_BUFFERED {
+                    buffer.push(env);
+                }
+            }
+            None => self.activate(myself, key, vec![env]).await,
+        }
+    }
+
+    fn take_buffer(&mut self, key: &str) -> Vec<Envelope<E>> {
+        match self.slots.remove(key) {
+            Some(Slot::Waiting { buffer }) => buffer,
+            _ => Vec::new(),
+        }
+    }
+
+    async fn activate(
+        &mut self,
+        myself: &ActorRef<RegionMsg<E>>,
+        key: String,
+        buffer: Vec<Envelope<E>>,
+    ) {
+        let ctx = EntityContext {
+            key: key.clone(),
+            sharding: self.args.sharding.clone(),
+        };
+        let spawned = Actor::spawn_linked(
+            None,
+            EntityActor::<E>::default(),
+            (ctx, self.args.deps.clone()),
+            myself.get_cell(),
+        )
+        .await;
+        match spawned {
+            Ok((actor, _)) => {
+                self.stats.activations += 1;
+                self.keys.insert(actor.get_id(), key.clone());
+                for env in buffer {
+                    let _ = actor.send_message(env);
+                }
+                self.slots.insert(
+                    key,
+                    Slot::Active {
+                        actor,
+                        last_message: Instant::now(),
+                    },
+                );
+            }
+            Err(e) => {
+                // Dropping the buffer drops its reply ports: the askers see `unavailable`.
+                tracing::error!(kind = E::KIND, %key, error = %e, "could not spawn entity");
+            }
+        }
+    }
+
+    fn passivate_idle(&mut self) {
+        let Some(idle) = self.args.passivate_after else {
+            return;
+        };
+        if !E::PASSIVATE_WHEN_IDLE {
+            return;
+        }
+        let now = Instant::now();
+        let idle_keys: Vec<String> = self
+            .slots
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Active { last_message, .. } if now - *last_message >= idle => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        for key in idle_keys {
+            if let Some(Slot::Active { actor, .. }) = self.slots.remove(&key) {
+                tracing::debug!(kind = E::KIND, %key, "passivating idle entity");
+                // Drain: what is already in its mailbox is handled, then it stops cleanly.
+                let _ = actor.drain();
+                self.slots.insert(key, Slot::Waiting { buffer: Vec::new() });
+            }
+        }
+    }
+}
+
+/// The actor shell around one entity.
+pub struct EntityActor<E: Entity>(PhantomData<fn() -> E>);
+
+impl<E: Entity> Default for EntityActor<E> {
+    fn default() -> Self {
+        EntityActor(PhantomData)
+    }
+}
+
+/// The shell's state: the entity once activated.
+pub struct EntityState<E: Entity> {
+    ctx: EntityContext,
+    deps: Arc<E::Deps>,
+    entity: Option<E>,
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Msg = Envelope<E>;
+    type State = EntityState<E>;
+    type Arguments = (EntityContext, Arc<E::Deps>);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        (ctx, deps): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Cheap: the region waits for this. Loading state happens in post_start, on the
+        // entity's own task, while messages queue in its mailbox.
+        Ok(EntityState {
+            ctx,
+            deps,
+            entity: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let entity = E::activate(&state.ctx, &state.deps)
+            .await
+            .map_err(|e| format!("activating {}/{}: {e}", E::KIND, state.ctx.key))?;
+        state.entity = Some(entity);
+        if let Some(every) = E::TICK_EVERY {
+            myself.send_interval(every, || Envelope::Tick);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(entity) = state.entity.as_mut() else {
+            return Err(format!("{}/{} used before activation", E::KIND, state.ctx.key).into());
+        };
+        match msg {
+            Envelope::Tell(m) => {
+                entity.handle(m, &state.ctx).await;
+            }
+            Envelope::Ask(m, reply) => {
+                let r = entity.handle(m, &state.ctx).await;
+                let _ = reply.send(r);
+            }
+            Envelope::Subscribe(req, reply) => {
+                let _ = reply.send(entity.subscribe(req, &state.ctx));
+            }
+            Envelope::Tick => entity.on_tick(&state.ctx).await,
+            Envelope::Kill => {
+                // A real panic, as a bug would raise: ractor catches it and the region sees
+                // `ActorFailed`, exactly the path a crashing entity takes.
+                panic!("{}/{} killed by chaos request", E::KIND, state.ctx.key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(entity) = state.entity.as_mut() {
+            entity.passivate(&state.ctx).await;
+        }
+        Ok(())
+    }
+}
+
+/// Spawns the region for `E` under `supervisor` and registers it with `sharding`.
+pub async fn spawn_region<E: Entity>(
+    args: RegionArgs<E>,
+    supervisor: ActorCell,
+) -> Result<ActorRef<RegionMsg<E>>, ractor::SpawnErr> {
+    let sharding = args.sharding.clone();
+    let (region, _) = Actor::spawn_linked(
+        Some(format!("bourse.region.{}", E::KIND)),
+        Region::<E>::default(),
+        args,
+        supervisor,
+    )
+    .await?;
+    sharding.register::<E>(region.clone());
+    Ok(region)
+}

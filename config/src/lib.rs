@@ -1,0 +1,569 @@
+//! Typed settings for a bourse node: a TOML file, then `BOURSE_*` environment overrides,
+//! then defaults, validated once at start-up so a bad value fails loudly with the key that
+//! holds it rather than deep inside a running node.
+//!
+//! Environment overrides name a key path with `__` between sections:
+//! `BOURSE_GATEWAY__LISTEN=127.0.0.1:9000`, `BOURSE_FEED__TRADES_PER_SEC=100`. The value is
+//! read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+
+pub mod decimal;
+mod market;
+
+pub use decimal::{DecimalError, Step};
+pub use market::{Market, Markets, is_symbol_shape};
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, named by the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {reason}")]
+pub struct ConfigError {
+    /// Dotted key path (`gateway.listen`, `symbols[2].tick_size`).
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A problem with `key`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything a node reads at start-up. Every section has defaults, so an empty file (or
+/// none, for `bourse demo`) is a working single-node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub node: NodeSettings,
+    pub gateway: GatewaySettings,
+    pub cluster: ClusterSettings,
+    pub supervision: SupervisionSettings,
+    pub storage: StorageSettings,
+    pub streams: StreamSettings,
+    pub feed: FeedSettings,
+    pub log: LogSettings,
+    pub admin: AdminSettings,
+    pub symbols: Vec<SymbolSettings>,
+}
+
+/// Admin API access.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin/...`; unset disables the admin endpoints.
+    pub token: Option<String>,
+}
+
+/// Identity and data location of this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// Unique node name in the cluster; also the hash-ring identity.
+    pub name: String,
+    /// Where the embedded store and node-local files live.
+    pub data_dir: PathBuf,
+}
+
+/// Client-facing server limits (PROTOCOL.md "Limits").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// `host:port` the WebSocket/SSE/REST server binds.
+    pub listen: String,
+    /// Largest accepted WebSocket frame/message, bytes.
+    pub max_frame_bytes: usize,
+    /// Requests per second per connection before `rate_limited`.
+    pub requests_per_sec: u32,
+    /// Channels one connection may hold.
+    pub max_channels: usize,
+    /// Outbound events queued per connection before a slow consumer is closed.
+    pub outbound_queue: usize,
+    /// Server ping interval, seconds.
+    pub ping_interval_s: u64,
+    /// A connection silent this long is closed, seconds.
+    pub idle_timeout_s: u64,
+    /// SSE comment keep-alive interval, seconds.
+    pub sse_keepalive_s: u64,
+}
+
+/// Sharding runtime knobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Virtual nodes per member on the hash ring.
+    pub vnodes: u32,
+    /// An entity with no message for this long is passivated (seconds; 0 = never).
+    pub passivate_idle_s: u64,
+    /// How long an `ask` waits for its reply before failing `unavailable`, ms.
+    pub ask_timeout_ms: u64,
+}
+
+/// Restart policy for supervised entities.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionSettings {
+    /// Restarts allowed within `within_s` before the failure escalates.
+    pub max_restarts: u32,
+    /// The restart-intensity window, seconds.
+    pub within_s: u64,
+    /// First restart delay, ms; doubles per consecutive failure.
+    pub backoff_min_ms: u64,
+    /// Cap on the restart delay, ms.
+    pub backoff_max_ms: u64,
+}
+
+/// Which durable store and how it batches.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// `sqlite` (embedded default).
+    pub backend: String,
+    /// SQLite file; defaults to `<data_dir>/bourse.db`.
+    pub path: Option<PathBuf>,
+    /// Most writes committed in one transaction.
+    pub batch_max: usize,
+}
+
+/// Live stream bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Events a publisher keeps per channel for `since` / `Last-Event-ID` resume.
+    pub replay_events: usize,
+}
+
+/// Market data source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedSettings {
+    /// `simulator` or `none`.
+    pub kind: String,
+    /// Seed of the simulator; the same seed gives the same trade sequence.
+    pub seed: u64,
+    /// Simulated trades per second per symbol.
+    pub trades_per_sec: u32,
+}
+
+/// Logging output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter (`info`, `bourse=debug,warp=info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// One tradable market.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolSettings {
+    /// `QUOTE-BASE`, e.g. `KRW-BTC`.
+    pub symbol: String,
+    /// Price step, a power of ten as a decimal string.
+    pub tick_size: String,
+    /// Quantity step, a power of ten as a decimal string.
+    pub lot_size: String,
+    /// Where the simulator starts this market's price.
+    pub initial_price: String,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            name: "node1".into(),
+            data_dir: PathBuf::from("./bourse-data"),
+        }
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            listen: "127.0.0.1:8080".into(),
+            max_frame_bytes: 256 * 1024,
+            requests_per_sec: 50,
+            max_channels: 200,
+            outbound_queue: 4096,
+            ping_interval_s: 20,
+            idle_timeout_s: 60,
+            sse_keepalive_s: 15,
+        }
+    }
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            vnodes: 128,
+            passivate_idle_s: 300,
+            ask_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        SupervisionSettings {
+            max_restarts: 10,
+            within_s: 10,
+            backoff_min_ms: 10,
+            backoff_max_ms: 5000,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            backend: "sqlite".into(),
+            path: None,
+            batch_max: 4096,
+        }
+    }
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            replay_events: 1024,
+        }
+    }
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings {
+            kind: "simulator".into(),
+            seed: 42,
+            trades_per_sec: 20,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node: NodeSettings::default(),
+            gateway: GatewaySettings::default(),
+            cluster: ClusterSettings::default(),
+            supervision: SupervisionSettings::default(),
+            storage: StorageSettings::default(),
+            streams: StreamSettings::default(),
+            feed: FeedSettings::default(),
+            log: LogSettings::default(),
+            admin: AdminSettings::default(),
+            symbols: default_symbols(),
+        }
+    }
+}
+
+/// The eight simulated KRW markets of `bourse demo`, with Upbit-like prices.
+fn default_symbols() -> Vec<SymbolSettings> {
+    [
+        ("KRW-BTC", "1000", "0.0001", "140000000"),
+        ("KRW-ETH", "1000", "0.0001", "5000000"),
+        ("KRW-XRP", "1", "0.01", "3000"),
+        ("KRW-SOL", "100", "0.001", "250000"),
+        ("KRW-DOGE", "0.1", "1", "300"),
+        ("KRW-ADA", "1", "0.1", "1000"),
+        ("KRW-AVAX", "10", "0.01", "40000"),
+        ("KRW-LINK", "10", "0.01", "25000"),
+    ]
+    .into_iter()
+    .map(|(symbol, tick, lot, price)| SymbolSettings {
+        symbol: symbol.into(),
+        tick_size: tick.into(),
+        lot_size: lot.into(),
+        initial_price: price.into(),
+    })
+    .collect()
+}
+
+impl Settings {
+    /// Loads settings from an optional TOML file plus the process environment, and validates
+    /// them.
+    pub fn load(file: Option<&Path>) -> Result<(Settings, Markets), ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("<file>", format!("cannot read {}: {e}", path.display()))
+            })?,
+            None => String::new(),
+        };
+        Self::from_sources(&text, std::env::vars())
+    }
+
+    /// Builds settings from TOML text and `(name, value)` environment pairs; the testable core
+    /// of [`Settings::load`].
+    pub fn from_sources(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Settings, Markets), ConfigError> {
+        let mut table: toml::Table = toml::from_str(toml_text)
+            .map_err(|e| ConfigError::new("<file>", e.message().to_string()))?;
+        for (name, raw) in env {
+            let Some(path) = name.strip_prefix("BOURSE_") else {
+                continue;
+            };
+            apply_override(&mut table, path, &raw)?;
+        }
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." {
+                    "<root>".to_string()
+                } else {
+                    key
+                };
+                ConfigError::new(key, e.inner().to_string())
+            })?;
+        let markets = settings.validate()?;
+        Ok((settings, markets))
+    }
+
+    /// Checks every value that types alone cannot, and derives the market table.
+    pub fn validate(&self) -> Result<Markets, ConfigError> {
+        if self.node.name.is_empty()
+            || !self
+                .node
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new(
+                "node.name",
+                "must be non-empty letters, digits, '-' or '_'",
+            ));
+        }
+        if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "gateway.listen",
+                format!("'{}' is not an ip:port address", self.gateway.listen),
+            ));
+        }
+        positive(
+            "gateway.max_frame_bytes",
+            self.gateway.max_frame_bytes as u64,
+        )?;
+        positive(
+            "gateway.requests_per_sec",
+            u64::from(self.gateway.requests_per_sec),
+        )?;
+        positive("gateway.max_channels", self.gateway.max_channels as u64)?;
+        positive("gateway.outbound_queue", self.gateway.outbound_queue as u64)?;
+        positive("gateway.ping_interval_s", self.gateway.ping_interval_s)?;
+        positive("gateway.sse_keepalive_s", self.gateway.sse_keepalive_s)?;
+        if self.gateway.idle_timeout_s <= self.gateway.ping_interval_s {
+            return Err(ConfigError::new(
+                "gateway.idle_timeout_s",
+                "must be longer than gateway.ping_interval_s",
+            ));
+        }
+        positive("cluster.vnodes", u64::from(self.cluster.vnodes))?;
+        positive("cluster.ask_timeout_ms", self.cluster.ask_timeout_ms)?;
+        positive("supervision.within_s", self.supervision.within_s)?;
+        positive(
+            "supervision.backoff_min_ms",
+            self.supervision.backoff_min_ms,
+        )?;
+        if self.supervision.backoff_max_ms < self.supervision.backoff_min_ms {
+            return Err(ConfigError::new(
+                "supervision.backoff_max_ms",
+                "must be at least supervision.backoff_min_ms",
+            ));
+        }
+        if self.storage.backend != "sqlite" {
+            return Err(ConfigError::new(
+                "storage.backend",
+                format!(
+                    "unknown backend '{}' (expected: sqlite)",
+                    self.storage.backend
+                ),
+            ));
+        }
+        positive("storage.batch_max", self.storage.batch_max as u64)?;
+        positive("streams.replay_events", self.streams.replay_events as u64)?;
+        if !matches!(self.feed.kind.as_str(), "simulator" | "none") {
+            return Err(ConfigError::new(
+                "feed.kind",
+                format!(
+                    "unknown feed '{}' (expected: simulator, none)",
+                    self.feed.kind
+                ),
+            ));
+        }
+        if self.feed.trades_per_sec > 100_000 {
+            return Err(ConfigError::new("feed.trades_per_sec", "at most 100000"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::new(
+                "log.format",
+                format!(
+                    "unknown format '{}' (expected: text, json)",
+                    self.log.format
+                ),
+            ));
+        }
+        if let Some(token) = &self.admin.token
+            && token.len() < 16
+        {
+            return Err(ConfigError::new(
+                "admin.token",
+                "must be at least 16 characters",
+            ));
+        }
+        Markets::from_settings(&self.symbols)
+    }
+
+    /// The SQLite file this node uses.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("bourse.db"))
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::new(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets `SECTION__KEY` (lower-cased) in the table to the parsed value.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let env_name = format!("BOURSE_{path}");
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::new(env_name, "empty key segment"));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, sections) = parts
+        .split_last()
+        .ok_or_else(|| ConfigError::new(&env_name, "empty"))?;
+    let mut cursor = table;
+    for section in sections {
+        let entry = cursor
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(ConfigError::new(
+                    env_name,
+                    format!("`{section}` is not a section"),
+                ));
+            }
+        };
+    }
+    cursor.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<(Settings, Markets), ConfigError> {
+        Settings::from_sources(
+            toml,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn empty_config_is_a_working_demo() {
+        let (s, markets) = load("", &[]).unwrap();
+        assert_eq!(s.gateway.listen, "127.0.0.1:8080");
+        assert_eq!(markets.len(), 8);
+        assert!(markets.get("KRW-BTC").is_some());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let (s, _) = load(
+            "[gateway]\nlisten = \"127.0.0.1:1\"\n[feed]\ntrades_per_sec = 5",
+            &[
+                ("BOURSE_GATEWAY__LISTEN", "127.0.0.1:9000"),
+                ("BOURSE_FEED__TRADES_PER_SEC", "7"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.gateway.listen, "127.0.0.1:9000");
+        assert_eq!(s.feed.trades_per_sec, 7);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[gateway]\nlisten = \"127.0.0.1:1\"\nbogus = 1", &[]).unwrap_err();
+        assert_eq!(err.key, "gateway.bogus");
+        assert!(err.reason.contains("unknown field"), "{err}");
+        let err = load("", &[("BOURSE_GATEWAY__NOPE", "1")]).unwrap_err();
+        assert!(err.reason.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load("[gateway]\nmax_channels = \"many\"", &[]).unwrap_err();
+        assert_eq!(err.key, "gateway.max_channels");
+    }
+
+    #[test]
+    fn tick_size_must_be_power_of_ten() {
+        let toml = r#"[[symbols]]
+symbol = "KRW-BTC"
+tick_size = "50"
+lot_size = "0.001"
+initial_price = "1000"
+"#;
+        let err = load(toml, &[]).unwrap_err();
+        assert_eq!(err.key, "symbols[0].tick_size");
+        assert!(err.reason.contains("power of ten"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (env, key) in [
+            (("BOURSE_GATEWAY__LISTEN", "nowhere"), "gateway.listen"),
+            (("BOURSE_FEED__KIND", "kafka"), "feed.kind"),
+            (
+                ("BOURSE_GATEWAY__MAX_CHANNELS", "0"),
+                "gateway.max_channels",
+            ),
+            (("BOURSE_NODE__NAME", "a b"), "node.name"),
+            (("BOURSE_STORAGE__BACKEND", "mongo"), "storage.backend"),
+        ] {
+            let err = load("", &[env]).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
+    fn effective_config_round_trips_through_toml() {
+        let (s, _) = load("", &[]).unwrap();
+        let text = toml::to_string(&s).unwrap();
+        let (again, _) = load(&text, &[]).unwrap();
+        assert_eq!(s, again);
+    }
+}

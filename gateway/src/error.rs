@@ -1,0 +1,91 @@
+//! Client-facing errors (PROTOCOL.md "REST" error codes): one code, one HTTP status, a
+//! message safe to show (never a stack trace or an internal path).
+
+use bourse_cluster::AskError;
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+
+/// An error as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    /// 400: the request is malformed or names something invalid.
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new("bad_request", m)
+    }
+    /// 403: not allowed (admin token missing or wrong).
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new("forbidden", m)
+    }
+    /// 404: no such resource.
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new("not_found", m)
+    }
+    /// 413: a body or frame over the limit.
+    pub fn too_large(m: impl Into<String>) -> Self {
+        Self::new("too_large", m)
+    }
+    /// 429: over the request rate.
+    pub fn rate_limited(m: impl Into<String>) -> Self {
+        Self::new("rate_limited", m)
+    }
+    /// 503: the entity is moving or restarting; retry.
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new("unavailable", m)
+    }
+    /// 500: a bug; the details are in the server log, not here.
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new("internal", m)
+    }
+
+    /// The HTTP status of the code.
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            "bad_request" => StatusCode::BAD_REQUEST,
+            "unauthorized" => StatusCode::UNAUTHORIZED,
+            "forbidden" => StatusCode::FORBIDDEN,
+            "not_found" => StatusCode::NOT_FOUND,
+            "conflict" => StatusCode::CONFLICT,
+            "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_funds" => StatusCode::UNPROCESSABLE_ENTITY,
+            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `{"code","message"}`.
+    pub fn body(&self) -> Value {
+        json!({"code": self.code, "message": self.message})
+    }
+}
+
+impl From<AskError> for ApiError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Unavailable(_) | AskError::Timeout(_) => ApiError::unavailable(e.to_string()),
+            AskError::Refused(m) => ApiError::bad_request(m),
+            AskError::UnknownKind(_) => {
+                tracing::error!(error = %e, "routing to an unregistered kind");
+                ApiError::internal("internal error")
+            }
+        }
+    }
+}
+
+impl warp::reject::Reject for ApiError {}
+
+/// A REST error reply: `{"error":{"code","message"}}` with the code's status.
+pub fn reply(e: &ApiError) -> warp::reply::WithStatus<warp::reply::Json> {
+    warp::reply::with_status(warp::reply::json(&json!({"error": e.body()})), e.status())
+}

@@ -1,0 +1,174 @@
+//! The gateway: warp serving WebSocket (`/ws`), SSE (`/sse`), REST (`/api/v1/...`), admin
+//! (`/admin/...`) and health endpoints, per PROTOCOL.md. Every route validates its input
+//! and answers errors as `{"error":{"code","message"}}` (or an error response on `/ws`); no
+//! input reaches an entity unchecked.
+
+pub mod error;
+pub mod limits;
+pub mod rest;
+pub mod sse;
+pub mod state;
+pub mod subscriptions;
+pub mod ws;
+
+pub use state::GatewayState;
+
+use error::{ApiError, reply};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+/// Largest admin request body.
+const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
+
+fn respond(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(v) => warp::reply::json(&v).into_response(),
+        Err(e) => reply(&e).into_response(),
+    }
+}
+
+type Query = HashMap<String, String>;
+
+fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
+    let st = warp::any().map(move || state.clone());
+    let query = warp::query::<Query>()
+        .or(warp::any().map(Query::new))
+        .unify();
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+    let readyz =
+        warp::path!("readyz")
+            .and(warp::get())
+            .and(st.clone())
+            .map(|s: Arc<GatewayState>| {
+                if s.is_ready() {
+                    warp::reply::json(&json!({"status": "ready", "node": s.sharding.node()}))
+                        .into_response()
+                } else {
+                    reply(&ApiError::unavailable("not ready")).into_response()
+                }
+            });
+    let symbols = warp::path!("api" / "v1" / "symbols")
+        .and(warp::get())
+        .and(st.clone())
+        .map(|s: Arc<GatewayState>| warp::reply::json(&rest::market::symbols(&s)).into_response());
+    let ticker = warp::path!("api" / "v1" / "ticker" / String)
+        .and(warp::get())
+        .and(st.clone())
+        .and(query.clone())
+        .then(|sym, s, q| async move { respond(rest::market::ticker(s, sym, q).await) });
+    let trades = warp::path!("api" / "v1" / "trades" / String)
+        .and(warp::get())
+        .and(st.clone())
+        .and(query.clone())
+        .then(|sym, s, q| async move { respond(rest::market::trades(s, sym, q).await) });
+    let candles = warp::path!("api" / "v1" / "candles" / String)
+        .and(warp::get())
+        .and(st.clone())
+        .and(query.clone())
+        .then(|sym, s, q| async move { respond(rest::market::candles(s, sym, q).await) });
+    let websocket = warp::path!("ws").and(warp::ws()).and(st.clone()).map(
+        |upgrade: warp::ws::Ws, s: Arc<GatewayState>| {
+            let max = s.settings.max_frame_bytes;
+            upgrade
+                .max_frame_size(max)
+                .max_message_size(max)
+                .on_upgrade(move |socket| ws::serve(socket, s))
+                .into_response()
+        },
+    );
+    let events = warp::path!("sse")
+        .and(warp::get())
+        .and(st.clone())
+        .and(query.clone())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .then(|s: Arc<GatewayState>, q, last: Option<String>| async move {
+            let keep_alive = sse::keep_alive(s.settings.sse_keepalive_s);
+            match sse::open(s, q, last).await {
+                Ok(stream) => warp::sse::reply(keep_alive.stream(stream)).into_response(),
+                Err(e) => reply(&e).into_response(),
+            }
+        });
+    let kill = warp::path!("admin" / "chaos" / "kill")
+        .and(warp::post())
+        .and(st.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::content_length_limit(ADMIN_BODY_LIMIT))
+        .and(warp::body::bytes())
+        .then(
+            |s: Arc<GatewayState>, auth: Option<String>, body: bytes::Bytes| async move {
+                if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
+                    return reply(&e).into_response();
+                }
+                match serde_json::from_slice(&body) {
+                    Ok(req) => respond(rest::admin::kill(s, req).await),
+                    Err(e) => {
+                        reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response()
+                    }
+                }
+            },
+        );
+    healthz
+        .or(readyz)
+        .unify()
+        .or(symbols)
+        .unify()
+        .or(ticker)
+        .unify()
+        .or(trades)
+        .unify()
+        .or(candles)
+        .unify()
+        .or(websocket)
+        .unify()
+        .or(events)
+        .unify()
+        .or(kill)
+        .unify()
+        .recover(rejection)
+        .unify()
+        .boxed()
+}
+
+async fn rejection(r: Rejection) -> Result<Response, Infallible> {
+    let e = if r.is_not_found() || r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::not_found("no such route")
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::too_large("request body too large")
+    } else if let Some(e) = r.find::<ApiError>() {
+        e.clone()
+    } else {
+        ApiError::bad_request("malformed request")
+    };
+    let mut resp = reply(&e).into_response();
+    if e.code == "not_found" {
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+    }
+    Ok(resp)
+}
+
+/// Serves until the node's shutdown signal, then stops accepting and waits for open
+/// connections, which close themselves (WebSocket with 1001).
+pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) {
+    let mut shutdown = state.shutdown.clone();
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(stop)
+        .run()
+        .await;
+}

@@ -1,0 +1,162 @@
+//! Market data over REST (PROTOCOL.md "Market data"): symbols, ticker, trades, candles.
+
+use crate::error::ApiError;
+use crate::state::GatewayState;
+use bourse_actors::symbol::{Symbol, SymbolMsg, SymbolReply, view};
+use bourse_config::{Market, is_symbol_shape};
+use bourse_storage::Interval;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Parses `?k=v` against the allowed keys; unknown keys are refused.
+fn query(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown query parameter '{k}' (allowed: {})",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request(format!("'{key}' must be an integer, got '{v}'"))
+            })
+        })
+        .transpose()
+}
+
+fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let l = number::<usize>(q, "limit")?.unwrap_or(default);
+    if l == 0 || l > max {
+        return Err(ApiError::bad_request(format!("'limit' must be 1..={max}")));
+    }
+    Ok(l)
+}
+
+/// The market for a path symbol: `bad_request` if malformed, `not_found` if not listed.
+pub fn market<'a>(state: &'a GatewayState, symbol: &str) -> Result<&'a Market, ApiError> {
+    if !is_symbol_shape(symbol) {
+        return Err(ApiError::bad_request(format!(
+            "malformed symbol '{symbol}'"
+        )));
+    }
+    state
+        .markets
+        .get(symbol)
+        .ok_or_else(|| ApiError::not_found(format!("unknown symbol '{symbol}'")))
+}
+
+fn unexpected(reply: SymbolReply) -> ApiError {
+    tracing::error!(?reply, "symbol answered with the wrong reply");
+    ApiError::internal("internal error")
+}
+
+/// `GET /api/v1/symbols`
+pub fn symbols(state: &GatewayState) -> Value {
+    Value::Array(
+        state
+            .markets
+            .iter()
+            .map(|m| {
+                json!({"symbol": m.symbol, "base": m.base, "quote": m.quote,
+                       "tick_size": m.tick.to_string(), "lot_size": m.lot.to_string()})
+            })
+            .collect(),
+    )
+}
+
+/// `GET /api/v1/ticker/{symbol}`
+pub async fn ticker(
+    state: Arc<GatewayState>,
+    symbol: String,
+    q: HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    query(&q, &[])?;
+    let m = market(&state, &symbol)?;
+    match state
+        .sharding
+        .ask::<Symbol>(&symbol, SymbolMsg::Ticker)
+        .await?
+    {
+        SymbolReply::Ticker(t) => Ok(view::ticker(m, &t)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `GET /api/v1/trades/{symbol}?limit=100` (newest first, ≤ 1000).
+pub async fn trades(
+    state: Arc<GatewayState>,
+    symbol: String,
+    q: HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    query(&q, &["limit"])?;
+    let m = market(&state, &symbol)?;
+    let limit = limit(&q, 100, bourse_actors::symbol::RECENT_TRADES)?;
+    match state
+        .sharding
+        .ask::<Symbol>(&symbol, SymbolMsg::RecentTrades { limit })
+        .await?
+    {
+        SymbolReply::Trades(t) => Ok(Value::Array(t.iter().map(|t| view::trade(m, t)).collect())),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `GET /api/v1/candles/{symbol}?interval=1m&limit=200&end=<ts>` (oldest first, ≤ 1000;
+/// the open candle is included when `end` is absent). `end` is exclusive: candles that
+/// open before it.
+pub async fn candles(
+    state: Arc<GatewayState>,
+    symbol: String,
+    q: HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    query(&q, &["interval", "limit", "end"])?;
+    let m = market(&state, &symbol)?;
+    let interval = match q.get("interval") {
+        None => Interval::M1,
+        Some(i) => Interval::parse(i).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown interval '{i}' (1s 1m 3m 5m 15m 30m 1h 4h 1d 1w)"
+            ))
+        })?,
+    };
+    let limit = limit(&q, 200, 1000)?;
+    let end = number::<i64>(&q, "end")?;
+    let mut out: Vec<Value> = Vec::new();
+    let open = if end.is_none() {
+        match state
+            .sharding
+            .ask::<Symbol>(&symbol, SymbolMsg::OpenCandle(interval))
+            .await?
+        {
+            SymbolReply::OpenCandle(c) => c,
+            other => return Err(unexpected(other)),
+        }
+    } else {
+        None
+    };
+    let closed = state
+        .store
+        .candles(&symbol, interval, end, limit)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading candles");
+            ApiError::unavailable("candle storage is unavailable; retry")
+        })?;
+    let last_closed = closed.last().map(|c| c.open_time);
+    out.extend(closed.iter().map(|c| view::candle(m, c, true)));
+    if let Some(c) = open.filter(|c| last_closed.is_none_or(|t| c.open_time > t)) {
+        out.push(view::candle(m, &c, false));
+    }
+    let excess = out.len().saturating_sub(limit);
+    out.drain(..excess);
+    Ok(Value::Array(out))
+}

@@ -1,0 +1,4 @@
+//! REST handlers, one module per area.
+
+pub mod admin;
+pub mod market;

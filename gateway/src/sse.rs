@@ -1,0 +1,110 @@
+//! `GET /sse?channels=a,b`: the same channels and events as WebSocket, as Server-Sent Events.
+//! Each event is `id: <epoch>:<seq>`, `event: <channel>`, `data: <the WebSocket event JSON>`.
+//! `Last-Event-ID` resumes like `since` when the stream has one channel (an id names one
+//! channel's position; with several channels each starts from a fresh snapshot). A comment
+//! keeps the connection alive every `sse_keepalive_s`; a client too slow for its queue has
+//! its stream ended (it reconnects with `Last-Event-ID`).
+
+use crate::error::ApiError;
+use crate::state::GatewayState;
+use crate::subscriptions::{Subscriptions, parse_event_id};
+use bourse_cluster::{Frame, Outbox};
+use futures_util::Stream;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use warp::sse::Event;
+
+fn event(f: &Frame) -> Event {
+    Event::default()
+        .id(format!("{}:{}", f.epoch, f.seq))
+        .event(&*f.channel)
+        .data(&*f.json)
+}
+
+struct Live {
+    subs: Subscriptions,
+    outbox: Arc<Outbox>,
+    queue: VecDeque<Arc<Frame>>,
+    buf: Vec<Arc<Frame>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Subscribes the requested channels and returns the event stream.
+pub async fn open(
+    state: Arc<GatewayState>,
+    q: HashMap<String, String>,
+    last_event_id: Option<String>,
+) -> Result<impl Stream<Item = Result<Event, Infallible>> + Send + 'static, ApiError> {
+    if let Some(k) = q.keys().find(|k| *k != "channels" && *k != "token") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter '{k}' (allowed: channels, token)"
+        )));
+    }
+    let names: Vec<String> = q
+        .get("channels")
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Err(ApiError::bad_request(
+            "'channels' is required, e.g. ?channels=ticker:KRW-BTC",
+        ));
+    }
+    let outbox = Outbox::new(state.settings.outbound_queue);
+    let mut subs = Subscriptions::new(state.clone(), outbox.clone());
+    let channels = subs.parse_all(&names)?;
+    subs.check_room(&channels)?;
+    let since = match (&last_event_id, channels.len()) {
+        (Some(id), 1) => Some(parse_event_id(id).ok_or_else(|| {
+            ApiError::bad_request(format!("Last-Event-ID '{id}' is not 'epoch:seq'"))
+        })?),
+        _ => None,
+    };
+    let mut queue = VecDeque::new();
+    for channel in &channels {
+        let granted = subs.subscribe(channel, since.clone()).await?;
+        queue.extend(granted.frames);
+    }
+    let live = Live {
+        subs,
+        outbox,
+        queue,
+        buf: Vec::new(),
+        shutdown: state.shutdown.clone(),
+    };
+    Ok(futures_util::stream::unfold(live, |mut live| async move {
+        loop {
+            if let Some(f) = live.queue.pop_front() {
+                return Some((Ok(event(&f)), live));
+            }
+            if *live.shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = live.outbox.wait() => {
+                    if live.outbox.drain_into(&mut live.buf) {
+                        tracing::debug!("sse client too slow; ending its stream");
+                        return None;
+                    }
+                    let Live { subs, buf, queue, .. } = &mut live;
+                    queue.extend(buf.drain(..).filter(|f| subs.accept(f)));
+                }
+                _ = live.shutdown.changed() => return None,
+            }
+        }
+    }))
+}
+
+/// Keep-alive comments at the configured interval.
+pub fn keep_alive(secs: u64) -> warp::sse::KeepAlive {
+    warp::sse::keep_alive()
+        .interval(Duration::from_secs(secs))
+        .text("keep-alive")
+}

@@ -1,0 +1,30 @@
+//! What every gateway handler shares.
+
+use bourse_cluster::{Hub, Sharding};
+use bourse_config::{GatewaySettings, Markets};
+use bourse_storage::MarketStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
+
+/// The gateway's view of the node.
+pub struct GatewayState {
+    pub sharding: Sharding,
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn MarketStore>,
+    pub markets: Markets,
+    pub settings: GatewaySettings,
+    /// The admin bearer token; `None` disables the admin endpoints.
+    pub admin_token: Option<String>,
+    /// Turns true once the node serves (regions up, feed running).
+    pub ready: AtomicBool,
+    /// Turns true when the node is stopping: connections close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl GatewayState {
+    /// Whether `/readyz` says yes.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !*self.shutdown.borrow()
+    }
+}

@@ -1,0 +1,207 @@
+//! A connection's subscriptions, shared by WebSocket and SSE: registering with the hub,
+//! asking the publisher for a grant (snapshot or replay), and filtering live frames so that
+//! each channel's events reach the client once, in order, with `seq` +1 per event within an
+//! epoch (PROTOCOL.md "Stream events").
+
+use crate::error::ApiError;
+use crate::state::GatewayState;
+use bourse_actors::channel::Channel;
+use bourse_cluster::hub::{ConnId, epoch_newer};
+use bourse_cluster::{Cursor, Frame, Outbox, StreamRequest};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Position {
+    epoch: String,
+    seq: u64,
+}
+
+/// The channels of one connection.
+pub struct Subscriptions {
+    state: Arc<GatewayState>,
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    positions: HashMap<String, Position>,
+}
+
+/// The outcome of subscribing one channel.
+pub struct Granted {
+    /// Canonical channel name.
+    pub channel: String,
+    /// What the client gets first (snapshot or replay), already encoded.
+    pub frames: Vec<Arc<Frame>>,
+    /// `{"epoch","seq","resumed"}` for the response.
+    pub position: Value,
+}
+
+impl Subscriptions {
+    /// No channels yet; live frames land in `outbox`.
+    pub fn new(state: Arc<GatewayState>, outbox: Arc<Outbox>) -> Self {
+        let conn = state.hub.next_conn_id();
+        Subscriptions {
+            state,
+            conn,
+            outbox,
+            positions: HashMap::new(),
+        }
+    }
+
+    /// How many channels are held.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Validates channel names without subscribing; the error names the first bad one.
+    pub fn parse_all(&self, names: &[String]) -> Result<Vec<Channel>, ApiError> {
+        names
+            .iter()
+            .map(|n| Channel::parse(n, &self.state.markets).map_err(ApiError::bad_request))
+            .collect()
+    }
+
+    /// Checks the channel-count limit for adding `channels`.
+    pub fn check_room(&self, channels: &[Channel]) -> Result<(), ApiError> {
+        let new = channels
+            .iter()
+            .filter(|c| !self.positions.contains_key(&c.name()))
+            .count();
+        let max = self.state.settings.max_channels;
+        if self.positions.len() + new > max {
+            return Err(ApiError::bad_request(format!(
+                "too many channels: at most {max} per connection"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Subscribes (or re-subscribes) one channel. Registers with the hub first, so no live
+    /// event can fall between the grant and the first live frame.
+    pub async fn subscribe(
+        &mut self,
+        channel: &Channel,
+        since: Option<Cursor>,
+    ) -> Result<Granted, ApiError> {
+        let name = channel.name();
+        let (kind, key) = channel.publisher();
+        let hub = &self.state.hub;
+        let was_subscribed = self.positions.contains_key(&name);
+        hub.subscribe(&name, kind, key, self.conn, self.outbox.clone());
+        let req = StreamRequest {
+            channel: name.clone(),
+            node: hub.node().to_string(),
+            since,
+        };
+        let grant = match self.state.sharding.subscribe(kind, key, req).await {
+            Ok(g) => g,
+            Err(e) => {
+                if !was_subscribed {
+                    hub.unsubscribe(&name, self.conn);
+                }
+                return Err(e.into());
+            }
+        };
+        let position = json!({"epoch": grant.epoch, "seq": grant.seq, "resumed": grant.resumed});
+        self.positions.insert(
+            name.clone(),
+            Position {
+                epoch: grant.epoch.clone(),
+                seq: grant.seq,
+            },
+        );
+        Ok(Granted {
+            channel: name,
+            frames: grant
+                .events
+                .iter()
+                .map(|e| Arc::new(Frame::encode(e)))
+                .collect(),
+            position,
+        })
+    }
+
+    /// Drops a channel; false when it was not held.
+    pub fn unsubscribe(&mut self, name: &str) -> bool {
+        if self.positions.remove(name).is_some() {
+            self.state.hub.unsubscribe(name, self.conn);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a live frame goes to the client: a channel still held, and not a frame
+    /// already covered by the grant (same epoch, seq at or below the position) or from an
+    /// older epoch than the one the client has.
+    pub fn accept(&mut self, frame: &Frame) -> bool {
+        let Some(pos) = self.positions.get_mut(&*frame.channel) else {
+            return false;
+        };
+        if *frame.epoch == *pos.epoch {
+            if frame.seq <= pos.seq {
+                return false;
+            }
+        } else if epoch_newer(&frame.epoch, &pos.epoch) {
+            pos.epoch = frame.epoch.to_string();
+        } else {
+            return false;
+        }
+        pos.seq = frame.seq;
+        true
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        for name in self.positions.keys() {
+            self.state.hub.unsubscribe(name, self.conn);
+        }
+    }
+}
+
+/// Parses a resume point: `"epoch:seq"`, `{"epoch","seq"}`, or a bare seq (taken to be in
+/// the publisher's current epoch, as PROTOCOL.md allows; prefer a form with the epoch).
+pub fn parse_cursor(v: &Value) -> Result<Option<Cursor>, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .map(|seq| {
+                Some(Cursor {
+                    epoch: String::new(),
+                    seq,
+                })
+            })
+            .ok_or_else(|| format!("'{n}' is not a sequence number")),
+        Value::String(s) => parse_event_id(s)
+            .map(Some)
+            .ok_or_else(|| format!("'{s}' is not an 'epoch:seq' position")),
+        Value::Object(o) => match (
+            o.get("epoch").and_then(Value::as_str),
+            o.get("seq").and_then(Value::as_u64),
+        ) {
+            (Some(epoch), Some(seq)) if o.len() == 2 => Ok(Some(Cursor {
+                epoch: epoch.into(),
+                seq,
+            })),
+            _ => Err("a position is {\"epoch\",\"seq\"}".into()),
+        },
+        _ => Err("a position is a seq, \"epoch:seq\" or {\"epoch\",\"seq\"}".into()),
+    }
+}
+
+/// Parses an SSE event id `epoch:seq`.
+pub fn parse_event_id(s: &str) -> Option<Cursor> {
+    let (epoch, seq) = s.split_once(':')?;
+    if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(Cursor {
+        epoch: epoch.to_string(),
+        seq: seq.parse().ok()?,
+    })
+}

@@ -1,0 +1,187 @@
+//! `GET /ws`: one connection task per client (its actor: it owns the client's state and
+//! handles its requests and stream frames in order).
+//!
+//! The loop serves, by priority: node shutdown (close 1001), client frames (requests, one
+//! response each, rate-limited), outbound stream frames from the outbox (an overflow closes
+//! with 1008 `slow_consumer`), and the ping timer (a client silent for `idle_timeout_s` is
+//! closed). Oversize frames are refused by the WebSocket layer and close with 1009.
+
+pub mod ops;
+
+use crate::error::ApiError;
+use crate::limits::RateLimiter;
+use crate::state::GatewayState;
+use crate::subscriptions::Subscriptions;
+use bourse_cluster::{Frame, Outbox};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warp::ws::{Message, WebSocket};
+
+/// Close codes (RFC 6455).
+const GOING_AWAY: u16 = 1001;
+const POLICY: u16 = 1008;
+const TOO_BIG: u16 = 1009;
+const NORMAL: u16 = 1000;
+
+/// One client's connection state.
+pub struct Connection {
+    pub subs: Subscriptions,
+    limiter: RateLimiter,
+}
+
+/// A parsed request envelope.
+struct Request {
+    id: Value,
+    op: String,
+    body: Map<String, Value>,
+}
+
+fn parse(text: &str) -> Result<Request, (Value, ApiError)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            Value::Null,
+            ApiError::bad_request(format!("invalid JSON: {e}")),
+        )
+    })?;
+    let Value::Object(mut body) = value else {
+        return Err((
+            Value::Null,
+            ApiError::bad_request("a request is a JSON object"),
+        ));
+    };
+    let id = match body.remove("id") {
+        Some(id @ (Value::Number(_) | Value::String(_))) => id,
+        Some(_) => {
+            return Err((
+                Value::Null,
+                ApiError::bad_request("'id' must be a number or a string"),
+            ));
+        }
+        None => return Err((Value::Null, ApiError::bad_request("missing 'id'"))),
+    };
+    let op = match body.remove("op") {
+        Some(Value::String(op)) => op,
+        _ => return Err((id, ApiError::bad_request("missing 'op'"))),
+    };
+    Ok(Request { id, op, body })
+}
+
+fn response(id: &Value, result: Result<Value, ApiError>) -> String {
+    match result {
+        Ok(r) => json!({"id": id, "ok": true, "result": r}),
+        Err(e) => json!({"id": id, "ok": false, "error": e.body()}),
+    }
+    .to_string()
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
+    let (mut tx, mut rx) = ws.split();
+    let settings = state.settings.clone();
+    let outbox = Outbox::new(settings.outbound_queue);
+    let mut conn = Connection {
+        subs: Subscriptions::new(state.clone(), outbox.clone()),
+        limiter: RateLimiter::new(settings.requests_per_sec, Instant::now()),
+    };
+    let mut shutdown = state.shutdown.clone();
+    let idle = Duration::from_secs(settings.idle_timeout_s);
+    let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let mut pending: Vec<Arc<Frame>> = Vec::new();
+    let close = loop {
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break Some((GOING_AWAY, "server shutting down"));
+                }
+            }
+            incoming = rx.next() => {
+                let msg = match incoming {
+                    None => break None,
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        tracing::debug!(error = %text, "websocket read failed");
+                        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
+                            break Some((TOO_BIG, "frame too large"));
+                        }
+                        break None;
+                    }
+                };
+                last_heard = Instant::now();
+                if msg.is_close() {
+                    break None;
+                }
+                let reply = if let Ok(text) = msg.to_str() {
+                    Some(handle_text(&mut conn, text).await)
+                } else if msg.is_binary() {
+                    Some((response(&Value::Null, Err(ApiError::bad_request("binary frames are not supported; send JSON text"))), Vec::new()))
+                } else {
+                    None // ping/pong: answered by the WebSocket layer
+                };
+                if let Some((text, frames)) = reply {
+                    if tx.feed(Message::text(text)).await.is_err() {
+                        break None;
+                    }
+                    for f in frames {
+                        if tx.feed(Message::text(&*f.json)).await.is_err() {
+                            break;
+                        }
+                    }
+                    if tx.flush().await.is_err() {
+                        break None;
+                    }
+                }
+            }
+            _ = outbox.wait() => {
+                let overflowed = outbox.drain_into(&mut pending);
+                if overflowed {
+                    break Some((POLICY, "slow_consumer"));
+                }
+                let mut failed = false;
+                for f in pending.drain(..) {
+                    if conn.subs.accept(&f) && tx.feed(Message::text(&*f.json)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || tx.flush().await.is_err() {
+                    break None;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle {
+                    break Some((NORMAL, "idle timeout"));
+                }
+                if tx.send(Message::ping(Vec::new())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = tx.send(Message::close_with(code, reason)).await;
+        let _ = tx.close().await;
+    }
+}
+
+async fn handle_text(conn: &mut Connection, text: &str) -> (String, Vec<Arc<Frame>>) {
+    // Every text frame counts against the rate, malformed ones too.
+    let allowed = conn.limiter.allow(Instant::now());
+    let req = match parse(text) {
+        Ok(r) => r,
+        Err((id, e)) => return (response(&id, Err(e)), Vec::new()),
+    };
+    if !allowed {
+        let e = ApiError::rate_limited("over the request rate for this connection; slow down");
+        return (response(&req.id, Err(e)), Vec::new());
+    }
+    match ops::apply(conn, &req.op, req.body).await {
+        Ok(outcome) => (response(&req.id, Ok(outcome.result)), outcome.frames),
+        Err(e) => (response(&req.id, Err(e)), Vec::new()),
+    }
+}

@@ -1,0 +1,55 @@
+//! WebSocket ops (PROTOCOL.md "WebSocket"), one module each: parse the op's fields (unknown
+//! fields refused), apply it to the connection, encode the result.
+
+pub mod ping;
+pub mod subscribe;
+pub mod unsubscribe;
+
+use super::Connection;
+use crate::error::ApiError;
+use bourse_cluster::Frame;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// What an op produced: the response's `result`, then frames to send after the response.
+pub struct Outcome {
+    pub result: Value,
+    pub frames: Vec<Arc<Frame>>,
+}
+
+/// Ops named in PROTOCOL.md that later issues implement (trading, chat, alerts, auth).
+const NOT_YET: &[&str] = &[
+    "auth",
+    "order.place",
+    "order.cancel",
+    "order.list",
+    "chat.send",
+    "chat.history",
+    "alert.create",
+    "alert.delete",
+    "alert.list",
+];
+
+/// Decodes an op's fields (everything but `id` and `op`).
+pub fn fields<T: DeserializeOwned>(op: &str, body: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("{op}: {e}")))
+}
+
+/// Runs one op.
+pub async fn apply(
+    conn: &mut Connection,
+    op: &str,
+    body: Map<String, Value>,
+) -> Result<Outcome, ApiError> {
+    match op {
+        "subscribe" => subscribe::apply(conn, fields(op, body)?).await,
+        "unsubscribe" => unsubscribe::apply(conn, fields(op, body)?),
+        "ping" => ping::apply(fields(op, body)?),
+        op if NOT_YET.contains(&op) => Err(ApiError::bad_request(format!(
+            "op '{op}' is not available on this server yet"
+        ))),
+        other => Err(ApiError::bad_request(format!("unknown op '{other}'"))),
+    }
+}

@@ -1,0 +1,83 @@
+//! The `bourse` command: CLI and wiring only; everything it starts lives in the workspace
+//! crates (DESIGN.md "Layout").
+
+mod node;
+
+use bourse_config::Settings;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// bourse: a distributed actor runtime for real-time markets.
+///
+/// Every symbol is a supervised actor; the gateway serves live tickers, trades and candles
+/// over WebSocket (/ws), SSE (/sse) and REST (/api/v1). See README.md for a tour.
+#[derive(Debug, Parser)]
+#[command(name = "bourse", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a node from a TOML config file (BOURSE_SECTION__KEY env vars override it).
+    Node {
+        /// The node's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local node on built-in defaults: 8 simulated KRW markets, data in
+    /// ./bourse-data, gateway on 127.0.0.1:8080. Prints where to connect.
+    Demo,
+    /// Print the effective configuration (file + environment + defaults) as TOML.
+    Config {
+        /// A configuration file to read; without it, the defaults plus environment.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (settings, markets, demo) = match &cli.command {
+        Command::Node { config } => match Settings::load(Some(config)) {
+            Ok((s, m)) => (s, m, false),
+            Err(e) => return fail(&e.to_string()),
+        },
+        Command::Demo => match Settings::load(None) {
+            Ok((s, m)) => (s, m, true),
+            Err(e) => return fail(&e.to_string()),
+        },
+        Command::Config { config } => {
+            return match Settings::load(config.as_deref()) {
+                Ok((s, _)) => match toml::to_string_pretty(&s) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&format!("cannot print the configuration: {e}")),
+                },
+                Err(e) => fail(&e.to_string()),
+            };
+        }
+    };
+    node::init_tracing(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(node::run(settings, markets, demo)) {
+        Ok(node::Exit::Clean) => ExitCode::SUCCESS,
+        Ok(node::Exit::Fatal(reason)) => fail(&reason),
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("bourse: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,187 @@
+//! Wiring one node: storage, the supervision root, regions, hub, gateway, feed; then wait
+//! for Ctrl-C/SIGTERM (or a fatal escalation) and stop in order: stop accepting, close
+//! clients with 1001, stop the feed, flush storage.
+
+use anyhow::Context;
+use bourse_actors::symbol::{Symbol, SymbolDeps};
+use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, spawn_region};
+use bourse_config::{ConfigError, LogSettings, Markets, Settings};
+use bourse_gateway::GatewayState;
+use bourse_storage::{MarketStore, SqliteStore};
+use bourse_supervision::RestartPolicy;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How the node ended.
+pub enum Exit {
+    /// Asked to stop, and stopped cleanly.
+    Clean,
+    /// A child escalated past its restart intensity.
+    Fatal(String),
+}
+
+/// Text or JSON logs, filtered by `RUST_LOG` or the configured level.
+pub fn init_tracing(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn bind(listen: &str) -> Result<tokio::net::TcpListener, ConfigError> {
+    let std_listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        let reason = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("{listen} is in use")
+        } else {
+            format!("cannot listen on {listen}: {e}")
+        };
+        ConfigError::new("gateway.listen", reason)
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
+        .map_err(|e| ConfigError::new("gateway.listen", e.to_string()))
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs a node until it is told to stop.
+pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Result<Exit> {
+    let listener = bind(&settings.gateway.listen)?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let db = settings.sqlite_path();
+    let store: Arc<dyn MarketStore> = Arc::new(
+        SqliteStore::open(&db, settings.storage.batch_max)
+            .with_context(|| format!("opening storage at {}", db.display()))?,
+    );
+    let node = settings.node.name.clone();
+    let sharding = Sharding::new(
+        &node,
+        settings.cluster.vnodes,
+        Duration::from_millis(settings.cluster.ask_timeout_ms),
+    );
+    let hub = Hub::new(&node);
+    let (root, mut fatal) = guardian::spawn_guardian()
+        .await
+        .context("starting the node guardian")?;
+    let sup = &settings.supervision;
+    let policy = RestartPolicy {
+        max_restarts: sup.max_restarts,
+        within: Duration::from_secs(sup.within_s),
+        backoff_min: Duration::from_millis(sup.backoff_min_ms),
+        backoff_max: Duration::from_millis(sup.backoff_max_ms),
+    };
+    let passivate_after = match settings.cluster.passivate_idle_s {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    spawn_region::<Symbol>(
+        RegionArgs {
+            deps: Arc::new(SymbolDeps {
+                store: store.clone(),
+                hub: hub.clone(),
+                markets: markets.clone(),
+                replay_events: settings.streams.replay_events,
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the symbol region")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(GatewayState {
+        sharding: sharding.clone(),
+        hub,
+        store: store.clone(),
+        markets: markets.clone(),
+        settings: settings.gateway.clone(),
+        admin_token: settings.admin.token.clone(),
+        ready: Default::default(),
+        shutdown: stop_rx.clone(),
+    });
+    let gateway = tokio::spawn(bourse_gateway::serve(state.clone(), listener));
+    let feed = (settings.feed.kind == "simulator").then(|| {
+        tokio::spawn(bourse_actors::feed::run_simulator(
+            sharding.clone(),
+            markets.clone(),
+            settings.feed.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%node, %addr, db = %db.display(), "node serving");
+    print_urls(&node, addr, demo, &settings);
+
+    let exit = tokio::select! {
+        _ = stop_signal() => Exit::Clean,
+        reason = fatal.wait_for(Option::is_some) => match reason {
+            Ok(r) => Exit::Fatal(r.clone().unwrap_or_default()),
+            Err(_) => Exit::Fatal("the node guardian stopped".into()),
+        },
+    };
+    tracing::info!("stopping: closing clients, stopping the feed, flushing storage");
+    let _ = stop_tx.send(true);
+    if let Some(feed) = feed {
+        let _ = feed.await;
+    }
+    if tokio::time::timeout(Duration::from_secs(10), gateway)
+        .await
+        .is_err()
+    {
+        tracing::warn!("gateway did not finish closing connections within 10 s");
+    }
+    root.stop(Some("node stopping".into()));
+    store.flush().await.context("flushing storage")?;
+    store.close().await.context("closing storage")?;
+    tracing::info!("stopped");
+    Ok(exit)
+}
+
+fn print_urls(node: &str, addr: std::net::SocketAddr, demo: bool, settings: &Settings) {
+    let http = format!("http://{addr}");
+    let ws = format!("ws://{addr}");
+    let title = if demo { "bourse demo" } else { "bourse node" };
+    println!(
+        "{title} '{node}' is up; data in {}",
+        settings.node.data_dir.display()
+    );
+    println!("  REST       {http}/api/v1/symbols");
+    println!("  ticker     {http}/api/v1/ticker/KRW-BTC");
+    println!("  candles    {http}/api/v1/candles/KRW-BTC?interval=1m");
+    println!("  WebSocket  {ws}/ws");
+    println!("  SSE        {http}/sse?channels=ticker:KRW-BTC,trades:KRW-BTC");
+    println!("  health     {http}/healthz  {http}/readyz");
+    println!("Stop with Ctrl-C.");
+}

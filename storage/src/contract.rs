@@ -1,0 +1,189 @@
+//! The contract every [`MarketStore`] backend passes. A backend's test calls [`run_all`]
+//! with a function that opens *the same* database each time it is called (so reopening is
+//! tested); each check uses its own symbols, so the checks share one database.
+
+use crate::records::{Candle, Interval, Side, Tick};
+use crate::{MarketStore, Write};
+
+fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
+    Tick {
+        symbol: symbol.into(),
+        trade_id,
+        ts,
+        price: 1000 + trade_id,
+        qty: 1 + trade_id % 7,
+        side: if trade_id % 2 == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
+    }
+}
+
+fn candle(open_time: i64, close: u64) -> Candle {
+    Candle {
+        open_time,
+        open: 10,
+        high: close.max(20),
+        low: 5,
+        close,
+        volume: 3,
+    }
+}
+
+/// Runs every check; panics with the failing check's message.
+pub async fn run_all<S: MarketStore, F: Fn() -> S>(open: F) {
+    let store = open();
+    ticks_round_trip(&store).await;
+    replayed_ticks_are_ignored(&store).await;
+    candles_upsert_and_page(&store).await;
+    flush_is_a_barrier(&store).await;
+    store.close().await.expect("close");
+    closed_store_refuses_writes(&store).await;
+    drop(store);
+    reopened_store_keeps_everything(&open()).await;
+}
+
+async fn ticks_round_trip<S: MarketStore>(store: &S) {
+    let ticks: Vec<Tick> = (1..=50)
+        .map(|i| tick("C-TICKS", i, 1_000 + i as i64 * 10))
+        .collect();
+    store
+        .submit(Write::Ticks(ticks[..25].to_vec()))
+        .wait()
+        .await
+        .expect("first batch");
+    store
+        .submit(Write::Ticks(ticks[25..].to_vec()))
+        .wait()
+        .await
+        .expect("second batch");
+    let recent = store.recent_ticks("C-TICKS", 10).await.expect("recent");
+    let expect: Vec<Tick> = ticks.iter().rev().take(10).cloned().collect();
+    assert_eq!(recent, expect, "recent_ticks is the newest, newest first");
+    let since = store
+        .ticks_since("C-TICKS", 1_000 + 45 * 10)
+        .await
+        .expect("since");
+    assert_eq!(
+        since,
+        ticks[44..].to_vec(),
+        "ticks_since is inclusive, oldest first"
+    );
+    assert_eq!(store.last_trade_id("C-TICKS").await.expect("last id"), 50);
+    assert_eq!(store.last_trade_id("C-NONE").await.expect("last id"), 0);
+    assert!(
+        store
+            .recent_ticks("C-NONE", 10)
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+}
+
+async fn replayed_ticks_are_ignored<S: MarketStore>(store: &S) {
+    let first = tick("C-REPLAY", 1, 5);
+    store
+        .submit(Write::Ticks(vec![first.clone()]))
+        .wait()
+        .await
+        .expect("write");
+    let mut changed = first.clone();
+    changed.price = 999_999;
+    store
+        .submit(Write::Ticks(vec![changed, tick("C-REPLAY", 2, 6)]))
+        .wait()
+        .await
+        .expect("replay");
+    let all = store.ticks_since("C-REPLAY", 0).await.expect("read");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], first, "a stored trade id is never overwritten");
+}
+
+async fn candles_upsert_and_page<S: MarketStore>(store: &S) {
+    let candles: Vec<(Interval, Candle)> = (0..10)
+        .map(|i| (Interval::M1, candle(i * 60_000, 100 + i as u64)))
+        .collect();
+    store
+        .submit(Write::Candles {
+            symbol: "C-CANDLE".into(),
+            candles: candles.clone(),
+        })
+        .wait()
+        .await
+        .expect("candles");
+    // A rebuilt candle replaces the stored one; other intervals stay apart.
+    store
+        .submit(Write::Candles {
+            symbol: "C-CANDLE".into(),
+            candles: vec![
+                (Interval::M1, candle(9 * 60_000, 777)),
+                (Interval::M5, candle(0, 55)),
+            ],
+        })
+        .wait()
+        .await
+        .expect("upsert");
+    let all = store
+        .candles("C-CANDLE", Interval::M1, None, 1000)
+        .await
+        .expect("all");
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[9].close, 777);
+    assert!(
+        all.windows(2).all(|w| w[0].open_time < w[1].open_time),
+        "oldest first"
+    );
+    let page = store
+        .candles("C-CANDLE", Interval::M1, Some(5 * 60_000), 3)
+        .await
+        .expect("page");
+    assert_eq!(
+        page.iter()
+            .map(|c| c.open_time / 60_000)
+            .collect::<Vec<_>>(),
+        vec![2, 3, 4],
+        "the newest `limit` before `end`, oldest first"
+    );
+    let between = store
+        .candles_between("C-CANDLE", Interval::M1, 60_000, 3 * 60_000)
+        .await
+        .expect("between");
+    assert_eq!(between.len(), 2);
+    let m5 = store
+        .candles("C-CANDLE", Interval::M5, None, 10)
+        .await
+        .expect("m5");
+    assert_eq!(m5, vec![candle(0, 55)]);
+}
+
+async fn flush_is_a_barrier<S: MarketStore>(store: &S) {
+    // Submitted without awaiting: the flush must still cover them.
+    for i in 1..=200u64 {
+        drop(store.submit(Write::Ticks(vec![tick("C-FLUSH", i, i as i64)])));
+    }
+    store.flush().await.expect("flush");
+    assert_eq!(store.last_trade_id("C-FLUSH").await.expect("read"), 200);
+}
+
+async fn closed_store_refuses_writes<S: MarketStore>(store: &S) {
+    let result = store
+        .submit(Write::Ticks(vec![tick("C-CLOSED", 1, 1)]))
+        .wait()
+        .await;
+    assert!(
+        result.is_err(),
+        "a write after close is refused, not lost silently"
+    );
+}
+
+async fn reopened_store_keeps_everything<S: MarketStore>(store: &S) {
+    assert_eq!(store.last_trade_id("C-TICKS").await.expect("reopen"), 50);
+    assert_eq!(store.last_trade_id("C-FLUSH").await.expect("reopen"), 200);
+    let m1 = store
+        .candles("C-CANDLE", Interval::M1, None, 1000)
+        .await
+        .expect("reopen candles");
+    assert_eq!(m1.len(), 10);
+    store.close().await.expect("close");
+}

@@ -1,0 +1,96 @@
+//! Durable state behind small traits, so the embedded default (SQLite) and the scale-out
+//! backends pass one contract suite ([`contract`]).
+//!
+//! Writes are *submitted* synchronously (ordered, never lost once submitted unless the
+//! process dies) and *acknowledged* asynchronously when their batch commits: a caller that
+//! must not lose a write awaits its [`Ack`]; a caller that only needs order (ticks of a live
+//! feed) drops it. [`MarketStore::flush`] is a barrier over everything submitted before it.
+
+pub mod contract;
+pub mod records;
+pub mod sqlite;
+
+pub use records::{Candle, Interval, Side, Tick};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+/// A storage failure, with context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend: {0}")]
+    Backend(String),
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// One write submitted to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Trades; a `(symbol, trade_id)` already stored is left as it is (replays are no-ops).
+    Ticks(Vec<Tick>),
+    /// Closed (or rebuilt) candles; a bucket already stored is replaced.
+    Candles {
+        symbol: String,
+        candles: Vec<(Interval, Candle)>,
+    },
+}
+
+/// Resolves when a submitted write is durable.
+#[derive(Debug)]
+pub struct Ack(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Ack {
+    /// A pair: the writer completes the sender, the caller awaits the ack.
+    pub fn pair() -> (oneshot::Sender<Result<(), StoreError>>, Ack) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Ack(rx))
+    }
+
+    /// Waits until the write is committed.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.0.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// Market data storage: ticks and candles.
+#[async_trait]
+pub trait MarketStore: Send + Sync + 'static {
+    /// Submits a write; it is applied in submission order.
+    fn submit(&self, write: Write) -> Ack;
+
+    /// Resolves once everything submitted before the call is durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// The newest `limit` trades of `symbol`, newest first.
+    async fn recent_ticks(&self, symbol: &str, limit: usize) -> Result<Vec<Tick>, StoreError>;
+
+    /// Trades of `symbol` with `ts >= from_ts`, oldest first.
+    async fn ticks_since(&self, symbol: &str, from_ts: i64) -> Result<Vec<Tick>, StoreError>;
+
+    /// The highest stored trade id of `symbol` (0 when none).
+    async fn last_trade_id(&self, symbol: &str) -> Result<u64, StoreError>;
+
+    /// Up to `limit` stored candles with `open_time < end` (all when `end` is `None`), oldest
+    /// first (the newest `limit` of them).
+    async fn candles(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        end: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Candle>, StoreError>;
+
+    /// Stored candles with `from <= open_time < to`, oldest first.
+    async fn candles_between(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Candle>, StoreError>;
+
+    /// Commits what is pending and stops accepting writes.
+    async fn close(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,459 @@
+//! The embedded default store: SQLite in WAL mode.
+//!
+//! One dedicated writer thread per process owns the only write connection and commits
+//! everything submitted since its last commit in one transaction (up to `batch_max` rows), so
+//! ingest costs one fsync-free WAL append per batch rather than per row. Readers use a small
+//! pool of their own connections and run beside the writer (WAL lets them). Several node
+//! processes may share one file: `busy_timeout` makes their writers take turns.
+
+use crate::records::{Candle, Interval, Side, Tick};
+use crate::{Ack, MarketStore, StoreError, Write};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, params};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: market data.
+    "CREATE TABLE ticks (
+        symbol   TEXT    NOT NULL,
+        trade_id INTEGER NOT NULL,
+        ts       INTEGER NOT NULL,
+        price    INTEGER NOT NULL,
+        qty      INTEGER NOT NULL,
+        side     INTEGER NOT NULL,
+        PRIMARY KEY (symbol, trade_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX ticks_by_time ON ticks (symbol, ts);
+    CREATE TABLE candles (
+        symbol    TEXT    NOT NULL,
+        interval  TEXT    NOT NULL,
+        open_time INTEGER NOT NULL,
+        open      INTEGER NOT NULL,
+        high      INTEGER NOT NULL,
+        low       INTEGER NOT NULL,
+        close     INTEGER NOT NULL,
+        volume    INTEGER NOT NULL,
+        PRIMARY KEY (symbol, interval, open_time)
+    ) WITHOUT ROWID;",
+];
+
+/// Readers kept open for concurrent reads.
+const READERS: usize = 4;
+/// How long a connection waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Op {
+    Write(Write, oneshot::Sender<Result<(), StoreError>>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Timing of the writer's batches, for benchmarks and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    pub batches: u64,
+    pub rows: u64,
+    pub commit_micros_total: u64,
+}
+
+/// The SQLite-backed store.
+pub struct SqliteStore {
+    path: PathBuf,
+    ops: Mutex<Option<mpsc::Sender<Op>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    stats: Arc<Mutex<WriterStats>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn backend(context: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{context}: {e}"))
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| backend(&format!("opening {}", path.display()), e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| backend("setting busy_timeout", e))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path, batch_max: usize) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(&format!("creating {}", dir.display()), e))?;
+        }
+        let mut writer = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(|e| backend("configuring WAL", e))?;
+        migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?);
+        }
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let writer_stats = stats.clone();
+        let batch_max = batch_max.max(1);
+        std::thread::Builder::new()
+            .name("bourse-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, batch_max, writer_stats))
+            .map_err(|e| backend("starting the writer thread", e))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            ops: Mutex::new(Some(tx)),
+            readers: Arc::new(Mutex::new(readers)),
+            stats,
+        })
+    }
+
+    /// Batch statistics so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, op: Op) {
+        let guard = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match guard.as_ref() {
+            Some(tx) => tx.send(op).map_err(|e| e.0),
+            None => Err(op),
+        };
+        if let Err(op) = result {
+            let reply = match op {
+                Op::Write(_, r) | Op::Flush(r) | Op::Close(r) => r,
+            };
+            let _ = reply.send(Err(StoreError::Closed));
+        }
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+            };
+            let result = f(&conn).map_err(|e| backend("reading", e));
+            let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| backend("reader task", e))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // IMMEDIATE: two processes opening one new file must not both run the migrations.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| backend("starting migration", e))?;
+    let version: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| backend("reading schema version", e))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {version} is newer than this build ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)
+            .map_err(|e| backend(&format!("migration {}", i + 1), e))?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+        .map_err(|e| backend("recording schema version", e))?;
+    tx.commit().map_err(|e| backend("committing migration", e))
+}
+
+fn side_code(side: Side) -> i64 {
+    match side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<usize> {
+    match write {
+        Write::Ticks(ticks) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO ticks (symbol, trade_id, ts, price, qty, side)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for t in ticks {
+                stmt.execute(params![
+                    t.symbol,
+                    t.trade_id as i64,
+                    t.ts,
+                    t.price as i64,
+                    t.qty as i64,
+                    side_code(t.side)
+                ])?;
+            }
+            Ok(ticks.len())
+        }
+        Write::Candles { symbol, candles } => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO candles
+                 (symbol, interval, open_time, open, high, low, close, volume)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (interval, c) in candles {
+                stmt.execute(params![
+                    symbol,
+                    interval.as_str(),
+                    c.open_time,
+                    c.open as i64,
+                    c.high as i64,
+                    c.low as i64,
+                    c.close as i64,
+                    c.volume as i64
+                ])?;
+            }
+            Ok(candles.len())
+        }
+    }
+}
+
+fn rows(write: &Write) -> usize {
+    match write {
+        Write::Ticks(t) => t.len(),
+        Write::Candles { candles, .. } => candles.len(),
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    batch_max: usize,
+    stats: Arc<Mutex<WriterStats>>,
+) {
+    let mut closing: Option<oneshot::Sender<Result<(), StoreError>>> = None;
+    while closing.is_none() {
+        let Ok(first) = rx.recv() else { break };
+        let mut batch = Vec::new();
+        let mut barriers = Vec::new();
+        let mut pending_rows = 0usize;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Write(w, reply) => {
+                    pending_rows += rows(&w);
+                    batch.push((w, reply));
+                }
+                Op::Flush(reply) => barriers.push(reply),
+                Op::Close(reply) => {
+                    closing = Some(reply);
+                    break;
+                }
+            }
+            if pending_rows >= batch_max {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let started = Instant::now();
+        let result = commit(&mut conn, &batch);
+        let elapsed = started.elapsed().as_micros() as u64;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = batch.len(), "sqlite batch failed");
+        }
+        {
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.batches += 1;
+            s.rows += pending_rows as u64;
+            s.commit_micros_total += elapsed;
+        }
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+        for reply in barriers {
+            let _ = reply.send(result.clone());
+        }
+    }
+    // Anything still queued behind a close is refused, never silently dropped.
+    while let Ok(op) = rx.try_recv() {
+        let reply = match op {
+            Op::Write(_, r) | Op::Flush(r) | Op::Close(r) => r,
+        };
+        let _ = reply.send(Err(StoreError::Closed));
+    }
+    if let Some(reply) = closing {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+fn commit(
+    conn: &mut Connection,
+    batch: &[(Write, oneshot::Sender<Result<(), StoreError>>)],
+) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| backend("starting batch", e))?;
+    for (w, _) in batch {
+        apply(&tx, w).map_err(|e| backend("writing batch", e))?;
+    }
+    tx.commit().map_err(|e| backend("committing batch", e))
+}
+
+fn tick_row(symbol: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Tick> {
+    Ok(Tick {
+        symbol: symbol.to_string(),
+        trade_id: r.get::<_, i64>(0)? as u64,
+        ts: r.get(1)?,
+        price: r.get::<_, i64>(2)? as u64,
+        qty: r.get::<_, i64>(3)? as u64,
+        side: if r.get::<_, i64>(4)? == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
+    })
+}
+
+fn candle_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candle> {
+    Ok(Candle {
+        open_time: r.get(0)?,
+        open: r.get::<_, i64>(1)? as u64,
+        high: r.get::<_, i64>(2)? as u64,
+        low: r.get::<_, i64>(3)? as u64,
+        close: r.get::<_, i64>(4)? as u64,
+        volume: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+#[async_trait]
+impl MarketStore for SqliteStore {
+    fn submit(&self, write: Write) -> Ack {
+        let (tx, ack) = Ack::pair();
+        self.send(Op::Write(write, tx));
+        ack
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, ack) = Ack::pair();
+        self.send(Op::Flush(tx));
+        ack.wait().await
+    }
+
+    async fn recent_ticks(&self, symbol: &str, limit: usize) -> Result<Vec<Tick>, StoreError> {
+        let symbol = symbol.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT trade_id, ts, price, qty, side FROM ticks
+                 WHERE symbol = ?1 ORDER BY trade_id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![symbol, limit as i64], |r| tick_row(&symbol, r))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn ticks_since(&self, symbol: &str, from_ts: i64) -> Result<Vec<Tick>, StoreError> {
+        let symbol = symbol.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT trade_id, ts, price, qty, side FROM ticks
+                 WHERE symbol = ?1 AND ts >= ?2 ORDER BY trade_id ASC",
+            )?;
+            let rows = stmt.query_map(params![symbol, from_ts], |r| tick_row(&symbol, r))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn last_trade_id(&self, symbol: &str) -> Result<u64, StoreError> {
+        let symbol = symbol.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(trade_id), 0) FROM ticks WHERE symbol = ?1",
+                params![symbol],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+        })
+        .await
+    }
+
+    async fn candles(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        end: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let symbol = symbol.to_string();
+        let end = end.unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT open_time, open, high, low, close, volume FROM candles
+                 WHERE symbol = ?1 AND interval = ?2 AND open_time < ?3
+                 ORDER BY open_time DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![symbol, interval.as_str(), end, limit as i64],
+                candle_row,
+            )?;
+            let mut out: Vec<Candle> = rows.collect::<rusqlite::Result<_>>()?;
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn candles_between(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let symbol = symbol.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT open_time, open, high, low, close, volume FROM candles
+                 WHERE symbol = ?1 AND interval = ?2 AND open_time >= ?3 AND open_time < ?4
+                 ORDER BY open_time ASC",
+            )?;
+            let rows = stmt.query_map(params![symbol, interval.as_str(), from, to], candle_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (tx, ack) = Ack::pair();
+        self.send(Op::Close(tx));
+        let result = ack.wait().await;
+        self.ops.lock().unwrap_or_else(|p| p.into_inner()).take();
+        result
+    }
+}

@@ -1,0 +1,524 @@
+//! The shared test client for whole-system tests: starts real `bourse` processes on free
+//! loopback ports and talks to them only through PROTOCOL.md (REST, WebSocket, SSE).
+//! Every node is SIGKILLed and its data directory removed when the handle drops.
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "bourse-it-{name}-{}-{}",
+        std::process::id(),
+        fastrand_u32()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn fastrand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    t ^ std::process::id().rotate_left(7)
+}
+
+/// One `bourse node` process.
+pub struct Node {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Node {
+    /// Starts a node with `extra` TOML appended to a test config, and waits until ready.
+    pub fn start(name: &str, extra: &str) -> Node {
+        let dir = temp_dir(name);
+        let port = free_port();
+        let config = dir.join("node.toml");
+        let text = format!(
+            "[node]\nname = \"node1\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n{extra}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut node = Node {
+            child: None,
+            port,
+            dir,
+            config,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
+            .args(["node", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bourse");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = self.try_get("/readyz") {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("bourse exited early with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node not ready in 30 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    fn try_get(&self, path: &str) -> Result<(u16, Value), String> {
+        http(&self.url(path), "GET", None, &[])
+    }
+
+    /// GET → (status, JSON body).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// POST JSON with optional headers → (status, JSON body).
+    pub fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        http(&self.url(path), "POST", Some(body), headers)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Kills an entity through the admin API.
+    pub fn chaos_kill(&self, kind: &str, key: &str) -> (u16, Value) {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        self.post(
+            "/admin/chaos/kill",
+            &json!({"kind": kind, "key": key}),
+            &[("authorization", &auth)],
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn http(
+    url: &str,
+    method: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Value), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let result = match (method, body) {
+        ("POST", Some(b)) => {
+            let mut req = agent.post(url).header("content-type", "application/json");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(b.to_string().as_bytes())
+        }
+        _ => {
+            let mut req = agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+    };
+    let mut resp = result.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, value))
+}
+
+/// A stream event as received.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub ch: String,
+    pub epoch: String,
+    pub seq: u64,
+    pub ts: i64,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn from_json(v: &Value) -> Option<Event> {
+        Some(Event {
+            ch: v.get("ch")?.as_str()?.to_string(),
+            epoch: v.get("epoch")?.as_str()?.to_string(),
+            seq: v.get("seq")?.as_u64()?,
+            ts: v.get("ts")?.as_i64()?,
+            data: v.get("data")?.clone(),
+        })
+    }
+}
+
+/// How a WebSocket ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    Code(u16, String),
+    NoFrame,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client: requests by id, events collected in arrival order.
+pub struct WsClient {
+    socket: Socket,
+    next_id: u64,
+    pub events: Vec<Event>,
+    pub responses: HashMap<String, Value>,
+    pub closed: Option<Closed>,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> WsClient {
+        let (socket, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("connect in time")
+        .expect("websocket connect");
+        WsClient {
+            socket,
+            next_id: 1,
+            events: Vec::new(),
+            responses: HashMap::new(),
+            closed: None,
+        }
+    }
+
+    /// Sends raw text.
+    pub async fn send_raw(&mut self, text: String) {
+        self.socket.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends `{"id", "op", ...fields}` and waits for its response.
+    pub async fn request(&mut self, op: &str, fields: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut msg = fields;
+        msg["id"] = json!(id);
+        msg["op"] = json!(op);
+        self.send_raw(msg.to_string()).await;
+        self.wait_response(&id.to_string(), Duration::from_secs(10))
+            .await
+    }
+
+    /// Waits for the response with `id` (as a string key).
+    pub async fn wait_response(&mut self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.responses.remove(id) {
+                return r;
+            }
+            assert!(
+                self.closed.is_none(),
+                "closed before response {id}: {:?}",
+                self.closed
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no response to {id}");
+            self.pump(left.min(Duration::from_millis(200))).await;
+        }
+    }
+
+    /// Reads frames for up to `dur`, sorting them into responses and events.
+    pub async fn pump(&mut self, dur: Duration) {
+        let deadline = tokio::time::Instant::now() + dur;
+        while self.closed.is_none() {
+            let next = tokio::time::timeout_at(deadline, self.socket.next()).await;
+            let Ok(msg) = next else { return };
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                    if let Some(id) = v.get("id") {
+                        let key = match id {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        self.responses.insert(key, v);
+                    } else if let Some(e) = Event::from_json(&v) {
+                        self.events.push(e);
+                    } else {
+                        panic!("unexpected frame {v}");
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    self.closed = Some(match frame {
+                        Some(f) => Closed::Code(u16::from(f.code), f.reason.to_string()),
+                        None => Closed::NoFrame,
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    if self.closed.is_none() {
+                        self.closed = Some(Closed::NoFrame);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until an event matches or time runs out.
+    pub async fn wait_event(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            if let Some(e) = self.events[seen..].iter().find(|e| pred(e)) {
+                return Some(e.clone());
+            }
+            seen = self.events.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.closed.is_some() {
+                return None;
+            }
+            self.pump(left.min(Duration::from_millis(200))).await;
+        }
+    }
+
+    pub fn close_code(&self) -> Option<u16> {
+        match &self.closed {
+            Some(Closed::Code(c, _)) => Some(*c),
+            _ => None,
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .socket
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+    }
+}
+
+/// Checks every channel's events: within an epoch `seq` rises by exactly 1; an epoch change
+/// is allowed (history lost, announced). Returns the number of epoch changes.
+pub fn assert_continuity(events: &[Event]) -> usize {
+    let mut last: HashMap<&str, (&str, u64)> = HashMap::new();
+    let mut epoch_changes = 0;
+    for e in events {
+        if let Some((epoch, seq)) = last.get(e.ch.as_str()) {
+            if *epoch == e.epoch {
+                assert_eq!(
+                    e.seq,
+                    seq + 1,
+                    "gap on {} in epoch {}: {} after {}",
+                    e.ch,
+                    e.epoch,
+                    e.seq,
+                    seq
+                );
+            } else {
+                epoch_changes += 1;
+            }
+        }
+        last.insert(&e.ch, (&e.epoch, e.seq));
+    }
+    epoch_changes
+}
+
+/// A parsed SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads SSE events from a raw HTTP connection for up to `dur` (or `max` events).
+pub fn read_sse(
+    port: u16,
+    path_and_query: &str,
+    last_event_id: Option<&str>,
+    dur: Duration,
+    max: usize,
+) -> (u16, Vec<SseEvent>) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut req = format!(
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+    );
+    if let Some(id) = last_event_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).expect("write");
+    let mut reader = BufReader::new(stream);
+    let deadline = Instant::now() + dur;
+    let mut status = 0u16;
+    let mut in_body = false;
+    let mut events = Vec::new();
+    let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+    let mut line = String::new();
+    while Instant::now() < deadline && events.len() < max {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue;
+            }
+            Err(_) => break,
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if status == 0 {
+            status = l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if status != 200 {
+                let mut rest = String::new();
+                let _ = reader.read_to_string(&mut rest);
+                return (status, Vec::new());
+            }
+            continue;
+        }
+        if !in_body {
+            if l.is_empty() {
+                in_body = true;
+            }
+            continue;
+        }
+        if let Some(v) = l.strip_prefix("id:") {
+            id = v.trim().to_string();
+        } else if let Some(v) = l.strip_prefix("event:") {
+            event = v.trim().to_string();
+        } else if let Some(v) = l.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        } else if l.is_empty() && !data.is_empty() {
+            events.push(SseEvent {
+                id: std::mem::take(&mut id),
+                event: std::mem::take(&mut event),
+                data: serde_json::from_str(&std::mem::take(&mut data)).expect("SSE data is JSON"),
+            });
+        }
+    }
+    (status, events)
+}
+
+/// Whether `path` exists (used to check cleanup).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
