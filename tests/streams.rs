@@ -1,5 +1,7 @@
 //! Live streams through a real node: WebSocket and SSE, seq continuity, REST agreement.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Node, WsClient, assert_continuity, read_sse};

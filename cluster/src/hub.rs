@@ -6,8 +6,7 @@
 //! event that finds the queue full marks the outbox overflowed, and its connection is closed
 //! as a slow consumer rather than silently losing messages.
 
-use crate::Sharding;
-use crate::stream::{Cursor, StreamEvent, StreamRequest};
+use crate::stream::StreamEvent;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,7 +59,17 @@ struct OutboxInner {
     queue: VecDeque<Arc<Frame>>,
     /// Latest pending frame of each conflatable channel.
     conflated: HashMap<Arc<str>, Arc<Frame>>,
+    /// Channels whose publisher started a new epoch: the connection re-subscribes them.
+    resyncs: Vec<Resync>,
     overflowed: bool,
+}
+
+/// A channel's publisher came back with a new epoch: the connection must ask it for the
+/// new epoch's stream (a replay from its start) before it accepts that epoch's frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resync {
+    pub channel: String,
+    pub epoch: String,
 }
 
 /// One connection's bounded outbound queue.
@@ -106,12 +115,23 @@ impl Outbox {
         true
     }
 
-    /// Moves every pending frame into `out` (queue order, then conflated channels); returns
-    /// whether the outbox overflowed.
-    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>) -> bool {
+    /// Asks the connection to re-subscribe `channel` in `epoch`.
+    pub fn push_resync(&self, resync: Resync) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.resyncs.contains(&resync) {
+            inner.resyncs.push(resync);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Moves every pending frame into `out` (queue order, then conflated channels) and every
+    /// pending resync into `resyncs`; returns whether the outbox overflowed.
+    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, resyncs: &mut Vec<Resync>) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         out.extend(inner.queue.drain(..));
         out.extend(inner.conflated.drain().map(|(_, f)| f));
+        resyncs.append(&mut inner.resyncs);
         inner.overflowed
     }
 
@@ -245,51 +265,21 @@ impl Hub {
     }
 
     /// A publisher came up with a new epoch (first activation, restart, move): its old
-    /// subscriber list is gone, so re-subscribe this node to each of its channels that has
-    /// local listeners, from the start of the new epoch, and hand them the grant.
-    pub fn publisher_activated(
-        self: &Arc<Self>,
-        sharding: &Sharding,
-        kind: &str,
-        key: &str,
-        epoch: &str,
-    ) {
-        let channels: Vec<String> = {
-            let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
-            channels
-                .iter()
-                .filter(|(_, s)| s.publisher.0 == kind && s.publisher.1 == key)
-                .map(|(c, _)| c.clone())
-                .collect()
-        };
-        if channels.is_empty() {
-            return;
-        }
-        let hub = self.clone();
-        let sharding = sharding.clone();
-        let (kind, key, epoch) = (kind.to_string(), key.to_string(), epoch.to_string());
-        tokio::spawn(async move {
-            for channel in channels {
-                let req = StreamRequest {
-                    channel: channel.clone(),
-                    node: hub.node.clone(),
-                    since: Some(Cursor {
-                        epoch: epoch.clone(),
-                        seq: 0,
-                    }),
-                };
-                match sharding.subscribe(&kind, &key, req).await {
-                    Ok(grant) => {
-                        for event in &grant.events {
-                            hub.deliver(event);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%channel, error = %e, "re-subscribe after activation failed")
-                    }
-                }
+    /// subscriber list is gone. Every local connection on one of its channels is asked to
+    /// re-subscribe; each does so itself, so its replay and its live frames stay in order.
+    pub fn publisher_activated(&self, kind: &str, key: &str, epoch: &str) {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        for (channel, subs) in channels.iter() {
+            if subs.publisher.0 != kind || subs.publisher.1 != key {
+                continue;
             }
-        });
+            for (_, outbox) in &subs.subscribers {
+                outbox.push_resync(Resync {
+                    channel: channel.clone(),
+                    epoch: epoch.to_string(),
+                });
+            }
+        }
     }
 }
 
@@ -327,7 +317,7 @@ mod tests {
         assert!(out.push(Arc::new(Frame::encode(&event("trades:A-B", 1, false)))));
         assert!(out.push(Arc::new(Frame::encode(&event("trades:A-B", 2, false)))));
         let mut got = Vec::new();
-        assert!(!out.drain_into(&mut got));
+        assert!(!out.drain_into(&mut got, &mut Vec::new()));
         assert_eq!(got.len(), 3);
         assert_eq!(got.last().map(|f| f.seq), Some(5));
         for seq in 3..=5 {
@@ -335,7 +325,7 @@ mod tests {
         }
         let mut got = Vec::new();
         assert!(
-            out.drain_into(&mut got),
+            out.drain_into(&mut got, &mut Vec::new()),
             "third trade overflowed a queue of two"
         );
         assert!(!out.push(Arc::new(Frame::encode(&event("trades:A-B", 6, false)))));
@@ -356,8 +346,8 @@ mod tests {
             Delivery::Delivered(2)
         );
         let (mut fa, mut fb) = (Vec::new(), Vec::new());
-        a.drain_into(&mut fa);
-        b.drain_into(&mut fb);
+        a.drain_into(&mut fa, &mut Vec::new());
+        b.drain_into(&mut fb, &mut Vec::new());
         assert!(
             Arc::ptr_eq(&fa[0], &fb[0]),
             "one encoding shared by both connections"
@@ -367,6 +357,39 @@ mod tests {
         assert_eq!(
             hub.deliver(&event("trades:A-B", 3, false)),
             Delivery::NoSubscribers
+        );
+    }
+
+    #[test]
+    fn a_new_epoch_asks_each_local_subscriber_to_resync_once() {
+        let hub = Hub::new("n1");
+        let (a, other) = (Outbox::new(8), Outbox::new(8));
+        hub.subscribe("trades:A-B", "symbol", "A-B", 1, a.clone());
+        hub.subscribe("ticker:A-B", "symbol", "A-B", 1, a.clone());
+        hub.subscribe("trades:C-D", "symbol", "C-D", 2, other.clone());
+        hub.publisher_activated("symbol", "A-B", "e2");
+        hub.publisher_activated("symbol", "A-B", "e2");
+        let (mut frames, mut resyncs) = (Vec::new(), Vec::new());
+        a.drain_into(&mut frames, &mut resyncs);
+        resyncs.sort_by(|x, y| x.channel.cmp(&y.channel));
+        assert_eq!(
+            resyncs,
+            vec![
+                Resync {
+                    channel: "ticker:A-B".into(),
+                    epoch: "e2".into()
+                },
+                Resync {
+                    channel: "trades:A-B".into(),
+                    epoch: "e2".into()
+                },
+            ]
+        );
+        let mut none = Vec::new();
+        other.drain_into(&mut frames, &mut none);
+        assert!(
+            none.is_empty(),
+            "other publishers' subscribers are left alone"
         );
     }
 

@@ -18,7 +18,7 @@ pub mod stream;
 pub mod wire;
 
 pub use entity::{Entity, EntityContext, EntityError};
-pub use hub::{Delivery, Frame, Hub, Outbox};
+pub use hub::{Delivery, Frame, Hub, Outbox, Resync};
 pub use region::{RegionArgs, RegionStats, spawn_region};
 pub use ring::HashRing;
 pub use sharding::{AskError, Sharding};

@@ -315,7 +315,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Settings, Markets), ConfigError> {
         let mut table: toml::Table = toml::from_str(toml_text)
-            .map_err(|e| ConfigError::new("<file>", e.message().to_string()))?;
+            .map_err(|e| ConfigError::new("<file>", e.to_string().trim_end().to_string()))?;
         for (name, raw) in env {
             let Some(path) = name.strip_prefix("BOURSE_") else {
                 continue;

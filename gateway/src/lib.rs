@@ -63,17 +63,17 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let ticker = warp::path!("api" / "v1" / "ticker" / String)
         .and(warp::get())
         .and(st.clone())
-        .and(query.clone())
+        .and(query)
         .then(|sym, s, q| async move { respond(rest::market::ticker(s, sym, q).await) });
     let trades = warp::path!("api" / "v1" / "trades" / String)
         .and(warp::get())
         .and(st.clone())
-        .and(query.clone())
+        .and(query)
         .then(|sym, s, q| async move { respond(rest::market::trades(s, sym, q).await) });
     let candles = warp::path!("api" / "v1" / "candles" / String)
         .and(warp::get())
         .and(st.clone())
-        .and(query.clone())
+        .and(query)
         .then(|sym, s, q| async move { respond(rest::market::candles(s, sym, q).await) });
     let websocket = warp::path!("ws").and(warp::ws()).and(st.clone()).map(
         |upgrade: warp::ws::Ws, s: Arc<GatewayState>| {
@@ -88,7 +88,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let events = warp::path!("sse")
         .and(warp::get())
         .and(st.clone())
-        .and(query.clone())
+        .and(query)
         .and(warp::header::optional::<String>("last-event-id"))
         .then(|s: Arc<GatewayState>, q, last: Option<String>| async move {
             let keep_alive = sse::keep_alive(s.settings.sse_keepalive_s);

@@ -28,6 +28,7 @@ struct Live {
     outbox: Arc<Outbox>,
     queue: VecDeque<Arc<Frame>>,
     buf: Vec<Arc<Frame>>,
+    resyncs: Vec<bourse_cluster::Resync>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -77,6 +78,7 @@ pub async fn open(
         outbox,
         queue,
         buf: Vec::new(),
+        resyncs: Vec::new(),
         shutdown: state.shutdown.clone(),
     };
     Ok(futures_util::stream::unfold(live, |mut live| async move {
@@ -89,11 +91,17 @@ pub async fn open(
             }
             tokio::select! {
                 _ = live.outbox.wait() => {
-                    if live.outbox.drain_into(&mut live.buf) {
+                    if live.outbox.drain_into(&mut live.buf, &mut live.resyncs) {
                         tracing::debug!("sse client too slow; ending its stream");
                         return None;
                     }
-                    let Live { subs, buf, queue, .. } = &mut live;
+                    let Live { subs, buf, queue, resyncs, .. } = &mut live;
+                    for r in resyncs.drain(..) {
+                        match subs.resync(&r).await {
+                            Ok(frames) => queue.extend(frames),
+                            Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
+                        }
+                    }
                     queue.extend(buf.drain(..).filter(|f| subs.accept(f)));
                 }
                 _ = live.shutdown.changed() => return None,

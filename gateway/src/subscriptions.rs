@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::state::GatewayState;
 use bourse_actors::channel::Channel;
 use bourse_cluster::hub::{ConnId, epoch_newer};
-use bourse_cluster::{Cursor, Frame, Outbox, StreamRequest};
+use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamRequest};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -135,24 +135,36 @@ impl Subscriptions {
         }
     }
 
-    /// Whether a live frame goes to the client: a channel still held, and not a frame
-    /// already covered by the grant (same epoch, seq at or below the position) or from an
-    /// older epoch than the one the client has.
+    /// Whether a live frame goes to the client: a channel still held, in the epoch the
+    /// client was granted, past the grant's position. Frames of another epoch wait for
+    /// the resync that grants it (its replay covers them, in order).
     pub fn accept(&mut self, frame: &Frame) -> bool {
         let Some(pos) = self.positions.get_mut(&*frame.channel) else {
             return false;
         };
-        if *frame.epoch == *pos.epoch {
-            if frame.seq <= pos.seq {
-                return false;
-            }
-        } else if epoch_newer(&frame.epoch, &pos.epoch) {
-            pos.epoch = frame.epoch.to_string();
-        } else {
+        if *frame.epoch != *pos.epoch || frame.seq <= pos.seq {
             return false;
         }
         pos.seq = frame.seq;
         true
+    }
+
+    /// Handles a publisher's new epoch: re-subscribes the channel from the epoch's start, and
+    /// returns the replay to send (nothing when the client already has that epoch).
+    pub async fn resync(&mut self, resync: &Resync) -> Result<Vec<Arc<Frame>>, ApiError> {
+        let Some(pos) = self.positions.get(&resync.channel) else {
+            return Ok(Vec::new());
+        };
+        if pos.epoch == resync.epoch || !epoch_newer(&resync.epoch, &pos.epoch) {
+            return Ok(Vec::new());
+        }
+        let channel =
+            Channel::parse(&resync.channel, &self.state.markets).map_err(ApiError::bad_request)?;
+        let since = Cursor {
+            epoch: resync.epoch.clone(),
+            seq: 0,
+        };
+        Ok(self.subscribe(&channel, Some(since)).await?.frames)
     }
 }
 

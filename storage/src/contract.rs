@@ -2,6 +2,8 @@
 //! with a function that opens *the same* database each time it is called (so reopening is
 //! tested); each check uses its own symbols, so the checks share one database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test suite: failing loudly is its job
+
 use crate::records::{Candle, Interval, Side, Tick};
 use crate::{MarketStore, Write};
 
@@ -12,7 +14,7 @@ fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
         ts,
         price: 1000 + trade_id,
         qty: 1 + trade_id % 7,
-        side: if trade_id % 2 == 0 {
+        side: if trade_id.is_multiple_of(2) {
             Side::Buy
         } else {
             Side::Sell

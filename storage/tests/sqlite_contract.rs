@@ -1,5 +1,7 @@
 //! The storage contract on SQLite, and crash safety with a real killed process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bourse_storage::records::{Side, Tick};
 use bourse_storage::{MarketStore, SqliteStore, Write};
 use std::io::{BufRead, BufReader};

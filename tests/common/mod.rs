@@ -2,7 +2,7 @@
 //! loopback ports and talks to them only through PROTOCOL.md (REST, WebSocket, SSE).
 //! Every node is SIGKILLed and its data directory removed when the handle drops.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -57,11 +57,9 @@ impl Node {
         let dir = temp_dir(name);
         let port = free_port();
         let config = dir.join("node.toml");
-        let text = format!(
-            "[node]\nname = \"node1\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n{extra}\n",
-            dir.join("data").display()
-        );
-        std::fs::write(&config, text).expect("write config");
+        // Identity, address and admin token come from the environment (exercising the
+        // BOURSE_* overrides); the file holds the test's own settings.
+        std::fs::write(&config, extra).expect("write config");
         let mut node = Node {
             child: None,
             port,
@@ -81,6 +79,10 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
             .args(["node", "--config"])
             .arg(&self.config)
+            .env("BOURSE_NODE__NAME", "node1")
+            .env("BOURSE_NODE__DATA_DIR", self.dir.join("data"))
+            .env("BOURSE_GATEWAY__LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("BOURSE_ADMIN__TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

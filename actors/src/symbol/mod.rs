@@ -155,8 +155,7 @@ impl Entity for Symbol {
                 .map_err(storage)?,
         );
         let epoch = bourse_cluster::stream::new_epoch(now_ms());
-        deps.hub
-            .publisher_activated(&ctx.sharding, KIND, symbol, &epoch);
+        deps.hub.publisher_activated(KIND, symbol, &epoch);
         let names = Names {
             ticker: format!("ticker:{symbol}"),
             trades: format!("trades:{symbol}"),

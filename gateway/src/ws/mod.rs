@@ -24,6 +24,9 @@ const GOING_AWAY: u16 = 1001;
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
 const NORMAL: u16 = 1000;
+/// A client whose socket accepts nothing for this long is dropped: a consumer that never
+/// reads must not pin its connection forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One client's connection state.
 pub struct Connection {
@@ -91,6 +94,8 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
     ping.tick().await;
     let mut last_heard = Instant::now();
     let mut pending: Vec<Arc<Frame>> = Vec::new();
+    let mut pending_first: Vec<Arc<Frame>> = Vec::new();
+    let mut resyncs = Vec::new();
     let close = loop {
         tokio::select! {
             biased;
@@ -138,19 +143,38 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
                 }
             }
             _ = outbox.wait() => {
-                let overflowed = outbox.drain_into(&mut pending);
+                let overflowed = outbox.drain_into(&mut pending, &mut resyncs);
                 if overflowed {
                     break Some((POLICY, "slow_consumer"));
                 }
-                let mut failed = false;
-                for f in pending.drain(..) {
-                    if conn.subs.accept(&f) && tx.feed(Message::text(&*f.json)).await.is_err() {
-                        failed = true;
-                        break;
+                // A publisher's new epoch first: its replay precedes its live frames.
+                for r in resyncs.drain(..) {
+                    match conn.subs.resync(&r).await {
+                        Ok(frames) => pending_first.extend(frames),
+                        Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
                     }
                 }
-                if failed || tx.flush().await.is_err() {
-                    break None;
+                let subs = &mut conn.subs;
+                let write = async {
+                    // Granted frames (a replay) are the client's by definition; live frames
+                    // pass the filter.
+                    for f in pending_first.drain(..) {
+                        tx.feed(Message::text(&*f.json)).await?;
+                    }
+                    for f in pending.drain(..) {
+                        if subs.accept(&f) {
+                            tx.feed(Message::text(&*f.json)).await?;
+                        }
+                    }
+                    tx.flush().await
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => {
+                        tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
+                        break None;
+                    }
                 }
             }
             _ = ping.tick() => {

@@ -1,0 +1,205 @@
+//! Bad input never crashes a node: each gets the PROTOCOL.md error (or a close for an
+//! oversize frame), the connection stays usable, and other clients are unaffected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Node, WsClient};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn error_code(v: &Value) -> Option<&str> {
+    v["error"]["code"].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bad_input_gets_errors_and_the_node_stays_up() {
+    let mut node = Node::start("ws-bad", "[feed]\ntrades_per_sec = 20\n");
+    // A bystander subscribed throughout.
+    let mut bystander = WsClient::connect(&node.ws_url()).await;
+    bystander
+        .request("subscribe", json!({"channels": ["trades:KRW-BTC"]}))
+        .await;
+
+    let mut ws = WsClient::connect(&node.ws_url()).await;
+    // Invalid JSON and a missing id: answered with id null.
+    ws.send_raw("{not json".into()).await;
+    let r = ws.wait_response("null", Duration::from_secs(5)).await;
+    assert_eq!(
+        (r["ok"].as_bool(), error_code(&r)),
+        (Some(false), Some("bad_request")),
+        "{r}"
+    );
+    ws.send_raw(json!({"op": "ping"}).to_string()).await;
+    let r = ws.wait_response("null", Duration::from_secs(5)).await;
+    assert_eq!(error_code(&r), Some("bad_request"));
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("id"),
+        "{r}"
+    );
+    // An id of the wrong type, a non-object, a binary frame.
+    ws.send_raw(json!({"id": [1], "op": "ping"}).to_string())
+        .await;
+    assert_eq!(
+        error_code(&ws.wait_response("null", Duration::from_secs(5)).await),
+        Some("bad_request")
+    );
+    ws.send_raw("[1,2,3]".into()).await;
+    assert_eq!(
+        error_code(&ws.wait_response("null", Duration::from_secs(5)).await),
+        Some("bad_request")
+    );
+    // Unknown op, unknown fields, unknown and malformed channels, empty channel list.
+    for (op, fields, needle) in [
+        ("fly", json!({}), "unknown op"),
+        ("ping", json!({"extra": 1}), "unknown field"),
+        (
+            "subscribe",
+            json!({"channels": ["tikcer:KRW-BTC"]}),
+            "unknown channel",
+        ),
+        (
+            "subscribe",
+            json!({"channels": ["ticker:krw-btc"]}),
+            "malformed symbol",
+        ),
+        (
+            "subscribe",
+            json!({"channels": ["ticker:KRW-NOPE"]}),
+            "unknown symbol",
+        ),
+        (
+            "subscribe",
+            json!({"channels": ["candles:KRW-BTC:2m"]}),
+            "unknown interval",
+        ),
+        ("subscribe", json!({"channels": []}), "empty"),
+        (
+            "subscribe",
+            json!({"channels": "ticker:KRW-BTC"}),
+            "subscribe",
+        ),
+        (
+            "subscribe",
+            json!({"channels": ["ticker:KRW-BTC"], "since": {"ticker:KRW-BTC": "x"}}),
+            "since",
+        ),
+        ("order.place", json!({}), "not available"),
+    ] {
+        let r = ws.request(op, fields.clone()).await;
+        assert_eq!(error_code(&r), Some("bad_request"), "{op} {fields}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle),
+            "{op} {fields}: '{msg}' mentions '{needle}'"
+        );
+    }
+    // A bad channel in a list subscribes nothing.
+    let r = ws
+        .request("subscribe", json!({"channels": ["ticker:KRW-BTC", "nope"]}))
+        .await;
+    assert_eq!(error_code(&r), Some("bad_request"));
+    let r = ws
+        .request("unsubscribe", json!({"channels": ["ticker:KRW-BTC"]}))
+        .await;
+    assert_eq!(r["result"]["unsubscribed"], json!([]), "{r}");
+    // The connection is still usable.
+    let r = ws.request("ping", json!({})).await;
+    assert!(r["result"]["pong"].is_i64(), "{r}");
+
+    // 200 requests in one second: one response each; past 50/s they are rate_limited.
+    let mut flood = WsClient::connect(&node.ws_url()).await;
+    for i in 0..200 {
+        flood
+            .send_raw(json!({"id": 1000 + i, "op": "ping"}).to_string())
+            .await;
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for i in 0..200 {
+        let r = flood
+            .wait_response(&(1000 + i).to_string(), Duration::from_secs(10))
+            .await;
+        match (r["ok"].as_bool(), error_code(&r)) {
+            (Some(true), _) => ok += 1,
+            (Some(false), Some("rate_limited")) => limited += 1,
+            other => panic!("unexpected {other:?}: {r}"),
+        }
+    }
+    println!("flood: {ok} ok, {limited} rate_limited");
+    assert!(limited >= 100 && ok >= 50, "{ok} ok, {limited} limited");
+    assert!(
+        flood.responses.is_empty(),
+        "exactly one response per request"
+    );
+
+    // A 1 MiB frame closes that connection (1009); nothing else is affected.
+    let mut big = WsClient::connect(&node.ws_url()).await;
+    big.send_raw(format!(
+        "{{\"id\":1,\"op\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(1 << 20)
+    ))
+    .await;
+    big.pump(Duration::from_secs(5)).await;
+    assert!(big.closed.is_some(), "oversize frame closes the connection");
+    assert_eq!(big.close_code(), Some(1009), "{:?}", big.closed);
+
+    assert!(node.alive(), "node still up: {}", node.log());
+    let r = ws.request("ping", json!({})).await;
+    assert_eq!(r["ok"], true);
+    let before = bystander.events.len();
+    bystander.pump(Duration::from_secs(1)).await;
+    assert!(
+        bystander.events.len() > before,
+        "the bystander still streams"
+    );
+    assert!(bystander.closed.is_none());
+    assert_eq!(common::assert_continuity(&bystander.events), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_bad_input_gets_documented_errors() {
+    let node = Node::start("rest-bad", "[feed]\ntrades_per_sec = 20\n");
+    for (path, status, code) in [
+        ("/api/v1/ticker/KRW-NOPE", 404, "not_found"),
+        ("/api/v1/ticker/krw-btc", 400, "bad_request"),
+        ("/api/v1/ticker/KRW-BTC?x=1", 400, "bad_request"),
+        ("/api/v1/trades/KRW-BTC?limit=0", 400, "bad_request"),
+        ("/api/v1/trades/KRW-BTC?limit=1001", 400, "bad_request"),
+        ("/api/v1/trades/KRW-BTC?limit=abc", 400, "bad_request"),
+        ("/api/v1/candles/KRW-BTC?interval=2m", 400, "bad_request"),
+        ("/api/v1/candles/KRW-BTC?end=yesterday", 400, "bad_request"),
+        ("/api/v1/candles/KRW-BTC?limit=5000", 400, "bad_request"),
+        ("/api/v1/nothing", 404, "not_found"),
+        ("/admin/cluster", 404, "not_found"),
+    ] {
+        let (s, body) = node.get(path);
+        assert_eq!(
+            (s, error_code(&body)),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let (s, body) = node.post(
+        "/admin/chaos/kill",
+        &json!({"kind": "symbol", "key": "KRW-BTC"}),
+        &[],
+    );
+    assert_eq!((s, error_code(&body)), (403, Some("forbidden")), "{body}");
+    let auth = format!("Bearer {}", common::ADMIN_TOKEN);
+    let (s, body) = node.post(
+        "/admin/chaos/kill",
+        &json!({"kind": "symbol"}),
+        &[("authorization", &auth)],
+    );
+    assert_eq!((s, error_code(&body)), (400, Some("bad_request")), "{body}");
+    // Good requests still work.
+    let (s, body) = node.get("/api/v1/symbols");
+    assert_eq!(s, 200);
+    assert_eq!(body.as_array().map(Vec::len), Some(8));
+    let (s, body) = node.get("/api/v1/trades/KRW-BTC?limit=5");
+    assert_eq!(s, 200);
+    assert!(body.as_array().is_some_and(|a| a.len() <= 5));
+    let (s, _) = node.get("/healthz");
+    assert_eq!(s, 200);
+}
