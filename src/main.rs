@@ -1,6 +1,7 @@
 //! The `bourse` command: CLI and wiring only; everything it starts lives in the workspace
 //! crates (DESIGN.md "Layout").
 
+mod bench;
 mod node;
 
 use bourse_config::Settings;
@@ -36,6 +37,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Benchmarks against a real node started for the purpose.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Many WebSocket clients on one channel: delivered msgs/s, latency, node RSS.
+    Fanout(bench::FanoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +59,13 @@ fn main() -> ExitCode {
             Ok((s, m)) => (s, m, true),
             Err(e) => return fail(&e.to_string()),
         },
+        Command::Bench(Bench::Fanout(args)) => {
+            return match runtime().map(|rt| rt.block_on(bench::fanout(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
         Command::Config { config } => {
             return match Settings::load(config.as_deref()) {
                 Ok((s, _)) => match toml::to_string_pretty(&s) {
@@ -75,6 +92,13 @@ fn main() -> ExitCode {
         Ok(node::Exit::Fatal(reason)) => fail(&reason),
         Err(e) => fail(&format!("{e:#}")),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the async runtime: {e}")))
 }
 
 fn fail(message: &str) -> ExitCode {
