@@ -83,12 +83,13 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             .with_context(|| format!("opening storage at {}", db.display()))?,
     );
     let node = settings.node.name.clone();
+    let hub = Hub::new(&node);
     let sharding = Sharding::new(
         &node,
         settings.cluster.vnodes,
         Duration::from_millis(settings.cluster.ask_timeout_ms),
+        hub.clone(),
     );
-    let hub = Hub::new(&node);
     let (root, mut fatal) = guardian::spawn_guardian()
         .await
         .context("starting the node guardian")?;
@@ -107,7 +108,6 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         RegionArgs {
             deps: Arc::new(SymbolDeps {
                 store: store.clone(),
-                hub: hub.clone(),
                 markets: markets.clone(),
                 replay_events: settings.streams.replay_events,
             }),
@@ -120,10 +120,21 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     .await
     .context("starting the symbol region")?;
 
+    let cluster = bourse_cluster::node::start(
+        &settings.cluster,
+        &node,
+        addr,
+        sharding.clone(),
+        root.get_cell(),
+    )
+    .await
+    .context("starting cluster services")?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(GatewayState {
         sharding: sharding.clone(),
         hub,
+        cluster: cluster.clone(),
         store: store.clone(),
         markets: markets.clone(),
         settings: settings.gateway.clone(),
@@ -151,7 +162,15 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             Err(_) => Exit::Fatal("the node guardian stopped".into()),
         },
     };
-    tracing::info!("stopping: closing clients, stopping the feed, flushing storage");
+    tracing::info!("stopping: handing entities off, closing clients, flushing storage");
+    if matches!(exit, Exit::Clean) {
+        hand_off(
+            &cluster,
+            &sharding,
+            Duration::from_millis(settings.cluster.heartbeat_ms),
+        )
+        .await;
+    }
     let _ = stop_tx.send(true);
     if let Some(feed) = feed {
         let _ = feed.await;
@@ -167,6 +186,35 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     store.close().await.context("closing storage")?;
     tracing::info!("stopped");
     Ok(exit)
+}
+
+/// Leaves the ring and waits (bounded) until every local entity has been passivated, so
+/// their new owners start from flushed state.
+async fn hand_off(
+    cluster: &bourse_cluster::node::ClusterNode,
+    sharding: &Sharding,
+    heartbeat: Duration,
+) {
+    cluster.leave();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // At least one heartbeat, so peers hear `leaving` before this node goes quiet.
+        tokio::time::sleep(heartbeat).await;
+        let remaining: usize = sharding
+            .region_stats()
+            .await
+            .iter()
+            .map(|(_, s)| s.active + s.waiting)
+            .sum();
+        if remaining == 0 {
+            tracing::info!("all entities handed off");
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!(remaining, "hand-off incomplete after 10 s; stopping anyway");
+            return;
+        }
+    }
 }
 
 fn print_urls(node: &str, addr: std::net::SocketAddr, demo: bool, settings: &Settings) {

@@ -219,7 +219,8 @@ async fn rest_bad_input_gets_documented_errors() {
         ("/api/v1/candles/KRW-BTC?end=yesterday", 400, "bad_request"),
         ("/api/v1/candles/KRW-BTC?limit=5000", 400, "bad_request"),
         ("/api/v1/nothing", 404, "not_found"),
-        ("/admin/cluster", 404, "not_found"),
+        ("/admin/cluster", 403, "forbidden"),
+        ("/admin/nothing", 404, "not_found"),
     ] {
         let (s, body) = node.get(path);
         assert_eq!(

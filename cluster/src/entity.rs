@@ -77,6 +77,9 @@ pub trait Entity: Sized + Send + 'static {
         Err(format!("{} has no stream '{}'", Self::KIND, req.channel))
     }
 
+    /// `node` no longer listens to `channel`.
+    fn unsubscribe(&mut self, _channel: &str, _node: &str) {}
+
     /// Runs before a clean stop (passivation, handoff): flush what must be durable.
     fn passivate(&mut self, _ctx: &EntityContext) -> impl Future<Output = ()> + Send {
         async {}

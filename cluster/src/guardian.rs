@@ -14,6 +14,8 @@ pub struct Guardian;
 #[derive(Debug)]
 pub enum GuardianMsg {}
 
+impl ractor::Message for GuardianMsg {}
+
 impl Actor for Guardian {
     type Msg = GuardianMsg;
     type State = watch::Sender<Option<String>>;

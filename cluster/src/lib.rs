@@ -6,13 +6,18 @@
 //! - [`sharding`]: `send`/`ask` by `(kind, key)` from anywhere.
 //! - [`stream`] and [`hub`]: numbered live streams and the per-node fan-out.
 //! - [`guardian`]: the root of the node's supervision tree.
+//! - [`membership`], [`router`], [`node`]: the cluster: members and the ring, the one
+//!   cross-node endpoint, and starting them.
 //! - [`wire`]: the cross-node codec.
 
 pub mod entity;
 pub mod guardian;
 pub mod hub;
+pub mod membership;
+pub mod node;
 pub mod region;
 pub mod ring;
+pub mod router;
 pub mod sharding;
 pub mod stream;
 pub mod wire;

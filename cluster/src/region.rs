@@ -25,11 +25,18 @@ pub enum Envelope<E: Entity> {
     Ask(E::Msg, RpcReplyPort<E::Reply>),
     /// A node subscribes to one of the entity's streams.
     Subscribe(StreamRequest, RpcReplyPort<Result<StreamGrant, String>>),
+    /// A node no longer listens to a stream.
+    Unsubscribe { channel: String, node: String },
     /// The entity's clock.
     Tick,
     /// Chaos: fail inside the entity, as a bug would, so supervision sees a failure.
     Kill,
 }
+
+// Node-local messages: they hold reply ports and typed payloads. Cross-node traffic goes
+// through the router's serialized envelope instead.
+impl<E: Entity> ractor::Message for Envelope<E> {}
+impl<E: Entity> ractor::Message for RegionMsg<E> {}
 
 /// Messages the region accepts.
 pub enum RegionMsg<E: Entity> {
@@ -44,6 +51,8 @@ pub enum RegionMsg<E: Entity> {
     Restart(String),
     /// Passivate idle entities.
     IdleCheck,
+    /// The ring changed: hand off entities this node no longer owns.
+    Rebalance,
     /// Report what runs here.
     Stats(RpcReplyPort<RegionStats>),
 }
@@ -61,6 +70,8 @@ pub struct RegionStats {
     pub activations: u64,
     /// Passivations since the region started.
     pub passivations: u64,
+    /// Entities handed off because the ring moved them away.
+    pub handoffs: u64,
 }
 
 /// Most messages buffered for one entity while it restarts; beyond this, asks fail fast.
@@ -142,10 +153,17 @@ impl<E: Entity> Actor for Region<E> {
             }
             RegionMsg::Restart(key) => {
                 if let Some(Slot::Waiting { buffer }) = state.slots.remove(&key) {
-                    state.activate(&myself, key, buffer).await;
+                    if state.owns(&key) {
+                        state.activate(&myself, key, buffer).await;
+                    } else {
+                        for env in buffer {
+                            state.forward(&key, env);
+                        }
+                    }
                 }
             }
             RegionMsg::IdleCheck => state.passivate_idle(),
+            RegionMsg::Rebalance => state.hand_off_unowned(),
             RegionMsg::Stats(reply) => {
                 let mut stats = state.stats.clone();
                 for slot in state.slots.values() {
@@ -199,11 +217,17 @@ impl<E: Entity> Actor for Region<E> {
                 let Some(key) = state.keys.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                // A passivated entity that got messages meanwhile comes straight back.
+                // A passivated entity that got messages meanwhile comes straight back, here
+                // or (after a hand-off) on its new owner.
                 let buffer = state.take_buffer(&key);
                 state.stats.passivations += 1;
-                if !buffer.is_empty() {
+                if buffer.is_empty() {
+                } else if state.owns(&key) {
                     state.activate(&myself, key, buffer).await;
+                } else {
+                    for env in buffer {
+                        state.forward(&key, env);
+                    }
                 }
             }
             _ => {}
@@ -213,7 +237,47 @@ impl<E: Entity> Actor for Region<E> {
 }
 
 impl<E: Entity> RegionState<E> {
+    fn owns(&self, key: &str) -> bool {
+        self.args.sharding.owns(E::KIND, key)
+    }
+
+    /// Sends a message for a key this node no longer owns on to its owner.
+    fn forward(&self, key: &str, env: Envelope<E>) {
+        let sharding = self.args.sharding.clone();
+        let key = key.to_string();
+        match env {
+            Envelope::Tell(m) => {
+                if let Err(e) = sharding.send::<E>(&key, m) {
+                    tracing::debug!(kind = E::KIND, %key, error = %e, "forward failed");
+                }
+            }
+            Envelope::Ask(m, reply) => {
+                tokio::spawn(async move {
+                    // On failure the dropped port tells the asker `unavailable`.
+                    if let Ok(r) = sharding.ask::<E>(&key, m).await {
+                        let _ = reply.send(r);
+                    }
+                });
+            }
+            Envelope::Subscribe(req, reply) => {
+                tokio::spawn(async move {
+                    let r = sharding.subscribe(E::KIND, &key, req).await;
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                });
+            }
+            Envelope::Unsubscribe { channel, node } => {
+                sharding.unsubscribe(E::KIND, &key, &channel, &node)
+            }
+            Envelope::Tick | Envelope::Kill => {}
+        }
+    }
+
     async fn deliver(&mut self, myself: &ActorRef<RegionMsg<E>>, key: String, env: Envelope<E>) {
+        if !self.slots.contains_key(&key) && !self.owns(&key) {
+            // In flight while the ring changed: never activate what another node owns.
+            self.forward(&key, env);
+            return;
+        }
         match self.slots.get_mut(&key) {
             Some(Slot::Active {
                 actor,
@@ -276,6 +340,25 @@ impl<E: Entity> RegionState<E> {
             Err(e) => {
                 // Dropping the buffer drops its reply ports: the askers see `unavailable`.
                 tracing::error!(kind = E::KIND, %key, error = %e, "could not spawn entity");
+            }
+        }
+    }
+
+    /// Passivates (flush, stop) every active entity the ring moved to another node; what
+    /// arrives for them meanwhile is forwarded once they have stopped.
+    fn hand_off_unowned(&mut self) {
+        let moved: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(k, s)| matches!(s, Slot::Active { .. }) && !self.owns(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in moved {
+            if let Some(Slot::Active { actor, .. }) = self.slots.remove(&key) {
+                tracing::info!(kind = E::KIND, %key, "handing off entity moved by the ring");
+                self.stats.handoffs += 1;
+                let _ = actor.drain();
+                self.slots.insert(key, Slot::Waiting { buffer: Vec::new() });
             }
         }
     }
@@ -377,6 +460,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             Envelope::Subscribe(req, reply) => {
                 let _ = reply.send(entity.subscribe(req, &state.ctx));
             }
+            Envelope::Unsubscribe { channel, node } => entity.unsubscribe(&channel, &node),
             Envelope::Tick => entity.on_tick(&state.ctx).await,
             Envelope::Kill => {
                 // A real panic, as a bug would raise: ractor catches it and the region sees

@@ -1,27 +1,37 @@
 //! `send` and `ask` by `(kind, key)`: the one way anything in bourse reaches an entity.
 //!
-//! The owner is computed on the hash ring over the `up` members; a local owner means the
-//! local region, a remote one the owner's region (cross-node delivery arrives with the
-//! Cluster issue; until then a key owned elsewhere answers `unavailable`, never hangs).
+//! The owner is computed on the hash ring over the `up` members. A local owner means the
+//! local region; a remote one means the owner's router, with the message bincode-encoded in
+//! one envelope. A node that receives a message for a key it does not own (members still
+//! converging) forwards it to the owner it computes, at most [`MAX_HOPS`] times; an `ask`
+//! that cannot be delivered in time fails with `unavailable` — it never hangs.
 
 use crate::entity::Entity;
+use crate::hub::{Delivery, Hub};
 use crate::region::{Envelope, RegionMsg, RegionStats};
 use crate::ring::HashRing;
-use crate::stream::{StreamGrant, StreamRequest};
+use crate::router::{ROUTERS_GROUP, RouterMsg, node_group};
+use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
+use crate::wire::{self, msg};
 use ractor::{ActorRef, RpcReplyPort};
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// How many times a message may be forwarded between nodes that disagree on its owner.
+pub const MAX_HOPS: u8 = 3;
+
 /// Why a message could not reach its entity or get an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AskError {
-    /// No region for the kind on this node.
+    /// No region for the kind.
     #[error("no region for kind '{0}'")]
     UnknownKind(String),
-    /// The owner is not reachable now (moving, restarting, another node); retry.
+    /// The owner is not reachable now (moving, restarting, its node down); retry.
     #[error("{0} is unavailable; retry")]
     Unavailable(String),
     /// No reply within the ask timeout.
@@ -32,33 +42,84 @@ pub enum AskError {
     Refused(String),
 }
 
-/// Kind-erased operations on a region, for callers that know only a kind name (the hub
-/// re-subscribing streams, the admin API).
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Kind-erased operations on a local region, for callers that know only a kind name (the
+/// router, the hub, the admin API).
 trait ErasedRegion: Send + Sync {
+    fn tell_bytes(&self, key: String, payload: &[u8]) -> Result<(), String>;
+    fn ask_bytes(
+        &self,
+        key: String,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, AskError>>;
     fn subscribe(
         &self,
         key: String,
         req: StreamRequest,
         reply: RpcReplyPort<Result<StreamGrant, String>>,
     ) -> bool;
+    fn unsubscribe(&self, key: String, channel: String, node: String);
     fn kill(&self, key: String, reply: RpcReplyPort<bool>) -> bool;
     fn stats(&self, reply: RpcReplyPort<RegionStats>) -> bool;
+    fn rebalance(&self);
     fn as_any(&self) -> &dyn Any;
 }
 
 struct RegionHandle<E: Entity>(ActorRef<RegionMsg<E>>);
 
+impl<E: Entity> RegionHandle<E> {
+    fn deliver(&self, key: String, envelope: Envelope<E>) -> bool {
+        self.0
+            .send_message(RegionMsg::Deliver { key, envelope })
+            .is_ok()
+    }
+}
+
 impl<E: Entity> ErasedRegion for RegionHandle<E> {
+    fn tell_bytes(&self, key: String, payload: &[u8]) -> Result<(), String> {
+        let msg: E::Msg = wire::decode(payload).map_err(|e| e.to_string())?;
+        self.deliver(key, Envelope::Tell(msg));
+        Ok(())
+    }
+    fn ask_bytes(
+        &self,
+        key: String,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, AskError>> {
+        let what = format!("{}/{key}", E::KIND);
+        let decoded: Result<E::Msg, _> = wire::decode(payload);
+        let (tx, rx) = oneshot::channel();
+        let sent = match decoded {
+            Ok(m) => Ok(self.deliver(key, Envelope::Ask(m, RpcReplyPort::from(tx)))),
+            Err(e) => Err(e.to_string()),
+        };
+        Box::pin(async move {
+            match sent {
+                Err(e) => {
+                    return Err(AskError::Refused(format!(
+                        "undecodable message for {what}: {e}"
+                    )));
+                }
+                Ok(false) => return Err(AskError::Unavailable(what)),
+                Ok(true) => {}
+            }
+            let reply = await_reply(rx, timeout, &what).await?;
+            wire::encode(&reply).map_err(|e| AskError::Refused(e.to_string()))
+        })
+    }
     fn subscribe(
         &self,
         key: String,
         req: StreamRequest,
         reply: RpcReplyPort<Result<StreamGrant, String>>,
     ) -> bool {
-        let envelope = Envelope::Subscribe(req, reply);
-        self.0
-            .send_message(RegionMsg::Deliver { key, envelope })
-            .is_ok()
+        self.deliver(key, Envelope::Subscribe(req, reply))
+    }
+    fn unsubscribe(&self, key: String, channel: String, node: String) {
+        self.deliver(key, Envelope::Unsubscribe { channel, node });
     }
     fn kill(&self, key: String, reply: RpcReplyPort<bool>) -> bool {
         self.0.send_message(RegionMsg::Kill { key, reply }).is_ok()
@@ -66,16 +127,41 @@ impl<E: Entity> ErasedRegion for RegionHandle<E> {
     fn stats(&self, reply: RpcReplyPort<RegionStats>) -> bool {
         self.0.send_message(RegionMsg::Stats(reply)).is_ok()
     }
+    fn rebalance(&self) {
+        let _ = self.0.send_message(RegionMsg::Rebalance);
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
 }
 
+async fn await_reply<T>(
+    rx: oneshot::Receiver<T>,
+    timeout: Duration,
+    what: &str,
+) -> Result<T, AskError> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(reply)) => Ok(reply),
+        // The reply port was dropped: the entity failed while handling, or its activation
+        // failed. Retrying reaches the restarted entity.
+        Ok(Err(_)) => Err(AskError::Unavailable(what.to_string())),
+        Err(_) => Err(AskError::Timeout(what.to_string())),
+    }
+}
+
+/// Where a key's owner is.
+enum Route {
+    Local(Arc<dyn ErasedRegion>),
+    Remote(ActorRef<RouterMsg>),
+}
+
 struct Inner {
     node: String,
+    vnodes: u32,
     ring: RwLock<HashRing>,
     regions: RwLock<HashMap<&'static str, Arc<dyn ErasedRegion>>>,
     ask_timeout: Duration,
+    hub: Arc<Hub>,
 }
 
 /// The routing handle; cheap to clone, shared by the gateway, the feeds and every entity.
@@ -92,15 +178,26 @@ impl std::fmt::Debug for Sharding {
     }
 }
 
+/// The router of `node`, if its session is up.
+fn router_of(node: &str) -> Option<ActorRef<RouterMsg>> {
+    ractor::pg::get_members(&node_group(node))
+        .into_iter()
+        .next()
+        .map(ActorRef::<RouterMsg>::from)
+}
+
 impl Sharding {
-    /// Routing for `node`, with a ring of just this node until membership says otherwise.
-    pub fn new(node: &str, vnodes: u32, ask_timeout: Duration) -> Sharding {
+    /// Routing for `node`. The ring is empty (nothing is owned, nothing activates) until
+    /// membership installs one: a joining node must not act as the owner of every key.
+    pub fn new(node: &str, vnodes: u32, ask_timeout: Duration, hub: Arc<Hub>) -> Sharding {
         Sharding {
             inner: Arc::new(Inner {
                 node: node.to_string(),
-                ring: RwLock::new(HashRing::new(&[node], vnodes)),
+                vnodes,
+                ring: RwLock::new(HashRing::new::<&str>(&[], vnodes)),
                 regions: RwLock::new(HashMap::new()),
                 ask_timeout,
+                hub,
             }),
         }
     }
@@ -110,6 +207,11 @@ impl Sharding {
         &self.inner.node
     }
 
+    /// This node's hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
     /// The current ring.
     pub fn ring(&self) -> HashRing {
         self.inner
@@ -117,6 +219,23 @@ impl Sharding {
             .read()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Whether this node owns `kind/key` on the current ring.
+    pub fn owns(&self, kind: &str, key: &str) -> bool {
+        let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
+        ring.owner(kind, key) == Some(self.inner.node.as_str())
+    }
+
+    /// Installs the ring over `members` and tells every local region to hand off what it no
+    /// longer owns. Returns the new ring.
+    pub fn set_ring_members(&self, members: &[String]) -> HashRing {
+        let ring = HashRing::new(members, self.inner.vnodes);
+        *self.inner.ring.write().unwrap_or_else(|p| p.into_inner()) = ring.clone();
+        for region in self.regions() {
+            region.rebalance();
+        }
+        ring
     }
 
     /// Makes `region` the local region for `E`.
@@ -129,14 +248,12 @@ impl Sharding {
         regions.insert(E::KIND, Arc::new(RegionHandle::<E>(region)));
     }
 
-    fn region(&self, kind: &str, key: &str) -> Result<Arc<dyn ErasedRegion>, AskError> {
-        let owner_is_local = {
-            let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
-            ring.owner(kind, key) == Some(self.inner.node.as_str())
-        };
-        if !owner_is_local {
-            return Err(AskError::Unavailable(format!("{kind}/{key}")));
-        }
+    fn regions(&self) -> Vec<Arc<dyn ErasedRegion>> {
+        let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
+        regions.values().cloned().collect()
+    }
+
+    fn local_region(&self, kind: &str) -> Result<Arc<dyn ErasedRegion>, AskError> {
         let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
         regions
             .get(kind)
@@ -144,8 +261,27 @@ impl Sharding {
             .ok_or_else(|| AskError::UnknownKind(kind.to_string()))
     }
 
-    fn typed<E: Entity>(&self, key: &str) -> Result<ActorRef<RegionMsg<E>>, AskError> {
-        let region = self.region(E::KIND, key)?;
+    fn route(&self, kind: &str, key: &str) -> Result<Route, AskError> {
+        let owner = {
+            let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
+            ring.owner(kind, key).map(str::to_string)
+        };
+        let what = || format!("{kind}/{key}");
+        match owner {
+            None => Err(AskError::Unavailable(format!(
+                "{} (no member is up)",
+                what()
+            ))),
+            Some(owner) if owner == self.inner.node => Ok(Route::Local(self.local_region(kind)?)),
+            Some(owner) => router_of(&owner).map(Route::Remote).ok_or_else(|| {
+                AskError::Unavailable(format!("{} (owner {owner} unreachable)", what()))
+            }),
+        }
+    }
+
+    fn typed<E: Entity>(
+        region: &Arc<dyn ErasedRegion>,
+    ) -> Result<ActorRef<RegionMsg<E>>, AskError> {
         region
             .as_any()
             .downcast_ref::<RegionHandle<E>>()
@@ -153,28 +289,104 @@ impl Sharding {
             .ok_or_else(|| AskError::UnknownKind(E::KIND.to_string()))
     }
 
+    fn cast(router: &ActorRef<RouterMsg>, cast: &msg::Cast) -> Result<(), AskError> {
+        let bytes = wire::encode(cast).map_err(|e| AskError::Refused(e.to_string()))?;
+        router
+            .cast(RouterMsg::Cast(bytes))
+            .map_err(|_| AskError::Unavailable("peer router".into()))
+    }
+
+    async fn call(
+        &self,
+        router: &ActorRef<RouterMsg>,
+        call: &msg::Call,
+        what: &str,
+    ) -> Result<msg::Reply, AskError> {
+        let bytes = wire::encode(call).map_err(|e| AskError::Refused(e.to_string()))?;
+        let result = router
+            .call(
+                |port| RouterMsg::Call(bytes, port),
+                Some(self.inner.ask_timeout),
+            )
+            .await
+            .map_err(|_| AskError::Unavailable(what.to_string()))?;
+        match result {
+            ractor::rpc::CallResult::Success(bytes) => {
+                wire::decode(&bytes).map_err(|e| AskError::Refused(e.to_string()))
+            }
+            ractor::rpc::CallResult::Timeout => Err(AskError::Timeout(what.to_string())),
+            ractor::rpc::CallResult::SenderError => Err(AskError::Unavailable(what.to_string())),
+        }
+    }
+
+    fn reply_error(reply: msg::Reply, what: &str) -> AskError {
+        match reply {
+            msg::Reply::Failed {
+                retry: true,
+                message,
+            } => AskError::Unavailable(message),
+            msg::Reply::Failed {
+                retry: false,
+                message,
+            } => AskError::Refused(message),
+            _ => AskError::Refused(format!("unexpected reply from {what}")),
+        }
+    }
+
     /// Fire-and-forget to `E/key`.
     pub fn send<E: Entity>(&self, key: &str, msg: E::Msg) -> Result<(), AskError> {
-        let region = self.typed::<E>(key)?;
-        region
-            .send_message(RegionMsg::Deliver {
-                key: key.to_string(),
-                envelope: Envelope::Tell(msg),
-            })
-            .map_err(|_| AskError::Unavailable(format!("{}/{key}", E::KIND)))
+        match self.route(E::KIND, key)? {
+            Route::Local(region) => Self::typed::<E>(&region)?
+                .send_message(RegionMsg::Deliver {
+                    key: key.to_string(),
+                    envelope: Envelope::Tell(msg),
+                })
+                .map_err(|_| AskError::Unavailable(format!("{}/{key}", E::KIND))),
+            Route::Remote(router) => {
+                let payload = wire::encode(&msg).map_err(|e| AskError::Refused(e.to_string()))?;
+                Self::cast(
+                    &router,
+                    &msg::Cast::Tell {
+                        kind: E::KIND.into(),
+                        key: key.into(),
+                        payload,
+                        hops: 0,
+                    },
+                )
+            }
+        }
     }
 
     /// Request/reply to `E/key`, failing after the ask timeout.
     pub async fn ask<E: Entity>(&self, key: &str, msg: E::Msg) -> Result<E::Reply, AskError> {
-        let region = self.typed::<E>(key)?;
-        let (tx, rx) = oneshot::channel();
-        region
-            .send_message(RegionMsg::Deliver {
-                key: key.to_string(),
-                envelope: Envelope::Ask(msg, RpcReplyPort::from(tx)),
-            })
-            .map_err(|_| AskError::Unavailable(format!("{}/{key}", E::KIND)))?;
-        self.await_reply(rx, E::KIND, key).await
+        let what = format!("{}/{key}", E::KIND);
+        match self.route(E::KIND, key)? {
+            Route::Local(region) => {
+                let (tx, rx) = oneshot::channel();
+                Self::typed::<E>(&region)?
+                    .send_message(RegionMsg::Deliver {
+                        key: key.to_string(),
+                        envelope: Envelope::Ask(msg, RpcReplyPort::from(tx)),
+                    })
+                    .map_err(|_| AskError::Unavailable(what.clone()))?;
+                await_reply(rx, self.inner.ask_timeout, &what).await
+            }
+            Route::Remote(router) => {
+                let payload = wire::encode(&msg).map_err(|e| AskError::Refused(e.to_string()))?;
+                let call = msg::Call::Ask {
+                    kind: E::KIND.into(),
+                    key: key.into(),
+                    payload,
+                    hops: 0,
+                };
+                match self.call(&router, &call, &what).await? {
+                    msg::Reply::Payload(bytes) => {
+                        wire::decode(&bytes).map_err(|e| AskError::Refused(e.to_string()))
+                    }
+                    other => Err(Self::reply_error(other, &what)),
+                }
+            }
+        }
     }
 
     /// Asks `kind/key` for a stream on behalf of this node.
@@ -184,24 +396,199 @@ impl Sharding {
         key: &str,
         req: StreamRequest,
     ) -> Result<StreamGrant, AskError> {
-        let region = self.region(kind, key)?;
-        let (tx, rx) = oneshot::channel();
-        if !region.subscribe(key.to_string(), req, RpcReplyPort::from(tx)) {
-            return Err(AskError::Unavailable(format!("{kind}/{key}")));
-        }
-        self.await_reply(rx, kind, key)
-            .await?
-            .map_err(AskError::Refused)
+        self.subscribe_hops(kind, key, req, 0).await
     }
 
-    /// Kills `kind/key` if it is active here; `Ok(false)` when it was not running.
-    pub async fn kill(&self, kind: &str, key: &str) -> Result<bool, AskError> {
-        let region = self.region(kind, key)?;
-        let (tx, rx) = oneshot::channel();
-        if !region.kill(key.to_string(), RpcReplyPort::from(tx)) {
-            return Err(AskError::Unavailable(format!("{kind}/{key}")));
+    async fn subscribe_hops(
+        &self,
+        kind: &str,
+        key: &str,
+        req: StreamRequest,
+        hops: u8,
+    ) -> Result<StreamGrant, AskError> {
+        let what = format!("{kind}/{key}");
+        match self.route(kind, key)? {
+            Route::Local(region) => {
+                let (tx, rx) = oneshot::channel();
+                if !region.subscribe(key.to_string(), req, RpcReplyPort::from(tx)) {
+                    return Err(AskError::Unavailable(what));
+                }
+                await_reply(rx, self.inner.ask_timeout, &what)
+                    .await?
+                    .map_err(AskError::Refused)
+            }
+            Route::Remote(_) if hops >= MAX_HOPS => Err(AskError::Unavailable(what)),
+            Route::Remote(router) => {
+                let call = msg::Call::Subscribe {
+                    kind: kind.into(),
+                    key: key.into(),
+                    req,
+                    hops: hops + 1,
+                };
+                match self.call(&router, &call, &what).await? {
+                    msg::Reply::Granted(grant) => Ok(grant),
+                    other => Err(Self::reply_error(other, &what)),
+                }
+            }
         }
-        self.await_reply(rx, kind, key).await
+    }
+
+    /// Tells `kind/key` that `node` no longer listens to `channel`.
+    pub fn unsubscribe(&self, kind: &str, key: &str, channel: &str, node: &str) {
+        match self.route(kind, key) {
+            Ok(Route::Local(region)) => region.unsubscribe(key.into(), channel.into(), node.into()),
+            Ok(Route::Remote(router)) => {
+                let _ = Self::cast(
+                    &router,
+                    &msg::Cast::Unsubscribe {
+                        kind: kind.into(),
+                        key: key.into(),
+                        channel: channel.into(),
+                        node: node.into(),
+                    },
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Hands a publisher's event to `node`'s hub: directly here, through its router there.
+    /// `NoSubscribers` tells the publisher to drop the node (also when the node is gone).
+    pub fn deliver(&self, kind: &str, key: &str, node: &str, event: &StreamEvent) -> Delivery {
+        if node == self.inner.node {
+            return self.inner.hub.deliver(event);
+        }
+        let Some(router) = router_of(node) else {
+            return Delivery::NoSubscribers;
+        };
+        let cast = msg::Cast::Publish {
+            kind: kind.into(),
+            key: key.into(),
+            event: event.clone(),
+        };
+        match Self::cast(&router, &cast) {
+            Ok(()) => Delivery::Delivered(0),
+            Err(_) => Delivery::NoSubscribers,
+        }
+    }
+
+    /// A publisher started `epoch`: every node's hub asks its local subscribers to
+    /// re-subscribe.
+    pub fn publisher_activated(&self, kind: &str, key: &str, epoch: &str) {
+        self.inner.hub.publisher_activated(kind, key, epoch);
+        let cast = msg::Cast::PublisherActivated {
+            kind: kind.into(),
+            key: key.into(),
+            epoch: epoch.into(),
+        };
+        for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
+            if !cell.get_id().is_local() {
+                let _ = Self::cast(&ActorRef::<RouterMsg>::from(cell), &cast);
+            }
+        }
+    }
+
+    /// Kills `kind/key` wherever it runs; `Ok(false)` when it was not running.
+    pub async fn kill(&self, kind: &str, key: &str) -> Result<bool, AskError> {
+        let what = format!("{kind}/{key}");
+        match self.route(kind, key)? {
+            Route::Local(region) => {
+                let (tx, rx) = oneshot::channel();
+                if !region.kill(key.to_string(), RpcReplyPort::from(tx)) {
+                    return Err(AskError::Unavailable(what));
+                }
+                await_reply(rx, self.inner.ask_timeout, &what).await
+            }
+            Route::Remote(router) => {
+                let call = msg::Call::Kill {
+                    kind: kind.into(),
+                    key: key.into(),
+                };
+                match self.call(&router, &call, &what).await? {
+                    msg::Reply::Killed(k) => Ok(k),
+                    other => Err(Self::reply_error(other, &what)),
+                }
+            }
+        }
+    }
+
+    /// A `send` that arrived from another node: deliver here or forward (bounded).
+    pub(crate) fn tell_bytes(&self, kind: &str, key: &str, payload: Vec<u8>, hops: u8) {
+        match self.route(kind, key) {
+            Ok(Route::Local(region)) => {
+                if let Err(e) = region.tell_bytes(key.to_string(), &payload) {
+                    tracing::warn!(%kind, %key, error = %e, "dropping an undecodable message");
+                }
+            }
+            Ok(Route::Remote(router)) if hops < MAX_HOPS => {
+                let cast = msg::Cast::Tell {
+                    kind: kind.into(),
+                    key: key.into(),
+                    payload,
+                    hops: hops + 1,
+                };
+                let _ = Self::cast(&router, &cast);
+            }
+            Ok(Route::Remote(_)) => {
+                tracing::warn!(%kind, %key, "dropping a message forwarded {MAX_HOPS} times")
+            }
+            Err(e) => {
+                tracing::debug!(%kind, %key, error = %e, "dropping a message with no reachable owner")
+            }
+        }
+    }
+
+    /// Serves a call from another node.
+    pub(crate) async fn serve_call(&self, call: msg::Call) -> msg::Reply {
+        let failed = |e: AskError| msg::Reply::Failed {
+            retry: matches!(e, AskError::Unavailable(_) | AskError::Timeout(_)),
+            message: e.to_string(),
+        };
+        match call {
+            msg::Call::Ask {
+                kind,
+                key,
+                payload,
+                hops,
+            } => match self.route(&kind, &key) {
+                Ok(Route::Local(region)) => match region
+                    .ask_bytes(key, &payload, self.inner.ask_timeout)
+                    .await
+                {
+                    Ok(bytes) => msg::Reply::Payload(bytes),
+                    Err(e) => failed(e),
+                },
+                Ok(Route::Remote(router)) if hops < MAX_HOPS => {
+                    let what = format!("{kind}/{key}");
+                    let forward = msg::Call::Ask {
+                        kind,
+                        key,
+                        payload,
+                        hops: hops + 1,
+                    };
+                    self.call(&router, &forward, &what)
+                        .await
+                        .unwrap_or_else(failed)
+                }
+                Ok(Route::Remote(_)) => failed(AskError::Unavailable(format!(
+                    "{kind}/{key} (forwarded {MAX_HOPS} times)"
+                ))),
+                Err(e) => failed(e),
+            },
+            msg::Call::Subscribe {
+                kind,
+                key,
+                req,
+                hops,
+            } => match self.subscribe_hops(&kind, &key, req, hops).await {
+                Ok(grant) => msg::Reply::Granted(grant),
+                Err(e) => failed(e),
+            },
+            msg::Call::Kill { kind, key } => match self.kill(&kind, &key).await {
+                Ok(k) => msg::Reply::Killed(k),
+                Err(e) => failed(e),
+            },
+        }
     }
 
     /// Statistics of every local region, by kind.
@@ -220,20 +607,5 @@ impl Sharding {
             }
         }
         out
-    }
-
-    async fn await_reply<T>(
-        &self,
-        rx: oneshot::Receiver<T>,
-        kind: &str,
-        key: &str,
-    ) -> Result<T, AskError> {
-        match tokio::time::timeout(self.inner.ask_timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            // The reply port was dropped: the entity failed while handling, or its
-            // activation failed. Retrying reaches the restarted entity.
-            Ok(Err(_)) => Err(AskError::Unavailable(format!("{kind}/{key}"))),
-            Err(_) => Err(AskError::Timeout(format!("{kind}/{key}"))),
-        }
     }
 }

@@ -48,3 +48,79 @@ mod tests {
         assert!(decode::<StreamRequest>(&[0xff, 0xff]).is_err());
     }
 }
+
+/// Messages that cross nodes, inside the router's opaque byte payloads. Kept small: entity
+/// envelopes, stream events, membership heartbeats.
+pub mod msg {
+    use crate::membership::MemberInfo;
+    use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
+    use serde::{Deserialize, Serialize};
+
+    /// Fire-and-forget traffic.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum Cast {
+        /// `send` to an entity; `hops` bounds forwarding during ring transitions.
+        Tell {
+            kind: String,
+            key: String,
+            payload: Vec<u8>,
+            hops: u8,
+        },
+        /// A stream event for this node's hub, from publisher `kind/key`.
+        Publish {
+            kind: String,
+            key: String,
+            event: StreamEvent,
+        },
+        /// A publisher started a new epoch: local subscribers re-subscribe.
+        PublisherActivated {
+            kind: String,
+            key: String,
+            epoch: String,
+        },
+        /// Nobody on `node` listens to `channel` any more.
+        Unsubscribe {
+            kind: String,
+            key: String,
+            channel: String,
+            node: String,
+        },
+        /// A member's periodic announcement.
+        Heartbeat(MemberInfo),
+    }
+
+    /// Request/reply traffic.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum Call {
+        Ask {
+            kind: String,
+            key: String,
+            payload: Vec<u8>,
+            hops: u8,
+        },
+        Subscribe {
+            kind: String,
+            key: String,
+            req: StreamRequest,
+            hops: u8,
+        },
+        Kill {
+            kind: String,
+            key: String,
+        },
+    }
+
+    /// Answers to [`Call`]s.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum Reply {
+        /// An entity's encoded reply.
+        Payload(Vec<u8>),
+        Granted(StreamGrant),
+        Killed(bool),
+        /// The call could not be served: `(unavailable, message)`; unavailable is retryable.
+        Failed {
+            retry: bool,
+            message: String,
+        },
+    }
+}

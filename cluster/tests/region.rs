@@ -97,7 +97,13 @@ async fn setup(
     Arc<Deps>,
     tokio::sync::watch::Receiver<Option<String>>,
 ) {
-    let sharding = Sharding::new("n1", 16, Duration::from_secs(2));
+    let sharding = Sharding::new(
+        "n1",
+        16,
+        Duration::from_secs(2),
+        bourse_cluster::Hub::new("n1"),
+    );
+    sharding.set_ring_members(&["n1".to_string()]);
     let deps = Arc::new(Deps::default());
     let (guardian, fatal) = spawn_guardian().await.expect("guardian");
     spawn_region::<Counter>(

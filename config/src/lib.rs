@@ -92,10 +92,20 @@ pub struct GatewaySettings {
     pub sse_keepalive_s: u64,
 }
 
-/// Sharding runtime knobs.
+/// Sharding runtime and cluster membership.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
+    /// `ip:port` of this node's cluster listener; unset runs a standalone node.
+    pub listen: Option<String>,
+    /// Shared secret every node of one cluster presents; a node with another is refused.
+    pub cookie: String,
+    /// Cluster addresses (`ip:port`) of nodes to join through.
+    pub seeds: Vec<String>,
+    /// How often a node announces itself to its peers, ms.
+    pub heartbeat_ms: u64,
+    /// A peer silent this long is `down`, ms.
+    pub heartbeat_timeout_ms: u64,
     /// Virtual nodes per member on the hash ring.
     pub vnodes: u32,
     /// An entity with no message for this long is passivated (seconds; 0 = never).
@@ -201,6 +211,11 @@ impl Default for GatewaySettings {
 impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
+            listen: None,
+            cookie: "bourse-example-cookie".into(),
+            seeds: Vec::new(),
+            heartbeat_ms: 500,
+            heartbeat_timeout_ms: 2000,
             vnodes: 128,
             passivate_idle_s: 300,
             ask_timeout_ms: 5000,
@@ -375,6 +390,32 @@ impl Settings {
             ));
         }
         positive("cluster.vnodes", u64::from(self.cluster.vnodes))?;
+        if let Some(listen) = &self.cluster.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "cluster.listen",
+                format!("'{listen}' is not an ip:port address"),
+            ));
+        }
+        for (i, seed) in self.cluster.seeds.iter().enumerate() {
+            if seed.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::new(
+                    format!("cluster.seeds[{i}]"),
+                    format!("'{seed}' is not an ip:port address"),
+                ));
+            }
+        }
+        if self.cluster.cookie.is_empty() {
+            return Err(ConfigError::new("cluster.cookie", "must not be empty"));
+        }
+        positive("cluster.heartbeat_ms", self.cluster.heartbeat_ms)?;
+        if self.cluster.heartbeat_timeout_ms <= self.cluster.heartbeat_ms {
+            return Err(ConfigError::new(
+                "cluster.heartbeat_timeout_ms",
+                "must be longer than cluster.heartbeat_ms",
+            ));
+        }
         positive("cluster.ask_timeout_ms", self.cluster.ask_timeout_ms)?;
         positive("supervision.within_s", self.supervision.within_s)?;
         positive(

@@ -116,6 +116,16 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
                 }
             },
         );
+    let cluster = warp::path!("admin" / "cluster")
+        .and(warp::get())
+        .and(st.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .then(|s: Arc<GatewayState>, auth: Option<String>| async move {
+            match rest::admin::authorize(&s, auth.as_deref()) {
+                Ok(()) => respond(rest::admin::cluster(s).await),
+                Err(e) => reply(&e).into_response(),
+            }
+        });
     healthz
         .or(readyz)
         .unify()
@@ -132,6 +142,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .or(events)
         .unify()
         .or(kill)
+        .unify()
+        .or(cluster)
         .unify()
         .recover(rejection)
         .unify()

@@ -102,7 +102,8 @@ pub async fn open(
                             Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
                         }
                     }
-                    queue.extend(buf.drain(..).filter(|f| subs.accept(f)));
+                    let live = subs.pass(buf.drain(..)).await;
+                    queue.extend(live);
                 }
                 _ = live.shutdown.changed() => return None,
             }

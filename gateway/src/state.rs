@@ -1,5 +1,6 @@
 //! What every gateway handler shares.
 
+use bourse_cluster::node::ClusterNode;
 use bourse_cluster::{Hub, Sharding};
 use bourse_config::{GatewaySettings, Markets};
 use bourse_storage::MarketStore;
@@ -11,6 +12,8 @@ use tokio::sync::watch;
 pub struct GatewayState {
     pub sharding: Sharding,
     pub hub: Arc<Hub>,
+    /// Membership, for the admin API.
+    pub cluster: ClusterNode,
     pub store: Arc<dyn MarketStore>,
     pub markets: Markets,
     pub settings: GatewaySettings,
@@ -25,6 +28,6 @@ pub struct GatewayState {
 impl GatewayState {
     /// Whether `/readyz` says yes.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !*self.shutdown.borrow()
+        self.ready.load(Ordering::Relaxed) && self.cluster.is_up() && !*self.shutdown.borrow()
     }
 }

@@ -25,6 +25,17 @@ pub struct Subscriptions {
     positions: HashMap<String, Position>,
 }
 
+/// What to do with a live frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Next in order: send it.
+    Send,
+    /// Already covered, unsubscribed, or another epoch: skip it.
+    Drop,
+    /// Events before it were lost: repair, then send.
+    Gap,
+}
+
 /// The outcome of subscribing one channel.
 pub struct Granted {
     /// Canonical channel name.
@@ -137,16 +148,65 @@ impl Subscriptions {
 
     /// Whether a live frame goes to the client: a channel still held, in the epoch the
     /// client was granted, past the grant's position. Frames of another epoch wait for
-    /// the resync that grants it (its replay covers them, in order).
-    pub fn accept(&mut self, frame: &Frame) -> bool {
+    /// the resync that grants it (its replay covers them, in order). A frame that skips
+    /// ahead on a non-conflatable channel means one was lost on the way (a cluster link
+    /// can drop messages while sessions reconnect): it is a [`Verdict::Gap`] to repair.
+    pub fn accept(&mut self, frame: &Frame) -> Verdict {
         let Some(pos) = self.positions.get_mut(&*frame.channel) else {
-            return false;
+            return Verdict::Drop;
         };
         if *frame.epoch != *pos.epoch || frame.seq <= pos.seq {
-            return false;
+            return Verdict::Drop;
+        }
+        if frame.seq > pos.seq + 1 && !frame.conflatable {
+            return Verdict::Gap;
         }
         pos.seq = frame.seq;
-        true
+        Verdict::Send
+    }
+
+    /// Repairs a gap on `channel`: asks the publisher to replay from the client's position.
+    /// Returns the replayed frames (the grant moves the position past them).
+    pub async fn repair(&mut self, channel: &str) -> Result<Vec<Arc<Frame>>, ApiError> {
+        let Some(pos) = self.positions.get(channel) else {
+            return Ok(Vec::new());
+        };
+        let since = Cursor {
+            epoch: pos.epoch.clone(),
+            seq: pos.seq,
+        };
+        tracing::info!(%channel, after = since.seq, "repairing a stream gap from the publisher's replay");
+        let parsed = Channel::parse(channel, &self.state.markets).map_err(ApiError::bad_request)?;
+        let granted = self.subscribe(&parsed, Some(since)).await?;
+        if granted.position["resumed"] != true {
+            tracing::warn!(%channel, "lost events are no longer held by the publisher; the client sees a gap");
+        }
+        Ok(granted.frames)
+    }
+
+    /// Filters live frames into what the client gets, in order, repairing gaps with the
+    /// publisher's replay as they appear.
+    pub async fn pass(&mut self, frames: impl IntoIterator<Item = Arc<Frame>>) -> Vec<Arc<Frame>> {
+        let mut out = Vec::new();
+        for f in frames {
+            match self.accept(&f) {
+                Verdict::Send => out.push(f),
+                Verdict::Drop => {}
+                Verdict::Gap => match self.repair(&f.channel).await {
+                    // The replay ends at the grant's position, at or past this frame.
+                    Ok(replayed) => {
+                        out.extend(replayed);
+                        if self.accept(&f) == Verdict::Send {
+                            out.push(f);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %f.channel, error = %e.message, "gap repair failed")
+                    }
+                },
+            }
+        }
+        out
     }
 
     /// Handles a publisher's new epoch: re-subscribes the channel from the epoch's start, and

@@ -100,9 +100,20 @@ impl SqliteStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )?;
-        writer
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(|e| backend("configuring WAL", e))?;
+        // Switching to WAL takes an exclusive lock and does not wait on busy_timeout: when
+        // several node processes open one new file together, retry until it is set.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match writer.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;") {
+                Ok(()) => break,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("locked") =>
+                {
+                    std::thread::sleep(Duration::from_millis(20 + fastrand_jitter()));
+                }
+                Err(e) => return Err(backend("configuring WAL", e)),
+            }
+        }
         migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -166,6 +177,11 @@ impl SqliteStore {
         .await
         .map_err(|e| backend("reader task", e))?
     }
+}
+
+/// A few ms of jitter so processes retrying together spread out.
+fn fastrand_jitter() -> u64 {
+    u64::from(std::process::id() % 17) + (Instant::now().elapsed().subsec_nanos() % 13) as u64
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -49,11 +49,24 @@ pub struct Node {
     pub port: u16,
     pub dir: PathBuf,
     config: PathBuf,
+    env: Vec<(String, String)>,
+    wait_ready: bool,
 }
 
 impl Node {
     /// Starts a node with `extra` TOML appended to a test config, and waits until ready.
     pub fn start(name: &str, extra: &str) -> Node {
+        Node::start_env(name, extra, Vec::new(), true)
+    }
+
+    /// Starts a node with extra `BOURSE_*` variables (they win over the defaults here);
+    /// `wait_ready` false returns as soon as the process runs.
+    pub fn start_env(
+        name: &str,
+        extra: &str,
+        env: Vec<(String, String)>,
+        wait_ready: bool,
+    ) -> Node {
         let dir = temp_dir(name);
         let port = free_port();
         let config = dir.join("node.toml");
@@ -65,6 +78,8 @@ impl Node {
             port,
             dir,
             config,
+            env,
+            wait_ready,
         };
         node.spawn();
         node
@@ -83,16 +98,20 @@ impl Node {
             .env("BOURSE_NODE__DATA_DIR", self.dir.join("data"))
             .env("BOURSE_GATEWAY__LISTEN", format!("127.0.0.1:{}", self.port))
             .env("BOURSE_ADMIN__TOKEN", ADMIN_TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start bourse");
         self.child = Some(child);
-        self.wait_ready();
+        if self.wait_ready {
+            self.wait_ready();
+        }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = self.try_get("/readyz") {
@@ -153,6 +172,21 @@ impl Node {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`, `TERM`) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(child) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// The whole log (for checks on what it says).
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -195,10 +229,19 @@ impl Node {
     }
 }
 
+/// `KEEP_TEST_DIRS=1` keeps test directories (logs, data) for a post-mortem.
+fn keep() -> bool {
+    std::env::var_os("KEEP_TEST_DIRS").is_some()
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if keep() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -523,4 +566,150 @@ pub fn read_sse(
 /// Whether `path` exists (used to check cleanup).
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// A local cluster of `bourse node` processes sharing one data directory (one SQLite file).
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub data: PathBuf,
+    cluster_ports: Vec<u16>,
+    extra: String,
+}
+
+pub const COOKIE: &str = "test-cluster-cookie";
+
+impl Cluster {
+    fn member_env(&self, i: usize, cookie: &str) -> Vec<(String, String)> {
+        let seeds: Vec<String> = self
+            .cluster_ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        vec![
+            ("BOURSE_NODE__NAME".into(), format!("node{}", i + 1)),
+            (
+                "BOURSE_NODE__DATA_DIR".into(),
+                self.data.display().to_string(),
+            ),
+            (
+                "BOURSE_CLUSTER__LISTEN".into(),
+                format!("127.0.0.1:{}", self.cluster_ports[i]),
+            ),
+            (
+                "BOURSE_CLUSTER__SEEDS".into(),
+                format!("[{}]", seeds.join(",")),
+            ),
+            ("BOURSE_CLUSTER__COOKIE".into(), cookie.into()),
+        ]
+    }
+
+    /// Starts `n` nodes, each seeded with all the others, and waits until every one is up.
+    pub fn start(name: &str, n: usize, extra: &str) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            data: temp_dir(&format!("{name}-data")),
+            cluster_ports: (0..n).map(|_| free_port()).collect(),
+            extra: extra.to_string(),
+        };
+        for i in 0..n {
+            let env = cluster.member_env(i, COOKIE);
+            cluster.nodes.push(Node::start_env(
+                &format!("{name}-n{}", i + 1),
+                extra,
+                env,
+                false,
+            ));
+        }
+        for node in &mut cluster.nodes {
+            node.wait_ready();
+        }
+        cluster
+    }
+
+    /// Starts one more node seeded with the existing ones (`cookie` may be wrong on purpose).
+    pub fn add_node(&mut self, name: &str, cookie: &str, wait_ready: bool) -> usize {
+        self.cluster_ports.push(free_port());
+        let i = self.cluster_ports.len() - 1;
+        let env = self.member_env(i, cookie);
+        let node = Node::start_env(name, &self.extra.clone(), env, wait_ready);
+        self.nodes.push(node);
+        i
+    }
+
+    /// Every node's `/admin/cluster`.
+    pub fn views(&self, alive: &[usize]) -> Vec<Value> {
+        alive
+            .iter()
+            .map(|&i| {
+                let auth = format!("Bearer {ADMIN_TOKEN}");
+                let (status, v) = http(
+                    &self.nodes[i].url("/admin/cluster"),
+                    "GET",
+                    None,
+                    &[("authorization", &auth)],
+                )
+                .unwrap_or((0, Value::Null));
+                assert!(status == 200 || status == 0, "{v}");
+                v
+            })
+            .collect()
+    }
+
+    /// Waits until the nodes in `alive` all report exactly `expect_up` as their up members
+    /// and the same ring. Returns how long it took.
+    pub fn wait_converged(
+        &self,
+        alive: &[usize],
+        expect_up: &[&str],
+        timeout: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        let mut expect: Vec<String> = expect_up.iter().map(|s| s.to_string()).collect();
+        expect.sort();
+        loop {
+            let views = self.views(alive);
+            let ok = views.iter().all(|v| {
+                let mut up: Vec<String> = v["members"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|m| m["status"] == "up")
+                            .filter_map(|m| m["node"].as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                up.sort();
+                let ring: Vec<String> = v["ring"]["members"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|n| n.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                up == expect && ring == expect
+            });
+            if ok {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "not converged on {expect:?}: {views:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+        if !keep() {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Market data feeds: where a symbol's trades come from. The built-in simulator runs on
 //! every node but drives only the symbols this node owns on the ring, so a trade is never
-//! produced twice, and it hands them to the symbol entity in small batches.
+//! produced twice, and it hands them to the symbol entity in small batches. When the ring
+//! gives this node a symbol, its walk continues from the symbol's last traded price.
 
 pub mod simulator;
 
@@ -16,36 +17,23 @@ use tokio::sync::watch;
 const BATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs the simulator until `shutdown` turns true. Each symbol's walk starts at its last
-/// traded price (so a restart continues the chart), else at the configured price.
+/// traded price (so a restart or a move continues the chart), else at the configured price.
 pub async fn run_simulator(
     sharding: Sharding,
     markets: Markets,
     settings: FeedSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut sims = Vec::new();
-    for market in markets.iter() {
-        let start = loop {
-            match sharding
-                .ask::<Symbol>(&market.symbol, SymbolMsg::Ticker)
-                .await
-            {
-                Ok(SymbolReply::Ticker(t)) => break t.last,
-                Ok(_) => break market.initial_price,
-                Err(e) => {
-                    tracing::warn!(symbol = %market.symbol, error = %e, "feed waiting for symbol");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
-        };
-        sims.push((
-            market.symbol.clone(),
-            Simulator::new(settings.seed, market, start),
-        ));
-    }
+    let mut sims: Vec<(String, Simulator, bool)> = markets
+        .iter()
+        .map(|m| {
+            (
+                m.symbol.clone(),
+                Simulator::new(settings.seed, m, m.initial_price),
+                false,
+            )
+        })
+        .collect();
     let rate = u64::from(settings.trades_per_sec);
     let started = tokio::time::Instant::now();
     let mut emitted = 0u64;
@@ -70,9 +58,22 @@ pub async fn run_simulator(
             continue;
         }
         let ring = sharding.ring();
-        for (symbol, sim) in sims.iter_mut() {
+        for (symbol, sim, driving) in sims.iter_mut() {
             if ring.owner(crate::symbol::KIND, symbol) != Some(sharding.node()) {
+                *driving = false;
                 continue;
+            }
+            if !*driving {
+                // Newly ours: activate the symbol here (from storage) and continue its chart.
+                match sharding.ask::<Symbol>(symbol, SymbolMsg::Ticker).await {
+                    Ok(SymbolReply::Ticker(t)) => sim.set_price(t.last),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(%symbol, error = %e, "symbol not ready on this node yet");
+                        continue;
+                    }
+                }
+                *driving = true;
             }
             let batch: Vec<TradeInput> = (0..n).map(|_| sim.next_trade()).collect();
             if let Err(e) = sharding.send::<Symbol>(symbol, SymbolMsg::Trades(batch)) {

@@ -64,6 +64,12 @@ impl Simulator {
         self.price
     }
 
+    /// Continues the walk from `price` (the symbol's last trade, when this node takes the
+    /// symbol over from another).
+    pub fn set_price(&mut self, price: u64) {
+        self.price = price.max(1);
+    }
+
     /// The next trade.
     pub fn next_trade(&mut self) -> TradeInput {
         let side = if self.rng.bool() {

@@ -16,7 +16,7 @@ use crate::channel::Channel;
 use crate::feed::TradeInput;
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
-    Entity, EntityContext, EntityError, Hub, StreamGrant, StreamLog, StreamRequest,
+    Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
 use bourse_config::{Market, Markets};
 use bourse_storage::{Candle, Interval, MarketStore, StoreError, Tick, Write};
@@ -58,7 +58,6 @@ pub enum SymbolReply {
 /// What every symbol entity on a node shares.
 pub struct SymbolDeps {
     pub store: Arc<dyn MarketStore>,
-    pub hub: Arc<Hub>,
     pub markets: Markets,
     /// Events kept per channel for resume.
     pub replay_events: usize,
@@ -81,6 +80,7 @@ struct Names {
 pub struct Symbol {
     market: Market,
     deps: Arc<SymbolDeps>,
+    sharding: Sharding,
     names: Names,
     log: StreamLog,
     candles: CandleSet,
@@ -155,7 +155,7 @@ impl Entity for Symbol {
                 .map_err(storage)?,
         );
         let epoch = bourse_cluster::stream::new_epoch(now_ms());
-        deps.hub.publisher_activated(KIND, symbol, &epoch);
+        ctx.sharding.publisher_activated(KIND, symbol, &epoch);
         let names = Names {
             ticker: format!("ticker:{symbol}"),
             trades: format!("trades:{symbol}"),
@@ -168,6 +168,7 @@ impl Entity for Symbol {
             log: StreamLog::new(epoch, deps.replay_events),
             market,
             deps: deps.clone(),
+            sharding: ctx.sharding.clone(),
             names,
             candles,
             window,
@@ -241,6 +242,10 @@ impl Entity for Symbol {
         Ok(self
             .log
             .subscribe(&req, now_ms(), snapshot, channel.conflatable()))
+    }
+
+    fn unsubscribe(&mut self, channel: &str, node: &str) {
+        self.log.unsubscribe(channel, node);
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
@@ -375,14 +380,12 @@ impl Symbol {
 
     fn publish(&mut self, channel: &str, ts: i64, data: String, conflatable: bool) {
         let (event, nodes) = self.log.publish(channel, ts, data, conflatable);
+        // One message per interested node, never one per client: each node's hub fans out.
         for node in nodes {
-            if node == self.deps.hub.node() {
-                if self.deps.hub.deliver(&event) == Delivery::NoSubscribers {
-                    self.log.unsubscribe(channel, &node);
-                }
-            } else {
-                // Cross-node delivery arrives with the Cluster issue; a single node has no
-                // remote subscribers, so nothing is lost here.
+            let delivery = self
+                .sharding
+                .deliver(KIND, &self.market.symbol, &node, &event);
+            if delivery == Delivery::NoSubscribers {
                 self.log.unsubscribe(channel, &node);
             }
         }

@@ -1,6 +1,6 @@
-//! Admin endpoints (PROTOCOL.md "Admin"), behind the admin bearer token. This issue brings
-//! the chaos kill that tests use to crash an entity; the inspection API follows with the
-//! Operations issue.
+//! Admin endpoints (PROTOCOL.md "Admin"), behind the admin bearer token: the cluster view
+//! and the chaos kill (which reaches the entity on whichever node owns it). The entity
+//! inspection API follows with the Operations issue.
 
 use crate::error::ApiError;
 use crate::limits::constant_time_eq;
@@ -54,4 +54,31 @@ pub async fn kill(state: Arc<GatewayState>, req: KillRequest) -> Result<Value, A
     }
     tracing::warn!(kind = %req.kind, key = %req.key, "chaos kill");
     Ok(json!({"killed": {"kind": req.kind, "key": req.key}}))
+}
+
+/// `GET /admin/cluster`: members as this node sees them, and the ring's shares.
+pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
+    let view = state
+        .cluster
+        .view()
+        .await
+        .ok_or_else(|| ApiError::unavailable("membership is not answering; retry"))?;
+    let ring = state.sharding.ring();
+    let owners: serde_json::Map<String, Value> = ring
+        .shares()
+        .into_iter()
+        .map(|(node, share)| (node, json!((share * 10_000.0).round() / 10_000.0)))
+        .collect();
+    Ok(json!({
+        "node": view.node,
+        "members": view.members.iter().map(|m| json!({
+            "node": m.node,
+            "addr": m.addr,
+            "gateway": m.gateway,
+            "status": m.status.as_str(),
+            "entities": m.entities,
+            "last_heartbeat_ms": m.last_heartbeat_ms,
+        })).collect::<Vec<_>>(),
+        "ring": {"vnodes_per_node": ring.vnodes(), "members": ring.members(), "owners": owners},
+    }))
 }

@@ -154,17 +154,12 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
                         Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
                     }
                 }
-                let subs = &mut conn.subs;
+                // Granted frames (a replay) are the client's by definition; live frames pass
+                // the filter, which repairs gaps.
+                let live = conn.subs.pass(pending.drain(..)).await;
                 let write = async {
-                    // Granted frames (a replay) are the client's by definition; live frames
-                    // pass the filter.
-                    for f in pending_first.drain(..) {
+                    for f in pending_first.drain(..).chain(live) {
                         tx.feed(Message::text(&*f.json)).await?;
-                    }
-                    for f in pending.drain(..) {
-                        if subs.accept(&f) {
-                            tx.feed(Message::text(&*f.json)).await?;
-                        }
                     }
                     tx.flush().await
                 };

@@ -1,0 +1,343 @@
+//! Cluster membership: who is in the cluster, in which status, and the hash ring over the
+//! `up` members.
+//!
+//! Each node's membership actor announces its own [`MemberInfo`] to every peer's router
+//! every `heartbeat_ms`. A peer is `down` when its node session closes (a killed process) or
+//! when it has been silent for `heartbeat_timeout_ms` (a hung process that keeps its TCP
+//! connection); a heartbeat brings it back. A node starts `joining` and turns `up` after a
+//! grace period in which it meets its seeds; `leaving` is announced by a node that drains.
+//! Every node derives the ring from the same rule over the same list, so all agree on
+//! owners once their lists agree. A change is logged once, with the new ring summary.
+
+use crate::router::{ROUTERS_GROUP, RouterMsg};
+use crate::sharding::Sharding;
+use crate::wire;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::{NodeEventSubscription, node::NodeServerSessionInformation};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A member's lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Joining,
+    Up,
+    Leaving,
+    Down,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Joining => "joining",
+            Status::Up => "up",
+            Status::Leaving => "leaving",
+            Status::Down => "down",
+        }
+    }
+}
+
+/// What a node announces about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub node: String,
+    /// Cluster listener address.
+    pub addr: String,
+    /// Client gateway address.
+    pub gateway: String,
+    pub status: Status,
+    /// Active entities on the node.
+    pub entities: u64,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    pub node: String,
+    pub addr: String,
+    pub gateway: String,
+    pub status: Status,
+    pub entities: u64,
+    /// Milliseconds since its last heartbeat (0 for this node).
+    pub last_heartbeat_ms: u64,
+}
+
+/// This node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterView {
+    pub node: String,
+    pub members: Vec<MemberView>,
+}
+
+/// Messages to the membership actor.
+pub enum MembershipMsg {
+    Tick,
+    Heartbeat(MemberInfo),
+    /// A node session closed: that peer is gone now, not after the timeout.
+    SessionClosed(String),
+    /// This node's own status changes (`leaving` on drain).
+    SetStatus(Status),
+    View(RpcReplyPort<ClusterView>),
+}
+
+impl ractor::Message for MembershipMsg {}
+
+/// Settings of the membership actor.
+pub struct MembershipArgs {
+    pub me: MemberInfo,
+    pub sharding: Sharding,
+    pub heartbeat: Duration,
+    pub timeout: Duration,
+    /// How long a new node stays `joining` before it takes a share of the ring.
+    pub join_grace: Duration,
+    /// Mirrors whether this node is `up`, for readiness checks.
+    pub up: Arc<AtomicBool>,
+}
+
+struct Peer {
+    info: MemberInfo,
+    last_seen: Instant,
+}
+
+/// The actor's state.
+pub struct MembershipState {
+    args: MembershipArgs,
+    started: Instant,
+    last_tick: Instant,
+    peers: BTreeMap<String, Peer>,
+    /// The members of the installed ring (`None` before the first install).
+    ring_members: Option<Vec<String>>,
+}
+
+/// The membership actor.
+#[derive(Debug, Default)]
+pub struct Membership;
+
+impl Actor for Membership {
+    type Msg = MembershipMsg;
+    type State = MembershipState;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: MembershipArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
+        let mut state = MembershipState {
+            started: Instant::now(),
+            last_tick: Instant::now(),
+            peers: BTreeMap::new(),
+            ring_members: None,
+            args,
+        };
+        state.recompute();
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MembershipMsg::Tick => state.tick().await,
+            MembershipMsg::Heartbeat(info) => {
+                if info.node == state.args.me.node {
+                    tracing::error!(node = %info.node, addr = %info.addr, "another node uses this node's name");
+                    return Ok(());
+                }
+                let before = state.peers.get(&info.node).map(|p| p.info.status);
+                if before != Some(info.status) {
+                    tracing::info!(node = %info.node, status = info.status.as_str(), "member status");
+                }
+                state.peers.insert(
+                    info.node.clone(),
+                    Peer {
+                        info,
+                        last_seen: Instant::now(),
+                    },
+                );
+                state.recompute();
+            }
+            MembershipMsg::SessionClosed(node) => {
+                if let Some(peer) = state.peers.get_mut(&node)
+                    && peer.info.status != Status::Down
+                {
+                    tracing::warn!(%node, "member session closed; marking it down");
+                    peer.info.status = Status::Down;
+                    state.recompute();
+                }
+            }
+            MembershipMsg::SetStatus(status) => {
+                state.args.me.status = status;
+                state.recompute();
+                state.announce();
+            }
+            MembershipMsg::View(reply) => {
+                let _ = reply.send(state.view());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MembershipState {
+    async fn tick(&mut self) {
+        let me = &mut self.args.me;
+        if me.status == Status::Joining && self.started.elapsed() >= self.args.join_grace {
+            me.status = Status::Up;
+            tracing::info!(node = %me.node, "this node is up");
+        }
+        me.entities = self
+            .args
+            .sharding
+            .region_stats()
+            .await
+            .iter()
+            .map(|(_, s)| s.active as u64)
+            .sum();
+        let timeout = self.args.timeout;
+        // A tick that comes far too late means this node was frozen (SIGSTOP, a long GC-like
+        // stall): its peers' silence is its own. Judge them from the next tick on, once
+        // their queued heartbeats have been read.
+        let paused = self.last_tick.elapsed() > timeout;
+        self.last_tick = Instant::now();
+        if paused {
+            tracing::warn!("this node was paused; skipping one round of failure detection");
+            for peer in self.peers.values_mut() {
+                peer.last_seen = Instant::now();
+            }
+        }
+        for (node, peer) in self.peers.iter_mut() {
+            if peer.info.status != Status::Down && peer.last_seen.elapsed() > timeout {
+                tracing::warn!(%node, silent_ms = peer.last_seen.elapsed().as_millis() as u64, "member missed its heartbeats; marking it down");
+                peer.info.status = Status::Down;
+            }
+        }
+        self.recompute();
+        self.announce();
+    }
+
+    /// Sends this node's info to every peer router.
+    fn announce(&self) {
+        let Ok(bytes) = wire::encode(&wire::msg::Cast::Heartbeat(self.args.me.clone())) else {
+            return;
+        };
+        for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
+            if !cell.get_id().is_local() {
+                let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
+            }
+        }
+    }
+
+    /// Recomputes the ring members; on a change, installs the new ring and logs it once.
+    fn recompute(&mut self) {
+        self.args
+            .up
+            .store(self.args.me.status == Status::Up, Ordering::Relaxed);
+        let mut up: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.info.status == Status::Up)
+            .map(|p| p.info.node.clone())
+            .collect();
+        if self.args.me.status == Status::Up {
+            up.push(self.args.me.node.clone());
+        }
+        up.sort();
+        if self.ring_members.as_ref() == Some(&up) {
+            return;
+        }
+        self.ring_members = Some(up.clone());
+        let ring = self.args.sharding.set_ring_members(&up);
+        let shares: Vec<String> = ring
+            .shares()
+            .iter()
+            .map(|(n, s)| format!("{n}={:.1}%", s * 100.0))
+            .collect();
+        tracing::info!(members = ?up, ring = %shares.join(" "), "membership changed; ring rebuilt");
+    }
+
+    fn view(&self) -> ClusterView {
+        let me = &self.args.me;
+        let mut members = vec![MemberView {
+            node: me.node.clone(),
+            addr: me.addr.clone(),
+            gateway: me.gateway.clone(),
+            status: me.status,
+            entities: me.entities,
+            last_heartbeat_ms: 0,
+        }];
+        members.extend(self.peers.values().map(|p| MemberView {
+            node: p.info.node.clone(),
+            addr: p.info.addr.clone(),
+            gateway: p.info.gateway.clone(),
+            status: p.info.status,
+            entities: p.info.entities,
+            last_heartbeat_ms: p.last_seen.elapsed().as_millis() as u64,
+        }));
+        members.sort_by(|a, b| a.node.cmp(&b.node));
+        ClusterView {
+            node: me.node.clone(),
+            members,
+        }
+    }
+}
+
+/// Turns node-session events into membership messages, and says plainly when a peer is
+/// refused (a session that closes before it authenticated: a wrong cookie).
+pub struct NodeEvents {
+    pub membership: ActorRef<MembershipMsg>,
+    authenticated: Mutex<HashSet<ractor::ActorId>>,
+}
+
+impl NodeEvents {
+    /// Events for `membership`.
+    pub fn new(membership: ActorRef<MembershipMsg>) -> Self {
+        NodeEvents {
+            membership,
+            authenticated: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+fn peer_node(ses: &NodeServerSessionInformation) -> Option<String> {
+    let name = ses.peer_name.as_ref()?.name.clone();
+    Some(name.split('@').next().unwrap_or(&name).to_string())
+}
+
+impl NodeEventSubscription for NodeEvents {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        tracing::debug!(peer = %ses.peer_addr, "cluster session opened");
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        self.authenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ses.actor.get_id());
+        tracing::info!(peer = %ses.peer_addr, node = ?peer_node(&ses), "cluster peer authenticated");
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let was_authenticated = self
+            .authenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ses.actor.get_id());
+        if !was_authenticated {
+            tracing::warn!(peer = %ses.peer_addr, "cluster peer refused: authentication failed (wrong cookie?)");
+            return;
+        }
+        if let Some(node) = peer_node(&ses) {
+            let _ = self.membership.cast(MembershipMsg::SessionClosed(node));
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The router: this node's one cross-node endpoint. Every node's router joins the process
+//! group `bourse.routers` (for heartbeats and broadcasts) and its own group
+//! `bourse.router.<node>` (for addressed traffic). Its messages are opaque bincode payloads
+//! ([`crate::wire::msg`]), so the cluster protocol is one small enum; calls are served on
+//! their own task so a slow entity never blocks the router.
+
+use crate::membership::MembershipMsg;
+use crate::sharding::Sharding;
+use crate::wire::{self, msg};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+
+/// The group of every node's router.
+pub const ROUTERS_GROUP: &str = "bourse.routers";
+
+/// The group holding just `node`'s router.
+pub fn node_group(node: &str) -> String {
+    format!("bourse.router.{node}")
+}
+
+/// The router's wire messages.
+#[derive(RactorClusterMessage)]
+pub enum RouterMsg {
+    /// An encoded [`msg::Cast`].
+    Cast(Vec<u8>),
+    /// An encoded [`msg::Call`], answered with an encoded [`msg::Reply`].
+    #[rpc]
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// The router actor.
+#[derive(Debug, Default)]
+pub struct Router;
+
+/// What the router hands traffic to.
+pub struct RouterState {
+    pub sharding: Sharding,
+    pub membership: ActorRef<MembershipMsg>,
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterState;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: RouterState,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cell = myself.get_cell();
+        ractor::pg::join(ROUTERS_GROUP.to_string(), vec![cell.clone()]);
+        ractor::pg::join(node_group(state.sharding.node()), vec![cell]);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RouterMsg::Cast(bytes) => match wire::decode::<msg::Cast>(&bytes) {
+                Ok(cast) => on_cast(state, cast),
+                Err(e) => tracing::warn!(error = %e, "dropping an undecodable cluster message"),
+            },
+            RouterMsg::Call(bytes, reply) => {
+                let sharding = state.sharding.clone();
+                tokio::spawn(async move {
+                    let answer = match wire::decode::<msg::Call>(&bytes) {
+                        Ok(call) => sharding.serve_call(call).await,
+                        Err(e) => msg::Reply::Failed {
+                            retry: false,
+                            message: e.to_string(),
+                        },
+                    };
+                    match wire::encode(&answer) {
+                        Ok(bytes) => {
+                            let _ = reply.send(bytes);
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot encode a cluster reply"),
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn on_cast(state: &RouterState, cast: msg::Cast) {
+    let sharding = &state.sharding;
+    match cast {
+        msg::Cast::Tell {
+            kind,
+            key,
+            payload,
+            hops,
+        } => sharding.tell_bytes(&kind, &key, payload, hops),
+        msg::Cast::Publish { kind, key, event } => {
+            if sharding.hub().deliver(&event) == crate::Delivery::NoSubscribers {
+                sharding.unsubscribe(&kind, &key, &event.channel, sharding.node());
+            }
+        }
+        msg::Cast::PublisherActivated { kind, key, epoch } => {
+            sharding.hub().publisher_activated(&kind, &key, &epoch);
+        }
+        msg::Cast::Unsubscribe {
+            kind,
+            key,
+            channel,
+            node,
+        } => sharding.unsubscribe(&kind, &key, &channel, &node),
+        msg::Cast::Heartbeat(info) => {
+            let _ = state.membership.cast(MembershipMsg::Heartbeat(info));
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Several `bourse node` processes as one cluster, through PROTOCOL.md only: membership and
+//! ring agreement, every stream from every node, a wrong cookie, a hung node, a killed node.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Cluster, WsClient, assert_continuity};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+
+use std::time::{Duration, Instant};
+
+const SYMBOLS: [&str; 8] = ["BTC", "ETH", "XRP", "SOL", "DOGE", "ADA", "AVAX", "LINK"];
+const FEED: &str = "[feed]\ntrades_per_sec = 20\n";
+
+fn trades_channels() -> Vec<String> {
+    SYMBOLS.iter().map(|s| format!("trades:KRW-{s}")).collect()
+}
+
+/// Subscribes one client per node to every symbol's trades.
+async fn clients(cluster: &Cluster, nodes: &[usize]) -> Vec<WsClient> {
+    let mut out = Vec::new();
+    for &i in nodes {
+        let mut ws = WsClient::connect(&cluster.nodes[i].ws_url()).await;
+        let r = ws
+            .request("subscribe", json!({"channels": trades_channels()}))
+            .await;
+        assert_eq!(r["ok"], true, "node{}: {r}", i + 1);
+        out.push(ws);
+    }
+    out
+}
+
+fn per_channel_counts(ws: &WsClient) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in &ws.events {
+        *m.entry(e.ch.clone()).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_on_members_and_ring_and_stream_every_symbol_from_every_node() {
+    let cluster = Cluster::start("c3", 3, FEED);
+    let took = cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    println!("converged in {took:?}");
+    let views = cluster.views(&[0, 1, 2]);
+    for v in &views {
+        assert_eq!(
+            v["ring"], views[0]["ring"],
+            "every node computes the same ring"
+        );
+        let total: f64 = v["ring"]["owners"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|s| s.as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 0.01, "{v}");
+    }
+    // Let the hand-offs of the start-up settle, then watch every symbol from every node.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut wss = clients(&cluster, &[0, 1, 2]).await;
+    for ws in wss.iter_mut() {
+        ws.pump(Duration::from_secs(4)).await;
+    }
+    for (i, ws) in wss.iter().enumerate() {
+        let counts = per_channel_counts(ws);
+        for ch in trades_channels() {
+            assert!(
+                counts.get(&ch).copied().unwrap_or(0) >= 20,
+                "node{} got {:?} of {ch}",
+                i + 1,
+                counts.get(&ch)
+            );
+        }
+        let epochs = assert_continuity(&ws.events);
+        assert_eq!(
+            epochs,
+            0,
+            "node{}: no gap, no epoch change once converged",
+            i + 1
+        );
+    }
+    // The same trades reach every node: same ids in the same order per symbol.
+    let ids = |ws: &WsClient, ch: &str| -> Vec<String> {
+        ws.events
+            .iter()
+            .filter(|e| e.ch == ch)
+            .map(|e| e.data["trade_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for ch in trades_channels() {
+        let (a, b) = (ids(&wss[0], &ch), ids(&wss[1], &ch));
+        let common: HashSet<&String> = a
+            .iter()
+            .collect::<HashSet<_>>()
+            .intersection(&b.iter().collect())
+            .copied()
+            .collect();
+        assert!(common.len() >= 10, "{ch}: nodes see the same trades");
+    }
+    // REST on any node answers for every symbol, wherever it lives.
+    for node in &cluster.nodes {
+        for s in SYMBOLS {
+            let (status, body) = node.get(&format!("/api/v1/ticker/KRW-{s}"));
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    // Each symbol is active on exactly one node.
+    let views = cluster.views(&[0, 1, 2]);
+    let entities: u64 = views[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["entities"].as_u64().unwrap())
+        .sum();
+    assert_eq!(entities, 8, "{:#?}", views[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_wrong_cookie_is_refused_and_the_log_says_so() {
+    let mut cluster = Cluster::start("cookie", 1, FEED);
+    let intruder = cluster.add_node("cookie-bad", "not-the-cookie", false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.wait_converged(&[0], &["node1"], Duration::from_secs(5));
+    let view = &cluster.views(&[0])[0];
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "{view}");
+    let logs = format!(
+        "{}\n{}",
+        cluster.nodes[0].full_log(),
+        cluster.nodes[intruder].full_log()
+    );
+    assert!(
+        logs.contains("refused") || logs.contains("authentication failure"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_is_marked_down_after_the_heartbeat_timeout_and_comes_back_up() {
+    let cluster = Cluster::start("hang", 3, FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    cluster.nodes[2].signal("STOP");
+    let started = Instant::now();
+    let took = cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(10));
+    println!("SIGSTOP: node3 down after {took:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before the 2 s heartbeat timeout"
+    );
+    let views = cluster.views(&[0]);
+    let node3 = views[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "node3")
+        .cloned()
+        .unwrap();
+    assert_eq!(node3["status"], "down");
+    // Its symbols stream again from the survivors.
+    let mut wss = clients(&cluster, &[0, 1]).await;
+    for ws in wss.iter_mut() {
+        ws.pump(Duration::from_secs(3)).await;
+        let counts = per_channel_counts(ws);
+        for ch in trades_channels() {
+            assert!(
+                counts.get(&ch).copied().unwrap_or(0) > 0,
+                "{ch} streams while node3 hangs"
+            );
+        }
+    }
+    cluster.nodes[2].signal("CONT");
+    let took = cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(15),
+    );
+    println!("SIGCONT: node3 up again after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_node_moves_its_symbols_to_the_survivors() {
+    let mut cluster = Cluster::start("failover", 3, FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut wss = clients(&cluster, &[0, 1]).await;
+    for ws in wss.iter_mut() {
+        ws.pump(Duration::from_secs(2)).await;
+    }
+    // Candles closed before the kill, from every symbol.
+    let closed_before: Vec<(String, serde_json::Value)> = SYMBOLS
+        .iter()
+        .flat_map(|s| {
+            let (_, body) =
+                cluster.nodes[0].get(&format!("/api/v1/candles/KRW-{s}?interval=1s&limit=1000"));
+            body.as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["closed"] == true)
+                .map(|c| (s.to_string(), c.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    cluster.nodes[2].kill9();
+    let killed_ms = now_ms();
+    // Recovery: for every symbol, on both surviving nodes' clients, the first trade made
+    // after the kill; the slowest of those is the failover time.
+    let mut recovered = Duration::ZERO;
+    for ws in wss.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let first_after = |ws: &WsClient, ch: &str| {
+            ws.events
+                .iter()
+                .find(|e| e.ch == ch && e.ts > killed_ms)
+                .map(|e| e.ts)
+        };
+        loop {
+            let firsts: Vec<Option<i64>> = trades_channels()
+                .iter()
+                .map(|c| first_after(ws, c))
+                .collect();
+            if firsts.iter().all(Option::is_some) {
+                let worst = firsts.into_iter().flatten().max().unwrap_or(killed_ms);
+                recovered = recovered.max(Duration::from_millis((worst - killed_ms) as u64));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every symbol streams again: {:?}",
+                per_channel_counts(ws)
+            );
+            ws.pump(Duration::from_millis(100)).await;
+        }
+        let epoch_changes = assert_continuity(&ws.events);
+        println!("subscriber saw {epoch_changes} epoch changes and no gap");
+    }
+    println!("failover: every symbol streaming again {recovered:?} after SIGKILL");
+    cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(10));
+    // Every candle closed before the kill is still served.
+    for (s, c) in &closed_before {
+        let (_, body) =
+            cluster.nodes[1].get(&format!("/api/v1/candles/KRW-{s}?interval=1s&limit=1000"));
+        assert!(
+            body.as_array().unwrap().contains(c),
+            "KRW-{s} candle {c} kept"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_under_load_and_takes_about_a_quarter() {
+    let mut cluster = Cluster::start("join", 3, FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut wss = clients(&cluster, &[0, 1, 2]).await;
+    // Steady REST reads on node1 while node4 joins.
+    let reader_port = cluster.nodes[0].port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_reader = stop.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut outcomes: HashMap<u16, usize> = HashMap::new();
+        let mut i = 0;
+        while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+            let s = SYMBOLS[i % SYMBOLS.len()];
+            i += 1;
+            let url = format!("http://127.0.0.1:{reader_port}/api/v1/ticker/KRW-{s}");
+            let status = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+                .get(&url)
+                .call()
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            *outcomes.entry(status).or_default() += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        outcomes
+    });
+    let joined_at = Instant::now();
+    let node4 = cluster.add_node("join-n4", common::COOKIE, true);
+    let took = cluster.wait_converged(
+        &[0, 1, 2, node4],
+        &["node1", "node2", "node3", "node4"],
+        Duration::from_secs(20),
+    );
+    println!(
+        "join: node4 up and agreed on by all after {:?}",
+        joined_at.elapsed().max(took)
+    );
+    for ws in wss.iter_mut() {
+        ws.pump(Duration::from_secs(3)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = reader.await.unwrap();
+    println!("REST reads during the join: {outcomes:?}");
+    assert!(
+        outcomes.keys().all(|s| *s == 200 || *s == 503),
+        "only 200 or a retryable 503: {outcomes:?}"
+    );
+    assert!(outcomes.get(&200).copied().unwrap_or(0) > 50);
+    let views = cluster.views(&[node4]);
+    let moved = views[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "node4")
+        .unwrap()["entities"]
+        .as_u64()
+        .unwrap();
+    println!("join: {moved} of 8 symbols moved to node4 (fair share 2)");
+    for (i, ws) in wss.iter().enumerate() {
+        let changes = assert_continuity(&ws.events);
+        println!("node{} subscriber: {changes} epoch changes, no gap", i + 1);
+        let counts = per_channel_counts(ws);
+        for ch in trades_channels() {
+            assert!(counts.get(&ch).copied().unwrap_or(0) > 0, "{ch}");
+        }
+    }
+}
