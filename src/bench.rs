@@ -4,12 +4,12 @@
 //! the event's `ts` in ms) and the node's RSS. Clients and node share this machine, so the
 //! clients' own CPU counts against the node's: the figures are a floor, not a ceiling.
 
+use crate::probe::http_status;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Latency histogram buckets: 1 ms each up to this, then one overflow bucket.
@@ -55,23 +55,6 @@ fn event_ts(text: &str) -> Option<i64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
-}
-
-async fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = vec![0u8; 64];
-    let n = s.read(&mut buf).await.ok()?;
-    std::str::from_utf8(&buf[..n])
-        .ok()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {

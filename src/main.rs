@@ -2,7 +2,9 @@
 //! crates (DESIGN.md "Layout").
 
 mod bench;
+mod demo;
 mod node;
+mod probe;
 
 use bourse_config::Settings;
 use clap::{Parser, Subcommand};
@@ -30,7 +32,12 @@ enum Command {
     },
     /// Start a local node on built-in defaults: 8 simulated KRW markets, data in
     /// ./bourse-data, gateway on 127.0.0.1:8080. Prints where to connect.
-    Demo,
+    Demo {
+        /// Start a local cluster of this many node processes instead (gateways on 8080,
+        /// 8081, ...), stopped together on Ctrl-C.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+    },
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config {
         /// A configuration file to read; without it, the defaults plus environment.
@@ -55,8 +62,24 @@ fn main() -> ExitCode {
             Ok((s, m)) => (s, m, false),
             Err(e) => return fail(&e.to_string()),
         },
-        Command::Demo => match Settings::load(None) {
-            Ok((s, m)) => (s, m, true),
+        Command::Demo { nodes } if *nodes > 1 => {
+            let nodes = *nodes;
+            return match runtime().map(|rt| rt.block_on(demo::run_cluster(nodes))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Demo { .. } => match Settings::load(None) {
+            Ok((mut s, m)) => {
+                if s.admin.token.is_none() {
+                    match demo::admin_token(&s.node.data_dir) {
+                        Ok(t) => s.admin.token = Some(t),
+                        Err(e) => return fail(&format!("{e:#}")),
+                    }
+                }
+                (s, m, true)
+            }
             Err(e) => return fail(&e.to_string()),
         },
         Command::Bench(Bench::Fanout(args)) => {

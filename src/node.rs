@@ -51,7 +51,8 @@ fn bind(listen: &str) -> Result<tokio::net::TcpListener, ConfigError> {
         .map_err(|e| ConfigError::new("gateway.listen", e.to_string()))
 }
 
-async fn stop_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -231,5 +232,8 @@ fn print_urls(node: &str, addr: std::net::SocketAddr, demo: bool, settings: &Set
     println!("  WebSocket  {ws}/ws");
     println!("  SSE        {http}/sse?channels=ticker:KRW-BTC,trades:KRW-BTC");
     println!("  health     {http}/healthz  {http}/readyz");
+    if demo && let Some(token) = &settings.admin.token {
+        println!("admin token: {token}");
+    }
     println!("Stop with Ctrl-C.");
 }

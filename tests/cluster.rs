@@ -342,3 +342,46 @@ async fn a_fourth_node_joins_under_load_and_takes_about_a_quarter() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_node_its_clients_get_1001_and_the_others_carry_on() {
+    let mut cluster = Cluster::start("leave", 3, FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut wss = clients(&cluster, &[0, 1, 2]).await;
+    for ws in wss.iter_mut() {
+        ws.pump(Duration::from_secs(1)).await;
+    }
+    let status =
+        tokio::task::block_in_place(|| cluster.nodes[2].terminate()).expect("node3 exits in time");
+    assert!(status.success(), "{status}");
+    assert!(
+        cluster.nodes[2]
+            .full_log()
+            .contains("all entities handed off"),
+        "{}",
+        cluster.nodes[2].log()
+    );
+    cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(10));
+    let marks: Vec<usize> = wss.iter().map(|ws| ws.events.len()).collect();
+    for ws in wss.iter_mut() {
+        ws.pump(Duration::from_secs(3)).await;
+    }
+    assert_eq!(
+        wss[2].close_code(),
+        Some(1001),
+        "node3's client: {:?}",
+        wss[2].closed
+    );
+    for (ws, mark) in wss.iter().zip(marks).take(2) {
+        let seen: HashSet<&str> = ws.events[mark..].iter().map(|e| e.ch.as_str()).collect();
+        for ch in trades_channels() {
+            assert!(seen.contains(ch.as_str()), "{ch} streams after node3 left");
+        }
+        assert_continuity(&ws.events);
+    }
+}
