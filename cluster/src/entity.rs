@@ -77,6 +77,12 @@ pub trait Entity: Sized + Send + 'static {
         Err(format!("{} has no stream '{}'", Self::KIND, req.channel))
     }
 
+    /// Whether storage fenced this activation (another node took the entity over): the
+    /// shell then stops it, so it never writes or publishes again.
+    fn fenced(&self) -> bool {
+        false
+    }
+
     /// `node` no longer listens to `channel`.
     fn unsubscribe(&mut self, _channel: &str, _node: &str) {}
 

@@ -442,7 +442,7 @@ impl<E: Entity> Actor for EntityActor<E> {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -467,6 +467,10 @@ impl<E: Entity> Actor for EntityActor<E> {
                 // `ActorFailed`, exactly the path a crashing entity takes.
                 panic!("{}/{} killed by chaos request", E::KIND, state.ctx.key);
             }
+        }
+        if entity.fenced() {
+            tracing::warn!(kind = E::KIND, key = %state.ctx.key, "fenced by a newer activation elsewhere; stopping");
+            myself.stop(Some("fenced".into()));
         }
         Ok(())
     }

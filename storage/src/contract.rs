@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test suite: failing loudly is its job
 
 use crate::records::{Candle, Interval, Side, Tick};
-use crate::{MarketStore, Write};
+use crate::{MarketStore, StoreError, Write};
 
 fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
     Tick {
@@ -40,6 +40,7 @@ pub async fn run_all<S: MarketStore, F: Fn() -> S>(open: F) {
     replayed_ticks_are_ignored(&store).await;
     candles_upsert_and_page(&store).await;
     flush_is_a_barrier(&store).await;
+    leases_fence_older_epochs(&store).await;
     store.close().await.expect("close");
     closed_store_refuses_writes(&store).await;
     drop(store);
@@ -188,4 +189,79 @@ async fn reopened_store_keeps_everything<S: MarketStore>(store: &S) {
         .expect("reopen candles");
     assert_eq!(m1.len(), 10);
     store.close().await.expect("close");
+}
+
+async fn leases_fence_older_epochs<S: MarketStore>(store: &S) {
+    assert_eq!(store.lease("symbol", "C-LEASE").await.expect("read"), None);
+    let first = store
+        .acquire_lease("symbol", "C-LEASE", "n1")
+        .await
+        .expect("first lease");
+    let second = store
+        .acquire_lease("symbol", "C-LEASE", "n2")
+        .await
+        .expect("second lease");
+    assert_eq!(
+        second.epoch,
+        first.epoch + 1,
+        "each activation takes the next epoch"
+    );
+    assert_eq!(
+        store.lease("symbol", "C-LEASE").await.expect("read"),
+        Some(("n2".into(), second.epoch))
+    );
+    // The older holder is fenced; its write changes nothing. The current one writes.
+    let stale = store
+        .submit(Write::Ticks(vec![tick("C-LEASE", 1, 1)]).fenced(&first))
+        .wait()
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Fenced { epoch, current, .. }) if epoch == first.epoch && current == second.epoch),
+        "{stale:?}"
+    );
+    store
+        .submit(Write::Ticks(vec![tick("C-LEASE", 2, 2)]).fenced(&second))
+        .wait()
+        .await
+        .expect("current holder writes");
+    let stored = store.ticks_since("C-LEASE", 0).await.expect("read");
+    assert_eq!(
+        stored.iter().map(|t| t.trade_id).collect::<Vec<_>>(),
+        vec![2],
+        "only the holder's write landed"
+    );
+    // A fenced write in a batch does not fail the others.
+    let a = store.submit(Write::Ticks(vec![tick("C-LEASE", 3, 3)]).fenced(&first));
+    let b = store.submit(Write::Ticks(vec![tick("C-LEASE", 4, 4)]));
+    assert!(a.wait().await.is_err());
+    b.wait()
+        .await
+        .expect("unfenced write in the same batch commits");
+    // Release by a stale epoch is ignored; by the holder it clears the owner.
+    store
+        .submit(Write::ReleaseLease {
+            kind: "symbol".into(),
+            key: "C-LEASE".into(),
+            epoch: first.epoch,
+        })
+        .wait()
+        .await
+        .expect("release");
+    assert_eq!(
+        store.lease("symbol", "C-LEASE").await.expect("read"),
+        Some(("n2".into(), second.epoch))
+    );
+    store
+        .submit(Write::ReleaseLease {
+            kind: "symbol".into(),
+            key: "C-LEASE".into(),
+            epoch: second.epoch,
+        })
+        .wait()
+        .await
+        .expect("release");
+    assert_eq!(
+        store.lease("symbol", "C-LEASE").await.expect("read"),
+        Some((String::new(), second.epoch))
+    );
 }

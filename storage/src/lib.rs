@@ -11,6 +11,7 @@ pub mod records;
 pub mod sqlite;
 
 pub use records::{Candle, Interval, Side, Tick};
+
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -23,6 +24,23 @@ pub enum StoreError {
     Backend(String),
     #[error("storage is closed")]
     Closed,
+    /// The write's lease epoch is no longer the current one: another activation owns the
+    /// entity now. The writer must stop (single activation).
+    #[error("{kind}/{key}: epoch {epoch} is fenced (lease now at {current})")]
+    Fenced {
+        kind: String,
+        key: String,
+        epoch: u64,
+        current: u64,
+    },
+}
+
+/// Which lease a write belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub kind: String,
+    pub key: String,
+    pub epoch: u64,
 }
 
 /// One write submitted to the store.
@@ -35,21 +53,53 @@ pub enum Write {
         symbol: String,
         candles: Vec<(Interval, Candle)>,
     },
+    /// Applies `write` only while `fence.epoch` is the lease's current epoch; otherwise the
+    /// ack is [`StoreError::Fenced`] and nothing is written (other writes of the batch are).
+    Fenced { fence: Fence, write: Box<Write> },
+    /// Takes the lease of `kind/key` for `node` (compare-and-set in one transaction):
+    /// its epoch goes up by one, fencing every earlier holder.
+    AcquireLease {
+        kind: String,
+        key: String,
+        node: String,
+    },
+    /// Clears the lease's owner if `epoch` still holds it.
+    ReleaseLease {
+        kind: String,
+        key: String,
+        epoch: u64,
+    },
 }
 
-/// Resolves when a submitted write is durable.
+impl Write {
+    /// This write, applied only under `fence`.
+    pub fn fenced(self, fence: &Fence) -> Write {
+        Write::Fenced {
+            fence: fence.clone(),
+            write: Box::new(self),
+        }
+    }
+}
+
+/// Resolves when a submitted write is durable. Its value is the lease epoch for
+/// [`Write::AcquireLease`], 0 otherwise.
 #[derive(Debug)]
-pub struct Ack(oneshot::Receiver<Result<(), StoreError>>);
+pub struct Ack(oneshot::Receiver<Result<u64, StoreError>>);
 
 impl Ack {
     /// A pair: the writer completes the sender, the caller awaits the ack.
-    pub fn pair() -> (oneshot::Sender<Result<(), StoreError>>, Ack) {
+    pub fn pair() -> (oneshot::Sender<Result<u64, StoreError>>, Ack) {
         let (tx, rx) = oneshot::channel();
         (tx, Ack(rx))
     }
 
     /// Waits until the write is committed.
     pub async fn wait(self) -> Result<(), StoreError> {
+        self.value().await.map(|_| ())
+    }
+
+    /// Waits until the write is committed, with its value.
+    pub async fn value(self) -> Result<u64, StoreError> {
         self.0.await.unwrap_or(Err(StoreError::Closed))
     }
 }
@@ -90,6 +140,26 @@ pub trait MarketStore: Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> Result<Vec<Candle>, StoreError>;
+
+    /// The lease of `kind/key`: `(owner, epoch)`, owner empty once released.
+    async fn lease(&self, kind: &str, key: &str) -> Result<Option<(String, u64)>, StoreError>;
+
+    /// Takes the lease of `kind/key` for `node`; returns the new epoch.
+    async fn acquire_lease(&self, kind: &str, key: &str, node: &str) -> Result<Fence, StoreError> {
+        let epoch = self
+            .submit(Write::AcquireLease {
+                kind: kind.into(),
+                key: key.into(),
+                node: node.into(),
+            })
+            .value()
+            .await?;
+        Ok(Fence {
+            kind: kind.into(),
+            key: key.into(),
+            epoch,
+        })
+    }
 
     /// Commits what is pending and stops accepting writes.
     async fn close(&self) -> Result<(), StoreError>;

@@ -40,6 +40,14 @@ const MIGRATIONS: &[&str] = &[
         volume    INTEGER NOT NULL,
         PRIMARY KEY (symbol, interval, open_time)
     ) WITHOUT ROWID;",
+    // 2: single-activation leases.
+    "CREATE TABLE leases (
+        kind  TEXT    NOT NULL,
+        key   TEXT    NOT NULL,
+        owner TEXT    NOT NULL,
+        epoch INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -47,10 +55,12 @@ const READERS: usize = 4;
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
 enum Op {
-    Write(Write, oneshot::Sender<Result<(), StoreError>>),
-    Flush(oneshot::Sender<Result<(), StoreError>>),
-    Close(oneshot::Sender<Result<(), StoreError>>),
+    Write(Write, Reply),
+    Flush(Reply),
+    Close(Reply),
 }
 
 /// Timing of the writer's batches, for benchmarks and metrics.
@@ -214,7 +224,12 @@ fn side_code(side: Side) -> i64 {
     }
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<usize> {
+/// Applies one write inside the batch transaction. The outer error aborts the batch (a
+/// database failure); the inner one is this write's own outcome (fenced).
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    write: &Write,
+) -> rusqlite::Result<Result<u64, StoreError>> {
     match write {
         Write::Ticks(ticks) => {
             let mut stmt = tx.prepare_cached(
@@ -231,7 +246,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<usiz
                     side_code(t.side)
                 ])?;
             }
-            Ok(ticks.len())
+            Ok(Ok(0))
         }
         Write::Candles { symbol, candles } => {
             let mut stmt = tx.prepare_cached(
@@ -251,15 +266,57 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<usiz
                     c.volume as i64
                 ])?;
             }
-            Ok(candles.len())
+            Ok(Ok(0))
+        }
+        Write::Fenced { fence, write } => {
+            let current = lease_epoch(tx, &fence.kind, &fence.key)?;
+            if current != Some(fence.epoch) {
+                return Ok(Err(StoreError::Fenced {
+                    kind: fence.kind.clone(),
+                    key: fence.key.clone(),
+                    epoch: fence.epoch,
+                    current: current.unwrap_or(0),
+                }));
+            }
+            apply(tx, write)
+        }
+        Write::AcquireLease { kind, key, node } => {
+            let epoch = lease_epoch(tx, kind, key)?.unwrap_or(0) + 1;
+            tx.prepare_cached(
+                "INSERT INTO leases (kind, key, owner, epoch) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, key) DO UPDATE SET owner = ?3, epoch = ?4",
+            )?
+            .execute(params![kind, key, node, epoch as i64])?;
+            Ok(Ok(epoch))
+        }
+        Write::ReleaseLease { kind, key, epoch } => {
+            tx.prepare_cached(
+                "UPDATE leases SET owner = '' WHERE kind = ?1 AND key = ?2 AND epoch = ?3",
+            )?
+            .execute(params![kind, key, *epoch as i64])?;
+            Ok(Ok(0))
         }
     }
+}
+
+fn lease_epoch(
+    tx: &rusqlite::Transaction<'_>,
+    kind: &str,
+    key: &str,
+) -> rusqlite::Result<Option<u64>> {
+    use rusqlite::OptionalExtension;
+    tx.prepare_cached("SELECT epoch FROM leases WHERE kind = ?1 AND key = ?2")?
+        .query_row(params![kind, key], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|e| e.map(|e| e as u64))
 }
 
 fn rows(write: &Write) -> usize {
     match write {
         Write::Ticks(t) => t.len(),
         Write::Candles { candles, .. } => candles.len(),
+        Write::Fenced { write, .. } => rows(write),
+        Write::AcquireLease { .. } | Write::ReleaseLease { .. } => 1,
     }
 }
 
@@ -269,7 +326,7 @@ fn writer_loop(
     batch_max: usize,
     stats: Arc<Mutex<WriterStats>>,
 ) {
-    let mut closing: Option<oneshot::Sender<Result<(), StoreError>>> = None;
+    let mut closing: Option<Reply> = None;
     while closing.is_none() {
         let Ok(first) = rx.recv() else { break };
         let mut batch = Vec::new();
@@ -294,22 +351,35 @@ fn writer_loop(
             next = rx.try_recv().ok();
         }
         let started = Instant::now();
-        let result = commit(&mut conn, &batch);
+        let outcomes = commit(&mut conn, &batch);
         let elapsed = started.elapsed().as_micros() as u64;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, writes = batch.len(), "sqlite batch failed");
-        }
+        let batch_result = match &outcomes {
+            Ok(_) => Ok(0),
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "sqlite batch failed");
+                Err(e.clone())
+            }
+        };
         {
             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
             s.batches += 1;
             s.rows += pending_rows as u64;
             s.commit_micros_total += elapsed;
         }
-        for (_, reply) in batch {
-            let _ = reply.send(result.clone());
+        match outcomes {
+            Ok(each) => {
+                for ((_, reply), outcome) in batch.into_iter().zip(each) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
         for reply in barriers {
-            let _ = reply.send(result.clone());
+            let _ = reply.send(batch_result.clone());
         }
     }
     // Anything still queued behind a close is refused, never silently dropped.
@@ -320,24 +390,29 @@ fn writer_loop(
         let _ = reply.send(Err(StoreError::Closed));
     }
     if let Some(reply) = closing {
-        let _ = reply.send(Ok(()));
+        let _ = reply.send(Ok(0));
     }
 }
 
+/// Commits a batch in one IMMEDIATE transaction (the cross-process write lock, so lease
+/// compare-and-set is atomic between node processes). Returns each write's own outcome, or
+/// the error that aborted the whole batch.
 fn commit(
     conn: &mut Connection,
-    batch: &[(Write, oneshot::Sender<Result<(), StoreError>>)],
-) -> Result<(), StoreError> {
+    batch: &[(Write, Reply)],
+) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| backend("starting batch", e))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
     for (w, _) in batch {
-        apply(&tx, w).map_err(|e| backend("writing batch", e))?;
+        outcomes.push(apply(&tx, w).map_err(|e| backend("writing batch", e))?);
     }
-    tx.commit().map_err(|e| backend("committing batch", e))
+    tx.commit().map_err(|e| backend("committing batch", e))?;
+    Ok(outcomes)
 }
 
 fn tick_row(symbol: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Tick> {
@@ -461,6 +536,20 @@ impl MarketStore for SqliteStore {
             )?;
             let rows = stmt.query_map(params![symbol, interval.as_str(), from, to], candle_row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn lease(&self, kind: &str, key: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            c.query_row(
+                "SELECT owner, epoch FROM leases WHERE kind = ?1 AND key = ?2",
+                params![kind, key],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()
         })
         .await
     }

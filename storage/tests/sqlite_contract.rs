@@ -113,3 +113,56 @@ async fn killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_partial_one()
     store.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_file_never_both_write_a_leased_key() {
+    let dir = temp_dir("split");
+    let path = dir.join("bourse.db");
+    // Two stores on one file: two node processes that both believe they own a key.
+    let a = SqliteStore::open(&path, 1024).expect("open a");
+    let b = SqliteStore::open(&path, 1024).expect("open b");
+    let lease_a = a
+        .acquire_lease("book", "KRW-BTC", "node-a")
+        .await
+        .expect("a");
+    let tick = |id: u64| Tick {
+        symbol: "SPLIT".into(),
+        trade_id: id,
+        ts: id as i64,
+        price: id,
+        qty: 1,
+        side: Side::Buy,
+    };
+    a.submit(Write::Ticks(vec![tick(1)]).fenced(&lease_a))
+        .wait()
+        .await
+        .expect("a holds it");
+    let lease_b = b
+        .acquire_lease("book", "KRW-BTC", "node-b")
+        .await
+        .expect("b");
+    assert!(lease_b.epoch > lease_a.epoch);
+    let stale = a
+        .submit(Write::Ticks(vec![tick(2)]).fenced(&lease_a))
+        .wait()
+        .await;
+    assert!(
+        matches!(stale, Err(bourse_storage::StoreError::Fenced { .. })),
+        "{stale:?}"
+    );
+    b.submit(Write::Ticks(vec![tick(3)]).fenced(&lease_b))
+        .wait()
+        .await
+        .expect("b holds it");
+    let ids: Vec<u64> = a
+        .ticks_since("SPLIT", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.trade_id)
+        .collect();
+    assert_eq!(ids, vec![1, 3], "the fenced epoch's write never landed");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

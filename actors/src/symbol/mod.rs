@@ -19,7 +19,7 @@ use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
 use bourse_config::{Market, Markets};
-use bourse_storage::{Candle, Interval, MarketStore, StoreError, Tick, Write};
+use bourse_storage::{Candle, Fence, Interval, MarketStore, StoreError, Tick, Write};
 use candles::CandleSet;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -81,6 +81,10 @@ pub struct Symbol {
     market: Market,
     deps: Arc<SymbolDeps>,
     sharding: Sharding,
+    /// This activation's lease: every write carries it; storage refuses it once another
+    /// activation took the symbol over.
+    fence: Fence,
+    fenced: bool,
     names: Names,
     log: StreamLog,
     candles: CandleSet,
@@ -119,8 +123,13 @@ impl Entity for Symbol {
         let store = &deps.store;
         let symbol_name = market.symbol.clone();
         let symbol = symbol_name.as_str();
-        // Whatever an earlier activation submitted must be visible before we read.
+        // Whatever an earlier activation here submitted must be visible before we read; the
+        // lease fences every earlier activation (here or on another node) from now on.
         store.flush().await.map_err(storage)?;
+        let fence = store
+            .acquire_lease(KIND, symbol, ctx.sharding.node())
+            .await
+            .map_err(storage)?;
         let recent: VecDeque<Tick> = store
             .recent_ticks(symbol, RECENT_TRADES)
             .await
@@ -139,10 +148,13 @@ impl Entity for Symbol {
         let closed = candles.advance(now);
         if !closed.is_empty() {
             store
-                .submit(Write::Candles {
-                    symbol: symbol.to_string(),
-                    candles: closed.clone(),
-                })
+                .submit(
+                    Write::Candles {
+                        symbol: symbol.to_string(),
+                        candles: closed.clone(),
+                    }
+                    .fenced(&fence),
+                )
                 .wait()
                 .await
                 .map_err(storage)?;
@@ -169,6 +181,8 @@ impl Entity for Symbol {
             market,
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
+            fence,
+            fenced: false,
             names,
             candles,
             window,
@@ -212,6 +226,9 @@ impl Entity for Symbol {
             return;
         }
         self.persist_closed(&closed).await;
+        if self.fenced {
+            return;
+        }
         for (interval, c) in closed {
             self.publish_closed(interval, &c, now);
         }
@@ -248,9 +265,18 @@ impl Entity for Symbol {
         self.log.unsubscribe(channel, node);
     }
 
+    fn fenced(&self) -> bool {
+        self.fenced
+    }
+
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        if let Err(e) = self.deps.store.flush().await {
-            tracing::error!(symbol = %self.market.symbol, error = %e, "flush on passivation failed");
+        let release = Write::ReleaseLease {
+            kind: KIND.into(),
+            key: self.market.symbol.clone(),
+            epoch: self.fence.epoch,
+        };
+        if let Err(e) = self.deps.store.submit(release).wait().await {
+            tracing::error!(symbol = %self.market.symbol, error = %e, "releasing the lease on passivation failed");
         }
     }
 }
@@ -325,9 +351,20 @@ impl Symbol {
             trade_events.push(Pending::Trade(view::trade(&self.market, &tick).to_string()));
             ticks.push(tick);
         }
-        drop(self.deps.store.submit(Write::Ticks(ticks)));
+        // Durable before published: a trade the stream shows is one storage holds, and a
+        // fenced (stale) activation publishes nothing.
+        let ticks_ack = self
+            .deps
+            .store
+            .submit(Write::Ticks(ticks).fenced(&self.fence));
         if !closed_all.is_empty() {
             self.persist_closed(&closed_all).await;
+        }
+        if let Err(e) = ticks_ack.wait().await {
+            self.on_write_error(e);
+        }
+        if self.fenced {
+            return;
         }
         for event in trade_events {
             match event {
@@ -359,9 +396,22 @@ impl Symbol {
         let write = Write::Candles {
             symbol: self.market.symbol.clone(),
             candles: closed.to_vec(),
-        };
+        }
+        .fenced(&self.fence);
         if let Err(e) = self.deps.store.submit(write).wait().await {
-            tracing::error!(symbol = %self.market.symbol, error = %e, "persisting closed candles failed");
+            self.on_write_error(e);
+        }
+    }
+
+    fn on_write_error(&mut self, e: StoreError) {
+        match e {
+            StoreError::Fenced { .. } => {
+                tracing::warn!(symbol = %self.market.symbol, error = %e, "fenced: another activation owns this symbol now");
+                self.fenced = true;
+            }
+            e => {
+                tracing::error!(symbol = %self.market.symbol, error = %e, "persisting market data failed")
+            }
         }
     }
 
