@@ -4,7 +4,7 @@
 //! the event's `ts` in ms) and the node's RSS. Clients and node share this machine, so the
 //! clients' own CPU counts against the node's: the figures are a floor, not a ceiling.
 
-use crate::probe::http_status;
+use crate::probe::{http_json, http_status};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -263,4 +263,102 @@ mod tests {
         assert_eq!(event_ts(frame), Some(1_795_238_291_805));
         assert_eq!(event_ts(r#"{"id":1,"ok":true}"#), None);
     }
+}
+
+/// Cluster routing benchmark parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Messages for the `send` throughput runs.
+    #[arg(long, default_value_t = 200_000)]
+    pub sends: u64,
+    /// Sequential asks for the latency runs.
+    #[arg(long, default_value_t = 5_000)]
+    pub asks: u64,
+}
+
+/// `bourse bench cluster`: two node processes on loopback (feed off); node1 measures
+/// `send` throughput and `ask` round trips to `echo` entities it owns and to ones node2
+/// owns, through `POST /admin/bench/routing`.
+pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("bourse-bench-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let token = "bench-admin-token-0123456789";
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (g1, g2, c1, c2) = (free()?, free()?, free()?, free()?);
+    let mut nodes = Vec::new();
+    for (name, gw, cl, seed) in [("node1", g1, c1, c2), ("node2", g2, c2, c1)] {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{gw}\"\n[cluster]\nlisten = \"127.0.0.1:{cl}\"\nseeds = [\"127.0.0.1:{seed}\"]\ncookie = \"bench\"\n[admin]\ntoken = \"{token}\"\n[feed]\nkind = \"none\"\n",
+                dir.join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        nodes.push(NodeProcess {
+            child,
+            dir: dir.clone(),
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = http_json(g1, "GET", "/admin/cluster", Some(token), None).await;
+        let up = view
+            .as_ref()
+            .and_then(|(_, v)| v["ring"]["members"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if up == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the two nodes did not form a cluster in 30 s; see {}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("two nodes on loopback; node1 measures (debug builds measure the debug binary)");
+    println!(
+        "{:<8} {:<7} {:>10} {:>14} {:>10} {:>10}",
+        "mode", "target", "messages", "msgs/s", "p50 µs", "p99 µs"
+    );
+    for (mode, count) in [("send", args.sends), ("ask", args.asks)] {
+        for target in ["local", "remote"] {
+            let body = serde_json::json!({"mode": mode, "target": target, "count": count});
+            let (status, v) =
+                http_json(g1, "POST", "/admin/bench/routing", Some(token), Some(&body))
+                    .await
+                    .context("calling node1")?;
+            if status != 200 {
+                bail!("{mode}/{target}: {status} {v}");
+            }
+            let us = |k: &str| v[k].as_u64().map_or("-".to_string(), |n| n.to_string());
+            println!(
+                "{:<8} {:<7} {:>10} {:>14.0} {:>10} {:>10}",
+                mode,
+                target,
+                v["messages"],
+                v["per_second"].as_f64().unwrap_or(0.0),
+                us("p50_us"),
+                us("p99_us")
+            );
+        }
+    }
+    drop(nodes);
+    Ok(())
 }

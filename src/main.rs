@@ -53,6 +53,8 @@ enum Command {
 enum Bench {
     /// Many WebSocket clients on one channel: delivered msgs/s, latency, node RSS.
     Fanout(bench::FanoutArgs),
+    /// Two nodes: local vs cross-node `send` throughput and `ask` round trips.
+    Cluster(bench::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,13 @@ fn main() -> ExitCode {
             }
             Err(e) => return fail(&e.to_string()),
         },
+        Command::Bench(Bench::Cluster(args)) => {
+            return match runtime().map(|rt| rt.block_on(bench::cluster(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
         Command::Bench(Bench::Fanout(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::fanout(args.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,

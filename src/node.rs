@@ -120,6 +120,17 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     )
     .await
     .context("starting the symbol region")?;
+    spawn_region::<bourse_cluster::probe::Echo>(
+        RegionArgs {
+            deps: Arc::new(()),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the echo probe region")?;
 
     let cluster = bourse_cluster::node::start(
         &settings.cluster,

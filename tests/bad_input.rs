@@ -242,6 +242,44 @@ async fn rest_bad_input_gets_documented_errors() {
         &[("authorization", &auth)],
     );
     assert_eq!((s, error_code(&body)), (400, Some("bad_request")), "{body}");
+    // The routing diagnostic validates its input; a standalone node has no remote keys.
+    for (req, status, code) in [
+        (
+            json!({"mode": "send", "target": "local", "count": 0}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"mode": "fly", "target": "local", "count": 10}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"mode": "send", "target": "local", "count": 10, "x": 1}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"mode": "ask", "target": "remote", "count": 10}),
+            503,
+            "unavailable",
+        ),
+    ] {
+        let (s, body) = node.post("/admin/bench/routing", &req, &[("authorization", &auth)]);
+        assert_eq!(
+            (s, error_code(&body)),
+            (status, Some(code)),
+            "{req}: {body}"
+        );
+    }
+    let (s, body) = node.post(
+        "/admin/bench/routing",
+        &json!({"mode": "send", "target": "local", "count": 1000}),
+        &[("authorization", &auth)],
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["messages"], 1000);
+    assert!(body["per_second"].as_f64().unwrap() > 0.0);
     // Good requests still work.
     let (s, body) = node.get("/api/v1/symbols");
     assert_eq!(s, 200);

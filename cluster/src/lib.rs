@@ -9,12 +9,15 @@
 //! - [`membership`], [`router`], [`node`]: the cluster: members and the ring, the one
 //!   cross-node endpoint, and starting them.
 //! - [`wire`]: the cross-node codec.
+//! - [`probe`]: a diagnostic entity for measuring routing.
 
 pub mod entity;
 pub mod guardian;
 pub mod hub;
+pub mod link;
 pub mod membership;
 pub mod node;
+pub mod probe;
 pub mod region;
 pub mod ring;
 pub mod router;

@@ -114,5 +114,10 @@ fn on_cast(state: &RouterState, cast: msg::Cast) {
         msg::Cast::Heartbeat(info) => {
             let _ = state.membership.cast(MembershipMsg::Heartbeat(info));
         }
+        msg::Cast::Batch(casts) => {
+            for cast in casts {
+                on_cast(state, cast);
+            }
+        }
     }
 }

@@ -8,9 +8,10 @@
 
 use crate::entity::Entity;
 use crate::hub::{Delivery, Hub};
+use crate::link::{Link, router_of};
 use crate::region::{Envelope, RegionMsg, RegionStats};
 use crate::ring::HashRing;
-use crate::router::{ROUTERS_GROUP, RouterMsg, node_group};
+use crate::router::{ROUTERS_GROUP, RouterMsg};
 use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
 use crate::wire::{self, msg};
 use ractor::{ActorRef, RpcReplyPort};
@@ -152,7 +153,7 @@ async fn await_reply<T>(
 /// Where a key's owner is.
 enum Route {
     Local(Arc<dyn ErasedRegion>),
-    Remote(ActorRef<RouterMsg>),
+    Remote(Arc<Link>),
 }
 
 struct Inner {
@@ -162,6 +163,7 @@ struct Inner {
     regions: RwLock<HashMap<&'static str, Arc<dyn ErasedRegion>>>,
     ask_timeout: Duration,
     hub: Arc<Hub>,
+    links: RwLock<HashMap<String, Arc<Link>>>,
 }
 
 /// The routing handle; cheap to clone, shared by the gateway, the feeds and every entity.
@@ -178,14 +180,6 @@ impl std::fmt::Debug for Sharding {
     }
 }
 
-/// The router of `node`, if its session is up.
-fn router_of(node: &str) -> Option<ActorRef<RouterMsg>> {
-    ractor::pg::get_members(&node_group(node))
-        .into_iter()
-        .next()
-        .map(ActorRef::<RouterMsg>::from)
-}
-
 impl Sharding {
     /// Routing for `node`. The ring is empty (nothing is owned, nothing activates) until
     /// membership installs one: a joining node must not act as the owner of every key.
@@ -198,6 +192,7 @@ impl Sharding {
                 regions: RwLock::new(HashMap::new()),
                 ask_timeout,
                 hub,
+                links: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -261,6 +256,27 @@ impl Sharding {
             .ok_or_else(|| AskError::UnknownKind(kind.to_string()))
     }
 
+    /// The outbound link to `node` (created on first use), if the node is reachable.
+    fn link(&self, node: &str) -> Option<Arc<Link>> {
+        if let Some(link) = self
+            .inner
+            .links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+        {
+            return Some(link.clone());
+        }
+        router_of(node)?;
+        let mut links = self.inner.links.write().unwrap_or_else(|p| p.into_inner());
+        Some(
+            links
+                .entry(node.to_string())
+                .or_insert_with(|| Link::open(node))
+                .clone(),
+        )
+    }
+
     fn route(&self, kind: &str, key: &str) -> Result<Route, AskError> {
         let owner = {
             let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
@@ -273,7 +289,7 @@ impl Sharding {
                 what()
             ))),
             Some(owner) if owner == self.inner.node => Ok(Route::Local(self.local_region(kind)?)),
-            Some(owner) => router_of(&owner).map(Route::Remote).ok_or_else(|| {
+            Some(owner) => self.link(&owner).map(Route::Remote).ok_or_else(|| {
                 AskError::Unavailable(format!("{} (owner {owner} unreachable)", what()))
             }),
         }
@@ -289,34 +305,35 @@ impl Sharding {
             .ok_or_else(|| AskError::UnknownKind(E::KIND.to_string()))
     }
 
-    fn cast(router: &ActorRef<RouterMsg>, cast: &msg::Cast) -> Result<(), AskError> {
-        let bytes = wire::encode(cast).map_err(|e| AskError::Refused(e.to_string()))?;
-        router
-            .cast(RouterMsg::Cast(bytes))
-            .map_err(|_| AskError::Unavailable("peer router".into()))
+    fn cast(link: &Link, cast: msg::Cast) -> Result<(), AskError> {
+        if link.push(cast) {
+            Ok(())
+        } else {
+            Err(AskError::Unavailable("peer router".into()))
+        }
     }
 
     async fn call(
         &self,
-        router: &ActorRef<RouterMsg>,
+        link: &Link,
         call: &msg::Call,
         what: &str,
     ) -> Result<msg::Reply, AskError> {
         let bytes = wire::encode(call).map_err(|e| AskError::Refused(e.to_string()))?;
-        let result = router
-            .call(
-                |port| RouterMsg::Call(bytes, port),
-                Some(self.inner.ask_timeout),
-            )
-            .await
-            .map_err(|_| AskError::Unavailable(what.to_string()))?;
-        match result {
-            ractor::rpc::CallResult::Success(bytes) => {
-                wire::decode(&bytes).map_err(|e| AskError::Refused(e.to_string()))
-            }
-            ractor::rpc::CallResult::Timeout => Err(AskError::Timeout(what.to_string())),
-            ractor::rpc::CallResult::SenderError => Err(AskError::Unavailable(what.to_string())),
+        let (tx, rx) = oneshot::channel();
+        // Queued casts to the node go first: a send then an ask arrive in that order.
+        let sent = link
+            .flush_then(|router| {
+                router
+                    .cast(RouterMsg::Call(bytes, RpcReplyPort::from(tx)))
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if !sent {
+            return Err(AskError::Unavailable(what.to_string()));
         }
+        let bytes = await_reply(rx, self.inner.ask_timeout, what).await?;
+        wire::decode(&bytes).map_err(|e| AskError::Refused(e.to_string()))
     }
 
     fn reply_error(reply: msg::Reply, what: &str) -> AskError {
@@ -342,11 +359,11 @@ impl Sharding {
                     envelope: Envelope::Tell(msg),
                 })
                 .map_err(|_| AskError::Unavailable(format!("{}/{key}", E::KIND))),
-            Route::Remote(router) => {
+            Route::Remote(link) => {
                 let payload = wire::encode(&msg).map_err(|e| AskError::Refused(e.to_string()))?;
                 Self::cast(
-                    &router,
-                    &msg::Cast::Tell {
+                    &link,
+                    msg::Cast::Tell {
                         kind: E::KIND.into(),
                         key: key.into(),
                         payload,
@@ -371,7 +388,7 @@ impl Sharding {
                     .map_err(|_| AskError::Unavailable(what.clone()))?;
                 await_reply(rx, self.inner.ask_timeout, &what).await
             }
-            Route::Remote(router) => {
+            Route::Remote(link) => {
                 let payload = wire::encode(&msg).map_err(|e| AskError::Refused(e.to_string()))?;
                 let call = msg::Call::Ask {
                     kind: E::KIND.into(),
@@ -379,7 +396,7 @@ impl Sharding {
                     payload,
                     hops: 0,
                 };
-                match self.call(&router, &call, &what).await? {
+                match self.call(&link, &call, &what).await? {
                     msg::Reply::Payload(bytes) => {
                         wire::decode(&bytes).map_err(|e| AskError::Refused(e.to_string()))
                     }
@@ -418,14 +435,14 @@ impl Sharding {
                     .map_err(AskError::Refused)
             }
             Route::Remote(_) if hops >= MAX_HOPS => Err(AskError::Unavailable(what)),
-            Route::Remote(router) => {
+            Route::Remote(link) => {
                 let call = msg::Call::Subscribe {
                     kind: kind.into(),
                     key: key.into(),
                     req,
                     hops: hops + 1,
                 };
-                match self.call(&router, &call, &what).await? {
+                match self.call(&link, &call, &what).await? {
                     msg::Reply::Granted(grant) => Ok(grant),
                     other => Err(Self::reply_error(other, &what)),
                 }
@@ -437,10 +454,10 @@ impl Sharding {
     pub fn unsubscribe(&self, kind: &str, key: &str, channel: &str, node: &str) {
         match self.route(kind, key) {
             Ok(Route::Local(region)) => region.unsubscribe(key.into(), channel.into(), node.into()),
-            Ok(Route::Remote(router)) => {
+            Ok(Route::Remote(link)) => {
                 let _ = Self::cast(
-                    &router,
-                    &msg::Cast::Unsubscribe {
+                    &link,
+                    msg::Cast::Unsubscribe {
                         kind: kind.into(),
                         key: key.into(),
                         channel: channel.into(),
@@ -458,7 +475,7 @@ impl Sharding {
         if node == self.inner.node {
             return self.inner.hub.deliver(event);
         }
-        let Some(router) = router_of(node) else {
+        let Some(link) = self.link(node) else {
             return Delivery::NoSubscribers;
         };
         let cast = msg::Cast::Publish {
@@ -466,7 +483,7 @@ impl Sharding {
             key: key.into(),
             event: event.clone(),
         };
-        match Self::cast(&router, &cast) {
+        match Self::cast(&link, cast) {
             Ok(()) => Delivery::Delivered(0),
             Err(_) => Delivery::NoSubscribers,
         }
@@ -481,9 +498,11 @@ impl Sharding {
             key: key.into(),
             epoch: epoch.into(),
         };
-        for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
-            if !cell.get_id().is_local() {
-                let _ = Self::cast(&ActorRef::<RouterMsg>::from(cell), &cast);
+        if let Ok(bytes) = wire::encode(&cast) {
+            for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
+                if !cell.get_id().is_local() {
+                    let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
+                }
             }
         }
     }
@@ -499,12 +518,12 @@ impl Sharding {
                 }
                 await_reply(rx, self.inner.ask_timeout, &what).await
             }
-            Route::Remote(router) => {
+            Route::Remote(link) => {
                 let call = msg::Call::Kill {
                     kind: kind.into(),
                     key: key.into(),
                 };
-                match self.call(&router, &call, &what).await? {
+                match self.call(&link, &call, &what).await? {
                     msg::Reply::Killed(k) => Ok(k),
                     other => Err(Self::reply_error(other, &what)),
                 }
@@ -520,14 +539,14 @@ impl Sharding {
                     tracing::warn!(%kind, %key, error = %e, "dropping an undecodable message");
                 }
             }
-            Ok(Route::Remote(router)) if hops < MAX_HOPS => {
+            Ok(Route::Remote(link)) if hops < MAX_HOPS => {
                 let cast = msg::Cast::Tell {
                     kind: kind.into(),
                     key: key.into(),
                     payload,
                     hops: hops + 1,
                 };
-                let _ = Self::cast(&router, &cast);
+                let _ = Self::cast(&link, cast);
             }
             Ok(Route::Remote(_)) => {
                 tracing::warn!(%kind, %key, "dropping a message forwarded {MAX_HOPS} times")
@@ -558,7 +577,7 @@ impl Sharding {
                     Ok(bytes) => msg::Reply::Payload(bytes),
                     Err(e) => failed(e),
                 },
-                Ok(Route::Remote(router)) if hops < MAX_HOPS => {
+                Ok(Route::Remote(link)) if hops < MAX_HOPS => {
                     let what = format!("{kind}/{key}");
                     let forward = msg::Call::Ask {
                         kind,
@@ -566,7 +585,7 @@ impl Sharding {
                         payload,
                         hops: hops + 1,
                     };
-                    self.call(&router, &forward, &what)
+                    self.call(&link, &forward, &what)
                         .await
                         .unwrap_or_else(failed)
                 }

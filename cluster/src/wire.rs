@@ -87,6 +87,8 @@ pub mod msg {
         },
         /// A member's periodic announcement.
         Heartbeat(MemberInfo),
+        /// Several casts to one node, in order (outbound batching).
+        Batch(Vec<Cast>),
     }
 
     /// Request/reply traffic.

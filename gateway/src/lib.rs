@@ -126,6 +126,25 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
                 Err(e) => reply(&e).into_response(),
             }
         });
+    let bench = warp::path!("admin" / "bench" / "routing")
+        .and(warp::post())
+        .and(st.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::content_length_limit(ADMIN_BODY_LIMIT))
+        .and(warp::body::bytes())
+        .then(
+            |s: Arc<GatewayState>, auth: Option<String>, body: bytes::Bytes| async move {
+                if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
+                    return reply(&e).into_response();
+                }
+                match serde_json::from_slice(&body) {
+                    Ok(req) => respond(rest::admin::bench_routing(s, req).await),
+                    Err(e) => {
+                        reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response()
+                    }
+                }
+            },
+        );
     healthz
         .or(readyz)
         .unify()
@@ -144,6 +163,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .or(kill)
         .unify()
         .or(cluster)
+        .unify()
+        .or(bench)
         .unify()
         .recover(rejection)
         .unify()

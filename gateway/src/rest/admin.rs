@@ -82,3 +82,34 @@ pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
         "ring": {"vnodes_per_node": ring.vnodes(), "members": ring.members(), "owners": owners},
     }))
 }
+
+/// `POST /admin/bench/routing` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingBench {
+    /// `send` (throughput) or `ask` (sequential round trips).
+    mode: String,
+    /// `local` or `remote` entities.
+    target: bourse_cluster::probe::Target,
+    /// Messages; at most 10,000,000.
+    count: u64,
+}
+
+/// A routing measurement run inside this node (a diagnostic for operators).
+pub async fn bench_routing(state: Arc<GatewayState>, req: RoutingBench) -> Result<Value, ApiError> {
+    use bourse_cluster::probe;
+    if req.count == 0 || req.count > 10_000_000 {
+        return Err(ApiError::bad_request("'count' must be 1..=10000000"));
+    }
+    let measured = match req.mode.as_str() {
+        "send" => probe::send_throughput(&state.sharding, req.target, req.count).await,
+        "ask" => probe::ask_latency(&state.sharding, req.target, req.count).await,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown mode '{other}' (send, ask)"
+            )));
+        }
+    }
+    .map_err(ApiError::unavailable)?;
+    serde_json::to_value(measured).map_err(|e| ApiError::internal(e.to_string()))
+}
