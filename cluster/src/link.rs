@@ -7,6 +7,7 @@
 use crate::router::{RouterMsg, node_group};
 use crate::wire::{self, msg};
 use ractor::ActorRef;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -18,6 +19,9 @@ pub struct Link {
     node: String,
     queue: Mutex<Vec<msg::Cast>>,
     notify: Notify,
+    /// Whether the node's router was there at the last flush (checked once per batch, not
+    /// per message: the lookup allocates).
+    reachable: AtomicBool,
 }
 
 impl std::fmt::Debug for Link {
@@ -41,6 +45,7 @@ impl Link {
             node: node.to_string(),
             queue: Mutex::new(Vec::new()),
             notify: Notify::new(),
+            reachable: AtomicBool::new(true),
         });
         let flusher = link.clone();
         tokio::spawn(async move {
@@ -72,7 +77,9 @@ impl Link {
     /// Sends everything queued, then runs `then` (a call) while still holding the order.
     pub fn flush_then<T>(&self, then: impl FnOnce(&ActorRef<RouterMsg>) -> T) -> Option<T> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let router = router_of(&self.node)?;
+        let router = router_of(&self.node);
+        self.reachable.store(router.is_some(), Ordering::Relaxed);
+        let router = router?;
         Self::send_all(&router, &mut queue);
         Some(then(&router))
     }
@@ -80,7 +87,12 @@ impl Link {
     /// Sends everything queued.
     pub fn flush(&self) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match router_of(&self.node) {
+        if queue.is_empty() {
+            return;
+        }
+        let router = router_of(&self.node);
+        self.reachable.store(router.is_some(), Ordering::Relaxed);
+        match router {
             Some(router) => Self::send_all(&router, &mut queue),
             None => {
                 if !queue.is_empty() {
