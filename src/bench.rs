@@ -74,6 +74,26 @@ struct NodeProcess {
     dir: std::path::PathBuf,
 }
 
+impl NodeProcess {
+    /// Starts `bourse node --config config`, logging to `dir/<name>.log`; the directory is
+    /// removed when the process handle drops.
+    fn spawn(dir: &std::path::Path, name: &str, config: &std::path::Path) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["node", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(NodeProcess {
+            child,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -99,16 +119,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             args.rate
         ),
     )?;
-    let log = std::fs::File::create(dir.join("node.log"))?;
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .args(["node", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting the node")?;
-    let node = NodeProcess { child, dir };
+    let node = NodeProcess::spawn(&dir, "node", &config)?;
     let pid = node.child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_status(port, "/readyz").await != Some(200) {
@@ -300,19 +311,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 dir.join("data").display()
             ),
         )?;
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .args(["node", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        nodes.push(NodeProcess {
-            child,
-            dir: dir.clone(),
-        });
+        nodes.push(NodeProcess::spawn(&dir, name, &config)?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -35,6 +35,26 @@ fn respond(result: Result<Value, ApiError>) -> Response {
 
 type Query = HashMap<String, String>;
 
+/// An admin POST: the token first, then a JSON body (unknown fields refused), then `run`.
+async fn admin_post<T, Fut>(
+    s: Arc<GatewayState>,
+    auth: Option<String>,
+    body: bytes::Bytes,
+    run: impl FnOnce(Arc<GatewayState>, T) -> Fut,
+) -> Response
+where
+    T: serde::de::DeserializeOwned,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
+        return reply(&e).into_response();
+    }
+    match serde_json::from_slice(&body) {
+        Ok(req) => respond(run(s, req).await),
+        Err(e) => reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response(),
+    }
+}
+
 fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let st = warp::any().map(move || state.clone());
     let query = warp::query::<Query>()
@@ -103,19 +123,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::content_length_limit(ADMIN_BODY_LIMIT))
         .and(warp::body::bytes())
-        .then(
-            |s: Arc<GatewayState>, auth: Option<String>, body: bytes::Bytes| async move {
-                if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
-                    return reply(&e).into_response();
-                }
-                match serde_json::from_slice(&body) {
-                    Ok(req) => respond(rest::admin::kill(s, req).await),
-                    Err(e) => {
-                        reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response()
-                    }
-                }
-            },
-        );
+        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::kill));
     let cluster = warp::path!("admin" / "cluster")
         .and(warp::get())
         .and(st.clone())
@@ -132,19 +140,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::content_length_limit(ADMIN_BODY_LIMIT))
         .and(warp::body::bytes())
-        .then(
-            |s: Arc<GatewayState>, auth: Option<String>, body: bytes::Bytes| async move {
-                if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
-                    return reply(&e).into_response();
-                }
-                match serde_json::from_slice(&body) {
-                    Ok(req) => respond(rest::admin::bench_routing(s, req).await),
-                    Err(e) => {
-                        reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response()
-                    }
-                }
-            },
-        );
+        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::bench_routing));
     healthz
         .or(readyz)
         .unify()
