@@ -183,14 +183,23 @@ async fn websocket_bad_input_gets_errors_and_the_node_stays_up() {
 
     // A 1 MiB frame closes that connection (1009); nothing else is affected.
     let mut big = WsClient::connect(&node.ws_url()).await;
-    big.send_raw(format!(
-        "{{\"id\":1,\"op\":\"ping\",\"pad\":\"{}\"}}",
-        "x".repeat(1 << 20)
-    ))
-    .await;
+    let written = big
+        .try_send_raw(format!(
+            "{{\"id\":1,\"op\":\"ping\",\"pad\":\"{}\"}}",
+            "x".repeat(1 << 20)
+        ))
+        .await;
     big.pump(Duration::from_secs(5)).await;
     assert!(big.closed.is_some(), "oversize frame closes the connection");
-    assert_eq!(big.close_code(), Some(1009), "{:?}", big.closed);
+    // The close frame (1009) arrives unless the server's close raced the client's write and
+    // the connection was reset first; either way the frame is never answered.
+    if written || big.close_code().is_some() {
+        assert_eq!(big.close_code(), Some(1009), "{:?}", big.closed);
+    }
+    assert!(
+        big.responses.is_empty(),
+        "an oversize frame is never answered"
+    );
 
     assert!(node.alive(), "node still up: {}", node.log());
     let r = ws.request("ping", json!({})).await;

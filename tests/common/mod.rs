@@ -346,6 +346,13 @@ impl WsClient {
         self.socket.send(Message::text(text)).await.expect("send");
     }
 
+    /// Sends raw text that the server may refuse mid-write (an oversize frame): the server
+    /// closes as soon as it reads the frame's length, so the write can fail with a broken
+    /// pipe. Returns whether the whole frame was written.
+    pub async fn try_send_raw(&mut self, text: String) -> bool {
+        self.socket.send(Message::text(text)).await.is_ok()
+    }
+
     /// Sends `{"id", "op", ...fields}` and waits for its response.
     pub async fn request(&mut self, op: &str, fields: Value) -> Value {
         let id = self.next_id;
