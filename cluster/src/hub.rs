@@ -166,7 +166,6 @@ pub struct Hub {
     node: String,
     channels: RwLock<HashMap<String, ChannelSubs>>,
     next_conn: AtomicU64,
-    delivered: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -191,7 +190,6 @@ impl Hub {
             node: node.to_string(),
             channels: RwLock::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
-            delivered: AtomicU64::new(0),
         })
     }
 
@@ -248,20 +246,7 @@ impl Hub {
         for (_, outbox) in &subs.subscribers {
             outbox.push(frame.clone());
         }
-        self.delivered
-            .fetch_add(subs.subscribers.len() as u64, Ordering::Relaxed);
         Delivery::Delivered(subs.subscribers.len())
-    }
-
-    /// Frames handed to connections since start.
-    pub fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
-    }
-
-    /// Local subscriptions right now.
-    pub fn subscriptions(&self) -> usize {
-        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
-        channels.values().map(|s| s.subscribers.len()).sum()
     }
 
     /// A publisher came up with a new epoch (first activation, restart, move): its old

@@ -278,19 +278,16 @@ impl Sharding {
     }
 
     fn route(&self, kind: &str, key: &str) -> Result<Route, AskError> {
-        let owner = {
-            let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
-            ring.owner(kind, key).map(str::to_string)
-        };
-        let what = || format!("{kind}/{key}");
-        match owner {
+        // Decided under the ring's read lock so the owner stays borrowed: no allocation per
+        // message. `link` takes only the links lock, never the ring's.
+        let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
+        match ring.owner(kind, key) {
             None => Err(AskError::Unavailable(format!(
-                "{} (no member is up)",
-                what()
+                "{kind}/{key} (no member is up)"
             ))),
             Some(owner) if owner == self.inner.node => Ok(Route::Local(self.local_region(kind)?)),
-            Some(owner) => self.link(&owner).map(Route::Remote).ok_or_else(|| {
-                AskError::Unavailable(format!("{} (owner {owner} unreachable)", what()))
+            Some(owner) => self.link(owner).map(Route::Remote).ok_or_else(|| {
+                AskError::Unavailable(format!("{kind}/{key} (owner {owner} unreachable)"))
             }),
         }
     }

@@ -27,8 +27,6 @@ struct Live {
     subs: Subscriptions,
     outbox: Arc<Outbox>,
     queue: VecDeque<Arc<Frame>>,
-    buf: Vec<Arc<Frame>>,
-    resyncs: Vec<bourse_cluster::Resync>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -77,8 +75,6 @@ pub async fn open(
         subs,
         outbox,
         queue,
-        buf: Vec::new(),
-        resyncs: Vec::new(),
         shutdown: state.shutdown.clone(),
     };
     Ok(futures_util::stream::unfold(live, |mut live| async move {
@@ -90,21 +86,13 @@ pub async fn open(
                 return None;
             }
             tokio::select! {
-                _ = live.outbox.wait() => {
-                    if live.outbox.drain_into(&mut live.buf, &mut live.resyncs) {
+                _ = live.outbox.wait() => match live.subs.next_frames().await {
+                    Some(frames) => live.queue.extend(frames),
+                    None => {
                         tracing::debug!("sse client too slow; ending its stream");
                         return None;
                     }
-                    let Live { subs, buf, queue, resyncs, .. } = &mut live;
-                    for r in resyncs.drain(..) {
-                        match subs.resync(&r).await {
-                            Ok(frames) => queue.extend(frames),
-                            Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
-                        }
-                    }
-                    let live = subs.pass(buf.drain(..)).await;
-                    queue.extend(live);
-                }
+                },
                 _ = live.shutdown.changed() => return None,
             }
         }

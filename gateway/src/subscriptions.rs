@@ -44,6 +44,8 @@ pub struct Granted {
     pub frames: Vec<Arc<Frame>>,
     /// `{"epoch","seq","resumed"}` for the response.
     pub position: Value,
+    /// Whether the requested `since` was honoured by a replay with no gap.
+    pub resumed: bool,
 }
 
 impl Subscriptions {
@@ -133,6 +135,7 @@ impl Subscriptions {
                 .map(|e| Arc::new(Frame::encode(e)))
                 .collect(),
             position,
+            resumed: grant.resumed,
         })
     }
 
@@ -176,12 +179,17 @@ impl Subscriptions {
             seq: pos.seq,
         };
         tracing::info!(%channel, after = since.seq, "repairing a stream gap from the publisher's replay");
-        let parsed = Channel::parse(channel, &self.state.markets).map_err(ApiError::bad_request)?;
-        let granted = self.subscribe(&parsed, Some(since)).await?;
-        if granted.position["resumed"] != true {
+        let granted = self.resubscribe(channel, since).await?;
+        if !granted.resumed {
             tracing::warn!(%channel, "lost events are no longer held by the publisher; the client sees a gap");
         }
         Ok(granted.frames)
+    }
+
+    /// Re-subscribes a held channel from `since`.
+    async fn resubscribe(&mut self, channel: &str, since: Cursor) -> Result<Granted, ApiError> {
+        let parsed = Channel::parse(channel, &self.state.markets).map_err(ApiError::bad_request)?;
+        self.subscribe(&parsed, Some(since)).await
     }
 
     /// Filters live frames into what the client gets, in order, repairing gaps with the
@@ -218,13 +226,30 @@ impl Subscriptions {
         if pos.epoch == resync.epoch || !epoch_newer(&resync.epoch, &pos.epoch) {
             return Ok(Vec::new());
         }
-        let channel =
-            Channel::parse(&resync.channel, &self.state.markets).map_err(ApiError::bad_request)?;
         let since = Cursor {
             epoch: resync.epoch.clone(),
             seq: 0,
         };
-        Ok(self.subscribe(&channel, Some(since)).await?.frames)
+        Ok(self.resubscribe(&resync.channel, since).await?.frames)
+    }
+
+    /// What the client gets next from the outbox, in order: each new epoch's replay first,
+    /// then the live frames through the filter. `None` once the outbox has overflowed (a
+    /// consumer too slow for non-conflatable events).
+    pub async fn next_frames(&mut self) -> Option<Vec<Arc<Frame>>> {
+        let (mut live, mut resyncs) = (Vec::new(), Vec::new());
+        if self.outbox.drain_into(&mut live, &mut resyncs) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for r in resyncs {
+            match self.resync(&r).await {
+                Ok(frames) => out.extend(frames),
+                Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
+            }
+        }
+        out.extend(self.pass(live).await);
+        Some(out)
     }
 }
 

@@ -119,7 +119,7 @@ impl SqliteStore {
                 Err(e)
                     if std::time::Instant::now() < deadline && e.to_string().contains("locked") =>
                 {
-                    std::thread::sleep(Duration::from_millis(20 + fastrand_jitter()));
+                    std::thread::sleep(Duration::from_millis(20 + retry_spread()));
                 }
                 Err(e) => return Err(backend("configuring WAL", e)),
             }
@@ -189,9 +189,9 @@ impl SqliteStore {
     }
 }
 
-/// A few ms of jitter so processes retrying together spread out.
-fn fastrand_jitter() -> u64 {
-    u64::from(std::process::id() % 17) + (Instant::now().elapsed().subsec_nanos() % 13) as u64
+/// A per-process offset of up to 16 ms, so processes retrying together spread out.
+fn retry_spread() -> u64 {
+    u64::from(std::process::id() % 17)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -568,11 +568,6 @@ pub fn read_sse(
         }
     }
     (status, events)
-}
-
-/// Whether `path` exists (used to check cleanup).
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
 
 /// A local cluster of `bourse node` processes sharing one data directory (one SQLite file).

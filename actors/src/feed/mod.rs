@@ -52,8 +52,8 @@ pub async fn run_simulator(
         // Integer pacing: exactly `rate` trades per second per symbol over time, no drift;
         // after a stall it catches up by at most one second's worth.
         let due = rate * started.elapsed().as_millis() as u64 / 1000;
-        let n = (due - emitted.min(due)).min(rate.max(1));
-        emitted = emitted.max(due - n) + n;
+        let n = due.saturating_sub(emitted).min(rate.max(1));
+        emitted = emitted.max(due);
         if n == 0 {
             continue;
         }

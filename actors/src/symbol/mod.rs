@@ -69,6 +69,14 @@ enum Pending {
     Closed(Interval, Candle),
 }
 
+/// Which of a symbol's channels an event goes to.
+#[derive(Clone, Copy)]
+enum Chan {
+    Ticker,
+    Trades,
+    Candles(Interval),
+}
+
 /// Channel names of one symbol, built once.
 struct Names {
     ticker: String,
@@ -368,28 +376,19 @@ impl Symbol {
         }
         for event in trade_events {
             match event {
-                Pending::Trade(data) => {
-                    let channel = self.names.trades.clone();
-                    self.publish(&channel, ts, data, false);
-                }
+                Pending::Trade(data) => self.publish(Chan::Trades, ts, data, false),
                 Pending::Closed(interval, c) => self.publish_closed(interval, &c, ts),
             }
         }
         // One update per interval per batch: the open candle after the whole batch.
         for (interval, open) in Interval::ALL.iter().zip(self.candles.open_candles()) {
             if let Some(c) = open {
-                let channel = self.names.candles[interval.index()].clone();
-                self.publish(
-                    &channel,
-                    ts,
-                    view::candle(&self.market, &c, false).to_string(),
-                    false,
-                );
+                let data = view::candle(&self.market, &c, false).to_string();
+                self.publish(Chan::Candles(*interval), ts, data, false);
             }
         }
         let ticker = view::ticker(&self.market, &self.ticker_stats()).to_string();
-        let channel = self.names.ticker.clone();
-        self.publish(&channel, ts, ticker, true);
+        self.publish(Chan::Ticker, ts, ticker, true);
     }
 
     async fn persist_closed(&mut self, closed: &[(Interval, Candle)]) {
@@ -419,16 +418,17 @@ impl Symbol {
         if interval == Interval::M1 {
             self.window.push_closed_minute(*c, ts);
         }
-        let channel = self.names.candles[interval.index()].clone();
-        self.publish(
-            &channel,
-            ts,
-            view::candle(&self.market, c, true).to_string(),
-            false,
-        );
+        let data = view::candle(&self.market, c, true).to_string();
+        self.publish(Chan::Candles(interval), ts, data, false);
     }
 
-    fn publish(&mut self, channel: &str, ts: i64, data: String, conflatable: bool) {
+    fn publish(&mut self, chan: Chan, ts: i64, data: String, conflatable: bool) {
+        // Borrowed from `names` beside `&mut log`: no name is cloned per event.
+        let channel = match chan {
+            Chan::Ticker => &self.names.ticker,
+            Chan::Trades => &self.names.trades,
+            Chan::Candles(i) => &self.names.candles[i.index()],
+        };
         let (event, nodes) = self.log.publish(channel, ts, data, conflatable);
         // One message per interested node, never one per client: each node's hub fans out.
         for node in nodes {

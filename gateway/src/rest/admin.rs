@@ -71,14 +71,7 @@ pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
         .collect();
     Ok(json!({
         "node": view.node,
-        "members": view.members.iter().map(|m| json!({
-            "node": m.node,
-            "addr": m.addr,
-            "gateway": m.gateway,
-            "status": m.status.as_str(),
-            "entities": m.entities,
-            "last_heartbeat_ms": m.last_heartbeat_ms,
-        })).collect::<Vec<_>>(),
+        "members": view.members,
         "ring": {"vnodes_per_node": ring.vnodes(), "members": ring.members(), "owners": owners},
     }))
 }

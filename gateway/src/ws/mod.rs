@@ -93,9 +93,6 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));
     ping.tick().await;
     let mut last_heard = Instant::now();
-    let mut pending: Vec<Arc<Frame>> = Vec::new();
-    let mut pending_first: Vec<Arc<Frame>> = Vec::new();
-    let mut resyncs = Vec::new();
     let close = loop {
         tokio::select! {
             biased;
@@ -143,22 +140,11 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
                 }
             }
             _ = outbox.wait() => {
-                let overflowed = outbox.drain_into(&mut pending, &mut resyncs);
-                if overflowed {
+                let Some(frames) = conn.subs.next_frames().await else {
                     break Some((POLICY, "slow_consumer"));
-                }
-                // A publisher's new epoch first: its replay precedes its live frames.
-                for r in resyncs.drain(..) {
-                    match conn.subs.resync(&r).await {
-                        Ok(frames) => pending_first.extend(frames),
-                        Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
-                    }
-                }
-                // Granted frames (a replay) are the client's by definition; live frames pass
-                // the filter, which repairs gaps.
-                let live = conn.subs.pass(pending.drain(..)).await;
+                };
                 let write = async {
-                    for f in pending_first.drain(..).chain(live) {
+                    for f in frames {
                         tx.feed(Message::text(&*f.json)).await?;
                     }
                     tx.flush().await
