@@ -3,10 +3,13 @@
 //! clients with 1001, stop the feed, flush storage.
 
 use anyhow::Context;
+use bourse_actors::account::{Account, AccountDeps};
+use bourse_actors::book::{BookDeps, BookEntity};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
 use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, spawn_region};
 use bourse_config::{ConfigError, LogSettings, Markets, Settings};
 use bourse_gateway::GatewayState;
+use bourse_gateway::auth::Auth;
 use bourse_storage::{MarketStore, SqliteStore};
 use bourse_supervision::RestartPolicy;
 use std::sync::Arc;
@@ -120,6 +123,41 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     )
     .await
     .context("starting the symbol region")?;
+    spawn_region::<BookEntity>(
+        RegionArgs {
+            deps: Arc::new(BookDeps {
+                store: store.clone(),
+                markets: markets.clone(),
+                replay_events: settings.streams.replay_events,
+                snapshot_every: settings.trading.snapshot_every,
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the book region")?;
+    spawn_region::<Account>(
+        RegionArgs {
+            deps: Arc::new(AccountDeps {
+                store: store.clone(),
+                markets: markets.clone(),
+                grants: settings.trading.grant_units(&markets)?,
+                market_protect_pct: settings.trading.market_protect_pct,
+                max_open_orders: settings.trading.max_open_orders,
+                snapshot_every: settings.trading.snapshot_every,
+                replay_events: settings.streams.replay_events,
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the account region")?;
     spawn_region::<bourse_cluster::probe::Echo>(
         RegionArgs {
             deps: Arc::new(()),
@@ -150,6 +188,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         store: store.clone(),
         markets: markets.clone(),
         settings: settings.gateway.clone(),
+        auth: Arc::new(Auth::new(&settings.auth).map_err(|e| anyhow::anyhow!(e))?),
         admin_token: settings.admin.token.clone(),
         ready: Default::default(),
         shutdown: stop_rx.clone(),

@@ -1,5 +1,8 @@
 //! Channel names (PROTOCOL.md "Channels"): parsing a client's channel into the entity that
 //! publishes it. The gateway validates with this before anything reaches an entity.
+//!
+//! A private channel (`orders`) is one per user: inside the cluster it is named
+//! `orders@<user>` so hubs and publishers keep users apart; clients only ever see `orders`.
 
 use bourse_config::{Markets, is_symbol_shape};
 use bourse_storage::Interval;
@@ -13,11 +16,59 @@ pub enum Channel {
     Trades(String),
     /// `candles:S:I`
     Candles(String, Interval),
+    /// `book:S`
+    Book(String),
+    /// `orders` of one user (auth).
+    Orders(u64),
+}
+
+/// Why a channel name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelError {
+    /// Malformed or unknown: `bad_request`.
+    Invalid(String),
+    /// A private channel without a logged-in user: `unauthorized`.
+    NeedsAuth(String),
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelError::Invalid(m) | ChannelError::NeedsAuth(m) => f.write_str(m),
+        }
+    }
 }
 
 impl Channel {
-    /// Parses and checks a channel name against the configured markets; the error is the
-    /// client-facing message.
+    /// Parses a client's channel name for a connection logged in as `user` (if any).
+    pub fn parse_for(
+        name: &str,
+        markets: &Markets,
+        user: Option<u64>,
+    ) -> Result<Channel, ChannelError> {
+        if name == "orders" {
+            return user.map(Channel::Orders).ok_or_else(|| {
+                ChannelError::NeedsAuth("channel 'orders' needs a logged-in user".into())
+            });
+        }
+        if let Some(symbol) = name.strip_prefix("book:") {
+            if !is_symbol_shape(symbol) {
+                return Err(ChannelError::Invalid(format!(
+                    "malformed symbol '{symbol}' in channel '{name}'"
+                )));
+            }
+            if markets.get(symbol).is_none() {
+                return Err(ChannelError::Invalid(format!(
+                    "unknown symbol '{symbol}' in channel '{name}'"
+                )));
+            }
+            return Ok(Channel::Book(symbol.to_string()));
+        }
+        Channel::parse(name, markets).map_err(ChannelError::Invalid)
+    }
+
+    /// Parses and checks a market-data channel name (`ticker`, `trades`, `candles`) against
+    /// the configured markets; the error is the client-facing message.
     pub fn parse(name: &str, markets: &Markets) -> Result<Channel, String> {
         let mut parts = name.split(':');
         let kind = parts.next().unwrap_or_default();
@@ -49,20 +100,32 @@ impl Channel {
     }
 
     /// The publishing entity, `(kind, key)`.
-    pub fn publisher(&self) -> (&'static str, &str) {
+    pub fn publisher(&self) -> (&'static str, String) {
         match self {
             Channel::Ticker(s) | Channel::Trades(s) | Channel::Candles(s, _) => {
-                (crate::symbol::KIND, s)
+                (crate::symbol::KIND, s.clone())
             }
+            Channel::Book(s) => (crate::book::KIND, s.clone()),
+            Channel::Orders(user) => (crate::account::KIND, user.to_string()),
         }
     }
 
-    /// The canonical name.
+    /// The canonical name inside the cluster (hub and publisher).
     pub fn name(&self) -> String {
         match self {
             Channel::Ticker(s) => format!("ticker:{s}"),
             Channel::Trades(s) => format!("trades:{s}"),
             Channel::Candles(s, i) => format!("candles:{s}:{}", i.as_str()),
+            Channel::Book(s) => format!("book:{s}"),
+            Channel::Orders(user) => crate::account::orders_channel(&user.to_string()),
+        }
+    }
+
+    /// The name clients use.
+    pub fn public_name(&self) -> String {
+        match self {
+            Channel::Orders(_) => "orders".into(),
+            other => other.name(),
         }
     }
 
@@ -102,5 +165,33 @@ mod tests {
         }
         let c = Channel::parse("candles:KRW-BTC:1s", &m).unwrap();
         assert_eq!(c.name(), "candles:KRW-BTC:1s");
+        assert_eq!(
+            Channel::parse_for("book:KRW-BTC", &m, None),
+            Ok(Channel::Book("KRW-BTC".into()))
+        );
+        assert!(matches!(
+            Channel::parse_for("orders", &m, None),
+            Err(ChannelError::NeedsAuth(_))
+        ));
+        let orders = Channel::parse_for("orders", &m, Some(7)).unwrap();
+        assert_eq!(
+            (orders.name().as_str(), orders.public_name().as_str()),
+            ("orders@7", "orders")
+        );
+        for bad in [
+            "book:KRW-NOPE",
+            "book:",
+            "book:krw-btc",
+            "orders@7",
+            "orders:1",
+        ] {
+            assert!(
+                matches!(
+                    Channel::parse_for(bad, &m, Some(7)),
+                    Err(ChannelError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -2,11 +2,15 @@
 //! with its actor-facing `Entity` impl beside the logic it delegates to.
 //!
 //! - [`symbol`]: ticker, trades and candles of one market (cores: `candles`, `ticker`).
-//! - [`book`]: order books (core: the matching `engine`).
+//! - [`book`]: order books (cores: the matching `engine`, the journaled `state`).
+//! - [`account`]: balances and orders of one user, and the order saga (core: `ledger`).
+//! - [`trading`]: the order vocabulary the two share with the gateway.
 //! - [`feed`]: market data sources (the seeded simulator).
 //! - [`channel`]: parsing client channel names into publishers.
 
+pub mod account;
 pub mod book;
 pub mod channel;
 pub mod feed;
 pub mod symbol;
+pub mod trading;

@@ -23,12 +23,19 @@ pub struct Frame {
     pub json: Arc<str>,
 }
 
+/// The name clients know a channel by: a private channel `orders@<user>` is `orders`.
+pub fn public_name(channel: &str) -> &str {
+    channel
+        .split_once('@')
+        .map_or(channel, |(public, _)| public)
+}
+
 impl Frame {
     /// Encodes an event's envelope around its pre-encoded data.
     pub fn encode(event: &StreamEvent) -> Frame {
         let json = format!(
             "{{\"ch\":{},\"epoch\":{},\"seq\":{},\"ts\":{},\"data\":{}}}",
-            json_string(&event.channel),
+            json_string(public_name(&event.channel)),
             json_string(&event.epoch),
             event.seq,
             event.ts,
@@ -290,6 +297,13 @@ mod tests {
         assert_eq!(v["ch"], "trades:A-B");
         assert_eq!(v["seq"], 7);
         assert_eq!(v["data"]["x"], 1);
+        let private = Frame::encode(&event("orders@42", 1, false));
+        let v: serde_json::Value = serde_json::from_str(&private.json).unwrap();
+        assert_eq!(
+            v["ch"], "orders",
+            "clients see a private channel's public name"
+        );
+        assert_eq!(&*private.channel, "orders@42");
     }
 
     #[test]

@@ -176,6 +176,11 @@ impl StreamLog {
         }
     }
 
+    /// The channel's last seq in this epoch (0 before its first event).
+    pub fn seq(&self, channel: &str) -> u64 {
+        self.channels.get(channel).map_or(0, |s| s.seq)
+    }
+
     /// Whether any node listens to the channel.
     pub fn has_subscribers(&self, channel: &str) -> bool {
         self.channels

@@ -50,6 +50,11 @@ impl Step {
         }
     }
 
+    /// The step `10^exp`, if in range.
+    pub fn from_exp(exp: i8) -> Option<Step> {
+        (-MAX_EXP..=MAX_EXP).contains(&exp).then_some(Step { exp })
+    }
+
     /// The power of ten this step stands for.
     pub fn exp(self) -> i8 {
         self.exp

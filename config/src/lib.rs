@@ -13,6 +13,7 @@ pub use decimal::{DecimalError, Step};
 pub use market::{Market, Markets, is_symbol_shape};
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A configuration problem, named by the key that holds it.
@@ -49,7 +50,40 @@ pub struct Settings {
     pub feed: FeedSettings,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    pub auth: AuthSettings,
+    pub trading: TradingSettings,
     pub symbols: Vec<SymbolSettings>,
+}
+
+/// The secret shipped in examples; a real deployment must set its own.
+pub const EXAMPLE_AUTH_SECRET: &str = "bourse-example-secret-change-me";
+
+/// User login and tokens (PROTOCOL.md "Auth").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 key that signs session tokens; every node of a cluster needs the same one.
+    pub secret: String,
+    /// How long a token stays valid, seconds.
+    pub token_ttl_s: u64,
+    /// Argon2id memory cost per password hash, KiB (OWASP minimum: 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes per password hash.
+    pub argon2_iterations: u32,
+}
+
+/// Mock trading: demo balances, order limits, journaling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TradingSettings {
+    /// What every new account starts with, per asset, as decimal strings.
+    pub grants: BTreeMap<String, String>,
+    /// A market buy holds, and never pays more than, the best ask plus this percentage.
+    pub market_protect_pct: u32,
+    /// Open orders one account may have.
+    pub max_open_orders: usize,
+    /// Journal entries between snapshots of a book or an account.
+    pub snapshot_every: u64,
 }
 
 /// Admin API access.
@@ -182,6 +216,65 @@ pub struct SymbolSettings {
     pub lot_size: String,
     /// Where the simulator starts this market's price.
     pub initial_price: String,
+    /// Largest quantity of one order (a decimal string on the lot); a billion lots if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_qty: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            secret: EXAMPLE_AUTH_SECRET.into(),
+            token_ttl_s: 24 * 60 * 60,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl Default for TradingSettings {
+    fn default() -> Self {
+        let grants = [
+            ("KRW", "100000000"),
+            ("BTC", "1"),
+            ("ETH", "10"),
+            ("XRP", "10000"),
+            ("SOL", "100"),
+            ("DOGE", "100000"),
+            ("ADA", "10000"),
+            ("AVAX", "500"),
+            ("LINK", "1000"),
+        ]
+        .into_iter()
+        .map(|(a, v)| (a.to_string(), v.to_string()))
+        .collect();
+        TradingSettings {
+            grants,
+            market_protect_pct: 10,
+            max_open_orders: 1000,
+            snapshot_every: 1000,
+        }
+    }
+}
+
+impl TradingSettings {
+    /// The demo grants in balance units of each asset; an asset no market trades, or an
+    /// amount off the asset's step, is an error naming the key.
+    pub fn grant_units(&self, markets: &Markets) -> Result<Vec<(String, u128)>, ConfigError> {
+        self.grants
+            .iter()
+            .map(|(asset, amount)| {
+                let key = format!("trading.grants.{asset}");
+                let step = markets
+                    .asset(asset)
+                    .ok_or_else(|| ConfigError::new(&key, "no configured market trades it"))?;
+                let units = step
+                    .to_units(amount)
+                    .map_err(|e| ConfigError::new(&key, e.to_string()))?;
+                Ok((asset.clone(), u128::from(units)))
+            })
+            .collect()
+    }
 }
 
 impl Default for NodeSettings {
@@ -283,6 +376,8 @@ impl Default for Settings {
             feed: FeedSettings::default(),
             log: LogSettings::default(),
             admin: AdminSettings::default(),
+            auth: AuthSettings::default(),
+            trading: TradingSettings::default(),
             symbols: default_symbols(),
         }
     }
@@ -306,6 +401,7 @@ fn default_symbols() -> Vec<SymbolSettings> {
         tick_size: tick.into(),
         lot_size: lot.into(),
         initial_price: price.into(),
+        max_qty: None,
     })
     .collect()
 }
@@ -468,7 +564,34 @@ impl Settings {
                 "must be at least 16 characters",
             ));
         }
-        Markets::from_settings(&self.symbols)
+        if self.auth.secret.len() < 16 {
+            return Err(ConfigError::new(
+                "auth.secret",
+                "must be at least 16 characters",
+            ));
+        }
+        positive("auth.token_ttl_s", self.auth.token_ttl_s)?;
+        if self.auth.argon2_memory_kib < 8 {
+            return Err(ConfigError::new("auth.argon2_memory_kib", "at least 8"));
+        }
+        positive(
+            "auth.argon2_iterations",
+            u64::from(self.auth.argon2_iterations),
+        )?;
+        if self.trading.market_protect_pct == 0 || self.trading.market_protect_pct > 100 {
+            return Err(ConfigError::new(
+                "trading.market_protect_pct",
+                "must be 1..=100",
+            ));
+        }
+        positive(
+            "trading.max_open_orders",
+            self.trading.max_open_orders as u64,
+        )?;
+        positive("trading.snapshot_every", self.trading.snapshot_every)?;
+        let markets = Markets::from_settings(&self.symbols)?;
+        self.trading.grant_units(&markets)?;
+        Ok(markets)
     }
 
     /// The SQLite file this node uses.
@@ -598,6 +721,26 @@ initial_price = "1000"
             let err = load("", &[env]).unwrap_err();
             assert_eq!(err.key, key, "{err}");
         }
+    }
+
+    #[test]
+    fn assets_get_the_finest_step_and_grants_convert() {
+        let (s, m) = load("", &[]).unwrap();
+        // KRW is quoted with tick × lot down to 1 × 0.01 (XRP): 0.01 KRW.
+        assert_eq!(m.asset("KRW").map(|s| s.exp()), Some(-2));
+        let btc = m.get("KRW-BTC").unwrap();
+        // 1 tick (1000 KRW) × 1 lot (0.0001 BTC) = 0.1 KRW = 10 units of 0.01.
+        assert_eq!(btc.quote_amount(1), 10);
+        assert_eq!(btc.base_amount(3), 3);
+        let grants = s.trading.grant_units(&m).unwrap();
+        assert!(grants.contains(&("KRW".into(), 10_000_000_000)));
+        assert!(grants.contains(&("BTC".into(), 10_000)));
+        let err = load("[trading.grants]\nZZZ = \"1\"", &[]).unwrap_err();
+        assert_eq!(err.key, "trading.grants.ZZZ");
+        let err = load("[trading.grants]\nBTC = \"0.00001\"", &[]).unwrap_err();
+        assert_eq!(err.key, "trading.grants.BTC");
+        let err = load("", &[("BOURSE_AUTH__SECRET", "short")]).unwrap_err();
+        assert_eq!(err.key, "auth.secret");
     }
 
     #[test]

@@ -19,12 +19,36 @@ pub struct Market {
     pub lot: Step,
     /// Simulator start price, in ticks.
     pub initial_price: u64,
+    /// Largest quantity of one order, in lots.
+    pub max_qty: u64,
+    /// One lot in units of the base asset's balance step.
+    pub base_per_lot: u128,
+    /// One tick × one lot in units of the quote asset's balance step.
+    pub quote_per_tick_lot: u128,
 }
+
+impl Market {
+    /// `qty` lots as an amount of the base asset (balance units).
+    pub fn base_amount(&self, qty: u64) -> u128 {
+        u128::from(qty) * self.base_per_lot
+    }
+
+    /// `price × qty` as an amount of the quote asset (balance units); `cost` is a sum of
+    /// `price_ticks × qty_lots`.
+    pub fn quote_amount(&self, cost: u128) -> u128 {
+        cost * self.quote_per_tick_lot
+    }
+}
+
+/// Default most lots per order when a market sets no `max_qty`.
+pub const DEFAULT_MAX_LOTS: u64 = 1_000_000_000;
 
 /// All markets by symbol; cheap to clone and share.
 #[derive(Debug, Clone, Default)]
 pub struct Markets {
     by_symbol: Arc<BTreeMap<String, Market>>,
+    /// Each asset's balance step: the finest amount any market can move of it.
+    assets: Arc<BTreeMap<String, Step>>,
 }
 
 /// Whether `s` has the PROTOCOL.md symbol shape `[A-Z0-9]{1,12}-[A-Z0-9]{1,12}`.
@@ -66,6 +90,15 @@ impl Markets {
             if initial_price == 0 {
                 return Err(ConfigError::new(key("initial_price"), "must be above 0"));
             }
+            let max_qty = match &s.max_qty {
+                Some(v) => lot
+                    .to_units(v)
+                    .map_err(|e| ConfigError::new(key("max_qty"), e.to_string()))?,
+                None => DEFAULT_MAX_LOTS,
+            };
+            if max_qty == 0 {
+                return Err(ConfigError::new(key("max_qty"), "must be above 0"));
+            }
             let market = Market {
                 symbol: s.symbol.clone(),
                 base: base.to_string(),
@@ -73,6 +106,9 @@ impl Markets {
                 tick,
                 lot,
                 initial_price,
+                max_qty,
+                base_per_lot: 1,
+                quote_per_tick_lot: 1,
             };
             if by_symbol.insert(s.symbol.clone(), market).is_some() {
                 return Err(ConfigError::new(
@@ -81,9 +117,46 @@ impl Markets {
                 ));
             }
         }
+        // An asset's balance step is the finest step it moves by anywhere: a lot where it is
+        // the base, a tick × lot where it is the quote.
+        let mut assets: BTreeMap<String, Step> = BTreeMap::new();
+        let mut finest = |asset: &str, step: Step| {
+            let e = assets.entry(asset.to_string()).or_insert(step);
+            if step.exp() < e.exp() {
+                *e = step;
+            }
+        };
+        for m in by_symbol.values() {
+            finest(&m.base, m.lot);
+            let quote_step = Step::from_exp(m.tick.exp() + m.lot.exp()).ok_or_else(|| {
+                ConfigError::new(
+                    format!("symbols.{}", m.symbol),
+                    "tick_size × lot_size is out of range",
+                )
+            })?;
+            finest(&m.quote, quote_step);
+        }
+        for m in by_symbol.values_mut() {
+            let (Some(base), Some(quote)) = (assets.get(&m.base), assets.get(&m.quote)) else {
+                continue;
+            };
+            m.base_per_lot = 10u128.pow((m.lot.exp() - base.exp()) as u32);
+            m.quote_per_tick_lot = 10u128.pow((m.tick.exp() + m.lot.exp() - quote.exp()) as u32);
+        }
         Ok(Markets {
             by_symbol: Arc::new(by_symbol),
+            assets: Arc::new(assets),
         })
+    }
+
+    /// The balance step of `asset`, if any market trades it.
+    pub fn asset(&self, asset: &str) -> Option<Step> {
+        self.assets.get(asset).copied()
+    }
+
+    /// Every traded asset with its balance step, by name.
+    pub fn assets(&self) -> impl Iterator<Item = (&str, Step)> {
+        self.assets.iter().map(|(a, s)| (a.as_str(), *s))
     }
 
     /// The market for `symbol`, if configured.

@@ -1,6 +1,7 @@
 //! Client-facing errors (PROTOCOL.md "REST" error codes): one code, one HTTP status, a
 //! message safe to show (never a stack trace or an internal path).
 
+use bourse_actors::trading::TradeError;
 use bourse_cluster::AskError;
 use serde_json::{Value, json};
 use warp::http::StatusCode;
@@ -22,6 +23,18 @@ impl ApiError {
     /// 400: the request is malformed or names something invalid.
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new("bad_request", m)
+    }
+    /// 401: no valid user token.
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new("unauthorized", m)
+    }
+    /// 409: taken already (a username), or a state that does not allow the request.
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new("conflict", m)
+    }
+    /// 422: not enough available balance for the order's hold.
+    pub fn insufficient_funds(m: impl Into<String>) -> Self {
+        Self::new("insufficient_funds", m)
     }
     /// 403: not allowed (admin token missing or wrong).
     pub fn forbidden(m: impl Into<String>) -> Self {
@@ -77,6 +90,22 @@ impl From<AskError> for ApiError {
             AskError::Refused(m) => ApiError::bad_request(m),
             AskError::UnknownKind(_) => {
                 tracing::error!(error = %e, "routing to an unregistered kind");
+                ApiError::internal("internal error")
+            }
+        }
+    }
+}
+
+impl From<TradeError> for ApiError {
+    fn from(e: TradeError) -> Self {
+        match e {
+            TradeError::BadRequest(m) => ApiError::bad_request(m),
+            TradeError::NotFound(m) => ApiError::not_found(m),
+            TradeError::Conflict(m) => ApiError::conflict(m),
+            TradeError::InsufficientFunds(m) => ApiError::insufficient_funds(m),
+            TradeError::Unavailable(m) => ApiError::unavailable(m),
+            TradeError::Internal(m) => {
+                tracing::error!(error = %m, "trading request failed inside");
                 ApiError::internal("internal error")
             }
         }

@@ -3,6 +3,7 @@
 //! and answers errors as `{"error":{"code","message"}}` (or an error response on `/ws`); no
 //! input reaches an entity unchecked.
 
+pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod rest;
@@ -25,12 +26,144 @@ use warp::{Filter, Rejection, Reply};
 
 /// Largest admin request body.
 const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
+/// Largest auth or order request body.
+const API_BODY_LIMIT: u64 = 16 * 1024;
 
 fn respond(result: Result<Value, ApiError>) -> Response {
+    respond_with(StatusCode::OK, result)
+}
+
+fn respond_with(status: StatusCode, result: Result<Value, ApiError>) -> Response {
     match result {
-        Ok(v) => warp::reply::json(&v).into_response(),
+        Ok(v) => warp::reply::with_status(warp::reply::json(&v), status).into_response(),
         Err(e) => reply(&e).into_response(),
     }
+}
+
+/// Runs an authenticated request: the bearer token first, then `run` with the user id.
+async fn with_user<Fut>(
+    s: Arc<GatewayState>,
+    auth: Option<String>,
+    run: impl FnOnce(Arc<GatewayState>, u64) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Response>,
+{
+    match s.auth.user_of_header(auth.as_deref()) {
+        Ok(user) => run(s, user).await,
+        Err(e) => reply(&e).into_response(),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+/// The trading and auth routes (PROTOCOL.md "Auth", "Trading", book snapshot).
+fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
+    let query = warp::query::<Query>()
+        .or(warp::any().map(Query::new))
+        .unify();
+    let bearer = warp::header::optional::<String>("authorization");
+    let body = warp::body::content_length_limit(API_BODY_LIMIT).and(warp::body::bytes());
+    let register = warp::path!("api" / "v1" / "auth" / "register")
+        .and(warp::post())
+        .and(st.clone())
+        .and(body)
+        .then(|s: Arc<GatewayState>, b: bytes::Bytes| async move {
+            respond_with(
+                StatusCode::CREATED,
+                auth::register(&s.auth, &s.store, &b).await,
+            )
+        });
+    let login = warp::path!("api" / "v1" / "auth" / "login")
+        .and(warp::post())
+        .and(st.clone())
+        .and(body)
+        .then(|s: Arc<GatewayState>, b: bytes::Bytes| async move {
+            respond(auth::login(&s.auth, &s.store, &b).await)
+        });
+    let place = warp::path!("api" / "v1" / "orders")
+        .and(warp::post())
+        .and(st.clone())
+        .and(bearer)
+        .and(body)
+        .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
+            with_user(s, a, |s, user| async move {
+                let result = match json_body(&b) {
+                    Ok(body) => rest::trading::place(&s, user, body).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok((true, order)) => respond_with(StatusCode::CREATED, Ok(order)),
+                    Ok((false, order)) => respond(Ok(order)),
+                    Err(e) => reply(&e).into_response(),
+                }
+            })
+            .await
+        });
+    let list = warp::path!("api" / "v1" / "orders")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .and(query)
+        .then(|s: Arc<GatewayState>, a, q: Query| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::trading::list(&s, user, &q).await)
+            })
+            .await
+        });
+    let get = warp::path!("api" / "v1" / "orders" / String)
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .then(|id: String, s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::trading::get(&s, user, &id).await)
+            })
+            .await
+        });
+    let cancel = warp::path!("api" / "v1" / "orders" / String)
+        .and(warp::delete())
+        .and(st.clone())
+        .and(bearer)
+        .then(|id: String, s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::trading::cancel(&s, user, &id).await)
+            })
+            .await
+        });
+    let account = warp::path!("api" / "v1" / "account")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .then(|s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::trading::account(&s, user).await)
+            })
+            .await
+        });
+    let book = warp::path!("api" / "v1" / "book" / String)
+        .and(warp::get())
+        .and(st)
+        .and(query)
+        .then(|sym, s, q| async move { respond(rest::trading::book(s, sym, q).await) });
+    register
+        .or(login)
+        .unify()
+        .or(place)
+        .unify()
+        .or(list)
+        .unify()
+        .or(get)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(account)
+        .unify()
+        .or(book)
+        .unify()
+        .boxed()
 }
 
 type Query = HashMap<String, String>;
@@ -56,7 +189,8 @@ where
 }
 
 fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
-    let st = warp::any().map(move || state.clone());
+    let st = warp::any().map(move || state.clone()).boxed();
+    let trading = trading_routes(st.clone());
     let query = warp::query::<Query>()
         .or(warp::any().map(Query::new))
         .unify();
@@ -95,16 +229,23 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(st.clone())
         .and(query)
         .then(|sym, s, q| async move { respond(rest::market::candles(s, sym, q).await) });
-    let websocket = warp::path!("ws").and(warp::ws()).and(st.clone()).map(
-        |upgrade: warp::ws::Ws, s: Arc<GatewayState>| {
+    let websocket = warp::path!("ws")
+        .and(warp::ws())
+        .and(st.clone())
+        .and(query)
+        .map(|upgrade: warp::ws::Ws, s: Arc<GatewayState>, q: Query| {
+            // `?token=` logs the connection in; a bad token is refused before the upgrade.
+            let user = match q.get("token").map(|t| s.auth.verify(t)).transpose() {
+                Ok(u) => u,
+                Err(e) => return reply(&e).into_response(),
+            };
             let max = s.settings.max_frame_bytes;
             upgrade
                 .max_frame_size(max)
                 .max_message_size(max)
-                .on_upgrade(move |socket| ws::serve(socket, s))
+                .on_upgrade(move |socket| ws::serve(socket, s, user))
                 .into_response()
-        },
-    );
+        });
     let events = warp::path!("sse")
         .and(warp::get())
         .and(st.clone())
@@ -143,6 +284,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .then(|s, auth, body| admin_post(s, auth, body, rest::admin::bench_routing));
     healthz
         .or(readyz)
+        .unify()
+        .or(trading)
         .unify()
         .or(symbols)
         .unify()

@@ -19,7 +19,7 @@ use warp::sse::Event;
 fn event(f: &Frame) -> Event {
     Event::default()
         .id(format!("{}:{}", f.epoch, f.seq))
-        .event(&*f.channel)
+        .event(bourse_cluster::hub::public_name(&f.channel))
         .data(&*f.json)
 }
 
@@ -58,6 +58,9 @@ pub async fn open(
     }
     let outbox = Outbox::new(state.settings.outbound_queue);
     let mut subs = Subscriptions::new(state.clone(), outbox.clone());
+    if let Some(token) = q.get("token") {
+        subs.set_user(state.auth.verify(token)?);
+    }
     let channels = subs.parse_all(&names)?;
     subs.check_room(&channels)?;
     let since = match (&last_event_id, channels.len()) {

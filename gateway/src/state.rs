@@ -17,6 +17,8 @@ pub struct GatewayState {
     pub store: Arc<dyn MarketStore>,
     pub markets: Markets,
     pub settings: GatewaySettings,
+    /// Tokens and password hashing.
+    pub auth: Arc<crate::auth::Auth>,
     /// The admin bearer token; `None` disables the admin endpoints.
     pub admin_token: Option<String>,
     /// Turns true once the node serves (regions up, feed running).

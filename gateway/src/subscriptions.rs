@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use bourse_actors::channel::Channel;
+use bourse_actors::channel::{Channel, ChannelError};
 use bourse_cluster::hub::{ConnId, epoch_newer};
 use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamRequest};
 use serde_json::{Value, json};
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 struct Position {
+    channel: Channel,
     epoch: String,
     seq: u64,
 }
@@ -23,6 +24,8 @@ pub struct Subscriptions {
     conn: ConnId,
     outbox: Arc<Outbox>,
     positions: HashMap<String, Position>,
+    /// The logged-in user, for private channels.
+    user: Option<u64>,
 }
 
 /// What to do with a live frame.
@@ -38,7 +41,7 @@ pub enum Verdict {
 
 /// The outcome of subscribing one channel.
 pub struct Granted {
-    /// Canonical channel name.
+    /// The channel's name as the client knows it.
     pub channel: String,
     /// What the client gets first (snapshot or replay), already encoded.
     pub frames: Vec<Arc<Frame>>,
@@ -57,7 +60,18 @@ impl Subscriptions {
             conn,
             outbox,
             positions: HashMap::new(),
+            user: None,
         }
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<u64> {
+        self.user
+    }
+
+    /// Logs the connection in as `user` (its private channels become available).
+    pub fn set_user(&mut self, user: u64) {
+        self.user = Some(user);
     }
 
     /// How many channels are held.
@@ -72,10 +86,15 @@ impl Subscriptions {
 
     /// Validates channel names without subscribing; the error names the first bad one.
     pub fn parse_all(&self, names: &[String]) -> Result<Vec<Channel>, ApiError> {
-        names
-            .iter()
-            .map(|n| Channel::parse(n, &self.state.markets).map_err(ApiError::bad_request))
-            .collect()
+        names.iter().map(|n| self.parse(n)).collect()
+    }
+
+    /// Parses one client channel name for this connection.
+    pub fn parse(&self, name: &str) -> Result<Channel, ApiError> {
+        Channel::parse_for(name, &self.state.markets, self.user).map_err(|e| match e {
+            ChannelError::Invalid(m) => ApiError::bad_request(m),
+            ChannelError::NeedsAuth(m) => ApiError::unauthorized(m),
+        })
     }
 
     /// Checks the channel-count limit for adding `channels`.
@@ -102,6 +121,7 @@ impl Subscriptions {
     ) -> Result<Granted, ApiError> {
         let name = channel.name();
         let (kind, key) = channel.publisher();
+        let key = key.as_str();
         let hub = &self.state.hub;
         let was_subscribed = self.positions.contains_key(&name);
         hub.subscribe(&name, kind, key, self.conn, self.outbox.clone());
@@ -121,14 +141,15 @@ impl Subscriptions {
         };
         let position = json!({"epoch": grant.epoch, "seq": grant.seq, "resumed": grant.resumed});
         self.positions.insert(
-            name.clone(),
+            name,
             Position {
+                channel: channel.clone(),
                 epoch: grant.epoch.clone(),
                 seq: grant.seq,
             },
         );
         Ok(Granted {
-            channel: name,
+            channel: channel.public_name(),
             frames: grant
                 .events
                 .iter()
@@ -188,7 +209,11 @@ impl Subscriptions {
 
     /// Re-subscribes a held channel from `since`.
     async fn resubscribe(&mut self, channel: &str, since: Cursor) -> Result<Granted, ApiError> {
-        let parsed = Channel::parse(channel, &self.state.markets).map_err(ApiError::bad_request)?;
+        let Some(parsed) = self.positions.get(channel).map(|p| p.channel.clone()) else {
+            return Err(ApiError::bad_request(format!(
+                "channel '{channel}' is not held"
+            )));
+        };
         self.subscribe(&parsed, Some(since)).await
     }
 

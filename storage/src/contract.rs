@@ -41,6 +41,8 @@ pub async fn run_all<S: MarketStore, F: Fn() -> S>(open: F) {
     candles_upsert_and_page(&store).await;
     flush_is_a_barrier(&store).await;
     leases_fence_older_epochs(&store).await;
+    journals_snapshot_and_fence(&store).await;
+    users_are_unique(&store).await;
     store.close().await.expect("close");
     closed_store_refuses_writes(&store).await;
     drop(store);
@@ -188,7 +190,128 @@ async fn reopened_store_keeps_everything<S: MarketStore>(store: &S) {
         .await
         .expect("reopen candles");
     assert_eq!(m1.len(), 10);
+    assert_eq!(
+        store
+            .journal_after("book", "C-JOURNAL", 0)
+            .await
+            .expect("reopen journal")
+            .len(),
+        2,
+        "journal entries after the snapshot survive a reopen"
+    );
+    assert!(
+        store
+            .user_by_name("c_alice")
+            .await
+            .expect("reopen user")
+            .is_some()
+    );
     store.close().await.expect("close");
+}
+
+async fn journals_snapshot_and_fence<S: MarketStore>(store: &S) {
+    let (kind, key) = ("book", "C-JOURNAL");
+    assert_eq!(store.snapshot(kind, key).await.expect("read"), None);
+    let fence = store.acquire_lease(kind, key, "n1").await.expect("lease");
+    let entry = |seq: u64| Write::Journal {
+        kind: kind.into(),
+        key: key.into(),
+        seq,
+        entry: vec![seq as u8; 3],
+    };
+    for seq in 1..=5 {
+        store
+            .submit(entry(seq).fenced(&fence))
+            .wait()
+            .await
+            .expect("journal write");
+    }
+    let dup = store.submit(entry(3).fenced(&fence)).wait().await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(_))),
+        "a journal position is written once: {dup:?}"
+    );
+    let all = store.journal_after(kind, key, 0).await.expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(all[2].1, vec![3, 3, 3]);
+    store
+        .submit(
+            Write::Snapshot {
+                kind: kind.into(),
+                key: key.into(),
+                seq: 3,
+                state: b"state@3".to_vec(),
+            }
+            .fenced(&fence),
+        )
+        .wait()
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        store.snapshot(kind, key).await.expect("read"),
+        Some((3, b"state@3".to_vec()))
+    );
+    let tail = store.journal_after(kind, key, 3).await.expect("read");
+    assert_eq!(tail.iter().map(|e| e.0).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(
+        store.journal_after(kind, key, 0).await.expect("read").len(),
+        2,
+        "the snapshot dropped the entries it covers"
+    );
+    // A newer activation fences the old one's journal writes.
+    let newer = store.acquire_lease(kind, key, "n2").await.expect("lease");
+    let stale = store.submit(entry(6).fenced(&fence)).wait().await;
+    assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+    store
+        .submit(entry(6).fenced(&newer))
+        .wait()
+        .await
+        .expect("holder writes");
+    // Keep two entries after the snapshot for the reopen check.
+    store
+        .submit(
+            Write::Snapshot {
+                kind: kind.into(),
+                key: key.into(),
+                seq: 4,
+                state: b"state@4".to_vec(),
+            }
+            .fenced(&newer),
+        )
+        .wait()
+        .await
+        .expect("snapshot");
+}
+
+async fn users_are_unique<S: MarketStore>(store: &S) {
+    let create = |name: &str| Write::CreateUser {
+        username: name.into(),
+        password_hash: format!("hash-of-{name}"),
+        created_at: 7,
+    };
+    let a = store
+        .submit(create("c_alice"))
+        .value()
+        .await
+        .expect("alice");
+    let b = store.submit(create("c_bob")).value().await.expect("bob");
+    assert!(a > 0 && b > a, "ids are positive and increasing: {a} {b}");
+    let again = store.submit(create("c_alice")).value().await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let got = store.user_by_name("c_alice").await.expect("read");
+    assert_eq!(
+        got,
+        Some(crate::UserRecord {
+            user_id: a,
+            username: "c_alice".into(),
+            password_hash: "hash-of-c_alice".into(),
+            created_at: 7,
+        })
+    );
+    assert_eq!(store.user_by_name("c_nobody").await.expect("read"), None);
 }
 
 async fn leases_fence_older_epochs<S: MarketStore>(store: &S) {

@@ -33,6 +33,19 @@ pub enum StoreError {
         epoch: u64,
         current: u64,
     },
+    /// A unique key is taken (a username, a journal position).
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// A registered user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: u64,
+    pub username: String,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+    pub created_at: i64,
 }
 
 /// Which lease a write belongs to.
@@ -69,6 +82,29 @@ pub enum Write {
         key: String,
         epoch: u64,
     },
+    /// Appends entry `seq` to the journal of `kind/key` (an entity's accepted commands).
+    /// A position already written is a [`StoreError::Conflict`] and changes nothing.
+    Journal {
+        kind: String,
+        key: String,
+        seq: u64,
+        entry: Vec<u8>,
+    },
+    /// Replaces the snapshot of `kind/key`, taken after journal entry `seq`, and drops the
+    /// journal entries it covers.
+    Snapshot {
+        kind: String,
+        key: String,
+        seq: u64,
+        state: Vec<u8>,
+    },
+    /// Registers a user; the ack's value is the new user id. A taken username is a
+    /// [`StoreError::Conflict`].
+    CreateUser {
+        username: String,
+        password_hash: String,
+        created_at: i64,
+    },
 }
 
 impl Write {
@@ -104,7 +140,8 @@ impl Ack {
     }
 }
 
-/// Market data storage: ticks and candles.
+/// The durable store: market data (ticks, candles), entity journals and snapshots, leases,
+/// users.
 #[async_trait]
 pub trait MarketStore: Send + Sync + 'static {
     /// Submits a write; it is applied in submission order.
@@ -160,6 +197,20 @@ pub trait MarketStore: Send + Sync + 'static {
             epoch,
         })
     }
+
+    /// The newest snapshot of `kind/key`: `(seq, state)`.
+    async fn snapshot(&self, kind: &str, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Journal entries of `kind/key` with `seq > after`, in order.
+    async fn journal_after(
+        &self,
+        kind: &str,
+        key: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// The user registered as `username`.
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
 
     /// Commits what is pending and stops accepting writes.
     async fn close(&self) -> Result<(), StoreError>;

@@ -7,7 +7,7 @@
 //! processes may share one file: `busy_timeout` makes their writers take turns.
 
 use crate::records::{Candle, Interval, Side, Tick};
-use crate::{Ack, MarketStore, StoreError, Write};
+use crate::{Ack, MarketStore, StoreError, UserRecord, Write};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
@@ -48,6 +48,27 @@ const MIGRATIONS: &[&str] = &[
         epoch INTEGER NOT NULL,
         PRIMARY KEY (kind, key)
     ) WITHOUT ROWID;",
+    // 3: entity journals and snapshots (books, accounts), users.
+    "CREATE TABLE journal (
+        kind  TEXT    NOT NULL,
+        key   TEXT    NOT NULL,
+        seq   INTEGER NOT NULL,
+        entry BLOB    NOT NULL,
+        PRIMARY KEY (kind, key, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE snapshots (
+        kind  TEXT    NOT NULL,
+        key   TEXT    NOT NULL,
+        seq   INTEGER NOT NULL,
+        state BLOB    NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE users (
+        user_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        username      TEXT    NOT NULL UNIQUE,
+        password_hash TEXT    NOT NULL,
+        created_at    INTEGER NOT NULL
+    );",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -296,6 +317,57 @@ fn apply(
             .execute(params![kind, key, *epoch as i64])?;
             Ok(Ok(0))
         }
+        Write::Journal {
+            kind,
+            key,
+            seq,
+            entry,
+        } => {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO journal (kind, key, seq, entry) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![kind, key, *seq as i64, entry])?;
+            if added == 0 {
+                return Ok(Err(StoreError::Conflict(format!(
+                    "{kind}/{key}: journal entry {seq} already exists"
+                ))));
+            }
+            Ok(Ok(0))
+        }
+        Write::Snapshot {
+            kind,
+            key,
+            seq,
+            state,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO snapshots (kind, key, seq, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, key) DO UPDATE SET seq = ?3, state = ?4",
+            )?
+            .execute(params![kind, key, *seq as i64, state])?;
+            tx.prepare_cached("DELETE FROM journal WHERE kind = ?1 AND key = ?2 AND seq <= ?3")?
+                .execute(params![kind, key, *seq as i64])?;
+            Ok(Ok(0))
+        }
+        Write::CreateUser {
+            username,
+            password_hash,
+            created_at,
+        } => {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO users (username, password_hash, created_at)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![username, password_hash, created_at])?;
+            if added == 0 {
+                return Ok(Err(StoreError::Conflict(format!(
+                    "username '{username}' is taken"
+                ))));
+            }
+            Ok(Ok(tx.last_insert_rowid() as u64))
+        }
     }
 }
 
@@ -316,7 +388,11 @@ fn rows(write: &Write) -> usize {
         Write::Ticks(t) => t.len(),
         Write::Candles { candles, .. } => candles.len(),
         Write::Fenced { write, .. } => rows(write),
-        Write::AcquireLease { .. } | Write::ReleaseLease { .. } => 1,
+        Write::AcquireLease { .. }
+        | Write::ReleaseLease { .. }
+        | Write::Journal { .. }
+        | Write::Snapshot { .. }
+        | Write::CreateUser { .. } => 1,
     }
 }
 
@@ -549,6 +625,60 @@ impl MarketStore for SqliteStore {
                 params![kind, key],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
             )
+            .optional()
+        })
+        .await
+    }
+
+    async fn snapshot(&self, kind: &str, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            c.prepare_cached("SELECT seq, state FROM snapshots WHERE kind = ?1 AND key = ?2")?
+                .query_row(params![kind, key], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn journal_after(
+        &self,
+        kind: &str,
+        key: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, entry FROM journal WHERE kind = ?1 AND key = ?2 AND seq > ?3
+                 ORDER BY seq ASC",
+            )?;
+            let rows = stmt.query_map(params![kind, key, after as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let username = username.to_string();
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            c.prepare_cached(
+                "SELECT user_id, username, password_hash, created_at FROM users
+                 WHERE username = ?1",
+            )?
+            .query_row(params![username], |r| {
+                Ok(UserRecord {
+                    user_id: r.get::<_, i64>(0)? as u64,
+                    username: r.get(1)?,
+                    password_hash: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
             .optional()
         })
         .await

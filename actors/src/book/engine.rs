@@ -21,7 +21,8 @@ pub enum Side {
 }
 
 impl Side {
-    fn opposite(self) -> Side {
+    /// The other side.
+    pub fn opposite(self) -> Side {
         match self {
             Side::Buy => Side::Sell,
             Side::Sell => Side::Buy,
@@ -109,6 +110,16 @@ pub enum Event {
     Rejected { id: u64, reason: Reject },
 }
 
+/// A resting order as a snapshot keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resting {
+    pub id: u64,
+    pub owner: u64,
+    pub side: Side,
+    pub price: u64,
+    pub remaining: u64,
+}
+
 const NONE: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
@@ -180,6 +191,47 @@ impl Book {
                 .map(|(p, l)| (*p, l.qty))
                 .collect(),
         }
+    }
+
+    /// The quantity resting at `price` on `side` (0 when no level).
+    pub fn level_qty(&self, side: Side, price: u64) -> u64 {
+        let levels = match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        };
+        levels.get(&price).map_or(0, |l| l.qty)
+    }
+
+    /// Every resting order in time priority within each level (bids, then asks): with
+    /// [`Book::restore`], a snapshot that rebuilds the exact same book.
+    pub fn resting_orders(&self) -> Vec<Resting> {
+        let mut out = Vec::with_capacity(self.index.len());
+        for levels in [&self.bids, &self.asks] {
+            for level in levels.values() {
+                let mut slot = level.head;
+                while slot != NONE {
+                    let n = &self.slab[slot as usize];
+                    out.push(Resting {
+                        id: n.id,
+                        owner: n.owner,
+                        side: n.side,
+                        price: n.price,
+                        remaining: n.remaining,
+                    });
+                    slot = n.next;
+                }
+            }
+        }
+        out
+    }
+
+    /// Rebuilds a book from [`Book::resting_orders`].
+    pub fn restore(resting: &[Resting]) -> Book {
+        let mut book = Book::new();
+        for r in resting {
+            book.push_back(r.id, r.owner, r.side, r.price, r.remaining);
+        }
+        book
     }
 
     /// A resting order's `(side, price, remaining)`.

@@ -248,7 +248,7 @@ impl Entity for Symbol {
         _ctx: &EntityContext,
     ) -> Result<StreamGrant, String> {
         let channel = Channel::parse(&req.channel, &self.deps.markets)?;
-        if channel.publisher().1 != self.market.symbol {
+        if channel.publisher() != (KIND, self.market.symbol.clone()) {
             return Err(format!(
                 "channel '{}' is not published by {}",
                 req.channel, self.market.symbol
@@ -258,7 +258,7 @@ impl Entity for Symbol {
             Channel::Ticker(_) => {
                 Some(view::ticker(&self.market, &self.ticker_stats()).to_string())
             }
-            Channel::Trades(_) => None,
+            Channel::Trades(_) | Channel::Book(_) | Channel::Orders(_) => None,
             Channel::Candles(_, interval) => self
                 .candles
                 .open_candle(*interval)

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Parses `?k=v` against the allowed keys; unknown keys are refused.
-fn query(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+pub fn query(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     match q.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(ApiError::bad_request(format!(
             "unknown query parameter '{k}' (allowed: {})",
@@ -20,7 +20,7 @@ fn query(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> 
     }
 }
 
-fn number<T: std::str::FromStr>(
+pub fn number<T: std::str::FromStr>(
     q: &HashMap<String, String>,
     key: &str,
 ) -> Result<Option<T>, ApiError> {
@@ -33,7 +33,7 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
     let l = number::<usize>(q, "limit")?.unwrap_or(default);
     if l == 0 || l > max {
         return Err(ApiError::bad_request(format!("'limit' must be 1..={max}")));

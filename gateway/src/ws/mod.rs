@@ -32,6 +32,16 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Connection {
     pub subs: Subscriptions,
     limiter: RateLimiter,
+    pub state: Arc<GatewayState>,
+}
+
+impl Connection {
+    /// The logged-in user, or `unauthorized`.
+    pub fn user(&self) -> Result<u64, ApiError> {
+        self.subs.user().ok_or_else(|| {
+            ApiError::unauthorized("log in first: op 'auth' with a token, or ?token= on /ws")
+        })
+    }
 }
 
 /// A parsed request envelope.
@@ -80,14 +90,18 @@ fn response(id: &Value, result: Result<Value, ApiError>) -> String {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve(ws: WebSocket, state: Arc<GatewayState>) {
+pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<u64>) {
     let (mut tx, mut rx) = ws.split();
     let settings = state.settings.clone();
     let outbox = Outbox::new(settings.outbound_queue);
     let mut conn = Connection {
         subs: Subscriptions::new(state.clone(), outbox.clone()),
         limiter: RateLimiter::new(settings.requests_per_sec, Instant::now()),
+        state: state.clone(),
     };
+    if let Some(user) = user {
+        conn.subs.set_user(user);
+    }
     let mut shutdown = state.shutdown.clone();
     let idle = Duration::from_secs(settings.idle_timeout_s);
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));

@@ -1,6 +1,8 @@
 //! WebSocket ops (PROTOCOL.md "WebSocket"), one module each: parse the op's fields (unknown
 //! fields refused), apply it to the connection, encode the result.
 
+pub mod auth;
+pub mod order;
 pub mod ping;
 pub mod subscribe;
 pub mod unsubscribe;
@@ -18,12 +20,8 @@ pub struct Outcome {
     pub frames: Vec<Arc<Frame>>,
 }
 
-/// Ops named in PROTOCOL.md that later issues implement (trading, chat, alerts, auth).
+/// Ops named in PROTOCOL.md that later issues implement (chat, alerts).
 const NOT_YET: &[&str] = &[
-    "auth",
-    "order.place",
-    "order.cancel",
-    "order.list",
     "chat.send",
     "chat.history",
     "alert.create",
@@ -47,6 +45,10 @@ pub async fn apply(
         "subscribe" => subscribe::apply(conn, fields(op, body)?).await,
         "unsubscribe" => unsubscribe::apply(conn, fields(op, body)?),
         "ping" => ping::apply(fields(op, body)?),
+        "auth" => auth::apply(conn, fields(op, body)?),
+        "order.place" => order::place(conn, fields(op, body)?).await,
+        "order.cancel" => order::cancel(conn, fields(op, body)?).await,
+        "order.list" => order::list(conn, fields(op, body)?).await,
         op if NOT_YET.contains(&op) => Err(ApiError::bad_request(format!(
             "op '{op}' is not available on this server yet"
         ))),

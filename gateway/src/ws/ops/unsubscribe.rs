@@ -19,8 +19,8 @@ pub fn apply(conn: &mut Connection, req: Unsubscribe) -> Result<Outcome, ApiErro
     let channels = conn.subs.parse_all(&req.channels)?;
     let dropped: Vec<String> = channels
         .iter()
-        .map(|c| c.name())
-        .filter(|n| conn.subs.unsubscribe(n))
+        .filter(|c| conn.subs.unsubscribe(&c.name()))
+        .map(|c| c.public_name())
         .collect();
     Ok(Outcome {
         result: json!({"unsubscribed": dropped}),

@@ -1,0 +1,281 @@
+//! The ledger alone, and the whole saga's money logic as a pure simulation: accounts hold,
+//! a book matches, updates reach the accounts late, twice, out of order or only through a
+//! reconciliation poll, and per asset the sum over accounts never changes.
+
+use super::*;
+use crate::book::engine::{Kind, Order};
+use crate::book::state::{Answer, BookState, Command};
+use crate::trading::{Status, order_id};
+use bourse_config::Settings;
+use proptest::prelude::*;
+
+fn markets() -> Markets {
+    Settings::from_sources("", std::iter::empty()).unwrap().1
+}
+
+fn granted(markets: &Markets) -> Ledger {
+    let mut l = Ledger::default();
+    l.apply(
+        &Entry::Grant {
+            assets: vec![("KRW".into(), 1_000_000), ("BTC".into(), 1_000)],
+        },
+        markets,
+    )
+    .unwrap();
+    l
+}
+
+fn record(user: u64, n: u32, side: Side, price: u64, qty: u64) -> OrderRecord {
+    OrderRecord {
+        order_id: order_id(user, n),
+        client_order_id: Some(format!("c{n}")),
+        symbol: "KRW-BTC".into(),
+        side,
+        price: Some(price),
+        protect: None,
+        qty,
+        tif: TimeInForce::Gtc,
+        post_only: false,
+        state: OrderState::new(order_id(user, n)),
+        hold_left: 0,
+        pending: true,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+#[test]
+fn a_buy_holds_quote_and_settles_with_price_improvement() {
+    let m = markets();
+    let mut l = granted(&m);
+    // KRW-BTC: 1 tick × 1 lot = 10 KRW units; price 100 ticks × 5 lots = 5,000 units.
+    l.apply(
+        &Entry::Reserve {
+            order: record(1, 1, Side::Buy, 100, 5),
+        },
+        &m,
+    )
+    .unwrap();
+    assert_eq!(
+        l.balance("KRW"),
+        Balance {
+            available: 995_000,
+            held: 5_000
+        }
+    );
+    let id = order_id(1, 1);
+    let fill = OrderState {
+        status: Status::PartiallyFilled,
+        filled: 2,
+        cost: 2 * 90,
+        last_trade: 1,
+        ..OrderState::new(id)
+    };
+    l.apply(&Entry::Apply { state: fill, ts: 1 }, &m).unwrap();
+    // Released 2 lots at 100 (2,000), paid 1,800, got 2 BTC lots.
+    assert_eq!(
+        l.balance("KRW"),
+        Balance {
+            available: 995_200,
+            held: 3_000
+        }
+    );
+    assert_eq!(l.balance("BTC").available, 1_002);
+    // The same state again changes nothing.
+    assert_eq!(
+        l.apply(&Entry::Apply { state: fill, ts: 2 }, &m).unwrap(),
+        None
+    );
+    let cancelled = OrderState {
+        status: Status::Cancelled,
+        ..fill
+    };
+    l.apply(
+        &Entry::Apply {
+            state: cancelled,
+            ts: 3,
+        },
+        &m,
+    )
+    .unwrap();
+    assert_eq!(
+        l.balance("KRW"),
+        Balance {
+            available: 998_200,
+            held: 0
+        }
+    );
+    assert!(l.holds_add_up(&m));
+}
+
+#[test]
+fn a_reserve_beyond_the_balance_is_refused() {
+    let m = markets();
+    let mut l = granted(&m);
+    let err = l
+        .apply(
+            &Entry::Reserve {
+                order: record(1, 1, Side::Sell, 100, 1_001),
+            },
+            &m,
+        )
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Negative { .. }), "{err}");
+    assert_eq!(
+        l.balance("BTC"),
+        Balance {
+            available: 1_000,
+            held: 0
+        }
+    );
+}
+
+/// What happens to one update on its way from the book to an account.
+#[derive(Debug, Clone, Copy)]
+enum Delivery {
+    Now,
+    Twice,
+    Late,
+    Lost,
+}
+
+fn delivery() -> impl Strategy<Value = Delivery> {
+    prop_oneof![5 => Just(Delivery::Now), 1 => Just(Delivery::Twice), 2 => Just(Delivery::Late), 1 => Just(Delivery::Lost)]
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Place {
+        user: u64,
+        side: Side,
+        price: u64,
+        qty: u64,
+        market: bool,
+    },
+    Cancel {
+        user: u64,
+        pick: usize,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+    prop_oneof![
+        4 => (0u64..3, side, 95u64..=105, 1u64..=40, 0u8..6).prop_map(|(user, side, price, qty, k)| Step::Place {
+            user, side, price, qty, market: k == 0
+        }),
+        1 => (0u64..3, any::<usize>()).prop_map(|(user, pick)| Step::Cancel { user, pick }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn the_saga_conserves_every_asset_whatever_happens_to_updates(
+        steps in prop::collection::vec((step(), delivery()), 1..120)
+    ) {
+        let m = markets();
+        let mk = m.get("KRW-BTC").unwrap().clone();
+        let mut ledgers: Vec<Ledger> = (0..3).map(|_| granted(&m)).collect();
+        let mut book = BookState::new();
+        let grants: BTreeMap<String, u128> = {
+            let mut t = BTreeMap::new();
+            for l in &ledgers {
+                for (a, v) in l.totals() {
+                    *t.entry(a).or_default() += v;
+                }
+            }
+            t
+        };
+        let mut late: Vec<(usize, OrderState)> = Vec::new();
+        for (i, (step, how)) in steps.into_iter().enumerate() {
+            let ts = i as i64;
+            let cmd = match step {
+                Step::Place { user, side, price, qty, market } => {
+                    let l = &mut ledgers[user as usize];
+                    let n = l.next_order_number();
+                    let id = order_id(user + 1, n);
+                    let protect = (market && side == Side::Buy).then(|| {
+                        crate::book::state::market_buy_protect(
+                            book.engine().best().1, book.last_price(), 100, 10)
+                    });
+                    let mut rec = record(user + 1, n, side, price, qty);
+                    rec.order_id = id;
+                    rec.state = OrderState::new(id);
+                    rec.price = (!market).then_some(price);
+                    rec.protect = protect;
+                    let (asset, need) = hold_for(&mk, side, rec.price.or(protect), qty);
+                    if l.balance(&asset).available < need {
+                        continue; // insufficient_funds: nothing happens
+                    }
+                    l.apply(&Entry::Reserve { order: rec }, &m).unwrap();
+                    let kind = if market { Kind::Market { protect } } else { Kind::Limit { price } };
+                    Command::Submit {
+                        order: Order { id, owner: user + 1, side, kind, qty, tif: TimeInForce::Gtc, post_only: false },
+                        ts,
+                    }
+                }
+                Step::Cancel { user, pick } => {
+                    let open: Vec<u64> = ledgers[user as usize].orders().filter(|o| o.is_open()).map(|o| o.order_id).collect();
+                    if open.is_empty() {
+                        continue;
+                    }
+                    Command::Cancel { order_id: open[pick % open.len()], owner: user + 1, ts }
+                }
+            };
+            let out = book.apply(&cmd);
+            // The asker gets its answer directly.
+            if let Answer::Order(s) = out.answer {
+                let owner = (crate::trading::owner_of(s.order_id) - 1) as usize;
+                ledgers[owner].apply(&Entry::Apply { state: s, ts }, &m).unwrap();
+            }
+            for (owner, s) in out.updates {
+                let who = (owner - 1) as usize;
+                match how {
+                    Delivery::Now => { ledgers[who].apply(&Entry::Apply { state: s, ts }, &m).unwrap(); }
+                    Delivery::Twice => {
+                        ledgers[who].apply(&Entry::Apply { state: s, ts }, &m).unwrap();
+                        ledgers[who].apply(&Entry::Apply { state: s, ts }, &m).unwrap();
+                    }
+                    Delivery::Late => late.push((who, s)),
+                    Delivery::Lost => {}
+                }
+            }
+            // Late updates arrive in reverse order: older states must not undo newer ones.
+            if i % 5 == 4 {
+                for (who, s) in late.drain(..).rev() {
+                    ledgers[who].apply(&Entry::Apply { state: s, ts }, &m).unwrap();
+                }
+            }
+            for l in &ledgers {
+                prop_assert!(l.holds_add_up(&m));
+            }
+        }
+        // Reconciliation: every account asks the book for its open orders.
+        for l in ledgers.iter_mut() {
+            let open: Vec<u64> = l.orders().filter(|o| o.is_open()).map(|o| o.order_id).collect();
+            for id in open {
+                if let Some(t) = book.order(id) {
+                    l.apply(&Entry::Apply { state: t.state, ts: 1_000_000 }, &m).unwrap();
+                }
+            }
+        }
+        let mut totals: BTreeMap<String, u128> = BTreeMap::new();
+        for l in &ledgers {
+            prop_assert!(l.holds_add_up(&m));
+            for (a, v) in l.totals() {
+                *totals.entry(a).or_default() += v;
+            }
+        }
+        prop_assert_eq!(totals, grants, "no money created or destroyed");
+        // Every account agrees with the book about every order it still tracks.
+        for l in &ledgers {
+            for o in l.orders() {
+                if let Some(t) = book.order(o.order_id) {
+                    prop_assert_eq!(o.state, t.state);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! Accounts: the pure [`ledger`] and the `account` entity (key: the user id), which is also
+//! the coordinator of the order saga (DESIGN.md "Entities"):
+//!
+//! 1. `Place`: a repeated `client_order_id` answers the original order. Otherwise the hold is
+//!    checked (`insufficient_funds`), the order and its hold are journaled (*reserved*), and
+//!    the book is asked to match it.
+//! 2. The book journals the match before it answers; the account applies the answer (fills,
+//!    release) and journals that before the client hears back.
+//! 3. The counterparties' accounts get the book's reports; settlement is idempotent because
+//!    a report is the order's cumulative state (see [`crate::trading`]).
+//! 4. If the book cannot be reached, the account *voids* the order at the book: the book
+//!    either reports the order (it did arrive) or records that it never will accept it, and
+//!    only then is the hold released. A void that cannot be delivered either leaves the order
+//!    reserved and the client gets `unavailable`; the account's clock retries the void until
+//!    the book answers, so the hold is released as soon as that is certain.
+//! 5. Reports lost on the way (a node died) are recovered by reconciliation: on activation
+//!    and every [`RECONCILE_EVERY`], the account asks the books for its open orders' states.
+//!
+//! Every change to the ledger is journaled (epoch-fenced under the account's lease) before
+//! anyone is told about it; the user's `orders` channel carries each order change.
+
+pub mod ledger;
+pub mod view;
+
+use crate::book::engine::{Kind, Order, Reject, Side};
+use crate::book::state::market_buy_protect;
+use crate::book::{BookEntity, BookMsg, BookReply};
+use crate::symbol::now_ms;
+use crate::trading::{OrderRequest, OrderState, Status, TradeError, order_id, owner_of};
+use bourse_cluster::hub::Delivery;
+use bourse_cluster::{
+    Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest, wire,
+};
+use bourse_config::Markets;
+use bourse_storage::{Fence, MarketStore, StoreError, Write};
+use ledger::{Balance, Entry, Ledger, OrderRecord, hold_for};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The entity kind name.
+pub const KIND: &str = "account";
+/// How often an account asks the books for the state of its open orders.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// A reserved order the book has not confirmed for this long is voided by the clock.
+pub const PENDING_GRACE_MS: i64 = 2_000;
+
+/// The internal channel name of a user's `orders` stream (clients see `orders`).
+pub fn orders_channel(user: &str) -> String {
+    format!("orders@{user}")
+}
+
+/// What an account accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AccountMsg {
+    Place(OrderRequest),
+    Cancel(u64),
+    Get(u64),
+    /// Orders, newest first, optionally of one symbol and open (`Some(true)`) or done.
+    List {
+        symbol: Option<String>,
+        open: Option<bool>,
+    },
+    Balances,
+    /// A book's report of one of this account's orders.
+    Update(OrderState),
+}
+
+/// What an account answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AccountReply {
+    /// `created` is false when a `client_order_id` matched an earlier order.
+    Placed {
+        order: OrderRecord,
+        created: bool,
+    },
+    Order(OrderRecord),
+    Orders(Vec<OrderRecord>),
+    Balances(BTreeMap<String, Balance>),
+    Done,
+    Error(TradeError),
+}
+
+/// What every account on a node shares.
+pub struct AccountDeps {
+    pub store: Arc<dyn MarketStore>,
+    pub markets: Markets,
+    /// Demo balances of a new account, in balance units.
+    pub grants: Vec<(String, u128)>,
+    pub market_protect_pct: u32,
+    pub max_open_orders: usize,
+    pub snapshot_every: u64,
+    pub replay_events: usize,
+}
+
+/// The entity state.
+pub struct Account {
+    user: u64,
+    key: String,
+    deps: Arc<AccountDeps>,
+    sharding: Sharding,
+    fence: Fence,
+    /// Fenced, or a journal write failed: stop and rebuild from storage.
+    stop: bool,
+    ledger: Ledger,
+    seq: u64,
+    since_snapshot: u64,
+    log: StreamLog,
+    channel: String,
+    last_reconcile: Option<Instant>,
+}
+
+fn storage(e: StoreError) -> EntityError {
+    EntityError::new(e.to_string())
+}
+
+impl Entity for Account {
+    const KIND: &'static str = KIND;
+    const TICK_EVERY: Option<Duration> = Some(Duration::from_secs(1));
+
+    type Msg = AccountMsg;
+    type Reply = AccountReply;
+    type Deps = AccountDeps;
+
+    async fn activate(ctx: &EntityContext, deps: &Arc<AccountDeps>) -> Result<Self, EntityError> {
+        let user: u64 = ctx
+            .key
+            .parse()
+            .map_err(|_| EntityError::new(format!("account key '{}' is not a user id", ctx.key)))?;
+        let store = &deps.store;
+        store.flush().await.map_err(storage)?;
+        let fence = store
+            .acquire_lease(KIND, &ctx.key, ctx.sharding.node())
+            .await
+            .map_err(storage)?;
+        let (mut seq, mut ledger) = match store.snapshot(KIND, &ctx.key).await.map_err(storage)? {
+            Some((seq, bytes)) => (
+                seq,
+                wire::decode(&bytes)
+                    .map_err(|e| EntityError::new(format!("account {} snapshot: {e}", ctx.key)))?,
+            ),
+            None => (0, Ledger::default()),
+        };
+        let entries = store
+            .journal_after(KIND, &ctx.key, seq)
+            .await
+            .map_err(storage)?;
+        for (at, bytes) in &entries {
+            let entry: Entry = wire::decode(bytes)
+                .map_err(|e| EntityError::new(format!("account {} entry {at}: {e}", ctx.key)))?;
+            ledger
+                .apply(&entry, &deps.markets)
+                .map_err(|e| EntityError::new(format!("account {} entry {at}: {e}", ctx.key)))?;
+            seq = *at;
+        }
+        let epoch = bourse_cluster::stream::new_epoch(now_ms());
+        ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
+        let mut account = Account {
+            user,
+            key: ctx.key.clone(),
+            deps: deps.clone(),
+            sharding: ctx.sharding.clone(),
+            fence,
+            stop: false,
+            ledger,
+            seq,
+            since_snapshot: entries.len() as u64,
+            log: StreamLog::new(epoch, deps.replay_events),
+            channel: orders_channel(&ctx.key),
+            last_reconcile: None,
+        };
+        if !account.ledger.granted() {
+            let grant = Entry::Grant {
+                assets: deps.grants.clone(),
+            };
+            account.record(&grant).await.map_err(|e| {
+                EntityError::new(format!("granting demo balances to {}: {e}", ctx.key))
+            })?;
+        }
+        Ok(account)
+    }
+
+    async fn handle(&mut self, msg: AccountMsg, _ctx: &EntityContext) -> AccountReply {
+        if self.stop {
+            return AccountReply::Error(TradeError::Unavailable(format!(
+                "account {} is restarting; retry",
+                self.key
+            )));
+        }
+        match msg {
+            AccountMsg::Place(req) => self.place(req).await,
+            AccountMsg::Cancel(id) => self.cancel(id).await,
+            AccountMsg::Get(id) => match self.ledger.order(id) {
+                Some(o) => AccountReply::Order(o.clone()),
+                None => AccountReply::Error(not_found(id)),
+            },
+            AccountMsg::List { symbol, open } => AccountReply::Orders(
+                self.ledger
+                    .orders()
+                    .rev()
+                    .filter(|o| symbol.as_ref().is_none_or(|s| *s == o.symbol))
+                    .filter(|o| open.is_none_or(|want| o.is_open() == want))
+                    .cloned()
+                    .collect(),
+            ),
+            AccountMsg::Balances => AccountReply::Balances(self.ledger.balances().clone()),
+            AccountMsg::Update(state) => {
+                if owner_of(state.order_id) == self.user {
+                    self.absorb(state).await;
+                }
+                AccountReply::Done
+            }
+        }
+    }
+
+    async fn on_tick(&mut self, _ctx: &EntityContext) {
+        if self.stop {
+            return;
+        }
+        let now = now_ms();
+        let stale: Vec<(u64, String)> = self
+            .ledger
+            .orders()
+            .filter(|o| o.pending && o.created_at < now - PENDING_GRACE_MS)
+            .map(|o| (o.order_id, o.symbol.clone()))
+            .collect();
+        for (id, symbol) in stale {
+            if let Ok(BookReply::Order(s)) = self
+                .sharding
+                .ask::<BookEntity>(&symbol, BookMsg::Void(id))
+                .await
+            {
+                self.absorb(s).await;
+            }
+        }
+        if self
+            .last_reconcile
+            .is_some_and(|t| t.elapsed() < RECONCILE_EVERY)
+        {
+            return;
+        }
+        self.last_reconcile = Some(Instant::now());
+        let mut by_symbol: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for o in self.ledger.orders().filter(|o| o.is_open() && !o.pending) {
+            by_symbol
+                .entry(o.symbol.clone())
+                .or_default()
+                .push(o.order_id);
+        }
+        for (symbol, ids) in by_symbol {
+            match self
+                .sharding
+                .ask::<BookEntity>(&symbol, BookMsg::Query(ids))
+                .await
+            {
+                Ok(BookReply::States(states)) => {
+                    for s in states {
+                        self.absorb(s).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(account = %self.key, %symbol, error = %e, "reconciliation deferred");
+                    self.last_reconcile = None;
+                }
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        req: StreamRequest,
+        _ctx: &EntityContext,
+    ) -> Result<StreamGrant, String> {
+        if req.channel != self.channel {
+            return Err(format!("channel '{}' is not this account's", req.channel));
+        }
+        Ok(self.log.subscribe(&req, now_ms(), None, false))
+    }
+
+    fn unsubscribe(&mut self, channel: &str, node: &str) {
+        self.log.unsubscribe(channel, node);
+    }
+
+    fn fenced(&self) -> bool {
+        self.stop
+    }
+
+    async fn passivate(&mut self, _ctx: &EntityContext) {
+        if self.stop {
+            return;
+        }
+        self.write_snapshot();
+        let release = Write::ReleaseLease {
+            kind: KIND.into(),
+            key: self.key.clone(),
+            epoch: self.fence.epoch,
+        };
+        if let Err(e) = self.deps.store.submit(release).wait().await {
+            tracing::error!(account = %self.key, error = %e, "releasing the account lease failed");
+        }
+    }
+}
+
+fn not_found(id: u64) -> TradeError {
+    TradeError::NotFound(format!("no order {id}"))
+}
+
+impl Account {
+    async fn place(&mut self, req: OrderRequest) -> AccountReply {
+        if let Some(c) = &req.client_order_id
+            && let Some(o) = self.ledger.by_client_id(c)
+        {
+            return AccountReply::Placed {
+                order: o.clone(),
+                created: false,
+            };
+        }
+        let Some(market) = self.deps.markets.get(&req.symbol).cloned() else {
+            return AccountReply::Error(TradeError::BadRequest(format!(
+                "unknown symbol '{}'",
+                req.symbol
+            )));
+        };
+        if self.ledger.open_orders() >= self.deps.max_open_orders {
+            return AccountReply::Error(TradeError::BadRequest(format!(
+                "at most {} open orders per account",
+                self.deps.max_open_orders
+            )));
+        }
+        // A market buy holds qty × a protective price and never pays more than it.
+        let protect = match (req.price, req.side) {
+            (None, Side::Buy) => {
+                match self
+                    .sharding
+                    .ask::<BookEntity>(&req.symbol, BookMsg::Quote)
+                    .await
+                {
+                    Ok(BookReply::Quote { best_ask, last, .. }) => Some(market_buy_protect(
+                        best_ask,
+                        last,
+                        market.initial_price,
+                        self.deps.market_protect_pct,
+                    )),
+                    Ok(_) => None,
+                    Err(e) => return AccountReply::Error(TradeError::Unavailable(e.to_string())),
+                }
+            }
+            _ => None,
+        };
+        let (asset, need) = hold_for(&market, req.side, req.price.or(protect), req.qty);
+        let have = self.ledger.balance(&asset).available;
+        if have < need {
+            let step = self.deps.markets.asset(&asset);
+            let fmt = |v: u128| step.map_or(v.to_string(), |s| s.format_wide(v));
+            return AccountReply::Error(TradeError::InsufficientFunds(format!(
+                "needs {} {asset} available, has {}",
+                fmt(need),
+                fmt(have)
+            )));
+        }
+        let id = order_id(self.user, self.ledger.next_order_number());
+        let now = now_ms();
+        let record = OrderRecord {
+            order_id: id,
+            client_order_id: req.client_order_id.clone(),
+            symbol: req.symbol.clone(),
+            side: req.side,
+            price: req.price,
+            protect,
+            qty: req.qty,
+            tif: req.tif,
+            post_only: req.post_only,
+            state: OrderState::new(id),
+            hold_left: 0,
+            pending: true,
+            created_at: now,
+            updated_at: now,
+        };
+        if let Err(e) = self.record(&Entry::Reserve { order: record }).await {
+            return AccountReply::Error(e);
+        }
+        let order = Order {
+            id,
+            owner: self.user,
+            side: req.side,
+            kind: match req.price {
+                Some(price) => Kind::Limit { price },
+                None => Kind::Market { protect },
+            },
+            qty: req.qty,
+            tif: req.tif,
+            post_only: req.post_only,
+        };
+        let answer = self
+            .sharding
+            .ask::<BookEntity>(&req.symbol, BookMsg::Submit(order))
+            .await;
+        let state = match answer {
+            Ok(BookReply::Order(s)) => s,
+            other => {
+                let why = match other {
+                    Ok(BookReply::Failed(m)) => m,
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unexpected answer from the book".into(),
+                };
+                tracing::warn!(account = %self.key, order = id, %why, "book did not confirm an order; voiding it");
+                match self
+                    .sharding
+                    .ask::<BookEntity>(&req.symbol, BookMsg::Void(id))
+                    .await
+                {
+                    Ok(BookReply::Order(s)) => s,
+                    _ => {
+                        return AccountReply::Error(TradeError::Unavailable(format!(
+                            "book {} is unavailable ({why}); the order was not placed and its hold is released once the book confirms",
+                            req.symbol
+                        )));
+                    }
+                }
+            }
+        };
+        self.absorb(state).await;
+        let Some(order) = self.ledger.order(id).cloned() else {
+            return AccountReply::Error(TradeError::Internal("order vanished".into()));
+        };
+        if order.state.status == Status::Rejected {
+            return AccountReply::Error(match order.state.reject {
+                Some(Reject::WouldTake) => {
+                    TradeError::BadRequest("post_only order would take liquidity; rejected".into())
+                }
+                Some(r) => TradeError::BadRequest(format!("order rejected by the book: {r:?}")),
+                None => TradeError::Unavailable(format!(
+                    "book {} was unavailable; the order was not placed and its hold is released",
+                    req.symbol
+                )),
+            });
+        }
+        AccountReply::Placed {
+            order,
+            created: true,
+        }
+    }
+
+    async fn cancel(&mut self, id: u64) -> AccountReply {
+        let Some(order) = self.ledger.order(id).cloned() else {
+            return AccountReply::Error(not_found(id));
+        };
+        if !order.is_open() {
+            return AccountReply::Error(TradeError::Conflict(format!(
+                "order {id} is already {}",
+                order.state.status.as_str()
+            )));
+        }
+        let msg = if order.pending {
+            BookMsg::Void(id)
+        } else {
+            BookMsg::Cancel {
+                order_id: id,
+                owner: self.user,
+            }
+        };
+        match self.sharding.ask::<BookEntity>(&order.symbol, msg).await {
+            Ok(BookReply::Order(s)) => self.absorb(s).await,
+            Ok(BookReply::NotFound) => return AccountReply::Error(not_found(id)),
+            Ok(BookReply::Failed(m)) => return AccountReply::Error(TradeError::Unavailable(m)),
+            Ok(_) => {}
+            Err(e) => return AccountReply::Error(TradeError::Unavailable(e.to_string())),
+        }
+        match self.ledger.order(id) {
+            Some(o) if o.state.status.is_done() => AccountReply::Order(o.clone()),
+            Some(o) => AccountReply::Error(TradeError::Conflict(format!(
+                "order {id} could not be cancelled (status {})",
+                o.state.status.as_str()
+            ))),
+            None => AccountReply::Error(not_found(id)),
+        }
+    }
+
+    /// Applies a book's state of an order (if it is news), journals it, publishes it.
+    async fn absorb(&mut self, state: OrderState) {
+        let entry = Entry::Apply {
+            state,
+            ts: now_ms(),
+        };
+        if let Err(e) = self.record(&entry).await {
+            tracing::error!(account = %self.key, error = %e, "could not record an order update");
+        }
+    }
+
+    /// Applies an entry to the ledger, journals it, and publishes the order it changed.
+    /// An entry that changes nothing is not journaled.
+    async fn record(&mut self, entry: &Entry) -> Result<(), TradeError> {
+        let changed = match self.ledger.apply(entry, &self.deps.markets) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(account = %self.key, error = %e, "ledger refused an entry");
+                return Err(TradeError::Internal(
+                    "the account could not apply a change".into(),
+                ));
+            }
+        };
+        if changed.is_none() && !matches!(entry, Entry::Grant { .. }) {
+            return Ok(());
+        }
+        let bytes = wire::encode(entry).map_err(|e| {
+            self.stop = true;
+            TradeError::Internal(format!("encoding a journal entry: {e}"))
+        })?;
+        let write = Write::Journal {
+            kind: KIND.into(),
+            key: self.key.clone(),
+            seq: self.seq + 1,
+            entry: bytes,
+        }
+        .fenced(&self.fence);
+        if let Err(e) = self.deps.store.submit(write).wait().await {
+            tracing::error!(account = %self.key, error = %e, "account journal write failed; restarting from storage");
+            self.stop = true;
+            return Err(TradeError::Unavailable(format!(
+                "account {} could not be saved; retry",
+                self.key
+            )));
+        }
+        self.seq += 1;
+        self.since_snapshot += 1;
+        if let Some(id) = changed {
+            self.publish(id);
+        }
+        if self.since_snapshot >= self.deps.snapshot_every {
+            self.write_snapshot();
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, order_id: u64) {
+        let Some(o) = self.ledger.order(order_id) else {
+            return;
+        };
+        if o.pending {
+            return;
+        }
+        let data = view::order(&self.deps.markets, o).to_string();
+        let (event, nodes) = self.log.publish(&self.channel, now_ms(), data, false);
+        for node in nodes {
+            if self.sharding.deliver(KIND, &self.key, &node, &event) == Delivery::NoSubscribers {
+                self.log.unsubscribe(&self.channel, &node);
+            }
+        }
+    }
+
+    fn write_snapshot(&mut self) {
+        let bytes = match wire::encode(&self.ledger) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(account = %self.key, error = %e, "encoding an account snapshot failed");
+                return;
+            }
+        };
+        let _ = self.deps.store.submit(
+            Write::Snapshot {
+                kind: KIND.into(),
+                key: self.key.clone(),
+                seq: self.seq,
+                state: bytes,
+            }
+            .fenced(&self.fence),
+        );
+        self.since_snapshot = 0;
+    }
+}

@@ -1,0 +1,401 @@
+//! A book's whole deterministic state: the matching engine plus what it must remember about
+//! orders (their cumulative state for the accounts, recent finished ones for idempotency)
+//! and its fill counter. Pure: no actors, no I/O, time comes in with each command.
+//!
+//! The `book` entity journals each [`Command`] that changed the state and replays them on
+//! recovery; because [`BookState::apply`] depends only on the state and the command, replay
+//! rebuilds exactly the state that acknowledged orders saw.
+
+use super::engine::{Book, Event, Order, Reject, Resting, Side};
+use crate::trading::{OrderState, Status, owner_of};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// Finished orders are remembered at least this long (ms of command time), so a late
+/// resubmission or a reconciliation poll still finds them...
+pub const DONE_KEPT_MS: i64 = 10 * 60 * 1000;
+/// ...but no more of them than this.
+pub const DONE_KEPT_MAX: usize = 100_000;
+
+/// A journaled request to the book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Match an order, then rest what is left if it may.
+    Submit { order: Order, ts: i64 },
+    /// The owner cancels a resting order.
+    Cancel { order_id: u64, owner: u64, ts: i64 },
+    /// The owner's account gave up on an order it could not confirm: refuse it for good if it
+    /// has not arrived (a tombstone), or report its state if it has.
+    Void { order_id: u64, ts: i64 },
+}
+
+/// What a book remembers of one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub owner: u64,
+    pub side: Side,
+    pub qty: u64,
+    /// Where it rests (its limit price), once it rests.
+    pub price: Option<u64>,
+    pub state: OrderState,
+}
+
+/// One fill of the book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    pub trade_id: u64,
+    pub price: u64,
+    pub qty: u64,
+    pub taker_side: Side,
+}
+
+/// The answer to a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The order's state after the command.
+    Order(OrderState),
+    /// No such order of that owner.
+    NotFound,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the state changed: only then is the command journaled.
+    pub changed: bool,
+    pub answer: Answer,
+    /// Every order the command changed, with its owner and new state, in first-touch order.
+    pub updates: Vec<(u64, OrderState)>,
+    pub fills: Vec<Fill>,
+    /// Price levels whose resting quantity changed.
+    pub levels: Vec<(Side, u64)>,
+}
+
+impl Outcome {
+    fn unchanged(answer: Answer) -> Outcome {
+        Outcome {
+            changed: false,
+            answer,
+            updates: Vec::new(),
+            fills: Vec::new(),
+            levels: Vec::new(),
+        }
+    }
+}
+
+/// Everything a snapshot keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    resting: Vec<Resting>,
+    orders: Vec<(u64, Tracked)>,
+    done: Vec<(i64, u64)>,
+    next_trade: u64,
+    last_price: Option<u64>,
+}
+
+/// One book's state.
+#[derive(Debug, Clone)]
+pub struct BookState {
+    engine: Book,
+    orders: HashMap<u64, Tracked>,
+    /// Finished orders, oldest first, with the time they finished.
+    done: VecDeque<(i64, u64)>,
+    next_trade: u64,
+    last_price: Option<u64>,
+    scratch: Vec<Event>,
+}
+
+impl Default for BookState {
+    fn default() -> Self {
+        BookState {
+            engine: Book::new(),
+            orders: HashMap::new(),
+            done: VecDeque::new(),
+            next_trade: 1,
+            last_price: None,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl BookState {
+    /// An empty book.
+    pub fn new() -> BookState {
+        BookState::default()
+    }
+
+    /// The matching engine (depth, best prices).
+    pub fn engine(&self) -> &Book {
+        &self.engine
+    }
+
+    /// The last fill price.
+    pub fn last_price(&self) -> Option<u64> {
+        self.last_price
+    }
+
+    /// What the book knows of an order.
+    pub fn order(&self, order_id: u64) -> Option<&Tracked> {
+        self.orders.get(&order_id)
+    }
+
+    /// Every order the book tracks, open or recently finished.
+    pub fn orders(&self) -> impl Iterator<Item = (&u64, &Tracked)> {
+        self.orders.iter()
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        let outcome = match *cmd {
+            Command::Submit { order, ts } => self.submit(order, ts),
+            Command::Cancel {
+                order_id,
+                owner,
+                ts,
+            } => self.cancel(order_id, owner, ts),
+            Command::Void { order_id, ts } => self.void(order_id, ts),
+        };
+        if outcome.changed {
+            self.evict(cmd_ts(cmd));
+        }
+        outcome
+    }
+
+    fn submit(&mut self, order: Order, ts: i64) -> Outcome {
+        if let Some(t) = self.orders.get(&order.id) {
+            // A resubmission (or a voided id): the first answer stands.
+            return Outcome::unchanged(Answer::Order(t.state));
+        }
+        self.orders.insert(
+            order.id,
+            Tracked {
+                owner: order.owner,
+                side: order.side,
+                qty: order.qty,
+                price: None,
+                state: OrderState::new(order.id),
+            },
+        );
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        self.engine.place(order, &mut events);
+        let mut outcome = self.absorb(&events, ts);
+        self.scratch = events;
+        if let Some(t) = self.orders.get(&order.id) {
+            outcome.answer = Answer::Order(t.state);
+        }
+        outcome
+    }
+
+    fn cancel(&mut self, order_id: u64, owner: u64, ts: i64) -> Outcome {
+        let Some(t) = self.orders.get(&order_id).filter(|t| t.owner == owner) else {
+            return Outcome::unchanged(Answer::NotFound);
+        };
+        if t.state.status.is_done() {
+            return Outcome::unchanged(Answer::Order(t.state));
+        }
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        self.engine.cancel(order_id, &mut events);
+        let mut outcome = self.absorb(&events, ts);
+        self.scratch = events;
+        if let Some(t) = self.orders.get(&order_id) {
+            outcome.answer = Answer::Order(t.state);
+        }
+        outcome
+    }
+
+    fn void(&mut self, order_id: u64, ts: i64) -> Outcome {
+        if let Some(t) = self.orders.get(&order_id) {
+            return Outcome::unchanged(Answer::Order(t.state));
+        }
+        let state = OrderState {
+            status: Status::Rejected,
+            ..OrderState::new(order_id)
+        };
+        self.orders.insert(
+            order_id,
+            Tracked {
+                owner: owner_of(order_id),
+                side: Side::Buy,
+                qty: 0,
+                price: None,
+                state,
+            },
+        );
+        self.done.push_back((ts, order_id));
+        Outcome {
+            changed: true,
+            answer: Answer::Order(state),
+            updates: vec![(owner_of(order_id), state)],
+            fills: Vec::new(),
+            levels: Vec::new(),
+        }
+    }
+
+    /// Folds engine events into the tracked orders.
+    fn absorb(&mut self, events: &[Event], ts: i64) -> Outcome {
+        let mut touched: Vec<u64> = Vec::new();
+        let mut fills = Vec::new();
+        let mut levels = Vec::new();
+        let touch = |id: u64, touched: &mut Vec<u64>| {
+            if !touched.contains(&id) {
+                touched.push(id);
+            }
+        };
+        for e in events {
+            match *e {
+                Event::Accepted { id } => touch(id, &mut touched),
+                Event::Trade {
+                    taker,
+                    maker,
+                    price,
+                    qty,
+                    taker_side,
+                } => {
+                    let trade_id = self.next_trade;
+                    self.next_trade += 1;
+                    self.last_price = Some(price);
+                    fills.push(Fill {
+                        trade_id,
+                        price,
+                        qty,
+                        taker_side,
+                    });
+                    levels.push((taker_side.opposite(), price));
+                    for id in [taker, maker] {
+                        if let Some(t) = self.orders.get_mut(&id) {
+                            t.state.filled += qty;
+                            t.state.cost += u128::from(price) * u128::from(qty);
+                            t.state.last_trade = trade_id;
+                            t.state.status = if t.state.filled >= t.qty {
+                                Status::Filled
+                            } else {
+                                Status::PartiallyFilled
+                            };
+                        }
+                        touch(id, &mut touched);
+                    }
+                }
+                Event::Rested { id, price, .. } => {
+                    if let Some(t) = self.orders.get_mut(&id) {
+                        t.price = Some(price);
+                        levels.push((t.side, price));
+                    }
+                    touch(id, &mut touched);
+                }
+                Event::Cancelled { id, .. } => {
+                    if let Some(t) = self.orders.get_mut(&id) {
+                        t.state.status = Status::Cancelled;
+                        if let Some(p) = t.price {
+                            levels.push((t.side, p));
+                        }
+                    }
+                    touch(id, &mut touched);
+                }
+                Event::Expired { id, .. } => {
+                    if let Some(t) = self.orders.get_mut(&id) {
+                        t.state.status = Status::Expired;
+                    }
+                    touch(id, &mut touched);
+                }
+                Event::Rejected { id, reason } => {
+                    if let Some(t) = self.orders.get_mut(&id) {
+                        // A fill-or-kill that cannot fill expires (nothing happened to it);
+                        // anything else the book refused is rejected.
+                        t.state.status = if reason == Reject::CannotFill {
+                            Status::Expired
+                        } else {
+                            Status::Rejected
+                        };
+                        t.state.reject = Some(reason);
+                    }
+                    touch(id, &mut touched);
+                }
+            }
+        }
+        levels.sort_unstable_by_key(|(s, p)| (*s == Side::Sell, *p));
+        levels.dedup();
+        let mut updates = Vec::with_capacity(touched.len());
+        for id in touched {
+            if let Some(t) = self.orders.get(&id) {
+                if t.state.status.is_done() {
+                    self.done.push_back((ts, id));
+                }
+                updates.push((t.owner, t.state));
+            }
+        }
+        Outcome {
+            changed: true,
+            answer: Answer::NotFound,
+            updates,
+            fills,
+            levels,
+        }
+    }
+
+    /// Forgets finished orders past both retention bounds' reach.
+    fn evict(&mut self, now: i64) {
+        while let Some(&(at, id)) = self.done.front() {
+            if at >= now - DONE_KEPT_MS && self.done.len() <= DONE_KEPT_MAX {
+                break;
+            }
+            self.done.pop_front();
+            if self
+                .orders
+                .get(&id)
+                .is_some_and(|t| t.state.status.is_done())
+            {
+                self.orders.remove(&id);
+            }
+        }
+    }
+
+    /// The state to persist.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut orders: Vec<(u64, Tracked)> =
+            self.orders.iter().map(|(k, v)| (*k, v.clone())).collect();
+        orders.sort_unstable_by_key(|(k, _)| *k);
+        Snapshot {
+            resting: self.engine.resting_orders(),
+            orders,
+            done: self.done.iter().copied().collect(),
+            next_trade: self.next_trade,
+            last_price: self.last_price,
+        }
+    }
+
+    /// Rebuilds the state a snapshot was taken of.
+    pub fn restore(s: Snapshot) -> BookState {
+        BookState {
+            engine: Book::restore(&s.resting),
+            orders: s.orders.into_iter().collect(),
+            done: s.done.into_iter().collect(),
+            next_trade: s.next_trade,
+            last_price: s.last_price,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+fn cmd_ts(cmd: &Command) -> i64 {
+    match *cmd {
+        Command::Submit { ts, .. } | Command::Cancel { ts, .. } | Command::Void { ts, .. } => ts,
+    }
+}
+
+/// The protective price of a market buy: the best ask (else the last price, else
+/// `fallback`) plus `pct` percent, rounded up to a whole tick.
+pub fn market_buy_protect(
+    best_ask: Option<u64>,
+    last: Option<u64>,
+    fallback: u64,
+    pct: u32,
+) -> u64 {
+    let reference = u128::from(best_ask.or(last).unwrap_or(fallback).max(1));
+    let p = (reference * (100 + u128::from(pct))).div_ceil(100);
+    u64::try_from(p).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! The book state against itself: replaying the journaled commands, or restoring a snapshot
+//! and replaying the rest, rebuilds exactly the same state and answers.
+
+use super::*;
+use crate::book::engine::{Kind, TimeInForce};
+use crate::trading::order_id;
+use proptest::prelude::*;
+
+fn order(user: u64, n: u32, side: Side, kind: Kind, qty: u64, tif: TimeInForce) -> Order {
+    Order {
+        id: order_id(user, n),
+        owner: user,
+        side,
+        kind,
+        qty,
+        tif,
+        post_only: false,
+    }
+}
+
+fn limit(user: u64, n: u32, side: Side, price: u64, qty: u64) -> Command {
+    Command::Submit {
+        order: order(user, n, side, Kind::Limit { price }, qty, TimeInForce::Gtc),
+        ts: i64::from(n),
+    }
+}
+
+#[test]
+fn fills_update_both_orders_cumulatively() {
+    let mut b = BookState::new();
+    b.apply(&limit(1, 1, Side::Sell, 100, 5));
+    let out = b.apply(&limit(2, 1, Side::Buy, 101, 3));
+    assert!(out.changed);
+    let Answer::Order(taker) = out.answer else {
+        panic!("{out:?}")
+    };
+    assert_eq!(taker.status, Status::Filled);
+    assert_eq!((taker.filled, taker.cost, taker.last_trade), (3, 300, 1));
+    let maker = b.order(order_id(1, 1)).unwrap().state;
+    assert_eq!(maker.status, Status::PartiallyFilled);
+    assert_eq!((maker.filled, maker.cost), (3, 300));
+    assert_eq!(out.fills.len(), 1);
+    assert_eq!(out.levels, vec![(Side::Sell, 100)]);
+    assert_eq!(out.updates.len(), 2);
+    assert_eq!(b.engine().level_qty(Side::Sell, 100), 2);
+}
+
+#[test]
+fn resubmission_and_foreign_cancel_change_nothing() {
+    let mut b = BookState::new();
+    let cmd = limit(1, 1, Side::Sell, 100, 5);
+    assert!(b.apply(&cmd).changed);
+    let again = b.apply(&cmd);
+    assert!(!again.changed, "the same order id is matched once");
+    let cancel = Command::Cancel {
+        order_id: order_id(1, 1),
+        owner: 2,
+        ts: 3,
+    };
+    assert_eq!(b.apply(&cancel).answer, Answer::NotFound);
+    assert_eq!(b.engine().len(), 1);
+}
+
+#[test]
+fn a_void_before_the_order_refuses_it_and_after_reports_it() {
+    let mut b = BookState::new();
+    let void = Command::Void {
+        order_id: order_id(3, 1),
+        ts: 1,
+    };
+    let out = b.apply(&void);
+    assert!(out.changed);
+    let late = b.apply(&limit(3, 1, Side::Buy, 100, 1));
+    assert!(!late.changed, "a voided order never reaches the engine");
+    assert!(matches!(late.answer, Answer::Order(s) if s.status == Status::Rejected));
+    assert!(b.engine().is_empty());
+    b.apply(&limit(3, 2, Side::Buy, 100, 1));
+    let out = b.apply(&Command::Void {
+        order_id: order_id(3, 2),
+        ts: 2,
+    });
+    assert!(!out.changed);
+    assert!(matches!(out.answer, Answer::Order(s) if s.status == Status::New));
+}
+
+#[test]
+fn fok_that_cannot_fill_expires_and_post_only_cross_is_rejected() {
+    let mut b = BookState::new();
+    b.apply(&limit(1, 1, Side::Sell, 100, 2));
+    let fok = Command::Submit {
+        order: order(
+            2,
+            1,
+            Side::Buy,
+            Kind::Limit { price: 100 },
+            5,
+            TimeInForce::Fok,
+        ),
+        ts: 2,
+    };
+    let out = b.apply(&fok);
+    assert!(matches!(out.answer, Answer::Order(s) if s.status == Status::Expired && s.filled == 0));
+    let mut po = order(
+        2,
+        2,
+        Side::Buy,
+        Kind::Limit { price: 100 },
+        1,
+        TimeInForce::Gtc,
+    );
+    po.post_only = true;
+    let out = b.apply(&Command::Submit { order: po, ts: 3 });
+    assert!(
+        matches!(out.answer, Answer::Order(s) if s.status == Status::Rejected && s.reject == Some(Reject::WouldTake))
+    );
+}
+
+#[test]
+fn finished_orders_are_forgotten_after_the_retention_time() {
+    let mut b = BookState::new();
+    b.apply(&limit(1, 1, Side::Sell, 100, 1));
+    b.apply(&limit(2, 1, Side::Buy, 100, 1));
+    assert!(b.order(order_id(1, 1)).is_some());
+    let later = Command::Submit {
+        order: order(
+            3,
+            1,
+            Side::Buy,
+            Kind::Limit { price: 1 },
+            1,
+            TimeInForce::Gtc,
+        ),
+        ts: DONE_KEPT_MS + 10,
+    };
+    b.apply(&later);
+    assert!(b.order(order_id(1, 1)).is_none());
+    assert!(b.order(order_id(3, 1)).is_some(), "open orders are kept");
+}
+
+#[test]
+fn market_buy_protection_rounds_up() {
+    assert_eq!(market_buy_protect(Some(100), Some(1), 5, 10), 110);
+    assert_eq!(market_buy_protect(Some(101), None, 5, 10), 112);
+    assert_eq!(market_buy_protect(None, Some(50), 5, 10), 55);
+    assert_eq!(market_buy_protect(None, None, 7, 100), 14);
+}
+
+fn command_strategy() -> impl Strategy<Value = Command> {
+    let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+    let tif = prop_oneof![
+        6 => Just(TimeInForce::Gtc),
+        1 => Just(TimeInForce::Ioc),
+        1 => Just(TimeInForce::Fok)
+    ];
+    let submit = (
+        1u64..=4,
+        1u32..=40,
+        side,
+        95u64..=105,
+        1u64..=10,
+        tif,
+        any::<bool>(),
+        0u8..10,
+    )
+        .prop_map(|(user, n, side, price, qty, tif, post_only, k)| {
+            let kind = if k == 0 {
+                Kind::Market { protect: None }
+            } else {
+                Kind::Limit { price }
+            };
+            Command::Submit {
+                order: Order {
+                    id: order_id(user, n),
+                    owner: user,
+                    side,
+                    kind,
+                    qty,
+                    tif,
+                    post_only: post_only && k != 0 && k < 3,
+                },
+                ts: 0,
+            }
+        });
+    let cancel = (1u64..=4, 1u64..=4, 1u32..=40).prop_map(|(owner, user, n)| Command::Cancel {
+        order_id: order_id(user, n),
+        owner,
+        ts: 0,
+    });
+    let void = (1u64..=4, 1u32..=40).prop_map(|(user, n)| Command::Void {
+        order_id: order_id(user, n),
+        ts: 0,
+    });
+    prop_oneof![6 => submit, 2 => cancel, 1 => void]
+}
+
+fn with_ts(cmd: &Command, ts: i64) -> Command {
+    let mut c = cmd.clone();
+    match &mut c {
+        Command::Submit { ts: t, .. }
+        | Command::Cancel { ts: t, .. }
+        | Command::Void { ts: t, .. } => *t = ts,
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn journal_replay_and_snapshot_restore_rebuild_the_same_book(
+        cmds in prop::collection::vec(command_strategy(), 1..150),
+        cut in 0usize..150,
+    ) {
+        let cmds: Vec<Command> = cmds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| with_ts(c, i as i64 * 1000))
+            .collect();
+        let mut live = BookState::new();
+        let mut journal = Vec::new();
+        let mut answers = Vec::new();
+        let mut snap = None;
+        for (i, c) in cmds.iter().enumerate() {
+            let out = live.apply(c);
+            answers.push(out.answer);
+            if out.changed {
+                journal.push(c.clone());
+            }
+            if i == cut.min(cmds.len() - 1) {
+                snap = Some((journal.len(), live.snapshot()));
+            }
+            // Per order: never more filled than ordered.
+            for (_, t) in live.orders() {
+                prop_assert!(t.qty == 0 || t.state.filled <= t.qty);
+            }
+            if let (Some(bid), Some(ask)) = live.engine().best() {
+                prop_assert!(bid < ask);
+            }
+        }
+        // Replay of the journal alone.
+        let mut replayed = BookState::new();
+        for c in &journal {
+            prop_assert!(replayed.apply(c).changed, "a journaled command changes the state on replay");
+        }
+        prop_assert_eq!(replayed.snapshot(), live.snapshot());
+        // Snapshot plus the journal's tail, through bincode like the store keeps it.
+        let (at, s) = snap.unwrap();
+        let bytes = bourse_cluster::wire::encode(&s).unwrap();
+        let mut restored = BookState::restore(bourse_cluster::wire::decode(&bytes).unwrap());
+        for c in &journal[at..] {
+            restored.apply(c);
+        }
+        prop_assert_eq!(restored.snapshot(), live.snapshot());
+    }
+}
