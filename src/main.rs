@@ -55,6 +55,10 @@ enum Bench {
     Fanout(bench::FanoutArgs),
     /// Two nodes: local vs cross-node `send` throughput and `ask` round trips.
     Cluster(bench::ClusterArgs),
+    /// The book entity in-process, journal on: orders/s and ask latency.
+    Book(bench::book::BookArgs),
+    /// A local cluster with many WebSocket users trading: orders/s, place-to-ack latency.
+    Trading(bench::trading::TradingArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,20 @@ fn main() -> ExitCode {
         },
         Command::Bench(Bench::Cluster(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::cluster(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Bench(Bench::Book(args)) => {
+            return match runtime().map(|rt| rt.block_on(bench::book::book(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Bench(Bench::Trading(args)) => {
+            return match runtime().map(|rt| rt.block_on(bench::trading::trading(args.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,

@@ -88,7 +88,8 @@ async fn websocket_bad_input_gets_errors_and_the_node_stays_up() {
             json!({"channels": ["ticker:KRW-BTC"], "since": {"ticker:KRW-BTC": "x"}}),
             "since",
         ),
-        ("order.place", json!({}), "not available"),
+        ("order.place", json!({}), "missing field `symbol`"),
+        ("chat.send", json!({}), "not available"),
     ] {
         let r = ws.request(op, fields.clone()).await;
         assert_eq!(error_code(&r), Some("bad_request"), "{op} {fields}: {r}");

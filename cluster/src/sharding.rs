@@ -243,6 +243,12 @@ impl Sharding {
         regions.insert(E::KIND, Arc::new(RegionHandle::<E>(region)));
     }
 
+    /// Whether a region of `kind` is registered on this node.
+    pub fn has_kind(&self, kind: &str) -> bool {
+        let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
+        regions.contains_key(kind)
+    }
+
     fn regions(&self) -> Vec<Arc<dyn ErasedRegion>> {
         let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
         regions.values().cloned().collect()

@@ -275,6 +275,18 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
                 Err(e) => reply(&e).into_response(),
             }
         });
+    let entity = warp::path!("admin" / "entities" / String / String)
+        .and(warp::get())
+        .and(st.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .map(
+            |kind: String, key: String, s: Arc<GatewayState>, auth: Option<String>| {
+                match rest::admin::authorize(&s, auth.as_deref()) {
+                    Ok(()) => respond(rest::admin::entity(&s, &kind, &key)),
+                    Err(e) => reply(&e).into_response(),
+                }
+            },
+        );
     let bench = warp::path!("admin" / "bench" / "routing")
         .and(warp::post())
         .and(st.clone())
@@ -302,6 +314,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .or(kill)
         .unify()
         .or(cluster)
+        .unify()
+        .or(entity)
         .unify()
         .or(bench)
         .unify()

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const AUTH_SECRET: &str = "test-auth-secret-0123456789";
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
@@ -98,6 +99,10 @@ impl Node {
             .env("BOURSE_NODE__DATA_DIR", self.dir.join("data"))
             .env("BOURSE_GATEWAY__LISTEN", format!("127.0.0.1:{}", self.port))
             .env("BOURSE_ADMIN__TOKEN", ADMIN_TOKEN)
+            .env("BOURSE_AUTH__SECRET", AUTH_SECRET)
+            // Cheap password hashing keeps tests that register many users quick.
+            .env("BOURSE_AUTH__ARGON2_MEMORY_KIB", "64")
+            .env("BOURSE_AUTH__ARGON2_ITERATIONS", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -218,6 +223,35 @@ impl Node {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
+    /// Any method with an optional JSON body and bearer token → (status, JSON body).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        http(&self.url(path), method, body, &headers)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Registers `username` (password `password123`) → (user id, token).
+    pub fn register(&self, username: &str) -> (String, String) {
+        let (status, v) = self.post(
+            "/api/v1/auth/register",
+            &json!({"username": username, "password": "password123"}),
+            &[],
+        );
+        assert_eq!(status, 201, "register {username}: {v}");
+        (
+            v["user_id"].as_str().expect("user_id").to_string(),
+            v["token"].as_str().expect("token").to_string(),
+        )
+    }
+
     /// Kills an entity through the admin API.
     pub fn chaos_kill(&self, kind: &str, key: &str) -> (u16, Value) {
         let auth = format!("Bearer {ADMIN_TOKEN}");
@@ -245,7 +279,7 @@ impl Drop for Node {
     }
 }
 
-fn http(
+pub fn http(
     url: &str,
     method: &str,
     body: Option<&Value>,
@@ -263,6 +297,13 @@ fn http(
                 req = req.header(*k, *v);
             }
             req.send(b.to_string().as_bytes())
+        }
+        ("DELETE", _) => {
+            let mut req = agent.delete(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
         }
         _ => {
             let mut req = agent.get(url);

@@ -312,9 +312,24 @@ impl Account {
         if let Some(c) = &req.client_order_id
             && let Some(o) = self.ledger.by_client_id(c)
         {
-            return AccountReply::Placed {
-                order: o.clone(),
-                created: false,
+            let (id, symbol, pending) = (o.order_id, o.symbol.clone(), o.pending);
+            if pending {
+                // The first attempt's outcome is unknown: settle it now, so the retry learns
+                // whether the order stands (its state) or never will (rejected).
+                if let Ok(BookReply::Order(s)) = self
+                    .sharding
+                    .ask::<BookEntity>(&symbol, BookMsg::Void(id))
+                    .await
+                {
+                    self.absorb(s).await;
+                }
+            }
+            return match self.ledger.order(id) {
+                Some(o) => AccountReply::Placed {
+                    order: o.clone(),
+                    created: false,
+                },
+                None => AccountReply::Error(not_found(id)),
             };
         }
         let Some(market) = self.deps.markets.get(&req.symbol).cloned() else {

@@ -106,3 +106,15 @@ pub async fn bench_routing(state: Arc<GatewayState>, req: RoutingBench) -> Resul
     .map_err(ApiError::unavailable)?;
     serde_json::to_value(measured).map_err(|e| ApiError::internal(e.to_string()))
 }
+
+/// `GET /admin/entities/{kind}/{key}`: where an entity lives by this node's ring.
+pub fn entity(state: &GatewayState, kind: &str, key: &str) -> Result<Value, ApiError> {
+    if !state.sharding.has_kind(kind) {
+        return Err(ApiError::not_found(format!("no entity kind '{kind}'")));
+    }
+    let ring = state.sharding.ring();
+    let owner = ring
+        .owner(kind, key)
+        .ok_or_else(|| ApiError::unavailable("no cluster members yet; retry"))?;
+    Ok(json!({"kind": kind, "key": key, "owner": owner, "asked": state.sharding.node()}))
+}

@@ -4,6 +4,9 @@
 //! the event's `ts` in ms) and the node's RSS. Clients and node share this machine, so the
 //! clients' own CPU counts against the node's: the figures are a floor, not a ceiling.
 
+pub mod book;
+pub mod trading;
+
 use crate::probe::{http_json, http_status};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -57,7 +60,7 @@ fn event_ts(text: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -69,15 +72,19 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-struct NodeProcess {
-    child: std::process::Child,
+pub(crate) struct NodeProcess {
+    pub(crate) child: std::process::Child,
     dir: std::path::PathBuf,
 }
 
 impl NodeProcess {
     /// Starts `bourse node --config config`, logging to `dir/<name>.log`; the directory is
     /// removed when the process handle drops.
-    fn spawn(dir: &std::path::Path, name: &str, config: &std::path::Path) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(
+        dir: &std::path::Path,
+        name: &str,
+        config: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = std::process::Command::new(std::env::current_exe()?)
             .args(["node", "--config"])
@@ -256,7 +263,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 }
 
 /// utime + stime of a process, in clock ticks.
-fn node_cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn node_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
