@@ -122,7 +122,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
             for i in 0..n {
                 let owner = 1 + (rng() % 100);
                 let id = order_id(owner, (t * n + i) as u32 + 1);
-                let side = if rng() % 2 == 0 {
+                let side = if rng().is_multiple_of(2) {
                     Side::Buy
                 } else {
                     Side::Sell

@@ -186,7 +186,7 @@ pub async fn trading(args: TradingArgs) -> anyhow::Result<()> {
         let (symbol, price, lot) = (symbols[s].clone(), prices[s].clone(), lots[s].clone());
         // Half the users of a symbol buy and half sell, all at the reference price, so
         // orders keep matching and books stay shallow.
-        let side = if (i / symbols.len()) % 2 == 0 {
+        let side = if (i / symbols.len()).is_multiple_of(2) {
             "buy"
         } else {
             "sell"
