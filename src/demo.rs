@@ -16,21 +16,32 @@ const FIRST_CLUSTER_PORT: u16 = 7101;
 /// The admin token of a data directory: from config when set, else one generated at
 /// random on first use and kept in `<data_dir>/admin-token`.
 pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
-    let file = data_dir.join("admin-token");
-    if let Ok(token) = std::fs::read_to_string(&file) {
-        let token = token.trim().to_string();
-        if token.len() >= 16 {
-            return Ok(token);
+    kept_secret(data_dir, "admin-token")
+}
+
+/// The demo's token-signing secret: random per data directory and kept there, so tokens
+/// survive a restart and no two demo directories share one.
+pub fn auth_secret(data_dir: &Path) -> anyhow::Result<String> {
+    kept_secret(data_dir, "auth-secret")
+}
+
+/// A random 32-hex-digit secret kept in `data_dir/name`.
+fn kept_secret(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let file = data_dir.join(name);
+    if let Ok(secret) = std::fs::read_to_string(&file) {
+        let secret = secret.trim().to_string();
+        if secret.len() >= 16 {
+            return Ok(secret);
         }
     }
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .context("reading /dev/urandom for an admin token")?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        .with_context(|| format!("reading /dev/urandom for {name}"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(data_dir)?;
-    std::fs::write(&file, &token).with_context(|| format!("writing {}", file.display()))?;
-    Ok(token)
+    std::fs::write(&file, &secret).with_context(|| format!("writing {}", file.display()))?;
+    Ok(secret)
 }
 
 struct Children(Vec<(String, Child)>);
@@ -71,6 +82,7 @@ pub async fn run_cluster(nodes: usize) -> anyhow::Result<()> {
     let data = PathBuf::from(DATA_DIR);
     std::fs::create_dir_all(&data).with_context(|| format!("creating {DATA_DIR}"))?;
     let token = admin_token(&data)?;
+    let secret = auth_secret(&data)?;
     let exe = std::env::current_exe().context("locating the bourse binary")?;
     let mut children = Children(Vec::new());
     for i in 0..nodes {
@@ -83,7 +95,7 @@ pub async fn run_cluster(nodes: usize) -> anyhow::Result<()> {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\ndata_dir = \"{DATA_DIR}\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\n[cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\ncookie = \"bourse-demo-{}\"\n[admin]\ntoken = \"{token}\"\n",
+                "[node]\nname = \"{name}\"\ndata_dir = \"{DATA_DIR}\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\n[cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\ncookie = \"bourse-demo-{}\"\n[admin]\ntoken = \"{token}\"\n[auth]\nsecret = \"{secret}\"\n",
                 FIRST_GATEWAY_PORT + i as u16,
                 FIRST_CLUSTER_PORT + i as u16,
                 seeds.join(", "),

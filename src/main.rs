@@ -6,7 +6,7 @@ mod demo;
 mod node;
 mod probe;
 
-use bourse_config::Settings;
+use bourse_config::{EXAMPLE_AUTH_SECRET, Settings};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +65,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (settings, markets, demo) = match &cli.command {
         Command::Node { config } => match Settings::load(Some(config)) {
+            Ok((s, _)) if s.auth.secret == EXAMPLE_AUTH_SECRET => {
+                return fail(
+                    "auth.secret: the example secret signs tokens anyone can forge; set your own \
+                     (at least 16 characters, the same on every node), or use `bourse demo`",
+                );
+            }
             Ok((s, m)) => (s, m, false),
             Err(e) => return fail(&e.to_string()),
         },
@@ -81,6 +87,12 @@ fn main() -> ExitCode {
                 if s.admin.token.is_none() {
                     match demo::admin_token(&s.node.data_dir) {
                         Ok(t) => s.admin.token = Some(t),
+                        Err(e) => return fail(&format!("{e:#}")),
+                    }
+                }
+                if s.auth.secret == EXAMPLE_AUTH_SECRET {
+                    match demo::auth_secret(&s.node.data_dir) {
+                        Ok(secret) => s.auth.secret = secret,
                         Err(e) => return fail(&format!("{e:#}")),
                     }
                 }

@@ -279,6 +279,8 @@ fn print_urls(node: &str, addr: std::net::SocketAddr, demo: bool, settings: &Set
     println!("  REST       {http}/api/v1/symbols");
     println!("  ticker     {http}/api/v1/ticker/KRW-BTC");
     println!("  candles    {http}/api/v1/candles/KRW-BTC?interval=1m");
+    println!("  book       {http}/api/v1/book/KRW-BTC");
+    println!("  trade      POST {http}/api/v1/auth/register, then POST {http}/api/v1/orders");
     println!("  WebSocket  {ws}/ws");
     println!("  SSE        {http}/sse?channels=ticker:KRW-BTC,trades:KRW-BTC");
     println!("  health     {http}/healthz  {http}/readyz");

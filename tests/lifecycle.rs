@@ -110,7 +110,7 @@ fn config_errors_name_the_key_and_the_reason() {
     std::fs::write(
         &file,
         format!(
-            "[node]\ndata_dir = \"{}\"\n[gateway]\nlisten = \"{addr}\"\n",
+            "[node]\ndata_dir = \"{}\"\n[gateway]\nlisten = \"{addr}\"\n[auth]\nsecret = \"a-real-secret-0123456789\"\n",
             dir.join("d").display()
         ),
     )
@@ -121,6 +121,12 @@ fn config_errors_name_the_key_and_the_reason() {
         err.contains("gateway.listen") && err.contains("in use"),
         "{err}"
     );
+
+    // A node refuses the example token secret (only `demo` may run without one).
+    std::fs::write(&file, "[feed]\nkind = \"none\"\n").unwrap();
+    let (code, _, err) = bourse(&["node", "--config", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("auth.secret"), "{err}");
 
     // Environment overrides are validated the same way.
     let (code, _, err) = bourse(&["config"], &[("BOURSE_FEED__KIND", "kafka")]);

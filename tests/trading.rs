@@ -37,7 +37,10 @@ fn place_acked(node: &Node, token: &str, mut body: Value, client_id: &str) -> Va
     loop {
         let (status, v) = node.api("POST", "/api/v1/orders", Some(&body), Some(token));
         match status {
-            200 | 201 => return v,
+            200 | 201 => {
+                assert_ne!(v["status"], "rejected", "an acknowledged order stands: {v}");
+                return v;
+            }
             503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             _ => panic!("place {body}: {status} {v}\n{}", node.log()),
         }

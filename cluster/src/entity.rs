@@ -31,6 +31,22 @@ pub struct EntityContext {
     pub sharding: Sharding,
 }
 
+/// Where an ask's reply goes; an entity may keep it and answer later (after a journal write
+/// it did not wait for), while it goes on with its next message.
+pub struct Responder<R>(Box<dyn FnOnce(R) + Send>);
+
+impl<R> Responder<R> {
+    /// A responder that hands the reply to `f`.
+    pub fn new(f: impl FnOnce(R) + Send + 'static) -> Self {
+        Responder(Box::new(f))
+    }
+
+    /// Sends the reply.
+    pub fn send(self, reply: R) {
+        (self.0)(reply)
+    }
+}
+
 /// A keyed, supervised, durable actor kind (`symbol`, `book`, `account`, ...).
 ///
 /// Messages and replies are serde types so that a region on another node can receive them;
@@ -62,6 +78,21 @@ pub trait Entity: Sized + Send + 'static {
         msg: Self::Msg,
         ctx: &EntityContext,
     ) -> impl Future<Output = Self::Reply> + Send;
+
+    /// Handles an ask. By default the reply is [`Entity::handle`]'s, sent at once; an entity
+    /// that pipelines (answers once a write it did not wait for is durable) keeps
+    /// `respond` and calls it later, in its own order.
+    fn handle_ask(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &EntityContext,
+        respond: Responder<Self::Reply>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let reply = self.handle(msg, ctx).await;
+            respond.send(reply);
+        }
+    }
 
     /// Runs every [`Entity::TICK_EVERY`].
     fn on_tick(&mut self, _ctx: &EntityContext) -> impl Future<Output = ()> + Send {

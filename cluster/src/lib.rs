@@ -25,7 +25,7 @@ pub mod sharding;
 pub mod stream;
 pub mod wire;
 
-pub use entity::{Entity, EntityContext, EntityError};
+pub use entity::{Entity, EntityContext, EntityError, Responder};
 pub use hub::{Delivery, Frame, Hub, Outbox, Resync};
 pub use region::{RegionArgs, RegionStats, spawn_region};
 pub use ring::HashRing;

@@ -5,7 +5,7 @@
 //! an entity keeps failing past the restart intensity.
 
 use crate::Sharding;
-use crate::entity::{Entity, EntityContext};
+use crate::entity::{Entity, EntityContext, Responder};
 use crate::stream::{StreamGrant, StreamRequest};
 use bourse_supervision::{Decision, RestartPolicy, RestartTracker};
 use ractor::{
@@ -454,8 +454,10 @@ impl<E: Entity> Actor for EntityActor<E> {
                 entity.handle(m, &state.ctx).await;
             }
             Envelope::Ask(m, reply) => {
-                let r = entity.handle(m, &state.ctx).await;
-                let _ = reply.send(r);
+                let respond = Responder::new(move |r| {
+                    let _ = reply.send(r);
+                });
+                entity.handle_ask(m, &state.ctx, respond).await;
             }
             Envelope::Subscribe(req, reply) => {
                 let _ = reply.send(entity.subscribe(req, &state.ctx));

@@ -252,7 +252,7 @@ impl Default for TradingSettings {
             grants,
             market_protect_pct: 10,
             max_open_orders: 1000,
-            snapshot_every: 1000,
+            snapshot_every: 10_000,
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct TradingArgs {
     /// Seconds of warm-up before measuring.
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
+    /// Total orders/s offered, spread evenly over the clients (open loop; latency counts
+    /// from each order's scheduled time). 0: closed loop, each client as fast as it can.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
 }
 
 const TOKEN: &str = "bench-admin-token-0123456789";
@@ -192,15 +196,28 @@ pub async fn trading(args: TradingArgs) -> anyhow::Result<()> {
             "sell"
         };
         let (measuring, stop) = (measuring.clone(), stop.clone());
+        let every = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.clients as f64 / f64::from(args.rate)));
         handles.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut id = 0u64;
+            // Spread the clients' first orders over one interval.
+            let mut due =
+                Instant::now() + every.map_or(Duration::ZERO, |e| e.mul_f64(fastrand::f64()));
             while !stop.load(Ordering::Relaxed) {
                 id += 1;
                 let req = json!({"id": id, "op": "order.place", "symbol": symbol, "side": side,
                     "type": "limit", "price": price, "qty": lot})
                 .to_string();
-                let sent = Instant::now();
+                let sent = match every {
+                    Some(e) => {
+                        tokio::time::sleep_until(due.into()).await;
+                        let at = due;
+                        due += e;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 if ws.send(Message::text(req)).await.is_err() {
                     break;
                 }

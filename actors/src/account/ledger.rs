@@ -7,7 +7,7 @@
 //! moves between the two accounts; a finished order releases what is left of its hold.
 
 use crate::book::engine::{Side, TimeInForce};
-use crate::trading::OrderState;
+use crate::trading::{OrderState, Status};
 use bourse_config::{Market, Markets};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -84,6 +84,8 @@ pub struct Ledger {
     done: VecDeque<u64>,
     next_order: u32,
     granted: bool,
+    /// Orders not yet done (kept, not counted, on every place).
+    open: usize,
 }
 
 /// What an order holds: `(asset, amount)`.
@@ -145,7 +147,7 @@ impl Ledger {
 
     /// How many orders are open.
     pub fn open_orders(&self) -> usize {
-        self.orders.values().filter(|o| o.is_open()).count()
+        self.open
     }
 
     /// Applies one entry; returns the order it changed, if any.
@@ -173,6 +175,7 @@ impl Ledger {
                 self.next_order = self.next_order.max((order.order_id & 0xffff_ffff) as u32);
                 let id = order.order_id;
                 self.orders.insert(id, order);
+                self.open += 1;
                 Ok(Some(id))
             }
             Entry::Apply { state, ts } => self.settle(state, *ts, markets),
@@ -237,6 +240,16 @@ impl Ledger {
             take(&mut b.held, left, &asset, "held")?;
             b.available += left;
             let id = order.order_id;
+            self.open = self.open.saturating_sub(1);
+            // Voided (the book never took it; the client was told `unavailable`): its
+            // client_order_id is free again, so a retry places the order anew.
+            if state.status == Status::Rejected
+                && state.reject.is_none()
+                && let Some(c) = &order.client_order_id
+                && self.by_client_id.get(c) == Some(&id)
+            {
+                self.by_client_id.remove(c);
+            }
             self.done.push_back(id);
             self.forget_old();
             return Ok(Some(id));

@@ -10,14 +10,21 @@
 //!    a report is the order's cumulative state (see [`crate::trading`]).
 //! 4. If the book cannot be reached, the account *voids* the order at the book: the book
 //!    either reports the order (it did arrive) or records that it never will accept it, and
-//!    only then is the hold released. A void that cannot be delivered either leaves the order
+//!    only then is the hold released, and the order's `client_order_id` is free again (the
+//!    client was told `unavailable`: a retry places it anew). A void that cannot be
+//!    delivered either leaves the order
 //!    reserved and the client gets `unavailable`; the account's clock retries the void until
 //!    the book answers, so the hold is released as soon as that is certain.
 //! 5. Reports lost on the way (a node died) are recovered by reconciliation: on activation
 //!    and every [`RECONCILE_EVERY`], the account asks the books for its open orders' states.
 //!
-//! Every change to the ledger is journaled (epoch-fenced under the account's lease) before
-//! anyone is told about it; the user's `orders` channel carries each order change.
+//! Every change to the ledger is journaled (epoch-fenced under the account's lease). A hold
+//! (`Reserve`) is durable before the book hears of the order, so no crash can leave a
+//! matched order without its hold. Applying the book's report (`Apply`) is journaled without
+//! waiting: the book's own journal already holds that state durably, and an account that
+//! lost the entry gets it back by reconciliation; the writer commits in submission order,
+//! so the next awaited hold also covers every report before it. The user's `orders` channel
+//! carries each order change.
 
 pub mod ledger;
 pub mod view;
@@ -103,6 +110,8 @@ pub struct Account {
     fence: Fence,
     /// Fenced, or a journal write failed: stop and rebuild from storage.
     stop: bool,
+    /// Set when a journal write that was not waited for failed.
+    broken: Arc<std::sync::atomic::AtomicBool>,
     ledger: Ledger,
     seq: u64,
     since_snapshot: u64,
@@ -163,6 +172,7 @@ impl Entity for Account {
             sharding: ctx.sharding.clone(),
             fence,
             stop: false,
+            broken: Arc::default(),
             ledger,
             seq,
             since_snapshot: entries.len() as u64,
@@ -182,11 +192,17 @@ impl Entity for Account {
     }
 
     async fn handle(&mut self, msg: AccountMsg, _ctx: &EntityContext) -> AccountReply {
-        if self.stop {
+        if self.fenced() {
+            self.stop = true;
             return AccountReply::Error(TradeError::Unavailable(format!(
                 "account {} is restarting; retry",
                 self.key
             )));
+        }
+        // Reports lost while this account was down (a crash loses unsaved ones and those in
+        // its mailbox) are fetched before it answers anything.
+        if self.last_reconcile.is_none() && !matches!(msg, AccountMsg::Update(_)) {
+            self.reconcile().await;
         }
         match msg {
             AccountMsg::Place(req) => self.place(req).await,
@@ -215,7 +231,7 @@ impl Entity for Account {
     }
 
     async fn on_tick(&mut self, _ctx: &EntityContext) {
-        if self.stop {
+        if self.fenced() {
             return;
         }
         let now = now_ms();
@@ -240,32 +256,7 @@ impl Entity for Account {
         {
             return;
         }
-        self.last_reconcile = Some(Instant::now());
-        let mut by_symbol: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for o in self.ledger.orders().filter(|o| o.is_open() && !o.pending) {
-            by_symbol
-                .entry(o.symbol.clone())
-                .or_default()
-                .push(o.order_id);
-        }
-        for (symbol, ids) in by_symbol {
-            match self
-                .sharding
-                .ask::<BookEntity>(&symbol, BookMsg::Query(ids))
-                .await
-            {
-                Ok(BookReply::States(states)) => {
-                    for s in states {
-                        self.absorb(s).await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(account = %self.key, %symbol, error = %e, "reconciliation deferred");
-                    self.last_reconcile = None;
-                }
-            }
-        }
+        self.reconcile().await;
     }
 
     fn subscribe(
@@ -284,7 +275,7 @@ impl Entity for Account {
     }
 
     fn fenced(&self) -> bool {
-        self.stop
+        self.stop || self.broken.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
@@ -308,6 +299,38 @@ fn not_found(id: u64) -> TradeError {
 }
 
 impl Account {
+    /// Asks the books for the states of this account's open orders and applies them.
+    async fn reconcile(&mut self) {
+        self.last_reconcile = Some(Instant::now());
+        let mut by_symbol: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for o in self.ledger.orders().filter(|o| o.is_open() && !o.pending) {
+            by_symbol
+                .entry(o.symbol.clone())
+                .or_default()
+                .push(o.order_id);
+        }
+        for (symbol, ids) in by_symbol {
+            match self
+                .sharding
+                .ask::<BookEntity>(&symbol, BookMsg::Query(ids))
+                .await
+            {
+                Ok(BookReply::States(states)) => {
+                    for s in states {
+                        self.absorb(s).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Retried by the clock in about a second, without holding up requests.
+                    tracing::debug!(account = %self.key, %symbol, error = %e, "reconciliation deferred");
+                    self.last_reconcile = Instant::now()
+                        .checked_sub(RECONCILE_EVERY.saturating_sub(Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+
     async fn place(&mut self, req: OrderRequest) -> AccountReply {
         if let Some(c) = &req.client_order_id
             && let Some(o) = self.ledger.by_client_id(c)
@@ -499,14 +522,19 @@ impl Account {
             state,
             ts: now_ms(),
         };
-        if let Err(e) = self.record(&entry).await {
+        if let Err(e) = self.record_with(&entry, false).await {
             tracing::error!(account = %self.key, error = %e, "could not record an order update");
         }
     }
 
-    /// Applies an entry to the ledger, journals it, and publishes the order it changed.
-    /// An entry that changes nothing is not journaled.
+    /// Applies an entry to the ledger, journals it (durably), and publishes the order it
+    /// changed. An entry that changes nothing is not journaled.
     async fn record(&mut self, entry: &Entry) -> Result<(), TradeError> {
+        self.record_with(entry, true).await
+    }
+
+    /// [`Account::record`], waiting for the write only when `wait`.
+    async fn record_with(&mut self, entry: &Entry, wait: bool) -> Result<(), TradeError> {
         let changed = match self.ledger.apply(entry, &self.deps.markets) {
             Ok(c) => c,
             Err(e) => {
@@ -530,13 +558,24 @@ impl Account {
             entry: bytes,
         }
         .fenced(&self.fence);
-        if let Err(e) = self.deps.store.submit(write).wait().await {
-            tracing::error!(account = %self.key, error = %e, "account journal write failed; restarting from storage");
-            self.stop = true;
-            return Err(TradeError::Unavailable(format!(
-                "account {} could not be saved; retry",
-                self.key
-            )));
+        let ack = self.deps.store.submit(write);
+        if wait {
+            if let Err(e) = ack.wait().await {
+                tracing::error!(account = %self.key, error = %e, "account journal write failed; restarting from storage");
+                self.stop = true;
+                return Err(TradeError::Unavailable(format!(
+                    "account {} could not be saved; retry",
+                    self.key
+                )));
+            }
+        } else {
+            let (broken, key) = (self.broken.clone(), self.key.clone());
+            tokio::spawn(async move {
+                if let Err(e) = ack.wait().await {
+                    tracing::error!(account = %key, error = %e, "account journal write failed; restarting from storage");
+                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
         }
         self.seq += 1;
         self.since_snapshot += 1;

@@ -3,7 +3,12 @@
 //!
 //! Every command that changes the book is appended to the book's journal under its lease
 //! (epoch-fenced) and only then answered, published on `book:S`, reported to the owners'
-//! accounts and handed to the symbol as ticks. A snapshot every
+//! accounts and handed to the symbol as ticks. The book does not wait for each write before
+//! matching the next order: answers and effects go through an ordered *release* queue that
+//! lets each one out only once its journal entry (and every earlier one) is durable, so
+//! concurrent orders share commits (group commit) and nobody ever sees a change a crash
+//! could take back. Queries take the same queue, so they never show undurable state either.
+//! If a write fails, everything after it is refused and the book restarts from storage. A snapshot every
 //! `trading.snapshot_every` entries bounds recovery: snapshot, then replay the rest. After a
 //! recovery the book re-sends the state of every order the replayed entries touched, since
 //! the reports of its last moments may have died with it (accounts ignore states they
@@ -19,15 +24,19 @@ use crate::symbol::{Symbol, SymbolMsg, now_ms};
 use crate::trading::{OrderState, tick_side};
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
-    Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest, wire,
+    Entity, EntityContext, EntityError, Responder, Sharding, StreamEvent, StreamGrant, StreamLog,
+    StreamRequest, wire,
 };
 use bourse_config::{Market, Markets};
-use bourse_storage::{Fence, MarketStore, StoreError, Write};
+use bourse_storage::{Ack, Fence, MarketStore, StoreError, Write};
 use engine::{Order, Side};
 use serde::{Deserialize, Serialize};
 use state::{Answer, BookState, Command, Outcome};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
 
 /// The entity kind name.
 pub const KIND: &str = "book";
@@ -81,6 +90,33 @@ pub struct BookDeps {
     pub snapshot_every: u64,
 }
 
+/// What becomes visible once a journal entry is durable.
+#[derive(Default)]
+struct Effects {
+    /// `book:S` events with the nodes that want them.
+    events: Vec<(StreamEvent, Vec<String>)>,
+    /// Order states for their owners' accounts.
+    reports: Vec<(u64, OrderState)>,
+    /// Fills for the symbol's ticks.
+    trades: Vec<TradeInput>,
+}
+
+/// One entry of the release queue.
+struct Release {
+    /// The journal write to wait for (none for a query).
+    ack: Option<Ack>,
+    effects: Effects,
+    answer: Option<(BookReply, Responder<BookReply>)>,
+}
+
+/// What the release task shares with the entity.
+struct Shared {
+    /// A journal write failed: memory is ahead of storage.
+    broken: AtomicBool,
+    /// Nodes that no longer listen to `book:S` (learnt while delivering).
+    gone: Mutex<Vec<String>>,
+}
+
 /// The entity state.
 pub struct BookEntity {
     market: Market,
@@ -90,6 +126,8 @@ pub struct BookEntity {
     /// Fenced by a newer activation, or a journal write failed: memory may be ahead of
     /// storage, so the shell stops the entity and the next message rebuilds it.
     stop: bool,
+    shared: Arc<Shared>,
+    release: mpsc::UnboundedSender<Release>,
     state: BookState,
     /// The last journal position written.
     seq: u64,
@@ -145,7 +183,20 @@ impl Entity for BookEntity {
         }
         let epoch = bourse_cluster::stream::new_epoch(now_ms());
         ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
+        let shared = Arc::new(Shared {
+            broken: AtomicBool::new(false),
+            gone: Mutex::new(Vec::new()),
+        });
+        let (release, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_releases(
+            queue,
+            shared.clone(),
+            ctx.sharding.clone(),
+            ctx.key.clone(),
+        ));
         let entity = BookEntity {
+            shared,
+            release,
             channel: format!("book:{}", ctx.key),
             log: StreamLog::new(epoch, deps.replay_events),
             market,
@@ -174,41 +225,25 @@ impl Entity for BookEntity {
     }
 
     async fn handle(&mut self, msg: BookMsg, _ctx: &EntityContext) -> BookReply {
-        let ts = now_ms();
-        match msg {
-            BookMsg::Submit(order) => self.command(Command::Submit { order, ts }).await,
-            BookMsg::Cancel { order_id, owner } => {
-                self.command(Command::Cancel {
-                    order_id,
-                    owner,
-                    ts,
-                })
-                .await
-            }
-            BookMsg::Void(order_id) => self.command(Command::Void { order_id, ts }).await,
-            BookMsg::Query(ids) => BookReply::States(
-                ids.iter()
-                    .filter_map(|id| self.state.order(*id).map(|t| t.state))
-                    .collect(),
-            ),
-            BookMsg::Depth(depth) => {
-                let depth = depth.min(MAX_DEPTH);
-                let engine = self.state.engine();
-                BookReply::Depth {
-                    seq: self.log.seq(&self.channel),
-                    bids: engine.depth(Side::Buy, depth),
-                    asks: engine.depth(Side::Sell, depth),
-                }
-            }
-            BookMsg::Quote => {
-                let (best_bid, best_ask) = self.state.engine().best();
-                BookReply::Quote {
-                    best_bid,
-                    best_ask,
-                    last: self.state.last_price(),
-                }
-            }
-        }
+        // Tells (none are expected) take the same path; their answer is dropped.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.accept(
+            msg,
+            Responder::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| BookReply::Failed("the book stopped".into()))
+    }
+
+    async fn handle_ask(
+        &mut self,
+        msg: BookMsg,
+        _ctx: &EntityContext,
+        respond: Responder<BookReply>,
+    ) {
+        self.accept(msg, respond);
     }
 
     fn subscribe(
@@ -238,7 +273,7 @@ impl Entity for BookEntity {
     }
 
     fn fenced(&self) -> bool {
-        self.stop
+        self.stop || self.shared.broken.load(Ordering::Relaxed)
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
@@ -259,66 +294,132 @@ impl Entity for BookEntity {
 }
 
 impl BookEntity {
-    /// Applies, journals, then makes the command's effects visible.
-    async fn command(&mut self, cmd: Command) -> BookReply {
-        if self.stop {
-            return BookReply::Failed(format!("book {} is restarting", self.market.symbol));
+    /// Answers a message through the release queue, after every earlier journal write.
+    fn accept(&mut self, msg: BookMsg, respond: Responder<BookReply>) {
+        if self.fenced() {
+            self.stop = true;
+            respond.send(BookReply::Failed(format!(
+                "book {} is restarting; retry",
+                self.market.symbol
+            )));
+            return;
         }
-        let out = self.state.apply(&cmd);
-        if out.changed {
-            let entry = match wire::encode(&cmd) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.stop = true;
-                    return BookReply::Failed(format!("encoding a journal entry: {e}"));
-                }
-            };
-            let write = Write::Journal {
-                kind: KIND.into(),
-                key: self.market.symbol.clone(),
-                seq: self.seq + 1,
-                entry,
+        self.forget_gone_nodes();
+        let ts = now_ms();
+        let (ack, effects, reply) = match msg {
+            BookMsg::Submit(order) => self.command(Command::Submit { order, ts }),
+            BookMsg::Cancel { order_id, owner } => self.command(Command::Cancel {
+                order_id,
+                owner,
+                ts,
+            }),
+            BookMsg::Void(order_id) => self.command(Command::Void { order_id, ts }),
+            BookMsg::Query(ids) => (
+                None,
+                Effects::default(),
+                BookReply::States(
+                    ids.iter()
+                        .filter_map(|id| self.state.order(*id).map(|t| t.state))
+                        .collect(),
+                ),
+            ),
+            BookMsg::Depth(depth) => {
+                let depth = depth.min(MAX_DEPTH);
+                let engine = self.state.engine();
+                (
+                    None,
+                    Effects::default(),
+                    BookReply::Depth {
+                        seq: self.log.seq(&self.channel),
+                        bids: engine.depth(Side::Buy, depth),
+                        asks: engine.depth(Side::Sell, depth),
+                    },
+                )
             }
-            .fenced(&self.fence);
-            if let Err(e) = self.deps.store.submit(write).wait().await {
-                // Memory is ahead of storage now: stop, and let the next message rebuild.
-                tracing::error!(symbol = %self.market.symbol, error = %e, "journal write failed; the book restarts from storage");
-                self.stop = true;
-                return BookReply::Failed(format!(
-                    "book {} could not journal: {e}",
-                    self.market.symbol
-                ));
+            BookMsg::Quote => {
+                let (best_bid, best_ask) = self.state.engine().best();
+                (
+                    None,
+                    Effects::default(),
+                    BookReply::Quote {
+                        best_bid,
+                        best_ask,
+                        last: self.state.last_price(),
+                    },
+                )
             }
-            self.seq += 1;
-            self.since_snapshot += 1;
-            self.effects(&cmd, &out);
-            if self.since_snapshot >= self.deps.snapshot_every {
-                self.write_snapshot();
+        };
+        let release = Release {
+            ack,
+            effects,
+            answer: Some((reply, respond)),
+        };
+        if let Err(mpsc::error::SendError(r)) = self.release.send(release) {
+            self.stop = true;
+            if let Some((_, respond)) = r.answer {
+                respond.send(BookReply::Failed("the book stopped".into()));
             }
-        }
-        match out.answer {
-            Answer::Order(s) => BookReply::Order(s),
-            Answer::NotFound => BookReply::NotFound,
         }
     }
 
-    /// Publishes the changed levels, reports changed orders to their accounts (except the
-    /// asker's own order: its answer carries it) and hands fills to the symbol.
-    fn effects(&mut self, cmd: &Command, out: &Outcome) {
-        let ts = match *cmd {
-            Command::Submit { ts, .. } | Command::Cancel { ts, .. } | Command::Void { ts, .. } => {
-                ts
-            }
+    /// Applies a command and submits its journal entry (not waiting); returns the write to
+    /// wait for, the effects to release after it, and the answer.
+    fn command(&mut self, cmd: Command) -> (Option<Ack>, Effects, BookReply) {
+        let out = self.state.apply(&cmd);
+        let reply = match out.answer {
+            Answer::Order(s) => BookReply::Order(s),
+            Answer::NotFound => BookReply::NotFound,
         };
-        let asked = match *cmd {
-            Command::Submit { order, .. } => order.id,
-            Command::Cancel { order_id, .. } | Command::Void { order_id, .. } => order_id,
-        };
-        for (owner, s) in &out.updates {
-            if s.order_id != asked {
-                self.report(*owner, *s);
-            }
+        if !out.changed {
+            return (None, Effects::default(), reply);
         }
+        let entry = match wire::encode(&cmd) {
+            Ok(e) => e,
+            Err(e) => {
+                // Memory changed but cannot be journaled: stop and rebuild.
+                self.stop = true;
+                return (
+                    None,
+                    Effects::default(),
+                    BookReply::Failed(format!("encoding a journal entry: {e}")),
+                );
+            }
+        };
+        self.seq += 1;
+        let ack = self.deps.store.submit(
+            Write::Journal {
+                kind: KIND.into(),
+                key: self.market.symbol.clone(),
+                seq: self.seq,
+                entry,
+            }
+            .fenced(&self.fence),
+        );
+        let effects = self.effects(&cmd, &out);
+        self.since_snapshot += 1;
+        if self.since_snapshot >= self.deps.snapshot_every {
+            self.write_snapshot();
+        }
+        (Some(ack), effects, reply)
+    }
+
+    /// What the command makes visible: the changed levels on `book:S` (numbered now, sent
+    /// on release), the changed orders for their accounts (except the asker's own order: its
+    /// answer carries it) and the fills for the symbol.
+    fn effects(&mut self, cmd: &Command, out: &Outcome) -> Effects {
+        let (ts, asked) = match *cmd {
+            Command::Submit { order, ts } => (ts, order.id),
+            Command::Cancel { order_id, ts, .. } | Command::Void { order_id, ts } => (ts, order_id),
+        };
+        let mut effects = Effects {
+            reports: out
+                .updates
+                .iter()
+                .filter(|(_, s)| s.order_id != asked)
+                .copied()
+                .collect(),
+            ..Effects::default()
+        };
         if !out.levels.is_empty() {
             let engine = self.state.engine();
             let levels: Vec<(Side, u64, u64)> = out
@@ -327,43 +428,32 @@ impl BookEntity {
                 .map(|(side, p)| (*side, *p, engine.level_qty(*side, *p)))
                 .collect();
             let data = view::delta(&self.market, &levels).to_string();
-            let (event, nodes) = self.log.publish(&self.channel, ts, data, false);
-            for node in nodes {
-                let d = self
-                    .sharding
-                    .deliver(KIND, &self.market.symbol, &node, &event);
-                if d == Delivery::NoSubscribers {
-                    self.log.unsubscribe(&self.channel, &node);
-                }
-            }
+            effects
+                .events
+                .push(self.log.publish(&self.channel, ts, data, false));
         }
-        if !out.fills.is_empty() {
-            let trades = out
-                .fills
-                .iter()
-                .map(|f| TradeInput {
-                    price: f.price,
-                    qty: f.qty,
-                    side: tick_side(f.taker_side),
-                })
-                .collect();
-            if let Err(e) = self
-                .sharding
-                .send::<Symbol>(&self.market.symbol, SymbolMsg::Trades(trades))
-            {
-                tracing::warn!(symbol = %self.market.symbol, error = %e, "book fills did not reach the symbol");
-            }
+        effects.trades = out
+            .fills
+            .iter()
+            .map(|f| TradeInput {
+                price: f.price,
+                qty: f.qty,
+                side: tick_side(f.taker_side),
+            })
+            .collect();
+        effects
+    }
+
+    fn forget_gone_nodes(&mut self) {
+        let gone: Vec<String> =
+            std::mem::take(&mut *self.shared.gone.lock().unwrap_or_else(|p| p.into_inner()));
+        for node in gone {
+            self.log.unsubscribe(&self.channel, &node);
         }
     }
 
     fn report(&self, owner: u64, state: OrderState) {
-        if let Err(e) = self
-            .sharding
-            .send::<Account>(&owner.to_string(), AccountMsg::Update(state))
-        {
-            // The account's reconciliation poll picks the state up later.
-            tracing::debug!(owner, error = %e, "order report not delivered");
-        }
+        report(&self.sharding, owner, state);
     }
 
     fn write_snapshot(&mut self) {
@@ -385,5 +475,80 @@ impl BookEntity {
             .fenced(&self.fence),
         );
         self.since_snapshot = 0;
+    }
+}
+
+fn report(sharding: &Sharding, owner: u64, state: OrderState) {
+    if let Err(e) = sharding.send::<Account>(&owner.to_string(), AccountMsg::Update(state)) {
+        // The account's reconciliation poll picks the state up later.
+        tracing::debug!(owner, error = %e, "order report not delivered");
+    }
+}
+
+/// Lets answers and effects out in order, each once its journal write is durable. After a
+/// failed write nothing more is released: those changes never happened as far as anyone
+/// can tell, and the entity rebuilds from storage.
+async fn run_releases(
+    mut queue: mpsc::UnboundedReceiver<Release>,
+    shared: Arc<Shared>,
+    sharding: Sharding,
+    symbol: String,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        // Everything already queued goes out together: one tick message to the symbol per
+        // batch, however many fills it holds.
+        batch.push(first);
+        while batch.len() < 256 {
+            match queue.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut trades = Vec::new();
+        for r in batch.drain(..) {
+            let durable = match r.ack {
+                Some(ack) if !shared.broken.load(Ordering::Relaxed) => match ack.wait().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(%symbol, error = %e, "book journal write failed; the book restarts from storage");
+                        shared.broken.store(true, Ordering::Relaxed);
+                        false
+                    }
+                },
+                _ => !shared.broken.load(Ordering::Relaxed),
+            };
+            if !durable {
+                if let Some((_, respond)) = r.answer {
+                    respond.send(BookReply::Failed(format!(
+                        "book {symbol} could not journal; retry"
+                    )));
+                }
+                continue;
+            }
+            for (event, nodes) in &r.effects.events {
+                for node in nodes {
+                    if sharding.deliver(KIND, &symbol, node, event) == Delivery::NoSubscribers {
+                        shared
+                            .gone
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(node.clone());
+                    }
+                }
+            }
+            for (owner, state) in r.effects.reports {
+                report(&sharding, owner, state);
+            }
+            trades.extend(r.effects.trades);
+            if let Some((reply, respond)) = r.answer {
+                respond.send(reply);
+            }
+        }
+        if !trades.is_empty()
+            && let Err(e) = sharding.send::<Symbol>(&symbol, SymbolMsg::Trades(trades))
+        {
+            tracing::warn!(%symbol, error = %e, "book fills did not reach the symbol");
+        }
     }
 }

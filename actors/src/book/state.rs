@@ -13,9 +13,9 @@ use std::collections::{HashMap, VecDeque};
 
 /// Finished orders are remembered at least this long (ms of command time), so a late
 /// resubmission or a reconciliation poll still finds them...
-pub const DONE_KEPT_MS: i64 = 10 * 60 * 1000;
+pub const DONE_KEPT_MS: i64 = 5 * 60 * 1000;
 /// ...but no more of them than this.
-pub const DONE_KEPT_MAX: usize = 100_000;
+pub const DONE_KEPT_MAX: usize = 20_000;
 
 /// A journaled request to the book.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,65 @@ fn a_buy_holds_quote_and_settles_with_price_improvement() {
 }
 
 #[test]
+fn a_voided_order_frees_its_client_order_id_and_its_hold() {
+    let m = markets();
+    let mut l = granted(&m);
+    l.apply(
+        &Entry::Reserve {
+            order: record(1, 1, Side::Buy, 100, 5),
+        },
+        &m,
+    )
+    .unwrap();
+    assert!(l.by_client_id("c1").is_some());
+    let voided = OrderState {
+        status: Status::Rejected,
+        ..OrderState::new(order_id(1, 1))
+    };
+    l.apply(
+        &Entry::Apply {
+            state: voided,
+            ts: 1,
+        },
+        &m,
+    )
+    .unwrap();
+    assert!(
+        l.by_client_id("c1").is_none(),
+        "a retry may use the id again"
+    );
+    assert_eq!(
+        l.balance("KRW"),
+        Balance {
+            available: 1_000_000,
+            held: 0
+        }
+    );
+    // A book rejection (post-only) keeps it: the client saw that order.
+    l.apply(
+        &Entry::Reserve {
+            order: record(1, 2, Side::Buy, 100, 5),
+        },
+        &m,
+    )
+    .unwrap();
+    let rejected = OrderState {
+        status: Status::Rejected,
+        reject: Some(crate::book::engine::Reject::WouldTake),
+        ..OrderState::new(order_id(1, 2))
+    };
+    l.apply(
+        &Entry::Apply {
+            state: rejected,
+            ts: 2,
+        },
+        &m,
+    )
+    .unwrap();
+    assert!(l.by_client_id("c2").is_some());
+}
+
+#[test]
 fn a_reserve_beyond_the_balance_is_refused() {
     let m = markets();
     let mut l = granted(&m);
@@ -250,6 +309,7 @@ proptest! {
             }
             for l in &ledgers {
                 prop_assert!(l.holds_add_up(&m));
+                prop_assert_eq!(l.open_orders(), l.orders().filter(|o| o.is_open()).count());
             }
         }
         // Reconciliation: every account asks the book for its open orders.
