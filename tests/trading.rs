@@ -746,3 +746,75 @@ async fn users_on_different_nodes_trade_and_survive_the_book_node_dying() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_book_gives_unavailable_and_the_hold_comes_back() {
+    let extra = format!("{NO_FEED}[cluster]\nask_timeout_ms = 1000\n");
+    let cluster = Cluster::start("trade-unreach", 3, &extra);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    let admin = Some(common::ADMIN_TOKEN);
+    let owner_of = |kind: &str, key: &str| -> usize {
+        let (_, v) =
+            cluster.nodes[0].api("GET", &format!("/admin/entities/{kind}/{key}"), None, admin);
+        let owner = v["owner"].as_str().unwrap_or_else(|| panic!("{v}"));
+        owner.trim_start_matches("node").parse::<usize>().unwrap() - 1
+    };
+    let book_node = owner_of("book", "KRW-BTC");
+    let via = (book_node + 1) % 3;
+    // A user whose account lives on a node that stays up.
+    let (user, token) = (0..20)
+        .map(|i| cluster.nodes[via].register(&format!("unreach{i}")))
+        .find(|(id, _)| owner_of("account", id) != book_node)
+        .expect("some account away from the book's node");
+    let node = &cluster.nodes[via];
+    assert_eq!(
+        node.api("GET", "/api/v1/account", None, Some(&token)).0,
+        200
+    );
+
+    // The book's node hangs (SIGSTOP: its TCP sessions stay open, it answers nothing).
+    cluster.nodes[book_node].signal("STOP");
+    let (status, v) = node.api(
+        "POST",
+        "/api/v1/orders",
+        Some(&limit("buy", "100000000", "0.01")),
+        Some(&token),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+
+    // The hold comes back once the book, failed over to a survivor, confirms the order never
+    // stands. (The hung node stays stopped: woken now, it could still take the order it
+    // holds, which is the other legitimate outcome of a timeout.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, acct) = node.api("GET", "/api/v1/account", None, Some(&token));
+        let (_, done) = node.api("GET", "/api/v1/orders?status=done", None, Some(&token));
+        if acct["balances"]["KRW"] == json!({"available": "100000000", "held": "0"})
+            && done[0]["status"] == "rejected"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "user {user}: hold never released: {acct} {done}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.nodes[book_node].signal("CONT");
+    // And the book works again: the same order now goes through.
+    let ack = place_acked(
+        node,
+        &token,
+        limit("buy", "100000000", "0.01"),
+        "after-unreachable",
+    );
+    assert_eq!(ack["status"], "new", "{ack}");
+}

@@ -452,7 +452,7 @@ impl Account {
                     Ok(BookReply::Order(s)) => s,
                     _ => {
                         return AccountReply::Error(TradeError::Unavailable(format!(
-                            "book {} is unavailable ({why}); the order was not placed and its hold is released once the book confirms",
+                            "book {} did not confirm the order ({why}); if it still arrives it stands, else its hold is released: retry with the same client_order_id to learn which",
                             req.symbol
                         )));
                     }
