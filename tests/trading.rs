@@ -364,6 +364,35 @@ async fn orders_match_settle_stream_and_conserve_money() {
         "bad orders moved no money"
     );
 
+    // SSE carries `orders` too, for a browser client with ?token=.
+    let (status, _) = common::read_sse(
+        node.port,
+        "/sse?channels=orders",
+        None,
+        Duration::from_millis(300),
+        1,
+    );
+    assert_eq!(status, 401, "orders needs a token on SSE too");
+    let port = node.port;
+    let path = format!("/sse?channels=orders&token={alice}");
+    let reader =
+        std::thread::spawn(move || common::read_sse(port, &path, None, Duration::from_secs(5), 1));
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, placed) = node.api(
+        "POST",
+        "/api/v1/orders",
+        Some(&limit("sell", "160000000", "0.01")),
+        Some(&alice),
+    );
+    let (status, events) = reader.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        events.first().map(|e| e.event.as_str()),
+        Some("orders"),
+        "{events:?}"
+    );
+    assert_eq!(events[0].data["data"]["order_id"], placed["order_id"]);
+
     // Conservation: two users' grants, nothing more or less.
     let t = totals(&node, &[&alice, &bob]);
     assert_eq!(available_plus_held(&t, "KRW"), "200000000");
