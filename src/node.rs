@@ -17,6 +17,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Events an account keeps for `orders` resume.
+const ACCOUNT_REPLAY_EVENTS: usize = 64;
+
 /// How the node ended.
 pub enum Exit {
     /// Asked to stop, and stopped cleanly.
@@ -148,7 +151,9 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 market_protect_pct: settings.trading.market_protect_pct,
                 max_open_orders: settings.trading.max_open_orders,
                 snapshot_every: settings.trading.snapshot_every,
-                replay_events: settings.streams.replay_events,
+                // One `orders` stream per active account: a short replay keeps thousands
+                // of accounts cheap (a client that falls further behind re-reads /orders).
+                replay_events: settings.streams.replay_events.min(ACCOUNT_REPLAY_EVENTS),
             }),
             sharding: sharding.clone(),
             policy,
