@@ -5,6 +5,7 @@
 use anyhow::Context;
 use bourse_actors::account::{Account, AccountDeps};
 use bourse_actors::book::{BookDeps, BookEntity};
+use bourse_actors::room::{Room, RoomDeps};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
 use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, spawn_region};
 use bourse_config::{ConfigError, LogSettings, Markets, Settings};
@@ -163,6 +164,22 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     )
     .await
     .context("starting the account region")?;
+    spawn_region::<Room>(
+        RegionArgs {
+            deps: Arc::new(RoomDeps {
+                store: store.clone(),
+                markets: markets.clone(),
+                replay_events: settings.streams.replay_events,
+                messages_per_sec: settings.chat.messages_per_sec,
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the room region")?;
     spawn_region::<bourse_cluster::probe::Echo>(
         RegionArgs {
             deps: Arc::new(()),

@@ -20,6 +20,8 @@ pub enum Channel {
     Book(String),
     /// `orders` of one user (auth).
     Orders(u64),
+    /// `chat:R`
+    Chat(String),
 }
 
 /// Why a channel name was refused.
@@ -50,6 +52,14 @@ impl Channel {
             return user.map(Channel::Orders).ok_or_else(|| {
                 ChannelError::NeedsAuth("channel 'orders' needs a logged-in user".into())
             });
+        }
+        if let Some(room) = name.strip_prefix("chat:") {
+            if !crate::room::exists(markets, room) {
+                return Err(ChannelError::Invalid(format!(
+                    "unknown room '{room}' in channel '{name}'"
+                )));
+            }
+            return Ok(Channel::Chat(room.to_string()));
         }
         if let Some(symbol) = name.strip_prefix("book:") {
             if !is_symbol_shape(symbol) {
@@ -107,6 +117,7 @@ impl Channel {
             }
             Channel::Book(s) => (crate::book::KIND, s.clone()),
             Channel::Orders(user) => (crate::account::KIND, user.to_string()),
+            Channel::Chat(room) => (crate::room::KIND, room.clone()),
         }
     }
 
@@ -118,6 +129,7 @@ impl Channel {
             Channel::Candles(s, i) => format!("candles:{s}:{}", i.as_str()),
             Channel::Book(s) => format!("book:{s}"),
             Channel::Orders(user) => crate::account::orders_channel(&user.to_string()),
+            Channel::Chat(room) => format!("chat:{room}"),
         }
     }
 

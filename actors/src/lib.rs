@@ -12,5 +12,6 @@ pub mod account;
 pub mod book;
 pub mod channel;
 pub mod feed;
+pub mod room;
 pub mod symbol;
 pub mod trading;

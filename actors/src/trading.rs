@@ -98,9 +98,11 @@ pub struct OrderRequest {
     pub client_order_id: Option<String>,
 }
 
-/// Why a trading request failed, mapped one-to-one onto PROTOCOL.md error codes.
+/// Why an entity refused a request, mapped one-to-one onto PROTOCOL.md error codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum TradeError {
+pub enum Refusal {
+    #[error("{0}")]
+    RateLimited(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -119,10 +121,10 @@ pub enum TradeError {
 pub const MAX_CLIENT_ORDER_ID: usize = 64;
 
 /// Checks a `client_order_id`: 1..=64 printable ASCII characters.
-pub fn check_client_order_id(id: &str) -> Result<(), TradeError> {
+pub fn check_client_order_id(id: &str) -> Result<(), Refusal> {
     if id.is_empty() || id.len() > MAX_CLIENT_ORDER_ID || !id.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err(TradeError::BadRequest(format!(
+        return Err(Refusal::BadRequest(format!(
             "client_order_id must be 1..={MAX_CLIENT_ORDER_ID} printable ASCII characters"
         )));
     }

@@ -52,7 +52,24 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub auth: AuthSettings,
     pub trading: TradingSettings,
+    pub chat: ChatSettings,
     pub symbols: Vec<SymbolSettings>,
+}
+
+/// Chat rooms (PROTOCOL.md "Chat").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatSettings {
+    /// Messages one user may post per second (per room), then `rate_limited`.
+    pub messages_per_sec: u32,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            messages_per_sec: 5,
+        }
+    }
 }
 
 /// The secret shipped in examples; a real deployment must set its own.
@@ -378,6 +395,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             auth: AuthSettings::default(),
             trading: TradingSettings::default(),
+            chat: ChatSettings::default(),
             symbols: default_symbols(),
         }
     }
@@ -589,6 +607,10 @@ impl Settings {
             self.trading.max_open_orders as u64,
         )?;
         positive("trading.snapshot_every", self.trading.snapshot_every)?;
+        positive(
+            "chat.messages_per_sec",
+            u64::from(self.chat.messages_per_sec),
+        )?;
         let markets = Markets::from_settings(&self.symbols)?;
         self.trading.grant_units(&markets)?;
         Ok(markets)

@@ -108,6 +108,11 @@ impl Auth {
 
     /// The user id a token names; `unauthorized` if it is malformed, forged or expired.
     pub fn verify(&self, token: &str) -> Result<u64, ApiError> {
+        self.identity(token).map(|(id, _)| id)
+    }
+
+    /// The user id and username a token names.
+    pub fn identity(&self, token: &str) -> Result<(u64, String), ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 let why = match e.kind() {
@@ -117,21 +122,28 @@ impl Auth {
                 };
                 ApiError::unauthorized(why)
             })?;
-        data.claims
+        let id = data
+            .claims
             .sub
             .parse()
-            .map_err(|_| ApiError::unauthorized("token invalid"))
+            .map_err(|_| ApiError::unauthorized("token invalid"))?;
+        Ok((id, data.claims.name))
     }
 
-    /// The user of an `Authorization: Bearer <token>` header.
-    pub fn user_of_header(&self, header: Option<&str>) -> Result<u64, ApiError> {
+    /// The user of an `Authorization: Bearer <token>` header, with the username.
+    pub fn identity_of_header(&self, header: Option<&str>) -> Result<(u64, String), ApiError> {
         let header = header.ok_or_else(|| {
             ApiError::unauthorized("missing 'Authorization: Bearer <token>' header")
         })?;
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        self.verify(token.trim())
+        self.identity(token.trim())
+    }
+
+    /// The user of an `Authorization: Bearer <token>` header.
+    pub fn user_of_header(&self, header: Option<&str>) -> Result<u64, ApiError> {
+        self.identity_of_header(header).map(|(id, _)| id)
     }
 
     async fn hash(&self, password: String) -> Result<String, ApiError> {

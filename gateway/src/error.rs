@@ -1,7 +1,7 @@
 //! Client-facing errors (PROTOCOL.md "REST" error codes): one code, one HTTP status, a
 //! message safe to show (never a stack trace or an internal path).
 
-use bourse_actors::trading::TradeError;
+use bourse_actors::trading::Refusal;
 use bourse_cluster::AskError;
 use serde_json::{Value, json};
 use warp::http::StatusCode;
@@ -96,15 +96,16 @@ impl From<AskError> for ApiError {
     }
 }
 
-impl From<TradeError> for ApiError {
-    fn from(e: TradeError) -> Self {
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
         match e {
-            TradeError::BadRequest(m) => ApiError::bad_request(m),
-            TradeError::NotFound(m) => ApiError::not_found(m),
-            TradeError::Conflict(m) => ApiError::conflict(m),
-            TradeError::InsufficientFunds(m) => ApiError::insufficient_funds(m),
-            TradeError::Unavailable(m) => ApiError::unavailable(m),
-            TradeError::Internal(m) => {
+            Refusal::BadRequest(m) => ApiError::bad_request(m),
+            Refusal::RateLimited(m) => ApiError::rate_limited(m),
+            Refusal::NotFound(m) => ApiError::not_found(m),
+            Refusal::Conflict(m) => ApiError::conflict(m),
+            Refusal::InsufficientFunds(m) => ApiError::insufficient_funds(m),
+            Refusal::Unavailable(m) => ApiError::unavailable(m),
+            Refusal::Internal(m) => {
                 tracing::error!(error = %m, "trading request failed inside");
                 ApiError::internal("internal error")
             }

@@ -143,6 +143,31 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
             })
             .await
         });
+    let chat_history = warp::path!("api" / "v1" / "chat" / String / "messages")
+        .and(warp::get())
+        .and(st.clone())
+        .and(query)
+        .then(|room: String, s: Arc<GatewayState>, q: Query| async move {
+            respond(rest::chat::history(&s, &room, &q).await)
+        });
+    let chat_post = warp::path!("api" / "v1" / "chat" / String / "messages")
+        .and(warp::post())
+        .and(st.clone())
+        .and(bearer)
+        .and(body)
+        .then(
+            |room: String, s: Arc<GatewayState>, a: Option<String>, b: bytes::Bytes| async move {
+                let user = match s.auth.identity_of_header(a.as_deref()) {
+                    Ok(u) => u,
+                    Err(e) => return reply(&e).into_response(),
+                };
+                let result = match json_body(&b) {
+                    Ok(body) => rest::chat::post(&s, user, &room, body).await,
+                    Err(e) => Err(e),
+                };
+                respond_with(StatusCode::CREATED, result)
+            },
+        );
     let book = warp::path!("api" / "v1" / "book" / String)
         .and(warp::get())
         .and(st)
@@ -162,6 +187,10 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .or(account)
         .unify()
         .or(book)
+        .unify()
+        .or(chat_history)
+        .unify()
+        .or(chat_post)
         .unify()
         .boxed()
 }
@@ -235,7 +264,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(query)
         .map(|upgrade: warp::ws::Ws, s: Arc<GatewayState>, q: Query| {
             // `?token=` logs the connection in; a bad token is refused before the upgrade.
-            let user = match q.get("token").map(|t| s.auth.verify(t)).transpose() {
+            let user = match q.get("token").map(|t| s.auth.identity(t)).transpose() {
                 Ok(u) => u,
                 Err(e) => return reply(&e).into_response(),
             };

@@ -59,7 +59,8 @@ pub async fn open(
     let outbox = Outbox::new(state.settings.outbound_queue);
     let mut subs = Subscriptions::new(state.clone(), outbox.clone());
     if let Some(token) = q.get("token") {
-        subs.set_user(state.auth.verify(token)?);
+        let (id, name) = state.auth.identity(token)?;
+        subs.set_user(id, name);
     }
     let channels = subs.parse_all(&names)?;
     subs.check_room(&channels)?;

@@ -6,6 +6,7 @@
 use crate::error::ApiError;
 use crate::state::GatewayState;
 use bourse_actors::channel::{Channel, ChannelError};
+use bourse_actors::room::{Room, RoomMsg};
 use bourse_cluster::hub::{ConnId, epoch_newer};
 use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamRequest};
 use serde_json::{Value, json};
@@ -24,8 +25,8 @@ pub struct Subscriptions {
     conn: ConnId,
     outbox: Arc<Outbox>,
     positions: HashMap<String, Position>,
-    /// The logged-in user, for private channels.
-    user: Option<u64>,
+    /// The logged-in user (id, username), for private channels and chat presence.
+    user: Option<(u64, String)>,
 }
 
 /// What to do with a live frame.
@@ -64,14 +65,35 @@ impl Subscriptions {
         }
     }
 
-    /// The logged-in user, if any.
+    /// The logged-in user id, if any.
     pub fn user(&self) -> Option<u64> {
-        self.user
+        self.user.as_ref().map(|(id, _)| *id)
     }
 
-    /// Logs the connection in as `user` (its private channels become available).
-    pub fn set_user(&mut self, user: u64) {
-        self.user = Some(user);
+    /// The logged-in user's name, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.user.as_ref().map(|(_, name)| name.as_str())
+    }
+
+    /// Logs the connection in (its private channels become available).
+    pub fn set_user(&mut self, user: u64, username: String) {
+        self.user = Some((user, username));
+    }
+
+    /// Tells a room that this connection's user joined or left it.
+    fn presence(&self, channel: &Channel, join: bool) {
+        let (Channel::Chat(room), Some(username)) = (channel, self.username()) else {
+            return;
+        };
+        let username = username.to_string();
+        let msg = if join {
+            RoomMsg::Join { username }
+        } else {
+            RoomMsg::Leave { username }
+        };
+        if let Err(e) = self.state.sharding.send::<Room>(room, msg) {
+            tracing::debug!(%room, error = %e, "presence not delivered");
+        }
     }
 
     /// How many channels are held.
@@ -91,7 +113,7 @@ impl Subscriptions {
 
     /// Parses one client channel name for this connection.
     pub fn parse(&self, name: &str) -> Result<Channel, ApiError> {
-        Channel::parse_for(name, &self.state.markets, self.user).map_err(|e| match e {
+        Channel::parse_for(name, &self.state.markets, self.user()).map_err(|e| match e {
             ChannelError::Invalid(m) => ApiError::bad_request(m),
             ChannelError::NeedsAuth(m) => ApiError::unauthorized(m),
         })
@@ -140,6 +162,9 @@ impl Subscriptions {
             }
         };
         let position = json!({"epoch": grant.epoch, "seq": grant.seq, "resumed": grant.resumed});
+        if !was_subscribed {
+            self.presence(channel, true);
+        }
         self.positions.insert(
             name,
             Position {
@@ -162,8 +187,9 @@ impl Subscriptions {
 
     /// Drops a channel; false when it was not held.
     pub fn unsubscribe(&mut self, name: &str) -> bool {
-        if self.positions.remove(name).is_some() {
+        if let Some(pos) = self.positions.remove(name) {
             self.state.hub.unsubscribe(name, self.conn);
+            self.presence(&pos.channel, false);
             true
         } else {
             false
@@ -280,8 +306,9 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
-        for name in self.positions.keys() {
+        for (name, pos) in &self.positions {
             self.state.hub.unsubscribe(name, self.conn);
+            self.presence(&pos.channel, false);
         }
     }
 }

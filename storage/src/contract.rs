@@ -43,6 +43,7 @@ pub async fn run_all<S: MarketStore, F: Fn() -> S>(open: F) {
     leases_fence_older_epochs(&store).await;
     journals_snapshot_and_fence(&store).await;
     users_are_unique(&store).await;
+    chat_pages_newest_first(&store).await;
     store.close().await.expect("close");
     closed_store_refuses_writes(&store).await;
     drop(store);
@@ -284,6 +285,50 @@ async fn journals_snapshot_and_fence<S: MarketStore>(store: &S) {
         .wait()
         .await
         .expect("snapshot");
+}
+
+async fn chat_pages_newest_first<S: MarketStore>(store: &S) {
+    let msg = |id: u64| crate::ChatMessage {
+        room: "C-CHAT".into(),
+        message_id: id,
+        user_id: 1,
+        username: "u".into(),
+        text: format!("m{id}"),
+        ts: id as i64,
+    };
+    for id in 1..=10 {
+        store
+            .submit(Write::Chat(msg(id)))
+            .wait()
+            .await
+            .expect("chat write");
+    }
+    store
+        .submit(Write::Chat(msg(3)))
+        .wait()
+        .await
+        .expect("a replayed message is a no-op");
+    let page = store.chat_history("C-CHAT", None, 4).await.expect("read");
+    assert_eq!(
+        page.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        vec![10, 9, 8, 7]
+    );
+    let next = store
+        .chat_history("C-CHAT", Some(7), 4)
+        .await
+        .expect("read");
+    assert_eq!(
+        next.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        vec![6, 5, 4, 3]
+    );
+    assert_eq!(next[0], msg(6));
+    assert!(
+        store
+            .chat_history("C-NONE", None, 4)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 async fn users_are_unique<S: MarketStore>(store: &S) {

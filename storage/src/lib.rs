@@ -10,7 +10,7 @@ pub mod contract;
 pub mod records;
 pub mod sqlite;
 
-pub use records::{Candle, Interval, Side, Tick};
+pub use records::{Candle, ChatMessage, Interval, Side, Tick};
 
 pub use sqlite::SqliteStore;
 
@@ -98,6 +98,8 @@ pub enum Write {
         seq: u64,
         state: Vec<u8>,
     },
+    /// A chat message; a `(room, message_id)` already stored is left as it is.
+    Chat(ChatMessage),
     /// Registers a user; the ack's value is the new user id. A taken username is a
     /// [`StoreError::Conflict`].
     CreateUser {
@@ -208,6 +210,15 @@ pub trait MarketStore: Send + Sync + 'static {
         key: &str,
         after: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// Up to `limit` messages of `room` with ids below `before` (all when `None`), newest
+    /// first.
+    async fn chat_history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError>;
 
     /// The user registered as `username`.
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;

@@ -203,3 +203,14 @@ mod tests {
         }
     }
 }
+
+/// A chat message as stored (one room's history, ids increasing with time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub room: String,
+    pub message_id: u64,
+    pub user_id: u64,
+    pub username: String,
+    pub text: String,
+    pub ts: i64,
+}

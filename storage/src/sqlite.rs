@@ -6,7 +6,7 @@
 //! pool of their own connections and run beside the writer (WAL lets them). Several node
 //! processes may share one file: a short-step busy handler makes their writers take turns.
 
-use crate::records::{Candle, Interval, Side, Tick};
+use crate::records::{Candle, ChatMessage, Interval, Side, Tick};
 use crate::{Ack, MarketStore, StoreError, UserRecord, Write};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
@@ -69,6 +69,16 @@ const MIGRATIONS: &[&str] = &[
         password_hash TEXT    NOT NULL,
         created_at    INTEGER NOT NULL
     );",
+    // 4: chat history.
+    "CREATE TABLE chat (
+        room       TEXT    NOT NULL,
+        message_id INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        username   TEXT    NOT NULL,
+        text       TEXT    NOT NULL,
+        ts         INTEGER NOT NULL,
+        PRIMARY KEY (room, message_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -365,6 +375,21 @@ fn apply(
                 .execute(params![kind, key, *seq as i64])?;
             Ok(Ok(0))
         }
+        Write::Chat(m) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO chat (room, message_id, user_id, username, text, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                m.room,
+                m.message_id as i64,
+                m.user_id as i64,
+                m.username,
+                m.text,
+                m.ts
+            ])?;
+            Ok(Ok(0))
+        }
         Write::CreateUser {
             username,
             password_hash,
@@ -407,6 +432,7 @@ fn rows(write: &Write) -> usize {
         | Write::ReleaseLease { .. }
         | Write::Journal { .. }
         | Write::Snapshot { .. }
+        | Write::Chat(_)
         | Write::CreateUser { .. } => 1,
     }
 }
@@ -672,6 +698,34 @@ impl MarketStore for SqliteStore {
             )?;
             let rows = stmt.query_map(params![kind, key, after as i64], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn chat_history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let room = room.to_string();
+        let before = before.map_or(i64::MAX, |b| b as i64);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT message_id, user_id, username, text, ts FROM chat
+                 WHERE room = ?1 AND message_id < ?2 ORDER BY message_id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room, before, limit as i64], |r| {
+                Ok(ChatMessage {
+                    room: room.clone(),
+                    message_id: r.get::<_, i64>(0)? as u64,
+                    user_id: r.get::<_, i64>(1)? as u64,
+                    username: r.get(2)?,
+                    text: r.get(3)?,
+                    ts: r.get(4)?,
+                })
             })?;
             rows.collect()
         })

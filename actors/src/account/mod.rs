@@ -33,7 +33,7 @@ use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
 use crate::symbol::now_ms;
-use crate::trading::{OrderRequest, OrderState, Status, TradeError, order_id, owner_of};
+use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest, wire,
@@ -86,7 +86,7 @@ pub enum AccountReply {
     Orders(Vec<OrderRecord>),
     Balances(BTreeMap<String, Balance>),
     Done,
-    Error(TradeError),
+    Error(Refusal),
 }
 
 /// What every account on a node shares.
@@ -194,7 +194,7 @@ impl Entity for Account {
     async fn handle(&mut self, msg: AccountMsg, _ctx: &EntityContext) -> AccountReply {
         if self.fenced() {
             self.stop = true;
-            return AccountReply::Error(TradeError::Unavailable(format!(
+            return AccountReply::Error(Refusal::Unavailable(format!(
                 "account {} is restarting; retry",
                 self.key
             )));
@@ -294,8 +294,8 @@ impl Entity for Account {
     }
 }
 
-fn not_found(id: u64) -> TradeError {
-    TradeError::NotFound(format!("no order {id}"))
+fn not_found(id: u64) -> Refusal {
+    Refusal::NotFound(format!("no order {id}"))
 }
 
 impl Account {
@@ -356,13 +356,13 @@ impl Account {
             };
         }
         let Some(market) = self.deps.markets.get(&req.symbol).cloned() else {
-            return AccountReply::Error(TradeError::BadRequest(format!(
+            return AccountReply::Error(Refusal::BadRequest(format!(
                 "unknown symbol '{}'",
                 req.symbol
             )));
         };
         if self.ledger.open_orders() >= self.deps.max_open_orders {
-            return AccountReply::Error(TradeError::BadRequest(format!(
+            return AccountReply::Error(Refusal::BadRequest(format!(
                 "at most {} open orders per account",
                 self.deps.max_open_orders
             )));
@@ -382,7 +382,7 @@ impl Account {
                         self.deps.market_protect_pct,
                     )),
                     Ok(_) => None,
-                    Err(e) => return AccountReply::Error(TradeError::Unavailable(e.to_string())),
+                    Err(e) => return AccountReply::Error(Refusal::Unavailable(e.to_string())),
                 }
             }
             _ => None,
@@ -392,7 +392,7 @@ impl Account {
         if have < need {
             let step = self.deps.markets.asset(&asset);
             let fmt = |v: u128| step.map_or(v.to_string(), |s| s.format_wide(v));
-            return AccountReply::Error(TradeError::InsufficientFunds(format!(
+            return AccountReply::Error(Refusal::InsufficientFunds(format!(
                 "needs {} {asset} available, has {}",
                 fmt(need),
                 fmt(have)
@@ -451,7 +451,7 @@ impl Account {
                 {
                     Ok(BookReply::Order(s)) => s,
                     _ => {
-                        return AccountReply::Error(TradeError::Unavailable(format!(
+                        return AccountReply::Error(Refusal::Unavailable(format!(
                             "book {} did not confirm the order ({why}); if it still arrives it stands, else its hold is released: retry with the same client_order_id to learn which",
                             req.symbol
                         )));
@@ -461,15 +461,15 @@ impl Account {
         };
         self.absorb(state).await;
         let Some(order) = self.ledger.order(id).cloned() else {
-            return AccountReply::Error(TradeError::Internal("order vanished".into()));
+            return AccountReply::Error(Refusal::Internal("order vanished".into()));
         };
         if order.state.status == Status::Rejected {
             return AccountReply::Error(match order.state.reject {
                 Some(Reject::WouldTake) => {
-                    TradeError::BadRequest("post_only order would take liquidity; rejected".into())
+                    Refusal::BadRequest("post_only order would take liquidity; rejected".into())
                 }
-                Some(r) => TradeError::BadRequest(format!("order rejected by the book: {r:?}")),
-                None => TradeError::Unavailable(format!(
+                Some(r) => Refusal::BadRequest(format!("order rejected by the book: {r:?}")),
+                None => Refusal::Unavailable(format!(
                     "book {} was unavailable; the order was not placed and its hold is released",
                     req.symbol
                 )),
@@ -486,7 +486,7 @@ impl Account {
             return AccountReply::Error(not_found(id));
         };
         if !order.is_open() {
-            return AccountReply::Error(TradeError::Conflict(format!(
+            return AccountReply::Error(Refusal::Conflict(format!(
                 "order {id} is already {}",
                 order.state.status.as_str()
             )));
@@ -502,13 +502,13 @@ impl Account {
         match self.sharding.ask::<BookEntity>(&order.symbol, msg).await {
             Ok(BookReply::Order(s)) => self.absorb(s).await,
             Ok(BookReply::NotFound) => return AccountReply::Error(not_found(id)),
-            Ok(BookReply::Failed(m)) => return AccountReply::Error(TradeError::Unavailable(m)),
+            Ok(BookReply::Failed(m)) => return AccountReply::Error(Refusal::Unavailable(m)),
             Ok(_) => {}
-            Err(e) => return AccountReply::Error(TradeError::Unavailable(e.to_string())),
+            Err(e) => return AccountReply::Error(Refusal::Unavailable(e.to_string())),
         }
         match self.ledger.order(id) {
             Some(o) if o.state.status.is_done() => AccountReply::Order(o.clone()),
-            Some(o) => AccountReply::Error(TradeError::Conflict(format!(
+            Some(o) => AccountReply::Error(Refusal::Conflict(format!(
                 "order {id} could not be cancelled (status {})",
                 o.state.status.as_str()
             ))),
@@ -529,17 +529,17 @@ impl Account {
 
     /// Applies an entry to the ledger, journals it (durably), and publishes the order it
     /// changed. An entry that changes nothing is not journaled.
-    async fn record(&mut self, entry: &Entry) -> Result<(), TradeError> {
+    async fn record(&mut self, entry: &Entry) -> Result<(), Refusal> {
         self.record_with(entry, true).await
     }
 
     /// [`Account::record`], waiting for the write only when `wait`.
-    async fn record_with(&mut self, entry: &Entry, wait: bool) -> Result<(), TradeError> {
+    async fn record_with(&mut self, entry: &Entry, wait: bool) -> Result<(), Refusal> {
         let changed = match self.ledger.apply(entry, &self.deps.markets) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(account = %self.key, error = %e, "ledger refused an entry");
-                return Err(TradeError::Internal(
+                return Err(Refusal::Internal(
                     "the account could not apply a change".into(),
                 ));
             }
@@ -549,7 +549,7 @@ impl Account {
         }
         let bytes = wire::encode(entry).map_err(|e| {
             self.stop = true;
-            TradeError::Internal(format!("encoding a journal entry: {e}"))
+            Refusal::Internal(format!("encoding a journal entry: {e}"))
         })?;
         let write = Write::Journal {
             kind: KIND.into(),
@@ -563,7 +563,7 @@ impl Account {
             if let Err(e) = ack.wait().await {
                 tracing::error!(account = %self.key, error = %e, "account journal write failed; restarting from storage");
                 self.stop = true;
-                return Err(TradeError::Unavailable(format!(
+                return Err(Refusal::Unavailable(format!(
                     "account {} could not be saved; retry",
                     self.key
                 )));

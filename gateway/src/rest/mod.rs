@@ -1,5 +1,6 @@
 //! REST handlers, one module per area.
 
 pub mod admin;
+pub mod chat;
 pub mod market;
 pub mod trading;

@@ -90,7 +90,7 @@ fn response(id: &Value, result: Result<Value, ApiError>) -> String {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<u64>) {
+pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, String)>) {
     let (mut tx, mut rx) = ws.split();
     let settings = state.settings.clone();
     let outbox = Outbox::new(settings.outbound_queue);
@@ -99,8 +99,8 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<u64>) {
         limiter: RateLimiter::new(settings.requests_per_sec, Instant::now()),
         state: state.clone(),
     };
-    if let Some(user) = user {
-        conn.subs.set_user(user);
+    if let Some((id, name)) = user {
+        conn.subs.set_user(id, name);
     }
     let mut shutdown = state.shutdown.clone();
     let idle = Duration::from_secs(settings.idle_timeout_s);

@@ -17,14 +17,14 @@ pub struct Auth {
 
 /// Checks the token and remembers the user.
 pub fn apply(conn: &mut Connection, req: Auth) -> Result<Outcome, ApiError> {
-    let user = conn.state.auth.verify(&req.token)?;
+    let (user, username) = conn.state.auth.identity(&req.token)?;
     match conn.subs.user() {
         Some(current) if current != user => {
             return Err(ApiError::bad_request(
                 "this connection is logged in as another user; open a new one",
             ));
         }
-        _ => conn.subs.set_user(user),
+        _ => conn.subs.set_user(user, username),
     }
     Ok(Outcome {
         result: json!({"user_id": user.to_string()}),

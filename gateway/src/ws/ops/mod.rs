@@ -2,6 +2,7 @@
 //! fields refused), apply it to the connection, encode the result.
 
 pub mod auth;
+pub mod chat;
 pub mod order;
 pub mod ping;
 pub mod subscribe;
@@ -20,14 +21,8 @@ pub struct Outcome {
     pub frames: Vec<Arc<Frame>>,
 }
 
-/// Ops named in PROTOCOL.md that later issues implement (chat, alerts).
-const NOT_YET: &[&str] = &[
-    "chat.send",
-    "chat.history",
-    "alert.create",
-    "alert.delete",
-    "alert.list",
-];
+/// Ops named in PROTOCOL.md that a later issue implements (alerts).
+const NOT_YET: &[&str] = &["alert.create", "alert.delete", "alert.list"];
 
 /// Decodes an op's fields (everything but `id` and `op`).
 pub fn fields<T: DeserializeOwned>(op: &str, body: Map<String, Value>) -> Result<T, ApiError> {
@@ -49,6 +44,8 @@ pub async fn apply(
         "order.place" => order::place(conn, fields(op, body)?).await,
         "order.cancel" => order::cancel(conn, fields(op, body)?).await,
         "order.list" => order::list(conn, fields(op, body)?).await,
+        "chat.send" => chat::send(conn, fields(op, body)?).await,
+        "chat.history" => chat::history(conn, fields(op, body)?).await,
         op if NOT_YET.contains(&op) => Err(ApiError::bad_request(format!(
             "op '{op}' is not available on this server yet"
         ))),

@@ -1,0 +1,266 @@
+//! Chat rooms: the `room` entity (key: the room; every symbol has one, named like it) and
+//! what a message may say ([`text`]).
+//!
+//! A message is stored before it is fanned out on `chat:R`, so history after any crash holds
+//! every message anyone saw or was acknowledged. The room runs once in the cluster (a lease,
+//! fenced writes), which makes its message ids simple: time-ordered, increasing within the
+//! room, and unique across the cluster (`ms << 22 | room index << 12 | sequence`). Presence:
+//! the gateway reports each logged-in subscriber's join and leave; the room keeps the member
+//! list and announces a user's first join and last leave.
+
+pub mod text;
+
+use crate::symbol::now_ms;
+use crate::trading::Refusal;
+use bourse_cluster::hub::Delivery;
+use bourse_cluster::{
+    Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
+};
+use bourse_config::Markets;
+use bourse_storage::{ChatMessage, Fence, MarketStore, StoreError, Write};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The entity kind name.
+pub const KIND: &str = "room";
+/// Most messages one history page returns.
+pub const MAX_PAGE: usize = 200;
+
+/// What a room accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RoomMsg {
+    /// Post a message (the text is checked again here).
+    Send {
+        user_id: u64,
+        username: String,
+        text: String,
+    },
+    /// A logged-in connection subscribed to the room.
+    Join { username: String },
+    /// It left (unsubscribed or disconnected).
+    Leave { username: String },
+    /// Who is here.
+    Members,
+}
+
+/// What a room answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RoomReply {
+    Sent(ChatMessage),
+    Members(Vec<String>),
+    Done,
+    Error(Refusal),
+}
+
+/// What every room on a node shares.
+pub struct RoomDeps {
+    pub store: Arc<dyn MarketStore>,
+    pub markets: Markets,
+    pub replay_events: usize,
+    /// Messages per second one user may post in a room.
+    pub messages_per_sec: u32,
+}
+
+/// The entity state.
+pub struct Room {
+    key: String,
+    /// The room's place among the configured rooms (bits of its message ids).
+    index: u64,
+    deps: Arc<RoomDeps>,
+    sharding: Sharding,
+    fence: Fence,
+    fenced: bool,
+    log: StreamLog,
+    channel: String,
+    last_id: u64,
+    /// Connections per member.
+    members: BTreeMap<String, u32>,
+    /// Per user: (start of the current one-second window, messages in it).
+    rates: HashMap<u64, (i64, u32)>,
+}
+
+/// A message as `chat:R` data, the REST body and the WebSocket result.
+pub fn view(m: &ChatMessage) -> Value {
+    json!({"type": "message", "message_id": m.message_id.to_string(), "room": m.room,
+           "user": m.username, "text": m.text, "ts": m.ts})
+}
+
+fn storage(e: StoreError) -> EntityError {
+    EntityError::new(e.to_string())
+}
+
+/// Whether `room` is a room of this configuration (a configured symbol).
+pub fn exists(markets: &Markets, room: &str) -> bool {
+    markets.get(room).is_some()
+}
+
+impl Entity for Room {
+    const KIND: &'static str = KIND;
+
+    type Msg = RoomMsg;
+    type Reply = RoomReply;
+    type Deps = RoomDeps;
+
+    async fn activate(ctx: &EntityContext, deps: &Arc<RoomDeps>) -> Result<Self, EntityError> {
+        let index = deps
+            .markets
+            .iter()
+            .position(|m| m.symbol == ctx.key)
+            .ok_or_else(|| EntityError::new(format!("unknown room '{}'", ctx.key)))?
+            as u64;
+        let store = &deps.store;
+        store.flush().await.map_err(storage)?;
+        let fence = store
+            .acquire_lease(KIND, &ctx.key, ctx.sharding.node())
+            .await
+            .map_err(storage)?;
+        let last_id = store
+            .chat_history(&ctx.key, None, 1)
+            .await
+            .map_err(storage)?
+            .first()
+            .map_or(0, |m| m.message_id);
+        let epoch = bourse_cluster::stream::new_epoch(now_ms());
+        ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
+        Ok(Room {
+            key: ctx.key.clone(),
+            index: index % 1024,
+            deps: deps.clone(),
+            sharding: ctx.sharding.clone(),
+            fence,
+            fenced: false,
+            log: StreamLog::new(epoch, deps.replay_events),
+            channel: format!("chat:{}", ctx.key),
+            last_id,
+            members: BTreeMap::new(),
+            rates: HashMap::new(),
+        })
+    }
+
+    async fn handle(&mut self, msg: RoomMsg, _ctx: &EntityContext) -> RoomReply {
+        match msg {
+            RoomMsg::Send {
+                user_id,
+                username,
+                text,
+            } => self.send(user_id, username, &text).await,
+            RoomMsg::Join { username } => {
+                let n = self.members.entry(username.clone()).or_default();
+                *n += 1;
+                if *n == 1 {
+                    self.publish(json!({"type": "presence", "presence": "join", "user": username}));
+                }
+                RoomReply::Done
+            }
+            RoomMsg::Leave { username } => {
+                if let Some(n) = self.members.get_mut(&username) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.members.remove(&username);
+                        self.publish(
+                            json!({"type": "presence", "presence": "leave", "user": username}),
+                        );
+                    }
+                }
+                RoomReply::Done
+            }
+            RoomMsg::Members => RoomReply::Members(self.members.keys().cloned().collect()),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        req: StreamRequest,
+        _ctx: &EntityContext,
+    ) -> Result<StreamGrant, String> {
+        if req.channel != self.channel {
+            return Err(format!(
+                "channel '{}' is not room {}'s",
+                req.channel, self.key
+            ));
+        }
+        Ok(self.log.subscribe(&req, now_ms(), None, false))
+    }
+
+    fn unsubscribe(&mut self, channel: &str, node: &str) {
+        self.log.unsubscribe(channel, node);
+    }
+
+    fn fenced(&self) -> bool {
+        self.fenced
+    }
+
+    async fn passivate(&mut self, _ctx: &EntityContext) {
+        let release = Write::ReleaseLease {
+            kind: KIND.into(),
+            key: self.key.clone(),
+            epoch: self.fence.epoch,
+        };
+        if let Err(e) = self.deps.store.submit(release).wait().await {
+            tracing::error!(room = %self.key, error = %e, "releasing the room lease failed");
+        }
+    }
+}
+
+impl Room {
+    async fn send(&mut self, user_id: u64, username: String, text: &str) -> RoomReply {
+        let text = match text::clean(text) {
+            Ok(t) => t,
+            Err(e) => return RoomReply::Error(Refusal::BadRequest(e)),
+        };
+        let now = now_ms();
+        let limit = self.deps.messages_per_sec;
+        let (start, count) = self.rates.entry(user_id).or_insert((now, 0));
+        if now - *start >= 1000 {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= limit {
+            return RoomReply::Error(Refusal::RateLimited(format!(
+                "at most {limit} messages per second in a room"
+            )));
+        }
+        *count += 1;
+        if self.rates.len() > 10_000 {
+            self.rates.retain(|_, (s, _)| now - *s < 1000);
+        }
+        let base = ((now.max(0) as u64) << 22) | (self.index << 12);
+        let message_id = base.max(self.last_id + 1);
+        let message = ChatMessage {
+            room: self.key.clone(),
+            message_id,
+            user_id,
+            username,
+            text,
+            ts: now,
+        };
+        // Stored before anyone sees it.
+        let write = Write::Chat(message.clone()).fenced(&self.fence);
+        if let Err(e) = self.deps.store.submit(write).wait().await {
+            if matches!(e, StoreError::Fenced { .. }) {
+                self.fenced = true;
+            }
+            tracing::error!(room = %self.key, error = %e, "storing a chat message failed");
+            return RoomReply::Error(Refusal::Unavailable(format!(
+                "room {} could not store the message; retry",
+                self.key
+            )));
+        }
+        self.last_id = message_id;
+        self.publish(view(&message));
+        RoomReply::Sent(message)
+    }
+
+    fn publish(&mut self, data: Value) {
+        let (event, nodes) = self
+            .log
+            .publish(&self.channel, now_ms(), data.to_string(), false);
+        for node in nodes {
+            if self.sharding.deliver(KIND, &self.key, &node, &event) == Delivery::NoSubscribers {
+                self.log.unsubscribe(&self.channel, &node);
+            }
+        }
+    }
+}
