@@ -12,6 +12,7 @@ pub mod account;
 pub mod book;
 pub mod channel;
 pub mod feed;
+pub mod journal;
 pub mod room;
 pub mod symbol;
 pub mod trading;

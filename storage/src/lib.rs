@@ -109,6 +109,17 @@ pub enum Write {
     },
 }
 
+impl Fence {
+    /// The write that gives this lease up (a no-op once a newer activation holds it).
+    pub fn release(&self) -> Write {
+        Write::ReleaseLease {
+            kind: self.kind.clone(),
+            key: self.key.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
 impl Write {
     /// This write, applied only under `fence`.
     pub fn fenced(self, fence: &Fence) -> Write {

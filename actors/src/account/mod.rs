@@ -39,7 +39,7 @@ use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest, wire,
 };
 use bourse_config::Markets;
-use bourse_storage::{Fence, MarketStore, StoreError, Write};
+use bourse_storage::{Fence, MarketStore, Write};
 use ledger::{Balance, Entry, Ledger, OrderRecord, hold_for};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -120,10 +120,6 @@ pub struct Account {
     last_reconcile: Option<Instant>,
 }
 
-fn storage(e: StoreError) -> EntityError {
-    EntityError::new(e.to_string())
-}
-
 impl Entity for Account {
     const KIND: &'static str = KIND;
     const TICK_EVERY: Option<Duration> = Some(Duration::from_secs(1));
@@ -137,32 +133,20 @@ impl Entity for Account {
             .key
             .parse()
             .map_err(|_| EntityError::new(format!("account key '{}' is not a user id", ctx.key)))?;
-        let store = &deps.store;
-        store.flush().await.map_err(storage)?;
-        let fence = store
-            .acquire_lease(KIND, &ctx.key, ctx.sharding.node())
-            .await
-            .map_err(storage)?;
-        let (mut seq, mut ledger) = match store.snapshot(KIND, &ctx.key).await.map_err(storage)? {
-            Some((seq, bytes)) => (
-                seq,
-                wire::decode(&bytes)
-                    .map_err(|e| EntityError::new(format!("account {} snapshot: {e}", ctx.key)))?,
-            ),
-            None => (0, Ledger::default()),
-        };
-        let entries = store
-            .journal_after(KIND, &ctx.key, seq)
-            .await
-            .map_err(storage)?;
-        for (at, bytes) in &entries {
-            let entry: Entry = wire::decode(bytes)
-                .map_err(|e| EntityError::new(format!("account {} entry {at}: {e}", ctx.key)))?;
+        let r = crate::journal::recover::<Ledger, Entry>(
+            deps.store.as_ref(),
+            KIND,
+            &ctx.key,
+            ctx.sharding.node(),
+        )
+        .await?;
+        let mut ledger = r.snapshot.unwrap_or_default();
+        for (at, entry) in &r.entries {
             ledger
-                .apply(&entry, &deps.markets)
+                .apply(entry, &deps.markets)
                 .map_err(|e| EntityError::new(format!("account {} entry {at}: {e}", ctx.key)))?;
-            seq = *at;
         }
+        let (fence, seq, replayed) = (r.fence, r.seq, r.entries.len());
         let epoch = bourse_cluster::stream::new_epoch(now_ms());
         ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
         let mut account = Account {
@@ -175,7 +159,7 @@ impl Entity for Account {
             broken: Arc::default(),
             ledger,
             seq,
-            since_snapshot: entries.len() as u64,
+            since_snapshot: replayed as u64,
             log: StreamLog::new(epoch, deps.replay_events),
             channel: orders_channel(&ctx.key),
             last_reconcile: None,
@@ -283,12 +267,7 @@ impl Entity for Account {
             return;
         }
         self.write_snapshot();
-        let release = Write::ReleaseLease {
-            kind: KIND.into(),
-            key: self.key.clone(),
-            epoch: self.fence.epoch,
-        };
-        if let Err(e) = self.deps.store.submit(release).wait().await {
+        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
             tracing::error!(account = %self.key, error = %e, "releasing the account lease failed");
         }
     }

@@ -28,7 +28,7 @@ use bourse_cluster::{
     StreamRequest, wire,
 };
 use bourse_config::{Market, Markets};
-use bourse_storage::{Ack, Fence, MarketStore, StoreError, Write};
+use bourse_storage::{Ack, Fence, MarketStore, Write};
 use engine::{Order, Side};
 use serde::{Deserialize, Serialize};
 use state::{Answer, BookState, Command, Outcome};
@@ -136,10 +136,6 @@ pub struct BookEntity {
     channel: String,
 }
 
-fn storage(e: StoreError) -> EntityError {
-    EntityError::new(e.to_string())
-}
-
 impl Entity for BookEntity {
     const KIND: &'static str = KIND;
     // Resting orders must keep matching whether or not anyone asks: never idle-stopped.
@@ -155,32 +151,20 @@ impl Entity for BookEntity {
             .get(&ctx.key)
             .cloned()
             .ok_or_else(|| EntityError::new(format!("unknown symbol '{}'", ctx.key)))?;
-        let store = &deps.store;
-        store.flush().await.map_err(storage)?;
-        let fence = store
-            .acquire_lease(KIND, &ctx.key, ctx.sharding.node())
-            .await
-            .map_err(storage)?;
-        let (mut seq, mut state) = match store.snapshot(KIND, &ctx.key).await.map_err(storage)? {
-            Some((seq, bytes)) => {
-                let snap = wire::decode(&bytes)
-                    .map_err(|e| EntityError::new(format!("book {} snapshot: {e}", ctx.key)))?;
-                (seq, BookState::restore(snap))
-            }
-            None => (0, BookState::new()),
-        };
-        let entries = store
-            .journal_after(KIND, &ctx.key, seq)
-            .await
-            .map_err(storage)?;
+        let r = crate::journal::recover::<state::Snapshot, Command>(
+            deps.store.as_ref(),
+            KIND,
+            &ctx.key,
+            ctx.sharding.node(),
+        )
+        .await?;
+        let mut state = r.snapshot.map_or_else(BookState::new, BookState::restore);
         let mut touched = BTreeSet::new();
-        for (at, bytes) in &entries {
-            let cmd: Command = wire::decode(bytes)
-                .map_err(|e| EntityError::new(format!("book {} entry {at}: {e}", ctx.key)))?;
-            let out = state.apply(&cmd);
+        for (_, cmd) in &r.entries {
+            let out = state.apply(cmd);
             touched.extend(out.updates.iter().map(|(_, s)| s.order_id));
-            seq = *at;
         }
+        let (fence, seq, replayed) = (r.fence, r.seq, r.entries.len());
         let epoch = bourse_cluster::stream::new_epoch(now_ms());
         ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
         let shared = Arc::new(Shared {
@@ -206,7 +190,7 @@ impl Entity for BookEntity {
             stop: false,
             state,
             seq,
-            since_snapshot: entries.len() as u64,
+            since_snapshot: replayed as u64,
         };
         // The last reports before a crash may not have reached the accounts.
         for id in touched {
@@ -217,7 +201,7 @@ impl Entity for BookEntity {
         tracing::info!(
             symbol = %ctx.key,
             journal_seq = entity.seq,
-            replayed = entries.len(),
+            replayed,
             resting = entity.state.engine().len(),
             "book activated"
         );
@@ -282,12 +266,7 @@ impl Entity for BookEntity {
         }
         // A snapshot makes the next activation (on the new owner) quick.
         self.write_snapshot();
-        let release = Write::ReleaseLease {
-            kind: KIND.into(),
-            key: self.market.symbol.clone(),
-            epoch: self.fence.epoch,
-        };
-        if let Err(e) = self.deps.store.submit(release).wait().await {
+        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
             tracing::error!(symbol = %self.market.symbol, error = %e, "releasing the book lease failed");
         }
     }

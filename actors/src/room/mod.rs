@@ -193,12 +193,7 @@ impl Entity for Room {
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        let release = Write::ReleaseLease {
-            kind: KIND.into(),
-            key: self.key.clone(),
-            epoch: self.fence.epoch,
-        };
-        if let Err(e) = self.deps.store.submit(release).wait().await {
+        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
             tracing::error!(room = %self.key, error = %e, "releasing the room lease failed");
         }
     }

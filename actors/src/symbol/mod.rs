@@ -278,12 +278,7 @@ impl Entity for Symbol {
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        let release = Write::ReleaseLease {
-            kind: KIND.into(),
-            key: self.market.symbol.clone(),
-            epoch: self.fence.epoch,
-        };
-        if let Err(e) = self.deps.store.submit(release).wait().await {
+        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
             tracing::error!(symbol = %self.market.symbol, error = %e, "releasing the lease on passivation failed");
         }
     }
