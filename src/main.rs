@@ -59,6 +59,8 @@ enum Bench {
     Book(bench::book::BookArgs),
     /// A local cluster with many WebSocket users trading: orders/s, place-to-ack latency.
     Trading(bench::trading::TradingArgs),
+    /// One chat room with thousands of members over a local cluster: fan-out and latency.
+    Chat(bench::chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +111,13 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Book(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::book::book(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Bench(Bench::Chat(args)) => {
+            return match runtime().map(|rt| rt.block_on(bench::chat::chat(args.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,

@@ -5,6 +5,7 @@
 //! clients' own CPU counts against the node's: the figures are a floor, not a ceiling.
 
 pub mod book;
+pub mod chat;
 pub mod trading;
 
 use crate::probe::{http_json, http_status};
@@ -367,4 +368,85 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     }
     drop(nodes);
     Ok(())
+}
+
+/// The admin token of the benchmarks' local clusters.
+pub(crate) const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// Starts `n` node processes on free loopback ports as one cluster (feed off, cheap password
+/// hashing, a high per-connection request rate) and waits until each sees all members up.
+/// Returns the directory (removed with the processes), the processes and the gateway ports.
+pub(crate) async fn local_cluster(
+    n: usize,
+    name: &str,
+) -> anyhow::Result<(std::path::PathBuf, Vec<NodeProcess>, Vec<u16>)> {
+    let dir = std::env::temp_dir().join(format!("bourse-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let gateways: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
+    let cluster: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let seeds: Vec<String> = cluster
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let config = dir.join(format!("node{}.toml", i + 1));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nname = \"node{}\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\nrequests_per_sec = 10000\noutbound_queue = 65536\n\
+                 [cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\ncookie = \"bench\"\n[admin]\ntoken = \"{BENCH_TOKEN}\"\n\
+                 [auth]\nsecret = \"bench-auth-secret-0123456789\"\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
+                 [feed]\nkind = \"none\"\n",
+                i + 1,
+                dir.join("data").display(),
+                gateways[i],
+                cluster[i],
+                seeds.join(",")
+            ),
+        )?;
+        procs.push(NodeProcess::spawn(
+            &dir,
+            &format!("node{}", i + 1),
+            &config,
+        )?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in &gateways {
+        while http_status(*port, "/readyz").await != Some(200) {
+            if Instant::now() > deadline {
+                bail!("nodes not ready in 30 s; see {}", dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    loop {
+        let mut all = true;
+        for port in &gateways {
+            let up = http_json(*port, "GET", "/admin/cluster", Some(BENCH_TOKEN), None)
+                .await
+                .map_or(0, |(_, v)| {
+                    v["ring"]["members"].as_array().map_or(0, Vec::len)
+                });
+            all &= up == n;
+        }
+        if all {
+            return Ok((dir, procs, gateways));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the nodes did not form a cluster in 30 s; see {}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -4,8 +4,8 @@
 //! latency, the error codes seen, and then checks conservation: per asset, available + held
 //! over all users equals the users' grants. Clients share the machine with the nodes.
 
-use super::{NodeProcess, node_cpu_ticks};
-use crate::probe::{http_json, http_status};
+use super::{local_cluster, node_cpu_ticks};
+use crate::probe::http_json;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -36,8 +36,6 @@ pub struct TradingArgs {
     pub rate: u32,
 }
 
-const TOKEN: &str = "bench-admin-token-0123456789";
-
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
@@ -47,76 +45,7 @@ struct Tally {
 /// Runs the benchmark and prints its figures.
 pub async fn trading(args: TradingArgs) -> anyhow::Result<()> {
     let n = args.nodes.max(1);
-    let dir = std::env::temp_dir().join(format!("bourse-bench-trading-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let gateways: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
-    let cluster: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
-    let mut procs = Vec::new();
-    for i in 0..n {
-        let seeds: Vec<String> = cluster
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
-            .collect();
-        let config = dir.join(format!("node{}.toml", i + 1));
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\nname = \"node{}\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\nrequests_per_sec = 10000\n\
-                 [cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\ncookie = \"bench\"\n[admin]\ntoken = \"{TOKEN}\"\n\
-                 [auth]\nsecret = \"bench-auth-secret-0123456789\"\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
-                 [feed]\nkind = \"none\"\n",
-                i + 1,
-                dir.join("data").display(),
-                gateways[i],
-                cluster[i],
-                seeds.join(",")
-            ),
-        )?;
-        procs.push(NodeProcess::spawn(
-            &dir,
-            &format!("node{}", i + 1),
-            &config,
-        )?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for port in &gateways {
-        while http_status(*port, "/readyz").await != Some(200) {
-            if Instant::now() > deadline {
-                bail!("nodes not ready in 30 s; see {}", dir.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    // Wait until every node sees all members up.
-    loop {
-        let mut all = true;
-        for port in &gateways {
-            let up = http_json(*port, "GET", "/admin/cluster", Some(TOKEN), None)
-                .await
-                .map_or(0, |(_, v)| {
-                    v["ring"]["members"].as_array().map_or(0, Vec::len)
-                });
-            all &= up == n;
-        }
-        if all {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the nodes did not form a cluster in 30 s; see {}",
-                dir.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_dir, procs, gateways) = local_cluster(n, "trading").await?;
     let (_, symbols) = http_json(gateways[0], "GET", "/api/v1/symbols", None, None)
         .await
         .context("listing symbols")?;
