@@ -22,20 +22,15 @@ fn storage(e: StoreError) -> EntityError {
     EntityError::new(e.to_string())
 }
 
-/// Takes the lease of `kind/key` for `node` and reads its snapshot and journal. Everything
-/// this process submitted before is flushed first, so a restart here sees its own writes;
-/// the lease fences every earlier activation, here or on another node.
+/// Takes `kind/key` over for `node` (see [`MarketStore::take_over`]) and reads its snapshot
+/// and journal.
 pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
     store: &dyn MarketStore,
     kind: &str,
     key: &str,
     node: &str,
 ) -> Result<Recovered<S, E>, EntityError> {
-    store.flush().await.map_err(storage)?;
-    let fence = store
-        .acquire_lease(kind, key, node)
-        .await
-        .map_err(storage)?;
+    let fence = store.take_over(kind, key, node).await.map_err(storage)?;
     let (mut seq, snapshot) = match store.snapshot(kind, key).await.map_err(storage)? {
         Some((seq, bytes)) => (
             seq,

@@ -51,54 +51,41 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_secs(1),
     };
-    let args_for = |deps| RegionArgs {
-        deps,
-        sharding: sharding.clone(),
-        policy,
-        passivate_after: None,
+    fn region<E: bourse_cluster::Entity>(
+        deps: E::Deps,
+        sharding: &Sharding,
+        policy: RestartPolicy,
+    ) -> RegionArgs<E> {
+        RegionArgs {
+            deps: Arc::new(deps),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after: None,
+        }
+    }
+    let book_deps = BookDeps {
+        store: store.clone(),
+        markets: markets.clone(),
+        replay_events: 1024,
+        snapshot_every: args.snapshot_every,
     };
-    spawn_region::<BookEntity>(
-        args_for(Arc::new(BookDeps {
-            store: store.clone(),
-            markets: markets.clone(),
-            replay_events: 1024,
-            snapshot_every: args.snapshot_every,
-        })),
-        root.get_cell(),
-    )
-    .await?;
-    spawn_region::<Symbol>(
-        RegionArgs {
-            deps: Arc::new(SymbolDeps {
-                store: store.clone(),
-                markets: markets.clone(),
-                replay_events: 1024,
-            }),
-            sharding: sharding.clone(),
-            policy,
-            passivate_after: None,
-        },
-        root.get_cell(),
-    )
-    .await?;
-    spawn_region::<Account>(
-        RegionArgs {
-            deps: Arc::new(AccountDeps {
-                store: store.clone(),
-                markets: markets.clone(),
-                grants: settings.trading.grant_units(&markets)?,
-                market_protect_pct: 10,
-                max_open_orders: 1000,
-                snapshot_every: 1000,
-                replay_events: 1024,
-            }),
-            sharding: sharding.clone(),
-            policy,
-            passivate_after: None,
-        },
-        root.get_cell(),
-    )
-    .await?;
+    spawn_region::<BookEntity>(region(book_deps, &sharding, policy), root.get_cell()).await?;
+    let symbol_deps = SymbolDeps {
+        store: store.clone(),
+        markets: markets.clone(),
+        replay_events: 1024,
+    };
+    spawn_region::<Symbol>(region(symbol_deps, &sharding, policy), root.get_cell()).await?;
+    let account_deps = AccountDeps {
+        store: store.clone(),
+        markets: markets.clone(),
+        grants: settings.trading.grant_units(&markets)?,
+        market_protect_pct: 10,
+        max_open_orders: 1000,
+        snapshot_every: 1000,
+        replay_events: 1024,
+    };
+    spawn_region::<Account>(region(account_deps, &sharding, policy), root.get_cell()).await?;
     let symbol = "KRW-BTC";
     // Warm the book up (activation, lease).
     sharding

@@ -234,6 +234,14 @@ pub trait MarketStore: Send + Sync + 'static {
     /// The user registered as `username`.
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
 
+    /// Takes an entity over for `node`: everything this process submitted before is durable
+    /// first (so a restart here reads its own writes), then the lease, which fences every
+    /// earlier activation, here or on another node.
+    async fn take_over(&self, kind: &str, key: &str, node: &str) -> Result<Fence, StoreError> {
+        self.flush().await?;
+        self.acquire_lease(kind, key, node).await
+    }
+
     /// Commits what is pending and stops accepting writes.
     async fn close(&self) -> Result<(), StoreError>;
 }

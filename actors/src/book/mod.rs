@@ -195,7 +195,7 @@ impl Entity for BookEntity {
         // The last reports before a crash may not have reached the accounts.
         for id in touched {
             if let Some(t) = entity.state.order(id) {
-                entity.report(t.owner, t.state);
+                report(&entity.sharding, t.owner, t.state);
             }
         }
         tracing::info!(
@@ -429,10 +429,6 @@ impl BookEntity {
         for node in gone {
             self.log.unsubscribe(&self.channel, &node);
         }
-    }
-
-    fn report(&self, owner: u64, state: OrderState) {
-        report(&self.sharding, owner, state);
     }
 
     fn write_snapshot(&mut self) {

@@ -111,9 +111,8 @@ impl Entity for Room {
             .ok_or_else(|| EntityError::new(format!("unknown room '{}'", ctx.key)))?
             as u64;
         let store = &deps.store;
-        store.flush().await.map_err(storage)?;
         let fence = store
-            .acquire_lease(KIND, &ctx.key, ctx.sharding.node())
+            .take_over(KIND, &ctx.key, ctx.sharding.node())
             .await
             .map_err(storage)?;
         let last_id = store

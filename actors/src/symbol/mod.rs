@@ -131,11 +131,8 @@ impl Entity for Symbol {
         let store = &deps.store;
         let symbol_name = market.symbol.clone();
         let symbol = symbol_name.as_str();
-        // Whatever an earlier activation here submitted must be visible before we read; the
-        // lease fences every earlier activation (here or on another node) from now on.
-        store.flush().await.map_err(storage)?;
         let fence = store
-            .acquire_lease(KIND, symbol, ctx.sharding.node())
+            .take_over(KIND, symbol, ctx.sharding.node())
             .await
             .map_err(storage)?;
         let recent: VecDeque<Tick> = store
