@@ -4,8 +4,10 @@
 
 use anyhow::Context;
 use bourse_actors::account::{Account, AccountDeps};
+use bourse_actors::alert::{Alert, AlertDeps};
 use bourse_actors::book::{BookDeps, BookEntity};
 use bourse_actors::room::{Room, RoomDeps};
+use bourse_actors::session::{Session, SessionDeps};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
 use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, spawn_region};
 use bourse_config::{ConfigError, LogSettings, Markets, Settings};
@@ -18,8 +20,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Events an account keeps for `orders` resume.
-const ACCOUNT_REPLAY_EVENTS: usize = 64;
+/// Events a session keeps per private channel (`orders`, `alerts`) for resume.
+const SESSION_REPLAY_EVENTS: usize = 64;
 
 /// How the node ended.
 pub enum Exit {
@@ -118,6 +120,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 store: store.clone(),
                 markets: markets.clone(),
                 replay_events: settings.streams.replay_events,
+                alert_window_ms: settings.alerts.change_window_s as i64 * 1000,
             }),
             sharding: sharding.clone(),
             policy,
@@ -152,9 +155,6 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 market_protect_pct: settings.trading.market_protect_pct,
                 max_open_orders: settings.trading.max_open_orders,
                 snapshot_every: settings.trading.snapshot_every,
-                // One `orders` stream per active account: a short replay keeps thousands
-                // of accounts cheap (a client that falls further behind re-reads /orders).
-                replay_events: settings.streams.replay_events.min(ACCOUNT_REPLAY_EVENTS),
             }),
             sharding: sharding.clone(),
             policy,
@@ -180,6 +180,36 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     )
     .await
     .context("starting the room region")?;
+    spawn_region::<Session>(
+        RegionArgs {
+            deps: Arc::new(SessionDeps {
+                // Two private streams per active session: a short replay keeps thousands
+                // of users cheap (a client that falls further behind re-reads the REST
+                // lists or the inbox).
+                replay_events: settings.streams.replay_events.min(SESSION_REPLAY_EVENTS),
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the session region")?;
+    spawn_region::<Alert>(
+        RegionArgs {
+            deps: Arc::new(AlertDeps {
+                store: store.clone(),
+                markets: markets.clone(),
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        },
+        root.get_cell(),
+    )
+    .await
+    .context("starting the alert region")?;
     spawn_region::<bourse_cluster::probe::Echo>(
         RegionArgs {
             deps: Arc::new(()),
@@ -210,6 +240,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         store: store.clone(),
         markets: markets.clone(),
         settings: settings.gateway.clone(),
+        max_alerts_per_user: settings.alerts.max_per_user,
         auth: Arc::new(Auth::new(&settings.auth).map_err(|e| anyhow::anyhow!(e))?),
         admin_token: settings.admin.token.clone(),
         ready: Default::default(),

@@ -1,9 +1,10 @@
 //! Channel names (PROTOCOL.md "Channels"): parsing a client's channel into the entity that
 //! publishes it. The gateway validates with this before anything reaches an entity.
 //!
-//! A private channel (`orders`) is one per user: inside the cluster it is named
+//! A private channel (`orders`, `alerts`) is one per user: inside the cluster it is named
 //! `orders@<user>` so hubs and publishers keep users apart; clients only ever see `orders`.
 
+use crate::session::Private;
 use bourse_config::{Markets, is_symbol_shape};
 use bourse_storage::Interval;
 
@@ -20,6 +21,8 @@ pub enum Channel {
     Book(String),
     /// `orders` of one user (auth).
     Orders(u64),
+    /// `alerts` of one user (auth).
+    Alerts(u64),
     /// `chat:R`
     Chat(String),
 }
@@ -48,9 +51,14 @@ impl Channel {
         markets: &Markets,
         user: Option<u64>,
     ) -> Result<Channel, ChannelError> {
-        if name == "orders" {
-            return user.map(Channel::Orders).ok_or_else(|| {
-                ChannelError::NeedsAuth("channel 'orders' needs a logged-in user".into())
+        let private = match name {
+            "orders" => Some(Channel::Orders as fn(u64) -> Channel),
+            "alerts" => Some(Channel::Alerts as fn(u64) -> Channel),
+            _ => None,
+        };
+        if let Some(make) = private {
+            return user.map(make).ok_or_else(|| {
+                ChannelError::NeedsAuth(format!("channel '{name}' needs a logged-in user"))
             });
         }
         if let Some(room) = name.strip_prefix("chat:") {
@@ -116,7 +124,9 @@ impl Channel {
                 (crate::symbol::KIND, s.clone())
             }
             Channel::Book(s) => (crate::book::KIND, s.clone()),
-            Channel::Orders(user) => (crate::account::KIND, user.to_string()),
+            Channel::Orders(user) | Channel::Alerts(user) => {
+                (crate::session::KIND, user.to_string())
+            }
             Channel::Chat(room) => (crate::room::KIND, room.clone()),
         }
     }
@@ -128,7 +138,8 @@ impl Channel {
             Channel::Trades(s) => format!("trades:{s}"),
             Channel::Candles(s, i) => format!("candles:{s}:{}", i.as_str()),
             Channel::Book(s) => format!("book:{s}"),
-            Channel::Orders(user) => crate::account::orders_channel(&user.to_string()),
+            Channel::Orders(user) => Private::Orders.channel(*user),
+            Channel::Alerts(user) => Private::Alerts.channel(*user),
             Channel::Chat(room) => format!("chat:{room}"),
         }
     }
@@ -136,7 +147,8 @@ impl Channel {
     /// The name clients use.
     pub fn public_name(&self) -> String {
         match self {
-            Channel::Orders(_) => "orders".into(),
+            Channel::Orders(_) => Private::Orders.name().into(),
+            Channel::Alerts(_) => Private::Alerts.name().into(),
             other => other.name(),
         }
     }
@@ -190,12 +202,24 @@ mod tests {
             (orders.name().as_str(), orders.public_name().as_str()),
             ("orders@7", "orders")
         );
+        let alerts = Channel::parse_for("alerts", &m, Some(7)).unwrap();
+        assert_eq!(
+            (alerts.name().as_str(), alerts.public_name().as_str()),
+            ("alerts@7", "alerts")
+        );
+        assert_eq!(alerts.publisher(), ("session", "7".to_string()));
+        assert!(matches!(
+            Channel::parse_for("alerts", &m, None),
+            Err(ChannelError::NeedsAuth(_))
+        ));
         for bad in [
             "book:KRW-NOPE",
             "book:",
             "book:krw-btc",
             "orders@7",
             "orders:1",
+            "alerts@7",
+            "session",
         ] {
             assert!(
                 matches!(

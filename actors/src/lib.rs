@@ -4,15 +4,19 @@
 //! - [`symbol`]: ticker, trades and candles of one market (cores: `candles`, `ticker`).
 //! - [`book`]: order books (cores: the matching `engine`, the journaled `state`).
 //! - [`account`]: balances and orders of one user, and the order saga (core: `ledger`).
+//! - [`room`]: chat rooms; [`session`]: a user's connections and private channels.
+//! - [`alert`]: price-alert rules (cores: `condition`, the symbol's trigger `index`).
 //! - [`trading`]: the order vocabulary the two share with the gateway.
 //! - [`feed`]: market data sources (the seeded simulator).
 //! - [`channel`]: parsing client channel names into publishers.
 
 pub mod account;
+pub mod alert;
 pub mod book;
 pub mod channel;
 pub mod feed;
 pub mod journal;
 pub mod room;
+pub mod session;
 pub mod symbol;
 pub mod trading;

@@ -53,6 +53,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub trading: TradingSettings,
     pub chat: ChatSettings,
+    pub alerts: AlertSettings,
     pub symbols: Vec<SymbolSettings>,
 }
 
@@ -68,6 +69,26 @@ impl Default for ChatSettings {
     fn default() -> Self {
         ChatSettings {
             messages_per_sec: 5,
+        }
+    }
+}
+
+/// Price alerts (PROTOCOL.md "Alerts").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// The window a `change_pct` rule measures from, in seconds: whole minutes, at most a
+    /// day (the default, like `change_24h` of the ticker).
+    pub change_window_s: u64,
+    /// Rules one user may hold (not counting deleted ones).
+    pub max_per_user: usize,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            change_window_s: 86_400,
+            max_per_user: 1_000,
         }
     }
 }
@@ -396,6 +417,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             trading: TradingSettings::default(),
             chat: ChatSettings::default(),
+            alerts: AlertSettings::default(),
             symbols: default_symbols(),
         }
     }
@@ -611,6 +633,14 @@ impl Settings {
             "chat.messages_per_sec",
             u64::from(self.chat.messages_per_sec),
         )?;
+        let window = self.alerts.change_window_s;
+        if window == 0 || window > 86_400 || !window.is_multiple_of(60) {
+            return Err(ConfigError::new(
+                "alerts.change_window_s",
+                "must be whole minutes, 60..=86400",
+            ));
+        }
+        positive("alerts.max_per_user", self.alerts.max_per_user as u64)?;
         let markets = Markets::from_settings(&self.symbols)?;
         self.trading.grant_units(&markets)?;
         Ok(markets)

@@ -195,6 +195,82 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .boxed()
 }
 
+/// The alert and inbox routes (PROTOCOL.md "Alerts"), all authenticated.
+fn alert_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
+    let query = warp::query::<Query>()
+        .or(warp::any().map(Query::new))
+        .unify();
+    let bearer = warp::header::optional::<String>("authorization");
+    let body = warp::body::content_length_limit(API_BODY_LIMIT).and(warp::body::bytes());
+    let create = warp::path!("api" / "v1" / "alerts")
+        .and(warp::post())
+        .and(st.clone())
+        .and(bearer)
+        .and(body)
+        .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
+            with_user(s, a, |s, user| async move {
+                let result = match json_body(&b) {
+                    Ok(body) => rest::alerts::create(&s, user, body).await,
+                    Err(e) => Err(e),
+                };
+                respond_with(StatusCode::CREATED, result)
+            })
+            .await
+        });
+    let list = warp::path!("api" / "v1" / "alerts")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .then(|s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::alerts::list(&s, user).await)
+            })
+            .await
+        });
+    let history = warp::path!("api" / "v1" / "alerts" / "history")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .and(query)
+        .then(|s: Arc<GatewayState>, a, q: Query| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::alerts::history(&s, user, &q).await)
+            })
+            .await
+        });
+    let delete = warp::path!("api" / "v1" / "alerts" / String)
+        .and(warp::delete())
+        .and(st.clone())
+        .and(bearer)
+        .then(|id: String, s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::alerts::delete(&s, user, &id).await)
+            })
+            .await
+        });
+    let inbox = warp::path!("api" / "v1" / "notifications")
+        .and(warp::get())
+        .and(st)
+        .and(bearer)
+        .and(query)
+        .then(|s: Arc<GatewayState>, a, q: Query| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::alerts::notifications(&s, user, &q).await)
+            })
+            .await
+        });
+    create
+        .or(list)
+        .unify()
+        .or(history)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(inbox)
+        .unify()
+        .boxed()
+}
+
 type Query = HashMap<String, String>;
 
 /// An admin POST: the token first, then a JSON body (unknown fields refused), then `run`.
@@ -220,6 +296,7 @@ where
 fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let st = warp::any().map(move || state.clone()).boxed();
     let trading = trading_routes(st.clone());
+    let alerts = alert_routes(st.clone());
     let query = warp::query::<Query>()
         .or(warp::any().map(Query::new))
         .unify();
@@ -327,6 +404,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .or(readyz)
         .unify()
         .or(trading)
+        .unify()
+        .or(alerts)
         .unify()
         .or(symbols)
         .unify()

@@ -17,6 +17,8 @@ pub struct GatewayState {
     pub store: Arc<dyn MarketStore>,
     pub markets: Markets,
     pub settings: GatewaySettings,
+    /// Price-alert rules one user may hold.
+    pub max_alerts_per_user: usize,
     /// Tokens and password hashing.
     pub auth: Arc<crate::auth::Auth>,
     /// The admin bearer token; `None` disables the admin endpoints.

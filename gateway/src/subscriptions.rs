@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::state::GatewayState;
 use bourse_actors::channel::{Channel, ChannelError};
 use bourse_actors::room::{Room, RoomMsg};
+use bourse_actors::session::{KIND as SESSION_KIND, Private, Session, SessionMsg};
 use bourse_cluster::hub::{ConnId, epoch_newer};
 use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamRequest};
 use serde_json::{Value, json};
@@ -75,9 +76,38 @@ impl Subscriptions {
         self.user.as_ref().map(|(_, name)| name.as_str())
     }
 
-    /// Logs the connection in (its private channels become available).
+    /// Logs the connection in (its private channels become available) and attaches it to
+    /// the user's session. Logging in again as the same user changes nothing.
     pub fn set_user(&mut self, user: u64, username: String) {
+        if self.user().is_some() {
+            return;
+        }
         self.user = Some((user, username));
+        let channel = Private::Session.channel(user);
+        let hub = &self.state.hub;
+        // Held for the connection's life: a new session epoch re-attaches it (below).
+        hub.subscribe(
+            &channel,
+            SESSION_KIND,
+            &user.to_string(),
+            self.conn,
+            self.outbox.clone(),
+        );
+        self.attach(true);
+    }
+
+    /// Tells the user's session that this connection is open (or closed).
+    fn attach(&self, open: bool) {
+        let Some(user) = self.user() else { return };
+        let (node, conn) = (self.state.hub.node().to_string(), self.conn);
+        let msg = if open {
+            SessionMsg::Attach { node, conn }
+        } else {
+            SessionMsg::Detach { node, conn }
+        };
+        if let Err(e) = self.state.sharding.send::<Session>(&user.to_string(), msg) {
+            tracing::debug!(user, error = %e, "session attach/detach not delivered");
+        }
     }
 
     /// Tells a room that this connection's user joined or left it.
@@ -294,6 +324,11 @@ impl Subscriptions {
         }
         let mut out = Vec::new();
         for r in resyncs {
+            if Private::parse(&r.channel).is_some_and(|(p, _)| p == Private::Session) {
+                // The session restarted or moved: it learns this connection again.
+                self.attach(true);
+                continue;
+            }
             match self.resync(&r).await {
                 Ok(frames) => out.extend(frames),
                 Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
@@ -309,6 +344,12 @@ impl Drop for Subscriptions {
         for (name, pos) in &self.positions {
             self.state.hub.unsubscribe(name, self.conn);
             self.presence(&pos.channel, false);
+        }
+        if let Some(user) = self.user() {
+            self.state
+                .hub
+                .unsubscribe(&Private::Session.channel(user), self.conn);
+            self.attach(false);
         }
     }
 }

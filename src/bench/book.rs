@@ -8,6 +8,7 @@ use anyhow::Context;
 use bourse_actors::account::{Account, AccountDeps};
 use bourse_actors::book::engine::{Kind, Order, Side, TimeInForce};
 use bourse_actors::book::{BookDeps, BookEntity, BookMsg, BookReply};
+use bourse_actors::session::{Session, SessionDeps};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
 use bourse_actors::trading::order_id;
 use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, spawn_region};
@@ -74,6 +75,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         store: store.clone(),
         markets: markets.clone(),
         replay_events: 1024,
+        alert_window_ms: 86_400_000,
     };
     spawn_region::<Symbol>(region(symbol_deps, &sharding, policy), root.get_cell()).await?;
     let account_deps = AccountDeps {
@@ -83,9 +85,10 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         market_protect_pct: 10,
         max_open_orders: 1000,
         snapshot_every: 1000,
-        replay_events: 1024,
     };
     spawn_region::<Account>(region(account_deps, &sharding, policy), root.get_cell()).await?;
+    let session_deps = SessionDeps { replay_events: 64 };
+    spawn_region::<Session>(region(session_deps, &sharding, policy), root.get_cell()).await?;
     let symbol = "KRW-BTC";
     // Warm the book up (activation, lease).
     sharding

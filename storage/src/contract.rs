@@ -44,6 +44,8 @@ pub async fn run_all<S: MarketStore, F: Fn() -> S>(open: F) {
     journals_snapshot_and_fence(&store).await;
     users_are_unique(&store).await;
     chat_pages_newest_first(&store).await;
+    alerts_fire_once_per_firing(&store).await;
+    notifications_page_by_time(&store).await;
     store.close().await.expect("close");
     closed_store_refuses_writes(&store).await;
     drop(store);
@@ -325,6 +327,167 @@ async fn chat_pages_newest_first<S: MarketStore>(store: &S) {
     assert!(
         store
             .chat_history("C-NONE", None, 4)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+async fn alerts_fire_once_per_firing<S: MarketStore>(store: &S) {
+    let rule = |user_id: u64, symbol: &str, repeat: bool| crate::AlertRecord {
+        alert_id: 0,
+        user_id,
+        symbol: symbol.into(),
+        condition: "above".into(),
+        value: 100,
+        repeat,
+        cooldown_s: 60,
+        created_at: 5,
+        status: crate::AlertStatus::Armed,
+        last_fired_at: 0,
+        fired_count: 0,
+    };
+    let once = store
+        .submit(Write::CreateAlert(rule(7, "A-ALRT", false)))
+        .value()
+        .await
+        .expect("create");
+    let again = store
+        .submit(Write::CreateAlert(rule(7, "A-ALRT", true)))
+        .value()
+        .await
+        .expect("create");
+    let other = store
+        .submit(Write::CreateAlert(rule(8, "B-ALRT", false)))
+        .value()
+        .await
+        .expect("create");
+    assert!(once < again && again < other, "ids increase");
+    let stored = store.alert(once).await.expect("read").expect("stored");
+    assert_eq!(
+        stored,
+        crate::AlertRecord {
+            alert_id: once,
+            ..rule(7, "A-ALRT", false)
+        }
+    );
+    let firing = |alert_id: u64, n: u64, ts: i64| crate::AlertFiring {
+        alert_id,
+        n,
+        user_id: 7,
+        symbol: "A-ALRT".into(),
+        condition: "above".into(),
+        value: 100,
+        price: 101,
+        reference: 0,
+        ts,
+    };
+    for _ in 0..2 {
+        store
+            .submit(Write::AlertFired {
+                firing: firing(once, 1, 10),
+                one_shot: true,
+            })
+            .wait()
+            .await
+            .expect("fire");
+    }
+    for (n, ts) in [(1, 11), (2, 12)] {
+        store
+            .submit(Write::AlertFired {
+                firing: firing(again, n, ts),
+                one_shot: false,
+            })
+            .wait()
+            .await
+            .expect("fire");
+    }
+    let fired = store.alert(once).await.expect("read").expect("stored");
+    assert_eq!(fired.status, crate::AlertStatus::Fired);
+    assert_eq!((fired.fired_count, fired.last_fired_at), (1, 10));
+    let repeating = store.alert(again).await.expect("read").expect("stored");
+    assert_eq!(repeating.status, crate::AlertStatus::Armed);
+    assert_eq!((repeating.fired_count, repeating.last_fired_at), (2, 12));
+    let armed = store.armed_alerts("A-ALRT").await.expect("read");
+    assert_eq!(
+        armed.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
+        vec![again]
+    );
+    let history = store.alert_history(7, 10).await.expect("read");
+    assert_eq!(
+        history
+            .iter()
+            .map(|f| (f.alert_id, f.n))
+            .collect::<Vec<_>>(),
+        vec![(again, 2), (again, 1), (once, 1)],
+        "each firing once, newest first"
+    );
+    store
+        .submit(Write::DeleteAlert { alert_id: again })
+        .wait()
+        .await
+        .expect("delete");
+    assert!(store.armed_alerts("A-ALRT").await.expect("read").is_empty());
+    assert_eq!(
+        store
+            .alerts_of(7)
+            .await
+            .expect("read")
+            .iter()
+            .map(|a| a.alert_id)
+            .collect::<Vec<_>>(),
+        vec![once],
+        "a deleted rule is not listed"
+    );
+    assert_eq!(store.alerts_of(8).await.expect("read").len(), 1);
+    assert_eq!(store.alert_count(7).await.expect("read"), 1);
+    assert_eq!(store.alert_count(9).await.expect("read"), 0);
+    assert!(store.alert(u64::MAX >> 2).await.expect("read").is_none());
+}
+
+async fn notifications_page_by_time<S: MarketStore>(store: &S) {
+    let note = |key: &str, ts: i64| crate::Notification {
+        user_id: 42,
+        key: key.into(),
+        ts,
+        kind: "fill".into(),
+        body: format!("{{\"k\":\"{key}\"}}"),
+    };
+    for (key, ts) in [("a", 10), ("b", 20), ("c", 20), ("d", 30), ("a", 99)] {
+        store
+            .submit(Write::Notify(note(key, ts)))
+            .wait()
+            .await
+            .expect("notify");
+    }
+    let keys = |page: Vec<crate::Notification>| {
+        page.into_iter().map(|n| (n.key, n.ts)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.notifications(42, 0, 100).await.expect("read")),
+        vec![
+            ("a".into(), 10),
+            ("b".into(), 20),
+            ("c".into(), 20),
+            ("d".into(), 30)
+        ],
+        "a repeated key is stored once"
+    );
+    assert_eq!(
+        keys(store.notifications(42, 10, 1).await.expect("read")),
+        vec![("b".into(), 20), ("c".into(), 20)],
+        "a page takes all of its last millisecond"
+    );
+    assert!(
+        store
+            .notifications(42, 30, 5)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        store
+            .notifications(43, 0, 5)
             .await
             .expect("read")
             .is_empty()

@@ -10,7 +10,9 @@ pub mod contract;
 pub mod records;
 pub mod sqlite;
 
-pub use records::{Candle, ChatMessage, Interval, Side, Tick};
+pub use records::{
+    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -107,6 +109,15 @@ pub enum Write {
         password_hash: String,
         created_at: i64,
     },
+    /// Stores a new alert rule, armed; the ack's value is its id (`alert_id` is ignored).
+    CreateAlert(AlertRecord),
+    /// Records firing `firing.n` of a rule: history, `last_fired_at`, `fired_count`, and for
+    /// a one-shot rule the status `fired`. A firing already stored changes nothing.
+    AlertFired { firing: AlertFiring, one_shot: bool },
+    /// Marks a rule deleted.
+    DeleteAlert { alert_id: u64 },
+    /// Puts an entry in a user's inbox; a `(user_id, key)` already stored is left as it is.
+    Notify(Notification),
 }
 
 impl Fence {
@@ -233,6 +244,33 @@ pub trait MarketStore: Send + Sync + 'static {
 
     /// The user registered as `username`.
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// One alert rule, whatever its status.
+    async fn alert(&self, alert_id: u64) -> Result<Option<AlertRecord>, StoreError>;
+
+    /// A user's rules that are not deleted, oldest first.
+    async fn alerts_of(&self, user_id: u64) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// How many rules a user holds (not counting deleted ones).
+    async fn alert_count(&self, user_id: u64) -> Result<usize, StoreError>;
+
+    /// The armed rules on `symbol` (what its trigger index is rebuilt from).
+    async fn armed_alerts(&self, symbol: &str) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// A user's newest `limit` firings, newest first.
+    async fn alert_history(
+        &self,
+        user_id: u64,
+        limit: usize,
+    ) -> Result<Vec<AlertFiring>, StoreError>;
+
+    /// A user's inbox entries with `ts > since`, oldest first, at most `limit`.
+    async fn notifications(
+        &self,
+        user_id: u64,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
 
     /// Takes an entity over for `node`: everything this process submitted before is durable
     /// first (so a restart here reads its own writes), then the lease, which fences every

@@ -214,3 +214,86 @@ pub struct ChatMessage {
     pub text: String,
     pub ts: i64,
 }
+
+/// Where a price-alert rule stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// Waiting for its condition (a repeating rule stays armed between firings).
+    Armed,
+    /// A one-shot rule that fired: it never fires again.
+    Fired,
+    /// Deleted by its owner.
+    Deleted,
+}
+
+impl AlertStatus {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Armed => "armed",
+            AlertStatus::Fired => "fired",
+            AlertStatus::Deleted => "deleted",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        match s {
+            "armed" => Some(AlertStatus::Armed),
+            "fired" => Some(AlertStatus::Fired),
+            "deleted" => Some(AlertStatus::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// A price-alert rule as stored. The condition is kept by name with its threshold in
+/// internal units (ticks for `above`/`below`, hundredths of a percent for `change_pct`), so
+/// storage needs no domain types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub alert_id: u64,
+    pub user_id: u64,
+    pub symbol: String,
+    pub condition: String,
+    pub value: i64,
+    pub repeat: bool,
+    pub cooldown_s: u32,
+    pub created_at: i64,
+    pub status: AlertStatus,
+    /// When it last fired (0: never).
+    pub last_fired_at: i64,
+    /// How many times it fired; firing `n` is stored once, whoever repeats it.
+    pub fired_count: u64,
+}
+
+/// One firing of a rule, as kept in alert history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertFiring {
+    pub alert_id: u64,
+    /// The rule's `n`th firing, from 1.
+    pub n: u64,
+    pub user_id: u64,
+    pub symbol: String,
+    pub condition: String,
+    pub value: i64,
+    /// The trade price that fired it (ticks).
+    pub price: u64,
+    /// The change window's start price it was measured from (`change_pct`; else 0).
+    pub reference: u64,
+    pub ts: i64,
+}
+
+/// An entry of a user's notification inbox (a fired alert, a fill). `key` names the event
+/// (`alert:7:1`, `fill:42:3`), so a producer that repeats itself after a crash stores it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub user_id: u64,
+    pub key: String,
+    pub ts: i64,
+    /// `alert` or `fill`.
+    pub kind: String,
+    /// The event's JSON, as the live channel shows it.
+    pub body: String,
+}

@@ -6,7 +6,9 @@
 //! pool of their own connections and run beside the writer (WAL lets them). Several node
 //! processes may share one file: a short-step busy handler makes their writers take turns.
 
-use crate::records::{Candle, ChatMessage, Interval, Side, Tick};
+use crate::records::{
+    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
+};
 use crate::{Ack, MarketStore, StoreError, UserRecord, Write};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
@@ -79,6 +81,44 @@ const MIGRATIONS: &[&str] = &[
         ts         INTEGER NOT NULL,
         PRIMARY KEY (room, message_id)
     ) WITHOUT ROWID;",
+    // 5: price alerts, their firings, and users' notification inboxes.
+    "CREATE TABLE alerts (
+        alert_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id       INTEGER NOT NULL,
+        symbol        TEXT    NOT NULL,
+        condition     TEXT    NOT NULL,
+        value         INTEGER NOT NULL,
+        repeat        INTEGER NOT NULL,
+        cooldown_s    INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        status        TEXT    NOT NULL,
+        last_fired_at INTEGER NOT NULL,
+        fired_count   INTEGER NOT NULL
+    );
+    CREATE INDEX alerts_by_user ON alerts (user_id, alert_id);
+    CREATE INDEX alerts_by_symbol ON alerts (symbol, status);
+    CREATE TABLE alert_history (
+        alert_id  INTEGER NOT NULL,
+        n         INTEGER NOT NULL,
+        user_id   INTEGER NOT NULL,
+        symbol    TEXT    NOT NULL,
+        condition TEXT    NOT NULL,
+        value     INTEGER NOT NULL,
+        price     INTEGER NOT NULL,
+        reference INTEGER NOT NULL,
+        ts        INTEGER NOT NULL,
+        PRIMARY KEY (alert_id, n)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_history_by_user ON alert_history (user_id, ts);
+    CREATE TABLE notifications (
+        user_id INTEGER NOT NULL,
+        key     TEXT    NOT NULL,
+        ts      INTEGER NOT NULL,
+        kind    TEXT    NOT NULL,
+        body    TEXT    NOT NULL,
+        PRIMARY KEY (user_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX notifications_by_time ON notifications (user_id, ts);",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -408,7 +448,99 @@ fn apply(
             }
             Ok(Ok(tx.last_insert_rowid() as u64))
         }
+        Write::CreateAlert(a) => {
+            tx.prepare_cached(
+                "INSERT INTO alerts (user_id, symbol, condition, value, repeat, cooldown_s,
+                 created_at, status, last_fired_at, fired_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, 0)",
+            )?
+            .execute(params![
+                a.user_id as i64,
+                a.symbol,
+                a.condition,
+                a.value,
+                a.repeat,
+                a.cooldown_s,
+                a.created_at
+            ])?;
+            Ok(Ok(tx.last_insert_rowid() as u64))
+        }
+        Write::AlertFired {
+            firing: f,
+            one_shot,
+        } => {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alert_history
+                     (alert_id, n, user_id, symbol, condition, value, price, reference, ts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    f.alert_id as i64,
+                    f.n as i64,
+                    f.user_id as i64,
+                    f.symbol,
+                    f.condition,
+                    f.value,
+                    f.price as i64,
+                    f.reference as i64,
+                    f.ts
+                ])?;
+            if added == 1 {
+                tx.prepare_cached(
+                    "UPDATE alerts SET last_fired_at = ?2, fired_count = ?3,
+                     status = CASE WHEN ?4 AND status = 'armed' THEN 'fired' ELSE status END
+                     WHERE alert_id = ?1",
+                )?
+                .execute(params![
+                    f.alert_id as i64,
+                    f.ts,
+                    f.n as i64,
+                    one_shot
+                ])?;
+            }
+            Ok(Ok(0))
+        }
+        Write::DeleteAlert { alert_id } => {
+            tx.prepare_cached("UPDATE alerts SET status = 'deleted' WHERE alert_id = ?1")?
+                .execute(params![*alert_id as i64])?;
+            Ok(Ok(0))
+        }
+        Write::Notify(n) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO notifications (user_id, key, ts, kind, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![n.user_id as i64, n.key, n.ts, n.kind, n.body])?;
+            Ok(Ok(0))
+        }
     }
+}
+
+const ALERT_COLUMNS: &str = "alert_id, user_id, symbol, condition, value, repeat, cooldown_s,
+     created_at, status, last_fired_at, fired_count";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+    let status: String = r.get(8)?;
+    Ok(AlertRecord {
+        alert_id: r.get::<_, i64>(0)? as u64,
+        user_id: r.get::<_, i64>(1)? as u64,
+        symbol: r.get(2)?,
+        condition: r.get(3)?,
+        value: r.get(4)?,
+        repeat: r.get(5)?,
+        cooldown_s: r.get(6)?,
+        created_at: r.get(7)?,
+        status: AlertStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                8,
+                rusqlite::types::Type::Text,
+                format!("unknown alert status '{status}'").into(),
+            )
+        })?,
+        last_fired_at: r.get(9)?,
+        fired_count: r.get::<_, i64>(10)? as u64,
+    })
 }
 
 fn lease_epoch(
@@ -433,7 +565,11 @@ fn rows(write: &Write) -> usize {
         | Write::Journal { .. }
         | Write::Snapshot { .. }
         | Write::Chat(_)
-        | Write::CreateUser { .. } => 1,
+        | Write::CreateUser { .. }
+        | Write::CreateAlert(_)
+        | Write::AlertFired { .. }
+        | Write::DeleteAlert { .. }
+        | Write::Notify(_) => 1,
     }
 }
 
@@ -749,6 +885,113 @@ impl MarketStore for SqliteStore {
                 })
             })
             .optional()
+        })
+        .await
+    }
+
+    async fn alert(&self, alert_id: u64) -> Result<Option<AlertRecord>, StoreError> {
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            c.prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?1"
+            ))?
+            .query_row(params![alert_id as i64], alert_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn alerts_of(&self, user_id: u64) -> Result<Vec<AlertRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts
+                 WHERE user_id = ?1 AND status != 'deleted' ORDER BY alert_id"
+            ))?;
+            let rows = stmt.query_map(params![user_id as i64], alert_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn alert_count(&self, user_id: u64) -> Result<usize, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT count(*) FROM alerts WHERE user_id = ?1 AND status != 'deleted'",
+            )?
+            .query_row(params![user_id as i64], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+        })
+        .await
+    }
+
+    async fn armed_alerts(&self, symbol: &str) -> Result<Vec<AlertRecord>, StoreError> {
+        let symbol = symbol.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts
+                 WHERE symbol = ?1 AND status = 'armed' ORDER BY alert_id"
+            ))?;
+            let rows = stmt.query_map(params![symbol], alert_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn alert_history(
+        &self,
+        user_id: u64,
+        limit: usize,
+    ) -> Result<Vec<AlertFiring>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT alert_id, n, user_id, symbol, condition, value, price, reference, ts
+                 FROM alert_history WHERE user_id = ?1
+                 ORDER BY ts DESC, alert_id DESC, n DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![user_id as i64, limit as i64], |r| {
+                Ok(AlertFiring {
+                    alert_id: r.get::<_, i64>(0)? as u64,
+                    n: r.get::<_, i64>(1)? as u64,
+                    user_id: r.get::<_, i64>(2)? as u64,
+                    symbol: r.get(3)?,
+                    condition: r.get(4)?,
+                    value: r.get(5)?,
+                    price: r.get::<_, i64>(6)? as u64,
+                    reference: r.get::<_, i64>(7)? as u64,
+                    ts: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn notifications(
+        &self,
+        user_id: u64,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.read(move |c| {
+            // A page never ends inside one millisecond: it takes every entry of its last
+            // `ts`, so the next page, `since` that ts, misses nothing.
+            let mut stmt = c.prepare_cached(
+                "SELECT key, ts, kind, body FROM notifications
+                 WHERE user_id = ?1 AND ts > ?2 AND ts <= (
+                     SELECT max(ts) FROM (SELECT ts FROM notifications
+                         WHERE user_id = ?1 AND ts > ?2 ORDER BY ts LIMIT ?3))
+                 ORDER BY ts, key",
+            )?;
+            let rows = stmt.query_map(params![user_id as i64, since, limit as i64], |r| {
+                Ok(Notification {
+                    user_id,
+                    key: r.get(0)?,
+                    ts: r.get(1)?,
+                    kind: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            })?;
+            rows.collect()
         })
         .await
     }

@@ -23,8 +23,9 @@
 //! matched order without its hold. Applying the book's report (`Apply`) is journaled without
 //! waiting: the book's own journal already holds that state durably, and an account that
 //! lost the entry gets it back by reconciliation; the writer commits in submission order,
-//! so the next awaited hold also covers every report before it. The user's `orders` channel
-//! carries each order change.
+//! so the next awaited hold also covers every report before it. Each order change goes to
+//! the user's `session`, which publishes it on `orders`; each fill is also put in the
+//! user's inbox.
 
 pub mod ledger;
 pub mod view;
@@ -32,14 +33,12 @@ pub mod view;
 use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
+use crate::session::{Private, Session, SessionMsg};
 use crate::symbol::now_ms;
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
-use bourse_cluster::hub::Delivery;
-use bourse_cluster::{
-    Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest, wire,
-};
+use bourse_cluster::{Entity, EntityContext, EntityError, Sharding, wire};
 use bourse_config::Markets;
-use bourse_storage::{Fence, MarketStore, Write};
+use bourse_storage::{Fence, MarketStore, Notification, Write};
 use ledger::{Balance, Entry, Ledger, OrderRecord, hold_for};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,11 +51,6 @@ pub const KIND: &str = "account";
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// A reserved order the book has not confirmed for this long is voided by the clock.
 pub const PENDING_GRACE_MS: i64 = 2_000;
-
-/// The internal channel name of a user's `orders` stream (clients see `orders`).
-pub fn orders_channel(user: &str) -> String {
-    format!("orders@{user}")
-}
 
 /// What an account accepts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +92,6 @@ pub struct AccountDeps {
     pub market_protect_pct: u32,
     pub max_open_orders: usize,
     pub snapshot_every: u64,
-    pub replay_events: usize,
 }
 
 /// The entity state.
@@ -115,8 +108,6 @@ pub struct Account {
     ledger: Ledger,
     seq: u64,
     since_snapshot: u64,
-    log: StreamLog,
-    channel: String,
     last_reconcile: Option<Instant>,
 }
 
@@ -147,8 +138,6 @@ impl Entity for Account {
                 .map_err(|e| EntityError::new(format!("account {} entry {at}: {e}", ctx.key)))?;
         }
         let (fence, seq, replayed) = (r.fence, r.seq, r.entries.len());
-        let epoch = bourse_cluster::stream::new_epoch(now_ms());
-        ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
         let mut account = Account {
             user,
             key: ctx.key.clone(),
@@ -160,8 +149,6 @@ impl Entity for Account {
             ledger,
             seq,
             since_snapshot: replayed as u64,
-            log: StreamLog::new(epoch, deps.replay_events),
-            channel: orders_channel(&ctx.key),
             last_reconcile: None,
         };
         if !account.ledger.granted() {
@@ -241,21 +228,6 @@ impl Entity for Account {
             return;
         }
         self.reconcile().await;
-    }
-
-    fn subscribe(
-        &mut self,
-        req: StreamRequest,
-        _ctx: &EntityContext,
-    ) -> Result<StreamGrant, String> {
-        if req.channel != self.channel {
-            return Err(format!("channel '{}' is not this account's", req.channel));
-        }
-        Ok(self.log.subscribe(&req, now_ms(), None, false))
-    }
-
-    fn unsubscribe(&mut self, channel: &str, node: &str) {
-        self.log.unsubscribe(channel, node);
     }
 
     fn fenced(&self) -> bool {
@@ -514,6 +486,10 @@ impl Account {
 
     /// [`Account::record`], waiting for the write only when `wait`.
     async fn record_with(&mut self, entry: &Entry, wait: bool) -> Result<(), Refusal> {
+        let filled_before = match entry {
+            Entry::Apply { state, .. } => self.ledger.order(state.order_id).map(|o| o.state.filled),
+            _ => None,
+        };
         let changed = match self.ledger.apply(entry, &self.deps.markets) {
             Ok(c) => c,
             Err(e) => {
@@ -530,6 +506,12 @@ impl Account {
             self.stop = true;
             Refusal::Internal(format!("encoding a journal entry: {e}"))
         })?;
+        if let Some(id) = changed {
+            // Into the inbox before the entry that records it: the writer commits in order,
+            // so a durable fill always has its notification, and a fill re-applied after a
+            // crash finds its notification already there (the key is the fill's position).
+            self.notify_fill(id, filled_before);
+        }
         let write = Write::Journal {
             kind: KIND.into(),
             key: self.key.clone(),
@@ -575,12 +557,35 @@ impl Account {
             return;
         }
         let data = view::order(&self.deps.markets, o).to_string();
-        let (event, nodes) = self.log.publish(&self.channel, now_ms(), data, false);
-        for node in nodes {
-            if self.sharding.deliver(KIND, &self.key, &node, &event) == Delivery::NoSubscribers {
-                self.log.unsubscribe(&self.channel, &node);
-            }
+        // The user's session numbers it on `orders` and delivers it to every connection.
+        let publish = SessionMsg::Publish {
+            channel: Private::Orders,
+            ts: now_ms(),
+            data,
+        };
+        if let Err(e) = self.sharding.send::<Session>(&self.key, publish) {
+            tracing::debug!(account = %self.key, error = %e, "order update not delivered live");
         }
+    }
+
+    /// Stores a fill of order `order_id` in the user's inbox, when its filled quantity grew
+    /// past `filled_before`.
+    fn notify_fill(&self, order_id: u64, filled_before: Option<u64>) {
+        let Some(o) = self.ledger.order(order_id) else {
+            return;
+        };
+        if o.state.filled <= filled_before.unwrap_or(0) {
+            return;
+        }
+        let ts = now_ms();
+        let body = view::order(&self.deps.markets, o).to_string();
+        let _ = self.deps.store.submit(Write::Notify(Notification {
+            user_id: self.user,
+            key: format!("fill:{order_id}:{}", o.state.filled),
+            ts,
+            kind: "fill".into(),
+            body,
+        }));
     }
 
     fn write_snapshot(&mut self) {

@@ -1,5 +1,6 @@
 //! The `symbol` entity (key: `KRW-BTC`): last trades, rolling 24h ticker, open candles of
-//! every interval, and the streams `ticker:S`, `trades:S`, `candles:S:I`.
+//! every interval, the streams `ticker:S`, `trades:S`, `candles:S:I`, and the trigger index
+//! of the price alerts on the symbol ([`alerts`]).
 //!
 //! Durable as ticks and closed candles. Ticks are submitted in order without waiting; a
 //! closed candle is committed *before* its `closed:true` event goes out, so a client never
@@ -8,18 +9,22 @@
 //! candles of each coarser bucket), closes what ended while it was down, and starts a new
 //! stream epoch.
 
+pub mod alerts;
 pub mod candles;
 pub mod ticker;
 pub mod view;
 
+use crate::alert::index::TriggerIndex;
+use crate::alert::{Condition, NewAlert};
 use crate::channel::Channel;
 use crate::feed::TradeInput;
+use crate::trading::Refusal;
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
 use bourse_config::{Market, Markets};
-use bourse_storage::{Candle, Fence, Interval, MarketStore, StoreError, Tick, Write};
+use bourse_storage::{AlertRecord, Candle, Fence, Interval, MarketStore, StoreError, Tick, Write};
 use candles::CandleSet;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +49,16 @@ pub enum SymbolMsg {
     RecentTrades { limit: usize },
     /// The open candle of an interval.
     OpenCandle(Interval),
+    /// Stores a new price-alert rule on this symbol and arms it.
+    CreateAlert(NewAlert),
+    /// Arms a rule again from `armed_from` (its entity's answer to a firing).
+    ArmAlert {
+        alert_id: u64,
+        condition: Condition,
+        armed_from: i64,
+    },
+    /// Drops a deleted rule from the trigger index.
+    DisarmAlert { alert_id: u64 },
 }
 
 /// What a symbol answers.
@@ -53,6 +68,8 @@ pub enum SymbolReply {
     Ticker(TickerStats),
     Trades(Vec<Tick>),
     OpenCandle(Option<Candle>),
+    AlertCreated(AlertRecord),
+    Refused(Refusal),
 }
 
 /// What every symbol entity on a node shares.
@@ -61,6 +78,8 @@ pub struct SymbolDeps {
     pub markets: Markets,
     /// Events kept per channel for resume.
     pub replay_events: usize,
+    /// The window `change_pct` alerts measure from (ms, whole minutes, at most a day).
+    pub alert_window_ms: i64,
 }
 
 /// An event of a trade batch, published once the batch's closed candles are durable.
@@ -100,6 +119,8 @@ pub struct Symbol {
     recent: VecDeque<Tick>,
     next_trade_id: u64,
     last: Option<(u64, i64)>,
+    /// Armed price-alert rules on this symbol.
+    triggers: TriggerIndex,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -194,6 +215,7 @@ impl Entity for Symbol {
             recent,
             next_trade_id,
             last,
+            triggers: alerts::load(store.as_ref(), symbol, now).await?,
         };
         for (interval, c) in closed {
             entity.publish_closed(interval, &c, now);
@@ -219,6 +241,19 @@ impl Entity for Symbol {
             }
             SymbolMsg::OpenCandle(interval) => {
                 SymbolReply::OpenCandle(self.candles.open_candle(interval))
+            }
+            SymbolMsg::CreateAlert(new) => self.create_alert(new).await,
+            SymbolMsg::ArmAlert {
+                alert_id,
+                condition,
+                armed_from,
+            } => {
+                self.triggers.arm(alert_id, condition, armed_from, now_ms());
+                SymbolReply::Done
+            }
+            SymbolMsg::DisarmAlert { alert_id } => {
+                self.triggers.disarm(alert_id);
+                SymbolReply::Done
             }
         }
     }
@@ -255,7 +290,11 @@ impl Entity for Symbol {
             Channel::Ticker(_) => {
                 Some(view::ticker(&self.market, &self.ticker_stats()).to_string())
             }
-            Channel::Trades(_) | Channel::Book(_) | Channel::Orders(_) | Channel::Chat(_) => None,
+            Channel::Trades(_)
+            | Channel::Book(_)
+            | Channel::Orders(_)
+            | Channel::Alerts(_)
+            | Channel::Chat(_) => None,
             Channel::Candles(_, interval) => self
                 .candles
                 .open_candle(*interval)
@@ -325,9 +364,11 @@ impl Symbol {
         // The symbol is the clock of its trades: time never runs backwards on a channel.
         let ts = now_ms().max(self.last.map_or(0, |l| l.1));
         let mut ticks = Vec::with_capacity(trades.len());
+        let mut prices = Vec::with_capacity(trades.len());
         let mut closed_all = Vec::new();
         let mut trade_events = Vec::with_capacity(trades.len());
         for input in trades {
+            prices.push(input.price);
             let closed = self.candles.apply_trade(ts, input.price, input.qty);
             for (interval, c) in closed {
                 closed_all.push((interval, c));
@@ -381,6 +422,8 @@ impl Symbol {
         }
         let ticker = view::ticker(&self.market, &self.ticker_stats()).to_string();
         self.publish(Chan::Ticker, ts, ticker, true);
+        // Alerts see only durable trades, in order.
+        self.fire_alerts(&prices, ts);
     }
 
     async fn persist_closed(&mut self, closed: &[(Interval, Candle)]) {

@@ -70,6 +70,16 @@ impl Rolling24h {
         });
     }
 
+    /// The price a change since `start` is measured from: the open of the oldest minute
+    /// that began at or after `start`, or of the open minute when none closed since.
+    pub fn open_since(&self, start: i64, open_minute: Option<Candle>) -> Option<u64> {
+        let i = self.closed.partition_point(|c| c.open_time < start);
+        self.closed
+            .get(i)
+            .map(|c| c.open)
+            .or(open_minute.map(|c| c.open))
+    }
+
     /// The stats given the open minute and the last trade (`last` falls back to `fallback`
     /// when the symbol never traded).
     pub fn stats(
@@ -140,6 +150,15 @@ mod tests {
         assert_eq!(s.high_24h, 5001);
         assert_eq!(s.low_24h, 100 + 561);
         assert_eq!(s.last, 5001);
+    }
+
+    #[test]
+    fn change_reference_is_the_open_of_the_windows_first_minute() {
+        let w = Rolling24h::new((0..10).map(|n| minute(n, 100 + n as u64, 0, 1)));
+        let open = minute(10, 900, 901, 1);
+        assert_eq!(w.open_since(3 * 60_000, Some(open)), Some(103));
+        assert_eq!(w.open_since(10 * 60_000, Some(open)), Some(900));
+        assert_eq!(w.open_since(10 * 60_000, None), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! REST handlers, one module per area.
 
 pub mod admin;
+pub mod alerts;
 pub mod chat;
 pub mod market;
 pub mod trading;

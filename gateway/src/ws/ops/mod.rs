@@ -1,6 +1,7 @@
 //! WebSocket ops (PROTOCOL.md "WebSocket"), one module each: parse the op's fields (unknown
 //! fields refused), apply it to the connection, encode the result.
 
+pub mod alert;
 pub mod auth;
 pub mod chat;
 pub mod order;
@@ -20,9 +21,6 @@ pub struct Outcome {
     pub result: Value,
     pub frames: Vec<Arc<Frame>>,
 }
-
-/// Ops named in PROTOCOL.md that a later issue implements (alerts).
-const NOT_YET: &[&str] = &["alert.create", "alert.delete", "alert.list"];
 
 /// Decodes an op's fields (everything but `id` and `op`).
 pub fn fields<T: DeserializeOwned>(op: &str, body: Map<String, Value>) -> Result<T, ApiError> {
@@ -46,9 +44,9 @@ pub async fn apply(
         "order.list" => order::list(conn, fields(op, body)?).await,
         "chat.send" => chat::send(conn, fields(op, body)?).await,
         "chat.history" => chat::history(conn, fields(op, body)?).await,
-        op if NOT_YET.contains(&op) => Err(ApiError::bad_request(format!(
-            "op '{op}' is not available on this server yet"
-        ))),
+        "alert.create" => alert::create(conn, fields(op, body)?).await,
+        "alert.delete" => alert::delete(conn, fields(op, body)?).await,
+        "alert.list" => alert::list(conn, fields(op, body)?).await,
         other => Err(ApiError::bad_request(format!("unknown op '{other}'"))),
     }
 }

@@ -1,0 +1,203 @@
+//! The `session` entity (key: the user id): where a user is connected, and the publisher of
+//! the user's private channels, `orders` and `alerts` (inside the cluster `orders@<user>`
+//! and `alerts@<user>`).
+//!
+//! Producers (the user's account, the user's alert rules) hand every private event to the
+//! session; the session numbers it on its channel and sends it once to each node where a
+//! connection listens, and that node's hub gives it to each such connection. What must
+//! survive the user being offline is in the inbox: producers store those entries
+//! (`Write::Notify`) themselves, before the event exists anywhere else, so a session that
+//! is down or moving loses no notification.
+//!
+//! Live connections are `(node, connection)` pairs. Gateways attach a connection when it
+//! logs in and detach it when it closes. They stay correct when:
+//! - a node dies: its pairs go when the ring drops the node (checked on the clock), and a
+//!   delivery to it finds no subscribers;
+//! - the session moves or restarts: its new epoch makes every hub ask its connections to
+//!   re-subscribe, and a gateway re-attaches a connection with each re-subscription of
+//!   `session@<user>`, the channel every logged-in connection holds for this purpose.
+
+use crate::symbol::now_ms;
+use bourse_cluster::hub::Delivery;
+use bourse_cluster::{
+    Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The entity kind name.
+pub const KIND: &str = "session";
+
+/// A user's private channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Private {
+    /// `orders`: the user's order updates.
+    Orders,
+    /// `alerts`: the user's fired alerts.
+    Alerts,
+    /// `session`: carries no events; holding it tells a gateway when to re-attach.
+    Session,
+}
+
+impl Private {
+    /// The client-facing name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Private::Orders => "orders",
+            Private::Alerts => "alerts",
+            Private::Session => "session",
+        }
+    }
+
+    /// The channel inside the cluster: `orders@42`.
+    pub fn channel(self, user: u64) -> String {
+        format!("{}@{user}", self.name())
+    }
+
+    /// The private channel a cluster-internal name belongs to, with its user.
+    pub fn parse(channel: &str) -> Option<(Private, u64)> {
+        let (name, user) = channel.split_once('@')?;
+        let private = [Private::Orders, Private::Alerts, Private::Session]
+            .into_iter()
+            .find(|p| p.name() == name)?;
+        Some((private, user.parse().ok()?))
+    }
+}
+
+/// What a session accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SessionMsg {
+    /// A logged-in connection of the user is open on `node`.
+    Attach { node: String, conn: u64 },
+    /// It closed.
+    Detach { node: String, conn: u64 },
+    /// An event for the user's connections (pre-encoded `data`).
+    Publish {
+        channel: Private,
+        ts: i64,
+        data: String,
+    },
+    /// Where the user is connected.
+    Connections,
+}
+
+/// What a session answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SessionReply {
+    Done,
+    /// `(node, connection)` pairs.
+    Connections(Vec<(String, u64)>),
+}
+
+/// What every session on a node shares.
+pub struct SessionDeps {
+    /// Events kept per channel for resume.
+    pub replay_events: usize,
+}
+
+/// The entity state.
+pub struct Session {
+    user: u64,
+    key: String,
+    sharding: Sharding,
+    log: StreamLog,
+    connections: BTreeMap<String, BTreeSet<u64>>,
+}
+
+impl Entity for Session {
+    const KIND: &'static str = KIND;
+    // Checks on the clock whether nodes holding connections are still members.
+    const TICK_EVERY: Option<Duration> = Some(Duration::from_secs(2));
+
+    type Msg = SessionMsg;
+    type Reply = SessionReply;
+    type Deps = SessionDeps;
+
+    async fn activate(ctx: &EntityContext, deps: &Arc<SessionDeps>) -> Result<Self, EntityError> {
+        let user: u64 = ctx
+            .key
+            .parse()
+            .map_err(|_| EntityError::new(format!("session key '{}' is not a user id", ctx.key)))?;
+        let epoch = bourse_cluster::stream::new_epoch(now_ms());
+        ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
+        Ok(Session {
+            user,
+            key: ctx.key.clone(),
+            sharding: ctx.sharding.clone(),
+            log: StreamLog::new(epoch, deps.replay_events),
+            connections: BTreeMap::new(),
+        })
+    }
+
+    async fn handle(&mut self, msg: SessionMsg, _ctx: &EntityContext) -> SessionReply {
+        match msg {
+            SessionMsg::Attach { node, conn } => {
+                self.connections.entry(node).or_default().insert(conn);
+                SessionReply::Done
+            }
+            SessionMsg::Detach { node, conn } => {
+                if let Some(conns) = self.connections.get_mut(&node) {
+                    conns.remove(&conn);
+                    if conns.is_empty() {
+                        self.connections.remove(&node);
+                    }
+                }
+                SessionReply::Done
+            }
+            SessionMsg::Publish { channel, ts, data } => {
+                self.publish(channel, ts, data);
+                SessionReply::Done
+            }
+            SessionMsg::Connections => SessionReply::Connections(self.pairs()),
+        }
+    }
+
+    async fn on_tick(&mut self, _ctx: &EntityContext) {
+        let ring = self.sharding.ring();
+        let members = ring.members();
+        self.connections
+            .retain(|node, _| members.iter().any(|m| m == node));
+    }
+
+    fn subscribe(
+        &mut self,
+        req: StreamRequest,
+        _ctx: &EntityContext,
+    ) -> Result<StreamGrant, String> {
+        match Private::parse(&req.channel) {
+            Some((_, user)) if user == self.user => {
+                Ok(self.log.subscribe(&req, now_ms(), None, false))
+            }
+            _ => Err(format!(
+                "channel '{}' is not session {}'s",
+                req.channel, self.key
+            )),
+        }
+    }
+
+    fn unsubscribe(&mut self, channel: &str, node: &str) {
+        self.log.unsubscribe(channel, node);
+    }
+}
+
+impl Session {
+    fn pairs(&self) -> Vec<(String, u64)> {
+        self.connections
+            .iter()
+            .flat_map(|(node, conns)| conns.iter().map(move |c| (node.clone(), *c)))
+            .collect()
+    }
+
+    fn publish(&mut self, private: Private, ts: i64, data: String) {
+        let channel = private.channel(self.user);
+        let (event, nodes) = self.log.publish(&channel, ts, data, false);
+        // One message per node with a listening connection; its hub fans out.
+        for node in nodes {
+            if self.sharding.deliver(KIND, &self.key, &node, &event) == Delivery::NoSubscribers {
+                self.log.unsubscribe(&channel, &node);
+            }
+        }
+    }
+}
