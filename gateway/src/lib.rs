@@ -385,10 +385,10 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(st.clone())
         .and(warp::header::optional::<String>("authorization"))
-        .map(
-            |kind: String, key: String, s: Arc<GatewayState>, auth: Option<String>| {
+        .then(
+            |kind: String, key: String, s: Arc<GatewayState>, auth: Option<String>| async move {
                 match rest::admin::authorize(&s, auth.as_deref()) {
-                    Ok(()) => respond(rest::admin::entity(&s, &kind, &key)),
+                    Ok(()) => respond(rest::admin::entity(&s, &kind, &key).await),
                     Err(e) => reply(&e).into_response(),
                 }
             },

@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use crate::limits::constant_time_eq;
 use crate::state::GatewayState;
+use bourse_actors::session::{self, Session, SessionMsg, SessionReply};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -107,14 +108,38 @@ pub async fn bench_routing(state: Arc<GatewayState>, req: RoutingBench) -> Resul
     serde_json::to_value(measured).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// `GET /admin/entities/{kind}/{key}`: where an entity lives by this node's ring.
-pub fn entity(state: &GatewayState, kind: &str, key: &str) -> Result<Value, ApiError> {
+/// `GET /admin/entities/{kind}/{key}`: where an entity lives by this node's ring, and for a
+/// session, where its user is connected.
+pub async fn entity(state: &GatewayState, kind: &str, key: &str) -> Result<Value, ApiError> {
     if !state.sharding.has_kind(kind) {
         return Err(ApiError::not_found(format!("no entity kind '{kind}'")));
     }
-    let ring = state.sharding.ring();
-    let owner = ring
+    let owner = state
+        .sharding
+        .ring()
         .owner(kind, key)
+        .map(str::to_string)
         .ok_or_else(|| ApiError::unavailable("no cluster members yet; retry"))?;
-    Ok(json!({"kind": kind, "key": key, "owner": owner, "asked": state.sharding.node()}))
+    let mut view =
+        json!({"kind": kind, "key": key, "owner": owner, "asked": state.sharding.node()});
+    if kind == session::KIND {
+        if key.parse::<u64>().is_err() {
+            return Err(ApiError::not_found(format!("no session '{key}'")));
+        }
+        match state
+            .sharding
+            .ask::<Session>(key, SessionMsg::Connections)
+            .await?
+        {
+            SessionReply::Connections(pairs) => {
+                let pairs: Vec<Value> = pairs
+                    .into_iter()
+                    .map(|(node, conn)| json!({"node": node, "conn": conn}))
+                    .collect();
+                view["state"] = json!({ "connections": pairs });
+            }
+            SessionReply::Done => {}
+        }
+    }
+    Ok(view)
 }
