@@ -594,3 +594,116 @@ async fn bad_alert_input_gets_its_error_code() {
     let r = ws.request("alert.list", json!({})).await;
     assert_eq!(r["result"], json!([]), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeating_rule_waits_out_its_cooldown_and_streams_over_sse() {
+    let node = Node::start("alerts-repeat", NO_FEED);
+    let (watcher_id, watcher) = node.register("watcher");
+    let (_, seller) = node.register("seller");
+    let (_, buyer) = node.register("buyer");
+    let (status, rule) = create(
+        &node,
+        &watcher,
+        &json!({"symbol": SYMBOL, "condition": "above", "value": price(141_000),
+            "repeat": true, "cooldown_s": 1}),
+    );
+    assert_eq!(status, 201, "{rule}");
+    let id = rule["alert_id"].as_str().unwrap().to_string();
+
+    // A browser client on SSE, logged in by `?token=`; it is attached once the session
+    // lists it.
+    let (port, path) = (node.port, format!("/sse?channels=alerts&token={watcher}"));
+    let sse =
+        std::thread::spawn(move || common::read_sse(port, &path, None, Duration::from_secs(30), 2));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = node.api(
+            "GET",
+            &format!("/admin/entities/session/{watcher_id}"),
+            None,
+            Some(ADMIN_TOKEN),
+        );
+        if v["state"]["connections"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SSE never attached: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let fired = |n: usize| -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, h) = node.api("GET", "/api/v1/alerts/history", None, Some(&watcher));
+            let h = h.as_array().unwrap().clone();
+            if h.len() >= n || Instant::now() > deadline {
+                return h;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    trade(&node, &seller, &buyer, 141_000, "a");
+    assert_eq!(fired(1).len(), 1);
+    // Within the cooldown: the price still satisfies the rule, and nothing fires.
+    trade(&node, &seller, &buyer, 141_100, "b");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fired(1).len(), 1, "no firing inside the cooldown");
+    std::thread::sleep(Duration::from_millis(1_000));
+    trade(&node, &seller, &buyer, 141_200, "c");
+    let history = fired(2);
+    let got: Vec<(u64, &str)> = history
+        .iter()
+        .map(|h| (h["n"].as_u64().unwrap(), h["fired_price"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(2, "141200000"), (1, "141000000")],
+        "newest first"
+    );
+    let (_, rules) = node.api("GET", "/api/v1/alerts", None, Some(&watcher));
+    assert_eq!(
+        (
+            rules[0]["status"].as_str(),
+            rules[0]["fired_count"].as_u64()
+        ),
+        (Some("armed"), Some(2)),
+        "{rules}"
+    );
+
+    let (status, events) = sse.join().unwrap();
+    assert_eq!(status, 200);
+    let seen: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| (e.event.clone(), e.data["data"]["n"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("alerts".to_string(), 1), ("alerts".to_string(), 2)],
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.data["data"]["alert_id"] == id.as_str())
+    );
+
+    // Deleted: it never fires again.
+    let (status, gone) = node.api(
+        "DELETE",
+        &format!("/api/v1/alerts/{id}"),
+        None,
+        Some(&watcher),
+    );
+    assert_eq!(
+        (status, gone["status"].as_str()),
+        (200, Some("deleted")),
+        "{gone}"
+    );
+    std::thread::sleep(Duration::from_millis(1_100));
+    trade(&node, &seller, &buyer, 141_300, "d");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fired(2).len(), 2, "a deleted rule stays quiet");
+}

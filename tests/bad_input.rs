@@ -89,7 +89,7 @@ async fn websocket_bad_input_gets_errors_and_the_node_stays_up() {
             "since",
         ),
         ("order.place", json!({}), "missing field `symbol`"),
-        ("alert.create", json!({}), "not available"),
+        ("alert.create", json!({}), "missing field `symbol`"),
     ] {
         let r = ws.request(op, fields.clone()).await;
         assert_eq!(error_code(&r), Some("bad_request"), "{op} {fields}: {r}");
