@@ -261,3 +261,59 @@ async fn bad_chat_input_gets_its_error_code() {
     assert_eq!(r["result"].as_array().map(Vec::len), Some(3), "{r}");
     assert_eq!(node.get("/readyz").0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_node_dies_leaves_the_room() {
+    let mut cluster = Cluster::start("chat-node-death", 3, NO_FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    let (_, v) = cluster.nodes[0].api(
+        "GET",
+        &format!("/admin/entities/room/{ROOM}"),
+        None,
+        Some(ADMIN_TOKEN),
+    );
+    let owner = v["owner"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("node")
+        .parse::<usize>()
+        .unwrap()
+        - 1;
+    let (doomed, watcher) = ((owner + 1) % 3, (owner + 2) % 3);
+    let mut clients = Vec::new();
+    for (node, name) in [(watcher, "wendy"), (doomed, "dora")] {
+        let (_, token) = cluster.nodes[node].register(name);
+        let mut ws =
+            WsClient::connect(&format!("{}?token={token}", cluster.nodes[node].ws_url())).await;
+        let r = ws
+            .request("subscribe", json!({"channels": [format!("chat:{ROOM}")]}))
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+        clients.push(ws);
+    }
+    clients[0]
+        .wait_event(Duration::from_secs(10), |e| {
+            e.data["presence"] == "join" && e.data["user"] == "dora"
+        })
+        .await
+        .expect("wendy sees dora join");
+    // Dora's node dies without a word to the room: the room drops her when the ring does.
+    cluster.nodes[doomed].kill9();
+    clients[0]
+        .wait_event(Duration::from_secs(20), |e| {
+            e.data["presence"] == "leave" && e.data["user"] == "dora"
+        })
+        .await
+        .expect("wendy sees dora leave");
+    assert!(
+        !clients[0]
+            .events
+            .iter()
+            .any(|e| e.data["presence"] == "leave" && e.data["user"] == "wendy"),
+        "the living stay"
+    );
+}

@@ -115,11 +115,11 @@ impl Subscriptions {
         let (Channel::Chat(room), Some(username)) = (channel, self.username()) else {
             return;
         };
-        let username = username.to_string();
+        let (username, node) = (username.to_string(), self.state.hub.node().to_string());
         let msg = if join {
-            RoomMsg::Join { username }
+            RoomMsg::Join { username, node }
         } else {
-            RoomMsg::Leave { username }
+            RoomMsg::Leave { username, node }
         };
         if let Err(e) = self.state.sharding.send::<Room>(room, msg) {
             tracing::debug!(%room, error = %e, "presence not delivered");
@@ -311,7 +311,12 @@ impl Subscriptions {
             epoch: resync.epoch.clone(),
             seq: 0,
         };
-        Ok(self.resubscribe(&resync.channel, since).await?.frames)
+        let frames = self.resubscribe(&resync.channel, since).await?.frames;
+        // A room in a new epoch restarted without its member list: join it again.
+        if let Some(pos) = self.positions.get(&resync.channel) {
+            self.presence(&pos.channel, true);
+        }
+        Ok(frames)
     }
 
     /// What the client gets next from the outbox, in order: each new epoch's replay first,

@@ -37,10 +37,10 @@ pub enum RoomMsg {
         username: String,
         text: String,
     },
-    /// A logged-in connection subscribed to the room.
-    Join { username: String },
+    /// A logged-in connection on `node` subscribed to the room.
+    Join { username: String, node: String },
     /// It left (unsubscribed or disconnected).
-    Leave { username: String },
+    Leave { username: String, node: String },
     /// Who is here.
     Members,
 }
@@ -75,8 +75,8 @@ pub struct Room {
     log: StreamLog,
     channel: String,
     last_id: u64,
-    /// Connections per member.
-    members: BTreeMap<String, u32>,
+    /// Connections per member, per node (a dead node's go when the ring drops it).
+    members: BTreeMap<String, BTreeMap<String, u32>>,
     /// Per user: (start of the current one-second window, messages in it).
     rates: HashMap<u64, (i64, u32)>,
 }
@@ -98,6 +98,8 @@ pub fn exists(markets: &Markets, room: &str) -> bool {
 
 impl Entity for Room {
     const KIND: &'static str = KIND;
+    // Checks on the clock whether members' nodes are still in the cluster.
+    const TICK_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(2));
 
     type Msg = RoomMsg;
     type Reply = RoomReply;
@@ -145,27 +147,51 @@ impl Entity for Room {
                 username,
                 text,
             } => self.send(user_id, username, &text).await,
-            RoomMsg::Join { username } => {
-                let n = self.members.entry(username.clone()).or_default();
-                *n += 1;
-                if *n == 1 {
+            RoomMsg::Join { username, node } => {
+                let nodes = self.members.entry(username.clone()).or_default();
+                let first = nodes.is_empty();
+                *nodes.entry(node).or_default() += 1;
+                if first {
                     self.publish(json!({"type": "presence", "presence": "join", "user": username}));
                 }
                 RoomReply::Done
             }
-            RoomMsg::Leave { username } => {
-                if let Some(n) = self.members.get_mut(&username) {
-                    *n -= 1;
-                    if *n == 0 {
+            RoomMsg::Leave { username, node } => {
+                if let Some(nodes) = self.members.get_mut(&username) {
+                    if let Some(n) = nodes.get_mut(&node) {
+                        *n -= 1;
+                        if *n == 0 {
+                            nodes.remove(&node);
+                        }
+                    }
+                    if nodes.is_empty() {
                         self.members.remove(&username);
-                        self.publish(
-                            json!({"type": "presence", "presence": "leave", "user": username}),
-                        );
+                        self.publish_leave(username);
                     }
                 }
                 RoomReply::Done
             }
             RoomMsg::Members => RoomReply::Members(self.members.keys().cloned().collect()),
+        }
+    }
+
+    async fn on_tick(&mut self, _ctx: &EntityContext) {
+        // Members whose connections were all on nodes that left the ring have left.
+        let ring = self.sharding.ring();
+        let alive = ring.members();
+        if alive.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        for (user, nodes) in self.members.iter_mut() {
+            nodes.retain(|node, _| alive.iter().any(|m| m == node));
+            if nodes.is_empty() {
+                gone.push(user.clone());
+            }
+        }
+        for user in gone {
+            self.members.remove(&user);
+            self.publish_leave(user);
         }
     }
 
@@ -245,6 +271,10 @@ impl Room {
         self.last_id = message_id;
         self.publish(view(&message));
         RoomReply::Sent(message)
+    }
+
+    fn publish_leave(&mut self, username: String) {
+        self.publish(json!({"type": "presence", "presence": "leave", "user": username}));
     }
 
     fn publish(&mut self, data: Value) {

@@ -157,6 +157,10 @@ impl Entity for Session {
     async fn on_tick(&mut self, _ctx: &EntityContext) {
         let ring = self.sharding.ring();
         let members = ring.members();
+        // No members means no view yet, not a dead cluster.
+        if members.is_empty() {
+            return;
+        }
         self.connections
             .retain(|node, _| members.iter().any(|m| m == node));
     }
