@@ -151,14 +151,22 @@ async fn a_users_connections_follow_closes_node_deaths_and_moves() {
         order_reaches(&cluster, owner, &token, &mut live).await;
     }
 
-    // The session's own node dies: the session moves to the last node, and learns its
+    // The dead node comes back (with no connections of the user).
+    cluster.nodes[b].restart();
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(30),
+    );
+
+    // The session's own node dies: the session moves, and learns the survivors' one
     // connection again.
     cluster.nodes[owner].kill9();
     clients.retain(|(n, _)| *n != owner);
-    let survivor = name(a);
-    cluster.wait_converged(&[a], &[&survivor], Duration::from_secs(30));
+    let (na, nb) = (name(a), name(b));
+    cluster.wait_converged(&[a, b], &[&na, &nb], Duration::from_secs(30));
     wait_connections(&cluster, a, &user, &[(&name(a), 1)]);
     let mut live: Vec<&mut WsClient> = clients.iter_mut().map(|(_, ws)| ws).collect();
     assert_eq!(live.len(), 1);
-    order_reaches(&cluster, a, &token, &mut live).await;
+    order_reaches(&cluster, b, &token, &mut live).await;
 }

@@ -15,7 +15,7 @@ use crate::wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeEventSubscription, node::NodeServerSessionInformation};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -295,7 +295,10 @@ impl MembershipState {
 /// refused (a session that closes before it authenticated: a wrong cookie).
 pub struct NodeEvents {
     pub membership: ActorRef<MembershipMsg>,
-    authenticated: Mutex<HashSet<ractor::ActorId>>,
+    /// Authenticated sessions, with the peer node each one is to. Two nodes that dial each
+    /// other at once (a restart) can hold two sessions for a moment: the peer is gone only
+    /// when its last one closes.
+    authenticated: Mutex<HashMap<ractor::ActorId, Option<String>>>,
 }
 
 impl NodeEvents {
@@ -303,7 +306,7 @@ impl NodeEvents {
     pub fn new(membership: ActorRef<MembershipMsg>) -> Self {
         NodeEvents {
             membership,
-            authenticated: Mutex::new(HashSet::new()),
+            authenticated: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -322,22 +325,28 @@ impl NodeEventSubscription for NodeEvents {
         self.authenticated
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ses.actor.get_id());
+            .insert(ses.actor.get_id(), peer_node(&ses));
         tracing::info!(peer = %ses.peer_addr, node = ?peer_node(&ses), "cluster peer authenticated");
     }
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        let was_authenticated = self
-            .authenticated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ses.actor.get_id());
-        if !was_authenticated {
+        let mut sessions = self.authenticated.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(peer) = sessions.remove(&ses.actor.get_id()) else {
+            drop(sessions);
             tracing::warn!(peer = %ses.peer_addr, "cluster peer refused: authentication failed (wrong cookie?)");
             return;
+        };
+        let Some(node) = peer.or_else(|| peer_node(&ses)) else {
+            return;
+        };
+        if sessions
+            .values()
+            .any(|p| p.as_deref() == Some(node.as_str()))
+        {
+            tracing::info!(%node, "a duplicate session to the peer closed; another one stays");
+            return;
         }
-        if let Some(node) = peer_node(&ses) {
-            let _ = self.membership.cast(MembershipMsg::SessionClosed(node));
-        }
+        drop(sessions);
+        let _ = self.membership.cast(MembershipMsg::SessionClosed(node));
     }
 }
