@@ -311,14 +311,7 @@ async fn a_one_shot_rule_fires_once_across_kills_and_reaches_other_nodes_and_the
         &["node1", "node2", "node3"],
         Duration::from_secs(20),
     );
-    let admin = Some(ADMIN_TOKEN);
-    let owner_of = |cluster: &Cluster, kind: &str, key: &str| -> usize {
-        let (_, v) =
-            cluster.nodes[0].api("GET", &format!("/admin/entities/{kind}/{key}"), None, admin);
-        let owner = v["owner"].as_str().unwrap_or_else(|| panic!("{v}"));
-        owner.trim_start_matches("node").parse::<usize>().unwrap() - 1
-    };
-    let symbol_node = owner_of(&cluster, "symbol", SYMBOL);
+    let symbol_node = cluster.owner(0, "symbol", SYMBOL);
     let ws_node = (symbol_node + 1) % 3;
     let trade_node = (symbol_node + 2) % 3;
     let (_, seller) = cluster.nodes[trade_node].register("seller");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cluster, Node, WsClient};
+use common::{Cluster, Node, WsClient};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -123,19 +123,7 @@ async fn a_room_across_three_nodes_orders_persists_and_shows_presence() {
         .expect("ann sees cat leave");
 
     // SIGKILL the room's node: history on a survivor holds every acknowledged message.
-    let (_, v) = cluster.nodes[0].api(
-        "GET",
-        &format!("/admin/entities/room/{ROOM}"),
-        None,
-        Some(ADMIN_TOKEN),
-    );
-    let dead = v["owner"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("node")
-        .parse::<usize>()
-        .unwrap()
-        - 1;
+    let dead = cluster.owner(0, "room", ROOM);
     cluster.nodes[dead].kill9();
     let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
     let up: Vec<String> = alive.iter().map(|i| format!("node{}", i + 1)).collect();
@@ -270,19 +258,7 @@ async fn a_member_whose_node_dies_leaves_the_room() {
         &["node1", "node2", "node3"],
         Duration::from_secs(20),
     );
-    let (_, v) = cluster.nodes[0].api(
-        "GET",
-        &format!("/admin/entities/room/{ROOM}"),
-        None,
-        Some(ADMIN_TOKEN),
-    );
-    let owner = v["owner"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("node")
-        .parse::<usize>()
-        .unwrap()
-        - 1;
+    let owner = cluster.owner(0, "room", ROOM);
     let (doomed, watcher) = ((owner + 1) % 3, (owner + 2) % 3);
     let mut clients = Vec::new();
     for (node, name) in [(watcher, "wendy"), (doomed, "dora")] {

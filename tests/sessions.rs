@@ -92,19 +92,7 @@ async fn a_users_connections_follow_closes_node_deaths_and_moves() {
         Duration::from_secs(20),
     );
     let (user, token) = cluster.nodes[0].register("roamer");
-    let (_, v) = cluster.nodes[0].api(
-        "GET",
-        &format!("/admin/entities/session/{user}"),
-        None,
-        Some(ADMIN_TOKEN),
-    );
-    let owner: usize = v["owner"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("node")
-        .parse::<usize>()
-        .unwrap()
-        - 1;
+    let owner = cluster.owner(0, "session", &user);
     let (a, b) = ((owner + 1) % 3, (owner + 2) % 3);
 
     // Two connections on every node, each on `orders`.

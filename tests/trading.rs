@@ -731,17 +731,7 @@ async fn users_on_different_nodes_trade_and_survive_the_book_node_dying() {
     }
 
     // SIGKILL the node that owns the book, then keep trading from the survivors.
-    let (_, view) = cluster.nodes[0].api(
-        "GET",
-        "/admin/entities/book/KRW-BTC",
-        None,
-        Some(common::ADMIN_TOKEN),
-    );
-    let owner = view["owner"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{view}"))
-        .to_string();
-    let dead = owner.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+    let dead = cluster.owner(0, "book", "KRW-BTC");
     cluster.nodes[dead].kill9();
     let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
     let names: Vec<String> = alive.iter().map(|i| format!("node{}", i + 1)).collect();
@@ -785,19 +775,12 @@ async fn an_unreachable_book_gives_unavailable_and_the_hold_comes_back() {
         &["node1", "node2", "node3"],
         Duration::from_secs(20),
     );
-    let admin = Some(common::ADMIN_TOKEN);
-    let owner_of = |kind: &str, key: &str| -> usize {
-        let (_, v) =
-            cluster.nodes[0].api("GET", &format!("/admin/entities/{kind}/{key}"), None, admin);
-        let owner = v["owner"].as_str().unwrap_or_else(|| panic!("{v}"));
-        owner.trim_start_matches("node").parse::<usize>().unwrap() - 1
-    };
-    let book_node = owner_of("book", "KRW-BTC");
+    let book_node = cluster.owner(0, "book", "KRW-BTC");
     let via = (book_node + 1) % 3;
     // A user whose account lives on a node that stays up.
     let (user, token) = (0..20)
         .map(|i| cluster.nodes[via].register(&format!("unreach{i}")))
-        .find(|(id, _)| owner_of("account", id) != book_node)
+        .find(|(id, _)| cluster.owner(0, "account", id) != book_node)
         .expect("some account away from the book's node");
     let node = &cluster.nodes[via];
     assert_eq!(

@@ -700,6 +700,23 @@ impl Cluster {
             .collect()
     }
 
+    /// The index in `nodes` of the node that owns `kind/key`, by the ring of `nodes[via]`
+    /// (asked through the admin API).
+    pub fn owner(&self, via: usize, kind: &str, key: &str) -> usize {
+        let (_, v) = self.nodes[via].api(
+            "GET",
+            &format!("/admin/entities/{kind}/{key}"),
+            None,
+            Some(ADMIN_TOKEN),
+        );
+        let owner = v["owner"].as_str().unwrap_or_else(|| panic!("{v}"));
+        owner
+            .trim_start_matches("node")
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("owner '{owner}' is not nodeN"))
+            - 1
+    }
+
     /// Waits until the nodes in `alive` all report exactly `expect_up` as their up members
     /// and the same ring. Returns how long it took.
     pub fn wait_converged(
