@@ -17,12 +17,36 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const AUTH_SECRET: &str = "test-auth-secret-0123456789";
 
-/// A free loopback port (bound, read, released).
+/// A free loopback port for a node to listen on, never handed out twice in this process.
+///
+/// It is picked below the kernel's ephemeral range (Linux: 32768 and up), so no outgoing
+/// connection of a running node or client can take it between this check and the node's
+/// own bind; a port the OS hands out for `:0` could be.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(fastrand_u32()) ^ u64::from(std::process::id()) << 20;
+    for _ in 0..10_000 {
+        // splitmix64 over a counter: spread out, different in every test process.
+        let mut z = seed.wrapping_add(
+            NEXT.fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let port = 20_000 + ((z ^ (z >> 31)) % 12_000) as u16;
+        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        if taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// A fresh temporary directory for one test.
