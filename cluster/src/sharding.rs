@@ -12,7 +12,7 @@ use crate::link::{Link, router_of};
 use crate::region::{Envelope, RegionMsg, RegionStats};
 use crate::ring::HashRing;
 use crate::router::{ROUTERS_GROUP, RouterMsg};
-use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
+use crate::stream::{StreamEvent, StreamGrant, StreamLog, StreamRequest};
 use crate::wire::{self, msg};
 use ractor::{ActorRef, RpcReplyPort};
 use std::any::Any;
@@ -214,6 +214,15 @@ impl Sharding {
             .read()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Whether `node` is a member of the current ring; `None` before a ring with members is
+    /// installed (no view yet, which is not a dead cluster). Reads the ring in place, so an
+    /// entity's clock may ask it cheaply.
+    pub fn is_member(&self, node: &str) -> Option<bool> {
+        let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
+        let members = ring.members();
+        (!members.is_empty()).then(|| members.iter().any(|m| m == node))
     }
 
     /// Whether this node owns `kind/key` on the current ring.
@@ -489,6 +498,28 @@ impl Sharding {
         match Self::cast(&link, cast) {
             Ok(()) => Delivery::Delivered(0),
             Err(_) => Delivery::NoSubscribers,
+        }
+    }
+
+    /// Numbers an event on `channel` of a publisher's `log` and hands it once to each node
+    /// that listens (its hub fans out to the connections); nodes with no subscribers left,
+    /// or gone, are dropped from the channel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &self,
+        log: &mut StreamLog,
+        kind: &str,
+        key: &str,
+        channel: &str,
+        ts: i64,
+        data: String,
+        conflatable: bool,
+    ) {
+        let (event, nodes) = log.publish(channel, ts, data, conflatable);
+        for node in nodes {
+            if self.deliver(kind, key, &node, &event) == Delivery::NoSubscribers {
+                log.unsubscribe(channel, &node);
+            }
         }
     }
 

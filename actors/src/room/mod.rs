@@ -12,7 +12,6 @@ pub mod text;
 
 use crate::symbol::now_ms;
 use crate::trading::Refusal;
-use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
@@ -177,14 +176,10 @@ impl Entity for Room {
 
     async fn on_tick(&mut self, _ctx: &EntityContext) {
         // Members whose connections were all on nodes that left the ring have left.
-        let ring = self.sharding.ring();
-        let alive = ring.members();
-        if alive.is_empty() {
-            return;
-        }
+        let sharding = &self.sharding;
         let mut gone = Vec::new();
         for (user, nodes) in self.members.iter_mut() {
-            nodes.retain(|node, _| alive.iter().any(|m| m == node));
+            nodes.retain(|node, _| sharding.is_member(node) != Some(false));
             if nodes.is_empty() {
                 gone.push(user.clone());
             }
@@ -278,13 +273,14 @@ impl Room {
     }
 
     fn publish(&mut self, data: Value) {
-        let (event, nodes) = self
-            .log
-            .publish(&self.channel, now_ms(), data.to_string(), false);
-        for node in nodes {
-            if self.sharding.deliver(KIND, &self.key, &node, &event) == Delivery::NoSubscribers {
-                self.log.unsubscribe(&self.channel, &node);
-            }
-        }
+        self.sharding.publish(
+            &mut self.log,
+            KIND,
+            &self.key,
+            &self.channel,
+            now_ms(),
+            data.to_string(),
+            false,
+        );
     }
 }

@@ -18,7 +18,6 @@
 //!   `session@<user>`, the channel every logged-in connection holds for this purpose.
 
 use crate::symbol::now_ms;
-use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
@@ -155,14 +154,9 @@ impl Entity for Session {
     }
 
     async fn on_tick(&mut self, _ctx: &EntityContext) {
-        let ring = self.sharding.ring();
-        let members = ring.members();
-        // No members means no view yet, not a dead cluster.
-        if members.is_empty() {
-            return;
-        }
+        let sharding = &self.sharding;
         self.connections
-            .retain(|node, _| members.iter().any(|m| m == node));
+            .retain(|node, _| sharding.is_member(node) != Some(false));
     }
 
     fn subscribe(
@@ -196,12 +190,8 @@ impl Session {
 
     fn publish(&mut self, private: Private, ts: i64, data: String) {
         let channel = private.channel(self.user);
-        let (event, nodes) = self.log.publish(&channel, ts, data, false);
         // One message per node with a listening connection; its hub fans out.
-        for node in nodes {
-            if self.sharding.deliver(KIND, &self.key, &node, &event) == Delivery::NoSubscribers {
-                self.log.unsubscribe(&channel, &node);
-            }
-        }
+        self.sharding
+            .publish(&mut self.log, KIND, &self.key, &channel, ts, data, false);
     }
 }

@@ -19,7 +19,6 @@ use crate::alert::{Condition, NewAlert};
 use crate::channel::Channel;
 use crate::feed::TradeInput;
 use crate::trading::Refusal;
-use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
@@ -464,15 +463,15 @@ impl Symbol {
             Chan::Trades => &self.names.trades,
             Chan::Candles(i) => &self.names.candles[i.index()],
         };
-        let (event, nodes) = self.log.publish(channel, ts, data, conflatable);
         // One message per interested node, never one per client: each node's hub fans out.
-        for node in nodes {
-            let delivery = self
-                .sharding
-                .deliver(KIND, &self.market.symbol, &node, &event);
-            if delivery == Delivery::NoSubscribers {
-                self.log.unsubscribe(channel, &node);
-            }
-        }
+        self.sharding.publish(
+            &mut self.log,
+            KIND,
+            &self.market.symbol,
+            channel,
+            ts,
+            data,
+            conflatable,
+        );
     }
 }
