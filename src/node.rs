@@ -1,6 +1,6 @@
 //! Wiring one node: storage, the supervision root, regions, hub, gateway, feed; then wait
-//! for Ctrl-C/SIGTERM (or a fatal escalation) and stop in order: stop accepting, close
-//! clients with 1001, stop the feed, flush storage.
+//! for Ctrl-C/SIGTERM or an admin `leave` (or a fatal escalation) and stop in order: hand
+//! entities off, stop accepting, close clients with 1001, stop the feed, flush storage.
 
 use anyhow::Context;
 use bourse_actors::account::{Account, AccountDeps};
@@ -261,6 +261,10 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
 
     let exit = tokio::select! {
         _ = stop_signal() => Exit::Clean,
+        _ = sharding.leave_requested() => {
+            tracing::warn!("asked to leave the cluster (admin API); draining");
+            Exit::Clean
+        }
         reason = fatal.wait_for(Option::is_some) => match reason {
             Ok(r) => Exit::Fatal(r.clone().unwrap_or_default()),
             Err(_) => Exit::Fatal("the node guardian stopped".into()),

@@ -114,6 +114,12 @@ pub trait Entity: Sized + Send + 'static {
         false
     }
 
+    /// A few fields that say what the entity holds, for `GET /admin/entities/{kind}/{key}`
+    /// (counts and positions, never secrets or whole collections).
+    fn summary(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// `node` no longer listens to `channel`.
     fn unsubscribe(&mut self, _channel: &str, _node: &str) {}
 

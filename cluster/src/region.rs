@@ -11,10 +11,12 @@ use bourse_supervision::{Decision, RestartPolicy, RestartTracker};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Messages an entity actor receives (node-local; cross-node delivery wraps the `Msg` in a
 /// bincode envelope and ends up here).
@@ -31,6 +33,8 @@ pub enum Envelope<E: Entity> {
     Tick,
     /// Chaos: fail inside the entity, as a bug would, so supervision sees a failure.
     Kill,
+    /// The admin API asks what the entity holds: its counters and a state summary.
+    Inspect(EntityInfo, RpcReplyPort<(EntityInfo, serde_json::Value)>),
 }
 
 // Node-local messages: they hold reply ports and typed payloads. Cross-node traffic goes
@@ -46,6 +50,20 @@ pub enum RegionMsg<E: Entity> {
     Kill {
         key: String,
         reply: RpcReplyPort<bool>,
+    },
+    /// Chaos: kill about `fraction` of the active entities (each one with that
+    /// probability); replies with the keys killed.
+    KillSome {
+        fraction: f64,
+        reply: RpcReplyPort<Vec<String>>,
+    },
+    /// Every entity this region holds (active, restarting or stopping).
+    List(RpcReplyPort<Vec<EntityInfo>>),
+    /// One entity's counters and, when it runs, its state summary; `None` when this region
+    /// does not hold it.
+    Inspect {
+        key: String,
+        reply: RpcReplyPort<Option<(EntityInfo, serde_json::Value)>>,
     },
     /// Restart `key` after its backoff.
     Restart(String),
@@ -74,6 +92,58 @@ pub struct RegionStats {
     pub handoffs: u64,
 }
 
+/// One entity as the admin API shows it (PROTOCOL.md "Admin").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityInfo {
+    pub kind: String,
+    pub key: String,
+    pub node: String,
+    /// Running now (false: waiting for a restart, or stopping).
+    pub active: bool,
+    /// Messages delivered to it and not yet handled (buffered ones included).
+    pub mailbox: u64,
+    /// Restarts after failures since this node's region started.
+    pub restarts: u64,
+    /// When the running activation started (ms since the epoch).
+    pub activated_at: Option<i64>,
+    /// Messages the running activation has handled.
+    pub messages: u64,
+}
+
+/// Counters shared by a region and the entity actor it activated: the region counts what it
+/// hands over, the actor what it handled; the difference is the mailbox.
+#[derive(Debug)]
+pub struct Counters {
+    activated_at: i64,
+    sent: AtomicU64,
+    handled: AtomicU64,
+}
+
+impl Counters {
+    fn new() -> Arc<Counters> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        Arc::new(Counters {
+            activated_at: now,
+            sent: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+        })
+    }
+
+    fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn fill(&self, info: &mut EntityInfo) {
+        let handled = self.handled.load(Ordering::Relaxed);
+        info.activated_at = Some(self.activated_at);
+        info.messages = handled;
+        info.mailbox = self.sent.load(Ordering::Relaxed).saturating_sub(handled);
+    }
+}
+
 /// Most messages buffered for one entity while it restarts; beyond this, asks fail fast.
 const MAX_BUFFERED: usize = 10_000;
 
@@ -81,6 +151,7 @@ enum Slot<E: Entity> {
     Active {
         actor: ActorRef<Envelope<E>>,
         last_message: Instant,
+        counters: Arc<Counters>,
     },
     /// Restarting after a failure, or stopping for passivation; messages wait here.
     Waiting { buffer: Vec<Envelope<E>> },
@@ -110,6 +181,8 @@ pub struct RegionState<E: Entity> {
     slots: HashMap<String, Slot<E>>,
     keys: HashMap<ActorId, String>,
     trackers: HashMap<String, RestartTracker>,
+    /// Restarts per key since the region started (the admin view's `restarts`).
+    restarts: HashMap<String, u64>,
     stats: RegionStats,
 }
 
@@ -132,6 +205,7 @@ impl<E: Entity> Actor for Region<E> {
             slots: HashMap::new(),
             keys: HashMap::new(),
             trackers: HashMap::new(),
+            restarts: HashMap::new(),
             stats: RegionStats::default(),
         })
     }
@@ -146,11 +220,36 @@ impl<E: Entity> Actor for Region<E> {
             RegionMsg::Deliver { key, envelope } => state.deliver(&myself, key, envelope).await,
             RegionMsg::Kill { key, reply } => {
                 let active = match state.slots.get(&key) {
-                    Some(Slot::Active { actor, .. }) => actor.send_message(Envelope::Kill).is_ok(),
+                    Some(Slot::Active {
+                        actor, counters, ..
+                    }) => {
+                        counters.sent();
+                        actor.send_message(Envelope::Kill).is_ok()
+                    }
                     _ => false,
                 };
                 let _ = reply.send(active);
             }
+            RegionMsg::KillSome { fraction, reply } => {
+                let mut killed = Vec::new();
+                for (key, slot) in &state.slots {
+                    if let Slot::Active {
+                        actor, counters, ..
+                    } = slot
+                        && fastrand::f64() < fraction
+                    {
+                        counters.sent();
+                        if actor.send_message(Envelope::Kill).is_ok() {
+                            killed.push(key.clone());
+                        }
+                    }
+                }
+                let _ = reply.send(killed);
+            }
+            RegionMsg::List(reply) => {
+                let _ = reply.send(state.slots.keys().map(|k| state.info(k)).collect());
+            }
+            RegionMsg::Inspect { key, reply } => state.inspect(key, reply),
             RegionMsg::Restart(key) => {
                 if let Some(Slot::Waiting { buffer }) = state.slots.remove(&key) {
                     if state.owns(&key) {
@@ -198,6 +297,7 @@ impl<E: Entity> Actor for Region<E> {
                     Decision::Restart { after } => {
                         tracing::warn!(kind = E::KIND, %key, error = %err, delay_ms = after.as_millis() as u64, "entity failed; restarting");
                         state.stats.restarts += 1;
+                        *state.restarts.entry(key.clone()).or_default() += 1;
                         state.slots.insert(key.clone(), Slot::Waiting { buffer });
                         myself.send_after(after, move || RegionMsg::Restart(key));
                     }
@@ -268,7 +368,59 @@ impl<E: Entity> RegionState<E> {
             Envelope::Unsubscribe { channel, node } => {
                 sharding.unsubscribe(E::KIND, &key, &channel, &node)
             }
-            Envelope::Tick | Envelope::Kill => {}
+            Envelope::Tick | Envelope::Kill | Envelope::Inspect(..) => {}
+        }
+    }
+
+    /// The admin view of `key` from what the region knows.
+    fn info(&self, key: &str) -> EntityInfo {
+        let mut info = EntityInfo {
+            kind: E::KIND.to_string(),
+            key: key.to_string(),
+            node: self.args.sharding.node().to_string(),
+            active: false,
+            mailbox: 0,
+            restarts: self.restarts.get(key).copied().unwrap_or(0),
+            activated_at: None,
+            messages: 0,
+        };
+        match self.slots.get(key) {
+            Some(Slot::Active { counters, .. }) => {
+                info.active = true;
+                counters.fill(&mut info);
+            }
+            Some(Slot::Waiting { buffer }) => info.mailbox = buffer.len() as u64,
+            None => {}
+        }
+        info
+    }
+
+    /// Answers an inspection: a running entity adds its state summary, from its own task,
+    /// after the messages queued before this one.
+    fn inspect(&self, key: String, reply: RpcReplyPort<Option<(EntityInfo, serde_json::Value)>>) {
+        let info = self.info(&key);
+        match self.slots.get(&key) {
+            None => {
+                let _ = reply.send(None);
+            }
+            Some(Slot::Waiting { .. }) => {
+                let _ = reply.send(Some((info, serde_json::Value::Null)));
+            }
+            Some(Slot::Active { actor, .. }) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if actor
+                    .send_message(Envelope::Inspect(info.clone(), RpcReplyPort::from(tx)))
+                    .is_err()
+                {
+                    let _ = reply.send(Some((info, serde_json::Value::Null)));
+                    return;
+                }
+                tokio::spawn(async move {
+                    // An entity that dies first drops the port: answer with the counters.
+                    let answer = rx.await.unwrap_or((info, serde_json::Value::Null));
+                    let _ = reply.send(Some(answer));
+                });
+            }
         }
     }
 
@@ -282,8 +434,10 @@ impl<E: Entity> RegionState<E> {
             Some(Slot::Active {
                 actor,
                 last_message,
+                counters,
             }) => {
                 *last_message = Instant::now();
+                counters.sent();
                 if let Err(ractor::MessagingErr::SendErr(env)) = actor.send_message(env) {
                     // The actor just died; its supervision event follows and restarts it.
                     self.slots.insert(key, Slot::Waiting { buffer: vec![env] });
@@ -315,10 +469,11 @@ impl<E: Entity> RegionState<E> {
             key: key.clone(),
             sharding: self.args.sharding.clone(),
         };
+        let counters = Counters::new();
         let spawned = Actor::spawn_linked(
             None,
             EntityActor::<E>::default(),
-            (ctx, self.args.deps.clone()),
+            (ctx, self.args.deps.clone(), counters.clone()),
             myself.get_cell(),
         )
         .await;
@@ -327,6 +482,7 @@ impl<E: Entity> RegionState<E> {
                 self.stats.activations += 1;
                 self.keys.insert(actor.get_id(), key.clone());
                 for env in buffer {
+                    counters.sent();
                     let _ = actor.send_message(env);
                 }
                 self.slots.insert(
@@ -334,6 +490,7 @@ impl<E: Entity> RegionState<E> {
                     Slot::Active {
                         actor,
                         last_message: Instant::now(),
+                        counters,
                     },
                 );
             }
@@ -403,24 +560,26 @@ impl<E: Entity> Default for EntityActor<E> {
 pub struct EntityState<E: Entity> {
     ctx: EntityContext,
     deps: Arc<E::Deps>,
+    counters: Arc<Counters>,
     entity: Option<E>,
 }
 
 impl<E: Entity> Actor for EntityActor<E> {
     type Msg = Envelope<E>;
     type State = EntityState<E>;
-    type Arguments = (EntityContext, Arc<E::Deps>);
+    type Arguments = (EntityContext, Arc<E::Deps>, Arc<Counters>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (ctx, deps): Self::Arguments,
+        (ctx, deps, counters): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Cheap: the region waits for this. Loading state happens in post_start, on the
         // entity's own task, while messages queue in its mailbox.
         Ok(EntityState {
             ctx,
             deps,
+            counters,
             entity: None,
         })
     }
@@ -449,6 +608,11 @@ impl<E: Entity> Actor for EntityActor<E> {
         let Some(entity) = state.entity.as_mut() else {
             return Err(format!("{}/{} used before activation", E::KIND, state.ctx.key).into());
         };
+        // Ticks come from the actor's own clock and inspections are the observer, not
+        // traffic: neither passes through the region's count.
+        if !matches!(msg, Envelope::Tick | Envelope::Inspect(..)) {
+            state.counters.handled.fetch_add(1, Ordering::Relaxed);
+        }
         match msg {
             Envelope::Tell(m) => {
                 entity.handle(m, &state.ctx).await;
@@ -464,6 +628,10 @@ impl<E: Entity> Actor for EntityActor<E> {
             }
             Envelope::Unsubscribe { channel, node } => entity.unsubscribe(&channel, &node),
             Envelope::Tick => entity.on_tick(&state.ctx).await,
+            Envelope::Inspect(mut info, reply) => {
+                state.counters.fill(&mut info);
+                let _ = reply.send((info, entity.summary()));
+            }
             Envelope::Kill => {
                 // A real panic, as a bug would raise: ractor catches it and the region sees
                 // `ActorFailed`, exactly the path a crashing entity takes.

@@ -9,7 +9,7 @@
 use crate::entity::Entity;
 use crate::hub::{Delivery, Hub};
 use crate::link::{Link, router_of};
-use crate::region::{Envelope, RegionMsg, RegionStats};
+use crate::region::{EntityInfo, Envelope, RegionMsg, RegionStats};
 use crate::ring::HashRing;
 use crate::router::{ROUTERS_GROUP, RouterMsg};
 use crate::stream::{StreamEvent, StreamGrant, StreamLog, StreamRequest};
@@ -45,6 +45,9 @@ pub enum AskError {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// An entity's counters and its state summary (`null` while it is not running).
+pub type Inspected = (EntityInfo, serde_json::Value);
+
 /// Kind-erased operations on a local region, for callers that know only a kind name (the
 /// router, the hub, the admin API).
 trait ErasedRegion: Send + Sync {
@@ -63,6 +66,9 @@ trait ErasedRegion: Send + Sync {
     ) -> bool;
     fn unsubscribe(&self, key: String, channel: String, node: String);
     fn kill(&self, key: String, reply: RpcReplyPort<bool>) -> bool;
+    fn kill_some(&self, fraction: f64, reply: RpcReplyPort<Vec<String>>) -> bool;
+    fn list(&self, reply: RpcReplyPort<Vec<EntityInfo>>) -> bool;
+    fn inspect(&self, key: String, reply: RpcReplyPort<Option<Inspected>>) -> bool;
     fn stats(&self, reply: RpcReplyPort<RegionStats>) -> bool;
     fn rebalance(&self);
     fn as_any(&self) -> &dyn Any;
@@ -125,6 +131,19 @@ impl<E: Entity> ErasedRegion for RegionHandle<E> {
     fn kill(&self, key: String, reply: RpcReplyPort<bool>) -> bool {
         self.0.send_message(RegionMsg::Kill { key, reply }).is_ok()
     }
+    fn kill_some(&self, fraction: f64, reply: RpcReplyPort<Vec<String>>) -> bool {
+        self.0
+            .send_message(RegionMsg::KillSome { fraction, reply })
+            .is_ok()
+    }
+    fn list(&self, reply: RpcReplyPort<Vec<EntityInfo>>) -> bool {
+        self.0.send_message(RegionMsg::List(reply)).is_ok()
+    }
+    fn inspect(&self, key: String, reply: RpcReplyPort<Option<Inspected>>) -> bool {
+        self.0
+            .send_message(RegionMsg::Inspect { key, reply })
+            .is_ok()
+    }
     fn stats(&self, reply: RpcReplyPort<RegionStats>) -> bool {
         self.0.send_message(RegionMsg::Stats(reply)).is_ok()
     }
@@ -164,6 +183,9 @@ struct Inner {
     ask_timeout: Duration,
     hub: Arc<Hub>,
     links: RwLock<HashMap<String, Arc<Link>>>,
+    /// Set by `POST /admin/cluster/leave` for this node (from any node); the process
+    /// waits on it beside its stop signals.
+    leave: tokio::sync::Notify,
 }
 
 /// The routing handle; cheap to clone, shared by the gateway, the feeds and every entity.
@@ -193,6 +215,7 @@ impl Sharding {
                 ask_timeout,
                 hub,
                 links: RwLock::new(HashMap::new()),
+                leave: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -565,6 +588,141 @@ impl Sharding {
         }
     }
 
+    /// The link to `node`, or `None` when `node` is this node.
+    fn node_link(&self, node: &str) -> Result<Option<Arc<Link>>, AskError> {
+        if node == self.inner.node {
+            return Ok(None);
+        }
+        self.link(node)
+            .map(Some)
+            .ok_or_else(|| AskError::Unavailable(format!("node {node} (unreachable)")))
+    }
+
+    /// Asks a region of this node and waits (bounded) for its answer.
+    async fn ask_region<T>(
+        &self,
+        kind: &str,
+        send: impl FnOnce(&dyn ErasedRegion, RpcReplyPort<T>) -> bool,
+    ) -> Result<T, AskError> {
+        let region = self.local_region(kind)?;
+        let what = format!("the {kind} region");
+        let (tx, rx) = oneshot::channel();
+        if !send(region.as_ref(), RpcReplyPort::from(tx)) {
+            return Err(AskError::Unavailable(what));
+        }
+        await_reply(rx, self.inner.ask_timeout, &what).await
+    }
+
+    /// The entities `node` holds, of `kind` or of every kind.
+    pub async fn entities_on(
+        &self,
+        node: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<EntityInfo>, AskError> {
+        if let Some(link) = self.node_link(node)? {
+            let call = msg::Call::Entities {
+                kind: kind.map(str::to_string),
+            };
+            return match self.call(&link, &call, &format!("node {node}")).await? {
+                msg::Reply::Entities(list) => Ok(list),
+                other => Err(Self::reply_error(other, node)),
+            };
+        }
+        let kinds: Vec<&'static str> = match kind {
+            Some(k) => vec![self.local_kind(k)?],
+            None => {
+                let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
+                regions.keys().copied().collect()
+            }
+        };
+        let mut all = Vec::new();
+        for kind in kinds {
+            all.extend(self.ask_region(kind, |r, tx| r.list(tx)).await?);
+        }
+        Ok(all)
+    }
+
+    fn local_kind(&self, kind: &str) -> Result<&'static str, AskError> {
+        let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
+        regions
+            .keys()
+            .find(|k| **k == kind)
+            .copied()
+            .ok_or_else(|| AskError::UnknownKind(kind.to_string()))
+    }
+
+    /// Chaos: kills about `fraction` of `node`'s active entities of `kind`; the keys killed.
+    pub async fn kill_some_on(
+        &self,
+        node: &str,
+        kind: &str,
+        fraction: f64,
+    ) -> Result<Vec<String>, AskError> {
+        if let Some(link) = self.node_link(node)? {
+            let call = msg::Call::KillSome {
+                kind: kind.to_string(),
+                fraction,
+            };
+            return match self.call(&link, &call, &format!("node {node}")).await? {
+                msg::Reply::KilledSome(keys) => Ok(keys),
+                other => Err(Self::reply_error(other, node)),
+            };
+        }
+        self.ask_region(kind, |r, tx| r.kill_some(fraction, tx))
+            .await
+    }
+
+    /// `kind/key` as its owner's region sees it; `None` when it is not activated there.
+    pub async fn inspect(&self, kind: &str, key: &str) -> Result<Option<Inspected>, AskError> {
+        let what = format!("{kind}/{key}");
+        match self.route(kind, key)? {
+            Route::Local(region) => {
+                let (tx, rx) = oneshot::channel();
+                if !region.inspect(key.to_string(), RpcReplyPort::from(tx)) {
+                    return Err(AskError::Unavailable(what));
+                }
+                await_reply(rx, self.inner.ask_timeout, &what).await
+            }
+            Route::Remote(link) => {
+                let call = msg::Call::Inspect {
+                    kind: kind.into(),
+                    key: key.into(),
+                };
+                match self.call(&link, &call, &what).await? {
+                    msg::Reply::Inspected(None) => Ok(None),
+                    msg::Reply::Inspected(Some((info, summary))) => {
+                        let summary = serde_json::from_str(&summary)
+                            .map_err(|e| AskError::Refused(format!("{what} summary: {e}")))?;
+                        Ok(Some((info, summary)))
+                    }
+                    other => Err(Self::reply_error(other, &what)),
+                }
+            }
+        }
+    }
+
+    /// Asks `node` to drain (hand its entities off) and stop.
+    pub async fn leave(&self, node: &str) -> Result<(), AskError> {
+        match self.node_link(node)? {
+            None => {
+                self.inner.leave.notify_one();
+                Ok(())
+            }
+            Some(link) => match self
+                .call(&link, &msg::Call::Leave, &format!("node {node}"))
+                .await?
+            {
+                msg::Reply::Leaving => Ok(()),
+                other => Err(Self::reply_error(other, node)),
+            },
+        }
+    }
+
+    /// Resolves once this node was asked to leave the cluster.
+    pub async fn leave_requested(&self) {
+        self.inner.leave.notified().await
+    }
+
     /// A `send` that arrived from another node: deliver here or forward (bounded).
     pub(crate) fn tell_bytes(&self, kind: &str, key: &str, payload: Vec<u8>, hops: u8) {
         match self.route(kind, key) {
@@ -641,6 +799,28 @@ impl Sharding {
                 Ok(k) => msg::Reply::Killed(k),
                 Err(e) => failed(e),
             },
+            msg::Call::KillSome { kind, fraction } => {
+                match self.kill_some_on(&self.inner.node, &kind, fraction).await {
+                    Ok(keys) => msg::Reply::KilledSome(keys),
+                    Err(e) => failed(e),
+                }
+            }
+            msg::Call::Entities { kind } => {
+                match self.entities_on(&self.inner.node, kind.as_deref()).await {
+                    Ok(list) => msg::Reply::Entities(list),
+                    Err(e) => failed(e),
+                }
+            }
+            msg::Call::Inspect { kind, key } => match self.inspect(&kind, &key).await {
+                Ok(found) => {
+                    msg::Reply::Inspected(found.map(|(info, summary)| (info, summary.to_string())))
+                }
+                Err(e) => failed(e),
+            },
+            msg::Call::Leave => {
+                self.inner.leave.notify_one();
+                msg::Reply::Leaving
+            }
         }
     }
 

@@ -53,6 +53,7 @@ mod tests {
 /// envelopes, stream events, membership heartbeats.
 pub mod msg {
     use crate::membership::MemberInfo;
+    use crate::region::EntityInfo;
     use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
     use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,22 @@ pub mod msg {
             kind: String,
             key: String,
         },
+        /// Chaos: kill about `fraction` of the receiving node's active `kind` entities.
+        KillSome {
+            kind: String,
+            fraction: f64,
+        },
+        /// The receiving node's entities (of `kind`, or all).
+        Entities {
+            kind: Option<String>,
+        },
+        /// One entity's counters and state summary, from its owner.
+        Inspect {
+            kind: String,
+            key: String,
+        },
+        /// The receiving node drains and stops.
+        Leave,
     }
 
     /// Answers to [`Call`]s.
@@ -119,6 +136,11 @@ pub mod msg {
         Payload(Vec<u8>),
         Granted(StreamGrant),
         Killed(bool),
+        KilledSome(Vec<String>),
+        Entities(Vec<EntityInfo>),
+        /// The counters and the summary as JSON text (bincode cannot carry a JSON value).
+        Inspected(Option<(EntityInfo, String)>),
+        Leaving,
         /// The call could not be served: `(unavailable, message)`; unavailable is retryable.
         Failed {
             retry: bool,

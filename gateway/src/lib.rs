@@ -293,6 +293,82 @@ where
     }
 }
 
+/// An admin GET: the token first, then `run`.
+async fn admin_get<Fut>(
+    s: Arc<GatewayState>,
+    auth: Option<String>,
+    run: impl FnOnce(Arc<GatewayState>) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    match rest::admin::authorize(&s, auth.as_deref()) {
+        Ok(()) => respond(run(s).await),
+        Err(e) => reply(&e).into_response(),
+    }
+}
+
+/// PROTOCOL.md "Admin": everything behind the admin token.
+fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
+    let token = warp::header::optional::<String>("authorization");
+    let body = warp::body::content_length_limit(ADMIN_BODY_LIMIT).and(warp::body::bytes());
+    let kill = warp::path!("admin" / "chaos" / "kill")
+        .and(warp::post())
+        .and(st.clone())
+        .and(token)
+        .and(body)
+        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::kill));
+    let leave = warp::path!("admin" / "cluster" / "leave")
+        .and(warp::post())
+        .and(st.clone())
+        .and(token)
+        .and(body)
+        .then(|s, auth, body| async move {
+            let mut resp = admin_post(s, auth, body, rest::admin::leave).await;
+            if resp.status() == StatusCode::OK {
+                *resp.status_mut() = StatusCode::ACCEPTED;
+            }
+            resp
+        });
+    let cluster = warp::path!("admin" / "cluster")
+        .and(warp::get())
+        .and(st.clone())
+        .and(token)
+        .then(|s, auth| admin_get(s, auth, rest::admin::cluster));
+    let entities = warp::path!("admin" / "entities")
+        .and(warp::get())
+        .and(st.clone())
+        .and(token)
+        .and(warp::query::<Query>())
+        .then(|s, auth, q: Query| admin_get(s, auth, move |s| rest::admin::entities(s, q)));
+    let entity = warp::path!("admin" / "entities" / String / String)
+        .and(warp::get())
+        .and(st.clone())
+        .and(token)
+        .then(|kind: String, key: String, s, auth| {
+            admin_get(s, auth, move |s| async move {
+                rest::admin::entity(&s, &kind, &key).await
+            })
+        });
+    let bench = warp::path!("admin" / "bench" / "routing")
+        .and(warp::post())
+        .and(st)
+        .and(token)
+        .and(body)
+        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::bench_routing));
+    kill.or(leave)
+        .unify()
+        .or(cluster)
+        .unify()
+        .or(entities)
+        .unify()
+        .or(entity)
+        .unify()
+        .or(bench)
+        .unify()
+        .boxed()
+}
+
 fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let st = warp::any().map(move || state.clone()).boxed();
     let trading = trading_routes(st.clone());
@@ -364,42 +440,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
                 Err(e) => reply(&e).into_response(),
             }
         });
-    let kill = warp::path!("admin" / "chaos" / "kill")
-        .and(warp::post())
-        .and(st.clone())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::content_length_limit(ADMIN_BODY_LIMIT))
-        .and(warp::body::bytes())
-        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::kill));
-    let cluster = warp::path!("admin" / "cluster")
-        .and(warp::get())
-        .and(st.clone())
-        .and(warp::header::optional::<String>("authorization"))
-        .then(|s: Arc<GatewayState>, auth: Option<String>| async move {
-            match rest::admin::authorize(&s, auth.as_deref()) {
-                Ok(()) => respond(rest::admin::cluster(s).await),
-                Err(e) => reply(&e).into_response(),
-            }
-        });
-    let entity = warp::path!("admin" / "entities" / String / String)
-        .and(warp::get())
-        .and(st.clone())
-        .and(warp::header::optional::<String>("authorization"))
-        .then(
-            |kind: String, key: String, s: Arc<GatewayState>, auth: Option<String>| async move {
-                match rest::admin::authorize(&s, auth.as_deref()) {
-                    Ok(()) => respond(rest::admin::entity(&s, &kind, &key).await),
-                    Err(e) => reply(&e).into_response(),
-                }
-            },
-        );
-    let bench = warp::path!("admin" / "bench" / "routing")
-        .and(warp::post())
-        .and(st.clone())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::content_length_limit(ADMIN_BODY_LIMIT))
-        .and(warp::body::bytes())
-        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::bench_routing));
+    let admin = admin_routes(st.clone());
     healthz
         .or(readyz)
         .unify()
@@ -419,13 +460,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(events)
         .unify()
-        .or(kill)
-        .unify()
-        .or(cluster)
-        .unify()
-        .or(entity)
-        .unify()
-        .or(bench)
+        .or(admin)
         .unify()
         .recover(rejection)
         .unify()

@@ -230,6 +230,16 @@ impl Entity for Account {
         self.reconcile().await;
     }
 
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "lease": self.fence.epoch,
+            "journal_seq": self.seq,
+            "orders": self.ledger.orders().count(),
+            "open_orders": self.ledger.open_orders(),
+            "assets": self.ledger.balances().len(),
+        })
+    }
+
     fn fenced(&self) -> bool {
         self.stop || self.broken.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -217,6 +217,16 @@ impl Entity for Alert {
         }
     }
 
+    fn summary(&self) -> Value {
+        json!({
+            "lease": self.fence.epoch,
+            "symbol": self.rule.symbol,
+            "status": self.rule.status,
+            "repeat": self.rule.repeat,
+            "fired_count": self.rule.fired_count,
+        })
+    }
+
     fn fenced(&self) -> bool {
         self.fenced
     }

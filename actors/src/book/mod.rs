@@ -256,6 +256,20 @@ impl Entity for BookEntity {
         self.log.unsubscribe(channel, node);
     }
 
+    fn summary(&self) -> serde_json::Value {
+        let tick = &self.market.tick;
+        let (bid, ask) = self.state.engine().best();
+        serde_json::json!({
+            "epoch": self.log.epoch(),
+            "lease": self.fence.epoch,
+            "journal_seq": self.seq,
+            "resting_orders": self.state.engine().len(),
+            "best_bid": bid.map(|p| tick.format(p)),
+            "best_ask": ask.map(|p| tick.format(p)),
+            "last_price": self.state.last_price().map(|p| tick.format(p)),
+        })
+    }
+
     fn fenced(&self) -> bool {
         self.stop || self.shared.broken.load(Ordering::Relaxed)
     }

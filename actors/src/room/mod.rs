@@ -208,6 +208,15 @@ impl Entity for Room {
         self.log.unsubscribe(channel, node);
     }
 
+    fn summary(&self) -> Value {
+        json!({
+            "epoch": self.log.epoch(),
+            "lease": self.fence.epoch,
+            "last_message_id": self.last_id,
+            "members": self.members.len(),
+        })
+    }
+
     fn fenced(&self) -> bool {
         self.fenced
     }

@@ -78,16 +78,12 @@ pub enum SessionMsg {
         ts: i64,
         data: String,
     },
-    /// Where the user is connected.
-    Connections,
 }
 
 /// What a session answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SessionReply {
     Done,
-    /// `(node, connection)` pairs.
-    Connections(Vec<(String, u64)>),
 }
 
 /// What every session on a node shares.
@@ -149,7 +145,6 @@ impl Entity for Session {
                 self.publish(channel, ts, data);
                 SessionReply::Done
             }
-            SessionMsg::Connections => SessionReply::Connections(self.pairs()),
         }
     }
 
@@ -177,6 +172,15 @@ impl Entity for Session {
 
     fn unsubscribe(&mut self, channel: &str, node: &str) {
         self.log.unsubscribe(channel, node);
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let pairs: Vec<serde_json::Value> = self
+            .pairs()
+            .into_iter()
+            .map(|(node, conn)| serde_json::json!({"node": node, "conn": conn}))
+            .collect();
+        serde_json::json!({"epoch": self.log.epoch(), "connections": pairs})
     }
 }
 

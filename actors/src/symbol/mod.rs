@@ -308,6 +308,17 @@ impl Entity for Symbol {
         self.log.unsubscribe(channel, node);
     }
 
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "epoch": self.log.epoch(),
+            "lease": self.fence.epoch,
+            "last_price": self.last.map(|(p, _)| self.market.tick.format(p)),
+            "last_trade_at": self.last.map(|(_, ts)| ts),
+            "next_trade_id": self.next_trade_id,
+            "alerts_armed": self.triggers.len(),
+        })
+    }
+
     fn fenced(&self) -> bool {
         self.fenced
     }

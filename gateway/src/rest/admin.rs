@@ -1,16 +1,23 @@
-//! Admin endpoints (PROTOCOL.md "Admin"), behind the admin bearer token: the cluster view
-//! and the chaos kill (which reaches the entity on whichever node owns it). The entity
-//! inspection API follows with the Operations issue.
+//! Admin endpoints (PROTOCOL.md "Admin"), behind the admin bearer token. Every node answers
+//! for the whole cluster: the entity list asks each member, an entity's detail comes from
+//! its owner by the ring, and a chaos kill or a leave reaches whichever node it names.
 
 use crate::error::ApiError;
-use crate::limits::constant_time_eq;
 use crate::state::GatewayState;
-use bourse_actors::session::{self, Session, SessionMsg, SessionReply};
+use bourse_cluster::membership::{MemberView, Status};
+use bourse_cluster::{AskError, EntityInfo};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
-/// Checks `Authorization: Bearer <admin token>`.
+/// Most entities one `GET /admin/entities` page lists.
+pub const MAX_ENTITIES_PAGE: usize = 1000;
+/// Entities listed when `limit` is absent.
+const DEFAULT_ENTITIES_PAGE: usize = 100;
+
+/// Checks `Authorization: Bearer <admin token>` in constant time.
 pub fn authorize(state: &GatewayState, header: Option<&str>) -> Result<(), ApiError> {
     let Some(expected) = state.admin_token.as_deref() else {
         return Err(ApiError::forbidden(
@@ -20,41 +27,93 @@ pub fn authorize(state: &GatewayState, header: Option<&str>) -> Result<(), ApiEr
     let given = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::forbidden("a valid admin token is required"))
     }
 }
 
-/// `POST /admin/chaos/kill` body.
+fn unknown_kind(e: AskError) -> ApiError {
+    match e {
+        AskError::UnknownKind(k) => ApiError::not_found(format!("no entity kind '{k}'")),
+        other => other.into(),
+    }
+}
+
+/// `POST /admin/chaos/kill` body: one entity (`key`), or a share of a node's (`fraction`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KillRequest {
     kind: String,
-    key: String,
+    key: Option<String>,
+    /// 0 < fraction <= 1: each active entity of the kind dies with this probability.
+    fraction: Option<f64>,
+    /// Whose entities `fraction` kills (default: the node asked).
+    node: Option<String>,
 }
 
-/// Panics the entity inside its actor; its region restarts it.
+/// Panics the entity (or entities) inside the actor; the region restarts them.
 pub async fn kill(state: Arc<GatewayState>, req: KillRequest) -> Result<Value, ApiError> {
-    let killed = state
-        .sharding
-        .kill(&req.kind, &req.key)
-        .await
-        .map_err(|e| match e {
-            bourse_cluster::AskError::UnknownKind(k) => {
-                ApiError::not_found(format!("unknown kind '{k}'"))
+    match (req.key, req.fraction) {
+        (Some(key), None) => {
+            if req.node.is_some() {
+                return Err(ApiError::bad_request(
+                    "'node' goes with 'fraction'; a key is killed wherever it runs",
+                ));
             }
-            other => other.into(),
-        })?;
-    if !killed {
-        return Err(ApiError::not_found(format!(
-            "{}/{} is not active",
-            req.kind, req.key
-        )));
+            let killed = state
+                .sharding
+                .kill(&req.kind, &key)
+                .await
+                .map_err(unknown_kind)?;
+            if !killed {
+                return Err(ApiError::not_found(format!(
+                    "{}/{key} is not active",
+                    req.kind
+                )));
+            }
+            tracing::warn!(kind = %req.kind, %key, "chaos kill");
+            Ok(json!({"killed": {"kind": req.kind, "key": key}}))
+        }
+        (None, Some(fraction)) => {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                return Err(ApiError::bad_request("'fraction' must be in (0, 1]"));
+            }
+            let node = match req.node {
+                Some(node) => live_member(&state, &node).await?.node,
+                None => state.sharding.node().to_string(),
+            };
+            let keys = state
+                .sharding
+                .kill_some_on(&node, &req.kind, fraction)
+                .await
+                .map_err(unknown_kind)?;
+            tracing::warn!(kind = %req.kind, %node, killed = keys.len(), "chaos kill of a fraction");
+            Ok(json!({"node": node, "kind": req.kind, "killed": keys}))
+        }
+        _ => Err(ApiError::bad_request(
+            "give either 'key' (one entity) or 'fraction' (a share of a node's)",
+        )),
     }
-    tracing::warn!(kind = %req.kind, key = %req.key, "chaos kill");
-    Ok(json!({"killed": {"kind": req.kind, "key": req.key}}))
+}
+
+async fn members(state: &GatewayState) -> Result<Vec<MemberView>, ApiError> {
+    state
+        .cluster
+        .view()
+        .await
+        .map(|v| v.members)
+        .ok_or_else(|| ApiError::unavailable("membership is not answering; retry"))
+}
+
+/// `node` if it is a member that is not down.
+async fn live_member(state: &GatewayState, node: &str) -> Result<MemberView, ApiError> {
+    members(state)
+        .await?
+        .into_iter()
+        .find(|m| m.node == node && m.status != Status::Down)
+        .ok_or_else(|| ApiError::not_found(format!("no live member '{node}'")))
 }
 
 /// `GET /admin/cluster`: members as this node sees them, and the ring's shares.
@@ -75,6 +134,82 @@ pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
         "members": view.members,
         "ring": {"vnodes_per_node": ring.vnodes(), "members": ring.members(), "owners": owners},
     }))
+}
+
+/// `GET /admin/entities?kind=&node=&limit=&after=`: entities over the whole cluster (each
+/// live member asked), sorted by kind then key. A page holds at most `limit`; the next one
+/// starts `after=<kind>/<key>` of the last entry.
+pub async fn entities(
+    state: Arc<GatewayState>,
+    q: HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    for k in q.keys() {
+        if !["kind", "node", "limit", "after"].contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!("unknown parameter '{k}'")));
+        }
+    }
+    let limit = match q.get("limit") {
+        None => DEFAULT_ENTITIES_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_ENTITIES_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("'limit' must be 1..={MAX_ENTITIES_PAGE}"))
+            })?,
+    };
+    let kind = q.get("kind").map(String::as_str);
+    if let Some(k) = kind
+        && !state.sharding.has_kind(k)
+    {
+        return Err(ApiError::not_found(format!("no entity kind '{k}'")));
+    }
+    let after = match q.get("after") {
+        None => None,
+        Some(a) => Some(a.split_once('/').ok_or_else(|| {
+            ApiError::bad_request("'after' is '<kind>/<key>' of the last entry seen")
+        })?),
+    };
+    let nodes: Vec<String> = match q.get("node") {
+        Some(node) => vec![live_member(&state, node).await?.node],
+        None => members(&state)
+            .await?
+            .into_iter()
+            .filter(|m| m.status != Status::Down)
+            .map(|m| m.node)
+            .collect(),
+    };
+    let asks = nodes
+        .iter()
+        .map(|node| state.sharding.entities_on(node, kind));
+    let mut all: Vec<EntityInfo> = Vec::new();
+    for (node, answer) in nodes.iter().zip(futures_util::future::join_all(asks).await) {
+        all.extend(answer.map_err(|e| {
+            ApiError::unavailable(format!(
+                "node {node} did not list its entities ({e}); retry"
+            ))
+        })?);
+    }
+    all.retain(|e| after.is_none_or(|(k, key)| (e.kind.as_str(), e.key.as_str()) > (k, key)));
+    all.sort_by(|a, b| (&a.kind, &a.key, &a.node).cmp(&(&b.kind, &b.key, &b.node)));
+    all.truncate(limit);
+    serde_json::to_value(all).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `POST /admin/cluster/leave` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveRequest {
+    node: String,
+}
+
+/// Tells a node to drain: it leaves the ring, hands its entities off, then its process
+/// exits.
+pub async fn leave(state: Arc<GatewayState>, req: LeaveRequest) -> Result<Value, ApiError> {
+    let member = live_member(&state, &req.node).await?;
+    state.sharding.leave(&member.node).await?;
+    tracing::warn!(node = %member.node, "asked to leave the cluster");
+    Ok(json!({"leaving": member.node}))
 }
 
 /// `POST /admin/bench/routing` body.
@@ -108,8 +243,8 @@ pub async fn bench_routing(state: Arc<GatewayState>, req: RoutingBench) -> Resul
     serde_json::to_value(measured).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// `GET /admin/entities/{kind}/{key}`: where an entity lives by this node's ring, and for a
-/// session, where its user is connected.
+/// `GET /admin/entities/{kind}/{key}`: the owner by this node's ring, and, when the
+/// owner's region holds it, its counters and state summary.
 pub async fn entity(state: &GatewayState, kind: &str, key: &str) -> Result<Value, ApiError> {
     if !state.sharding.has_kind(kind) {
         return Err(ApiError::not_found(format!("no entity kind '{kind}'")));
@@ -122,23 +257,21 @@ pub async fn entity(state: &GatewayState, kind: &str, key: &str) -> Result<Value
         .ok_or_else(|| ApiError::unavailable("no cluster members yet; retry"))?;
     let mut view =
         json!({"kind": kind, "key": key, "owner": owner, "asked": state.sharding.node()});
-    if kind == session::KIND {
-        if key.parse::<u64>().is_err() {
-            return Err(ApiError::not_found(format!("no session '{key}'")));
-        }
-        match state
-            .sharding
-            .ask::<Session>(key, SessionMsg::Connections)
-            .await?
-        {
-            SessionReply::Connections(pairs) => {
-                let pairs: Vec<Value> = pairs
-                    .into_iter()
-                    .map(|(node, conn)| json!({"node": node, "conn": conn}))
-                    .collect();
-                view["state"] = json!({ "connections": pairs });
-            }
-            SessionReply::Done => {}
+    match state
+        .sharding
+        .inspect(kind, key)
+        .await
+        .map_err(unknown_kind)?
+    {
+        None => view["active"] = json!(false),
+        Some((info, summary)) => {
+            view["active"] = json!(info.active);
+            view["node"] = json!(info.node);
+            view["mailbox"] = json!(info.mailbox);
+            view["restarts"] = json!(info.restarts);
+            view["activated_at"] = json!(info.activated_at);
+            view["messages"] = json!(info.messages);
+            view["state"] = summary;
         }
     }
     Ok(view)

@@ -1,0 +1,382 @@
+//! The admin API through the protocol (PROTOCOL.md "Admin"): refusals without the token,
+//! the cluster-wide entity list and paging, an entity's counters and state from any node,
+//! chaos kills of one entity and of a share of a node's, and a node asked to leave.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ADMIN_TOKEN, Cluster, Node};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const NO_FEED: &str = "[feed]\nkind = \"none\"\n";
+
+fn code(v: &Value) -> Option<&str> {
+    v["error"]["code"].as_str()
+}
+
+fn admin(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    node.api(method, path, body.as_ref(), Some(ADMIN_TOKEN))
+}
+
+/// GET, retrying `503 unavailable` (an entity restarting) for a bounded time.
+fn get_retry(node: &Node, path: &str) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, v) = node.get(path);
+        if s != 503 || Instant::now() > deadline {
+            return (s, v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every `(kind, key, node)` the cluster lists, read page by page through `via`.
+fn all_entities(node: &Node, kind: &str, page: usize) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/admin/entities?kind={kind}&limit={page}");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let (s, v) = admin(node, "GET", &path, None);
+        assert_eq!(s, 200, "{path}: {v}");
+        let items = v.as_array().unwrap().clone();
+        assert!(items.len() <= page);
+        let Some(last) = items.last() else {
+            return out;
+        };
+        after = Some(format!(
+            "{}/{}",
+            last["kind"].as_str().unwrap(),
+            last["key"].as_str().unwrap()
+        ));
+        out.extend(items);
+    }
+}
+
+#[test]
+fn admin_endpoints_refuse_without_the_token_and_validate_their_input() {
+    let node = Node::start("admin-refuse", NO_FEED);
+    let gets = [
+        "/admin/cluster",
+        "/admin/entities",
+        "/admin/entities?kind=symbol",
+        "/admin/entities/symbol/KRW-BTC",
+    ];
+    let posts = [
+        (
+            "/admin/chaos/kill",
+            json!({"kind": "symbol", "key": "KRW-BTC"}),
+        ),
+        (
+            "/admin/chaos/kill",
+            json!({"kind": "symbol", "fraction": 1.0}),
+        ),
+        ("/admin/cluster/leave", json!({"node": "node1"})),
+    ];
+    for token in [
+        None,
+        Some("wrong"),
+        Some(""),
+        Some("test-admin-token-012345678"),
+    ] {
+        for path in gets {
+            let (s, v) = node.api("GET", path, None, token);
+            assert_eq!(
+                (s, code(&v)),
+                (403, Some("forbidden")),
+                "{path} {token:?}: {v}"
+            );
+        }
+        for (path, body) in &posts {
+            let (s, v) = node.api("POST", path, Some(body), token);
+            assert_eq!(
+                (s, code(&v)),
+                (403, Some("forbidden")),
+                "{path} {token:?}: {v}"
+            );
+        }
+    }
+    // A wrong scheme is a missing token.
+    let (s, v) = node.post(
+        "/admin/cluster",
+        &json!({}),
+        &[("authorization", &format!("Basic {ADMIN_TOKEN}"))],
+    );
+    assert_eq!(s, 404, "POST on a GET route: {v}");
+    let (s, v) = node.get("/admin/cluster");
+    assert_eq!((s, code(&v)), (403, Some("forbidden")));
+
+    // The node is still up: nothing above stopped it.
+    assert!(node.get("/healthz").0 == 200);
+
+    for (body, status, want) in [
+        // Killing what is not running, or a kind that does not exist: not_found.
+        (
+            json!({"kind": "symbol", "key": "KRW-NOPE"}),
+            404,
+            "not_found",
+        ),
+        (json!({"kind": "nonsense", "key": "x"}), 404, "not_found"),
+        (
+            json!({"kind": "nonsense", "fraction": 0.5}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"kind": "symbol", "fraction": 0.5, "node": "node9"}),
+            404,
+            "not_found",
+        ),
+        (json!({"kind": "symbol"}), 400, "bad_request"),
+        (
+            json!({"kind": "symbol", "key": "KRW-BTC", "fraction": 0.5}),
+            400,
+            "bad_request",
+        ),
+        (json!({"kind": "symbol", "fraction": 0}), 400, "bad_request"),
+        (
+            json!({"kind": "symbol", "fraction": 1.5}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"kind": "symbol", "fraction": -1}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"kind": "symbol", "fraction": "half"}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"kind": "symbol", "key": "KRW-BTC", "node": "node1"}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"kind": "symbol", "key": "KRW-BTC", "extra": 1}),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let (s, v) = admin(&node, "POST", "/admin/chaos/kill", Some(body.clone()));
+        assert_eq!((s, code(&v)), (status, Some(want)), "{body}: {v}");
+    }
+    for (path, status, want) in [
+        ("/admin/entities?kind=nonsense", 404, "not_found"),
+        ("/admin/entities?node=node9", 404, "not_found"),
+        ("/admin/entities?limit=0", 400, "bad_request"),
+        ("/admin/entities?limit=1001", 400, "bad_request"),
+        ("/admin/entities?limit=x", 400, "bad_request"),
+        ("/admin/entities?after=nokey", 400, "bad_request"),
+        ("/admin/entities?colour=red", 400, "bad_request"),
+        ("/admin/entities/nonsense/x", 404, "not_found"),
+    ] {
+        let (s, v) = admin(&node, "GET", path, None);
+        assert_eq!((s, code(&v)), (status, Some(want)), "{path}: {v}");
+    }
+    for (body, status, want) in [
+        (json!({"node": "node9"}), 404, "not_found"),
+        (json!({}), 400, "bad_request"),
+        (json!({"node": "node1", "now": true}), 400, "bad_request"),
+    ] {
+        let (s, v) = admin(&node, "POST", "/admin/cluster/leave", Some(body.clone()));
+        assert_eq!((s, code(&v)), (status, Some(want)), "{body}: {v}");
+    }
+    // An entity nobody activated is shown where it would live, not running.
+    let (s, v) = admin(&node, "GET", "/admin/entities/symbol/KRW-ETH", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["owner"], "node1");
+    assert_eq!(v["active"], false);
+}
+
+#[test]
+fn every_node_lists_inspects_kills_and_drains_for_the_whole_cluster() {
+    let mut cluster = Cluster::start("admin-cluster", 3, NO_FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(30),
+    );
+    // Activate every symbol: a ticker read reaches each one's entity.
+    let (_, symbols) = cluster.nodes[0].get("/api/v1/symbols");
+    let symbols: Vec<String> = symbols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["symbol"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(symbols.len(), 8);
+    for s in &symbols {
+        let (status, v) = cluster.nodes[0].get(&format!("/api/v1/ticker/{s}"));
+        assert!(status == 200 || status == 404, "{s}: {v}");
+    }
+
+    // Each node lists all eight, each on its owner by the ring, whichever node is asked;
+    // pages of 3 add up to the single page.
+    let whole = all_entities(&cluster.nodes[1], "symbol", 1000);
+    let keys: BTreeSet<&str> = whole.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        symbols.iter().map(String::as_str).collect(),
+        "{whole:#?}"
+    );
+    for e in &whole {
+        let key = e["key"].as_str().unwrap();
+        let owner = cluster.owner(2, "symbol", key);
+        assert_eq!(e["node"], format!("node{}", owner + 1), "{e}");
+        assert_eq!(e["active"], true);
+        assert_eq!(e["restarts"], 0);
+        assert!(e["messages"].as_u64().unwrap() >= 1, "{e}");
+        assert!(
+            e["activated_at"].as_i64().unwrap() > 1_600_000_000_000,
+            "{e}"
+        );
+        assert!(e["mailbox"].is_u64());
+    }
+    for via in [0, 2] {
+        assert_eq!(all_entities(&cluster.nodes[via], "symbol", 3), whole);
+    }
+    let nodes_holding: BTreeSet<&str> = whole.iter().map(|e| e["node"].as_str().unwrap()).collect();
+    assert!(
+        nodes_holding.len() >= 2,
+        "eight symbols on one node: {whole:#?}"
+    );
+    // The node filter.
+    let on2 = admin(
+        &cluster.nodes[0],
+        "GET",
+        "/admin/entities?kind=symbol&node=node2",
+        None,
+    )
+    .1;
+    let want2: Vec<&Value> = whole.iter().filter(|e| e["node"] == "node2").collect();
+    assert_eq!(on2.as_array().unwrap().iter().collect::<Vec<_>>(), want2);
+
+    // One entity's detail from a node that does not own it.
+    let owner = cluster.owner(0, "symbol", "KRW-BTC");
+    let via = (owner + 1) % 3;
+    let (s, v) = admin(
+        &cluster.nodes[via],
+        "GET",
+        "/admin/entities/symbol/KRW-BTC",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["owner"], format!("node{}", owner + 1));
+    assert_eq!(v["node"], v["owner"]);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["restarts"], 0);
+    assert!(v["state"]["epoch"].is_string(), "{v}");
+    assert!(v["state"]["lease"].as_u64().unwrap() >= 1, "{v}");
+    let first_epoch = v["state"]["epoch"].clone();
+
+    // Killed through another node: the panic restarts it, and the detail counts it.
+    let (s, k) = admin(
+        &cluster.nodes[via],
+        "POST",
+        "/admin/chaos/kill",
+        Some(json!({"kind": "symbol", "key": "KRW-BTC"})),
+    );
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(
+        get_retry(&cluster.nodes[0], "/api/v1/ticker/KRW-BTC").0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = admin(
+            &cluster.nodes[via],
+            "GET",
+            "/admin/entities/symbol/KRW-BTC",
+            None,
+        );
+        if v["restarts"] == 1 && v["active"] == true && v["state"]["epoch"].is_string() {
+            assert_ne!(
+                v["state"]["epoch"], first_epoch,
+                "a restart starts a new epoch"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no restart shown: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A fraction of 1 kills every symbol a node holds, and nothing elsewhere.
+    let target = whole[0]["node"].as_str().unwrap().to_string();
+    let (s, k) = admin(
+        &cluster.nodes[0],
+        "POST",
+        "/admin/chaos/kill",
+        Some(json!({"kind": "symbol", "fraction": 1.0, "node": target})),
+    );
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(k["node"], target.as_str());
+    let killed: BTreeSet<&str> = k["killed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    let held: BTreeSet<&str> = whole
+        .iter()
+        .filter(|e| e["node"] == target.as_str())
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(killed, held);
+    for s in &symbols {
+        assert_eq!(
+            get_retry(&cluster.nodes[1], &format!("/api/v1/ticker/{s}")).0 / 100,
+            2,
+            "{s} serves"
+        );
+    }
+    let after = all_entities(&cluster.nodes[2], "symbol", 1000);
+    for e in &after {
+        let k = e["key"].as_str().unwrap();
+        let was = whole.iter().find(|w| w["key"] == k).unwrap();
+        let expect = was["restarts"].as_u64().unwrap()
+            + u64::from(killed.contains(k))
+            + u64::from(k == "KRW-BTC");
+        assert_eq!(e["restarts"].as_u64().unwrap(), expect, "{e}");
+    }
+
+    // A node asked to leave (through another node) drains and exits cleanly; the others
+    // take its share and keep serving.
+    let (s, v) = admin(
+        &cluster.nodes[0],
+        "POST",
+        "/admin/cluster/leave",
+        Some(json!({"node": "node3"})),
+    );
+    assert_eq!((s, &v), (202, &json!({"leaving": "node3"})));
+    let status = cluster.nodes[2]
+        .wait_exit(Duration::from_secs(30))
+        .expect("node3 exits after draining");
+    assert!(
+        status.success(),
+        "node3 exit: {status:?}\n{}",
+        cluster.nodes[2].log()
+    );
+    assert!(
+        cluster.nodes[2]
+            .full_log()
+            .contains("all entities handed off"),
+        "{}",
+        cluster.nodes[2].log()
+    );
+    cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(30));
+    for s in &symbols {
+        let (status, v) = get_retry(&cluster.nodes[1], &format!("/api/v1/ticker/{s}"));
+        assert_eq!(status / 100, 2, "{s} after the leave: {v}");
+    }
+    let left = all_entities(&cluster.nodes[0], "symbol", 1000);
+    assert!(left.iter().all(|e| e["node"] != "node3"), "{left:#?}");
+    assert_eq!(left.len(), 8);
+}
