@@ -243,6 +243,10 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         max_alerts_per_user: settings.alerts.max_per_user,
         auth: Arc::new(Auth::new(&settings.auth).map_err(|e| anyhow::anyhow!(e))?),
         admin_token: settings.admin.token.clone(),
+        metrics_public: settings
+            .admin
+            .metrics_public
+            .unwrap_or_else(|| addr.ip().is_loopback()),
         ready: Default::default(),
         shutdown: stop_rx.clone(),
     });

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cluster, Node};
+use common::{ADMIN_TOKEN, Cluster, Node, metric};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -60,7 +60,19 @@ fn all_entities(node: &Node, kind: &str, page: usize) -> Vec<Value> {
 
 #[test]
 fn admin_endpoints_refuse_without_the_token_and_validate_their_input() {
-    let node = Node::start("admin-refuse", NO_FEED);
+    let node = Node::start(
+        "admin-refuse",
+        &format!("{NO_FEED}[admin]\nmetrics_public = false\n"),
+    );
+    // Metrics made private on a loopback gateway need the token too.
+    let (s, v) = node.get("/metrics");
+    assert_eq!((s, code(&v)), (403, Some("forbidden")), "{v}");
+    let (s, v) = admin(&node, "GET", "/metrics", None);
+    assert_eq!(s, 200);
+    assert!(
+        common::metric(v.as_str().unwrap(), "bourse_cluster_members{status=\"up\"}") == Some(1.0),
+        "{v}"
+    );
     let gets = [
         "/admin/cluster",
         "/admin/entities",
@@ -346,6 +358,53 @@ fn every_node_lists_inspects_kills_and_drains_for_the_whole_cluster() {
             + u64::from(k == "KRW-BTC");
         assert_eq!(e["restarts"].as_u64().unwrap(), expect, "{e}");
     }
+
+    // Each node's /metrics (open on loopback) counts what happened on it: the restarts of
+    // the symbols it holds, the members, its traffic and its storage batches.
+    let mut restarts = 0.0;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (s, text) = node.get("/metrics");
+        assert_eq!(s, 200, "{text}");
+        let text = text.as_str().unwrap();
+        restarts += metric(text, "bourse_entity_restarts_total{kind=\"symbol\"}").unwrap_or(0.0);
+        assert_eq!(
+            metric(text, "bourse_cluster_members{status=\"up\"}"),
+            Some(3.0),
+            "node{}",
+            i + 1
+        );
+        assert!(metric(text, "bourse_rebalances_total").unwrap() >= 1.0);
+        assert!(
+            metric(text, "bourse_storage_batch_seconds_count").is_some(),
+            "{text}"
+        );
+        assert!(
+            metric(text, "bourse_fanout_seconds_count").is_some(),
+            "{text}"
+        );
+        assert!(
+            metric(text, "bourse_gateway_connections").is_some(),
+            "{text}"
+        );
+        let holds = whole
+            .iter()
+            .filter(|e| e["node"] == format!("node{}", i + 1))
+            .count();
+        assert_eq!(
+            metric(text, "bourse_entities_active{kind=\"symbol\"}"),
+            Some(holds as f64),
+            "node{}: {text}",
+            i + 1
+        );
+        if holds > 0 {
+            assert!(
+                metric(text, "bourse_entity_messages_total{kind=\"symbol\"}").unwrap()
+                    >= holds as f64
+            );
+            assert!(metric(text, "bourse_entity_mailbox_depth{kind=\"symbol\"}").is_some());
+        }
+    }
+    assert_eq!(restarts as usize, killed.len() + 1, "restarts in /metrics");
 
     // A node asked to leave (through another node) drains and exits cleanly; the others
     // take its share and keep serving.

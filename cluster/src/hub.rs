@@ -249,11 +249,23 @@ impl Hub {
         let Some(subs) = channels.get(&event.channel) else {
             return Delivery::NoSubscribers;
         };
+        let timer = crate::metrics::FANOUT.start_timer();
         let frame = Arc::new(Frame::encode(event));
         for (_, outbox) in &subs.subscribers {
             outbox.push(frame.clone());
         }
+        timer.observe_duration();
         Delivery::Delivered(subs.subscribers.len())
+    }
+
+    /// Local subscriptions (connection × channel) by the publisher's kind.
+    pub fn subscriptions_by_kind(&self) -> HashMap<String, usize> {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: HashMap<String, usize> = HashMap::new();
+        for subs in channels.values() {
+            *out.entry(subs.publisher.0.clone()).or_default() += subs.subscribers.len();
+        }
+        out
     }
 
     /// A publisher came up with a new epoch (first activation, restart, move): its old

@@ -9,6 +9,7 @@
 //! - [`membership`], [`router`], [`node`]: the cluster: members and the ring, the one
 //!   cross-node endpoint, and starting them.
 //! - [`wire`]: the cross-node codec.
+//! - [`metrics`]: the runtime's Prometheus metrics.
 //! - [`probe`]: a diagnostic entity for measuring routing.
 
 pub mod entity;
@@ -16,6 +17,7 @@ pub mod guardian;
 pub mod hub;
 pub mod link;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod region;

@@ -242,6 +242,17 @@ impl MembershipState {
         self.args
             .up
             .store(self.args.me.status == Status::Up, Ordering::Relaxed);
+        for status in [Status::Joining, Status::Up, Status::Leaving, Status::Down] {
+            let n = self
+                .peers
+                .values()
+                .filter(|p| p.info.status == status)
+                .count()
+                + usize::from(self.args.me.status == status);
+            crate::metrics::MEMBERS
+                .with_label_values(&[status.as_str()])
+                .set(n as i64);
+        }
         let mut up: Vec<String> = self
             .peers
             .values()
@@ -256,6 +267,7 @@ impl MembershipState {
             return;
         }
         self.ring_members = Some(up.clone());
+        crate::metrics::REBALANCES.inc();
         let ring = self.args.sharding.set_ring_members(&up);
         let shares: Vec<String> = ring
             .shares()

@@ -6,6 +6,7 @@
 
 use crate::Sharding;
 use crate::entity::{Entity, EntityContext, Responder};
+use crate::metrics::RegionMetrics;
 use crate::stream::{StreamGrant, StreamRequest};
 use bourse_supervision::{Decision, RestartPolicy, RestartTracker};
 use ractor::{
@@ -90,6 +91,8 @@ pub struct RegionStats {
     pub passivations: u64,
     /// Entities handed off because the ring moved them away.
     pub handoffs: u64,
+    /// Messages delivered to active entities and not yet handled, plus buffered ones.
+    pub mailbox: u64,
 }
 
 /// One entity as the admin API shows it (PROTOCOL.md "Admin").
@@ -184,6 +187,7 @@ pub struct RegionState<E: Entity> {
     /// Restarts per key since the region started (the admin view's `restarts`).
     restarts: HashMap<String, u64>,
     stats: RegionStats,
+    metrics: RegionMetrics,
 }
 
 impl<E: Entity> Actor for Region<E> {
@@ -207,6 +211,7 @@ impl<E: Entity> Actor for Region<E> {
             trackers: HashMap::new(),
             restarts: HashMap::new(),
             stats: RegionStats::default(),
+            metrics: RegionMetrics::of(E::KIND),
         })
     }
 
@@ -267,8 +272,18 @@ impl<E: Entity> Actor for Region<E> {
                 let mut stats = state.stats.clone();
                 for slot in state.slots.values() {
                     match slot {
-                        Slot::Active { .. } => stats.active += 1,
-                        Slot::Waiting { .. } => stats.waiting += 1,
+                        Slot::Active { counters, .. } => {
+                            stats.active += 1;
+                            let handled = counters.handled.load(Ordering::Relaxed);
+                            stats.mailbox += counters
+                                .sent
+                                .load(Ordering::Relaxed)
+                                .saturating_sub(handled);
+                        }
+                        Slot::Waiting { buffer } => {
+                            stats.waiting += 1;
+                            stats.mailbox += buffer.len() as u64;
+                        }
                     }
                 }
                 let _ = reply.send(stats);
@@ -297,6 +312,7 @@ impl<E: Entity> Actor for Region<E> {
                     Decision::Restart { after } => {
                         tracing::warn!(kind = E::KIND, %key, error = %err, delay_ms = after.as_millis() as u64, "entity failed; restarting");
                         state.stats.restarts += 1;
+                        state.metrics.restarts.inc();
                         *state.restarts.entry(key.clone()).or_default() += 1;
                         state.slots.insert(key.clone(), Slot::Waiting { buffer });
                         myself.send_after(after, move || RegionMsg::Restart(key));
@@ -321,6 +337,7 @@ impl<E: Entity> Actor for Region<E> {
                 // or (after a hand-off) on its new owner.
                 let buffer = state.take_buffer(&key);
                 state.stats.passivations += 1;
+                state.metrics.passivations.inc();
                 if buffer.is_empty() {
                 } else if state.owns(&key) {
                     state.activate(&myself, key, buffer).await;
@@ -425,6 +442,7 @@ impl<E: Entity> RegionState<E> {
     }
 
     async fn deliver(&mut self, myself: &ActorRef<RegionMsg<E>>, key: String, env: Envelope<E>) {
+        self.metrics.messages.inc();
         if !self.slots.contains_key(&key) && !self.owns(&key) {
             // In flight while the ring changed: never activate what another node owns.
             self.forward(&key, env);
@@ -480,6 +498,7 @@ impl<E: Entity> RegionState<E> {
         match spawned {
             Ok((actor, _)) => {
                 self.stats.activations += 1;
+                self.metrics.activations.inc();
                 self.keys.insert(actor.get_id(), key.clone());
                 for env in buffer {
                     counters.sent();
@@ -514,6 +533,7 @@ impl<E: Entity> RegionState<E> {
             if let Some(Slot::Active { actor, .. }) = self.slots.remove(&key) {
                 tracing::info!(kind = E::KIND, %key, "handing off entity moved by the ring");
                 self.stats.handoffs += 1;
+                self.metrics.handoffs.inc();
                 let _ = actor.drain();
                 self.slots.insert(key, Slot::Waiting { buffer: Vec::new() });
             }

@@ -367,8 +367,12 @@ impl Sharding {
         if !sent {
             return Err(AskError::Unavailable(what.to_string()));
         }
-        let bytes = await_reply(rx, self.inner.ask_timeout, what).await?;
-        wire::decode(&bytes).map_err(|e| AskError::Refused(e.to_string()))
+        let timer = std::time::Instant::now();
+        let answer = await_reply(rx, self.inner.ask_timeout, what).await;
+        crate::metrics::CALLS
+            .with_label_values(&[if answer.is_ok() { "ok" } else { "failed" }])
+            .observe(timer.elapsed().as_secs_f64());
+        wire::decode(&answer?).map_err(|e| AskError::Refused(e.to_string()))
     }
 
     fn reply_error(reply: msg::Reply, what: &str) -> AskError {

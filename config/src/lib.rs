@@ -130,6 +130,9 @@ pub struct TradingSettings {
 pub struct AdminSettings {
     /// Bearer token for `/admin/...`; unset disables the admin endpoints.
     pub token: Option<String>,
+    /// Whether `/metrics` answers without the admin token. Unset: yes when the gateway
+    /// listens on a loopback address only, no otherwise.
+    pub metrics_public: Option<bool>,
 }
 
 /// Identity and data location of this node.

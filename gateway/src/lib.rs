@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod rest;
 pub mod sse;
 pub mod state;
@@ -350,6 +351,26 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
                 rest::admin::entity(&s, &kind, &key).await
             })
         });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(st.clone())
+        .and(token)
+        .then(|s: Arc<GatewayState>, auth: Option<String>| async move {
+            if !s.metrics_public
+                && let Err(e) = rest::admin::authorize(&s, auth.as_deref())
+            {
+                return reply(&e).into_response();
+            }
+            match metrics::render(&s).await {
+                Ok(text) => warp::reply::with_header(
+                    text,
+                    "content-type",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .into_response(),
+                Err(e) => reply(&e).into_response(),
+            }
+        });
     let bench = warp::path!("admin" / "bench" / "routing")
         .and(warp::post())
         .and(st)
@@ -365,6 +386,8 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .or(entity)
         .unify()
         .or(bench)
+        .unify()
+        .or(metrics)
         .unify()
         .boxed()
 }

@@ -23,6 +23,8 @@ pub struct GatewayState {
     pub auth: Arc<crate::auth::Auth>,
     /// The admin bearer token; `None` disables the admin endpoints.
     pub admin_token: Option<String>,
+    /// `/metrics` without the admin token.
+    pub metrics_public: bool,
     /// Turns true once the node serves (regions up, feed running).
     pub ready: AtomicBool,
     /// Turns true when the node is stopping: connections close with 1001.

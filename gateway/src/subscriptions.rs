@@ -57,6 +57,7 @@ impl Subscriptions {
     /// No channels yet; live frames land in `outbox`.
     pub fn new(state: Arc<GatewayState>, outbox: Arc<Outbox>) -> Self {
         let conn = state.hub.next_conn_id();
+        crate::metrics::CONNECTIONS.inc();
         Subscriptions {
             state,
             conn,
@@ -346,6 +347,7 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
+        crate::metrics::CONNECTIONS.dec();
         for (name, pos) in &self.positions {
             self.state.hub.unsubscribe(name, self.conn);
             self.presence(&pos.channel, false);

@@ -7,6 +7,7 @@
 //! feed) drops it. [`MarketStore::flush`] is a barrier over everything submitted before it.
 
 pub mod contract;
+pub mod metrics;
 pub mod records;
 pub mod sqlite;
 

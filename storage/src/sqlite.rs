@@ -606,7 +606,10 @@ fn writer_loop(
         }
         let started = Instant::now();
         let outcomes = commit(&mut conn, &batch);
-        let elapsed = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
+        crate::metrics::BATCH_SECONDS.observe(elapsed.as_secs_f64());
+        crate::metrics::BATCH_ROWS.observe(pending_rows as f64);
+        let elapsed = elapsed.as_micros() as u64;
         let batch_result = match &outcomes {
             Ok(_) => Ok(0),
             Err(e) => {

@@ -803,3 +803,15 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// The value of one sample in a Prometheus text exposition, by its exact name and labels
+/// (`bourse_entity_restarts_total{kind="book"}`); `None` when absent.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

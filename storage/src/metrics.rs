@@ -1,0 +1,39 @@
+//! Storage metrics in the process's default Prometheus registry: how long a write batch
+//! takes to commit and how many rows it carries (the writer's group commit at work).
+
+use prometheus::{Histogram, HistogramOpts};
+use std::sync::LazyLock;
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    match Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)) {
+        Ok(h) => {
+            if let Err(e) = prometheus::register(Box::new(h.clone())) {
+                tracing::debug!(error = %e, "metric registered twice");
+            }
+            h
+        }
+        // Only a malformed name or bucket list fails, and both are constants below.
+        Err(e) => unreachable!("metric {name}: {e}"),
+    }
+}
+
+/// Commit time of one write batch.
+pub static BATCH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "bourse_storage_batch_seconds",
+        "Time to commit one storage write batch (one transaction)",
+        vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5,
+        ],
+    )
+});
+
+/// Rows in one write batch.
+pub static BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "bourse_storage_batch_rows",
+        "Rows written by one storage batch",
+        vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+    )
+});
