@@ -380,7 +380,7 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
             let mut killed: BTreeMap<&str, usize> = BTreeMap::new();
             let mut rounds = 0;
             // Restarts per node over its incarnations: (finished incarnations, current).
-            let mut restarts = vec![(0.0, 0.0); 3];
+            let mut restarts = [(0.0, 0.0); 3];
             let mut recover = Vec::new();
             let mut rejoin = Vec::new();
             let mut next_kill = 0;
