@@ -2,6 +2,7 @@
 //! crates (DESIGN.md "Layout").
 
 mod bench;
+mod ctl;
 mod demo;
 mod node;
 mod probe;
@@ -47,6 +48,9 @@ enum Command {
     /// Benchmarks against a real node started for the purpose.
     #[command(subcommand)]
     Bench(Bench),
+    /// The admin API as tables: `ctl cluster`, `ctl entities --kind book`, `ctl entity
+    /// symbol KRW-BTC`, `ctl kill book KRW-BTC`, `ctl leave node2`.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +139,12 @@ fn main() -> ExitCode {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,
+            };
+        }
+        Command::Ctl(args) => {
+            return match ctl::run(args.clone()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}")),
             };
         }
         Command::Config { config } => {

@@ -439,3 +439,105 @@ fn every_node_lists_inspects_kills_and_drains_for_the_whole_cluster() {
     assert!(left.iter().all(|e| e["node"] != "node3"), "{left:#?}");
     assert_eq!(left.len(), 8);
 }
+
+/// Runs `bourse ctl --url <node> --token <token> args...` → (success, stdout, stderr).
+fn ctl(node: &Node, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args(["ctl", "--url", &node.url(""), "--token", token])
+        .args(args)
+        .env_remove("BOURSE_ADMIN_TOKEN")
+        .output()
+        .expect("run bourse ctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_prints_the_admin_api_as_tables_and_says_why_it_failed() {
+    let mut node = Node::start("admin-ctl", "[feed]\ntrades_per_sec = 20\n");
+    assert_eq!(node.get("/api/v1/ticker/KRW-BTC").0 / 100, 2);
+
+    let (ok, out, err) = ctl(&node, ADMIN_TOKEN, &["cluster"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].starts_with("NODE") && lines[1].contains("STATUS"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("node1") && lines[2].contains("up") && lines[2].contains("100.0%"),
+        "{out}"
+    );
+
+    let (ok, out, err) = ctl(
+        &node,
+        ADMIN_TOKEN,
+        &["entities", "--kind", "symbol", "--limit", "3"],
+    );
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("symbol"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("node1") && r.contains("yes")),
+        "{out}"
+    );
+    assert!(out.ends_with("3 entities\n"), "{out}");
+    // Pages beyond the first are fetched: the full list has all eight.
+    let (ok, out, _) = ctl(
+        &node,
+        ADMIN_TOKEN,
+        &["entities", "--kind", "symbol", "--limit", "1000"],
+    );
+    assert!(ok && out.ends_with("8 entities\n"), "{out}");
+
+    let (ok, out, err) = ctl(&node, ADMIN_TOKEN, &["kill", "symbol", "KRW-BTC"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "killed symbol/KRW-BTC");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out, _) = ctl(&node, ADMIN_TOKEN, &["entity", "symbol", "KRW-BTC"]);
+        if ok
+            && out
+                .lines()
+                .any(|l| l.starts_with("restarts") && l.ends_with(" 1"))
+        {
+            assert!(out.lines().any(|l| l.starts_with("state.epoch")), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = ctl(&node, ADMIN_TOKEN, &["kill", "symbol", "--fraction", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("killed ") && out.contains(" symbol entities on node1: "),
+        "{out}"
+    );
+
+    // Failures exit non-zero with the server's code.
+    let (ok, _, err) = ctl(&node, ADMIN_TOKEN, &["kill", "symbol", "KRW-NOPE"]);
+    assert!(!ok);
+    assert!(err.contains("404 not_found"), "{err}");
+    let (ok, _, err) = ctl(&node, "wrong-token-0123456789", &["cluster"]);
+    assert!(!ok);
+    assert!(err.contains("403 forbidden"), "{err}");
+    let (ok, _, err) = ctl(&node, ADMIN_TOKEN, &["leave", "node7"]);
+    assert!(!ok && err.contains("404 not_found"), "{err}");
+
+    // And the node leaves when told.
+    let (ok, out, err) = ctl(&node, ADMIN_TOKEN, &["leave", "node1"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("node1 is leaving"), "{out}");
+    let status = node
+        .wait_exit(Duration::from_secs(30))
+        .expect("node1 exits");
+    assert!(status.success(), "{status:?}");
+}
