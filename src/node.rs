@@ -9,12 +9,13 @@ use bourse_actors::book::{BookDeps, BookEntity};
 use bourse_actors::room::{Room, RoomDeps};
 use bourse_actors::session::{Session, SessionDeps};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
-use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, spawn_region};
+use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, region_child};
 use bourse_config::{ConfigError, LogSettings, Markets, Settings};
 use bourse_gateway::GatewayState;
 use bourse_gateway::auth::Auth;
 use bourse_storage::{MarketStore, SqliteStore};
-use bourse_supervision::RestartPolicy;
+use bourse_supervision::{RestartPolicy, Strategy, Supervisor, SupervisorArgs};
+use ractor::Actor;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -114,8 +115,11 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         0 => None,
         s => Some(Duration::from_secs(s)),
     };
-    spawn_region::<Symbol>(
-        RegionArgs {
+    // The node supervisor: one region per kind, one-for-one (kinds are independent). A
+    // region that fails restarts with its entities passivated; past the restart intensity
+    // the supervisor fails and the guardian stops the node.
+    let regions = vec![
+        region_child::<Symbol>(RegionArgs {
             deps: Arc::new(SymbolDeps {
                 store: store.clone(),
                 markets: markets.clone(),
@@ -125,13 +129,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding: sharding.clone(),
             policy,
             passivate_after,
-        },
-        root.get_cell(),
-    )
-    .await
-    .context("starting the symbol region")?;
-    spawn_region::<BookEntity>(
-        RegionArgs {
+        }),
+        region_child::<BookEntity>(RegionArgs {
             deps: Arc::new(BookDeps {
                 store: store.clone(),
                 markets: markets.clone(),
@@ -141,13 +140,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding: sharding.clone(),
             policy,
             passivate_after,
-        },
-        root.get_cell(),
-    )
-    .await
-    .context("starting the book region")?;
-    spawn_region::<Account>(
-        RegionArgs {
+        }),
+        region_child::<Account>(RegionArgs {
             deps: Arc::new(AccountDeps {
                 store: store.clone(),
                 markets: markets.clone(),
@@ -159,13 +153,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding: sharding.clone(),
             policy,
             passivate_after,
-        },
-        root.get_cell(),
-    )
-    .await
-    .context("starting the account region")?;
-    spawn_region::<Room>(
-        RegionArgs {
+        }),
+        region_child::<Room>(RegionArgs {
             deps: Arc::new(RoomDeps {
                 store: store.clone(),
                 markets: markets.clone(),
@@ -175,13 +164,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding: sharding.clone(),
             policy,
             passivate_after,
-        },
-        root.get_cell(),
-    )
-    .await
-    .context("starting the room region")?;
-    spawn_region::<Session>(
-        RegionArgs {
+        }),
+        region_child::<Session>(RegionArgs {
             deps: Arc::new(SessionDeps {
                 // Two private streams per active session: a short replay keeps thousands
                 // of users cheap (a client that falls further behind re-reads the REST
@@ -191,13 +175,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding: sharding.clone(),
             policy,
             passivate_after,
-        },
-        root.get_cell(),
-    )
-    .await
-    .context("starting the session region")?;
-    spawn_region::<Alert>(
-        RegionArgs {
+        }),
+        region_child::<Alert>(RegionArgs {
             deps: Arc::new(AlertDeps {
                 store: store.clone(),
                 markets: markets.clone(),
@@ -205,22 +184,26 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding: sharding.clone(),
             policy,
             passivate_after,
-        },
-        root.get_cell(),
-    )
-    .await
-    .context("starting the alert region")?;
-    spawn_region::<bourse_cluster::probe::Echo>(
-        RegionArgs {
+        }),
+        region_child::<bourse_cluster::probe::Echo>(RegionArgs {
             deps: Arc::new(()),
             sharding: sharding.clone(),
             policy,
             passivate_after,
+        }),
+    ];
+    Actor::spawn_linked(
+        Some("bourse.regions".into()),
+        Supervisor,
+        SupervisorArgs {
+            strategy: Strategy::OneForOne,
+            policy,
+            children: regions,
         },
         root.get_cell(),
     )
     .await
-    .context("starting the echo probe region")?;
+    .context("starting the regions")?;
 
     let cluster = bourse_cluster::node::start(
         &settings.cluster,
@@ -228,6 +211,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         addr,
         sharding.clone(),
         root.get_cell(),
+        policy,
     )
     .await
     .context("starting cluster services")?;

@@ -1,7 +1,10 @@
-//! The node guardian: the root of a node's supervision tree. Regions are its children; a
-//! region that fails (an entity escalated past its restart intensity) means this node can no
-//! longer vouch for its state, so the guardian reports it and the node shuts down with an
-//! error, for the operator's process supervisor to restart from storage (let it crash).
+//! The node guardian: the root of a node's supervision tree. Its children are the node
+//! supervisor (the regions, one-for-one), the cluster supervisor (membership and router,
+//! rest-for-one) and the cluster node server. A child that fails here has already exhausted
+//! its own restart intensity (or, for the node server, cannot be restarted in place): this
+//! node can no longer vouch for its state, so the guardian reports it and the node shuts
+//! down with an error, for the operator's process supervisor to restart from storage (let
+//! it crash).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;

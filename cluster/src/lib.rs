@@ -29,7 +29,7 @@ pub mod wire;
 
 pub use entity::{Entity, EntityContext, EntityError, Responder};
 pub use hub::{Delivery, Frame, Hub, Outbox, Resync};
-pub use region::{EntityInfo, RegionArgs, RegionStats, spawn_region};
+pub use region::{EntityInfo, RegionArgs, RegionStats, region_child, spawn_region};
 pub use ring::HashRing;
 pub use sharding::{AskError, Inspected, Sharding};
 pub use stream::{Cursor, StreamEvent, StreamGrant, StreamLog, StreamRequest};

@@ -87,7 +87,17 @@ pub enum MembershipMsg {
 
 impl ractor::Message for MembershipMsg {}
 
+/// The membership actor's registered name: the node server's events and the admin API
+/// find the current one by it (it is restarted under the cluster supervisor).
+pub const MEMBERSHIP_NAME: &str = "bourse.membership";
+
+/// This node's membership actor, if it runs.
+pub fn membership() -> Option<ActorRef<MembershipMsg>> {
+    ractor::registry::where_is(MEMBERSHIP_NAME).map(ActorRef::from)
+}
+
 /// Settings of the membership actor.
+#[derive(Clone)]
 pub struct MembershipArgs {
     pub me: MemberInfo,
     pub sharding: Sharding,
@@ -305,22 +315,12 @@ impl MembershipState {
 
 /// Turns node-session events into membership messages, and says plainly when a peer is
 /// refused (a session that closes before it authenticated: a wrong cookie).
+#[derive(Default)]
 pub struct NodeEvents {
-    pub membership: ActorRef<MembershipMsg>,
     /// Authenticated sessions, with the peer node each one is to. Two nodes that dial each
     /// other at once (a restart) can hold two sessions for a moment: the peer is gone only
     /// when its last one closes.
     authenticated: Mutex<HashMap<ractor::ActorId, Option<String>>>,
-}
-
-impl NodeEvents {
-    /// Events for `membership`.
-    pub fn new(membership: ActorRef<MembershipMsg>) -> Self {
-        NodeEvents {
-            membership,
-            authenticated: Mutex::new(HashMap::new()),
-        }
-    }
 }
 
 fn peer_node(ses: &NodeServerSessionInformation) -> Option<String> {
@@ -359,6 +359,8 @@ impl NodeEventSubscription for NodeEvents {
             return;
         }
         drop(sessions);
-        let _ = self.membership.cast(MembershipMsg::SessionClosed(node));
+        if let Some(m) = membership() {
+            let _ = m.cast(MembershipMsg::SessionClosed(node));
+        }
     }
 }

@@ -1,14 +1,18 @@
 //! Starting a node's cluster services: the `ractor_cluster` node server (cookie
 //! authentication, transitive connections: every node connects to every node), the
-//! membership actor, the router, and the connections to the seed nodes (retried with
-//! backoff until they answer, and again whenever this node finds itself alone).
+//! membership actor and the router under a rest-for-one supervisor (the router is given
+//! membership's address when it starts, so a new membership needs a new router), and the
+//! connections to the seed nodes (retried with backoff until they answer, and again
+//! whenever this node finds itself alone).
 
 use crate::membership::{
-    ClusterView, MemberInfo, Membership, MembershipArgs, MembershipMsg, NodeEvents, Status,
+    ClusterView, MEMBERSHIP_NAME, MemberInfo, Membership, MembershipArgs, MembershipMsg,
+    NodeEvents, Status, membership,
 };
-use crate::router::{Router, RouterMsg, RouterState};
+use crate::router::{Router, RouterState};
 use crate::sharding::Sharding;
 use bourse_config::{ClusterSettings, ConfigError};
+use bourse_supervision::{ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs};
 use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::net::SocketAddr;
@@ -19,9 +23,7 @@ use std::time::Duration;
 /// Handles to this node's cluster services.
 #[derive(Clone)]
 pub struct ClusterNode {
-    membership: ActorRef<MembershipMsg>,
     up: Arc<AtomicBool>,
-    _router: ActorRef<RouterMsg>,
     server: Option<ActorRef<NodeServerMessage>>,
 }
 
@@ -52,8 +54,7 @@ fn spawn_err(what: &'static str) -> impl Fn(ractor::SpawnErr) -> StartError {
 impl ClusterNode {
     /// This node's view of the cluster.
     pub async fn view(&self) -> Option<ClusterView> {
-        match self
-            .membership
+        match membership()?
             .call(MembershipMsg::View, Some(Duration::from_secs(2)))
             .await
         {
@@ -70,20 +71,22 @@ impl ClusterNode {
     /// Announces `leaving`: peers take this node out of the ring, and so does it, which
     /// hands its entities off.
     pub fn leave(&self) {
-        let _ = self
-            .membership
-            .cast(MembershipMsg::SetStatus(Status::Leaving));
+        if let Some(m) = membership() {
+            let _ = m.cast(MembershipMsg::SetStatus(Status::Leaving));
+        }
     }
 }
 
-/// Starts membership and the router, and, when `settings.listen` is set, the node server
-/// and the seed connections. Actors are linked to `supervisor`.
+/// Starts membership and the router (under their own supervisor, restarting with
+/// `policy`), and, when `settings.listen` is set, the node server and the seed
+/// connections. The supervisor and the node server are linked to `supervisor`.
 pub async fn start(
     settings: &ClusterSettings,
     node: &str,
     gateway: SocketAddr,
     sharding: Sharding,
     supervisor: ActorCell,
+    policy: RestartPolicy,
 ) -> Result<ClusterNode, StartError> {
     let listen: Option<SocketAddr> = match &settings.listen {
         Some(l) => Some(l.parse().map_err(|_| {
@@ -105,34 +108,55 @@ pub async fn start(
         entities: 0,
     };
     let up = Arc::new(AtomicBool::new(false));
-    let (membership, _) = Actor::spawn_linked(
-        Some("bourse.membership".into()),
-        Membership,
-        MembershipArgs {
-            me,
-            sharding: sharding.clone(),
-            heartbeat,
-            timeout: Duration::from_millis(settings.heartbeat_timeout_ms),
-            // Long enough to meet the seeds and hear from their members before taking a
-            // share of the ring: fewer moves while a node joins.
-            join_grace: heartbeat * 4,
-            up: up.clone(),
+    let membership_args = MembershipArgs {
+        me,
+        sharding: sharding.clone(),
+        heartbeat,
+        timeout: Duration::from_millis(settings.heartbeat_timeout_ms),
+        // Long enough to meet the seeds and hear from their members before taking a
+        // share of the ring: fewer moves while a node joins.
+        join_grace: heartbeat * 4,
+        up: up.clone(),
+    };
+    let membership_child = ChildSpec::new("membership", move |sup: ActorCell| {
+        let args = membership_args.clone();
+        async move {
+            let (m, _) =
+                Actor::spawn_linked(Some(MEMBERSHIP_NAME.into()), Membership, args, sup).await?;
+            Ok(m.get_cell())
+        }
+    });
+    let router_child = ChildSpec::new("router", move |sup: ActorCell| {
+        let sharding = sharding.clone();
+        async move {
+            let membership = membership().ok_or_else(|| {
+                ractor::SpawnErr::StartupFailed("membership is not running".into())
+            })?;
+            let (r, _) = Actor::spawn_linked(
+                Some("bourse.router".into()),
+                Router,
+                RouterState {
+                    sharding,
+                    membership,
+                },
+                sup,
+            )
+            .await?;
+            Ok(r.get_cell())
+        }
+    });
+    Actor::spawn_linked(
+        Some("bourse.cluster".into()),
+        Supervisor,
+        SupervisorArgs {
+            strategy: Strategy::RestForOne,
+            policy,
+            children: vec![membership_child, router_child],
         },
         supervisor.clone(),
     )
     .await
-    .map_err(spawn_err("membership"))?;
-    let (router, _) = Actor::spawn_linked(
-        Some("bourse.router".into()),
-        Router,
-        RouterState {
-            sharding,
-            membership: membership.clone(),
-        },
-        supervisor.clone(),
-    )
-    .await
-    .map_err(spawn_err("the router"))?;
+    .map_err(spawn_err("the cluster services"))?;
 
     let server = match listen {
         None => None,
@@ -156,19 +180,14 @@ pub async fn start(
                     .map_err(spawn_err("the cluster node server"))?;
             let _ = server.cast(NodeServerMessage::SubscribeToEvents {
                 id: "bourse.membership".into(),
-                subscription: Box::new(NodeEvents::new(membership.clone())),
+                subscription: Box::new(NodeEvents::default()),
             });
             tracing::info!(%addr, seeds = ?settings.seeds, "cluster listener up");
             tokio::spawn(keep_connected(server.clone(), settings.seeds.clone()));
             Some(server)
         }
     };
-    Ok(ClusterNode {
-        membership,
-        up,
-        _router: router,
-        server,
-    })
+    Ok(ClusterNode { up, server })
 }
 
 /// Connects to every seed (retrying with backoff until it answers), then keeps watching:

@@ -8,7 +8,7 @@ use crate::Sharding;
 use crate::entity::{Entity, EntityContext, Responder};
 use crate::metrics::RegionMetrics;
 use crate::stream::{StreamGrant, StreamRequest};
-use bourse_supervision::{Decision, RestartPolicy, RestartTracker};
+use bourse_supervision::{ChildSpec, Decision, RestartPolicy, RestartTracker};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -167,6 +167,17 @@ pub struct RegionArgs<E: Entity> {
     pub policy: RestartPolicy,
     /// Passivate entities idle this long (`None`: never).
     pub passivate_after: Option<Duration>,
+}
+
+impl<E: Entity> Clone for RegionArgs<E> {
+    fn clone(&self) -> Self {
+        RegionArgs {
+            deps: self.deps.clone(),
+            sharding: self.sharding.clone(),
+            policy: self.policy,
+            passivate_after: self.passivate_after,
+        }
+    }
 }
 
 /// The region actor for kind `E`.
@@ -675,6 +686,15 @@ impl<E: Entity> Actor for EntityActor<E> {
         }
         Ok(())
     }
+}
+
+/// The region for `E` as a supervised child: each (re)start spawns a fresh region and
+/// registers it with the sharding, so routing reaches the new one.
+pub fn region_child<E: Entity>(args: RegionArgs<E>) -> ChildSpec {
+    ChildSpec::new(format!("region.{}", E::KIND), move |sup| {
+        let args = args.clone();
+        async move { Ok(spawn_region(args, sup).await?.get_cell()) }
+    })
 }
 
 /// Spawns the region for `E` under `supervisor` and registers it with `sharding`.
