@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use bourse_cluster::membership::{MemberView, Status};
+use bourse_cluster::membership::{ClusterView, MemberView, Status};
 use bourse_cluster::{AskError, EntityInfo};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -98,13 +98,16 @@ pub async fn kill(state: Arc<GatewayState>, req: KillRequest) -> Result<Value, A
     }
 }
 
-async fn members(state: &GatewayState) -> Result<Vec<MemberView>, ApiError> {
+async fn view(state: &GatewayState) -> Result<ClusterView, ApiError> {
     state
         .cluster
         .view()
         .await
-        .map(|v| v.members)
         .ok_or_else(|| ApiError::unavailable("membership is not answering; retry"))
+}
+
+async fn members(state: &GatewayState) -> Result<Vec<MemberView>, ApiError> {
+    Ok(view(state).await?.members)
 }
 
 /// `node` if it is a member that is not down.
@@ -118,11 +121,7 @@ async fn live_member(state: &GatewayState, node: &str) -> Result<MemberView, Api
 
 /// `GET /admin/cluster`: members as this node sees them, and the ring's shares.
 pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
-    let view = state
-        .cluster
-        .view()
-        .await
-        .ok_or_else(|| ApiError::unavailable("membership is not answering; retry"))?;
+    let view = view(&state).await?;
     let ring = state.sharding.ring();
     let owners: serde_json::Map<String, Value> = ring
         .shares()
