@@ -94,26 +94,41 @@ impl Client {
         })
     }
 
-    /// Calls the API; a non-2xx answer becomes an error with the server's code and message.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    /// `GET path?query` (ureq encodes the query).
+    fn get(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.url);
-        let auth = format!("Bearer {}", self.token);
-        let response = match body {
-            Some(b) => self
-                .agent
-                .post(&url)
-                .header("authorization", &auth)
-                .header("content-type", "application/json")
-                .send(b.to_string().as_bytes()),
-            None if method == "GET" => self.agent.get(&url).header("authorization", &auth).call(),
-            None => bail!("{method} without a body"),
-        };
-        let mut response = response.with_context(|| format!("{method} {url}"))?;
+        let response = self
+            .agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .query_pairs(query.iter().copied())
+            .call();
+        Self::answer(response, &format!("GET {url}"))
+    }
+
+    /// `POST path` with a JSON body.
+    fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.url);
+        let response = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes());
+        Self::answer(response, &format!("POST {url}"))
+    }
+
+    /// The JSON answer; a non-2xx one becomes an error with the server's code and message.
+    fn answer(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        what: &str,
+    ) -> anyhow::Result<Value> {
+        let mut response = response.with_context(|| what.to_string())?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .read_to_string()
-            .with_context(|| format!("reading the answer to {method} {url}"))?;
+            .with_context(|| format!("reading the answer to {what}"))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !(200..300).contains(&status) {
             let code = value["error"]["code"].as_str().unwrap_or("error");
@@ -159,7 +174,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client = Client::new(&args)?;
     match args.command {
         CtlCommand::Cluster => {
-            let v = client.call("GET", "/admin/cluster", None)?;
+            let v = client.get("/admin/cluster", &[])?;
             let owners = &v["ring"]["owners"];
             let rows: Vec<Vec<String>> = v["members"]
                 .as_array()
@@ -201,13 +216,14 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             let mut rows = Vec::new();
             let mut after: Option<String> = None;
             while rows.len() < limit {
-                let mut path = format!("/admin/entities?limit={}", (limit - rows.len()).min(1000));
+                let page_limit = (limit - rows.len()).min(1000).to_string();
+                let mut query = vec![("limit", page_limit.as_str())];
                 for (k, v) in [("kind", &kind), ("node", &node), ("after", &after)] {
                     if let Some(v) = v {
-                        path.push_str(&format!("&{k}={}", encode(v)));
+                        query.push((k, v.as_str()));
                     }
                 }
-                let page = client.call("GET", &path, None)?;
+                let page = client.get("/admin/entities", &query)?;
                 let page = page.as_array().cloned().unwrap_or_default();
                 let Some(last) = page.last() else { break };
                 after = Some(format!("{}/{}", cell(&last["kind"]), cell(&last["key"])));
@@ -237,10 +253,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             println!("{} entities", rows.len());
         }
         CtlCommand::Entity { kind, key } => {
-            let v = client.call(
-                "GET",
+            let v = client.get(
                 &format!("/admin/entities/{}/{}", encode(&kind), encode(&key)),
-                None,
+                &[],
             )?;
             let mut rows = Vec::new();
             for field in [
@@ -277,7 +292,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 _ => bail!("give a key, or --fraction"),
             };
             let body = strip_nulls(body);
-            let v = client.call("POST", "/admin/chaos/kill", Some(body))?;
+            let v = client.post("/admin/chaos/kill", body)?;
             match v["killed"].as_array() {
                 Some(keys) => println!(
                     "killed {} {kind} entities on {}: {}",
@@ -293,7 +308,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCommand::Leave { node } => {
-            let v = client.call("POST", "/admin/cluster/leave", Some(json!({"node": node})))?;
+            let v = client.post("/admin/cluster/leave", json!({"node": node}))?;
             println!(
                 "{} is leaving: it hands its entities off, then exits",
                 cell(&v["leaving"])
@@ -326,16 +341,17 @@ fn strip_nulls(mut v: Value) -> Value {
     v
 }
 
-/// Percent-encodes a query or path component (keys are ASCII words; this keeps them so).
+/// What a path segment keeps as is: RFC 3986's unreserved characters, which every bourse
+/// key is made of (the gateway matches segments without decoding them).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes one path segment.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 #[cfg(test)]

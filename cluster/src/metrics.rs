@@ -9,27 +9,27 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
-/// Registers `c` in the default registry (once; a second registration is ignored).
-pub fn register<C: Collector + Clone + 'static>(c: C) -> C {
-    if let Err(e) = prometheus::register(Box::new(c.clone())) {
-        tracing::debug!(error = %e, "metric registered twice");
+/// Registers a metric just built from constant options in the default registry (once; a
+/// second registration is ignored).
+pub fn registered<C: Collector + Clone + 'static>(built: prometheus::Result<C>) -> C {
+    match built {
+        Ok(c) => {
+            if let Err(e) = prometheus::register(Box::new(c.clone())) {
+                tracing::debug!(error = %e, "metric registered twice");
+            }
+            c
+        }
+        // Only a malformed name, label or bucket list fails, and those are constants.
+        Err(e) => unreachable!("malformed metric: {e}"),
     }
-    c
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    match IntCounterVec::new(Opts::new(name, help), labels) {
-        Ok(c) => register(c),
-        // Only a malformed name fails, and the names are constants below.
-        Err(e) => unreachable!("metric {name}: {e}"),
-    }
+    registered(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    match IntGaugeVec::new(Opts::new(name, help), labels) {
-        Ok(g) => register(g),
-        Err(e) => unreachable!("metric {name}: {e}"),
-    }
+    registered(IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 /// Buckets from 50 µs to 5 s, for in-process latencies that are usually sub-millisecond.
@@ -82,13 +82,10 @@ pub static HANDOFFS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 /// Ring rebuilds.
 pub static REBALANCES: LazyLock<IntCounter> = LazyLock::new(|| {
-    match IntCounter::new(
+    registered(IntCounter::new(
         "bourse_rebalances_total",
         "Times this node installed a new ring (the set of up members changed)",
-    ) {
-        Ok(c) => register(c),
-        Err(e) => unreachable!("bourse_rebalances_total: {e}"),
-    }
+    ))
 });
 /// Members by status, as this node sees them.
 pub static MEMBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
@@ -129,10 +126,7 @@ pub static FANOUT: LazyLock<Histogram> = LazyLock::new(|| {
         "Time for this node's hub to encode one stream event and queue it on every local subscriber",
     )
     .buckets(latency_buckets());
-    match Histogram::with_opts(opts) {
-        Ok(h) => register(h),
-        Err(e) => unreachable!("bourse_fanout_seconds: {e}"),
-    }
+    registered(Histogram::with_opts(opts))
 });
 /// Round trips of cross-node calls.
 pub static CALLS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -141,10 +135,7 @@ pub static CALLS: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Round trip of a call to another node's router (ask, subscribe, admin), by outcome",
     )
     .buckets(latency_buckets());
-    match HistogramVec::new(opts, &["outcome"]) {
-        Ok(h) => register(h),
-        Err(e) => unreachable!("bourse_cluster_call_seconds: {e}"),
-    }
+    registered(HistogramVec::new(opts, &["outcome"]))
 });
 
 /// The counters one region bumps, resolved once for its kind.

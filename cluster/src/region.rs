@@ -83,14 +83,9 @@ pub struct RegionStats {
     pub active: usize,
     /// Entities waiting for a restart or finishing a passivation.
     pub waiting: usize,
-    /// Restarts since the region started.
+    /// Restarts since the region started. (Activations, passivations and hand-offs are
+    /// counted in [`crate::metrics`].)
     pub restarts: u64,
-    /// Activations since the region started.
-    pub activations: u64,
-    /// Passivations since the region started.
-    pub passivations: u64,
-    /// Entities handed off because the ring moved them away.
-    pub handoffs: u64,
     /// Messages delivered to active entities and not yet handled, plus buffered ones.
     pub mailbox: u64,
 }
@@ -139,11 +134,16 @@ impl Counters {
         self.sent.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn fill(&self, info: &mut EntityInfo) {
+    /// Handed over and not yet handled.
+    fn mailbox(&self) -> u64 {
         let handled = self.handled.load(Ordering::Relaxed);
+        self.sent.load(Ordering::Relaxed).saturating_sub(handled)
+    }
+
+    fn fill(&self, info: &mut EntityInfo) {
         info.activated_at = Some(self.activated_at);
-        info.messages = handled;
-        info.mailbox = self.sent.load(Ordering::Relaxed).saturating_sub(handled);
+        info.messages = self.handled.load(Ordering::Relaxed);
+        info.mailbox = self.mailbox();
     }
 }
 
@@ -158,6 +158,21 @@ enum Slot<E: Entity> {
     },
     /// Restarting after a failure, or stopping for passivation; messages wait here.
     Waiting { buffer: Vec<Envelope<E>> },
+}
+
+impl<E: Entity> Slot<E> {
+    /// Chaos: a running entity is told to panic; whether it was running.
+    fn kill(&self) -> bool {
+        match self {
+            Slot::Active {
+                actor, counters, ..
+            } => {
+                counters.sent();
+                actor.send_message(Envelope::Kill).is_ok()
+            }
+            Slot::Waiting { .. } => false,
+        }
+    }
 }
 
 /// Region construction arguments.
@@ -197,7 +212,6 @@ pub struct RegionState<E: Entity> {
     trackers: HashMap<String, RestartTracker>,
     /// Restarts per key since the region started (the admin view's `restarts`).
     restarts: HashMap<String, u64>,
-    stats: RegionStats,
     metrics: RegionMetrics,
 }
 
@@ -221,7 +235,6 @@ impl<E: Entity> Actor for Region<E> {
             keys: HashMap::new(),
             trackers: HashMap::new(),
             restarts: HashMap::new(),
-            stats: RegionStats::default(),
             metrics: RegionMetrics::of(E::KIND),
         })
     }
@@ -235,29 +248,17 @@ impl<E: Entity> Actor for Region<E> {
         match msg {
             RegionMsg::Deliver { key, envelope } => state.deliver(&myself, key, envelope).await,
             RegionMsg::Kill { key, reply } => {
-                let active = match state.slots.get(&key) {
-                    Some(Slot::Active {
-                        actor, counters, ..
-                    }) => {
-                        counters.sent();
-                        actor.send_message(Envelope::Kill).is_ok()
-                    }
-                    _ => false,
-                };
-                let _ = reply.send(active);
+                let killed = state.slots.get(&key).is_some_and(Slot::kill);
+                let _ = reply.send(killed);
             }
             RegionMsg::KillSome { fraction, reply } => {
                 let mut killed = Vec::new();
                 for (key, slot) in &state.slots {
-                    if let Slot::Active {
-                        actor, counters, ..
-                    } = slot
+                    if matches!(slot, Slot::Active { .. })
                         && fastrand::f64() < fraction
+                        && slot.kill()
                     {
-                        counters.sent();
-                        if actor.send_message(Envelope::Kill).is_ok() {
-                            killed.push(key.clone());
-                        }
+                        killed.push(key.clone());
                     }
                 }
                 let _ = reply.send(killed);
@@ -280,16 +281,15 @@ impl<E: Entity> Actor for Region<E> {
             RegionMsg::IdleCheck => state.passivate_idle(),
             RegionMsg::Rebalance => state.hand_off_unowned(),
             RegionMsg::Stats(reply) => {
-                let mut stats = state.stats.clone();
+                let mut stats = RegionStats {
+                    restarts: state.restarts.values().sum(),
+                    ..RegionStats::default()
+                };
                 for slot in state.slots.values() {
                     match slot {
                         Slot::Active { counters, .. } => {
                             stats.active += 1;
-                            let handled = counters.handled.load(Ordering::Relaxed);
-                            stats.mailbox += counters
-                                .sent
-                                .load(Ordering::Relaxed)
-                                .saturating_sub(handled);
+                            stats.mailbox += counters.mailbox();
                         }
                         Slot::Waiting { buffer } => {
                             stats.waiting += 1;
@@ -322,7 +322,6 @@ impl<E: Entity> Actor for Region<E> {
                 match tracker.on_failure(Instant::now()) {
                     Decision::Restart { after } => {
                         tracing::warn!(kind = E::KIND, %key, error = %err, delay_ms = after.as_millis() as u64, "entity failed; restarting");
-                        state.stats.restarts += 1;
                         state.metrics.restarts.inc();
                         *state.restarts.entry(key.clone()).or_default() += 1;
                         state.slots.insert(key.clone(), Slot::Waiting { buffer });
@@ -347,7 +346,6 @@ impl<E: Entity> Actor for Region<E> {
                 // A passivated entity that got messages meanwhile comes straight back, here
                 // or (after a hand-off) on its new owner.
                 let buffer = state.take_buffer(&key);
-                state.stats.passivations += 1;
                 state.metrics.passivations.inc();
                 if buffer.is_empty() {
                 } else if state.owns(&key) {
@@ -508,7 +506,6 @@ impl<E: Entity> RegionState<E> {
         .await;
         match spawned {
             Ok((actor, _)) => {
-                self.stats.activations += 1;
                 self.metrics.activations.inc();
                 self.keys.insert(actor.get_id(), key.clone());
                 for env in buffer {
@@ -543,7 +540,6 @@ impl<E: Entity> RegionState<E> {
         for key in moved {
             if let Some(Slot::Active { actor, .. }) = self.slots.remove(&key) {
                 tracing::info!(kind = E::KIND, %key, "handing off entity moved by the ring");
-                self.stats.handoffs += 1;
                 self.metrics.handoffs.inc();
                 let _ = actor.drain();
                 self.slots.insert(key, Slot::Waiting { buffer: Vec::new() });

@@ -573,11 +573,8 @@ impl Sharding {
         let what = format!("{kind}/{key}");
         match self.route(kind, key)? {
             Route::Local(region) => {
-                let (tx, rx) = oneshot::channel();
-                if !region.kill(key.to_string(), RpcReplyPort::from(tx)) {
-                    return Err(AskError::Unavailable(what));
-                }
-                await_reply(rx, self.inner.ask_timeout, &what).await
+                self.ask_local(&region, &what, |r, tx| r.kill(key.to_string(), tx))
+                    .await
             }
             Route::Remote(link) => {
                 let call = msg::Call::Kill {
@@ -602,19 +599,29 @@ impl Sharding {
             .ok_or_else(|| AskError::Unavailable(format!("node {node} (unreachable)")))
     }
 
-    /// Asks a region of this node and waits (bounded) for its answer.
+    /// Hands `region` a request with a reply port and waits (bounded) for its answer.
+    async fn ask_local<T>(
+        &self,
+        region: &Arc<dyn ErasedRegion>,
+        what: &str,
+        send: impl FnOnce(&dyn ErasedRegion, RpcReplyPort<T>) -> bool,
+    ) -> Result<T, AskError> {
+        let (tx, rx) = oneshot::channel();
+        if !send(region.as_ref(), RpcReplyPort::from(tx)) {
+            return Err(AskError::Unavailable(what.to_string()));
+        }
+        await_reply(rx, self.inner.ask_timeout, what).await
+    }
+
+    /// Asks this node's region of `kind` (see [`Sharding::ask_local`]).
     async fn ask_region<T>(
         &self,
         kind: &str,
         send: impl FnOnce(&dyn ErasedRegion, RpcReplyPort<T>) -> bool,
     ) -> Result<T, AskError> {
         let region = self.local_region(kind)?;
-        let what = format!("the {kind} region");
-        let (tx, rx) = oneshot::channel();
-        if !send(region.as_ref(), RpcReplyPort::from(tx)) {
-            return Err(AskError::Unavailable(what));
-        }
-        await_reply(rx, self.inner.ask_timeout, &what).await
+        self.ask_local(&region, &format!("the {kind} region"), send)
+            .await
     }
 
     /// The entities `node` holds, of `kind` or of every kind.
@@ -632,8 +639,8 @@ impl Sharding {
                 other => Err(Self::reply_error(other, node)),
             };
         }
-        let kinds: Vec<&'static str> = match kind {
-            Some(k) => vec![self.local_kind(k)?],
+        let kinds: Vec<&str> = match kind {
+            Some(k) => vec![k],
             None => {
                 let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
                 regions.keys().copied().collect()
@@ -644,15 +651,6 @@ impl Sharding {
             all.extend(self.ask_region(kind, |r, tx| r.list(tx)).await?);
         }
         Ok(all)
-    }
-
-    fn local_kind(&self, kind: &str) -> Result<&'static str, AskError> {
-        let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
-        regions
-            .keys()
-            .find(|k| **k == kind)
-            .copied()
-            .ok_or_else(|| AskError::UnknownKind(kind.to_string()))
     }
 
     /// Chaos: kills about `fraction` of `node`'s active entities of `kind`; the keys killed.
@@ -681,11 +679,8 @@ impl Sharding {
         let what = format!("{kind}/{key}");
         match self.route(kind, key)? {
             Route::Local(region) => {
-                let (tx, rx) = oneshot::channel();
-                if !region.inspect(key.to_string(), RpcReplyPort::from(tx)) {
-                    return Err(AskError::Unavailable(what));
-                }
-                await_reply(rx, self.inner.ask_timeout, &what).await
+                self.ask_local(&region, &what, |r, tx| r.inspect(key.to_string(), tx))
+                    .await
             }
             Route::Remote(link) => {
                 let call = msg::Call::Inspect {
@@ -836,10 +831,7 @@ impl Sharding {
         };
         let mut out = Vec::new();
         for (kind, region) in regions {
-            let (tx, rx) = oneshot::channel();
-            if region.stats(RpcReplyPort::from(tx))
-                && let Ok(Ok(stats)) = tokio::time::timeout(self.inner.ask_timeout, rx).await
-            {
+            if let Ok(stats) = self.ask_local(&region, kind, |r, tx| r.stats(tx)).await {
                 out.push((kind.to_string(), stats));
             }
         }

@@ -274,11 +274,13 @@ fn alert_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
 
 type Query = HashMap<String, String>;
 
-/// An admin POST: the token first, then a JSON body (unknown fields refused), then `run`.
+/// An admin POST: the token first, then a JSON body (unknown fields refused), then `run`,
+/// answered with `status` when it succeeds.
 async fn admin_post<T, Fut>(
     s: Arc<GatewayState>,
     auth: Option<String>,
     body: bytes::Bytes,
+    status: StatusCode,
     run: impl FnOnce(Arc<GatewayState>, T) -> Fut,
 ) -> Response
 where
@@ -289,7 +291,7 @@ where
         return reply(&e).into_response();
     }
     match serde_json::from_slice(&body) {
-        Ok(req) => respond(run(s, req).await),
+        Ok(req) => respond_with(status, run(s, req).await),
         Err(e) => reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response(),
     }
 }
@@ -318,19 +320,13 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .and(st.clone())
         .and(token)
         .and(body)
-        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::kill));
+        .then(|s, auth, body| admin_post(s, auth, body, StatusCode::OK, rest::admin::kill));
     let leave = warp::path!("admin" / "cluster" / "leave")
         .and(warp::post())
         .and(st.clone())
         .and(token)
         .and(body)
-        .then(|s, auth, body| async move {
-            let mut resp = admin_post(s, auth, body, rest::admin::leave).await;
-            if resp.status() == StatusCode::OK {
-                *resp.status_mut() = StatusCode::ACCEPTED;
-            }
-            resp
-        });
+        .then(|s, auth, body| admin_post(s, auth, body, StatusCode::ACCEPTED, rest::admin::leave));
     let cluster = warp::path!("admin" / "cluster")
         .and(warp::get())
         .and(st.clone())
@@ -376,7 +372,9 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .and(st)
         .and(token)
         .and(body)
-        .then(|s, auth, body| admin_post(s, auth, body, rest::admin::bench_routing));
+        .then(|s, auth, body| {
+            admin_post(s, auth, body, StatusCode::OK, rest::admin::bench_routing)
+        });
     kill.or(leave)
         .unify()
         .or(cluster)

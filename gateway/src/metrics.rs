@@ -5,19 +5,16 @@
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use bourse_cluster::metrics::{ACTIVE, MAILBOX, SUBSCRIPTIONS, register};
+use bourse_cluster::metrics::{ACTIVE, MAILBOX, SUBSCRIPTIONS, registered};
 use prometheus::{Encoder, IntGauge, TextEncoder};
 use std::sync::LazyLock;
 
 /// Open client connections (WebSocket and SSE).
 pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
-    match IntGauge::new(
+    registered(IntGauge::new(
         "bourse_gateway_connections",
         "Open WebSocket and SSE connections on this node",
-    ) {
-        Ok(g) => register(g),
-        Err(e) => unreachable!("bourse_gateway_connections: {e}"),
-    }
+    ))
 });
 
 /// The exposition text.

@@ -88,6 +88,11 @@ impl RestartTracker {
         }
     }
 
+    /// The limits it applies.
+    pub fn policy(&self) -> RestartPolicy {
+        self.policy
+    }
+
     /// Failures currently inside the window (including the latest).
     pub fn recent_failures(&self) -> usize {
         self.failures.len()

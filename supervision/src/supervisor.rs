@@ -107,7 +107,6 @@ pub struct Supervisor;
 /// The supervisor's state.
 pub struct SupervisorState {
     strategy: Strategy,
-    policy: RestartPolicy,
     children: Vec<(ChildSpec, Option<ActorCell>)>,
     tracker: RestartTracker,
     /// Children this supervisor stopped itself: their exit is not a failure.
@@ -138,7 +137,6 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             strategy: args.strategy,
             tracker: RestartTracker::new(args.policy),
-            policy: args.policy,
             children,
             stopping: HashSet::new(),
             restarts: 0,
@@ -269,9 +267,10 @@ impl SupervisorState {
                 for i in (0..self.children.len()).rev() {
                     self.stop_child(i, "supervisor escalating").await;
                 }
+                let policy = self.tracker.policy();
                 Err(format!(
                     "{name} failed more than {} times in {:?}: {err}",
-                    self.policy.max_restarts, self.policy.within
+                    policy.max_restarts, policy.within
                 )
                 .into())
             }
