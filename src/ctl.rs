@@ -1,4 +1,4 @@
-//! `bourse ctl`: the admin API (PROTOCOL.md "Admin") as readable tables, for operators who
+//! `bourse ctl`: the admin API (docs/PROTOCOL.md "Admin") as readable tables, for operators who
 //! would rather not write curl lines. Any node answers for the whole cluster, so one
 //! `--url` is enough.
 

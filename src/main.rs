@@ -1,5 +1,5 @@
 //! The `bourse` command: CLI and wiring only; everything it starts lives in the workspace
-//! crates (DESIGN.md "Layout").
+//! crates (docs/DESIGN.md "Layout").
 
 mod bench;
 mod ctl;
@@ -35,7 +35,8 @@ enum Command {
     /// ./bourse-data, gateway on 127.0.0.1:8080. Prints where to connect.
     Demo {
         /// Start a local cluster of this many node processes instead (gateways on 8080,
-        /// 8081, ...), stopped together on Ctrl-C.
+        /// 8081, ...); a node that dies is started again after a backoff; Ctrl-C stops
+        /// them all.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
     },

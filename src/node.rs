@@ -243,8 +243,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             stop_rx.clone(),
         ))
     });
-    state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(%node, %addr, db = %db.display(), "node serving");
+    tokio::spawn(become_ready(state.clone(), markets.clone()));
+    tracing::info!(%node, %addr, db = %db.display(), "node started");
     print_urls(&node, addr, demo, &settings);
 
     let exit = tokio::select! {
@@ -282,6 +282,41 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     store.close().await.context("closing storage")?;
     tracing::info!("stopped");
     Ok(exit)
+}
+
+/// Turns `/readyz` on once the node serves its always-on entities: the cluster is up and
+/// every symbol the ring gives this node is active (recovered from storage) and answers.
+async fn become_ready(state: Arc<GatewayState>, markets: Markets) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if state.cluster.is_up() && symbols_answer(&state.sharding, &markets).await {
+            state.ready.store(true, Ordering::Relaxed);
+            tracing::info!("node serving (ready)");
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Whether every symbol this node owns answers a ticker query (activating it if needed).
+async fn symbols_answer(sharding: &Sharding, markets: &Markets) -> bool {
+    for market in markets.iter() {
+        if sharding.owns(bourse_actors::symbol::KIND, &market.symbol)
+            && sharding
+                .ask::<Symbol>(&market.symbol, bourse_actors::symbol::SymbolMsg::Ticker)
+                .await
+                .is_err()
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// Leaves the ring and waits (bounded) until every local entity has been passivated, so

@@ -1,4 +1,4 @@
-//! The admin API through the protocol (PROTOCOL.md "Admin"): refusals without the token,
+//! The admin API through the protocol (docs/PROTOCOL.md "Admin"): refusals without the token,
 //! the cluster-wide entity list and paging, an entity's counters and state from any node,
 //! chaos kills of one entity and of a share of a node's, and a node asked to leave.
 
@@ -119,7 +119,11 @@ fn admin_endpoints_refuse_without_the_token_and_validate_their_input() {
         &json!({}),
         &[("authorization", &format!("Basic {ADMIN_TOKEN}"))],
     );
-    assert_eq!(s, 404, "POST on a GET route: {v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "POST on a GET route: {v}"
+    );
     let (s, v) = node.get("/admin/cluster");
     assert_eq!((s, code(&v)), (403, Some("forbidden")));
 
@@ -201,8 +205,9 @@ fn admin_endpoints_refuse_without_the_token_and_validate_their_input() {
         let (s, v) = admin(&node, "POST", "/admin/cluster/leave", Some(body.clone()));
         assert_eq!((s, code(&v)), (status, Some(want)), "{body}: {v}");
     }
-    // An entity nobody activated is shown where it would live, not running.
-    let (s, v) = admin(&node, "GET", "/admin/entities/symbol/KRW-ETH", None);
+    // An entity nobody activated is shown where it would live, not running (symbols are
+    // always on: a ready node runs every symbol it owns; a book starts with its first order).
+    let (s, v) = admin(&node, "GET", "/admin/entities/book/KRW-ETH", None);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["owner"], "node1");
     assert_eq!(v["active"], false);

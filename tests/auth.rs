@@ -1,4 +1,4 @@
-//! Auth through the protocol (PROTOCOL.md "Auth"): register and login, and every way a token
+//! Auth through the protocol (docs/PROTOCOL.md "Auth"): register and login, and every way a token
 //! is refused — wrong password, unknown user, forged, signed with another secret, expired —
 //! on REST, WebSocket and SSE, on any node of a cluster.
 

@@ -1,4 +1,4 @@
-//! Bad input never crashes a node: each gets the PROTOCOL.md error (or a close for an
+//! Bad input never crashes a node: each gets the docs/PROTOCOL.md error (or a close for an
 //! oversize frame), the connection stays usable, and other clients are unaffected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,4 +1,4 @@
-//! Several `bourse node` processes as one cluster, through PROTOCOL.md only: membership and
+//! Several `bourse node` processes as one cluster, through docs/PROTOCOL.md only: membership and
 //! ring agreement, every stream from every node, a wrong cookie, a hung node, a killed node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,4 +1,4 @@
-//! Channel names (PROTOCOL.md "Channels"): parsing a client's channel into the entity that
+//! Channel names (docs/PROTOCOL.md "Channels"): parsing a client's channel into the entity that
 //! publishes it. The gateway validates with this before anything reaches an entity.
 //!
 //! A private channel (`orders`, `alerts`) is one per user: inside the cluster it is named

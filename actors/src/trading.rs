@@ -20,7 +20,7 @@ pub fn order_id(user: u64, n: u32) -> u64 {
     (user << 32) | u64::from(n)
 }
 
-/// PROTOCOL.md "Order status".
+/// docs/PROTOCOL.md "Order status".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     New,
@@ -98,7 +98,7 @@ pub struct OrderRequest {
     pub client_order_id: Option<String>,
 }
 
-/// Why an entity refused a request, mapped one-to-one onto PROTOCOL.md error codes.
+/// Why an entity refused a request, mapped one-to-one onto docs/PROTOCOL.md error codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
     #[error("{0}")]

@@ -19,7 +19,7 @@ pub struct Frame {
     pub epoch: Arc<str>,
     pub seq: u64,
     pub conflatable: bool,
-    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (PROTOCOL.md "Stream events").
+    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (docs/PROTOCOL.md "Stream events").
     pub json: Arc<str>,
 }
 

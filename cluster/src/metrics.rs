@@ -1,4 +1,4 @@
-//! The runtime's Prometheus metrics (DESIGN.md "Observability"), in the process's default
+//! The runtime's Prometheus metrics (docs/DESIGN.md "Observability"), in the process's default
 //! registry: `GET /metrics` gathers them with the storage and gateway ones. Counters are
 //! bumped where things happen; gauges that describe a moment (mailboxes, members,
 //! subscriptions) are set when scraped or when they change.

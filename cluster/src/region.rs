@@ -90,7 +90,7 @@ pub struct RegionStats {
     pub mailbox: u64,
 }
 
-/// One entity as the admin API shows it (PROTOCOL.md "Admin").
+/// One entity as the admin API shows it (docs/PROTOCOL.md "Admin").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityInfo {
     pub kind: String,

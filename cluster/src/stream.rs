@@ -1,4 +1,4 @@
-//! Numbered live streams kept by publisher entities (PROTOCOL.md "Stream events").
+//! Numbered live streams kept by publisher entities (docs/PROTOCOL.md "Stream events").
 //!
 //! A publisher (a symbol, later a book or a room) owns several channels. Every event it
 //! publishes on a channel gets the next `seq` within the publisher's `epoch`, whether or not

@@ -1,6 +1,6 @@
 //! Fixed-point decimals for money: prices and quantities are integer counts of a
 //! power-of-ten step (a symbol's tick size or lot size) inside, decimal strings on the wire.
-//! Never floats (PROTOCOL.md "Conventions").
+//! Never floats (docs/PROTOCOL.md "Conventions").
 
 use std::fmt;
 

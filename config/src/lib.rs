@@ -57,7 +57,7 @@ pub struct Settings {
     pub symbols: Vec<SymbolSettings>,
 }
 
-/// Chat rooms (PROTOCOL.md "Chat").
+/// Chat rooms (docs/PROTOCOL.md "Chat").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChatSettings {
@@ -73,7 +73,7 @@ impl Default for ChatSettings {
     }
 }
 
-/// Price alerts (PROTOCOL.md "Alerts").
+/// Price alerts (docs/PROTOCOL.md "Alerts").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertSettings {
@@ -96,7 +96,7 @@ impl Default for AlertSettings {
 /// The secret shipped in examples; a real deployment must set its own.
 pub const EXAMPLE_AUTH_SECRET: &str = "bourse-example-secret-change-me";
 
-/// User login and tokens (PROTOCOL.md "Auth").
+/// User login and tokens (docs/PROTOCOL.md "Auth").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
@@ -108,6 +108,18 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     /// Argon2id passes per password hash.
     pub argon2_iterations: u32,
+    /// Password hashes computed at once (each holds `argon2_memory_kib`); 0 = one per CPU
+    /// core. Bounds the memory a burst of logins can take.
+    pub hash_workers: usize,
+    /// How long a login or registration waits for a hashing slot before `503 unavailable`,
+    /// ms.
+    pub hash_queue_ms: u64,
+    /// Login attempts per username per minute (a burst of as many), then `429`.
+    pub login_per_user_per_min: u32,
+    /// Login attempts per client IP per minute, then `429`.
+    pub login_per_ip_per_min: u32,
+    /// Registrations per client IP per minute, then `429`.
+    pub register_per_ip_per_min: u32,
 }
 
 /// Mock trading: demo balances, order limits, journaling.
@@ -145,7 +157,7 @@ pub struct NodeSettings {
     pub data_dir: PathBuf,
 }
 
-/// Client-facing server limits (PROTOCOL.md "Limits").
+/// Client-facing server limits (docs/PROTOCOL.md "Limits").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
@@ -165,6 +177,13 @@ pub struct GatewaySettings {
     pub idle_timeout_s: u64,
     /// SSE comment keep-alive interval, seconds.
     pub sse_keepalive_s: u64,
+    /// An HTTP request head must arrive within this many seconds of the connection opening
+    /// or of the previous response, else the connection is closed: it bounds slow-header
+    /// clients and idle keep-alive connections alike.
+    pub header_read_timeout_s: u64,
+    /// Origins browsers may call this gateway from (CORS), e.g. `https://app.example`;
+    /// `["*"]` allows any; empty (the default) sends no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 /// Sharding runtime and cluster membership.
@@ -269,6 +288,11 @@ impl Default for AuthSettings {
             token_ttl_s: 24 * 60 * 60,
             argon2_memory_kib: 19456,
             argon2_iterations: 2,
+            hash_workers: 0,
+            hash_queue_ms: 2000,
+            login_per_user_per_min: 10,
+            login_per_ip_per_min: 60,
+            register_per_ip_per_min: 20,
         }
     }
 }
@@ -338,6 +362,8 @@ impl Default for GatewaySettings {
             ping_interval_s: 20,
             idle_timeout_s: 60,
             sse_keepalive_s: 15,
+            header_read_timeout_s: 10,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -522,6 +548,22 @@ impl Settings {
         positive("gateway.outbound_queue", self.gateway.outbound_queue as u64)?;
         positive("gateway.ping_interval_s", self.gateway.ping_interval_s)?;
         positive("gateway.sse_keepalive_s", self.gateway.sse_keepalive_s)?;
+        positive(
+            "gateway.header_read_timeout_s",
+            self.gateway.header_read_timeout_s,
+        )?;
+        for (i, origin) in self.gateway.cors_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && !origin.contains(char::is_whitespace));
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("gateway.cors_origins[{i}]"),
+                    format!("'{origin}' is not '*' or an origin like https://app.example"),
+                ));
+            }
+        }
         if self.gateway.idle_timeout_s <= self.gateway.ping_interval_s {
             return Err(ConfigError::new(
                 "gateway.idle_timeout_s",
@@ -620,6 +662,19 @@ impl Settings {
         positive(
             "auth.argon2_iterations",
             u64::from(self.auth.argon2_iterations),
+        )?;
+        positive("auth.hash_queue_ms", self.auth.hash_queue_ms)?;
+        positive(
+            "auth.login_per_user_per_min",
+            u64::from(self.auth.login_per_user_per_min),
+        )?;
+        positive(
+            "auth.login_per_ip_per_min",
+            u64::from(self.auth.login_per_ip_per_min),
+        )?;
+        positive(
+            "auth.register_per_ip_per_min",
+            u64::from(self.auth.register_per_ip_per_min),
         )?;
         if self.trading.market_protect_pct == 0 || self.trading.market_protect_pct > 100 {
             return Err(ConfigError::new(

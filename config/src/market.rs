@@ -51,7 +51,7 @@ pub struct Markets {
     assets: Arc<BTreeMap<String, Step>>,
 }
 
-/// Whether `s` has the PROTOCOL.md symbol shape `[A-Z0-9]{1,12}-[A-Z0-9]{1,12}`.
+/// Whether `s` has the docs/PROTOCOL.md symbol shape `[A-Z0-9]{1,12}-[A-Z0-9]{1,12}`.
 pub fn is_symbol_shape(s: &str) -> bool {
     let part = |p: &str| {
         (1..=12).contains(&p.len())

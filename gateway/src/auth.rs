@@ -1,19 +1,44 @@
-//! Users and their tokens (PROTOCOL.md "Auth"): register and login over REST, argon2id
+//! Users and their tokens (docs/PROTOCOL.md "Auth"): register and login over REST, argon2id
 //! password hashes, HS256 tokens with an expiry signed by `auth.secret`.
 //!
 //! A token is checked at the gateway, before anything reaches an entity, and names the user
-//! by id; every node with the same secret accepts it. Hashing runs on the blocking pool so a
-//! burst of logins never stalls connection tasks.
+//! by id; every node with the same secret accepts it.
+//!
+//! A hostile client must not turn logins into memory or CPU exhaustion, nor guess
+//! passwords quickly: hashing runs on the blocking pool, at most `auth.hash_workers` at once,
+//! each in a memory buffer allocated once and reused (a burst queues, then answers `503`
+//! with `Retry-After`, and costs no memory); attempts are throttled per username and per
+//! client IP, registrations per IP (`429` with `Retry-After`). The throttles are per node.
 
 use crate::error::ApiError;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use crate::limits::KeyedLimiter;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use bourse_cluster::metrics::registered;
 use bourse_config::AuthSettings;
 use bourse_storage::{MarketStore, StoreError, Write};
 use jsonwebtoken::{Algorithm as JwtAlgorithm, DecodingKey, EncodingKey, Header, Validation};
+use prometheus::{IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Login and registration attempts refused by a throttle, by scope.
+pub static THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "bourse_auth_throttled_total",
+            "Logins and registrations refused: per user, per ip, register (per ip), queue (hashing saturated)",
+        ),
+        &["scope"],
+    ))
+});
+
+/// Usernames and addresses one throttle remembers at most.
+const THROTTLE_KEYS: usize = 100_000;
 
 /// What a token says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,16 +59,58 @@ pub struct Credentials {
     password: String,
 }
 
-/// Token issuing and checking, and password hashing, with the node's settings.
+/// Token issuing and checking, password hashing and login throttling, with the node's
+/// settings.
 pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     ttl_s: u64,
-    params: Params,
+    hasher: Hasher,
     /// A hash to verify against when the user does not exist, so a login takes as long
     /// whether or not the username is registered.
     decoy: String,
+    login_per_user: KeyedLimiter<String>,
+    login_per_ip: KeyedLimiter<IpAddr>,
+    register_per_ip: KeyedLimiter<IpAddr>,
+}
+
+/// Argon2 with bounded concurrency and reused memory.
+struct Hasher {
+    params: Params,
+    slots: Arc<Semaphore>,
+    /// One buffer per computation running or done: at most `slots` of them ever exist.
+    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    queue: Duration,
+}
+
+impl Hasher {
+    /// Runs `job` with a memory buffer on the blocking pool once a slot is free; a wait
+    /// longer than the queue limit is `503 unavailable`.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut [Block]) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = tokio::time::timeout(self.queue, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                THROTTLED.with_label_values(&["queue"]).inc();
+                ApiError::unavailable("too many logins at once; retry shortly").retry_after(1)
+            })?
+            .map_err(|e| internal("hashing slots closed", e))?;
+        let buffers = self.buffers.clone();
+        let blocks = self.params.block_count();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let taken = buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut buf = taken.unwrap_or_else(|| vec![Block::default(); blocks]);
+            let out = job(&mut buf);
+            buffers.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
+            out
+        })
+        .await
+        .map_err(|e| internal("hashing task failed", e))
+    }
 }
 
 fn now_s() -> u64 {
@@ -57,16 +124,67 @@ fn internal(context: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("internal error")
 }
 
-fn hash_with(params: &Params, password: &str) -> Result<String, String> {
+/// An argon2id PHC string (`$argon2id$v=19$m=..,t=..,p=1$salt$hash`) of `password`,
+/// computed in `memory`.
+fn hash_with(params: &Params, password: &str, memory: &mut [Block]) -> Result<String, String> {
     // A salt must be unique, not secret: 16 bytes from a randomly seeded generator.
     let mut bytes = [0u8; 16];
     let mut rng = fastrand::Rng::new();
     bytes.iter_mut().for_each(|b| *b = rng.u8(..));
     let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
+    let mut out = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .hash_password_into_with_memory(password.as_bytes(), &bytes, &mut out, memory)
+        .map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `phc`, computed in `memory` when its cost
+/// fits (a hash stored under other settings gets memory of its own).
+fn verify_with(phc: &str, password: &str, memory: &mut [Block]) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+        Algorithm::try_from(hash.algorithm),
+        Params::try_from(&hash),
+        hash.salt,
+        hash.hash,
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    let done = if memory.len() >= params.block_count() {
+        argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+    } else {
+        argon.hash_password_into(password.as_bytes(), salt, &mut out)
+    };
+    // `Output` compares in constant time.
+    done.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
+}
+
+/// `429 rate_limited` telling the client how long to wait.
+fn throttled(scope: &str, what: &str, wait: Duration) -> ApiError {
+    THROTTLED.with_label_values(&[scope]).inc();
+    ApiError::rate_limited(format!("too many {what}; retry later"))
+        .retry_after(wait.as_secs_f64().ceil() as u64)
 }
 
 impl Auth {
@@ -82,14 +200,33 @@ impl Auth {
         let mut validation = Validation::new(JwtAlgorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let decoy = hash_with(&params, "decoy password for unknown users")?;
+        let mut memory = vec![Block::default(); params.block_count()];
+        let decoy = hash_with(&params, "decoy password for unknown users", &mut memory)?;
+        let workers = match settings.hash_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         Ok(Auth {
             encoding: EncodingKey::from_secret(settings.secret.as_bytes()),
             decoding: DecodingKey::from_secret(settings.secret.as_bytes()),
             validation,
             ttl_s: settings.token_ttl_s,
-            params,
+            hasher: Hasher {
+                params,
+                slots: Arc::new(Semaphore::new(workers)),
+                buffers: Arc::new(Mutex::new(vec![memory])),
+                queue: Duration::from_millis(settings.hash_queue_ms),
+            },
             decoy,
+            login_per_user: KeyedLimiter::per_minute(
+                settings.login_per_user_per_min,
+                THROTTLE_KEYS,
+            ),
+            login_per_ip: KeyedLimiter::per_minute(settings.login_per_ip_per_min, THROTTLE_KEYS),
+            register_per_ip: KeyedLimiter::per_minute(
+                settings.register_per_ip_per_min,
+                THROTTLE_KEYS,
+            ),
         })
     }
 
@@ -135,9 +272,15 @@ impl Auth {
         let header = header.ok_or_else(|| {
             ApiError::unauthorized("missing 'Authorization: Bearer <token>' header")
         })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
+        let token = match header.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+            _ => {
+                return Err(ApiError::unauthorized(
+                    "Authorization must be 'Bearer <token>'",
+                ));
+            }
+        };
         self.identity(token.trim())
     }
 
@@ -147,28 +290,46 @@ impl Auth {
     }
 
     async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let params = self.params.clone();
-        tokio::task::spawn_blocking(move || hash_with(&params, &password))
-            .await
-            .map_err(|e| internal("hashing task failed", e))?
+        let params = self.hasher.params.clone();
+        self.hasher
+            .run(move |memory| hash_with(&params, &password, memory))
+            .await?
             .map_err(|e| internal("hashing a password failed", e))
     }
 
-    async fn check(&self, password: String, phc: String) -> bool {
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&phc).is_ok_and(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false)
+    async fn check(&self, password: String, phc: String) -> Result<bool, ApiError> {
+        self.hasher
+            .run(move |memory| verify_with(&phc, &password, memory))
+            .await
+    }
+
+    /// Refuses a login attempt over the per-IP or per-username rate.
+    fn throttle_login(&self, ip: Option<IpAddr>, username: &str) -> Result<(), ApiError> {
+        let now = Instant::now();
+        if let Some(ip) = ip {
+            self.login_per_ip
+                .check(&ip, now)
+                .map_err(|w| throttled("ip", "login attempts from this address", w))?;
+        }
+        self.login_per_user
+            .check(&username.to_string(), now)
+            .map_err(|w| throttled("user", "login attempts for this user", w))
+    }
+
+    /// Refuses a registration over the per-IP rate.
+    fn throttle_register(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match ip {
+            Some(ip) => self
+                .register_per_ip
+                .check(&ip, Instant::now())
+                .map_err(|w| throttled("register", "registrations from this address", w)),
+            None => Ok(()),
+        }
     }
 }
 
 fn parse(body: &[u8]) -> Result<Credentials, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+    crate::body::json(body)
 }
 
 fn check_username(u: &str) -> Result<(), ApiError> {
@@ -196,8 +357,10 @@ fn check_password(p: &str) -> Result<(), ApiError> {
 pub async fn register(
     auth: &Arc<Auth>,
     store: &Arc<dyn MarketStore>,
+    ip: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
+    auth.throttle_register(ip)?;
     let c = parse(body)?;
     check_username(&c.username)?;
     check_password(&c.password)?;
@@ -241,9 +404,11 @@ pub async fn register(
 pub async fn login(
     auth: &Arc<Auth>,
     store: &Arc<dyn MarketStore>,
+    ip: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let c = parse(body)?;
+    auth.throttle_login(ip, &c.username)?;
     let user = store
         .user_by_name(&c.username)
         .await
@@ -252,7 +417,7 @@ pub async fn login(
         Some(u) => (u.password_hash.clone(), true),
         None => (auth.decoy.clone(), false),
     };
-    let ok = auth.check(c.password, phc).await;
+    let ok = auth.check(c.password, phc).await?;
     match user {
         Some(u) if ok && found => {
             let token = auth.issue(u.user_id, &u.username)?;
@@ -272,6 +437,7 @@ mod tests {
             token_ttl_s: ttl,
             argon2_memory_kib: 64,
             argon2_iterations: 1,
+            ..AuthSettings::default()
         }
     }
 
@@ -310,9 +476,104 @@ mod tests {
     async fn passwords_hash_and_verify() {
         let a = Auth::new(&settings("a-secret-of-sixteen+", 60)).unwrap();
         let h = a.hash("correct horse".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(a.check("correct horse".into(), h.clone()).await);
-        assert!(!a.check("wrong horse".into(), h).await);
+        assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
+        assert!(a.check("correct horse".into(), h.clone()).await.unwrap());
+        assert!(!a.check("wrong horse".into(), h).await.unwrap());
+        // A hash made by the argon2 crate's own hasher (as stored by earlier versions) and
+        // one under a larger memory cost than the node's both verify.
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
+        for m in [64, 256] {
+            let params = Params::new(m, 1, 1, None).unwrap();
+            let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"correct horse", &salt)
+                .unwrap()
+                .to_string();
+            assert!(
+                a.check("correct horse".into(), theirs.clone())
+                    .await
+                    .unwrap()
+            );
+            assert!(!a.check("wrong horse".into(), theirs).await.unwrap());
+        }
+        assert!(
+            !a.check("x".into(), "not a phc string".into())
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_beyond_the_hashing_slots_waits_then_is_refused() {
+        let a = Arc::new(
+            Auth::new(&AuthSettings {
+                hash_workers: 1,
+                hash_queue_ms: 50,
+                argon2_memory_kib: 4096,
+                argon2_iterations: 8,
+                ..settings("a-secret-of-sixteen+", 60)
+            })
+            .unwrap(),
+        );
+        let jobs: Vec<_> = (0..8)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.hash("correct horse".into()).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for j in jobs {
+            if let Err(e) = j.await.unwrap() {
+                assert_eq!((e.code, e.retry_after), ("unavailable", Some(1)));
+                refused += 1;
+            }
+        }
+        assert!(
+            refused > 0,
+            "one slot and a 50 ms queue cannot take 8 slow hashes"
+        );
+        assert!(
+            a.hasher.buffers.lock().unwrap().len() <= 1,
+            "one buffer per slot"
+        );
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let a = Auth::new(&settings("a-secret-of-sixteen+", 60)).unwrap();
+        let t = a.issue(7, "bob").unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            assert_eq!(a.user_of_header(Some(&format!("{scheme} {t}"))), Ok(7));
+        }
+        assert!(a.user_of_header(Some(&format!("Basic {t}"))).is_err());
+    }
+
+    #[test]
+    fn logins_are_throttled_per_user_and_per_ip() {
+        let a = Auth::new(&AuthSettings {
+            login_per_user_per_min: 3,
+            login_per_ip_per_min: 5,
+            ..settings("a-secret-of-sixteen+", 60)
+        })
+        .unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(a.throttle_login(Some(ip), "alice").is_ok());
+        }
+        let e = a.throttle_login(Some(ip), "alice").unwrap_err();
+        assert_eq!(e.code, "rate_limited");
+        assert!(
+            e.retry_after.is_some_and(|s| (1..=20).contains(&s)),
+            "{e:?}"
+        );
+        // The fifth attempt from the address still passes for another user; the sixth not.
+        assert!(a.throttle_login(Some(ip), "bob").is_ok());
+        assert!(a.throttle_login(Some(ip), "carol").is_err());
+        // Another address is not held back by this one.
+        assert!(
+            a.throttle_login(Some("192.0.2.2".parse().unwrap()), "dave")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Client-facing errors (PROTOCOL.md "REST" error codes): one code, one HTTP status, a
+//! Client-facing errors (docs/PROTOCOL.md "REST" error codes): one code, one HTTP status, a
 //! message safe to show (never a stack trace or an internal path).
 
 use bourse_actors::trading::Refusal;
@@ -11,6 +11,8 @@ use warp::http::StatusCode;
 pub struct ApiError {
     pub code: &'static str,
     pub message: String,
+    /// Seconds a client should wait before retrying (`Retry-After` on REST).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -18,7 +20,13 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// The same error, telling the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
     /// 400: the request is malformed or names something invalid.
     pub fn bad_request(m: impl Into<String>) -> Self {
@@ -44,6 +52,10 @@ impl ApiError {
     pub fn not_found(m: impl Into<String>) -> Self {
         Self::new("not_found", m)
     }
+    /// 405: the path exists, the method does not (the reply names the allowed ones).
+    pub fn method_not_allowed(m: impl Into<String>) -> Self {
+        Self::new("method_not_allowed", m)
+    }
     /// 413: a body or frame over the limit.
     pub fn too_large(m: impl Into<String>) -> Self {
         Self::new("too_large", m)
@@ -68,6 +80,7 @@ impl ApiError {
             "unauthorized" => StatusCode::UNAUTHORIZED,
             "forbidden" => StatusCode::FORBIDDEN,
             "not_found" => StatusCode::NOT_FOUND,
+            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "conflict" => StatusCode::CONFLICT,
             "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
@@ -115,7 +128,16 @@ impl From<Refusal> for ApiError {
 
 impl warp::reject::Reject for ApiError {}
 
-/// A REST error reply: `{"error":{"code","message"}}` with the code's status.
-pub fn reply(e: &ApiError) -> warp::reply::WithStatus<warp::reply::Json> {
-    warp::reply::with_status(warp::reply::json(&json!({"error": e.body()})), e.status())
+/// A REST error reply: `{"error":{"code","message"}}` with the code's status, and
+/// `Retry-After` when the error carries one.
+pub fn reply(e: &ApiError) -> warp::reply::Response {
+    use warp::Reply;
+    let mut resp =
+        warp::reply::with_status(warp::reply::json(&json!({"error": e.body()})), e.status())
+            .into_response();
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut()
+            .insert(warp::http::header::RETRY_AFTER, secs.into());
+    }
+    resp
 }

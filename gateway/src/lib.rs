@@ -1,13 +1,17 @@
 //! The gateway: warp serving WebSocket (`/ws`), SSE (`/sse`), REST (`/api/v1/...`), admin
-//! (`/admin/...`) and health endpoints, per PROTOCOL.md. Every route validates its input
+//! (`/admin/...`) and health endpoints, per docs/PROTOCOL.md. Every route validates its input
 //! and answers errors as `{"error":{"code","message"}}` (or an error response on `/ws`); no
 //! input reaches an entity unchecked.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod rest;
+pub mod routes;
+pub mod server;
 pub mod sse;
 pub mod state;
 pub mod subscriptions;
@@ -25,10 +29,26 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-/// Largest admin request body.
-const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
-/// Largest auth or order request body.
-const API_BODY_LIMIT: u64 = 16 * 1024;
+/// Largest body of the auth, order, alert and admin routes: their legal bodies are a few
+/// hundred bytes, even with every character `\u`-escaped.
+const SMALL_BODY_LIMIT: u64 = 8 * 1024;
+/// Largest chat message body: 2,000 characters, each possibly escaped as a 12-byte
+/// surrogate pair (`\ud83d\ude00`), and the JSON around them.
+const CHAT_BODY_LIMIT: u64 = 32 * 1024;
+
+/// A body of at most `limit` bytes.
+fn body(limit: u64) -> BoxedFilter<(bytes::Bytes,)> {
+    warp::body::content_length_limit(limit)
+        .and(warp::body::bytes())
+        .boxed()
+}
+
+/// The client's IP address (for login throttling).
+fn client_ip() -> BoxedFilter<(Option<std::net::IpAddr>,)> {
+    warp::ext::optional::<server::ClientAddr>()
+        .map(|a: Option<server::ClientAddr>| a.map(|a| a.0.ip()))
+        .boxed()
+}
 
 fn respond(result: Result<Value, ApiError>) -> Response {
     respond_with(StatusCode::OK, result)
@@ -56,39 +76,41 @@ where
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    body::json(bytes)
 }
 
-/// The trading and auth routes (PROTOCOL.md "Auth", "Trading", book snapshot).
+/// The trading and auth routes (docs/PROTOCOL.md "Auth", "Trading", book snapshot).
 fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
     let query = warp::query::<Query>()
         .or(warp::any().map(Query::new))
         .unify();
     let bearer = warp::header::optional::<String>("authorization");
-    let body = warp::body::content_length_limit(API_BODY_LIMIT).and(warp::body::bytes());
+    let small = body(SMALL_BODY_LIMIT);
     let register = warp::path!("api" / "v1" / "auth" / "register")
         .and(warp::post())
         .and(st.clone())
-        .and(body)
-        .then(|s: Arc<GatewayState>, b: bytes::Bytes| async move {
+        .and(client_ip())
+        .and(small.clone())
+        .then(|s: Arc<GatewayState>, ip, b: bytes::Bytes| async move {
             respond_with(
                 StatusCode::CREATED,
-                auth::register(&s.auth, &s.store, &b).await,
+                auth::register(&s.auth, &s.store, ip, &b).await,
             )
         });
     let login = warp::path!("api" / "v1" / "auth" / "login")
         .and(warp::post())
         .and(st.clone())
-        .and(body)
-        .then(|s: Arc<GatewayState>, b: bytes::Bytes| async move {
-            respond(auth::login(&s.auth, &s.store, &b).await)
+        .and(client_ip())
+        .and(small.clone())
+        .then(|s: Arc<GatewayState>, ip, b: bytes::Bytes| async move {
+            respond(auth::login(&s.auth, &s.store, ip, &b).await)
         });
     let place = warp::path!("api" / "v1" / "orders")
         .and(warp::post())
         .and(st.clone())
         .and(bearer)
-        .and(body)
+        .and(small)
         .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
             with_user(s, a, |s, user| async move {
                 let result = match json_body(&b) {
@@ -155,7 +177,7 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .and(warp::post())
         .and(st.clone())
         .and(bearer)
-        .and(body)
+        .and(body(CHAT_BODY_LIMIT))
         .then(
             |room: String, s: Arc<GatewayState>, a: Option<String>, b: bytes::Bytes| async move {
                 let user = match s.auth.identity_of_header(a.as_deref()) {
@@ -196,18 +218,17 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .boxed()
 }
 
-/// The alert and inbox routes (PROTOCOL.md "Alerts"), all authenticated.
+/// The alert and inbox routes (docs/PROTOCOL.md "Alerts"), all authenticated.
 fn alert_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
     let query = warp::query::<Query>()
         .or(warp::any().map(Query::new))
         .unify();
     let bearer = warp::header::optional::<String>("authorization");
-    let body = warp::body::content_length_limit(API_BODY_LIMIT).and(warp::body::bytes());
     let create = warp::path!("api" / "v1" / "alerts")
         .and(warp::post())
         .and(st.clone())
         .and(bearer)
-        .and(body)
+        .and(body(SMALL_BODY_LIMIT))
         .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
             with_user(s, a, |s, user| async move {
                 let result = match json_body(&b) {
@@ -290,9 +311,9 @@ where
     if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
         return reply(&e).into_response();
     }
-    match serde_json::from_slice(&body) {
+    match json_body(&body) {
         Ok(req) => respond_with(status, run(s, req).await),
-        Err(e) => reply(&ApiError::bad_request(format!("invalid body: {e}"))).into_response(),
+        Err(e) => reply(&e).into_response(),
     }
 }
 
@@ -311,21 +332,21 @@ where
     }
 }
 
-/// PROTOCOL.md "Admin": everything behind the admin token.
+/// docs/PROTOCOL.md "Admin": everything behind the admin token.
 fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
     let token = warp::header::optional::<String>("authorization");
-    let body = warp::body::content_length_limit(ADMIN_BODY_LIMIT).and(warp::body::bytes());
+    let body = body(SMALL_BODY_LIMIT);
     let kill = warp::path!("admin" / "chaos" / "kill")
         .and(warp::post())
         .and(st.clone())
         .and(token)
-        .and(body)
+        .and(body.clone())
         .then(|s, auth, body| admin_post(s, auth, body, StatusCode::OK, rest::admin::kill));
     let leave = warp::path!("admin" / "cluster" / "leave")
         .and(warp::post())
         .and(st.clone())
         .and(token)
-        .and(body)
+        .and(body.clone())
         .then(|s, auth, body| admin_post(s, auth, body, StatusCode::ACCEPTED, rest::admin::leave));
     let cluster = warp::path!("admin" / "cluster")
         .and(warp::get())
@@ -410,9 +431,15 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
                     warp::reply::json(&json!({"status": "ready", "node": s.sharding.node()}))
                         .into_response()
                 } else {
-                    reply(&ApiError::unavailable("not ready")).into_response()
+                    reply(&ApiError::unavailable("not ready").retry_after(1)).into_response()
                 }
             });
+    let openapi = warp::path!("api" / "v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| match openapi::document() {
+            Ok(doc) => warp::reply::json(doc).into_response(),
+            Err(e) => reply(e).into_response(),
+        });
     let symbols = warp::path!("api" / "v1" / "symbols")
         .and(warp::get())
         .and(st.clone())
@@ -465,6 +492,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     healthz
         .or(readyz)
         .unify()
+        .or(openapi)
+        .unify()
         .or(trading)
         .unify()
         .or(alerts)
@@ -488,21 +517,42 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// What a request the routes turned down gets. The route table (routes.rs) has already
+/// answered unknown paths and methods, so a rejection here is about the request's parts.
 async fn rejection(r: Rejection) -> Result<Response, Infallible> {
-    let e = if r.is_not_found() || r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::not_found("no such route")
-    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::too_large("request body too large")
+    let e = if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::too_large("request body too large for this route")
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::bad_request("a request body needs a Content-Length header")
     } else if let Some(e) = r.find::<ApiError>() {
         e.clone()
+    } else if let Some(e) = r.find::<warp::cors::CorsForbidden>() {
+        ApiError::forbidden(e.to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() || r.is_not_found() {
+        // A served path whose filter wanted something else of the request (a WebSocket
+        // upgrade without its headers, say).
+        ApiError::bad_request("malformed request for this route")
     } else {
         ApiError::bad_request("malformed request")
     };
-    let mut resp = reply(&e).into_response();
-    if e.code == "not_found" {
-        *resp.status_mut() = StatusCode::NOT_FOUND;
+    Ok(reply(&e).into_response())
+}
+
+/// The CORS policy of `gateway.cors_origins`, if any.
+fn cors(origins: &[String]) -> Option<warp::cors::Builder> {
+    if origins.is_empty() {
+        return None;
     }
-    Ok(resp)
+    let base = warp::cors()
+        .allow_methods(["GET", "HEAD", "POST", "DELETE"])
+        .allow_headers(["authorization", "content-type", "last-event-id"])
+        .expose_headers(["retry-after"])
+        .max_age(600);
+    Some(if origins.iter().any(|o| o == "*") {
+        base.allow_any_origin()
+    } else {
+        base.allow_origins(origins.iter().map(String::as_str))
+    })
 }
 
 /// Serves until the node's shutdown signal, then stops accepting and waits for open
@@ -516,9 +566,17 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
             }
         }
     };
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(stop)
-        .run()
-        .await;
+    let timeout = std::time::Duration::from_secs(state.settings.header_read_timeout_s);
+    let policy = cors(&state.settings.cors_origins);
+    let cors_on = policy.is_some();
+    let filter = match policy {
+        Some(policy) => routes(state)
+            .with(policy)
+            .map(Reply::into_response)
+            .recover(rejection)
+            .unify()
+            .boxed(),
+        None => routes(state),
+    };
+    server::run(filter, listener, timeout, cors_on, stop).await;
 }

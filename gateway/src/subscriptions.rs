@@ -1,7 +1,7 @@
 //! A connection's subscriptions, shared by WebSocket and SSE: registering with the hub,
 //! asking the publisher for a grant (snapshot or replay), and filtering live frames so that
 //! each channel's events reach the client once, in order, with `seq` +1 per event within an
-//! epoch (PROTOCOL.md "Stream events").
+//! epoch (docs/PROTOCOL.md "Stream events").
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
@@ -362,7 +362,7 @@ impl Drop for Subscriptions {
 }
 
 /// Parses a resume point: `"epoch:seq"`, `{"epoch","seq"}`, or a bare seq (taken to be in
-/// the publisher's current epoch, as PROTOCOL.md allows; prefer a form with the epoch).
+/// the publisher's current epoch, as docs/PROTOCOL.md allows; prefer a form with the epoch).
 pub fn parse_cursor(v: &Value) -> Result<Option<Cursor>, String> {
     match v {
         Value::Number(n) => n

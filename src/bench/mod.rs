@@ -50,6 +50,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Adds a client's local latency counts into its shared histogram and clears them.
+fn merge(shared: &std::sync::Mutex<Vec<u64>>, local: &mut [u64]) {
+    let mut h = shared.lock().unwrap_or_else(|p| p.into_inner());
+    for (a, b) in h.iter_mut().zip(local.iter_mut()) {
+        *a += std::mem::take(b);
+    }
+}
+
 /// The `ts` of an event frame, found without parsing the whole JSON (the client must not
 /// be the bottleneck): the envelope's `"ts":` comes before `"data"`.
 fn event_ts(text: &str) -> Option<i64> {
@@ -73,14 +81,43 @@ pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// A benchmark's scratch directory (configs, data, node logs): removed at the end of the
+/// run, kept when the run failed so the log its error names can be read.
+pub(crate) struct BenchDir {
+    pub(crate) path: std::path::PathBuf,
+    keep: bool,
+}
+
+impl BenchDir {
+    fn new(name: &str) -> anyhow::Result<BenchDir> {
+        let path = std::env::temp_dir().join(format!("bourse-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(BenchDir { path, keep: false })
+    }
+
+    /// An error naming `log` in this directory, which is then kept.
+    fn failed(&mut self, what: &str, log: &str) -> anyhow::Error {
+        self.keep = true;
+        anyhow::anyhow!("{what}; see {}", self.path.join(log).display())
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A node process of a benchmark, SIGKILLed when the handle drops.
 pub(crate) struct NodeProcess {
     pub(crate) child: std::process::Child,
-    dir: std::path::PathBuf,
 }
 
 impl NodeProcess {
-    /// Starts `bourse node --config config`, logging to `dir/<name>.log`; the directory is
-    /// removed when the process handle drops.
+    /// Starts `bourse node --config config`, logging to `dir/<name>.log`.
     pub(crate) fn spawn(
         dir: &std::path::Path,
         name: &str,
@@ -95,10 +132,7 @@ impl NodeProcess {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        Ok(NodeProcess {
-            child,
-            dir: dir.to_path_buf(),
-        })
+        Ok(NodeProcess { child })
     }
 }
 
@@ -106,39 +140,13 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Runs the benchmark and prints its figures.
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let dir = std::env::temp_dir().join(format!("bourse-bench-fanout-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{port}\"\noutbound_queue = 65536\n[feed]\ntrades_per_sec = {}\n",
-            dir.join("data").display(),
-            args.rate
-        ),
-    )?;
-    let node = NodeProcess::spawn(&dir, "node", &config)?;
-    let pid = node.child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_status(port, "/readyz").await != Some(200) {
-        if Instant::now() > deadline {
-            bail!(
-                "node not ready in 30 s; see {}",
-                node.dir.join("node.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_dir, nodes, gateways) = local_cluster(1, "fanout", Some(args.rate)).await?;
+    let (port, pid) = (gateways[0], nodes[0].child.id());
     println!(
         "node pid {pid} on 127.0.0.1:{port}: 8 symbols x {} trades/s; connecting {} clients to {}",
         args.rate, args.clients, args.channel
@@ -162,9 +170,15 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut local = vec![0u64; BUCKETS + 1];
             let mut since_flush = 0u32;
+            let mut flushed = Instant::now();
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(text) = msg else { continue };
                 if !m.load(Ordering::Relaxed) {
+                    if since_flush > 0 {
+                        // The window closed: merge what it counted.
+                        since_flush = 0;
+                        merge(&c.histogram, &mut local);
+                    }
                     continue;
                 }
                 let Some(ts) = event_ts(&text) else { continue };
@@ -172,12 +186,11 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
                 local[latency.min(BUCKETS)] += 1;
                 c.received.fetch_add(1, Ordering::Relaxed);
                 since_flush += 1;
-                if since_flush == 256 {
+                // Merge in batches, and at least every 100 ms so a slow channel counts too.
+                if since_flush == 256 || flushed.elapsed() > Duration::from_millis(100) {
                     since_flush = 0;
-                    let mut h = c.histogram.lock().unwrap_or_else(|p| p.into_inner());
-                    for (a, b) in h.iter_mut().zip(local.iter_mut()) {
-                        *a += std::mem::take(b);
-                    }
+                    flushed = Instant::now();
+                    merge(&c.histogram, &mut local);
                 }
             }
         });
@@ -195,7 +208,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = node_cpu_ticks(pid);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Longer than the clients' 100 ms merge interval.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let total: u64 = clients
         .iter()
@@ -299,46 +313,8 @@ pub struct ClusterArgs {
 /// `send` throughput and `ask` round trips to `echo` entities it owns and to ones node2
 /// owns, through `POST /admin/bench/routing`.
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("bourse-bench-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let token = "bench-admin-token-0123456789";
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (g1, g2, c1, c2) = (free()?, free()?, free()?, free()?);
-    let mut nodes = Vec::new();
-    for (name, gw, cl, seed) in [("node1", g1, c1, c2), ("node2", g2, c2, c1)] {
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\nname = \"{name}\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{gw}\"\n[cluster]\nlisten = \"127.0.0.1:{cl}\"\nseeds = [\"127.0.0.1:{seed}\"]\ncookie = \"bench\"\n[admin]\ntoken = \"{token}\"\n[feed]\nkind = \"none\"\n",
-                dir.join("data").display()
-            ),
-        )?;
-        nodes.push(NodeProcess::spawn(&dir, name, &config)?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = http_json(g1, "GET", "/admin/cluster", Some(token), None).await;
-        let up = view
-            .as_ref()
-            .and_then(|(_, v)| v["ring"]["members"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        if up == 2 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the two nodes did not form a cluster in 30 s; see {}",
-                dir.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (_dir, nodes, gateways) = local_cluster(2, "cluster", None).await?;
+    let (g1, token) = (gateways[0], BENCH_TOKEN);
     println!("two nodes on loopback; node1 measures (debug builds measure the debug binary)");
     println!(
         "{:<8} {:<7} {:>10} {:>14} {:>10} {:>10}",
@@ -373,16 +349,17 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
 /// The admin token of the benchmarks' local clusters.
 pub(crate) const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
 
-/// Starts `n` node processes on free loopback ports as one cluster (feed off, cheap password
-/// hashing, a high per-connection request rate) and waits until each sees all members up.
-/// Returns the directory (removed with the processes), the processes and the gateway ports.
+/// Starts `n` node processes on free loopback ports as one cluster (cheap password hashing,
+/// throttles and the per-connection request rate out of the way, the simulator at
+/// `feed_rate` trades/s per symbol or off) and waits until each sees all members up.
+/// Returns the directory (removed at the end unless a start failed), the processes and
+/// the gateway ports.
 pub(crate) async fn local_cluster(
     n: usize,
     name: &str,
-) -> anyhow::Result<(std::path::PathBuf, Vec<NodeProcess>, Vec<u16>)> {
-    let dir = std::env::temp_dir().join(format!("bourse-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    feed_rate: Option<u32>,
+) -> anyhow::Result<(BenchDir, Vec<NodeProcess>, Vec<u16>)> {
+    let mut dir = BenchDir::new(name)?;
     let free = || -> anyhow::Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -390,6 +367,10 @@ pub(crate) async fn local_cluster(
     };
     let gateways: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
     let cluster: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
+    let feed = match feed_rate {
+        Some(rate) => format!("[feed]\nkind = \"simulator\"\ntrades_per_sec = {rate}\n"),
+        None => "[feed]\nkind = \"none\"\n".to_string(),
+    };
     let mut procs = Vec::new();
     for i in 0..n {
         let seeds: Vec<String> = cluster
@@ -398,32 +379,36 @@ pub(crate) async fn local_cluster(
             .filter(|(j, _)| *j != i)
             .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
             .collect();
-        let config = dir.join(format!("node{}.toml", i + 1));
+        let config = dir.path.join(format!("node{}.toml", i + 1));
         std::fs::write(
             &config,
             format!(
                 "[node]\nname = \"node{}\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\nrequests_per_sec = 10000\noutbound_queue = 65536\n\
                  [cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\ncookie = \"bench\"\n[admin]\ntoken = \"{BENCH_TOKEN}\"\n\
                  [auth]\nsecret = \"bench-auth-secret-0123456789\"\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
-                 [feed]\nkind = \"none\"\n",
+                 login_per_user_per_min = 1000000\nlogin_per_ip_per_min = 1000000\nregister_per_ip_per_min = 1000000\n{feed}",
                 i + 1,
-                dir.join("data").display(),
+                dir.path.join("data").display(),
                 gateways[i],
                 cluster[i],
                 seeds.join(",")
             ),
         )?;
         procs.push(NodeProcess::spawn(
-            &dir,
+            &dir.path,
             &format!("node{}", i + 1),
             &config,
         )?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for port in &gateways {
+    for (i, port) in gateways.iter().enumerate() {
         while http_status(*port, "/readyz").await != Some(200) {
+            let log = format!("node{}.log", i + 1);
+            if let Ok(Some(status)) = procs[i].child.try_wait() {
+                return Err(dir.failed(&format!("node{} exited ({status})", i + 1), &log));
+            }
             if Instant::now() > deadline {
-                bail!("nodes not ready in 30 s; see {}", dir.display());
+                return Err(dir.failed(&format!("node{} not ready in 30 s", i + 1), &log));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -442,10 +427,7 @@ pub(crate) async fn local_cluster(
             return Ok((dir, procs, gateways));
         }
         if Instant::now() > deadline {
-            bail!(
-                "the nodes did not form a cluster in 30 s; see {}",
-                dir.display()
-            );
+            return Err(dir.failed("the nodes did not form a cluster in 30 s", "node1.log"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

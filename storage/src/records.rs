@@ -72,7 +72,7 @@ impl Candle {
     }
 }
 
-/// Candle intervals (PROTOCOL.md "Channels").
+/// Candle intervals (docs/PROTOCOL.md "Channels").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Interval {
     S1,

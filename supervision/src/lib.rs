@@ -6,7 +6,7 @@
 //!   classic strategies ([`Strategy::OneForOne`], [`Strategy::OneForAll`],
 //!   [`Strategy::RestForOne`]) applying a [`RestartPolicy`].
 //!
-//! Who uses which (DESIGN.md "Supervision"):
+//! Who uses which (docs/DESIGN.md "Supervision"):
 //! - **Entity regions** restart their entities **one-for-one** (each entity is rebuilt from
 //!   storage alone; one book's crash must not touch another's). Entities come and go by
 //!   key, so the region keeps its own dynamic children and applies the same

@@ -1,5 +1,5 @@
 //! The shared test client for whole-system tests: starts real `bourse` processes on free
-//! loopback ports and talks to them only through PROTOCOL.md (REST, WebSocket, SSE).
+//! loopback ports and talks to them only through docs/PROTOCOL.md (REST, WebSocket, SSE).
 //! Every node is SIGKILLed and its data directory removed when the handle drops.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -127,6 +127,11 @@ impl Node {
             // Cheap password hashing keeps tests that register many users quick.
             .env("BOURSE_AUTH__ARGON2_MEMORY_KIB", "64")
             .env("BOURSE_AUTH__ARGON2_ITERATIONS", "1")
+            // Tests register and log in many users from one address; the throttles have a
+            // test of their own (tests/hostile.rs).
+            .env("BOURSE_AUTH__LOGIN_PER_USER_PER_MIN", "100000")
+            .env("BOURSE_AUTH__LOGIN_PER_IP_PER_MIN", "100000")
+            .env("BOURSE_AUTH__REGISTER_PER_IP_PER_MIN", "100000")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -220,6 +225,11 @@ impl Node {
     /// The whole log (for checks on what it says).
     pub fn full_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is still running.

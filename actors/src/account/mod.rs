@@ -1,5 +1,5 @@
 //! Accounts: the pure [`ledger`] and the `account` entity (key: the user id), which is also
-//! the coordinator of the order saga (DESIGN.md "Entities"):
+//! the coordinator of the order saga (docs/DESIGN.md "Entities"):
 //!
 //! 1. `Place`: a repeated `client_order_id` answers the original order. Otherwise the hold is
 //!    checked (`insufficient_funds`), the order and its hold are journaled (*reserved*), and
@@ -322,7 +322,10 @@ impl Account {
                 req.symbol
             )));
         };
-        if self.ledger.open_orders() >= self.deps.max_open_orders {
+        // Only an order that can rest counts against the cap: market, IOC and FOK orders
+        // are done the moment the book has seen them.
+        let can_rest = req.price.is_some() && req.tif == crate::book::engine::TimeInForce::Gtc;
+        if can_rest && self.ledger.open_orders() >= self.deps.max_open_orders {
             return AccountReply::Error(Refusal::BadRequest(format!(
                 "at most {} open orders per account",
                 self.deps.max_open_orders

@@ -1,4 +1,4 @@
-//! How an account looks on the wire (PROTOCOL.md "Trading"): orders and balances with every
+//! How an account looks on the wire (docs/PROTOCOL.md "Trading"): orders and balances with every
 //! amount a decimal string through the market's or the asset's step.
 
 use super::ledger::{Balance, OrderRecord};

@@ -103,6 +103,10 @@ pub fn parse_condition(market: &Market, condition: &str, value: &str) -> Result<
                 .ok()
                 .filter(|bp| (1..=1_000_000).contains(bp))
                 .ok_or("value: a change must be non-zero and at most 10000 percent")?;
+            if negative && bp >= 10_000 {
+                // A price is positive: it can never fall by 100 % or more.
+                return Err("value: a fall must be less than 100 percent".into());
+            }
             Ok(Condition::ChangePct(if negative { -bp } else { bp }))
         }
         other => Err(format!(

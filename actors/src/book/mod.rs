@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 
 /// The entity kind name.
 pub const KIND: &str = "book";
-/// Levels per side in a `book:S` snapshot (PROTOCOL.md).
+/// Levels per side in a `book:S` snapshot (docs/PROTOCOL.md).
 pub const SNAPSHOT_LEVELS: usize = 50;
 /// Deepest `GET /api/v1/book` answer.
 pub const MAX_DEPTH: usize = 200;

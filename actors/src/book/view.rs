@@ -1,4 +1,4 @@
-//! How a book looks on the wire (PROTOCOL.md `book:S` and `GET /api/v1/book`): levels as
+//! How a book looks on the wire (docs/PROTOCOL.md `book:S` and `GET /api/v1/book`): levels as
 //! `[price, qty]` decimal strings, best first.
 
 use super::engine::Side;

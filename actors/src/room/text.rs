@@ -1,4 +1,4 @@
-//! What a chat message may say (PROTOCOL.md "Chat"): 1..=2000 characters after trimming
+//! What a chat message may say (docs/PROTOCOL.md "Chat"): 1..=2000 characters after trimming
 //! whitespace at both ends, and no control characters (newlines and tabs inside are fine).
 
 /// The longest message, in characters.

@@ -1,4 +1,4 @@
-//! How a symbol's state looks on the wire (PROTOCOL.md "Channels" and "Market data"): the
+//! How a symbol's state looks on the wire (docs/PROTOCOL.md "Channels" and "Market data"): the
 //! same functions build stream event data and REST bodies, so the two never disagree.
 //! Integers in ticks and lots go out as decimal strings through the market's steps.
 

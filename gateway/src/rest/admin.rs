@@ -1,4 +1,4 @@
-//! Admin endpoints (PROTOCOL.md "Admin"), behind the admin bearer token. Every node answers
+//! Admin endpoints (docs/PROTOCOL.md "Admin"), behind the admin bearer token. Every node answers
 //! for the whole cluster: the entity list asks each member, an entity's detail comes from
 //! its owner by the ring, and a chaos kill or a leave reaches whichever node it names.
 

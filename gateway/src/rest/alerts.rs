@@ -1,4 +1,4 @@
-//! Price alerts and the notification inbox over REST (PROTOCOL.md "Alerts"); the WebSocket
+//! Price alerts and the notification inbox over REST (docs/PROTOCOL.md "Alerts"); the WebSocket
 //! `alert.*` ops use these same functions.
 //!
 //! Rules are created by their symbol (which arms them) and deleted by their own entity;

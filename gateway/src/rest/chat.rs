@@ -1,4 +1,4 @@
-//! Chat over REST (PROTOCOL.md "Chat"): history (public) and posting (auth). WebSocket
+//! Chat over REST (docs/PROTOCOL.md "Chat"): history (public) and posting (auth). WebSocket
 //! `chat.send` and `chat.history` use these same functions.
 
 use super::market::{limit, query};

@@ -1,4 +1,4 @@
-//! Market data over REST (PROTOCOL.md "Market data"): symbols, ticker, trades, candles.
+//! Market data over REST (docs/PROTOCOL.md "Market data"): symbols, ticker, trades, candles.
 
 use crate::error::ApiError;
 use crate::state::GatewayState;

@@ -1,4 +1,4 @@
-//! Trading over REST (PROTOCOL.md "Trading") and the order book snapshot. The WebSocket
+//! Trading over REST (docs/PROTOCOL.md "Trading") and the order book snapshot. The WebSocket
 //! order ops use the same parsing and the same account requests, so both transports accept
 //! and refuse exactly the same orders.
 //!

@@ -4,7 +4,9 @@
 //! The loop serves, by priority: node shutdown (close 1001), client frames (requests, one
 //! response each, rate-limited), outbound stream frames from the outbox (an overflow closes
 //! with 1008 `slow_consumer`), and the ping timer (a client silent for `idle_timeout_s` is
-//! closed). Oversize frames are refused by the WebSocket layer and close with 1009.
+//! closed). Oversize frames are refused by the WebSocket layer and close with 1009, text
+//! that is not UTF-8 with 1007, other protocol violations with 1002; a client's Close frame
+//! is answered with one (RFC 6455 section 5.5.1).
 
 pub mod ops;
 
@@ -21,9 +23,35 @@ use warp::ws::{Message, WebSocket};
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_DATA: u16 = 1007;
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
 const NORMAL: u16 = 1000;
+
+/// How a read failure closes the connection: the close code and reason owed to the
+/// client, or `None` when the transport is gone and nothing can be sent.
+fn close_for(e: &warp::Error) -> Option<(u16, &'static str)> {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(ws) = s.downcast_ref::<WsError>() {
+            return match ws {
+                WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                    Some((TOO_BIG, "frame too large"))
+                }
+                WsError::Capacity(_) => Some((TOO_BIG, "frame too large")),
+                WsError::Utf8(_) => Some((INVALID_DATA, "text frame is not valid UTF-8")),
+                WsError::Protocol(_) => Some((PROTOCOL_ERROR, "protocol error")),
+                _ => None,
+            };
+        }
+        source = s.source();
+    }
+    None
+}
 /// A client whose socket accepts nothing for this long is dropped: a consumer that never
 /// reads must not pin its connection forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,16 +148,14 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, S
                     None => break None,
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
-                        let text = e.to_string();
-                        tracing::debug!(error = %text, "websocket read failed");
-                        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
-                            break Some((TOO_BIG, "frame too large"));
-                        }
-                        break None;
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break close_for(&e);
                     }
                 };
                 last_heard = Instant::now();
                 if msg.is_close() {
+                    // The WebSocket layer queued the answering Close frame; send it.
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.close()).await;
                     break None;
                 }
                 let reply = if let Ok(text) = msg.to_str() {
@@ -183,8 +209,11 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, S
         }
     };
     if let Some((code, reason)) = close {
-        let _ = tx.send(Message::close_with(code, reason)).await;
-        let _ = tx.close().await;
+        let bye = async {
+            let _ = tx.send(Message::close_with(code, reason)).await;
+            let _ = tx.close().await;
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, bye).await;
     }
 }
 

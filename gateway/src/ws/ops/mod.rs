@@ -1,4 +1,4 @@
-//! WebSocket ops (PROTOCOL.md "WebSocket"), one module each: parse the op's fields (unknown
+//! WebSocket ops (docs/PROTOCOL.md "WebSocket"), one module each: parse the op's fields (unknown
 //! fields refused), apply it to the connection, encode the result.
 
 pub mod alert;
@@ -24,8 +24,7 @@ pub struct Outcome {
 
 /// Decodes an op's fields (everything but `id` and `op`).
 pub fn fields<T: DeserializeOwned>(op: &str, body: Map<String, Value>) -> Result<T, ApiError> {
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ApiError::bad_request(format!("{op}: {e}")))
+    crate::body::decode(body).map_err(|e| ApiError::bad_request(format!("{op}: {e}")))
 }
 
 /// Runs one op.

@@ -1,5 +1,5 @@
 //! `order.place`, `order.cancel`, `order.list`: the REST trading bodies over WebSocket
-//! (PROTOCOL.md), for a logged-in connection. The result is the order (or the list); a
+//! (docs/PROTOCOL.md), for a logged-in connection. The result is the order (or the list); a
 //! repeated `client_order_id` answers the original order with `"created": false`.
 
 use super::Outcome;

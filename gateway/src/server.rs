@@ -1,0 +1,177 @@
+//! The HTTP server under the routes: our own accept loop over hyper, so the limits a hostile
+//! client probes are ours to set and answer in the protocol's words.
+//!
+//! - The request head must arrive within `gateway.header_read_timeout_s` of the connection
+//!   opening or of the previous response (slow-header clients and idle keep-alive
+//!   connections are closed alike).
+//! - Before any handler: a URI over 8 KiB is `414`, more than 100 headers or 16 KiB of them
+//!   `431`, an unknown path `404`, a wrong method `405` with `Allow` (routes.rs), all with
+//!   the JSON error body; `HEAD` is answered as `GET` without the body.
+//! - A connection that fails on the client's side (aborted mid-request, header timeout,
+//!   garbage) is a client fault: logged at DEBUG and counted in
+//!   `bourse_gateway_client_errors_total{kind}`, never an ERROR line a client can flood.
+
+use crate::error::{ApiError, reply};
+use crate::routes::{self, Lookup};
+use bourse_cluster::metrics::registered;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::{IntCounterVec, Opts};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
+use tower_service::Service;
+use warp::Reply;
+use warp::http::{HeaderValue, Method, Request, StatusCode, header};
+use warp::reply::Response;
+
+/// Longest request target (path and query), bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most request headers.
+pub const MAX_HEADERS: usize = 100;
+/// Largest total size of the request headers (names and values), bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The client's address, put into every request for the handlers (login throttling).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Connections that ended with a client-side fault, by kind.
+pub static CLIENT_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "bourse_gateway_client_errors_total",
+            "HTTP connections ended by a client fault: header_timeout, incomplete, malformed, too_large, io",
+        ),
+        &["kind"],
+    ))
+});
+
+/// What a failed connection says about its client.
+fn client_fault(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    match e.downcast_ref::<hyper::Error>() {
+        Some(h) if h.is_timeout() => "header_timeout",
+        Some(h) if h.is_incomplete_message() => "incomplete",
+        Some(h) if h.is_parse_too_large() => "too_large",
+        Some(h) if h.is_parse() => "malformed",
+        _ => "io",
+    }
+}
+
+fn error_response(status: StatusCode, e: ApiError) -> Response {
+    let mut resp = reply(&e).into_response();
+    *resp.status_mut() = status;
+    resp
+}
+
+/// The checks every request passes before the routes see it (see the module doc): the
+/// answer to a request that fails one.
+fn refusal(req: &Request<Incoming>, cors: bool) -> Option<Response> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(error_response(
+            StatusCode::URI_TOO_LONG,
+            ApiError::too_large(format!("request target over {MAX_URI_BYTES} bytes")),
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if req.headers().len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Some(error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::too_large(format!(
+                "request headers over {MAX_HEADERS} fields or {MAX_HEADER_BYTES} bytes"
+            )),
+        ));
+    }
+    match routes::lookup(req.method(), req.uri().path()) {
+        Lookup::Found => None,
+        Lookup::Missing => Some(reply(&ApiError::not_found("no such route")).into_response()),
+        // A CORS preflight goes to the CORS filter.
+        Lookup::WrongMethod(_) if cors && req.method() == Method::OPTIONS => None,
+        Lookup::WrongMethod(allowed) => {
+            let allow = allowed.join(", ");
+            let mut resp = reply(&ApiError::method_not_allowed(format!(
+                "{} is not served here; allowed: {allow}",
+                req.method()
+            )))
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            Some(resp)
+        }
+    }
+}
+
+/// Serves `filter` on `listener` until `stop` resolves, then stops accepting and waits for
+/// open connections to finish (WebSockets close themselves on the same signal).
+pub async fn run<F>(
+    filter: F,
+    listener: tokio::net::TcpListener,
+    header_read_timeout: Duration,
+    cors: bool,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+{
+    let service = warp::service(filter);
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        // hyper's own limits sit above ours, so ours answer with the JSON body.
+        .max_headers(MAX_HEADERS * 2);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait for some to close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = service.clone();
+        let guarded = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let mut service = service.clone();
+            async move {
+                if let Some(resp) = refusal(&req, cors) {
+                    return Ok::<Response, Infallible>(resp);
+                }
+                if req.method() == Method::HEAD {
+                    // hyper knows the request was HEAD and sends no body.
+                    *req.method_mut() = Method::GET;
+                }
+                req.extensions_mut().insert(ClientAddr(addr));
+                service.call(req).await
+            }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), guarded)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                let kind = client_fault(&*e);
+                CLIENT_ERRORS.with_label_values(&[kind]).inc();
+                tracing::debug!(error = %e, %addr, kind, "connection ended by a client fault");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
