@@ -412,6 +412,7 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
 }
 
 fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
+    let document = Arc::new(openapi::served(&state.markets).map(|d| d.to_string()));
     let st = warp::any().map(move || state.clone()).boxed();
     let trading = trading_routes(st.clone());
     let alerts = alert_routes(st.clone());
@@ -436,8 +437,9 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
             });
     let openapi = warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())
-        .map(|| match openapi::document() {
-            Ok(doc) => warp::reply::json(doc).into_response(),
+        .map(move || match &*document {
+            Ok(text) => warp::reply::with_header(text.clone(), "content-type", "application/json")
+                .into_response(),
             Err(e) => reply(e).into_response(),
         });
     let symbols = warp::path!("api" / "v1" / "symbols")

@@ -1,9 +1,12 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of every REST and admin route.
 //! Its source is `docs/openapi.yaml`, compiled into the binary and parsed once, so what a
-//! node serves is exactly the document in the repository it was built from.
+//! node serves is the document in the repository it was built from, with one addition: the
+//! symbol schema lists the node's configured markets, so a generated client (or a fuzzer)
+//! knows which symbols exist.
 
 use crate::error::ApiError;
-use serde_json::Value;
+use bourse_config::Markets;
+use serde_json::{Value, json};
 use std::sync::LazyLock;
 
 /// The document as written.
@@ -16,9 +19,25 @@ static DOCUMENT: LazyLock<Result<Value, ApiError>> = LazyLock::new(|| {
     })
 });
 
-/// The document as JSON.
+/// The document as written, as JSON.
 pub fn document() -> Result<&'static Value, &'static ApiError> {
     DOCUMENT.as_ref()
+}
+
+/// The document a node serves: `SymbolName` enumerates `markets`.
+pub fn served(markets: &Markets) -> Result<Value, ApiError> {
+    let mut doc = document().map_err(Clone::clone)?.clone();
+    let symbols: Vec<&str> = markets.iter().map(|m| m.symbol.as_str()).collect();
+    match doc.pointer_mut("/components/schemas/SymbolName") {
+        Some(Value::Object(schema)) => {
+            schema.insert("enum".into(), json!(symbols));
+            Ok(doc)
+        }
+        _ => {
+            tracing::error!("docs/openapi.yaml has no components.schemas.SymbolName");
+            Err(ApiError::internal("the OpenAPI document is unavailable"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -46,5 +65,14 @@ mod tests {
         documented.sort();
         served.sort();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn the_served_document_names_the_markets() {
+        let markets = Markets::from_settings(&bourse_config::Settings::default().symbols).unwrap();
+        let doc = served(&markets).unwrap();
+        let symbols = &doc["components"]["schemas"]["SymbolName"]["enum"];
+        assert_eq!(symbols.as_array().map(Vec::len), Some(markets.len()));
+        assert!(symbols.as_array().unwrap().contains(&json!("KRW-BTC")));
     }
 }

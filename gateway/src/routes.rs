@@ -70,6 +70,12 @@ fn matches(template: &str, path: &str) -> bool {
     }
 }
 
+/// Literal segments of a template: where several match a path, the most literal one
+/// names it (`/api/v1/alerts/history` is not the alert `history`), as in OpenAPI.
+fn literals(template: &str) -> usize {
+    template.split('/').filter(|s| !s.starts_with('{')).count()
+}
+
 /// Looks a request up; `HEAD` counts as `GET`.
 pub fn lookup(method: &Method, path: &str) -> Lookup {
     let method = if method == Method::HEAD {
@@ -77,9 +83,14 @@ pub fn lookup(method: &Method, path: &str) -> Lookup {
     } else {
         method.as_str()
     };
+    let best = ROUTES
+        .iter()
+        .filter(|(_, t)| matches(t, path))
+        .map(|(_, t)| literals(t))
+        .max();
     let mut allowed = Vec::new();
     for (m, template) in ROUTES {
-        if matches(template, path) {
+        if matches(template, path) && Some(literals(template)) == best {
             if *m == method {
                 return Lookup::Found;
             }
