@@ -294,6 +294,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             let body = strip_nulls(body);
             let v = client.post("/admin/chaos/kill", body)?;
             match v["killed"].as_array() {
+                Some(keys) if keys.is_empty() => {
+                    println!("killed no {kind} entity on {}", cell(&v["node"]))
+                }
                 Some(keys) => println!(
                     "killed {} {kind} entities on {}: {}",
                     keys.len(),

@@ -49,8 +49,8 @@ enum Command {
     /// Benchmarks against a real node started for the purpose.
     #[command(subcommand)]
     Bench(Bench),
-    /// The admin API as tables: `ctl cluster`, `ctl entities --kind book`, `ctl entity
-    /// symbol KRW-BTC`, `ctl kill book KRW-BTC`, `ctl leave node2`.
+    /// The admin API as tables: `ctl cluster`, `ctl entities --kind symbol`, `ctl entity
+    /// symbol KRW-BTC`, `ctl kill symbol KRW-BTC`, `ctl leave node2`.
     Ctl(ctl::CtlArgs),
 }
 

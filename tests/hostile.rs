@@ -285,8 +285,8 @@ fn bodies_errors_and_http_edges() {
     let (status, _, _) = post("/api/v1/alerts", &big);
     assert_eq!(status, 413);
 
-    // A fall of 100 % or more can never fire.
-    for value in ["-100", "-101"] {
+    // A fall of 100 % or more can never fire; a sign belongs to its number.
+    for value in ["-100", "-101", "- 5"] {
         let rule = json!({"symbol": "KRW-BTC", "condition": "change_pct", "value": value});
         let (status, _, body) = post("/api/v1/alerts", &rule.to_string());
         assert_eq!(status, 400, "{value}: {body}");

@@ -180,6 +180,12 @@ fn verify_with(phc: &str, password: &str, memory: &mut [Block]) -> bool {
     done.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
 }
 
+/// Storage trouble is the server's, and passing: `503` with a retry, as on every route.
+fn storage(context: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "{context}");
+    ApiError::unavailable("storage unavailable; retry shortly").retry_after(1)
+}
+
 /// `429 rate_limited` telling the client how long to wait.
 fn throttled(scope: &str, what: &str, wait: Duration) -> ApiError {
     THROTTLED.with_label_values(&[scope]).inc();
@@ -367,7 +373,7 @@ pub async fn register(
     if store
         .user_by_name(&c.username)
         .await
-        .map_err(|e| internal("reading users failed", e))?
+        .map_err(|e| storage("reading users failed", e))?
         .is_some()
     {
         return Err(ApiError::conflict(format!(
@@ -392,7 +398,7 @@ pub async fn register(
                 c.username
             )));
         }
-        Err(e) => return Err(internal("storing a user failed", e)),
+        Err(e) => return Err(storage("storing a user failed", e)),
     };
     tracing::info!(user_id, username = %c.username, "user registered");
     let token = auth.issue(user_id, &c.username)?;
@@ -412,7 +418,7 @@ pub async fn login(
     let user = store
         .user_by_name(&c.username)
         .await
-        .map_err(|e| internal("reading users failed", e))?;
+        .map_err(|e| storage("reading users failed", e))?;
     let (phc, found) = match &user {
         Some(u) => (u.password_hash.clone(), true),
         None => (auth.decoy.clone(), false),

@@ -324,6 +324,15 @@ async fn chat_pages_newest_first<S: MarketStore>(store: &S) {
         vec![6, 5, 4, 3]
     );
     assert_eq!(next[0], msg(6));
+    // A `before` past every possible id is the newest page, not an empty one.
+    let beyond = store
+        .chat_history("C-CHAT", Some(u64::MAX), 4)
+        .await
+        .expect("read");
+    assert_eq!(
+        beyond.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        vec![10, 9, 8, 7]
+    );
     assert!(
         store
             .chat_history("C-NONE", None, 4)

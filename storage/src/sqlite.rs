@@ -851,7 +851,8 @@ impl MarketStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ChatMessage>, StoreError> {
         let room = room.to_string();
-        let before = before.map_or(i64::MAX, |b| b as i64);
+        // Ids fit in 63 bits: anything larger is "before every message", not a wrap.
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT message_id, user_id, username, text, ts FROM chat

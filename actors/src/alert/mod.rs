@@ -93,6 +93,10 @@ pub fn parse_condition(market: &Market, condition: &str, value: &str) -> Result<
         }
         "change_pct" => {
             let (negative, magnitude) = match value.trim().strip_prefix('-') {
+                // The sign belongs to the number: "- 5" is not -5.
+                Some(m) if m.starts_with(char::is_whitespace) => {
+                    return Err("value: no space between the sign and the number".into());
+                }
                 Some(m) => (true, m),
                 None => (false, value),
             };
