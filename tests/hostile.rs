@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, WsClient, metric};
+use common::{ADMIN_TOKEN, Node, WsClient, header, metric, raw_http};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -17,35 +17,6 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
-
-/// One raw HTTP/1.1 exchange: (status, headers in lower case, body).
-fn raw(port: u16, request: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
 
 fn get_req(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n")
@@ -95,7 +66,7 @@ fn a_login_flood_takes_bounded_memory_and_gets_503_or_429() {
                 while started.elapsed() < Duration::from_secs(6) {
                     let body = json!({"username": format!("nobody{i}"), "password": "wrong password"})
                         .to_string();
-                    let (status, headers, _) = raw(
+                    let (status, headers, _) = raw_http(
                         port,
                         &format!(
                             "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
@@ -185,7 +156,7 @@ fn logins_and_registrations_are_throttled_with_retry_after() {
     let body = |p: &str| json!({"username": "user0", "password": p}).to_string();
     let login = |p: &str| {
         let b = body(p);
-        raw(
+        raw_http(
             node.port,
             &format!(
                 "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{b}",
@@ -244,7 +215,7 @@ fn bodies_errors_and_http_edges() {
     let (_, token) = node.register("mallory");
     let bearer = format!("Authorization: bearer {token}\r\n");
     let post = |path: &str, body: &str| {
-        raw(
+        raw_http(
             node.port,
             &format!(
                 "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{bearer}content-length: {}\r\n\r\n{body}",
@@ -307,28 +278,28 @@ fn bodies_errors_and_http_edges() {
     assert_eq!(status, 201, "a market order never rests: {body}");
 
     // HEAD works where GET does, with no body; a wrong method is 405 with Allow.
-    let (status, headers, body) = raw(
+    let (status, headers, body) = raw_http(
         node.port,
         "HEAD /api/v1/symbols HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     );
     assert_eq!((status, body.as_str()), (200, ""));
     assert!(header(&headers, "content-length").is_some_and(|l| l != "0"));
-    let (status, headers, body) = raw(
+    let (status, headers, body) = raw_http(
         node.port,
         "PUT /api/v1/orders HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
     );
     assert_eq!((status, code(&body).as_str()), (405, "method_not_allowed"));
     assert_eq!(header(&headers, "allow"), Some("POST, GET, HEAD"));
-    let (status, _, body) = raw(node.port, &get_req("/api/v2/nothing", ""));
+    let (status, _, body) = raw_http(node.port, &get_req("/api/v2/nothing", ""));
     assert_eq!((status, code(&body).as_str()), (404, "not_found"));
 
     // 414 and 431 carry the JSON error.
-    let (status, _, body) = raw(
+    let (status, _, body) = raw_http(
         node.port,
         &get_req(&format!("/api/v1/symbols?{}", "a".repeat(9000)), ""),
     );
     assert_eq!((status, code(&body).as_str()), (414, "too_large"), "{body}");
-    let (status, _, body) = raw(
+    let (status, _, body) = raw_http(
         node.port,
         &get_req(
             "/api/v1/symbols",
@@ -337,11 +308,11 @@ fn bodies_errors_and_http_edges() {
     );
     assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
     let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let (status, _, body) = raw(node.port, &get_req("/api/v1/symbols", &many));
+    let (status, _, body) = raw_http(node.port, &get_req("/api/v1/symbols", &many));
     assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
 
     // No CORS policy by default: no CORS headers.
-    let (_, headers, _) = raw(
+    let (_, headers, _) = raw_http(
         node.port,
         &get_req("/api/v1/symbols", "origin: https://evil.example\r\n"),
     );
@@ -356,7 +327,7 @@ fn cors_from_config_answers_preflight() {
         Vec::new(),
         true,
     );
-    let (status, headers, _) = raw(
+    let (status, headers, _) = raw_http(
         node.port,
         "OPTIONS /api/v1/orders HTTP/1.1\r\nhost: x\r\nconnection: close\r\norigin: https://app.example\r\naccess-control-request-method: POST\r\naccess-control-request-headers: authorization, content-type\r\n\r\n",
     );
@@ -366,7 +337,7 @@ fn cors_from_config_answers_preflight() {
         Some("https://app.example")
     );
     assert!(header(&headers, "access-control-allow-methods").is_some_and(|m| m.contains("POST")));
-    let (status, headers, _) = raw(
+    let (status, headers, _) = raw_http(
         node.port,
         &get_req("/api/v1/symbols", "origin: https://app.example\r\n"),
     );
@@ -375,7 +346,7 @@ fn cors_from_config_answers_preflight() {
         header(&headers, "access-control-allow-origin"),
         Some("https://app.example")
     );
-    let (status, _, body) = raw(
+    let (status, _, body) = raw_http(
         node.port,
         "OPTIONS /api/v1/orders HTTP/1.1\r\nhost: x\r\nconnection: close\r\norigin: https://evil.example\r\naccess-control-request-method: POST\r\n\r\n",
     );

@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node};
+use common::{ADMIN_TOKEN, Node, header, raw_http};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::time::Duration;
 
 /// One request as a client sends it: (status, content type, body as JSON or a string).
@@ -21,34 +20,17 @@ fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, String, Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
     let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{auth}content-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
+    let (status, headers, body) = raw_http(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{auth}content-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let content_type = header(&headers, "content-type").unwrap_or("").to_string();
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, content_type, value)
 }
 
