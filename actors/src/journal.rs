@@ -2,8 +2,8 @@
 //! snapshot and the journal entries after it, decoded. The caller folds the entries into
 //! its state in order, exactly as it applied them the first time.
 
-use bourse_cluster::{EntityError, wire};
-use bourse_storage::{Fence, MarketStore, StoreError};
+use bourse_cluster::EntityError;
+use bourse_storage::{Fence, MarketStore, StoreError, codec};
 use serde::de::DeserializeOwned;
 
 /// What an activation starts from.
@@ -35,7 +35,7 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
         Some((seq, bytes)) => (
             seq,
             Some(
-                wire::decode(&bytes)
+                codec::decode(&bytes)
                     .map_err(|e| EntityError::new(format!("{kind} {key} snapshot: {e}")))?,
             ),
         ),
@@ -44,7 +44,7 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
     let raw = store.journal_after(kind, key, seq).await.map_err(storage)?;
     let mut entries = Vec::with_capacity(raw.len());
     for (at, bytes) in raw {
-        let entry = wire::decode(&bytes)
+        let entry = codec::decode(&bytes)
             .map_err(|e| EntityError::new(format!("{kind} {key} entry {at}: {e}")))?;
         entries.push((at, entry));
         seq = at;
@@ -55,4 +55,57 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
         entries,
         seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::account::ledger::Entry;
+    use crate::book::state::Command;
+    use bourse_storage::codec;
+
+    /// A book's cancel and an account's grant as the previous format stored them (bincode
+    /// through serde, no version tag), byte for byte.
+    const CANCEL_V0: [u8; 12] = [1, 42, 7, 253, 0, 80, 226, 83, 68, 3, 0, 0];
+    const GRANT_V0: [u8; 24] = [
+        0, 2, 3, 66, 84, 67, 252, 0, 225, 245, 5, 3, 75, 82, 87, 253, 0, 64, 122, 16, 243, 90, 0, 0,
+    ];
+
+    #[test]
+    fn journals_written_by_the_previous_format_still_decode() {
+        match codec::decode::<Command>(&CANCEL_V0) {
+            Ok(Command::Cancel {
+                order_id: 42,
+                owner: 7,
+                ts: 1_796_000_000_000,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        match codec::decode::<Entry>(&GRANT_V0) {
+            Ok(Entry::Grant { assets }) => assert_eq!(
+                assets,
+                vec![
+                    ("BTC".to_string(), 100_000_000),
+                    ("KRW".to_string(), 100_000_000_000_000)
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_current_format_is_tagged_and_round_trips() {
+        let cmd = Command::Cancel {
+            order_id: 42,
+            owner: 7,
+            ts: 1_796_000_000_000,
+        };
+        let bytes = codec::encode(&cmd).unwrap();
+        assert_eq!(&bytes[..2], &[codec::TAG, codec::CURRENT]);
+        // Today's version 1 body is the version 0 layout behind the tag.
+        assert_eq!(&bytes[2..], &CANCEL_V0);
+        assert!(matches!(
+            codec::decode::<Command>(&bytes),
+            Ok(Command::Cancel { order_id: 42, .. })
+        ));
+    }
 }

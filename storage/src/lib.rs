@@ -6,6 +6,7 @@
 //! must not lose a write awaits its [`Ack`]; a caller that only needs order (ticks of a live
 //! feed) drops it. [`MarketStore::flush`] is a barrier over everything submitted before it.
 
+pub mod codec;
 pub mod contract;
 pub mod metrics;
 pub mod records;

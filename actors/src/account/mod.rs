@@ -36,7 +36,7 @@ use crate::book::{BookEntity, BookMsg, BookReply};
 use crate::session::{Private, Session, SessionMsg};
 use crate::symbol::now_ms;
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
-use bourse_cluster::{Entity, EntityContext, EntityError, Sharding, wire};
+use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
 use bourse_storage::{Fence, MarketStore, Notification, Write};
 use ledger::{Balance, Entry, Ledger, OrderRecord, hold_for};
@@ -515,7 +515,7 @@ impl Account {
         if changed.is_none() && !matches!(entry, Entry::Grant { .. }) {
             return Ok(());
         }
-        let bytes = wire::encode(entry).map_err(|e| {
+        let bytes = bourse_storage::codec::encode(entry).map_err(|e| {
             self.stop = true;
             Refusal::Internal(format!("encoding a journal entry: {e}"))
         })?;
@@ -602,7 +602,7 @@ impl Account {
     }
 
     fn write_snapshot(&mut self) {
-        let bytes = match wire::encode(&self.ledger) {
+        let bytes = match bourse_storage::codec::encode(&self.ledger) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(account = %self.key, error = %e, "encoding an account snapshot failed");

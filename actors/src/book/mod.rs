@@ -25,7 +25,7 @@ use crate::trading::{OrderState, tick_side};
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Responder, Sharding, StreamEvent, StreamGrant, StreamLog,
-    StreamRequest, wire,
+    StreamRequest,
 };
 use bourse_config::{Market, Markets};
 use bourse_storage::{Ack, Fence, MarketStore, Write};
@@ -366,7 +366,7 @@ impl BookEntity {
         if !out.changed {
             return (None, Effects::default(), reply);
         }
-        let entry = match wire::encode(&cmd) {
+        let entry = match bourse_storage::codec::encode(&cmd) {
             Ok(e) => e,
             Err(e) => {
                 // Memory changed but cannot be journaled: stop and rebuild.
@@ -446,7 +446,7 @@ impl BookEntity {
     }
 
     fn write_snapshot(&mut self) {
-        let bytes = match wire::encode(&self.state.snapshot()) {
+        let bytes = match bourse_storage::codec::encode(&self.state.snapshot()) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(symbol = %self.market.symbol, error = %e, "encoding a book snapshot failed");

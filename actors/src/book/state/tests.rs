@@ -245,8 +245,8 @@ proptest! {
         prop_assert_eq!(replayed.snapshot(), live.snapshot());
         // Snapshot plus the journal's tail, through bincode like the store keeps it.
         let (at, s) = snap.unwrap();
-        let bytes = bourse_cluster::wire::encode(&s).unwrap();
-        let mut restored = BookState::restore(bourse_cluster::wire::decode(&bytes).unwrap());
+        let bytes = bourse_storage::codec::encode(&s).unwrap();
+        let mut restored = BookState::restore(bourse_storage::codec::decode(&bytes).unwrap());
         for c in &journal[at..] {
             restored.apply(c);
         }
