@@ -2,7 +2,8 @@
 //! then defaults, validated once at start-up so a bad value fails loudly with the key that
 //! holds it rather than deep inside a running node.
 //!
-//! Environment overrides name a key path with `__` between sections:
+//! Environment overrides name a key path with `__` between sections (a `BOURSE_` name
+//! without `__` is not an override: `bourse ctl` reads `BOURSE_ADMIN_TOKEN` and `BOURSE_URL`):
 //! `BOURSE_GATEWAY__LISTEN=127.0.0.1:9000`, `BOURSE_FEED__TRADES_PER_SEC=100`. The value is
 //! read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
 
@@ -497,7 +498,9 @@ impl Settings {
         let mut table: toml::Table = toml::from_str(toml_text)
             .map_err(|e| ConfigError::new("<file>", e.to_string().trim_end().to_string()))?;
         for (name, raw) in env {
-            let Some(path) = name.strip_prefix("BOURSE_") else {
+            // Only `BOURSE_<SECTION>__<KEY>` names a config key: `BOURSE_ADMIN_TOKEN` and
+            // `BOURSE_URL` are `bourse ctl`'s, and must not stop a node started beside it.
+            let Some(path) = name.strip_prefix("BOURSE_").filter(|p| p.contains("__")) else {
                 continue;
             };
             apply_override(&mut table, path, &raw)?;
@@ -781,6 +784,8 @@ mod tests {
                 ("BOURSE_GATEWAY__LISTEN", "127.0.0.1:9000"),
                 ("BOURSE_FEED__TRADES_PER_SEC", "7"),
                 ("UNRELATED", "x"),
+                ("BOURSE_ADMIN_TOKEN", "ctl-reads-this"),
+                ("BOURSE_URL", "http://127.0.0.1:8080"),
             ],
         )
         .unwrap();
