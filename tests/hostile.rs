@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, WsClient, header, metric, raw_http};
+use common::{ADMIN_TOKEN, Node, WsClient, header, metric, raw_http, raw_request};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
-
-fn get_req(path: &str, extra: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n")
-}
 
 fn code(v: &str) -> String {
     serde_json::from_str::<Value>(v).unwrap_or(Value::Null)["error"]["code"]
@@ -64,17 +60,16 @@ fn a_login_flood_takes_bounded_memory_and_gets_503_or_429() {
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 while started.elapsed() < Duration::from_secs(6) {
-                    let body = json!({"username": format!("nobody{i}"), "password": "wrong password"})
-                        .to_string();
-                    let (status, headers, _) = raw_http(
-                        port,
-                        &format!(
-                            "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        ),
-                    );
+                    let body =
+                        json!({"username": format!("nobody{i}"), "password": "wrong password"})
+                            .to_string();
+                    let (status, headers, _) =
+                        raw_request(port, "POST", "/api/v1/auth/login", "", &body);
                     if status == 503 || status == 429 {
-                        assert!(header(&headers, "retry-after").is_some(), "{status} without Retry-After");
+                        assert!(
+                            header(&headers, "retry-after").is_some(),
+                            "{status} without Retry-After"
+                        );
                     }
                     seen.push(status);
                 }
@@ -154,16 +149,7 @@ fn logins_and_registrations_are_throttled_with_retry_after() {
     // Brute force on one user: ten tries, then 429 with Retry-After, even with the right
     // password.
     let body = |p: &str| json!({"username": "user0", "password": p}).to_string();
-    let login = |p: &str| {
-        let b = body(p);
-        raw_http(
-            node.port,
-            &format!(
-                "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{b}",
-                b.len()
-            ),
-        )
-    };
+    let login = |p: &str| raw_request(node.port, "POST", "/api/v1/auth/login", "", &body(p));
     for _ in 0..10 {
         assert_eq!(login("wrong password").0, 401);
     }
@@ -214,15 +200,7 @@ fn bodies_errors_and_http_edges() {
 
     let (_, token) = node.register("mallory");
     let bearer = format!("Authorization: bearer {token}\r\n");
-    let post = |path: &str, body: &str| {
-        raw_http(
-            node.port,
-            &format!(
-                "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{bearer}content-length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-        )
-    };
+    let post = |path: &str, body: &str| raw_request(node.port, "POST", path, &bearer, body);
 
     // Arrays are not positional bodies, and errors name fields, never Rust types.
     let (status, _, body) = post(
@@ -290,31 +268,37 @@ fn bodies_errors_and_http_edges() {
     );
     assert_eq!((status, code(&body).as_str()), (405, "method_not_allowed"));
     assert_eq!(header(&headers, "allow"), Some("POST, GET, HEAD"));
-    let (status, _, body) = raw_http(node.port, &get_req("/api/v2/nothing", ""));
+    let (status, _, body) = raw_request(node.port, "GET", "/api/v2/nothing", "", "");
     assert_eq!((status, code(&body).as_str()), (404, "not_found"));
 
     // 414 and 431 carry the JSON error.
-    let (status, _, body) = raw_http(
+    let (status, _, body) = raw_request(
         node.port,
-        &get_req(&format!("/api/v1/symbols?{}", "a".repeat(9000)), ""),
+        "GET",
+        &format!("/api/v1/symbols?{}", "a".repeat(9000)),
+        "",
+        "",
     );
     assert_eq!((status, code(&body).as_str()), (414, "too_large"), "{body}");
-    let (status, _, body) = raw_http(
+    let (status, _, body) = raw_request(
         node.port,
-        &get_req(
-            "/api/v1/symbols",
-            &format!("x-big: {}\r\n", "a".repeat(17_000)),
-        ),
+        "GET",
+        "/api/v1/symbols",
+        &format!("x-big: {}\r\n", "a".repeat(17_000)),
+        "",
     );
     assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
     let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let (status, _, body) = raw_http(node.port, &get_req("/api/v1/symbols", &many));
+    let (status, _, body) = raw_request(node.port, "GET", "/api/v1/symbols", &many, "");
     assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
 
     // No CORS policy by default: no CORS headers.
-    let (_, headers, _) = raw_http(
+    let (_, headers, _) = raw_request(
         node.port,
-        &get_req("/api/v1/symbols", "origin: https://evil.example\r\n"),
+        "GET",
+        "/api/v1/symbols",
+        "origin: https://evil.example\r\n",
+        "",
     );
     assert_eq!(header(&headers, "access-control-allow-origin"), None);
 }
@@ -337,9 +321,12 @@ fn cors_from_config_answers_preflight() {
         Some("https://app.example")
     );
     assert!(header(&headers, "access-control-allow-methods").is_some_and(|m| m.contains("POST")));
-    let (status, headers, _) = raw_http(
+    let (status, headers, _) = raw_request(
         node.port,
-        &get_req("/api/v1/symbols", "origin: https://app.example\r\n"),
+        "GET",
+        "/api/v1/symbols",
+        "origin: https://app.example\r\n",
+        "",
     );
     assert_eq!(status, 200);
     assert_eq!(

@@ -98,6 +98,14 @@ pub struct OrderRequest {
     pub client_order_id: Option<String>,
 }
 
+impl OrderRequest {
+    /// Whether the order can rest on the book: a good-till-cancelled limit order. Market,
+    /// IOC and FOK orders are done the moment the book has seen them.
+    pub fn may_rest(&self) -> bool {
+        self.price.is_some() && self.tif == crate::book::engine::TimeInForce::Gtc
+    }
+}
+
 /// Why an entity refused a request, mapped one-to-one onto docs/PROTOCOL.md error codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {

@@ -334,10 +334,6 @@ impl Auth {
     }
 }
 
-fn parse(body: &[u8]) -> Result<Credentials, ApiError> {
-    crate::body::json(body)
-}
-
 fn check_username(u: &str) -> Result<(), ApiError> {
     let ok = (3..=32).contains(&u.len())
         && u.bytes()
@@ -367,7 +363,7 @@ pub async fn register(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     auth.throttle_register(ip)?;
-    let c = parse(body)?;
+    let c: Credentials = crate::body::json(body)?;
     check_username(&c.username)?;
     check_password(&c.password)?;
     if store
@@ -413,7 +409,7 @@ pub async fn login(
     ip: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let c = parse(body)?;
+    let c: Credentials = crate::body::json(body)?;
     auth.throttle_login(ip, &c.username)?;
     let user = store
         .user_by_name(&c.username)

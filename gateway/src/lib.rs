@@ -37,7 +37,7 @@ const SMALL_BODY_LIMIT: u64 = 8 * 1024;
 const CHAT_BODY_LIMIT: u64 = 32 * 1024;
 
 /// A body of at most `limit` bytes.
-fn body(limit: u64) -> BoxedFilter<(bytes::Bytes,)> {
+fn limited_body(limit: u64) -> BoxedFilter<(bytes::Bytes,)> {
     warp::body::content_length_limit(limit)
         .and(warp::body::bytes())
         .boxed()
@@ -76,17 +76,13 @@ where
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    body::json(bytes)
-}
-
 /// The trading and auth routes (docs/PROTOCOL.md "Auth", "Trading", book snapshot).
 fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
     let query = warp::query::<Query>()
         .or(warp::any().map(Query::new))
         .unify();
     let bearer = warp::header::optional::<String>("authorization");
-    let small = body(SMALL_BODY_LIMIT);
+    let small = limited_body(SMALL_BODY_LIMIT);
     let register = warp::path!("api" / "v1" / "auth" / "register")
         .and(warp::post())
         .and(st.clone())
@@ -113,7 +109,7 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .and(small)
         .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
             with_user(s, a, |s, user| async move {
-                let result = match json_body(&b) {
+                let result = match body::json(&b) {
                     Ok(body) => rest::trading::place(&s, user, body).await,
                     Err(e) => Err(e),
                 };
@@ -177,14 +173,14 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .and(warp::post())
         .and(st.clone())
         .and(bearer)
-        .and(body(CHAT_BODY_LIMIT))
+        .and(limited_body(CHAT_BODY_LIMIT))
         .then(
             |room: String, s: Arc<GatewayState>, a: Option<String>, b: bytes::Bytes| async move {
                 let user = match s.auth.identity_of_header(a.as_deref()) {
                     Ok(u) => u,
                     Err(e) => return reply(&e).into_response(),
                 };
-                let result = match json_body(&b) {
+                let result = match body::json(&b) {
                     Ok(body) => rest::chat::post(&s, user, &room, body).await,
                     Err(e) => Err(e),
                 };
@@ -228,10 +224,10 @@ fn alert_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .and(warp::post())
         .and(st.clone())
         .and(bearer)
-        .and(body(SMALL_BODY_LIMIT))
+        .and(limited_body(SMALL_BODY_LIMIT))
         .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
             with_user(s, a, |s, user| async move {
-                let result = match json_body(&b) {
+                let result = match body::json(&b) {
                     Ok(body) => rest::alerts::create(&s, user, body).await,
                     Err(e) => Err(e),
                 };
@@ -311,7 +307,7 @@ where
     if let Err(e) = rest::admin::authorize(&s, auth.as_deref()) {
         return reply(&e).into_response();
     }
-    match json_body(&body) {
+    match body::json(&body) {
         Ok(req) => respond_with(status, run(s, req).await),
         Err(e) => reply(&e).into_response(),
     }
@@ -335,7 +331,7 @@ where
 /// docs/PROTOCOL.md "Admin": everything behind the admin token.
 fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
     let token = warp::header::optional::<String>("authorization");
-    let body = body(SMALL_BODY_LIMIT);
+    let body = limited_body(SMALL_BODY_LIMIT);
     let kill = warp::path!("admin" / "chaos" / "kill")
         .and(warp::post())
         .and(st.clone())
@@ -530,12 +526,10 @@ async fn rejection(r: Rejection) -> Result<Response, Infallible> {
         e.clone()
     } else if let Some(e) = r.find::<warp::cors::CorsForbidden>() {
         ApiError::forbidden(e.to_string())
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() || r.is_not_found() {
-        // A served path whose filter wanted something else of the request (a WebSocket
-        // upgrade without its headers, say).
-        ApiError::bad_request("malformed request for this route")
     } else {
-        ApiError::bad_request("malformed request")
+        // A served path whose filter wanted something else of the request (a query that
+        // does not parse, a WebSocket upgrade without its headers).
+        ApiError::bad_request("malformed request for this route")
     };
     Ok(reply(&e).into_response())
 }

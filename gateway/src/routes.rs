@@ -76,6 +76,19 @@ fn literals(template: &str) -> usize {
     template.split('/').filter(|s| !s.starts_with('{')).count()
 }
 
+/// The template among `templates` that names `path` (its query ignored): the most literal
+/// of those that match.
+pub fn template_of<'a>(
+    templates: impl IntoIterator<Item = &'a str>,
+    path: &str,
+) -> Option<&'a str> {
+    let path = path.split('?').next().unwrap_or(path);
+    templates
+        .into_iter()
+        .filter(|t| matches(t, path))
+        .max_by_key(|t| literals(t))
+}
+
 /// Looks a request up; `HEAD` counts as `GET`.
 pub fn lookup(method: &Method, path: &str) -> Lookup {
     let method = if method == Method::HEAD {
@@ -83,30 +96,23 @@ pub fn lookup(method: &Method, path: &str) -> Lookup {
     } else {
         method.as_str()
     };
-    let best = ROUTES
-        .iter()
-        .filter(|(_, t)| matches(t, path))
-        .map(|(_, t)| literals(t))
-        .max();
+    let Some(template) = template_of(ROUTES.iter().map(|(_, t)| *t), path) else {
+        return Lookup::Missing;
+    };
     let mut allowed = Vec::new();
-    for (m, template) in ROUTES {
-        if matches(template, path) && Some(literals(template)) == best {
-            if *m == method {
-                return Lookup::Found;
-            }
-            if !allowed.contains(m) {
-                allowed.push(*m);
-                if *m == "GET" {
-                    allowed.push("HEAD");
-                }
-            }
+    for (m, t) in ROUTES {
+        if *t != template {
+            continue;
+        }
+        if *m == method {
+            return Lookup::Found;
+        }
+        allowed.push(*m);
+        if *m == "GET" {
+            allowed.push("HEAD");
         }
     }
-    if allowed.is_empty() {
-        Lookup::Missing
-    } else {
-        Lookup::WrongMethod(allowed)
-    }
+    Lookup::WrongMethod(allowed)
 }
 
 #[cfg(test)]

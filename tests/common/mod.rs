@@ -386,6 +386,24 @@ pub fn raw_http(port: u16, request: &str) -> (u16, Vec<(String, String)>, String
     (status, headers, body.to_string())
 }
 
+/// `raw_http` of one `method path` request with extra `headers` (each ending in `\r\n`)
+/// and a body; the connection closes after it.
+pub fn raw_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    raw_http(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{headers}content-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
 /// A header of a `raw_http` answer.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers

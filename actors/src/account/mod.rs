@@ -322,10 +322,8 @@ impl Account {
                 req.symbol
             )));
         };
-        // Only an order that can rest counts against the cap: market, IOC and FOK orders
-        // are done the moment the book has seen them.
-        let can_rest = req.price.is_some() && req.tif == crate::book::engine::TimeInForce::Gtc;
-        if can_rest && self.ledger.open_orders() >= self.deps.max_open_orders {
+        // Only an order that can rest counts against the cap.
+        if req.may_rest() && self.ledger.open_orders() >= self.deps.max_open_orders {
             return AccountReply::Error(Refusal::BadRequest(format!(
                 "at most {} open orders per account",
                 self.deps.max_open_orders

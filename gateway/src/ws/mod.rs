@@ -34,14 +34,10 @@ const NORMAL: u16 = 1000;
 fn close_for(e: &warp::Error) -> Option<(u16, &'static str)> {
     use std::error::Error as _;
     use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::error::CapacityError;
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(ws) = s.downcast_ref::<WsError>() {
             return match ws {
-                WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                    Some((TOO_BIG, "frame too large"))
-                }
                 WsError::Capacity(_) => Some((TOO_BIG, "frame too large")),
                 WsError::Utf8(_) => Some((INVALID_DATA, "text frame is not valid UTF-8")),
                 WsError::Protocol(_) => Some((PROTOCOL_ERROR, "protocol error")),
