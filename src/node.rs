@@ -13,7 +13,6 @@ use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, region_child};
 use bourse_config::{ConfigError, LogSettings, Markets, Settings};
 use bourse_gateway::GatewayState;
 use bourse_gateway::auth::Auth;
-use bourse_storage::{MarketStore, SqliteStore};
 use bourse_supervision::{RestartPolicy, Strategy, Supervisor, SupervisorArgs};
 use ractor::Actor;
 use std::sync::Arc;
@@ -88,11 +87,9 @@ pub async fn stop_signal() {
 pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Result<Exit> {
     let listener = bind(&settings.gateway.listen)?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let db = settings.sqlite_path();
-    let store: Arc<dyn MarketStore> = Arc::new(
-        SqliteStore::open(&db, settings.storage.batch_max)
-            .with_context(|| format!("opening storage at {}", db.display()))?,
-    );
+    let (store, db) = bourse_storage::open(&settings.storage, &settings.sqlite_path())
+        .await
+        .with_context(|| format!("opening {} storage", settings.storage.backend))?;
     let node = settings.node.name.clone();
     let hub = Hub::new(&node);
     let sharding = Sharding::new(
@@ -244,7 +241,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         ))
     });
     tokio::spawn(become_ready(state.clone(), markets.clone()));
-    tracing::info!(%node, %addr, db = %db.display(), "node started");
+    tracing::info!(%node, %addr, storage = %db, "node started");
     print_urls(&node, addr, demo, &settings);
 
     let exit = tokio::select! {

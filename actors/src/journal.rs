@@ -3,13 +3,14 @@
 //! its state in order, exactly as it applied them the first time.
 
 use bourse_cluster::EntityError;
-use bourse_storage::{Fence, MarketStore, StoreError, codec};
+use bourse_storage::{Lease, MarketStore, StoreError, codec};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// What an activation starts from.
 pub struct Recovered<S, E> {
-    /// The new lease: every write of this activation carries it.
-    pub fence: Fence,
+    /// The new lease: every write of this activation goes through it.
+    pub lease: Lease,
     /// The newest snapshot, if any.
     pub snapshot: Option<S>,
     /// Entries after the snapshot, with their positions, in order.
@@ -22,15 +23,17 @@ fn storage(e: StoreError) -> EntityError {
     EntityError::new(e.to_string())
 }
 
-/// Takes `kind/key` over for `node` (see [`MarketStore::take_over`]) and reads its snapshot
+/// Takes `kind/key` over for `node` (see [`Lease::take_over`]) and reads its snapshot
 /// and journal.
 pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
-    store: &dyn MarketStore,
+    store: &Arc<dyn MarketStore>,
     kind: &str,
     key: &str,
     node: &str,
 ) -> Result<Recovered<S, E>, EntityError> {
-    let fence = store.take_over(kind, key, node).await.map_err(storage)?;
+    let lease = Lease::take_over(store.clone(), kind, key, node)
+        .await
+        .map_err(storage)?;
     let (mut seq, snapshot) = match store.snapshot(kind, key).await.map_err(storage)? {
         Some((seq, bytes)) => (
             seq,
@@ -50,7 +53,7 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
         seq = at;
     }
     Ok(Recovered {
-        fence,
+        lease,
         snapshot,
         entries,
         seq,

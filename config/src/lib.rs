@@ -227,10 +227,14 @@ pub struct SupervisionSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
-    /// `sqlite` (embedded default).
+    /// `sqlite` (embedded default, one host) or `postgres` (nodes on separate hosts).
     pub backend: String,
     /// SQLite file; defaults to `<data_dir>/bourse.db`.
     pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://user[:password]@host[:port]/db`.
+    pub url: Option<String>,
+    /// PostgreSQL: connections kept for reads, beside the writer's one.
+    pub readers: usize,
     /// Most writes committed in one transaction.
     pub batch_max: usize,
 }
@@ -400,6 +404,8 @@ impl Default for StorageSettings {
         StorageSettings {
             backend: "sqlite".into(),
             path: None,
+            url: None,
+            readers: 4,
             batch_max: 4096,
         }
     }
@@ -612,14 +618,24 @@ impl Settings {
                 "must be at least supervision.backoff_min_ms",
             ));
         }
-        if self.storage.backend != "sqlite" {
-            return Err(ConfigError::new(
-                "storage.backend",
-                format!(
-                    "unknown backend '{}' (expected: sqlite)",
-                    self.storage.backend
-                ),
-            ));
+        match self.storage.backend.as_str() {
+            "sqlite" => {}
+            "postgres" => {
+                let url = self.storage.url.as_deref().unwrap_or_default();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::new(
+                        "storage.url",
+                        "the postgres backend needs url = \"postgres://user@host:port/db\"",
+                    ));
+                }
+                positive("storage.readers", self.storage.readers as u64)?;
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "storage.backend",
+                    format!("unknown backend '{other}' (expected: sqlite, postgres)"),
+                ));
+            }
         }
         positive("storage.batch_max", self.storage.batch_max as u64)?;
         positive("streams.replay_events", self.streams.replay_events as u64)?;
@@ -803,6 +819,24 @@ mod tests {
     }
 
     #[test]
+    fn postgres_storage_takes_its_url_from_the_environment() {
+        let s = load(
+            "",
+            &[
+                ("BOURSE_STORAGE__BACKEND", "postgres"),
+                ("BOURSE_STORAGE__URL", "postgres://bourse@db:5432/bourse"),
+            ],
+        )
+        .unwrap()
+        .0;
+        assert_eq!(s.storage.backend, "postgres");
+        assert_eq!(
+            s.storage.url.as_deref(),
+            Some("postgres://bourse@db:5432/bourse")
+        );
+    }
+
+    #[test]
     fn wrong_type_is_named() {
         let err = load("[gateway]\nmax_channels = \"many\"", &[]).unwrap_err();
         assert_eq!(err.key, "gateway.max_channels");
@@ -832,6 +866,7 @@ initial_price = "1000"
             ),
             (("BOURSE_NODE__NAME", "a b"), "node.name"),
             (("BOURSE_STORAGE__BACKEND", "mongo"), "storage.backend"),
+            (("BOURSE_STORAGE__BACKEND", "postgres"), "storage.url"),
         ] {
             let err = load("", &[env]).unwrap_err();
             assert_eq!(err.key, key, "{err}");

@@ -1,6 +1,9 @@
 //! The contract every [`MarketStore`] backend passes. A backend's test calls [`run_all`]
 //! with a function that opens *the same* database each time it is called (so reopening is
-//! tested); each check uses its own symbols, so the checks share one database.
+//! tested); each check uses its own symbols, so the checks share one database. Beside it:
+//! [`two_stores_fence`] (two processes that both believe they own a key) and the halves of
+//! the crash test ([`crash_writer`], [`check_after_crash`]), which a backend's test runs
+//! in a child process it SIGKILLs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test suite: failing loudly is its job
 
@@ -34,25 +37,29 @@ fn candle(open_time: i64, close: u64) -> Candle {
 }
 
 /// Runs every check; panics with the failing check's message.
-pub async fn run_all<S: MarketStore, F: Fn() -> S>(open: F) {
-    let store = open();
-    ticks_round_trip(&store).await;
-    replayed_ticks_are_ignored(&store).await;
-    candles_upsert_and_page(&store).await;
-    flush_is_a_barrier(&store).await;
-    leases_fence_older_epochs(&store).await;
-    journals_snapshot_and_fence(&store).await;
-    users_are_unique(&store).await;
-    chat_pages_newest_first(&store).await;
-    alerts_fire_once_per_firing(&store).await;
-    notifications_page_by_time(&store).await;
+pub async fn run_all<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Box<dyn MarketStore>>,
+{
+    let store = open().await;
+    let store = store.as_ref();
+    ticks_round_trip(store).await;
+    replayed_ticks_are_ignored(store).await;
+    candles_upsert_and_page(store).await;
+    flush_is_a_barrier(store).await;
+    leases_fence_older_epochs(store).await;
+    journals_snapshot_and_fence(store).await;
+    users_are_unique(store).await;
+    chat_pages_newest_first(store).await;
+    alerts_fire_once_per_firing(store).await;
+    notifications_page_by_time(store).await;
     store.close().await.expect("close");
-    closed_store_refuses_writes(&store).await;
-    drop(store);
-    reopened_store_keeps_everything(&open()).await;
+    closed_store_refuses_writes(store).await;
+    reopened_store_keeps_everything(open().await.as_ref()).await;
 }
 
-async fn ticks_round_trip<S: MarketStore>(store: &S) {
+async fn ticks_round_trip(store: &dyn MarketStore) {
     let ticks: Vec<Tick> = (1..=50)
         .map(|i| tick("C-TICKS", i, 1_000 + i as i64 * 10))
         .collect();
@@ -89,7 +96,7 @@ async fn ticks_round_trip<S: MarketStore>(store: &S) {
     );
 }
 
-async fn replayed_ticks_are_ignored<S: MarketStore>(store: &S) {
+async fn replayed_ticks_are_ignored(store: &dyn MarketStore) {
     let first = tick("C-REPLAY", 1, 5);
     store
         .submit(Write::Ticks(vec![first.clone()]))
@@ -108,7 +115,7 @@ async fn replayed_ticks_are_ignored<S: MarketStore>(store: &S) {
     assert_eq!(all[0], first, "a stored trade id is never overwritten");
 }
 
-async fn candles_upsert_and_page<S: MarketStore>(store: &S) {
+async fn candles_upsert_and_page(store: &dyn MarketStore) {
     let candles: Vec<(Interval, Candle)> = (0..10)
         .map(|i| (Interval::M1, candle(i * 60_000, 100 + i as u64)))
         .collect();
@@ -165,7 +172,7 @@ async fn candles_upsert_and_page<S: MarketStore>(store: &S) {
     assert_eq!(m5, vec![candle(0, 55)]);
 }
 
-async fn flush_is_a_barrier<S: MarketStore>(store: &S) {
+async fn flush_is_a_barrier(store: &dyn MarketStore) {
     // Submitted without awaiting: the flush must still cover them.
     for i in 1..=200u64 {
         drop(store.submit(Write::Ticks(vec![tick("C-FLUSH", i, i as i64)])));
@@ -174,7 +181,7 @@ async fn flush_is_a_barrier<S: MarketStore>(store: &S) {
     assert_eq!(store.last_trade_id("C-FLUSH").await.expect("read"), 200);
 }
 
-async fn closed_store_refuses_writes<S: MarketStore>(store: &S) {
+async fn closed_store_refuses_writes(store: &dyn MarketStore) {
     let result = store
         .submit(Write::Ticks(vec![tick("C-CLOSED", 1, 1)]))
         .wait()
@@ -185,7 +192,7 @@ async fn closed_store_refuses_writes<S: MarketStore>(store: &S) {
     );
 }
 
-async fn reopened_store_keeps_everything<S: MarketStore>(store: &S) {
+async fn reopened_store_keeps_everything(store: &dyn MarketStore) {
     assert_eq!(store.last_trade_id("C-TICKS").await.expect("reopen"), 50);
     assert_eq!(store.last_trade_id("C-FLUSH").await.expect("reopen"), 200);
     let m1 = store
@@ -212,7 +219,7 @@ async fn reopened_store_keeps_everything<S: MarketStore>(store: &S) {
     store.close().await.expect("close");
 }
 
-async fn journals_snapshot_and_fence<S: MarketStore>(store: &S) {
+async fn journals_snapshot_and_fence(store: &dyn MarketStore) {
     let (kind, key) = ("book", "C-JOURNAL");
     assert_eq!(store.snapshot(kind, key).await.expect("read"), None);
     let fence = store.acquire_lease(kind, key, "n1").await.expect("lease");
@@ -289,7 +296,7 @@ async fn journals_snapshot_and_fence<S: MarketStore>(store: &S) {
         .expect("snapshot");
 }
 
-async fn chat_pages_newest_first<S: MarketStore>(store: &S) {
+async fn chat_pages_newest_first(store: &dyn MarketStore) {
     let msg = |id: u64| crate::ChatMessage {
         room: "C-CHAT".into(),
         message_id: id,
@@ -342,7 +349,7 @@ async fn chat_pages_newest_first<S: MarketStore>(store: &S) {
     );
 }
 
-async fn alerts_fire_once_per_firing<S: MarketStore>(store: &S) {
+async fn alerts_fire_once_per_firing(store: &dyn MarketStore) {
     let rule = |user_id: u64, symbol: &str, repeat: bool| crate::AlertRecord {
         alert_id: 0,
         user_id,
@@ -454,7 +461,7 @@ async fn alerts_fire_once_per_firing<S: MarketStore>(store: &S) {
     assert!(store.alert(u64::MAX >> 2).await.expect("read").is_none());
 }
 
-async fn notifications_page_by_time<S: MarketStore>(store: &S) {
+async fn notifications_page_by_time(store: &dyn MarketStore) {
     let note = |key: &str, ts: i64| crate::Notification {
         user_id: 42,
         key: key.into(),
@@ -503,7 +510,7 @@ async fn notifications_page_by_time<S: MarketStore>(store: &S) {
     );
 }
 
-async fn users_are_unique<S: MarketStore>(store: &S) {
+async fn users_are_unique(store: &dyn MarketStore) {
     let create = |name: &str| Write::CreateUser {
         username: name.into(),
         password_hash: format!("hash-of-{name}"),
@@ -531,7 +538,7 @@ async fn users_are_unique<S: MarketStore>(store: &S) {
     assert_eq!(store.user_by_name("c_nobody").await.expect("read"), None);
 }
 
-async fn leases_fence_older_epochs<S: MarketStore>(store: &S) {
+async fn leases_fence_older_epochs(store: &dyn MarketStore) {
     assert_eq!(store.lease("symbol", "C-LEASE").await.expect("read"), None);
     let first = store
         .acquire_lease("symbol", "C-LEASE", "n1")
@@ -604,4 +611,132 @@ async fn leases_fence_older_epochs<S: MarketStore>(store: &S) {
         store.lease("symbol", "C-LEASE").await.expect("read"),
         Some((String::new(), second.epoch))
     );
+}
+
+/// Two stores on one database, as two node processes that both believe they own a key:
+/// once the second takes the lease, the first one's writes under its older epoch never land.
+pub async fn two_stores_fence(a: &dyn MarketStore, b: &dyn MarketStore) {
+    let lease_a = a
+        .acquire_lease("book", "C-SPLIT", "node-a")
+        .await
+        .expect("a");
+    a.submit(Write::Ticks(vec![tick("C-SPLIT", 1, 1)]).fenced(&lease_a))
+        .wait()
+        .await
+        .expect("a holds it");
+    let lease_b = b
+        .acquire_lease("book", "C-SPLIT", "node-b")
+        .await
+        .expect("b");
+    assert!(lease_b.epoch > lease_a.epoch);
+    let stale = a
+        .submit(Write::Ticks(vec![tick("C-SPLIT", 2, 2)]).fenced(&lease_a))
+        .wait()
+        .await;
+    assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+    b.submit(Write::Ticks(vec![tick("C-SPLIT", 3, 3)]).fenced(&lease_b))
+        .wait()
+        .await
+        .expect("b holds it");
+    let ids: Vec<u64> = a
+        .ticks_since("C-SPLIT", 0)
+        .await
+        .expect("read")
+        .iter()
+        .map(|t| t.trade_id)
+        .collect();
+    assert_eq!(ids, vec![1, 3], "the fenced epoch's write never landed");
+}
+
+/// Ticks per batch of the crash test: big enough that a SIGKILL lands mid-batch.
+pub const CRASH_BATCH: u64 = 500;
+
+/// The child half of the crash test: writes batches of [`CRASH_BATCH`] ticks (batch `n`'s
+/// ticks carry price `n`) as fast as the store takes them, each batch under a lease and
+/// with one journal entry, and prints `ACK n` once batch `n` is acknowledged. Never returns;
+/// the parent kills it.
+pub async fn crash_writer(store: &dyn MarketStore) {
+    let fence = store
+        .take_over("book", "C-CRASH", "crasher")
+        .await
+        .expect("lease");
+    for batch in 0u64.. {
+        let ticks = (0..CRASH_BATCH)
+            .map(|i| Tick {
+                symbol: "C-CRASH".into(),
+                trade_id: batch * CRASH_BATCH + i + 1,
+                ts: batch as i64,
+                price: batch,
+                qty: 1,
+                side: Side::Buy,
+            })
+            .collect();
+        let ticks = store.submit(Write::Ticks(ticks).fenced(&fence));
+        let entry = store.submit(
+            Write::Journal {
+                kind: "book".into(),
+                key: "C-CRASH".into(),
+                seq: batch + 1,
+                entry: batch.to_le_bytes().to_vec(),
+            }
+            .fenced(&fence),
+        );
+        ticks.wait().await.expect("ticks commit");
+        entry.wait().await.expect("journal commit");
+        println!("ACK {batch}");
+    }
+}
+
+/// The parent half: after the child was killed having printed `ACK acked`, every
+/// acknowledged batch is whole, no batch is partial, and the journal has no gap. Returns
+/// how many batches are stored.
+pub async fn check_after_crash(store: &dyn MarketStore, acked: u64) -> u64 {
+    let ticks = store.ticks_since("C-CRASH", 0).await.expect("read");
+    let mut per_batch = std::collections::BTreeMap::<u64, u64>::new();
+    for t in &ticks {
+        *per_batch.entry(t.price).or_default() += 1;
+    }
+    for b in 0..=acked {
+        assert_eq!(
+            per_batch.get(&b),
+            Some(&CRASH_BATCH),
+            "acknowledged batch {b} is complete"
+        );
+    }
+    for (b, n) in &per_batch {
+        assert_eq!(*n, CRASH_BATCH, "batch {b} is all or nothing");
+    }
+    let journal = store
+        .journal_after("book", "C-CRASH", 0)
+        .await
+        .expect("journal");
+    let seqs: Vec<u64> = journal.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "the journal is a prefix without gaps"
+    );
+    assert!(
+        seqs.len() as u64 > acked,
+        "every acknowledged journal entry is stored"
+    );
+    // The next activation fences the dead writer's lease and writes on.
+    let fence = store
+        .take_over("book", "C-CRASH", "survivor")
+        .await
+        .expect("take over");
+    store
+        .submit(
+            Write::Journal {
+                kind: "book".into(),
+                key: "C-CRASH".into(),
+                seq: seqs.len() as u64 + 1,
+                entry: vec![0],
+            }
+            .fenced(&fence),
+        )
+        .wait()
+        .await
+        .expect("the survivor journals");
+    per_batch.len() as u64
 }

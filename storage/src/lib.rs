@@ -8,7 +8,10 @@
 
 pub mod codec;
 pub mod contract;
+pub mod lease;
 pub mod metrics;
+pub mod postgres;
+mod queue;
 pub mod records;
 pub mod sqlite;
 
@@ -16,10 +19,39 @@ pub use records::{
     AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
 };
 
+pub use lease::Lease;
+pub use postgres::PgStore;
+pub use queue::WriterStats;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
+
+/// Opens the store `settings` name: SQLite at `sqlite_path` (or `settings.path`), or a
+/// connection to PostgreSQL. Also returns where it is, for messages (never a password).
+pub async fn open(
+    settings: &bourse_config::StorageSettings,
+    sqlite_path: &std::path::Path,
+) -> Result<(std::sync::Arc<dyn MarketStore>, String), StoreError> {
+    match settings.backend.as_str() {
+        "postgres" => {
+            let url = settings.url.as_deref().unwrap_or_default();
+            let store = PgStore::connect(url, settings.batch_max, settings.readers).await?;
+            let at = format!("postgres {}", store.target());
+            Ok((std::sync::Arc::new(store), at))
+        }
+        "sqlite" => {
+            let store = SqliteStore::open(sqlite_path, settings.batch_max)?;
+            Ok((
+                std::sync::Arc::new(store),
+                format!("sqlite {}", sqlite_path.display()),
+            ))
+        }
+        other => Err(StoreError::Backend(format!(
+            "unknown storage backend '{other}'"
+        ))),
+    }
+}
 
 /// A storage failure, with context.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,16 +198,9 @@ impl Ack {
     }
 }
 
-/// The durable store: market data (ticks, candles), entity journals and snapshots, leases,
-/// users.
+/// Reads of market data: trades (ticks) and candles.
 #[async_trait]
-pub trait MarketStore: Send + Sync + 'static {
-    /// Submits a write; it is applied in submission order.
-    fn submit(&self, write: Write) -> Ack;
-
-    /// Resolves once everything submitted before the call is durable.
-    async fn flush(&self) -> Result<(), StoreError>;
-
+pub trait MarketDataStore: Send + Sync {
     /// The newest `limit` trades of `symbol`, newest first.
     async fn recent_ticks(&self, symbol: &str, limit: usize) -> Result<Vec<Tick>, StoreError>;
 
@@ -203,26 +228,13 @@ pub trait MarketStore: Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> Result<Vec<Candle>, StoreError>;
+}
 
+/// Reads of entity journals, snapshots and leases (the single-activation state).
+#[async_trait]
+pub trait JournalStore: Send + Sync {
     /// The lease of `kind/key`: `(owner, epoch)`, owner empty once released.
     async fn lease(&self, kind: &str, key: &str) -> Result<Option<(String, u64)>, StoreError>;
-
-    /// Takes the lease of `kind/key` for `node`; returns the new epoch.
-    async fn acquire_lease(&self, kind: &str, key: &str, node: &str) -> Result<Fence, StoreError> {
-        let epoch = self
-            .submit(Write::AcquireLease {
-                kind: kind.into(),
-                key: key.into(),
-                node: node.into(),
-            })
-            .value()
-            .await?;
-        Ok(Fence {
-            kind: kind.into(),
-            key: key.into(),
-            epoch,
-        })
-    }
 
     /// The newest snapshot of `kind/key`: `(seq, state)`.
     async fn snapshot(&self, kind: &str, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
@@ -234,7 +246,11 @@ pub trait MarketStore: Send + Sync + 'static {
         key: &str,
         after: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+}
 
+/// Reads of chat history.
+#[async_trait]
+pub trait ChatStore: Send + Sync {
     /// Up to `limit` messages of `room` with ids below `before` (all when `None`), newest
     /// first.
     async fn chat_history(
@@ -243,10 +259,18 @@ pub trait MarketStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, StoreError>;
+}
 
+/// Reads of registered users.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     /// The user registered as `username`.
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+}
 
+/// Reads of alert rules, their firings and users' notification inboxes.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
     /// One alert rule, whatever its status.
     async fn alert(&self, alert_id: u64) -> Result<Option<AlertRecord>, StoreError>;
 
@@ -273,6 +297,38 @@ pub trait MarketStore: Send + Sync + 'static {
         since: i64,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError>;
+}
+
+/// The durable store: every domain's reads, and one ordered queue of writes. Writes stay one
+/// [`Write`] enum on one queue because their order crosses domains (an entity's journal
+/// entry, its chat message and its lease release apply in the order they were submitted);
+/// a backend applies each domain's writes in its own module.
+#[async_trait]
+pub trait MarketStore:
+    MarketDataStore + JournalStore + ChatStore + UserStore + AlertStore + 'static
+{
+    /// Submits a write; it is applied in submission order.
+    fn submit(&self, write: Write) -> Ack;
+
+    /// Resolves once everything submitted before the call is durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Takes the lease of `kind/key` for `node`; returns the new epoch.
+    async fn acquire_lease(&self, kind: &str, key: &str, node: &str) -> Result<Fence, StoreError> {
+        let epoch = self
+            .submit(Write::AcquireLease {
+                kind: kind.into(),
+                key: key.into(),
+                node: node.into(),
+            })
+            .value()
+            .await?;
+        Ok(Fence {
+            kind: kind.into(),
+            key: key.into(),
+            epoch,
+        })
+    }
 
     /// Takes an entity over for `node`: everything this process submitted before is durable
     /// first (so a restart here reads its own writes), then the lease, which fences every

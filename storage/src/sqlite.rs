@@ -6,17 +6,20 @@
 //! pool of their own connections and run beside the writer (WAL lets them). Several node
 //! processes may share one file: a short-step busy handler makes their writers take turns.
 
+use crate::queue::{self, Batch, Op, Reply, Submitter, WriterStats};
 use crate::records::{
     AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
 };
-use crate::{Ack, MarketStore, StoreError, UserRecord, Write};
+use crate::{
+    Ack, AlertStore, ChatStore, JournalStore, MarketDataStore, MarketStore, StoreError, UserRecord,
+    UserStore, Write,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -127,28 +130,11 @@ const READERS: usize = 4;
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reply = oneshot::Sender<Result<u64, StoreError>>;
-
-enum Op {
-    Write(Write, Reply),
-    Flush(Reply),
-    Close(Reply),
-}
-
-/// Timing of the writer's batches, for benchmarks and metrics.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WriterStats {
-    pub batches: u64,
-    pub rows: u64,
-    pub commit_micros_total: u64,
-}
-
 /// The SQLite-backed store.
 pub struct SqliteStore {
     path: PathBuf,
-    ops: Mutex<Option<mpsc::Sender<Op>>>,
+    queue: Submitter,
     readers: Arc<Mutex<Vec<Connection>>>,
-    stats: Arc<Mutex<WriterStats>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -216,39 +202,22 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?);
         }
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(Mutex::new(WriterStats::default()));
-        let writer_stats = stats.clone();
+        let (queue, rx, stats) = Submitter::new();
         let batch_max = batch_max.max(1);
         std::thread::Builder::new()
             .name("bourse-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, batch_max, writer_stats))
+            .spawn(move || writer_loop(writer, rx, batch_max, stats))
             .map_err(|e| backend("starting the writer thread", e))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            ops: Mutex::new(Some(tx)),
+            queue,
             readers: Arc::new(Mutex::new(readers)),
-            stats,
         })
     }
 
     /// Batch statistics so far.
     pub fn writer_stats(&self) -> WriterStats {
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn send(&self, op: Op) {
-        let guard = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        let result = match guard.as_ref() {
-            Some(tx) => tx.send(op).map_err(|e| e.0),
-            None => Err(op),
-        };
-        if let Err(op) = result {
-            let reply = match op {
-                Op::Write(_, r) | Op::Flush(r) | Op::Close(r) => r,
-            };
-            let _ = reply.send(Err(StoreError::Closed));
-        }
+        self.queue.stats()
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -556,99 +525,23 @@ fn lease_epoch(
         .map(|e| e.map(|e| e as u64))
 }
 
-fn rows(write: &Write) -> usize {
-    match write {
-        Write::Ticks(t) => t.len(),
-        Write::Candles { candles, .. } => candles.len(),
-        Write::Fenced { write, .. } => rows(write),
-        Write::AcquireLease { .. }
-        | Write::ReleaseLease { .. }
-        | Write::Journal { .. }
-        | Write::Snapshot { .. }
-        | Write::Chat(_)
-        | Write::CreateUser { .. }
-        | Write::CreateAlert(_)
-        | Write::AlertFired { .. }
-        | Write::DeleteAlert { .. }
-        | Write::Notify(_) => 1,
-    }
-}
-
 fn writer_loop(
     mut conn: Connection,
-    rx: mpsc::Receiver<Op>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
     batch_max: usize,
     stats: Arc<Mutex<WriterStats>>,
 ) {
-    let mut closing: Option<Reply> = None;
+    let mut closing = None;
     while closing.is_none() {
-        let Ok(first) = rx.recv() else { break };
-        let mut batch = Vec::new();
-        let mut barriers = Vec::new();
-        let mut pending_rows = 0usize;
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            match op {
-                Op::Write(w, reply) => {
-                    pending_rows += rows(&w);
-                    batch.push((w, reply));
-                }
-                Op::Flush(reply) => barriers.push(reply),
-                Op::Close(reply) => {
-                    closing = Some(reply);
-                    break;
-                }
-            }
-            if pending_rows >= batch_max {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let batch = Batch::gather(first, &mut rx, batch_max);
         let started = Instant::now();
-        let outcomes = commit(&mut conn, &batch);
-        let elapsed = started.elapsed();
-        crate::metrics::BATCH_SECONDS.observe(elapsed.as_secs_f64());
-        crate::metrics::BATCH_ROWS.observe(pending_rows as f64);
-        let elapsed = elapsed.as_micros() as u64;
-        let batch_result = match &outcomes {
-            Ok(_) => Ok(0),
-            Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "sqlite batch failed");
-                Err(e.clone())
-            }
-        };
-        {
-            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
-            s.batches += 1;
-            s.rows += pending_rows as u64;
-            s.commit_micros_total += elapsed;
-        }
-        match outcomes {
-            Ok(each) => {
-                for ((_, reply), outcome) in batch.into_iter().zip(each) {
-                    let _ = reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-        for reply in barriers {
-            let _ = reply.send(batch_result.clone());
-        }
+        let outcomes = commit(&mut conn, &batch.writes);
+        closing = batch.settle(outcomes, started.elapsed(), &stats, "sqlite");
     }
-    // Anything still queued behind a close is refused, never silently dropped.
-    while let Ok(op) = rx.try_recv() {
-        let reply = match op {
-            Op::Write(_, r) | Op::Flush(r) | Op::Close(r) => r,
-        };
-        let _ = reply.send(Err(StoreError::Closed));
-    }
-    if let Some(reply) = closing {
-        let _ = reply.send(Ok(0));
-    }
+    queue::finish(&mut rx, closing);
 }
 
 /// Commits a batch in one IMMEDIATE transaction (the cross-process write lock, so lease
@@ -701,17 +594,20 @@ fn candle_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candle> {
 #[async_trait]
 impl MarketStore for SqliteStore {
     fn submit(&self, write: Write) -> Ack {
-        let (tx, ack) = Ack::pair();
-        self.send(Op::Write(write, tx));
-        ack
+        self.queue.submit(write)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, ack) = Ack::pair();
-        self.send(Op::Flush(tx));
-        ack.wait().await
+        self.queue.flush().await
     }
 
+    async fn close(&self) -> Result<(), StoreError> {
+        self.queue.close().await
+    }
+}
+
+#[async_trait]
+impl MarketDataStore for SqliteStore {
     async fn recent_ticks(&self, symbol: &str, limit: usize) -> Result<Vec<Tick>, StoreError> {
         let symbol = symbol.to_string();
         self.read(move |c| {
@@ -796,7 +692,10 @@ impl MarketStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl JournalStore for SqliteStore {
     async fn lease(&self, kind: &str, key: &str) -> Result<Option<(String, u64)>, StoreError> {
         let (kind, key) = (kind.to_string(), key.to_string());
         self.read(move |c| {
@@ -843,7 +742,10 @@ impl MarketStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ChatStore for SqliteStore {
     async fn chat_history(
         &self,
         room: &str,
@@ -872,7 +774,10 @@ impl MarketStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl UserStore for SqliteStore {
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         let username = username.to_string();
         self.read(move |c| {
@@ -893,7 +798,10 @@ impl MarketStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AlertStore for SqliteStore {
     async fn alert(&self, alert_id: u64) -> Result<Option<AlertRecord>, StoreError> {
         self.read(move |c| {
             use rusqlite::OptionalExtension;
@@ -999,13 +907,5 @@ impl MarketStore for SqliteStore {
             rows.collect()
         })
         .await
-    }
-
-    async fn close(&self) -> Result<(), StoreError> {
-        let (tx, ack) = Ack::pair();
-        self.send(Op::Close(tx));
-        let result = ack.wait().await;
-        self.ops.lock().unwrap_or_else(|p| p.into_inner()).take();
-        result
     }
 }

@@ -38,7 +38,7 @@ use crate::symbol::now_ms;
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
-use bourse_storage::{Fence, MarketStore, Notification, Write};
+use bourse_storage::{Lease, MarketStore, Notification, Write};
 use ledger::{Balance, Entry, Ledger, OrderRecord, hold_for};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,11 +100,10 @@ pub struct Account {
     key: String,
     deps: Arc<AccountDeps>,
     sharding: Sharding,
-    fence: Fence,
-    /// Fenced, or a journal write failed: stop and rebuild from storage.
+    /// Lost when fenced or when a journal write (awaited or not) failed.
+    lease: Lease,
+    /// Set when memory changed but cannot be journaled: stop and rebuild from storage.
     stop: bool,
-    /// Set when a journal write that was not waited for failed.
-    broken: Arc<std::sync::atomic::AtomicBool>,
     ledger: Ledger,
     seq: u64,
     since_snapshot: u64,
@@ -125,7 +124,7 @@ impl Entity for Account {
             .parse()
             .map_err(|_| EntityError::new(format!("account key '{}' is not a user id", ctx.key)))?;
         let r = crate::journal::recover::<Ledger, Entry>(
-            deps.store.as_ref(),
+            &deps.store,
             KIND,
             &ctx.key,
             ctx.sharding.node(),
@@ -137,15 +136,14 @@ impl Entity for Account {
                 .apply(entry, &deps.markets)
                 .map_err(|e| EntityError::new(format!("account {} entry {at}: {e}", ctx.key)))?;
         }
-        let (fence, seq, replayed) = (r.fence, r.seq, r.entries.len());
+        let (lease, seq, replayed) = (r.lease, r.seq, r.entries.len());
         let mut account = Account {
             user,
             key: ctx.key.clone(),
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
-            fence,
+            lease,
             stop: false,
-            broken: Arc::default(),
             ledger,
             seq,
             since_snapshot: replayed as u64,
@@ -232,7 +230,7 @@ impl Entity for Account {
 
     fn summary(&self) -> serde_json::Value {
         serde_json::json!({
-            "lease": self.fence.epoch,
+            "lease": self.lease.fence().epoch,
             "journal_seq": self.seq,
             "orders": self.ledger.orders().count(),
             "open_orders": self.ledger.open_orders(),
@@ -241,17 +239,16 @@ impl Entity for Account {
     }
 
     fn fenced(&self) -> bool {
-        self.stop || self.broken.load(std::sync::atomic::Ordering::Relaxed)
+        self.stop || self.lease.is_lost()
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        if self.stop {
+        // Lost or stopped: memory may be ahead of storage, so no snapshot of it.
+        if self.fenced() {
             return;
         }
         self.write_snapshot();
-        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
-            tracing::error!(account = %self.key, error = %e, "releasing the account lease failed");
-        }
+        self.lease.release().await;
     }
 }
 
@@ -528,24 +525,23 @@ impl Account {
             key: self.key.clone(),
             seq: self.seq + 1,
             entry: bytes,
-        }
-        .fenced(&self.fence);
-        let ack = self.deps.store.submit(write);
+        };
+        let ack = self.lease.submit(write);
         if wait {
             if let Err(e) = ack.wait().await {
                 tracing::error!(account = %self.key, error = %e, "account journal write failed; restarting from storage");
-                self.stop = true;
+                self.lease.lose();
                 return Err(Refusal::Unavailable(format!(
                     "account {} could not be saved; retry",
                     self.key
                 )));
             }
         } else {
-            let (broken, key) = (self.broken.clone(), self.key.clone());
+            let (lease, key) = (self.lease.clone(), self.key.clone());
             tokio::spawn(async move {
                 if let Err(e) = ack.wait().await {
                     tracing::error!(account = %key, error = %e, "account journal write failed; restarting from storage");
-                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                    lease.lose();
                 }
             });
         }
@@ -607,15 +603,12 @@ impl Account {
                 return;
             }
         };
-        let _ = self.deps.store.submit(
-            Write::Snapshot {
-                kind: KIND.into(),
-                key: self.key.clone(),
-                seq: self.seq,
-                state: bytes,
-            }
-            .fenced(&self.fence),
-        );
+        let _ = self.lease.submit(Write::Snapshot {
+            kind: KIND.into(),
+            key: self.key.clone(),
+            seq: self.seq,
+            state: bytes,
+        });
         self.since_snapshot = 0;
     }
 }

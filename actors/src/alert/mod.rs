@@ -19,7 +19,7 @@ use crate::trading::Refusal;
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::{Market, Markets, Step};
 use bourse_storage::{
-    AlertFiring, AlertRecord, AlertStatus, Fence, MarketStore, Notification, StoreError, Write,
+    AlertFiring, AlertRecord, AlertStatus, Lease, MarketStore, Notification, StoreError, Write,
 };
 pub use condition::Condition;
 use serde::{Deserialize, Serialize};
@@ -63,8 +63,7 @@ pub struct Alert {
     key: String,
     deps: Arc<AlertDeps>,
     sharding: Sharding,
-    fence: Fence,
-    fenced: bool,
+    lease: Lease,
     rule: AlertRecord,
     condition: Condition,
 }
@@ -188,8 +187,7 @@ impl Entity for Alert {
             .parse()
             .map_err(|_| EntityError::new(format!("alert key '{}' is not an id", ctx.key)))?;
         let store = &deps.store;
-        let fence = store
-            .take_over(KIND, &ctx.key, ctx.sharding.node())
+        let lease = Lease::take_over(store.clone(), KIND, &ctx.key, ctx.sharding.node())
             .await
             .map_err(storage)?;
         let rule = store
@@ -207,8 +205,7 @@ impl Entity for Alert {
             key: ctx.key.clone(),
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
-            fence,
-            fenced: false,
+            lease,
             rule,
             condition,
         })
@@ -227,7 +224,7 @@ impl Entity for Alert {
 
     fn summary(&self) -> Value {
         json!({
-            "lease": self.fence.epoch,
+            "lease": self.lease.fence().epoch,
             "symbol": self.rule.symbol,
             "status": self.rule.status,
             "repeat": self.rule.repeat,
@@ -236,13 +233,11 @@ impl Entity for Alert {
     }
 
     fn fenced(&self) -> bool {
-        self.fenced
+        self.lease.is_lost()
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
-            tracing::error!(alert = %self.key, error = %e, "releasing the alert lease failed");
-        }
+        self.lease.release().await;
     }
 }
 
@@ -284,17 +279,11 @@ impl Alert {
             body: event.clone(),
         }));
         let one_shot = !self.rule.repeat;
-        let stored = store.submit(
-            Write::AlertFired {
-                firing: firing.clone(),
-                one_shot,
-            }
-            .fenced(&self.fence),
-        );
-        if let Err(e) = async { noted.wait().await.and(stored.wait().await) }.await {
-            if matches!(e, StoreError::Fenced { .. }) {
-                self.fenced = true;
-            }
+        let stored = self.lease.commit(Write::AlertFired {
+            firing: firing.clone(),
+            one_shot,
+        });
+        if let Err(e) = async { noted.wait().await.and(stored.await.map(|_| ())) }.await {
             tracing::error!(alert = %self.key, error = %e, "storing an alert firing failed");
             return AlertReply::Error(Refusal::Unavailable(format!(
                 "alert {} could not be stored",
@@ -328,12 +317,8 @@ impl Alert {
         }
         let write = Write::DeleteAlert {
             alert_id: self.rule.alert_id,
-        }
-        .fenced(&self.fence);
-        if let Err(e) = self.deps.store.submit(write).wait().await {
-            if matches!(e, StoreError::Fenced { .. }) {
-                self.fenced = true;
-            }
+        };
+        if self.lease.commit(write).await.is_err() {
             return AlertReply::Error(Refusal::Unavailable(format!(
                 "alert {} could not be deleted; retry",
                 self.key

@@ -28,14 +28,13 @@ use bourse_cluster::{
     StreamRequest,
 };
 use bourse_config::{Market, Markets};
-use bourse_storage::{Ack, Fence, MarketStore, Write};
+use bourse_storage::{Ack, Lease, MarketStore, Write};
 use engine::{Order, Side};
 use serde::{Deserialize, Serialize};
 use state::{Answer, BookState, Command, Outcome};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 /// The entity kind name.
@@ -111,8 +110,8 @@ struct Release {
 
 /// What the release task shares with the entity.
 struct Shared {
-    /// A journal write failed: memory is ahead of storage.
-    broken: AtomicBool,
+    /// Lost once a journal write fails: memory is ahead of storage.
+    lease: Lease,
     /// Nodes that no longer listen to `book:S` (learnt while delivering).
     gone: Mutex<Vec<String>>,
 }
@@ -122,9 +121,8 @@ pub struct BookEntity {
     market: Market,
     deps: Arc<BookDeps>,
     sharding: Sharding,
-    fence: Fence,
-    /// Fenced by a newer activation, or a journal write failed: memory may be ahead of
-    /// storage, so the shell stops the entity and the next message rebuilds it.
+    /// Set when memory changed but cannot be journaled: the shell stops the entity and the
+    /// next message rebuilds it (as it does once the lease is lost).
     stop: bool,
     shared: Arc<Shared>,
     release: mpsc::UnboundedSender<Release>,
@@ -152,7 +150,7 @@ impl Entity for BookEntity {
             .cloned()
             .ok_or_else(|| EntityError::new(format!("unknown symbol '{}'", ctx.key)))?;
         let r = crate::journal::recover::<state::Snapshot, Command>(
-            deps.store.as_ref(),
+            &deps.store,
             KIND,
             &ctx.key,
             ctx.sharding.node(),
@@ -164,11 +162,11 @@ impl Entity for BookEntity {
             let out = state.apply(cmd);
             touched.extend(out.updates.iter().map(|(_, s)| s.order_id));
         }
-        let (fence, seq, replayed) = (r.fence, r.seq, r.entries.len());
+        let (lease, seq, replayed) = (r.lease, r.seq, r.entries.len());
         let epoch = bourse_cluster::stream::new_epoch(now_ms());
         ctx.sharding.publisher_activated(KIND, &ctx.key, &epoch);
         let shared = Arc::new(Shared {
-            broken: AtomicBool::new(false),
+            lease,
             gone: Mutex::new(Vec::new()),
         });
         let (release, queue) = mpsc::unbounded_channel();
@@ -186,7 +184,6 @@ impl Entity for BookEntity {
             market,
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
-            fence,
             stop: false,
             state,
             seq,
@@ -261,7 +258,7 @@ impl Entity for BookEntity {
         let (bid, ask) = self.state.engine().best();
         serde_json::json!({
             "epoch": self.log.epoch(),
-            "lease": self.fence.epoch,
+            "lease": self.shared.lease.fence().epoch,
             "journal_seq": self.seq,
             "resting_orders": self.state.engine().len(),
             "best_bid": bid.map(|p| tick.format(p)),
@@ -271,18 +268,17 @@ impl Entity for BookEntity {
     }
 
     fn fenced(&self) -> bool {
-        self.stop || self.shared.broken.load(Ordering::Relaxed)
+        self.stop || self.shared.lease.is_lost()
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        if self.stop {
+        // Lost or stopped: memory may be ahead of storage, so no snapshot of it.
+        if self.fenced() {
             return;
         }
         // A snapshot makes the next activation (on the new owner) quick.
         self.write_snapshot();
-        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
-            tracing::error!(symbol = %self.market.symbol, error = %e, "releasing the book lease failed");
-        }
+        self.shared.lease.release().await;
     }
 }
 
@@ -379,15 +375,12 @@ impl BookEntity {
             }
         };
         self.seq += 1;
-        let ack = self.deps.store.submit(
-            Write::Journal {
-                kind: KIND.into(),
-                key: self.market.symbol.clone(),
-                seq: self.seq,
-                entry,
-            }
-            .fenced(&self.fence),
-        );
+        let ack = self.shared.lease.submit(Write::Journal {
+            kind: KIND.into(),
+            key: self.market.symbol.clone(),
+            seq: self.seq,
+            entry,
+        });
         let effects = self.effects(&cmd, &out);
         self.since_snapshot += 1;
         if self.since_snapshot >= self.deps.snapshot_every {
@@ -454,15 +447,12 @@ impl BookEntity {
             }
         };
         // Not awaited: the writer applies it in order after the entries it covers.
-        let _ = self.deps.store.submit(
-            Write::Snapshot {
-                kind: KIND.into(),
-                key: self.market.symbol.clone(),
-                seq: self.seq,
-                state: bytes,
-            }
-            .fenced(&self.fence),
-        );
+        let _ = self.shared.lease.submit(Write::Snapshot {
+            kind: KIND.into(),
+            key: self.market.symbol.clone(),
+            seq: self.seq,
+            state: bytes,
+        });
         self.since_snapshot = 0;
     }
 }
@@ -497,15 +487,15 @@ async fn run_releases(
         let mut trades = Vec::new();
         for r in batch.drain(..) {
             let durable = match r.ack {
-                Some(ack) if !shared.broken.load(Ordering::Relaxed) => match ack.wait().await {
+                Some(ack) if !shared.lease.is_lost() => match ack.wait().await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(%symbol, error = %e, "book journal write failed; the book restarts from storage");
-                        shared.broken.store(true, Ordering::Relaxed);
+                        shared.lease.lose();
                         false
                     }
                 },
-                _ => !shared.broken.load(Ordering::Relaxed),
+                _ => !shared.lease.is_lost(),
             };
             if !durable {
                 if let Some((_, respond)) = r.answer {

@@ -16,7 +16,7 @@ use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
 use bourse_config::Markets;
-use bourse_storage::{ChatMessage, Fence, MarketStore, StoreError, Write};
+use bourse_storage::{ChatMessage, Lease, MarketStore, StoreError, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -69,8 +69,7 @@ pub struct Room {
     index: u64,
     deps: Arc<RoomDeps>,
     sharding: Sharding,
-    fence: Fence,
-    fenced: bool,
+    lease: Lease,
     log: StreamLog,
     channel: String,
     last_id: u64,
@@ -112,8 +111,7 @@ impl Entity for Room {
             .ok_or_else(|| EntityError::new(format!("unknown room '{}'", ctx.key)))?
             as u64;
         let store = &deps.store;
-        let fence = store
-            .take_over(KIND, &ctx.key, ctx.sharding.node())
+        let lease = Lease::take_over(store.clone(), KIND, &ctx.key, ctx.sharding.node())
             .await
             .map_err(storage)?;
         let last_id = store
@@ -129,8 +127,7 @@ impl Entity for Room {
             index: index % 1024,
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
-            fence,
-            fenced: false,
+            lease,
             log: StreamLog::new(epoch, deps.replay_events),
             channel: format!("chat:{}", ctx.key),
             last_id,
@@ -211,20 +208,18 @@ impl Entity for Room {
     fn summary(&self) -> Value {
         json!({
             "epoch": self.log.epoch(),
-            "lease": self.fence.epoch,
+            "lease": self.lease.fence().epoch,
             "last_message_id": self.last_id,
             "members": self.members.len(),
         })
     }
 
     fn fenced(&self) -> bool {
-        self.fenced
+        self.lease.is_lost()
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
-            tracing::error!(room = %self.key, error = %e, "releasing the room lease failed");
-        }
+        self.lease.release().await;
     }
 }
 
@@ -261,11 +256,7 @@ impl Room {
             ts: now,
         };
         // Stored before anyone sees it.
-        let write = Write::Chat(message.clone()).fenced(&self.fence);
-        if let Err(e) = self.deps.store.submit(write).wait().await {
-            if matches!(e, StoreError::Fenced { .. }) {
-                self.fenced = true;
-            }
+        if let Err(e) = self.lease.commit(Write::Chat(message.clone())).await {
             tracing::error!(room = %self.key, error = %e, "storing a chat message failed");
             return RoomReply::Error(Refusal::Unavailable(format!(
                 "room {} could not store the message; retry",

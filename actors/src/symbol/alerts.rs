@@ -40,8 +40,7 @@ impl Symbol {
     pub(super) async fn create_alert(&mut self, new: NewAlert) -> SymbolReply {
         let now = now_ms();
         let mut record = new.record(&self.market.symbol, now);
-        let write = Write::CreateAlert(record.clone()).fenced(&self.fence);
-        match self.deps.store.submit(write).value().await {
+        match self.lease.commit(Write::CreateAlert(record.clone())).await {
             Ok(id) => {
                 record.alert_id = id;
                 self.triggers.arm(id, new.condition, 0, now);

@@ -23,7 +23,7 @@ use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
 use bourse_config::{Market, Markets};
-use bourse_storage::{AlertRecord, Candle, Fence, Interval, MarketStore, StoreError, Tick, Write};
+use bourse_storage::{AlertRecord, Candle, Interval, Lease, MarketStore, StoreError, Tick, Write};
 use candles::CandleSet;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -109,8 +109,7 @@ pub struct Symbol {
     sharding: Sharding,
     /// This activation's lease: every write carries it; storage refuses it once another
     /// activation took the symbol over.
-    fence: Fence,
-    fenced: bool,
+    lease: Lease,
     names: Names,
     log: StreamLog,
     candles: CandleSet,
@@ -151,8 +150,7 @@ impl Entity for Symbol {
         let store = &deps.store;
         let symbol_name = market.symbol.clone();
         let symbol = symbol_name.as_str();
-        let fence = store
-            .take_over(KIND, symbol, ctx.sharding.node())
+        let lease = Lease::take_over(store.clone(), KIND, symbol, ctx.sharding.node())
             .await
             .map_err(storage)?;
         let recent: VecDeque<Tick> = store
@@ -172,15 +170,11 @@ impl Entity for Symbol {
         // Buckets that ended while the symbol was down close now.
         let closed = candles.advance(now);
         if !closed.is_empty() {
-            store
-                .submit(
-                    Write::Candles {
-                        symbol: symbol.to_string(),
-                        candles: closed.clone(),
-                    }
-                    .fenced(&fence),
-                )
-                .wait()
+            lease
+                .commit(Write::Candles {
+                    symbol: symbol.to_string(),
+                    candles: closed.clone(),
+                })
                 .await
                 .map_err(storage)?;
         }
@@ -206,8 +200,7 @@ impl Entity for Symbol {
             market,
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
-            fence,
-            fenced: false,
+            lease,
             names,
             candles,
             window,
@@ -265,7 +258,7 @@ impl Entity for Symbol {
             return;
         }
         self.persist_closed(&closed).await;
-        if self.fenced {
+        if self.lease.is_lost() {
             return;
         }
         for (interval, c) in closed {
@@ -311,7 +304,7 @@ impl Entity for Symbol {
     fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "epoch": self.log.epoch(),
-            "lease": self.fence.epoch,
+            "lease": self.lease.fence().epoch,
             "last_price": self.last.map(|(p, _)| self.market.tick.format(p)),
             "last_trade_at": self.last.map(|(_, ts)| ts),
             "next_trade_id": self.next_trade_id,
@@ -320,13 +313,11 @@ impl Entity for Symbol {
     }
 
     fn fenced(&self) -> bool {
-        self.fenced
+        self.lease.is_lost()
     }
 
     async fn passivate(&mut self, _ctx: &EntityContext) {
-        if let Err(e) = self.deps.store.submit(self.fence.release()).wait().await {
-            tracing::error!(symbol = %self.market.symbol, error = %e, "releasing the lease on passivation failed");
-        }
+        self.lease.release().await;
     }
 }
 
@@ -404,17 +395,14 @@ impl Symbol {
         }
         // Durable before published: a trade the stream shows is one storage holds, and a
         // fenced (stale) activation publishes nothing.
-        let ticks_ack = self
-            .deps
-            .store
-            .submit(Write::Ticks(ticks).fenced(&self.fence));
+        let ticks_ack = self.lease.commit(Write::Ticks(ticks));
         if !closed_all.is_empty() {
             self.persist_closed(&closed_all).await;
         }
-        if let Err(e) = ticks_ack.wait().await {
+        if let Err(e) = ticks_ack.await {
             self.on_write_error(e);
         }
-        if self.fenced {
+        if self.lease.is_lost() {
             return;
         }
         for event in trade_events {
@@ -440,18 +428,17 @@ impl Symbol {
         let write = Write::Candles {
             symbol: self.market.symbol.clone(),
             candles: closed.to_vec(),
-        }
-        .fenced(&self.fence);
-        if let Err(e) = self.deps.store.submit(write).wait().await {
+        };
+        if let Err(e) = self.lease.commit(write).await {
             self.on_write_error(e);
         }
     }
 
-    fn on_write_error(&mut self, e: StoreError) {
+    /// Logs a failed write; a fenced one has already marked the lease lost.
+    fn on_write_error(&self, e: StoreError) {
         match e {
             StoreError::Fenced { .. } => {
                 tracing::warn!(symbol = %self.market.symbol, error = %e, "fenced: another activation owns this symbol now");
-                self.fenced = true;
             }
             e => {
                 tracing::error!(symbol = %self.market.symbol, error = %e, "persisting market data failed")

@@ -1,0 +1,301 @@
+//! PostgreSQL: the store for nodes on separate hosts, which share nothing but it.
+//!
+//! Writes go through the same ordered queue as SQLite's ([`crate::queue`]): one writer task
+//! per process commits whatever has queued up in one transaction, so ingest costs one
+//! round trip per statement and one commit per batch, not per row. Leases are
+//! compare-and-set on the `leases` row inside the batch's transaction; a fenced write first
+//! share-locks its lease row, so a newer activation's take-over waits for the batch and can
+//! never interleave with it (see [`write`]). Reads run on a small pool of their own
+//! connections. Deadlocks between nodes' batches (PostgreSQL aborts one) are retried; a lost
+//! connection fails its batch and the next batch reconnects.
+
+mod read;
+mod schema;
+mod write;
+
+use crate::queue::{self, Batch, Op, Reply, Submitter, WriterStats};
+use crate::{Ack, MarketStore, StoreError, Write};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_postgres::NoTls;
+
+type Client = deadpool_postgres::Object;
+
+/// How long connecting, or waiting for a pooled connection, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at a batch that PostgreSQL aborted as a deadlock or serialization failure.
+const RETRIES: usize = 5;
+
+/// A store error from a PostgreSQL error, with the server's message and SQLSTATE when there
+/// is one (tokio-postgres's own text for those is only "db error").
+fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!(
+            "{context}: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        )),
+        None => StoreError::Backend(format!("{context}: {e}")),
+    }
+}
+
+/// The PostgreSQL-backed store.
+pub struct PgStore {
+    /// `host:port/db`, never the password.
+    target: String,
+    queue: Submitter,
+    readers: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// `host:port/db` of a connection config, for messages (no user, no password).
+fn describe(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, port)| match h {
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+            tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+        })
+        .collect();
+    format!(
+        "{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("(default)")
+    )
+}
+
+fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))
+}
+
+/// A pooled connection, or an error naming where it was to come from.
+async fn connection(pool: &Pool, target: &str) -> Result<Client, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Backend(format!("connecting to postgres at {target}: {e}")))
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`), creating or
+    /// migrating the schema, with `readers` connections for reads beside the writer's.
+    pub async fn connect(
+        url: &str,
+        batch_max: usize,
+        readers: usize,
+    ) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("storage.url is not a postgres URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("bourse");
+        let target = describe(&config);
+        let writer = pool(&config, 1)?;
+        schema::migrate(&mut connection(&writer, &target).await?).await?;
+        let (queue, rx, stats) = Submitter::new();
+        tokio::spawn(writer_loop(
+            writer,
+            target.clone(),
+            rx,
+            batch_max.max(1),
+            stats,
+        ));
+        Ok(PgStore {
+            readers: pool(&config, readers)?,
+            target,
+            queue,
+        })
+    }
+
+    /// `host:port/db` this store is connected to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Batch statistics so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.queue.stats()
+    }
+
+    /// A reader connection.
+    async fn reader(&self) -> Result<Client, StoreError> {
+        connection(&self.readers, &self.target).await
+    }
+}
+
+async fn writer_loop(
+    pool: Pool,
+    target: String,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    batch_max: usize,
+    stats: Arc<Mutex<WriterStats>>,
+) {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let batch = Batch::gather(first, &mut rx, batch_max);
+        let started = Instant::now();
+        let outcomes = commit(&pool, &target, &batch.writes).await;
+        closing = batch.settle(outcomes, started.elapsed(), &stats, "postgres");
+    }
+    queue::finish(&mut rx, closing);
+}
+
+/// Commits a batch in one transaction, retrying it when PostgreSQL aborted it to break a
+/// deadlock or a serialization conflict (then nothing of it was written). Returns each
+/// write's own outcome, or the error that failed the whole batch.
+async fn commit(
+    pool: &Pool,
+    target: &str,
+    batch: &[(Write, Reply)],
+) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut client = connection(pool, target).await?;
+        match write::commit(&mut client, batch).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(e) if attempt < RETRIES && retryable(&e) => {
+                tracing::debug!(error = %e, attempt, "postgres batch aborted; retrying");
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(
+                    1..=10 * attempt as u64,
+                )))
+                .await;
+            }
+            Err(e) => return Err(pg("committing batch", e)),
+        }
+    }
+}
+
+/// Whether PostgreSQL rolled the transaction back to resolve a conflict between
+/// transactions, so running it again is safe.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+#[async_trait]
+impl MarketStore for PgStore {
+    fn submit(&self, write: Write) -> Ack {
+        self.queue.submit(write)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.queue.flush().await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.queue.close().await
+    }
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> Result<String, StoreError> {
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| StoreError::Backend("expected a postgres://… URL".into()))?
+        + 3;
+    let (head, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let authority_end = head[scheme_end..]
+        .find('/')
+        .map_or(head.len(), |i| scheme_end + i);
+    Ok(format!("{}/{db}{query}", &head[..authority_end]))
+}
+
+/// Creates the empty database `name` on the server `admin_url` reaches (a scratch database
+/// for a test or a benchmark) and returns its URL.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Backend(format!(
+            "database name '{name}': only a-z, 0-9 and _"
+        )));
+    }
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .map_err(|e| pg("connecting to create a database", e))?;
+    tokio::spawn(connection);
+    // One statement per call: a multi-statement string runs as one transaction block, and
+    // neither statement may run inside one.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg(&format!("creating database {name}"), e))?;
+    }
+    with_database(admin_url, name)
+}
+
+/// Drops the database `name` (closing its connections) on the server `admin_url` reaches.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .map_err(|e| pg("connecting to drop a database", e))?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .map_err(|e| pg(&format!("dropping database {name}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_names_are_replaced_in_urls() {
+        let cases = [
+            ("postgres://u@h:5/postgres", "postgres://u@h:5/x"),
+            (
+                "postgres://u:p@h/db?sslmode=disable",
+                "postgres://u:p@h/x?sslmode=disable",
+            ),
+            ("postgresql://h:5", "postgresql://h:5/x"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(with_database(url, "x").ok().as_deref(), Some(want), "{url}");
+        }
+        assert!(with_database("host=h dbname=d", "x").is_err());
+    }
+}

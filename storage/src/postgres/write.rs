@@ -1,0 +1,352 @@
+//! Applying a batch of writes inside one PostgreSQL transaction, each write with its own
+//! outcome. Expected refusals (a journal position or username already taken, a fenced
+//! epoch) never raise an SQL error, which would abort the whole transaction: they are
+//! `ON CONFLICT DO NOTHING` or a lease check, answered per write.
+//!
+//! Fencing: a fenced write first reads its lease row `FOR SHARE`. A take-over updates that
+//! row, so it waits until every batch holding the share lock has committed; once it has
+//! committed, no write under the older epoch can land. One check per lease per batch: the
+//! row lock holds the epoch still for the rest of the transaction, except for this batch's
+//! own take-overs, which update the cached epoch.
+
+use super::Client;
+use crate::queue::Reply;
+use crate::records::{Interval, Side};
+use crate::{StoreError, Write};
+use std::collections::HashMap;
+use tokio_postgres::Error;
+
+type Epochs = HashMap<(String, String), Option<u64>>;
+
+/// Runs `batch` in one transaction and commits it.
+pub(super) async fn commit(
+    client: &mut Client,
+    batch: &[(Write, Reply)],
+) -> Result<Vec<Result<u64, StoreError>>, Error> {
+    let tx = client.transaction().await?;
+    let mut epochs = Epochs::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (write, _) in batch {
+        outcomes.push(apply(&tx, write, &mut epochs).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn lease_epoch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    epochs: &mut Epochs,
+    kind: &str,
+    key: &str,
+) -> Result<Option<u64>, Error> {
+    let id = (kind.to_string(), key.to_string());
+    if let Some(epoch) = epochs.get(&id) {
+        return Ok(*epoch);
+    }
+    let stmt = tx
+        .prepare_cached("SELECT epoch FROM leases WHERE kind = $1 AND key = $2 FOR SHARE")
+        .await?;
+    let epoch = tx
+        .query_opt(&stmt, &[&kind, &key])
+        .await?
+        .map(|r| r.get::<_, i64>(0) as u64);
+    epochs.insert(id, epoch);
+    Ok(epoch)
+}
+
+fn side_code(side: Side) -> i16 {
+    match side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }
+}
+
+/// Applies one write. The outer error aborts the batch (a database failure); the inner
+/// one is this write's own outcome.
+async fn apply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    mut write: &Write,
+    epochs: &mut Epochs,
+) -> Result<Result<u64, StoreError>, Error> {
+    while let Write::Fenced {
+        fence,
+        write: inner,
+    } = write
+    {
+        let current = lease_epoch(tx, epochs, &fence.kind, &fence.key).await?;
+        if current != Some(fence.epoch) {
+            return Ok(Err(StoreError::Fenced {
+                kind: fence.kind.clone(),
+                key: fence.key.clone(),
+                epoch: fence.epoch,
+                current: current.unwrap_or(0),
+            }));
+        }
+        write = inner;
+    }
+    match write {
+        // The loop above unwrapped every fence.
+        Write::Fenced { .. } => Ok(Err(StoreError::Backend("unwrapped fence".into()))),
+        Write::Ticks(ticks) => {
+            if ticks.is_empty() {
+                return Ok(Ok(0));
+            }
+            let symbols: Vec<&str> = ticks.iter().map(|t| t.symbol.as_str()).collect();
+            let ids: Vec<i64> = ticks.iter().map(|t| t.trade_id as i64).collect();
+            let ts: Vec<i64> = ticks.iter().map(|t| t.ts).collect();
+            let prices: Vec<i64> = ticks.iter().map(|t| t.price as i64).collect();
+            let qtys: Vec<i64> = ticks.iter().map(|t| t.qty as i64).collect();
+            let sides: Vec<i16> = ticks.iter().map(|t| side_code(t.side)).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO ticks (symbol, trade_id, ts, price, qty, side)
+                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[],
+                                          $5::int8[], $6::int2[])
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(&stmt, &[&symbols, &ids, &ts, &prices, &qtys, &sides])
+                .await?;
+            Ok(Ok(0))
+        }
+        Write::Candles { symbol, candles } => {
+            // One statement may not update a row twice: the last candle of a bucket wins,
+            // as it would row by row.
+            let mut last: HashMap<(Interval, i64), usize> = HashMap::new();
+            for (i, (interval, c)) in candles.iter().enumerate() {
+                last.insert((*interval, c.open_time), i);
+            }
+            let mut keep: Vec<usize> = last.into_values().collect();
+            keep.sort_unstable();
+            if keep.is_empty() {
+                return Ok(Ok(0));
+            }
+            let pick = |f: &dyn Fn(&crate::Candle) -> i64| -> Vec<i64> {
+                keep.iter().map(|&i| f(&candles[i].1)).collect()
+            };
+            let periods: Vec<&str> = keep.iter().map(|&i| candles[i].0.as_str()).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO candles (symbol, period, open_time, open, high, low, close, volume)
+                     SELECT $1, * FROM UNNEST($2::text[], $3::int8[], $4::int8[], $5::int8[],
+                                              $6::int8[], $7::int8[], $8::int8[])
+                     ON CONFLICT (symbol, period, open_time) DO UPDATE SET
+                        open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+                        close = EXCLUDED.close, volume = EXCLUDED.volume",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    symbol,
+                    &periods,
+                    &pick(&|c| c.open_time),
+                    &pick(&|c| c.open as i64),
+                    &pick(&|c| c.high as i64),
+                    &pick(&|c| c.low as i64),
+                    &pick(&|c| c.close as i64),
+                    &pick(&|c| c.volume as i64),
+                ],
+            )
+            .await?;
+            Ok(Ok(0))
+        }
+        Write::AcquireLease { kind, key, node } => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO leases (kind, key, owner, epoch) VALUES ($1, $2, $3, 1)
+                     ON CONFLICT (kind, key)
+                     DO UPDATE SET owner = EXCLUDED.owner, epoch = leases.epoch + 1
+                     RETURNING epoch",
+                )
+                .await?;
+            let epoch = tx
+                .query_one(&stmt, &[kind, key, node])
+                .await?
+                .get::<_, i64>(0) as u64;
+            epochs.insert((kind.clone(), key.clone()), Some(epoch));
+            Ok(Ok(epoch))
+        }
+        Write::ReleaseLease { kind, key, epoch } => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE leases SET owner = '' WHERE kind = $1 AND key = $2 AND epoch = $3",
+                )
+                .await?;
+            tx.execute(&stmt, &[kind, key, &(*epoch as i64)]).await?;
+            Ok(Ok(0))
+        }
+        Write::Journal {
+            kind,
+            key,
+            seq,
+            entry,
+        } => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO journal (kind, key, seq, entry) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            let added = tx
+                .execute(&stmt, &[kind, key, &(*seq as i64), entry])
+                .await?;
+            if added == 0 {
+                return Ok(Err(StoreError::Conflict(format!(
+                    "{kind}/{key}: journal entry {seq} already exists"
+                ))));
+            }
+            Ok(Ok(0))
+        }
+        Write::Snapshot {
+            kind,
+            key,
+            seq,
+            state,
+        } => {
+            let upsert = tx
+                .prepare_cached(
+                    "INSERT INTO snapshots (kind, key, seq, state) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (kind, key) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state",
+                )
+                .await?;
+            tx.execute(&upsert, &[kind, key, &(*seq as i64), state])
+                .await?;
+            let covered = tx
+                .prepare_cached("DELETE FROM journal WHERE kind = $1 AND key = $2 AND seq <= $3")
+                .await?;
+            tx.execute(&covered, &[kind, key, &(*seq as i64)]).await?;
+            Ok(Ok(0))
+        }
+        Write::Chat(m) => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO chat (room, message_id, user_id, username, text, ts)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &m.room,
+                    &(m.message_id as i64),
+                    &(m.user_id as i64),
+                    &m.username,
+                    &m.text,
+                    &m.ts,
+                ],
+            )
+            .await?;
+            Ok(Ok(0))
+        }
+        Write::CreateUser {
+            username,
+            password_hash,
+            created_at,
+        } => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (username) DO NOTHING RETURNING user_id",
+                )
+                .await?;
+            match tx
+                .query_opt(&stmt, &[username, password_hash, created_at])
+                .await?
+            {
+                Some(row) => Ok(Ok(row.get::<_, i64>(0) as u64)),
+                None => Ok(Err(StoreError::Conflict(format!(
+                    "username '{username}' is taken"
+                )))),
+            }
+        }
+        Write::CreateAlert(a) => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO alerts (user_id, symbol, condition, value, repeat, cooldown_s,
+                     created_at, status, last_fired_at, fired_count)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'armed', 0, 0) RETURNING alert_id",
+                )
+                .await?;
+            let row = tx
+                .query_one(
+                    &stmt,
+                    &[
+                        &(a.user_id as i64),
+                        &a.symbol,
+                        &a.condition,
+                        &a.value,
+                        &a.repeat,
+                        &i64::from(a.cooldown_s),
+                        &a.created_at,
+                    ],
+                )
+                .await?;
+            Ok(Ok(row.get::<_, i64>(0) as u64))
+        }
+        Write::AlertFired {
+            firing: f,
+            one_shot,
+        } => {
+            let history = tx
+                .prepare_cached(
+                    "INSERT INTO alert_history
+                     (alert_id, n, user_id, symbol, condition, value, price, reference, ts)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            let added = tx
+                .execute(
+                    &history,
+                    &[
+                        &(f.alert_id as i64),
+                        &(f.n as i64),
+                        &(f.user_id as i64),
+                        &f.symbol,
+                        &f.condition,
+                        &f.value,
+                        &(f.price as i64),
+                        &(f.reference as i64),
+                        &f.ts,
+                    ],
+                )
+                .await?;
+            if added == 1 {
+                let rule = tx
+                    .prepare_cached(
+                        "UPDATE alerts SET last_fired_at = $2, fired_count = $3,
+                         status = CASE WHEN $4 AND status = 'armed' THEN 'fired' ELSE status END
+                         WHERE alert_id = $1",
+                    )
+                    .await?;
+                tx.execute(
+                    &rule,
+                    &[&(f.alert_id as i64), &f.ts, &(f.n as i64), one_shot],
+                )
+                .await?;
+            }
+            Ok(Ok(0))
+        }
+        Write::DeleteAlert { alert_id } => {
+            let stmt = tx
+                .prepare_cached("UPDATE alerts SET status = 'deleted' WHERE alert_id = $1")
+                .await?;
+            tx.execute(&stmt, &[&(*alert_id as i64)]).await?;
+            Ok(Ok(0))
+        }
+        Write::Notify(n) => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO notifications (user_id, key, ts, kind, body)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[&(n.user_id as i64), &n.key, &n.ts, &n.kind, &n.body],
+            )
+            .await?;
+            Ok(Ok(0))
+        }
+    }
+}

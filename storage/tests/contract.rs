@@ -1,0 +1,176 @@
+//! The storage contract against every backend this machine can run, and crash safety with
+//! a real SIGKILLed process: SQLite always; PostgreSQL when `BOURSE_TEST_POSTGRES_URL` names
+//! a server (`scripts/test` starts one and sets it, with `BOURSE_REQUIRE_POSTGRES=1` so a
+//! missing server fails rather than skips).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bourse_storage::contract;
+use bourse_storage::{MarketStore, PgStore, SqliteStore, postgres};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bourse-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The PostgreSQL server to test against, or `None` (printed, never silent) when there is
+/// none and none is required.
+fn postgres_admin_url(test: &str) -> Option<String> {
+    match std::env::var("BOURSE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("BOURSE_REQUIRE_POSTGRES").is_err(),
+                "BOURSE_REQUIRE_POSTGRES is set but BOURSE_TEST_POSTGRES_URL is not"
+            );
+            println!("SKIPPED {test}: no PostgreSQL (set BOURSE_TEST_POSTGRES_URL)");
+            None
+        }
+    }
+}
+
+/// A scratch database of its own for one test.
+async fn scratch(admin: &str, test: &str) -> (String, String) {
+    let name = format!("bourse_{test}_{}", std::process::id());
+    let url = postgres::create_database(admin, &name)
+        .await
+        .expect("create scratch database");
+    (name, url)
+}
+
+async fn open_sqlite(path: &Path) -> Box<dyn MarketStore> {
+    Box::new(SqliteStore::open(path, 1024).expect("open sqlite"))
+}
+
+async fn open_postgres(url: &str) -> Box<dyn MarketStore> {
+    Box::new(
+        PgStore::connect(url, 1024, 2)
+            .await
+            .expect("connect postgres"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes_the_contract() {
+    let dir = temp_dir("contract");
+    let path = dir.join("bourse.db");
+    contract::run_all(|| open_sqlite(&path)).await;
+    let a = open_sqlite(&path).await;
+    let b = open_sqlite(&path).await;
+    contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_contract() {
+    let Some(admin) = postgres_admin_url("postgres_passes_the_contract") else {
+        return;
+    };
+    let (name, url) = scratch(&admin, "contract").await;
+    contract::run_all(|| open_postgres(&url)).await;
+    let a = open_postgres(&url).await;
+    let b = open_postgres(&url).await;
+    contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
+    drop((a, b));
+    // A second connect finds the schema current and migrates nothing.
+    open_postgres(&url).await.close().await.expect("close");
+    postgres::drop_database(&admin, &name).await.expect("drop");
+}
+
+const CHILD_ENV: &str = "BOURSE_CRASH_CHILD";
+
+/// Child half of the crash tests: `sqlite:<path>` or `postgres:<url>` in the environment.
+/// Runs only when a parent sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child_writer() {
+    let Ok(target) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store: Box<dyn MarketStore> = match target.split_once(':') {
+        Some(("sqlite", path)) => {
+            Box::new(SqliteStore::open(Path::new(path), 100_000).expect("open"))
+        }
+        Some(("postgres", url)) => {
+            Box::new(PgStore::connect(url, 100_000, 1).await.expect("connect"))
+        }
+        _ => panic!("bad {CHILD_ENV}: {target}"),
+    };
+    contract::crash_writer(store.as_ref()).await;
+}
+
+/// Starts the child writer on `target`, SIGKILLs it after 30 acknowledged batches, returns
+/// the last batch it acknowledged.
+fn run_and_kill_child(target: &str) -> u64 {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut acked: Option<u64> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(n) = line.strip_prefix("ACK ") {
+            acked = n.trim().parse().ok();
+            if acked >= Some(30) {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child made no progress");
+        }
+    }
+    // SIGKILL while the writer is busy with the next batches.
+    child.kill().expect("kill");
+    let _ = child.wait();
+    acked.expect("child acknowledged batches")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_partial_one() {
+    let dir = temp_dir("crash");
+    let path = dir.join("bourse.db");
+    let acked = run_and_kill_child(&format!("sqlite:{}", path.display()));
+    let store = open_sqlite(&path).await;
+    let stored = contract::check_after_crash(store.as_ref(), acked).await;
+    println!(
+        "sqlite crash test: {} batches acked, {stored} stored",
+        acked + 1
+    );
+    store.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_partial_one() {
+    let Some(admin) = postgres_admin_url("postgres_killed_mid_batch") else {
+        return;
+    };
+    let (name, url) = scratch(&admin, "crash").await;
+    let acked = run_and_kill_child(&format!("postgres:{url}"));
+    let store = open_postgres(&url).await;
+    let stored = contract::check_after_crash(store.as_ref(), acked).await;
+    println!(
+        "postgres crash test: {} batches acked, {stored} stored",
+        acked + 1
+    );
+    store.close().await.expect("close");
+    drop(store);
+    postgres::drop_database(&admin, &name).await.expect("drop");
+}
