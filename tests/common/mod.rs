@@ -68,6 +68,24 @@ fn fastrand_u32() -> u32 {
     t ^ std::process::id().rotate_left(7)
 }
 
+/// Where a node runs: an address of this machine, or one inside a network namespace (a
+/// separate host as far as the node can tell).
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub addr: String,
+    pub netns: Option<String>,
+}
+
+impl Host {
+    /// This machine's loopback.
+    pub fn local() -> Host {
+        Host {
+            addr: "127.0.0.1".into(),
+            netns: None,
+        }
+    }
+}
+
 /// One `bourse node` process.
 pub struct Node {
     child: Option<Child>,
@@ -76,6 +94,7 @@ pub struct Node {
     config: PathBuf,
     env: Vec<(String, String)>,
     wait_ready: bool,
+    pub host: Host,
 }
 
 impl Node {
@@ -87,6 +106,17 @@ impl Node {
     /// Starts a node with extra `BOURSE_*` variables (they win over the defaults here);
     /// `wait_ready` false returns as soon as the process runs.
     pub fn start_env(
+        name: &str,
+        extra: &str,
+        env: Vec<(String, String)>,
+        wait_ready: bool,
+    ) -> Node {
+        Node::start_on(Host::local(), name, extra, env, wait_ready)
+    }
+
+    /// As [`Node::start_env`], on `host`.
+    pub fn start_on(
+        host: Host,
         name: &str,
         extra: &str,
         env: Vec<(String, String)>,
@@ -105,6 +135,7 @@ impl Node {
             config,
             env,
             wait_ready,
+            host,
         };
         node.spawn();
         node
@@ -116,12 +147,23 @@ impl Node {
             .append(true)
             .open(self.dir.join("node.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        let mut command = match &self.host.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_bourse")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_bourse")),
+        };
+        let child = command
             .args(["node", "--config"])
             .arg(&self.config)
             .env("BOURSE_NODE__NAME", "node1")
             .env("BOURSE_NODE__DATA_DIR", self.dir.join("data"))
-            .env("BOURSE_GATEWAY__LISTEN", format!("127.0.0.1:{}", self.port))
+            .env(
+                "BOURSE_GATEWAY__LISTEN",
+                format!("{}:{}", self.host.addr, self.port),
+            )
             .env("BOURSE_ADMIN__TOKEN", ADMIN_TOKEN)
             .env("BOURSE_AUTH__SECRET", AUTH_SECRET)
             // Cheap password hashing keeps tests that register many users quick.
@@ -240,11 +282,11 @@ impl Node {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host.addr, self.port)
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        format!("ws://{}:{}/ws", self.host.addr, self.port)
     }
 
     fn try_get(&self, path: &str) -> Result<(u16, Value), String> {
@@ -700,54 +742,92 @@ pub fn read_sse(
     (status, events)
 }
 
-/// A local cluster of `bourse node` processes sharing one data directory (one SQLite file).
+/// A cluster of `bourse node` processes: on this machine sharing one data directory (one
+/// SQLite file), or on separate hosts each with its own (sharing only a networked store).
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub data: PathBuf,
     cluster_ports: Vec<u16>,
     extra: String,
+    /// Where node `i` runs; empty for the local, shared-directory cluster.
+    hosts: Vec<Host>,
+    /// Variables every node gets (the store's settings, say).
+    env: Vec<(String, String)>,
 }
 
 pub const COOKIE: &str = "test-cluster-cookie";
 
 impl Cluster {
+    fn host(&self, i: usize) -> Host {
+        self.hosts.get(i).cloned().unwrap_or_else(Host::local)
+    }
+
     fn member_env(&self, i: usize, cookie: &str) -> Vec<(String, String)> {
         let seeds: Vec<String> = self
             .cluster_ports
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
+            .map(|(j, p)| format!("\"{}:{p}\"", self.host(j).addr))
             .collect();
-        vec![
+        let mut env = vec![
             ("BOURSE_NODE__NAME".into(), format!("node{}", i + 1)),
             (
-                "BOURSE_NODE__DATA_DIR".into(),
-                self.data.display().to_string(),
-            ),
-            (
                 "BOURSE_CLUSTER__LISTEN".into(),
-                format!("127.0.0.1:{}", self.cluster_ports[i]),
+                format!("{}:{}", self.host(i).addr, self.cluster_ports[i]),
             ),
             (
                 "BOURSE_CLUSTER__SEEDS".into(),
                 format!("[{}]", seeds.join(",")),
             ),
             ("BOURSE_CLUSTER__COOKIE".into(), cookie.into()),
-        ]
+        ];
+        if self.hosts.is_empty() {
+            env.push((
+                "BOURSE_NODE__DATA_DIR".into(),
+                self.data.display().to_string(),
+            ));
+        }
+        env.extend(self.env.iter().cloned());
+        env
     }
 
     /// Starts `n` nodes, each seeded with all the others, and waits until every one is up.
     pub fn start(name: &str, n: usize, extra: &str) -> Cluster {
+        Cluster::start_with(name, n, extra, Vec::new(), Vec::new())
+    }
+
+    /// Starts one node per host in `hosts`, each with a data directory of its own and
+    /// `env` (which names the store they share), and waits until every one is up.
+    pub fn start_on_hosts(
+        name: &str,
+        hosts: Vec<Host>,
+        extra: &str,
+        env: Vec<(String, String)>,
+    ) -> Cluster {
+        let n = hosts.len();
+        Cluster::start_with(name, n, extra, hosts, env)
+    }
+
+    fn start_with(
+        name: &str,
+        n: usize,
+        extra: &str,
+        hosts: Vec<Host>,
+        env: Vec<(String, String)>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             data: temp_dir(&format!("{name}-data")),
             cluster_ports: (0..n).map(|_| free_port()).collect(),
             extra: extra.to_string(),
+            hosts,
+            env,
         };
         for i in 0..n {
             let env = cluster.member_env(i, COOKIE);
-            cluster.nodes.push(Node::start_env(
+            cluster.nodes.push(Node::start_on(
+                cluster.host(i),
                 &format!("{name}-n{}", i + 1),
                 extra,
                 env,
@@ -765,7 +845,7 @@ impl Cluster {
         self.cluster_ports.push(free_port());
         let i = self.cluster_ports.len() - 1;
         let env = self.member_env(i, cookie);
-        let node = Node::start_env(name, &self.extra.clone(), env, wait_ready);
+        let node = Node::start_on(self.host(i), name, &self.extra.clone(), env, wait_ready);
         self.nodes.push(node);
         i
     }
