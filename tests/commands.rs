@@ -13,9 +13,15 @@ use std::time::{Duration, Instant};
 /// Runs `bourse args...` to completion (bounded) and returns its stdout; fails the test
 /// with stderr when it exits non-zero.
 fn bourse(args: &[&str], timeout: Duration) -> String {
+    bourse_env(args, &[], timeout)
+}
+
+/// As [`bourse`], with extra environment variables.
+fn bourse_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> String {
     let dir = common::temp_dir("commands");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bourse"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -106,6 +112,40 @@ fn bench_trading_prints_its_figures() {
         Duration::from_secs(120),
     );
     assert_has(&out, &["orders", "p99"]);
+}
+
+/// OPERATIONS "Benchmarks": `BOURSE_BENCH_POSTGRES_URL=… bench trading` runs the cluster on
+/// PostgreSQL (a scratch database there).
+#[test]
+fn bench_trading_runs_on_postgres() {
+    let Ok(url) = std::env::var("BOURSE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("BOURSE_REQUIRE_POSTGRES").is_err(),
+            "BOURSE_REQUIRE_POSTGRES is set but BOURSE_TEST_POSTGRES_URL is not"
+        );
+        println!("SKIPPED bench_trading_runs_on_postgres: no PostgreSQL");
+        return;
+    };
+    let out = bourse_env(
+        &[
+            "bench",
+            "trading",
+            "--nodes",
+            "2",
+            "--clients",
+            "20",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+        ],
+        &[("BOURSE_BENCH_POSTGRES_URL", &url)],
+        Duration::from_secs(120),
+    );
+    assert_has(
+        &out,
+        &["storage: postgres database bourse_bench_trading", "p99"],
+    );
 }
 
 #[test]

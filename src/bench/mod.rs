@@ -354,6 +354,23 @@ pub(crate) const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
 /// `feed_rate` trades/s per symbol or off) and waits until each sees all members up.
 /// Returns the directory (removed at the end unless a start failed), the processes and
 /// the gateway ports.
+/// The `[storage]` section of a bench cluster: SQLite in the bench folder, or, when
+/// `BOURSE_BENCH_POSTGRES_URL` names a PostgreSQL server, a database of its own there
+/// (`bourse_bench_<name>`, replaced on every run and left for inspection afterwards).
+async fn bench_storage(name: &str) -> anyhow::Result<String> {
+    let Ok(admin) = std::env::var("BOURSE_BENCH_POSTGRES_URL") else {
+        return Ok(String::new());
+    };
+    let db = format!("bourse_bench_{name}");
+    let url = bourse_storage::postgres::create_database(&admin, &db)
+        .await
+        .with_context(|| format!("creating database {db} for the benchmark"))?;
+    println!("storage: postgres database {db} (BOURSE_BENCH_POSTGRES_URL)");
+    Ok(format!(
+        "[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+    ))
+}
+
 pub(crate) async fn local_cluster(
     n: usize,
     name: &str,
@@ -371,6 +388,7 @@ pub(crate) async fn local_cluster(
         Some(rate) => format!("[feed]\nkind = \"simulator\"\ntrades_per_sec = {rate}\n"),
         None => "[feed]\nkind = \"none\"\n".to_string(),
     };
+    let storage = bench_storage(name).await?;
     let mut procs = Vec::new();
     for i in 0..n {
         let seeds: Vec<String> = cluster
@@ -386,7 +404,7 @@ pub(crate) async fn local_cluster(
                 "[node]\nname = \"node{}\"\ndata_dir = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\nrequests_per_sec = 10000\noutbound_queue = 65536\n\
                  [cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\ncookie = \"bench\"\n[admin]\ntoken = \"{BENCH_TOKEN}\"\n\
                  [auth]\nsecret = \"bench-auth-secret-0123456789\"\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
-                 login_per_user_per_min = 1000000\nlogin_per_ip_per_min = 1000000\nregister_per_ip_per_min = 1000000\n{feed}",
+                 login_per_user_per_min = 1000000\nlogin_per_ip_per_min = 1000000\nregister_per_ip_per_min = 1000000\n{feed}{storage}",
                 i + 1,
                 dir.path.join("data").display(),
                 gateways[i],

@@ -174,3 +174,93 @@ async fn postgres_killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_part
     drop(store);
     postgres::drop_database(&admin, &name).await.expect("drop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let err = PgStore::connect("postgres://bourse:s3cret@127.0.0.1:1/market", 16, 1)
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.1:1/market"),
+        "names the target: {text}"
+    );
+    assert!(!text.contains("s3cret"), "never the password: {text}");
+    let err = PgStore::connect("mysql://nope", 16, 1)
+        .await
+        .expect_err("not a postgres URL");
+    assert!(err.to_string().contains("storage.url"), "{err}");
+}
+
+/// Closes every server connection to database `db` (what a server restart or a network cut
+/// does to the store's pool).
+async fn cut_connections(admin: &str, db: &str) -> u64 {
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .await
+        .expect("terminate");
+    rows.len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reconnects_after_its_connections_are_cut() {
+    use bourse_storage::records::{Side, Tick};
+    use bourse_storage::{MarketDataStore, Write};
+    let Some(admin) = postgres_admin_url("postgres_reconnects") else {
+        return;
+    };
+    let (name, url) = scratch(&admin, "reconnect").await;
+    let store = PgStore::connect(&url, 1024, 2).await.expect("connect");
+    let tick = |id: u64| Tick {
+        symbol: "C-RECONNECT".into(),
+        trade_id: id,
+        ts: id as i64,
+        price: 1,
+        qty: 1,
+        side: Side::Buy,
+    };
+    store
+        .submit(Write::Ticks(vec![tick(1)]))
+        .wait()
+        .await
+        .expect("first write");
+    assert_eq!(store.last_trade_id("C-RECONNECT").await.expect("read"), 1);
+    let cut = cut_connections(&admin, &name).await;
+    assert!(
+        cut >= 2,
+        "the writer's and a reader's connections were open: {cut}"
+    );
+    // The first write or read after the cut may fail (its connection died under it); the
+    // store reconnects and the next ones succeed, without a restart.
+    let mut wrote = false;
+    for id in 2..=5 {
+        if store
+            .submit(Write::Ticks(vec![tick(id)]))
+            .wait()
+            .await
+            .is_ok()
+        {
+            wrote = true;
+            break;
+        }
+    }
+    assert!(wrote, "a write succeeds again after the cut");
+    let mut read = None;
+    for _ in 0..3 {
+        if let Ok(n) = store.last_trade_id("C-RECONNECT").await {
+            read = Some(n);
+            break;
+        }
+    }
+    assert!(read.is_some_and(|n| n >= 2), "reads work again: {read:?}");
+    store.close().await.expect("close");
+    postgres::drop_database(&admin, &name).await.expect("drop");
+}
