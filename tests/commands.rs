@@ -118,12 +118,8 @@ fn bench_trading_prints_its_figures() {
 /// PostgreSQL (a scratch database there).
 #[test]
 fn bench_trading_runs_on_postgres() {
-    let Ok(url) = std::env::var("BOURSE_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("BOURSE_REQUIRE_POSTGRES").is_err(),
-            "BOURSE_REQUIRE_POSTGRES is set but BOURSE_TEST_POSTGRES_URL is not"
-        );
-        println!("SKIPPED bench_trading_runs_on_postgres: no PostgreSQL");
+    let Some(url) = bourse_storage::contract::postgres_server("bench_trading_runs_on_postgres")
+    else {
         return;
     };
     let out = bourse_env(

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Cluster, Host, Node};
+use common::{Cluster, Host, Node, limit, place_acked};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,6 +29,8 @@ struct Net {
     gateway: String,
     hosts: Vec<Host>,
     namespaces: bool,
+    /// Namespaces asked for (teardown removes every one, made or half made).
+    count: usize,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -57,6 +59,7 @@ impl Net {
             gateway: format!("{subnet}.1"),
             hosts: Vec::new(),
             namespaces: true,
+            count: n,
         };
         match net.build(n, &subnet) {
             Ok(()) => {
@@ -125,7 +128,7 @@ impl Net {
     }
 
     fn teardown(&self) {
-        for i in 1..=NODES {
+        for i in 1..=self.count {
             let _ = ip(&["netns", "delete", &format!("{}n{i}", self.tag)]);
             let _ = ip(&["link", "delete", &format!("{}h{i}", self.tag)]);
         }
@@ -137,42 +140,6 @@ impl Drop for Net {
     fn drop(&mut self) {
         if self.namespaces {
             self.teardown();
-        }
-    }
-}
-
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var("BOURSE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("BOURSE_REQUIRE_POSTGRES").is_err(),
-                "BOURSE_REQUIRE_POSTGRES is set but BOURSE_TEST_POSTGRES_URL is not"
-            );
-            println!("SKIPPED multihost: no PostgreSQL (set BOURSE_TEST_POSTGRES_URL)");
-            None
-        }
-    }
-}
-
-fn limit(side: &str, price: &str, qty: &str) -> Value {
-    json!({"symbol": "KRW-BTC", "side": side, "type": "limit", "price": price, "qty": qty})
-}
-
-/// Places an order, retrying `unavailable` (an entity moving or restarting) with the same
-/// `client_order_id`, so it is acknowledged exactly once.
-fn place_acked(node: &Node, token: &str, mut body: Value, client_id: &str) -> Value {
-    body["client_order_id"] = json!(client_id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, v) = node.api("POST", "/api/v1/orders", Some(&body), Some(token));
-        match status {
-            200 | 201 => {
-                assert_ne!(v["status"], "rejected", "an acknowledged order stands: {v}");
-                return v;
-            }
-            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            _ => panic!("place {body}: {status} {v}\n{}", node.log()),
         }
     }
 }
@@ -211,7 +178,7 @@ fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_on_postgres_trade_chat_alert_and_survive_a_sigkill() {
-    let Some(admin) = postgres_admin_url() else {
+    let Some(admin) = bourse_storage::contract::postgres_server("multihost") else {
         return;
     };
     let net = Net::create(NODES);

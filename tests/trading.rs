@@ -13,7 +13,7 @@ use bourse_actors::book::engine::{Kind, Order, Side, TimeInForce};
 use bourse_actors::book::state::{BookState, Command};
 use bourse_actors::trading::Status;
 use bourse_config::{Market, Settings};
-use common::{Cluster, Node, WsClient};
+use common::{Cluster, Node, WsClient, limit, place_acked};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,28 +23,6 @@ const NO_FEED: &str = "[feed]\nkind = \"none\"\n";
 fn btc() -> Market {
     let (_, m) = Settings::from_sources("", std::iter::empty()).unwrap();
     m.get("KRW-BTC").unwrap().clone()
-}
-
-fn limit(side: &str, price: &str, qty: &str) -> Value {
-    json!({"symbol": "KRW-BTC", "side": side, "type": "limit", "price": price, "qty": qty})
-}
-
-/// Places an order, retrying `unavailable` (an entity restarting) with the same
-/// `client_order_id`, so the order is acknowledged exactly once.
-fn place_acked(node: &Node, token: &str, mut body: Value, client_id: &str) -> Value {
-    body["client_order_id"] = json!(client_id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, v) = node.api("POST", "/api/v1/orders", Some(&body), Some(token));
-        match status {
-            200 | 201 => {
-                assert_ne!(v["status"], "rejected", "an acknowledged order stands: {v}");
-                return v;
-            }
-            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            _ => panic!("place {body}: {status} {v}\n{}", node.log()),
-        }
-    }
 }
 
 /// Per asset, available + held, summed over `tokens`' accounts.

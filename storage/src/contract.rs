@@ -10,6 +10,23 @@
 use crate::records::{Candle, Interval, Side, Tick};
 use crate::{MarketStore, StoreError, Write};
 
+/// The PostgreSQL server a test runs against (`BOURSE_TEST_POSTGRES_URL`), or `None`,
+/// printed as `SKIPPED <test>`, when there is none; with `BOURSE_REQUIRE_POSTGRES` set
+/// (`scripts/test` sets both) a missing server fails the test instead of skipping it.
+pub fn postgres_server(test: &str) -> Option<String> {
+    match std::env::var("BOURSE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("BOURSE_REQUIRE_POSTGRES").is_err(),
+                "BOURSE_REQUIRE_POSTGRES is set but BOURSE_TEST_POSTGRES_URL is not"
+            );
+            println!("SKIPPED {test}: no PostgreSQL (set BOURSE_TEST_POSTGRES_URL)");
+            None
+        }
+    }
+}
+
 fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
     Tick {
         symbol: symbol.into(),

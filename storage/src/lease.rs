@@ -50,11 +50,6 @@ impl Lease {
         &self.fence
     }
 
-    /// The store the lease is held in, for reads.
-    pub fn store(&self) -> &Arc<dyn MarketStore> {
-        &self.store
-    }
-
     /// Submits `write` under the fence without waiting (order is kept; whoever needs the
     /// write durable awaits the ack and calls [`Lease::lose`] on failure).
     pub fn submit(&self, write: Write) -> Ack {

@@ -19,22 +19,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The PostgreSQL server to test against, or `None` (printed, never silent) when there is
-/// none and none is required.
-fn postgres_admin_url(test: &str) -> Option<String> {
-    match std::env::var("BOURSE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("BOURSE_REQUIRE_POSTGRES").is_err(),
-                "BOURSE_REQUIRE_POSTGRES is set but BOURSE_TEST_POSTGRES_URL is not"
-            );
-            println!("SKIPPED {test}: no PostgreSQL (set BOURSE_TEST_POSTGRES_URL)");
-            None
-        }
-    }
-}
-
 /// A scratch database of its own for one test.
 async fn scratch(admin: &str, test: &str) -> (String, String) {
     let name = format!("bourse_{test}_{}", std::process::id());
@@ -69,7 +53,7 @@ async fn sqlite_passes_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_contract() {
-    let Some(admin) = postgres_admin_url("postgres_passes_the_contract") else {
+    let Some(admin) = contract::postgres_server("postgres_passes_the_contract") else {
         return;
     };
     let (name, url) = scratch(&admin, "contract").await;
@@ -159,7 +143,7 @@ async fn sqlite_killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_partia
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_partial_one() {
-    let Some(admin) = postgres_admin_url("postgres_killed_mid_batch") else {
+    let Some(admin) = contract::postgres_server("postgres_killed_mid_batch") else {
         return;
     };
     let (name, url) = scratch(&admin, "crash").await;
@@ -214,7 +198,7 @@ async fn cut_connections(admin: &str, db: &str) -> u64 {
 async fn postgres_reconnects_after_its_connections_are_cut() {
     use bourse_storage::records::{Side, Tick};
     use bourse_storage::{MarketDataStore, Write};
-    let Some(admin) = postgres_admin_url("postgres_reconnects") else {
+    let Some(admin) = contract::postgres_server("postgres_reconnects") else {
         return;
     };
     let (name, url) = scratch(&admin, "reconnect").await;

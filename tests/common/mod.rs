@@ -361,6 +361,29 @@ impl Drop for Node {
     }
 }
 
+/// A KRW-BTC limit order body.
+pub fn limit(side: &str, price: &str, qty: &str) -> Value {
+    json!({"symbol": "KRW-BTC", "side": side, "type": "limit", "price": price, "qty": qty})
+}
+
+/// Places an order, retrying `unavailable` (an entity moving or restarting) with the same
+/// `client_order_id`, so it is acknowledged exactly once.
+pub fn place_acked(node: &Node, token: &str, mut body: Value, client_id: &str) -> Value {
+    body["client_order_id"] = json!(client_id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = node.api("POST", "/api/v1/orders", Some(&body), Some(token));
+        match status {
+            200 | 201 => {
+                assert_ne!(v["status"], "rejected", "an acknowledged order stands: {v}");
+                return v;
+            }
+            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            _ => panic!("place {body}: {status} {v}\n{}", node.log()),
+        }
+    }
+}
+
 pub fn http(
     url: &str,
     method: &str,

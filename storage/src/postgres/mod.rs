@@ -138,11 +138,6 @@ impl PgStore {
         &self.target
     }
 
-    /// Batch statistics so far.
-    pub fn writer_stats(&self) -> WriterStats {
-        self.queue.stats()
-    }
-
     /// A reader connection.
     async fn reader(&self) -> Result<Client, StoreError> {
         connection(&self.readers, &self.target).await

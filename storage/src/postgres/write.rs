@@ -16,7 +16,9 @@ use crate::{StoreError, Write};
 use std::collections::HashMap;
 use tokio_postgres::Error;
 
-type Epochs = HashMap<(String, String), Option<u64>>;
+/// Lease epochs read (and share-locked) in this batch, by `(kind, key)` borrowed from the
+/// batch's own writes: no allocation per fenced write.
+type Epochs<'a> = HashMap<(&'a str, &'a str), Option<u64>>;
 
 /// Runs `batch` in one transaction and commits it.
 pub(super) async fn commit(
@@ -33,14 +35,13 @@ pub(super) async fn commit(
     Ok(outcomes)
 }
 
-async fn lease_epoch(
+async fn lease_epoch<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
-    epochs: &mut Epochs,
-    kind: &str,
-    key: &str,
+    epochs: &mut Epochs<'a>,
+    kind: &'a str,
+    key: &'a str,
 ) -> Result<Option<u64>, Error> {
-    let id = (kind.to_string(), key.to_string());
-    if let Some(epoch) = epochs.get(&id) {
+    if let Some(epoch) = epochs.get(&(kind, key)) {
         return Ok(*epoch);
     }
     let stmt = tx
@@ -50,7 +51,7 @@ async fn lease_epoch(
         .query_opt(&stmt, &[&kind, &key])
         .await?
         .map(|r| r.get::<_, i64>(0) as u64);
-    epochs.insert(id, epoch);
+    epochs.insert((kind, key), epoch);
     Ok(epoch)
 }
 
@@ -63,10 +64,10 @@ fn side_code(side: Side) -> i16 {
 
 /// Applies one write. The outer error aborts the batch (a database failure); the inner
 /// one is this write's own outcome.
-async fn apply(
+async fn apply<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
-    mut write: &Write,
-    epochs: &mut Epochs,
+    mut write: &'a Write,
+    epochs: &mut Epochs<'a>,
 ) -> Result<Result<u64, StoreError>, Error> {
     while let Write::Fenced {
         fence,
@@ -164,7 +165,7 @@ async fn apply(
                 .query_one(&stmt, &[kind, key, node])
                 .await?
                 .get::<_, i64>(0) as u64;
-            epochs.insert((kind.clone(), key.clone()), Some(epoch));
+            epochs.insert((kind.as_str(), key.as_str()), Some(epoch));
             Ok(Ok(epoch))
         }
         Write::ReleaseLease { kind, key, epoch } => {
