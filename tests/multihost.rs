@@ -5,7 +5,8 @@
 //! accounts recovered on a survivor with every acknowledged order and money conserved.
 //!
 //! Needs root and `ip` for the namespaces; without them it runs the same test on loopback
-//! addresses (127.0.0.11-13, separate data directories) and prints that it did. Needs a
+//! addresses (127.0.0.11-13, separate data directories) and prints that it did, unless
+//! `BOURSE_REQUIRE_NETNS` is set (`scripts/test` sets it where namespaces work). Needs a
 //! PostgreSQL server (`BOURSE_TEST_POSTGRES_URL`, which `scripts/test` sets, reachable on
 //! the bridge's address: `scripts/pg-server` listens there).
 
@@ -70,6 +71,10 @@ impl Net {
             }
             Err(e) => {
                 net.teardown();
+                assert!(
+                    std::env::var("BOURSE_REQUIRE_NETNS").is_err(),
+                    "BOURSE_REQUIRE_NETNS is set but the namespaces could not be made: {e}"
+                );
                 println!(
                     "multihost: FALLBACK to loopback addresses, separate data directories (no namespaces: {e})"
                 );
@@ -182,12 +187,10 @@ async fn three_hosts_on_postgres_trade_chat_alert_and_survive_a_sigkill() {
         return;
     };
     let net = Net::create(NODES);
-    let db = format!("bourse_multihost_{}", std::process::id());
-    let url = bourse_storage::postgres::create_database(&admin, &db)
-        .await
-        .expect("scratch database");
+    // Dropped after the cluster (declared before it), passed or panicked.
+    let db = bourse_storage::contract::ScratchDatabase::create(&admin, "multihost").await;
     // The nodes reach the server through the bridge, not this machine's loopback.
-    let node_url = url.replace("127.0.0.1", &net.gateway);
+    let node_url = db.url.replace("127.0.0.1", &net.gateway);
     let env = vec![
         (
             "BOURSE_STORAGE__BACKEND".to_string(),
@@ -211,6 +214,7 @@ async fn three_hosts_on_postgres_trade_chat_alert_and_survive_a_sigkill() {
     let (_, alice) = a.register("mh_alice");
     let (_, bob) = b.register("mh_bob");
     let granted = totals(c, &[&alice, &bob]);
+    let (alice_granted, bob_granted) = (totals(c, &[&alice]), totals(c, &[&bob]));
     let sell = place_acked(a, &alice, limit("sell", "140000000", "0.3"), "sell-1");
     assert_eq!(sell["status"], "new", "resting: {sell}");
     let buy1 = place_acked(b, &bob, limit("buy", "140000000", "0.1"), "buy-1");
@@ -300,11 +304,25 @@ async fn three_hosts_on_postgres_trade_chat_alert_and_survive_a_sigkill() {
     // Money is conserved across the kill: 0.3 BTC moved for 42,000,000 KRW.
     let after = totals(via, &[&alice, &bob]);
     assert_eq!(after, granted, "available + held per asset is unchanged");
+    let moved = |granted: &std::collections::BTreeMap<String, i128>, krw: i128, btc: i128| {
+        let mut want = granted.clone();
+        *want.entry("KRW".into()).or_insert(0) += krw * 100_000_000;
+        *want.entry("BTC".into()).or_insert(0) += btc;
+        want
+    };
+    assert_eq!(
+        totals(via, &[&alice]),
+        moved(&alice_granted, 42_000_000, -30_000_000),
+        "alice sold 0.3 BTC for 42,000,000 KRW"
+    );
+    assert_eq!(
+        totals(via, &[&bob]),
+        moved(&bob_granted, -42_000_000, 30_000_000),
+        "bob bought it"
+    );
     assert_eq!(history(via), said, "chat history survives the node");
 
     drop(cluster);
-    bourse_storage::postgres::drop_database(&admin, &db)
-        .await
-        .expect("drop scratch database");
+    drop(db);
     drop(net);
 }

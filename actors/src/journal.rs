@@ -47,6 +47,11 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
     let raw = store.journal_after(kind, key, seq).await.map_err(storage)?;
     let mut entries = Vec::with_capacity(raw.len());
     for (at, bytes) in raw {
+        if at != seq + 1 {
+            return Err(EntityError::new(format!(
+                "{kind} {key} journal: entry {at} follows {seq}; entries in between are missing"
+            )));
+        }
         let entry = codec::decode(&bytes)
             .map_err(|e| EntityError::new(format!("{kind} {key} entry {at}: {e}")))?;
         entries.push((at, entry));
@@ -64,7 +69,37 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
 mod tests {
     use crate::account::ledger::Entry;
     use crate::book::state::Command;
-    use bourse_storage::codec;
+    use bourse_storage::{MarketStore, SqliteStore, Write, codec};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_journal_with_a_gap_is_refused_not_replayed() {
+        let dir = std::env::temp_dir().join(format!("bourse-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: Arc<dyn MarketStore> =
+            Arc::new(SqliteStore::open(&dir.join("bourse.db"), 64).unwrap());
+        for seq in [1, 2, 4] {
+            let entry = codec::encode(&Entry::Grant { assets: vec![] }).unwrap();
+            store
+                .submit(Write::Journal {
+                    kind: "account".into(),
+                    key: "7".into(),
+                    seq,
+                    entry,
+                })
+                .wait()
+                .await
+                .unwrap();
+        }
+        let err = match super::recover::<(), Entry>(&store, "account", "7", "n1").await {
+            Ok(_) => panic!("a journal missing entry 3 was replayed"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("entry 4 follows 2"), "{err}");
+        store.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A book's cancel and an account's grant as the previous format stored them (bincode
     /// through serde, no version tag), byte for byte.

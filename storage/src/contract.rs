@@ -1,7 +1,8 @@
 //! The contract every [`MarketStore`] backend passes. A backend's test calls [`run_all`]
 //! with a function that opens *the same* database each time it is called (so reopening is
 //! tested); each check uses its own symbols, so the checks share one database. Beside it:
-//! [`two_stores_fence`] (two processes that both believe they own a key) and the halves of
+//! [`two_stores_fence`] and [`two_stores_race`] (two processes that both believe they own a
+//! key, one after the other and at the same time) and the halves of
 //! the crash test ([`crash_writer`], [`check_after_crash`]), which a backend's test runs
 //! in a child process it SIGKILLs.
 
@@ -23,6 +24,53 @@ pub fn postgres_server(test: &str) -> Option<String> {
             );
             println!("SKIPPED {test}: no PostgreSQL (set BOURSE_TEST_POSTGRES_URL)");
             None
+        }
+    }
+}
+
+/// A PostgreSQL database made for one test and dropped when the guard goes, whether the
+/// test passed or panicked (the server may be a developer's own).
+pub struct ScratchDatabase {
+    admin: String,
+    /// The database's name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    /// Creates `bourse_<test>_<pid>` (empty) on the server `admin` reaches.
+    pub async fn create(admin: &str, test: &str) -> ScratchDatabase {
+        let name = format!("bourse_{test}_{}", std::process::id());
+        let url = crate::postgres::create_database(admin, &name)
+            .await
+            .expect("create scratch database");
+        ScratchDatabase {
+            admin: admin.into(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside the test's runtime, which cannot block on a future of its
+        // own: the drop gets a thread and a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(crate::postgres::drop_database(&admin, &name))
+                        .map_err(|e| e.to_string())
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("dropping scratch database {}: {dropped:?}", self.name);
         }
     }
 }
@@ -663,6 +711,140 @@ pub async fn two_stores_fence(a: &dyn MarketStore, b: &dyn MarketStore) {
         .map(|t| t.trade_id)
         .collect();
     assert_eq!(ids, vec![1, 3], "the fenced epoch's write never landed");
+}
+
+/// Two stores on one database at the same time: `a` appends journal entries under its lease
+/// as fast as it can while `b` takes the entity over. What `a` got acknowledged is exactly
+/// what storage holds (no refused write landed, no acknowledged one is missing), it is a
+/// gap-free prefix, nothing of `a`'s was acknowledged after its first refusal, and `b`
+/// continues the journal.
+pub async fn two_stores_race(a: &dyn MarketStore, b: &dyn MarketStore) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const WINDOW: u64 = 8;
+    let (kind, key) = ("book", "C-RACE");
+    let entry = |seq: u64| Write::Journal {
+        kind: kind.into(),
+        key: key.into(),
+        seq,
+        entry: seq.to_le_bytes().to_vec(),
+    };
+    let lease_a = a.take_over(kind, key, "node-a").await.expect("a");
+    let progress = AtomicU64::new(0);
+    let writer = async {
+        let mut acked = Vec::new();
+        let mut refused = 0u64;
+        let mut seq = 0;
+        while refused < 3 * WINDOW && seq < 100_000 {
+            // A window in flight at once, so the take-over can land mid-window.
+            let acks: Vec<_> = (0..WINDOW)
+                .map(|_| {
+                    seq += 1;
+                    (seq, a.submit(entry(seq).fenced(&lease_a)))
+                })
+                .collect();
+            for (seq, ack) in acks {
+                match ack.wait().await {
+                    Ok(()) => {
+                        assert_eq!(refused, 0, "entry {seq} acknowledged after a refusal");
+                        acked.push(seq);
+                        progress.store(seq, Ordering::Relaxed);
+                    }
+                    Err(StoreError::Fenced { .. }) => refused += 1,
+                    Err(e) => panic!("entry {seq}: {e}"),
+                }
+            }
+        }
+        assert!(refused > 0, "a was never fenced");
+        println!(
+            "two_stores_race: {} entries acknowledged before the take-over, {refused} refused after",
+            acked.len()
+        );
+        acked
+    };
+    let taker = async {
+        while progress.load(Ordering::Relaxed) < 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        b.take_over(kind, key, "node-b").await.expect("b")
+    };
+    let (acked, lease_b) = tokio::join!(writer, taker);
+    assert!(lease_b.epoch > lease_a.epoch);
+    let stored: Vec<u64> = b
+        .journal_after(kind, key, 0)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "stored entries are exactly the acknowledged ones"
+    );
+    assert_eq!(
+        stored,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    let next = stored.len() as u64 + 1;
+    b.submit(entry(next).fenced(&lease_b))
+        .wait()
+        .await
+        .expect("b continues the journal");
+}
+
+/// A batch that fails (here: the backend refuses journal entry 7 of `C-HALT`, which
+/// `break_entry_7` arranges and `mend` undoes) halts its lease: entry 8 never lands after
+/// the missing 7, even once the backend would take it, until the entity is taken over; the
+/// new activation finds a journal without a gap and continues it.
+pub async fn a_failed_batch_halts_its_lease(
+    store: &dyn MarketStore,
+    break_entry_7: impl Future<Output = ()>,
+    mend: impl Future<Output = ()>,
+) {
+    let (kind, key) = ("book", "C-HALT");
+    let entry = |seq: u64| Write::Journal {
+        kind: kind.into(),
+        key: key.into(),
+        seq,
+        entry: vec![seq as u8],
+    };
+    let first = store.take_over(kind, key, "node-a").await.expect("lease");
+    for seq in 1..=6 {
+        store
+            .submit(entry(seq).fenced(&first))
+            .wait()
+            .await
+            .expect("entries 1-6");
+    }
+    break_entry_7.await;
+    let failed = store.submit(entry(7).fenced(&first)).wait().await;
+    assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
+    let after = store.submit(entry(8).fenced(&first)).wait().await;
+    assert!(matches!(after, Err(StoreError::Halted { .. })), "{after:?}");
+    mend.await;
+    let still = store.submit(entry(7).fenced(&first)).wait().await;
+    assert!(matches!(still, Err(StoreError::Halted { .. })), "{still:?}");
+    let second = store
+        .take_over(kind, key, "node-a")
+        .await
+        .expect("take over");
+    let seqs: Vec<u64> = store
+        .journal_after(kind, key, 0)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=6).collect::<Vec<_>>(),
+        "nothing after the failure"
+    );
+    store
+        .submit(entry(7).fenced(&second))
+        .wait()
+        .await
+        .expect("the new activation continues");
 }
 
 /// Ticks per batch of the crash test: big enough that a SIGKILL lands mid-batch.

@@ -56,9 +56,10 @@ impl Lease {
         self.store.submit(write.fenced(&self.fence))
     }
 
-    /// Submits `write` under the fence now and returns its outcome to await. A fenced
-    /// answer marks the lease lost; any other failure is the caller's to judge (a refused
-    /// chat message may simply be retried by its sender).
+    /// Submits `write` under the fence now and returns its outcome to await. Any failure
+    /// marks the lease lost: the write was fenced, or its outcome is unknown, and the store
+    /// takes no later write of this lease after a failed batch ([`StoreError::Halted`]), so
+    /// only a new activation, rebuilt from storage, can go on.
     pub fn commit(
         &self,
         write: Write,
@@ -67,7 +68,7 @@ impl Lease {
         let lost = self.lost.clone();
         async move {
             let result = ack.value().await;
-            if let Err(StoreError::Fenced { .. }) = &result {
+            if result.is_err() {
                 lost.store(true, Ordering::Relaxed);
             }
             result

@@ -72,6 +72,17 @@ pub enum StoreError {
     /// A unique key is taken (a username, a journal position).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An earlier write under this epoch failed, so nothing after it may land (a journal
+    /// with a hole in it could not be replayed). The activation must stop; the next
+    /// take-over starts from what storage holds.
+    #[error(
+        "{kind}/{key}: an earlier write under epoch {epoch} failed; take the entity over again"
+    )]
+    Halted {
+        kind: String,
+        key: String,
+        epoch: u64,
+    },
 }
 
 /// A registered user as stored.

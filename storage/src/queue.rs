@@ -1,8 +1,13 @@
 //! The write queue every backend shares: writes are submitted in order without waiting,
 //! a single writer takes whatever has queued up as one batch (group commit), commits it and
 //! answers each write with its own outcome. Backends differ only in how a batch commits.
+//!
+//! A batch that fails halts every lease it wrote under: later writes under those epochs are
+//! refused ([`StoreError::Halted`]) until the entity is taken over again, so a journal never
+//! gets entry n+1 without entry n, whatever its activation does with the error.
 
 use crate::{Ack, StoreError, Write};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -97,6 +102,59 @@ impl Submitter {
     }
 }
 
+/// Leases whose writes failed in this process, by `(kind, key)`, with the newest halted
+/// epoch. An entry goes away when the entity is taken over again here.
+#[derive(Default)]
+pub(crate) struct Halted(HashMap<(String, String), u64>);
+
+impl Halted {
+    /// The refusal for `write` if its lease is halted.
+    fn refusal(&self, write: &Write) -> Option<StoreError> {
+        let Write::Fenced { fence, .. } = write else {
+            return None;
+        };
+        if self.0.is_empty() {
+            return None;
+        }
+        let halted = self.0.get(&(fence.kind.clone(), fence.key.clone()))?;
+        (fence.epoch <= *halted).then(|| StoreError::Halted {
+            kind: fence.kind.clone(),
+            key: fence.key.clone(),
+            epoch: fence.epoch,
+        })
+    }
+
+    /// Learns from a settled batch: a failed one halts every lease it wrote under; a
+    /// committed take-over clears its entity.
+    fn learn(
+        &mut self,
+        writes: &[(Write, Reply)],
+        outcomes: &Result<Vec<Result<u64, StoreError>>, StoreError>,
+    ) {
+        match outcomes {
+            Err(_) => {
+                for (write, _) in writes {
+                    if let Write::Fenced { fence, .. } = write {
+                        let epoch = self
+                            .0
+                            .entry((fence.kind.clone(), fence.key.clone()))
+                            .or_default();
+                        *epoch = (*epoch).max(fence.epoch);
+                    }
+                }
+            }
+            Ok(each) if !self.0.is_empty() => {
+                for ((write, _), outcome) in writes.iter().zip(each) {
+                    if let (Write::AcquireLease { kind, key, .. }, Ok(_)) = (write, outcome) {
+                        self.0.remove(&(kind.clone(), key.clone()));
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
 /// One batch: the writes to commit together, and the barriers they satisfy.
 pub(crate) struct Batch {
     pub(crate) writes: Vec<(Write, Reply)>,
@@ -108,10 +166,12 @@ pub(crate) struct Batch {
 
 impl Batch {
     /// `first` and whatever is already queued behind it, up to `batch_max` rows or a close.
+    /// A write under a halted lease is refused here and never reaches the backend.
     pub(crate) fn gather(
         first: Op,
         rx: &mut mpsc::UnboundedReceiver<Op>,
         batch_max: usize,
+        halted: &Halted,
     ) -> Batch {
         let mut batch = Batch {
             writes: Vec::new(),
@@ -122,10 +182,15 @@ impl Batch {
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
-                Op::Write(w, reply) => {
-                    batch.rows += rows(&w);
-                    batch.writes.push((w, reply));
-                }
+                Op::Write(w, reply) => match halted.refusal(&w) {
+                    Some(refusal) => {
+                        let _ = reply.send(Err(refusal));
+                    }
+                    None => {
+                        batch.rows += rows(&w);
+                        batch.writes.push((w, reply));
+                    }
+                },
                 Op::Flush(reply) => batch.barriers.push(reply),
                 Op::Close(reply) => {
                     batch.closing = Some(reply);
@@ -141,15 +206,17 @@ impl Batch {
     }
 
     /// Answers every write with its outcome (or all of them with the error that aborted the
-    /// batch) and the barriers with the batch's result; records metrics. Returns the close
-    /// request that ended the batch, if any.
+    /// batch) and the barriers with the batch's result; records metrics and what `halted`
+    /// must learn. Returns the close request that ended the batch, if any.
     pub(crate) fn settle(
         self,
         outcomes: Result<Vec<Result<u64, StoreError>>, StoreError>,
         elapsed: Duration,
         stats: &Mutex<WriterStats>,
+        halted: &mut Halted,
         backend: &str,
     ) -> Option<Reply> {
+        halted.learn(&self.writes, &outcomes);
         crate::metrics::BATCH_SECONDS.observe(elapsed.as_secs_f64());
         crate::metrics::BATCH_ROWS.observe(self.rows as f64);
         {
@@ -212,5 +279,93 @@ pub(crate) fn rows(write: &Write) -> usize {
         | Write::AlertFired { .. }
         | Write::DeleteAlert { .. }
         | Write::Notify(_) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fence;
+
+    fn journal(epoch: u64, seq: u64) -> Write {
+        let fence = Fence {
+            kind: "book".into(),
+            key: "KRW-BTC".into(),
+            epoch,
+        };
+        Write::Journal {
+            kind: "book".into(),
+            key: "KRW-BTC".into(),
+            seq,
+            entry: vec![1],
+        }
+        .fenced(&fence)
+    }
+
+    /// Gathers `writes` as one batch, settles it with `outcome`, and returns what each
+    /// write was answered (writes refused at gathering are answered at once).
+    fn run(
+        halted: &mut Halted,
+        writes: Vec<Write>,
+        outcome: impl FnOnce(usize) -> Result<Vec<Result<u64, StoreError>>, StoreError>,
+    ) -> Vec<Result<u64, StoreError>> {
+        let (submitter, mut rx, stats) = Submitter::new();
+        let acks: Vec<Ack> = writes.into_iter().map(|w| submitter.submit(w)).collect();
+        let first = rx.try_recv().ok();
+        if let Some(first) = first {
+            let batch = Batch::gather(first, &mut rx, 1000, halted);
+            let outcomes = outcome(batch.writes.len());
+            batch.settle(outcomes, Duration::ZERO, &stats, halted, "test");
+        }
+        acks.into_iter()
+            .map(|mut a| a.0.try_recv().unwrap_or(Err(StoreError::Closed)))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_batch_halts_its_leases_until_a_take_over() {
+        let mut halted = Halted::default();
+        let failed = run(&mut halted, vec![journal(3, 5)], |_| {
+            Err(StoreError::Backend("disk full".into()))
+        });
+        assert!(
+            matches!(failed[0], Err(StoreError::Backend(_))),
+            "{failed:?}"
+        );
+
+        // Entry 6 under the same epoch must not land after entry 5 failed.
+        let after = run(&mut halted, vec![journal(3, 6)], |n| Ok(vec![Ok(0); n]));
+        assert!(
+            matches!(&after[0], Err(StoreError::Halted { epoch: 3, .. })),
+            "{after:?}"
+        );
+
+        // A take-over clears it; the new epoch writes again.
+        let take_over = Write::AcquireLease {
+            kind: "book".into(),
+            key: "KRW-BTC".into(),
+            node: "n1".into(),
+        };
+        let next = run(&mut halted, vec![take_over, journal(4, 5)], |n| {
+            Ok(vec![Ok(4); n])
+        });
+        assert!(next.iter().all(|r| r.is_ok()), "{next:?}");
+        assert!(halted.0.is_empty());
+    }
+
+    #[test]
+    fn a_newer_epoch_is_not_halted_by_an_older_failure() {
+        let mut halted = Halted::default();
+        run(&mut halted, vec![journal(3, 5)], |_| {
+            Err(StoreError::Backend("connection reset".into()))
+        });
+        let newer = run(&mut halted, vec![journal(4, 5)], |n| Ok(vec![Ok(0); n]));
+        assert!(newer[0].is_ok(), "{newer:?}");
+        // A per-write refusal (fenced, conflict) is not a failed batch: nothing is halted.
+        let mut fresh = Halted::default();
+        run(&mut fresh, vec![journal(3, 5)], |_| {
+            Ok(vec![Err(StoreError::Conflict("journal position 5".into()))])
+        });
+        assert!(fresh.0.is_empty());
     }
 }

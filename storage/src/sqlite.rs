@@ -6,7 +6,7 @@
 //! pool of their own connections and run beside the writer (WAL lets them). Several node
 //! processes may share one file: a short-step busy handler makes their writers take turns.
 
-use crate::queue::{self, Batch, Op, Reply, Submitter, WriterStats};
+use crate::queue::{self, Batch, Halted, Op, Reply, Submitter, WriterStats};
 use crate::records::{
     AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
 };
@@ -532,14 +532,15 @@ fn writer_loop(
     stats: Arc<Mutex<WriterStats>>,
 ) {
     let mut closing = None;
+    let mut halted = Halted::default();
     while closing.is_none() {
         let Some(first) = rx.blocking_recv() else {
             break;
         };
-        let batch = Batch::gather(first, &mut rx, batch_max);
+        let batch = Batch::gather(first, &mut rx, batch_max, &halted);
         let started = Instant::now();
         let outcomes = commit(&mut conn, &batch.writes);
-        closing = batch.settle(outcomes, started.elapsed(), &stats, "sqlite");
+        closing = batch.settle(outcomes, started.elapsed(), &stats, &mut halted, "sqlite");
     }
     queue::finish(&mut rx, closing);
 }

@@ -5,27 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bourse_storage::contract;
-use bourse_storage::{MarketStore, PgStore, SqliteStore, postgres};
+use bourse_storage::contract::{self, ScratchDatabase};
+use bourse_storage::{MarketStore, PgStore, SqliteStore};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bourse-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-/// A scratch database of its own for one test.
-async fn scratch(admin: &str, test: &str) -> (String, String) {
-    let name = format!("bourse_{test}_{}", std::process::id());
-    let url = postgres::create_database(admin, &name)
-        .await
-        .expect("create scratch database");
-    (name, url)
 }
 
 async fn open_sqlite(path: &Path) -> Box<dyn MarketStore> {
@@ -48,6 +40,25 @@ async fn sqlite_passes_the_contract() {
     let a = open_sqlite(&path).await;
     let b = open_sqlite(&path).await;
     contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
+    contract::two_stores_race(a.as_ref(), b.as_ref()).await;
+    // Another connection to the file refuses entry 7 with a trigger.
+    let side = rusqlite::Connection::open(&path).expect("side connection");
+    contract::a_failed_batch_halts_its_lease(
+        a.as_ref(),
+        async {
+            side.execute_batch(
+                "CREATE TRIGGER halt_test BEFORE INSERT ON journal
+                 WHEN NEW.key = 'C-HALT' AND NEW.seq = 7
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            )
+            .expect("trigger");
+        },
+        async {
+            side.execute_batch("DROP TRIGGER halt_test")
+                .expect("drop trigger");
+        },
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -56,15 +67,37 @@ async fn postgres_passes_the_contract() {
     let Some(admin) = contract::postgres_server("postgres_passes_the_contract") else {
         return;
     };
-    let (name, url) = scratch(&admin, "contract").await;
-    contract::run_all(|| open_postgres(&url)).await;
-    let a = open_postgres(&url).await;
-    let b = open_postgres(&url).await;
+    let db = ScratchDatabase::create(&admin, "contract").await;
+    contract::run_all(|| open_postgres(&db.url)).await;
+    let a = open_postgres(&db.url).await;
+    let b = open_postgres(&db.url).await;
     contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
+    contract::two_stores_race(a.as_ref(), b.as_ref()).await;
+    // An admin connection refuses entry 7 with a check constraint.
+    let (side, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("side connection");
+    tokio::spawn(connection);
+    contract::a_failed_batch_halts_its_lease(
+        a.as_ref(),
+        async {
+            side.batch_execute(
+                "ALTER TABLE journal ADD CONSTRAINT halt_test
+                 CHECK (NOT (key = 'C-HALT' AND seq = 7)) NOT VALID",
+            )
+            .await
+            .expect("constraint");
+        },
+        async {
+            side.batch_execute("ALTER TABLE journal DROP CONSTRAINT halt_test")
+                .await
+                .expect("drop constraint");
+        },
+    )
+    .await;
     drop((a, b));
     // A second connect finds the schema current and migrates nothing.
-    open_postgres(&url).await.close().await.expect("close");
-    postgres::drop_database(&admin, &name).await.expect("drop");
+    open_postgres(&db.url).await.close().await.expect("close");
 }
 
 const CHILD_ENV: &str = "BOURSE_CRASH_CHILD";
@@ -89,7 +122,8 @@ async fn crash_child_writer() {
 }
 
 /// Starts the child writer on `target`, SIGKILLs it after 30 acknowledged batches, returns
-/// the last batch it acknowledged.
+/// the last batch it acknowledged. A watchdog thread kills it after 60 s whatever it does
+/// (a child that hangs without printing would otherwise block the read forever).
 fn run_and_kill_child(target: &str) -> u64 {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
@@ -105,24 +139,41 @@ fn run_and_kill_child(target: &str) -> u64 {
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().expect("child stdout");
-    let mut lines = BufReader::new(stdout).lines();
+    let child = Arc::new(Mutex::new(child));
+    let (done, watch) = mpsc::channel::<()>();
+    let watchdog = {
+        let child = child.clone();
+        std::thread::spawn(move || {
+            let timed_out = matches!(
+                watch.recv_timeout(Duration::from_secs(60)),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            if timed_out {
+                let _ = child.lock().unwrap().kill();
+            }
+            timed_out
+        })
+    };
     let mut acked: Option<u64> = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Some(Ok(line)) = lines.next() {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
         if let Some(n) = line.strip_prefix("ACK ") {
             acked = n.trim().parse().ok();
             if acked >= Some(30) {
                 break;
             }
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("child made no progress");
-        }
     }
+    let _ = done.send(());
+    let timed_out = watchdog.join().expect("watchdog");
     // SIGKILL while the writer is busy with the next batches.
-    child.kill().expect("kill");
+    let mut child = child.lock().unwrap();
+    let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        !timed_out,
+        "the child made no progress in 60 s (acked {acked:?})"
+    );
     acked.expect("child acknowledged batches")
 }
 
@@ -146,17 +197,15 @@ async fn postgres_killed_mid_batch_loses_no_acknowledged_batch_and_shows_no_part
     let Some(admin) = contract::postgres_server("postgres_killed_mid_batch") else {
         return;
     };
-    let (name, url) = scratch(&admin, "crash").await;
-    let acked = run_and_kill_child(&format!("postgres:{url}"));
-    let store = open_postgres(&url).await;
+    let db = ScratchDatabase::create(&admin, "crash").await;
+    let acked = run_and_kill_child(&format!("postgres:{}", db.url));
+    let store = open_postgres(&db.url).await;
     let stored = contract::check_after_crash(store.as_ref(), acked).await;
     println!(
         "postgres crash test: {} batches acked, {stored} stored",
         acked + 1
     );
     store.close().await.expect("close");
-    drop(store);
-    postgres::drop_database(&admin, &name).await.expect("drop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,8 +250,8 @@ async fn postgres_reconnects_after_its_connections_are_cut() {
     let Some(admin) = contract::postgres_server("postgres_reconnects") else {
         return;
     };
-    let (name, url) = scratch(&admin, "reconnect").await;
-    let store = PgStore::connect(&url, 1024, 2).await.expect("connect");
+    let db = ScratchDatabase::create(&admin, "reconnect").await;
+    let store = PgStore::connect(&db.url, 1024, 2).await.expect("connect");
     let tick = |id: u64| Tick {
         symbol: "C-RECONNECT".into(),
         trade_id: id,
@@ -217,7 +266,7 @@ async fn postgres_reconnects_after_its_connections_are_cut() {
         .await
         .expect("first write");
     assert_eq!(store.last_trade_id("C-RECONNECT").await.expect("read"), 1);
-    let cut = cut_connections(&admin, &name).await;
+    let cut = cut_connections(&admin, &db.name).await;
     assert!(
         cut >= 2,
         "the writer's and a reader's connections were open: {cut}"
@@ -246,5 +295,4 @@ async fn postgres_reconnects_after_its_connections_are_cut() {
     }
     assert!(read.is_some_and(|n| n >= 2), "reads work again: {read:?}");
     store.close().await.expect("close");
-    postgres::drop_database(&admin, &name).await.expect("drop");
 }

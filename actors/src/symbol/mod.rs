@@ -434,7 +434,8 @@ impl Symbol {
         }
     }
 
-    /// Logs a failed write; a fenced one has already marked the lease lost.
+    /// Logs a failed write, which has marked the lease lost: the symbol stops without
+    /// publishing, and its next activation starts from the trades storage holds.
     fn on_write_error(&self, e: StoreError) {
         match e {
             StoreError::Fenced { .. } => {

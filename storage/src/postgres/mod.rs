@@ -13,7 +13,7 @@ mod read;
 mod schema;
 mod write;
 
-use crate::queue::{self, Batch, Op, Reply, Submitter, WriterStats};
+use crate::queue::{self, Batch, Halted, Op, Reply, Submitter, WriterStats};
 use crate::{Ack, MarketStore, StoreError, Write};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -28,6 +28,15 @@ type Client = deadpool_postgres::Object;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts at a batch that PostgreSQL aborted as a deadlock or serialization failure.
 const RETRIES: usize = 5;
+/// How long one batch may take end to end; past it the outcome is unknown, the connection
+/// is dropped and the batch fails (its leases halt, see [`crate::queue`]).
+const BATCH_DEADLINE: Duration = Duration::from_secs(30);
+/// Session settings: no statement, lock wait or open transaction may hang a connection
+/// (a lock wait that times out is retried like a deadlock).
+const SESSION_OPTIONS: &str = "-c statement_timeout=20s -c lock_timeout=5s \
+                               -c idle_in_transaction_session_timeout=60s";
+/// A peer that stops answering is noticed by TCP within about this long.
+const TCP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A store error from a PostgreSQL error, with the server's message and SQLSTATE when there
 /// is one (tokio-postgres's own text for those is only "db error").
@@ -115,6 +124,17 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("bourse");
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(5)
+            .tcp_user_timeout(TCP_TIMEOUT);
+        let options = match config.get_options() {
+            Some(own) => format!("{SESSION_OPTIONS} {own}"),
+            None => SESSION_OPTIONS.to_string(),
+        };
+        config.options(options);
         let target = describe(&config);
         let writer = pool(&config, 1)?;
         schema::migrate(&mut connection(&writer, &target).await?).await?;
@@ -152,14 +172,15 @@ async fn writer_loop(
     stats: Arc<Mutex<WriterStats>>,
 ) {
     let mut closing = None;
+    let mut halted = Halted::default();
     while closing.is_none() {
         let Some(first) = rx.recv().await else {
             break;
         };
-        let batch = Batch::gather(first, &mut rx, batch_max);
+        let batch = Batch::gather(first, &mut rx, batch_max, &halted);
         let started = Instant::now();
         let outcomes = commit(&pool, &target, &batch.writes).await;
-        closing = batch.settle(outcomes, started.elapsed(), &stats, "postgres");
+        closing = batch.settle(outcomes, started.elapsed(), &stats, &mut halted, "postgres");
     }
     queue::finish(&mut rx, closing);
 }
@@ -179,7 +200,19 @@ async fn commit(
     loop {
         attempt += 1;
         let mut client = connection(pool, target).await?;
-        match write::commit(&mut client, batch).await {
+        let attempt_result =
+            match tokio::time::timeout(BATCH_DEADLINE, write::commit(&mut client, batch)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // Mid-transaction: never hand this connection to the next batch.
+                    drop(deadpool_postgres::Object::take(client));
+                    return Err(StoreError::Backend(format!(
+                        "committing batch at {target}: no answer within {}s; outcome unknown",
+                        BATCH_DEADLINE.as_secs()
+                    )));
+                }
+            };
+        match attempt_result {
             Ok(outcomes) => return Ok(outcomes),
             Err(e) if attempt < RETRIES && retryable(&e) => {
                 tracing::debug!(error = %e, attempt, "postgres batch aborted; retrying");
@@ -198,7 +231,9 @@ async fn commit(
 fn retryable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     e.code().is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::LOCK_NOT_AVAILABLE
     })
 }
 

@@ -340,7 +340,8 @@ impl AlertStore for PgStore {
         n: usize,
     ) -> Result<Vec<Notification>, StoreError> {
         // A page never ends inside one millisecond: it takes every entry of its last `ts`,
-        // so the next page, `since` that ts, misses nothing.
+        // so the next page, `since` that ts, misses nothing. Keys compare bytewise, as
+        // SQLite's do, whatever the database's collation.
         let rows = self
             .rows(
                 "reading notifications",
@@ -348,7 +349,7 @@ impl AlertStore for PgStore {
                  WHERE user_id = $1 AND ts > $2 AND ts <= (
                      SELECT max(ts) FROM (SELECT ts FROM notifications
                          WHERE user_id = $1 AND ts > $2 ORDER BY ts LIMIT $3) AS page)
-                 ORDER BY ts, key",
+                 ORDER BY ts, key COLLATE \"C\"",
                 &[&(user_id as i64), &since, &limit(n)],
             )
             .await?;

@@ -112,6 +112,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .transaction()
         .await
         .map_err(|e| pg("starting migration", e))?;
+    // Nodes starting together wait for one another's migration longer than a batch may
+    // wait for a row lock.
+    tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL statement_timeout = '120s'")
+        .await
+        .map_err(|e| pg("setting migration timeouts", e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| pg("taking the migration lock", e))?;

@@ -3,11 +3,13 @@
 //! epoch) never raise an SQL error, which would abort the whole transaction: they are
 //! `ON CONFLICT DO NOTHING` or a lease check, answered per write.
 //!
-//! Fencing: a fenced write first reads its lease row `FOR SHARE`. A take-over updates that
-//! row, so it waits until every batch holding the share lock has committed; once it has
-//! committed, no write under the older epoch can land. One check per lease per batch: the
-//! row lock holds the epoch still for the rest of the transaction, except for this batch's
-//! own take-overs, which update the cached epoch.
+//! Fencing: a batch first locks the lease row of every entity it writes under, takes over
+//! or releases, in one statement, in key order (`FOR NO KEY UPDATE`). A take-over on
+//! another node waits until the batch has committed, and once it has committed no write
+//! under the older epoch can land. Taking every lock up front in one order, and never
+//! upgrading a lock later in the transaction, keeps two nodes' batches from deadlocking on
+//! leases. The row lock holds each epoch still for the rest of the transaction, except for
+//! this batch's own take-overs, which update the epochs read.
 
 use super::Client;
 use crate::queue::Reply;
@@ -16,8 +18,8 @@ use crate::{StoreError, Write};
 use std::collections::HashMap;
 use tokio_postgres::Error;
 
-/// Lease epochs read (and share-locked) in this batch, by `(kind, key)` borrowed from the
-/// batch's own writes: no allocation per fenced write.
+/// Lease epochs read (and locked) in this batch, by `(kind, key)` borrowed from the batch's
+/// own writes: no allocation per fenced write. `None`: no lease row yet.
 type Epochs<'a> = HashMap<(&'a str, &'a str), Option<u64>>;
 
 /// Runs `batch` in one transaction and commits it.
@@ -26,7 +28,7 @@ pub(super) async fn commit(
     batch: &[(Write, Reply)],
 ) -> Result<Vec<Result<u64, StoreError>>, Error> {
     let tx = client.transaction().await?;
-    let mut epochs = Epochs::new();
+    let mut epochs = lock_leases(&tx, batch).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (write, _) in batch {
         outcomes.push(apply(&tx, write, &mut epochs).await?);
@@ -35,24 +37,53 @@ pub(super) async fn commit(
     Ok(outcomes)
 }
 
-async fn lease_epoch<'a>(
+/// Locks the lease row of every entity `batch` touches, in key order, and returns their
+/// epochs.
+async fn lock_leases<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
-    epochs: &mut Epochs<'a>,
-    kind: &'a str,
-    key: &'a str,
-) -> Result<Option<u64>, Error> {
-    if let Some(epoch) = epochs.get(&(kind, key)) {
-        return Ok(*epoch);
+    batch: &'a [(Write, Reply)],
+) -> Result<Epochs<'a>, Error> {
+    let mut epochs = Epochs::new();
+    for (write, _) in batch {
+        let mut write = write;
+        loop {
+            match write {
+                Write::Fenced {
+                    fence,
+                    write: inner,
+                } => {
+                    epochs.insert((&fence.kind, &fence.key), None);
+                    write = inner;
+                }
+                Write::AcquireLease { kind, key, .. } | Write::ReleaseLease { kind, key, .. } => {
+                    epochs.insert((kind, key), None);
+                    break;
+                }
+                _ => break,
+            }
+        }
     }
+    if epochs.is_empty() {
+        return Ok(epochs);
+    }
+    let pairs: Vec<(&'a str, &'a str)> = epochs.keys().copied().collect();
+    let (kinds, keys): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
     let stmt = tx
-        .prepare_cached("SELECT epoch FROM leases WHERE kind = $1 AND key = $2 FOR SHARE")
+        .prepare_cached(
+            "SELECT t.i, l.epoch FROM leases l
+             JOIN UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS t(kind, key, i)
+               ON l.kind = t.kind AND l.key = t.key
+             ORDER BY l.kind COLLATE \"C\", l.key COLLATE \"C\"
+             FOR NO KEY UPDATE OF l",
+        )
         .await?;
-    let epoch = tx
-        .query_opt(&stmt, &[&kind, &key])
-        .await?
-        .map(|r| r.get::<_, i64>(0) as u64);
-    epochs.insert((kind, key), epoch);
-    Ok(epoch)
+    for row in tx.query(&stmt, &[&kinds, &keys]).await? {
+        let i = row.get::<_, i64>(0) as usize;
+        if let Some(pair) = i.checked_sub(1).and_then(|i| pairs.get(i)) {
+            epochs.insert(*pair, Some(row.get::<_, i64>(1) as u64));
+        }
+    }
+    Ok(epochs)
 }
 
 fn side_code(side: Side) -> i16 {
@@ -74,7 +105,10 @@ async fn apply<'a>(
         write: inner,
     } = write
     {
-        let current = lease_epoch(tx, epochs, &fence.kind, &fence.key).await?;
+        let current = epochs
+            .get(&(fence.kind.as_str(), fence.key.as_str()))
+            .copied()
+            .flatten();
         if current != Some(fence.epoch) {
             return Ok(Err(StoreError::Fenced {
                 kind: fence.kind.clone(),
