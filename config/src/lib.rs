@@ -227,7 +227,8 @@ pub struct SupervisionSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
-    /// `sqlite` (embedded default, one host) or `postgres` (nodes on separate hosts).
+    /// `sqlite` (embedded default, one host), `postgres` (nodes on separate hosts) or
+    /// `scylla` (the scale-out store).
     pub backend: String,
     /// SQLite file; defaults to `<data_dir>/bourse.db`.
     pub path: Option<PathBuf>,
@@ -235,6 +236,13 @@ pub struct StorageSettings {
     pub url: Option<String>,
     /// PostgreSQL: connections kept for reads, beside the writer's one.
     pub readers: usize,
+    /// ScyllaDB: contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// ScyllaDB: the keyspace (created when missing).
+    pub keyspace: String,
+    /// ScyllaDB: copies of every row when the keyspace is created (QUORUM of them answer
+    /// each read and write).
+    pub replication_factor: u32,
     /// Most writes committed in one transaction.
     pub batch_max: usize,
 }
@@ -406,6 +414,9 @@ impl Default for StorageSettings {
             path: None,
             url: None,
             readers: 4,
+            nodes: Vec::new(),
+            keyspace: "bourse".into(),
+            replication_factor: 3,
             batch_max: 4096,
         }
     }
@@ -630,10 +641,34 @@ impl Settings {
                 }
                 positive("storage.readers", self.storage.readers as u64)?;
             }
+            "scylla" => {
+                if self.storage.nodes.is_empty() {
+                    return Err(ConfigError::new(
+                        "storage.nodes",
+                        "the scylla backend needs nodes = [\"host:9042\", ...]",
+                    ));
+                }
+                if let Some(bad) = self.storage.nodes.iter().find(|n| !n.contains(':')) {
+                    return Err(ConfigError::new(
+                        "storage.nodes",
+                        format!("'{bad}' is not host:port"),
+                    ));
+                }
+                if !valid_keyspace(&self.storage.keyspace) {
+                    return Err(ConfigError::new(
+                        "storage.keyspace",
+                        "a-z, 0-9 and _, starting with a letter, at most 48",
+                    ));
+                }
+                positive(
+                    "storage.replication_factor",
+                    u64::from(self.storage.replication_factor),
+                )?;
+            }
             other => {
                 return Err(ConfigError::new(
                     "storage.backend",
-                    format!("unknown backend '{other}' (expected: sqlite, postgres)"),
+                    format!("unknown backend '{other}' (expected: sqlite, postgres, scylla)"),
                 ));
             }
         }
@@ -730,6 +765,16 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| self.node.data_dir.join("bourse.db"))
     }
+}
+
+/// Whether `name` can be a ScyllaDB keyspace as bourse writes it (an unquoted CQL
+/// identifier in lower case).
+pub fn valid_keyspace(name: &str) -> bool {
+    name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
@@ -837,6 +882,36 @@ mod tests {
     }
 
     #[test]
+    fn scylla_storage_names_nodes_and_keyspace() {
+        let s = load(
+            "[storage]\nbackend = \"scylla\"\nkeyspace = \"market\"\n",
+            &[("BOURSE_STORAGE__NODES", r#"["db1:9042", "db2:9042"]"#)],
+        )
+        .unwrap()
+        .0;
+        assert_eq!(s.storage.nodes, vec!["db1:9042", "db2:9042"]);
+        assert_eq!(s.storage.keyspace, "market");
+        assert_eq!(s.storage.replication_factor, 3);
+        for (toml, key) in [
+            (
+                "[storage]\nbackend = \"scylla\"\nnodes = [\"db1\"]\n",
+                "storage.nodes",
+            ),
+            (
+                "[storage]\nbackend = \"scylla\"\nnodes = [\"db1:9042\"]\nkeyspace = \"Bad-Name\"\n",
+                "storage.keyspace",
+            ),
+            (
+                "[storage]\nbackend = \"scylla\"\nnodes = [\"db1:9042\"]\nreplication_factor = 0\n",
+                "storage.replication_factor",
+            ),
+        ] {
+            let err = load(toml, &[]).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
     fn wrong_type_is_named() {
         let err = load("[gateway]\nmax_channels = \"many\"", &[]).unwrap_err();
         assert_eq!(err.key, "gateway.max_channels");
@@ -867,6 +942,7 @@ initial_price = "1000"
             (("BOURSE_NODE__NAME", "a b"), "node.name"),
             (("BOURSE_STORAGE__BACKEND", "mongo"), "storage.backend"),
             (("BOURSE_STORAGE__BACKEND", "postgres"), "storage.url"),
+            (("BOURSE_STORAGE__BACKEND", "scylla"), "storage.nodes"),
         ] {
             let err = load("", &[env]).unwrap_err();
             assert_eq!(err.key, key, "{err}");

@@ -28,6 +28,24 @@ pub fn postgres_server(test: &str) -> Option<String> {
     }
 }
 
+/// The ScyllaDB nodes a test runs against (`BOURSE_SCYLLA_URI`: `host:port[,host:port…]`),
+/// or `None`, printed as `SKIPPED <test>`, when none is configured. This machine cannot run
+/// ScyllaDB, so `scripts/test` sets none: the ScyllaDB suite runs only where one is.
+pub fn scylla_server(test: &str) -> Option<Vec<String>> {
+    match std::env::var("BOURSE_SCYLLA_URI") {
+        Ok(uri) if !uri.trim().is_empty() => Some(
+            uri.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        ),
+        _ => {
+            println!("SKIPPED {test}: no ScyllaDB (set BOURSE_SCYLLA_URI=host:9042)");
+            None
+        }
+    }
+}
+
 /// A PostgreSQL database made for one test and dropped when the guard goes, whether the
 /// test passed or panicked (the server may be a developer's own).
 pub struct ScratchDatabase {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod postgres;
 mod queue;
 pub mod records;
+pub mod scylla;
 pub mod sqlite;
 
 pub use records::{
@@ -22,13 +23,15 @@ pub use records::{
 pub use lease::Lease;
 pub use postgres::PgStore;
 pub use queue::WriterStats;
+pub use scylla::ScyllaStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 /// Opens the store `settings` name: SQLite at `sqlite_path` (or `settings.path`), or a
-/// connection to PostgreSQL. Also returns where it is, for messages (never a password).
+/// connection to PostgreSQL or ScyllaDB. Also returns where it is, for messages (never a
+/// password).
 pub async fn open(
     settings: &bourse_config::StorageSettings,
     sqlite_path: &std::path::Path,
@@ -38,6 +41,17 @@ pub async fn open(
             let url = settings.url.as_deref().unwrap_or_default();
             let store = PgStore::connect(url, settings.batch_max, settings.readers).await?;
             let at = format!("postgres {}", store.target());
+            Ok((std::sync::Arc::new(store), at))
+        }
+        "scylla" => {
+            let store = ScyllaStore::connect(
+                &settings.nodes,
+                &settings.keyspace,
+                settings.replication_factor,
+                settings.batch_max,
+            )
+            .await?;
+            let at = format!("scylla {}", store.target());
             Ok((std::sync::Arc::new(store), at))
         }
         "sqlite" => {

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bourse_storage::contract::{self, ScratchDatabase};
-use bourse_storage::{MarketStore, PgStore, SqliteStore};
+use bourse_storage::{MarketStore, PgStore, ScyllaStore, SqliteStore};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,6 +30,51 @@ async fn open_postgres(url: &str) -> Box<dyn MarketStore> {
             .await
             .expect("connect postgres"),
     )
+}
+
+fn nodes_of(list: &str) -> Vec<String> {
+    list.split(',').map(str::to_string).collect()
+}
+
+/// A test keyspace: one copy of every row (a test cluster may be one node).
+async fn open_scylla(nodes: &[String], keyspace: &str) -> Box<dyn MarketStore> {
+    Box::new(
+        ScyllaStore::connect(nodes, keyspace, 1, 1024)
+            .await
+            .expect("connect scylla"),
+    )
+}
+
+/// The whole suite on ScyllaDB, where `BOURSE_SCYLLA_URI` names a cluster: the contract,
+/// both two-store checks and the SIGKILL crash test, in a scratch keyspace dropped after.
+/// (The failed-batch check needs a way to make the server refuse one write, which the
+/// SQLite and PostgreSQL tests have and this one does not: it is not run here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_passes_the_contract() {
+    let Some(nodes) = contract::scylla_server("scylla_passes_the_contract") else {
+        return;
+    };
+    let keyspace = format!("bourse_contract_{}", std::process::id());
+    bourse_storage::scylla::drop_keyspace(&nodes, &keyspace)
+        .await
+        .expect("drop old keyspace");
+    contract::run_all(|| open_scylla(&nodes, &keyspace)).await;
+    let a = open_scylla(&nodes, &keyspace).await;
+    let b = open_scylla(&nodes, &keyspace).await;
+    contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
+    contract::two_stores_race(a.as_ref(), b.as_ref()).await;
+    drop((a, b));
+    let acked = run_and_kill_child(&format!("scylla:{}/{keyspace}", nodes.join(",")));
+    let store = open_scylla(&nodes, &keyspace).await;
+    let stored = contract::check_after_crash(store.as_ref(), acked).await;
+    println!(
+        "scylla crash test: {} batches acked, {stored} stored",
+        acked + 1
+    );
+    store.close().await.expect("close");
+    bourse_storage::scylla::drop_keyspace(&nodes, &keyspace)
+        .await
+        .expect("drop keyspace");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +160,10 @@ async fn crash_child_writer() {
         }
         Some(("postgres", url)) => {
             Box::new(PgStore::connect(url, 100_000, 1).await.expect("connect"))
+        }
+        Some(("scylla", at)) => {
+            let (nodes, keyspace) = at.rsplit_once('/').expect("scylla:<nodes>/<keyspace>");
+            open_scylla(&nodes_of(nodes), keyspace).await
         }
         _ => panic!("bad {CHILD_ENV}: {target}"),
     };

@@ -1,0 +1,134 @@
+//! The ScyllaDB keyspace and tables, created at connect when missing. Every partition is
+//! bounded: ticks by day, candles by a span of 10,000 candles, chat by 4,096 message ids,
+//! journals by their snapshots; the small `*_days` / `*_buckets` tables list which
+//! partitions exist, newest first, so reads walk back through them without scanning.
+
+use super::{Cs, cql};
+use crate::StoreError;
+
+/// The schema version this build writes; a keyspace recorded as newer is refused.
+const VERSION: i64 = 1;
+
+/// Tables, in the keyspace the session uses.
+const TABLES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS ticks (
+        symbol text, day bigint, ts bigint, trade_id bigint,
+        price bigint, qty bigint, side tinyint,
+        PRIMARY KEY ((symbol, day), ts, trade_id))",
+    "CREATE TABLE IF NOT EXISTS tick_days (
+        symbol text, day bigint, PRIMARY KEY ((symbol), day))
+        WITH CLUSTERING ORDER BY (day DESC)",
+    "CREATE TABLE IF NOT EXISTS candles (
+        symbol text, period text, bucket bigint, open_time bigint,
+        open bigint, high bigint, low bigint, close bigint, volume bigint,
+        PRIMARY KEY ((symbol, period, bucket), open_time))",
+    "CREATE TABLE IF NOT EXISTS candle_buckets (
+        symbol text, period text, bucket bigint, PRIMARY KEY ((symbol, period), bucket))
+        WITH CLUSTERING ORDER BY (bucket DESC)",
+    // One partition per entity: the lease and the snapshot are static columns beside the
+    // journal rows, so every journal, snapshot and lease write is one lightweight
+    // transaction on one partition, conditional on the lease epoch.
+    "CREATE TABLE IF NOT EXISTS entities (
+        kind text, key text, seq bigint, entry blob,
+        owner text STATIC, epoch bigint STATIC, snap_seq bigint STATIC, snap blob STATIC,
+        PRIMARY KEY ((kind, key), seq))",
+    "CREATE TABLE IF NOT EXISTS chat (
+        room text, bucket bigint, message_id bigint,
+        user_id bigint, username text, text text, ts bigint,
+        PRIMARY KEY ((room, bucket), message_id))
+        WITH CLUSTERING ORDER BY (message_id DESC)",
+    "CREATE TABLE IF NOT EXISTS chat_buckets (
+        room text, bucket bigint, PRIMARY KEY ((room), bucket))
+        WITH CLUSTERING ORDER BY (bucket DESC)",
+    "CREATE TABLE IF NOT EXISTS users (
+        username text PRIMARY KEY, user_id bigint, password_hash text, created_at bigint)",
+    "CREATE TABLE IF NOT EXISTS user_ids (user_id bigint PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS alerts (
+        alert_id bigint PRIMARY KEY, user_id bigint, symbol text, condition text,
+        value bigint, repeat boolean, cooldown_s int, created_at bigint, status text,
+        last_fired_at bigint, fired_count bigint)",
+    "CREATE TABLE IF NOT EXISTS alerts_by_user (
+        user_id bigint, alert_id bigint, PRIMARY KEY ((user_id), alert_id))",
+    "CREATE TABLE IF NOT EXISTS alerts_armed (
+        symbol text, alert_id bigint, PRIMARY KEY ((symbol), alert_id))",
+    "CREATE TABLE IF NOT EXISTS alert_firings (
+        alert_id bigint, n bigint, PRIMARY KEY ((alert_id), n))",
+    "CREATE TABLE IF NOT EXISTS alert_history (
+        user_id bigint, ts bigint, alert_id bigint, n bigint, symbol text, condition text,
+        value bigint, price bigint, reference bigint,
+        PRIMARY KEY ((user_id), ts, alert_id, n))
+        WITH CLUSTERING ORDER BY (ts DESC, alert_id DESC, n DESC)",
+    "CREATE TABLE IF NOT EXISTS notification_keys (
+        user_id bigint, key text, PRIMARY KEY ((user_id), key))",
+    "CREATE TABLE IF NOT EXISTS notifications (
+        user_id bigint, ts bigint, key text, kind text, body text,
+        PRIMARY KEY ((user_id), ts, key))",
+    "CREATE TABLE IF NOT EXISTS bourse_schema (id int PRIMARY KEY, version bigint)",
+];
+
+/// Creates the keyspace (`replication_factor` copies of every row) and the tables when
+/// missing, and refuses a keyspace written by a newer build.
+pub(super) async fn migrate(
+    cs: &Cs,
+    keyspace: &str,
+    replication_factor: u32,
+) -> Result<(), StoreError> {
+    if !bourse_config::valid_keyspace(keyspace) {
+        return Err(StoreError::Backend(format!(
+            "storage.keyspace '{keyspace}': a-z, 0-9 and _, starting with a letter"
+        )));
+    }
+    // Lightweight transactions (every lease, journal and username write) need a keyspace
+    // without tablets on ScyllaDB versions that have them; older versions know no such
+    // option and are asked without it.
+    let replication = format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+         {{'class': 'NetworkTopologyStrategy', 'replication_factor': {replication_factor}}}"
+    );
+    let without_tablets = format!("{replication} AND tablets = {{'enabled': false}}");
+    if let Err(e) = cs.get_session().query_unpaged(without_tablets, ()).await {
+        let text = e.to_string();
+        if !text.to_ascii_lowercase().contains("tablets") {
+            return Err(cql("creating the keyspace", text));
+        }
+        cs.get_session()
+            .query_unpaged(replication, ())
+            .await
+            .map_err(|e| cql("creating the keyspace", e))?;
+    }
+    cs.get_session()
+        .use_keyspace(keyspace, false)
+        .await
+        .map_err(|e| cql("using the keyspace", e))?;
+    for table in TABLES {
+        cs.get_session()
+            .query_unpaged(*table, ())
+            .await
+            .map_err(|e| cql("creating a table", e))?;
+    }
+    cs.get_session()
+        .await_schema_agreement()
+        .await
+        .map_err(|e| cql("waiting for schema agreement", e))?;
+    let found: Vec<(Option<i64>,)> = super::rows(
+        cs,
+        "SELECT version FROM bourse_schema WHERE id = 0",
+        (),
+        "reading the schema version",
+    )
+    .await?;
+    match found.first().and_then(|r| r.0) {
+        Some(v) if v > VERSION => Err(StoreError::Backend(format!(
+            "keyspace {keyspace} has schema version {v}, newer than this build ({VERSION})"
+        ))),
+        Some(_) => Ok(()),
+        None => super::exec(
+            cs,
+            "INSERT INTO bourse_schema (id, version) VALUES (0, ?)",
+            (VERSION,),
+            "recording the schema version",
+        )
+        .await
+        .map(|_| ()),
+    }
+}
