@@ -126,6 +126,9 @@ impl ScyllaStore {
 impl MarketDataStore for ScyllaStore {
     async fn recent_ticks(&self, symbol: &str, n: usize) -> Result<Vec<Tick>, StoreError> {
         let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
         for d in self.tick_days(symbol).await? {
             if out.len() >= n {
                 break;
@@ -133,7 +136,7 @@ impl MarketDataStore for ScyllaStore {
             let found: Vec<TickRow> = rows(
                 &self.cs,
                 "SELECT ts, trade_id, price, qty, side FROM ticks WHERE symbol = ? AND day = ?
-                 ORDER BY ts DESC, trade_id DESC LIMIT ?",
+                 ORDER BY trade_id DESC LIMIT ?",
                 (symbol, d, limit(n - out.len())),
                 "reading recent ticks",
             )
@@ -155,13 +158,18 @@ impl MarketDataStore for ScyllaStore {
         for d in days {
             let found: Vec<TickRow> = rows(
                 &self.cs,
-                "SELECT ts, trade_id, price, qty, side FROM ticks
-                 WHERE symbol = ? AND day = ? AND ts >= ?",
-                (symbol, d, from_ts),
+                "SELECT ts, trade_id, price, qty, side FROM ticks WHERE symbol = ? AND day = ?",
+                (symbol, d),
                 "reading ticks",
             )
             .await?;
-            out.extend(found.into_iter().map(|r| tick(symbol, r)));
+            // `ts` is not a key column: the first day is cut here.
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|r| r.0 >= from_ts)
+                    .map(|r| tick(symbol, r)),
+            );
         }
         out.sort_by_key(|t| t.trade_id);
         Ok(out)
@@ -425,6 +433,9 @@ impl AlertStore for ScyllaStore {
     }
 
     async fn alert_history(&self, user_id: u64, n: usize) -> Result<Vec<AlertFiring>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         type Row = (i64, i64, i64, String, String, i64, i64, i64, i64);
         let found: Vec<Row> = rows(
             &self.cs,

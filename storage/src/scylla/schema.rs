@@ -1,5 +1,5 @@
 //! The ScyllaDB keyspace and tables, created at connect when missing. Every partition is
-//! bounded: ticks by day, candles by a span of 10,000 candles, chat by 4,096 message ids,
+//! bounded: ticks by symbol and day, candles by a span of 10,000 candles, chat by 4,096 message ids,
 //! journals by their snapshots; the small `*_days` / `*_buckets` tables list which
 //! partitions exist, newest first, so reads walk back through them without scanning.
 
@@ -11,10 +11,12 @@ const VERSION: i64 = 1;
 
 /// Tables, in the keyspace the session uses.
 const TABLES: &[&str] = &[
+    // Trade ids rise with time within a symbol, so a day's rows in trade id order are in
+    // time order too; one row per trade id, so a replay finds it and leaves it.
     "CREATE TABLE IF NOT EXISTS ticks (
-        symbol text, day bigint, ts bigint, trade_id bigint,
+        symbol text, day bigint, trade_id bigint, ts bigint,
         price bigint, qty bigint, side tinyint,
-        PRIMARY KEY ((symbol, day), ts, trade_id))",
+        PRIMARY KEY ((symbol, day), trade_id))",
     "CREATE TABLE IF NOT EXISTS tick_days (
         symbol text, day bigint, PRIMARY KEY ((symbol), day))
         WITH CLUSTERING ORDER BY (day DESC)",

@@ -9,7 +9,8 @@
 //! the lease's partition. A fenced write to them is sent only after the lease is read at
 //! SERIAL consistency in the same batch and found at the write's epoch (a stale activation
 //! that learns of a take-over writes nothing more), and it carries a write timestamp
-//! ordered by epoch first (`USING TIMESTAMP`), so wherever an older and a newer epoch write
+//! ordered by epoch first (the protocol's client-side timestamp, not a `USING TIMESTAMP`
+//! clause, which ScyllaDB refuses that far in the future), so wherever an older and a newer epoch write
 //! the same row, the newer one wins whatever order they arrive in. What that leaves open: a
 //! write whose SERIAL check completed *before* a take-over committed may still reach its
 //! replicas after it, at a row the new epoch never writes. Only a write already in flight
@@ -68,14 +69,17 @@ fn side_code(side: Side) -> i8 {
 }
 
 /// A new id without a central counter: milliseconds since 2025 and 10 random bits (below
-/// 2^53, so JavaScript clients read it exactly); uniqueness is then claimed by LWT.
-fn new_id() -> i64 {
+/// 2^53, so JavaScript clients read it exactly), above `last` (ids of one writer rise);
+/// uniqueness across writers is then claimed by LWT.
+fn new_id(last: &mut i64) -> i64 {
     const EPOCH_2025_MS: i64 = 1_735_689_600_000;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let ms = now.saturating_sub(EPOCH_2025_MS).max(1);
-    (ms << 10) | fastrand::i64(0..1024)
+    let id = ((ms << 10) | fastrand::i64(0..1024)).max(*last + 1);
+    *last = id;
+    id
 }
 
 /// Whether an LWT applied, and the current values of the columns it compared.
@@ -144,6 +148,8 @@ pub(super) struct Writer {
     counts: HashMap<(String, String), (u64, u64)>,
     /// Index rows (`tick_days`, `candle_buckets`, `chat_buckets`) known to be written.
     known: HashSet<(&'static str, String, i64)>,
+    /// The last id this writer made.
+    last_id: i64,
 }
 
 /// The lease epochs read in this batch (at SERIAL), by `(kind, key)`.
@@ -276,6 +282,14 @@ impl Writer {
                      VALUES (?, ?, ?, ?, ?, ?, ?)",
                 );
                 s.set_timestamp(timestamp);
+                self.index(
+                    cs,
+                    "chat_buckets",
+                    "INSERT INTO chat_buckets (room, bucket) VALUES (?, ?)",
+                    &m.room,
+                    bucket,
+                )
+                .await?;
                 exec(
                     cs,
                     s,
@@ -291,23 +305,15 @@ impl Writer {
                     "writing a chat message",
                 )
                 .await?;
-                self.index(
-                    cs,
-                    "chat_buckets",
-                    "INSERT INTO chat_buckets (room, bucket) VALUES (?, ?)",
-                    &m.room,
-                    bucket,
-                )
-                .await?;
                 Ok(Ok(0))
             }
             Write::CreateUser {
                 username,
                 password_hash,
                 created_at,
-            } => create_user(cs, username, password_hash, *created_at).await,
+            } => create_user(cs, username, password_hash, *created_at, &mut self.last_id).await,
             Write::CreateAlert(a) => {
-                let id = create_alert(cs, a).await?;
+                let id = create_alert(cs, a, &mut self.last_id).await?;
                 for (cql_text, part) in [
                     (
                         "INSERT INTO alerts_by_user (user_id, alert_id) VALUES (?, ?)",
@@ -451,19 +457,46 @@ impl Writer {
             }
         }
         for ((symbol, day), part) in parts {
-            for chunk in part.chunks(BATCH_ROWS) {
+            // The index first: a crash after it leaves an empty partition listed, never a
+            // partition no read can find.
+            self.index(
+                cs,
+                "tick_days",
+                "INSERT INTO tick_days (symbol, day) VALUES (?, ?)",
+                symbol,
+                day,
+            )
+            .await?;
+            // A trade id already stored is left as it is (a replay is a no-op).
+            let (lo, hi) = part.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| {
+                (lo.min(t.trade_id as i64), hi.max(t.trade_id as i64))
+            });
+            let stored: Vec<(i64,)> = rows(
+                cs,
+                "SELECT trade_id FROM ticks WHERE symbol = ? AND day = ?
+                 AND trade_id >= ? AND trade_id <= ?",
+                (symbol, day, lo, hi),
+                "reading stored trade ids",
+            )
+            .await?;
+            let stored: HashSet<i64> = stored.into_iter().map(|r| r.0).collect();
+            let fresh: Vec<&crate::Tick> = part
+                .into_iter()
+                .filter(|t| !stored.contains(&(t.trade_id as i64)))
+                .collect();
+            for chunk in fresh.chunks(BATCH_ROWS) {
                 let mut batch = Batch::new(BatchType::Unlogged);
                 let mut values = Vec::with_capacity(chunk.len());
                 for t in chunk {
                     batch.append_statement(
-                        "INSERT INTO ticks (symbol, day, ts, trade_id, price, qty, side)
+                        "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side)
                          VALUES (?, ?, ?, ?, ?, ?, ?)",
                     );
                     values.push((
                         symbol,
                         day,
-                        t.ts,
                         t.trade_id as i64,
+                        t.ts,
                         t.price as i64,
                         t.qty as i64,
                         side_code(t.side),
@@ -474,14 +507,6 @@ impl Writer {
                     .await
                     .map_err(|e| cql("writing ticks", e))?;
             }
-            self.index(
-                cs,
-                "tick_days",
-                "INSERT INTO tick_days (symbol, day) VALUES (?, ?)",
-                symbol,
-                day,
-            )
-            .await?;
         }
         Ok(0)
     }
@@ -511,6 +536,24 @@ impl Writer {
             }
         }
         for ((interval, bucket), part) in parts {
+            // The index first (see `ticks`).
+            let key = format!("{symbol}\u{0}{}", interval.as_str());
+            if !self
+                .known
+                .contains(&("candle_buckets", key.clone(), bucket))
+            {
+                exec(
+                    cs,
+                    "INSERT INTO candle_buckets (symbol, period, bucket) VALUES (?, ?, ?)",
+                    (symbol, interval.as_str(), bucket),
+                    "writing a partition index",
+                )
+                .await?;
+                if self.known.len() >= KNOWN_MAX {
+                    self.known.clear();
+                }
+                self.known.insert(("candle_buckets", key, bucket));
+            }
             for chunk in part.chunks(BATCH_ROWS) {
                 let mut batch = Batch::new(BatchType::Unlogged);
                 let mut values = Vec::with_capacity(chunk.len());
@@ -535,23 +578,6 @@ impl Writer {
                 cs.batch(&batch, values)
                     .await
                     .map_err(|e| cql("writing candles", e))?;
-            }
-            let key = format!("{symbol}\u{0}{}", interval.as_str());
-            if !self
-                .known
-                .contains(&("candle_buckets", key.clone(), bucket))
-            {
-                exec(
-                    cs,
-                    "INSERT INTO candle_buckets (symbol, period, bucket) VALUES (?, ?, ?)",
-                    (symbol, interval.as_str(), bucket),
-                    "writing a partition index",
-                )
-                .await?;
-                if self.known.len() >= KNOWN_MAX {
-                    self.known.clear();
-                }
-                self.known.insert(("candle_buckets", key, bucket));
             }
         }
         Ok(0)
@@ -650,11 +676,13 @@ async fn acquire(cs: &Cs, kind: &str, key: &str, node: &str) -> Result<u64, Stor
         let next = epoch.unwrap_or(0) + 1;
         let outcome = match epoch {
             None => {
+                // An UPDATE, not an INSERT … IF NOT EXISTS: the partition may exist
+                // already without a lease (journal rows or a snapshot written unfenced).
                 cas(
                     cs,
-                    "INSERT INTO entities (kind, key, owner, epoch) VALUES (?, ?, ?, 1)
-                     IF NOT EXISTS",
-                    (kind, key, node),
+                    "UPDATE entities SET owner = ?, epoch = 1 WHERE kind = ? AND key = ?
+                     IF epoch = null",
+                    (node, kind, key),
                     "taking a lease",
                 )
                 .await?
@@ -759,7 +787,13 @@ async fn journal(
             .await?;
             match found.first() {
                 Some((_, Some(stored))) if stored.as_slice() == entry => Ok(Ok(0)),
-                Some((_, Some(_))) => taken(),
+                // As on PostgreSQL, the fence is judged before the position.
+                Some((now, Some(_))) => match epoch {
+                    Some(e) if now.map(|n| n as u64) != Some(e) => {
+                        Ok(Err(fenced(kind, key, e, now.map(|n| n as u64))))
+                    }
+                    _ => taken(),
+                },
                 _ => match epoch {
                     Some(e) => {
                         let (_, now) = read_lease(cs, kind, key).await?;
@@ -845,11 +879,13 @@ async fn create_user(
     username: &str,
     password_hash: &str,
     created_at: i64,
+    last_id: &mut i64,
 ) -> Result<Result<u64, StoreError>, StoreError> {
     let id = claim(
         cs,
         "INSERT INTO user_ids (user_id) VALUES (?) IF NOT EXISTS",
         "claiming a user id",
+        last_id,
     )
     .await?;
     let outcome = cas(
@@ -886,9 +922,9 @@ async fn create_user(
 }
 
 /// A fresh id claimed by `insert` (`… VALUES (?) IF NOT EXISTS`), another on a collision.
-async fn claim(cs: &Cs, insert: &str, context: &str) -> Result<i64, StoreError> {
+async fn claim(cs: &Cs, insert: &str, context: &str, last_id: &mut i64) -> Result<i64, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
-        let id = new_id();
+        let id = new_id(last_id);
         match cas(cs, insert, (id,), context).await? {
             Some(c) if c.applied => return Ok(id),
             // Taken, or unknown: a claim that may have landed is simply not used.
@@ -901,9 +937,13 @@ async fn claim(cs: &Cs, insert: &str, context: &str) -> Result<i64, StoreError> 
 }
 
 /// Inserts a new rule under a fresh id (claimed by the insert itself).
-async fn create_alert(cs: &Cs, a: &crate::AlertRecord) -> Result<i64, StoreError> {
+async fn create_alert(
+    cs: &Cs,
+    a: &crate::AlertRecord,
+    last_id: &mut i64,
+) -> Result<i64, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
-        let id = new_id();
+        let id = new_id(last_id);
         let outcome = cas(
             cs,
             "INSERT INTO alerts (alert_id, user_id, symbol, condition, value, repeat,
@@ -994,9 +1034,12 @@ mod tests {
 
     #[test]
     fn new_ids_fit_javascript_numbers() {
-        for _ in 0..100 {
-            let id = new_id();
+        let mut last = 0;
+        for _ in 0..1000 {
+            let before = last;
+            let id = new_id(&mut last);
             assert!(id > 0 && id < (1 << 53), "{id}");
+            assert!(id > before, "ids of one writer rise");
         }
     }
 }
