@@ -108,6 +108,16 @@ fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
     }
 }
 
+/// Journal entry `seq` of `kind/key`, its bytes derived from `seq`.
+fn journal_entry(kind: &str, key: &str, seq: u64) -> Write {
+    Write::Journal {
+        kind: kind.into(),
+        key: key.into(),
+        seq,
+        entry: vec![seq as u8; 3],
+    }
+}
+
 fn candle(open_time: i64, close: u64) -> Candle {
     Candle {
         open_time,
@@ -306,12 +316,7 @@ async fn journals_snapshot_and_fence(store: &dyn MarketStore) {
     let (kind, key) = ("book", "C-JOURNAL");
     assert_eq!(store.snapshot(kind, key).await.expect("read"), None);
     let fence = store.acquire_lease(kind, key, "n1").await.expect("lease");
-    let entry = |seq: u64| Write::Journal {
-        kind: kind.into(),
-        key: key.into(),
-        seq,
-        entry: vec![seq as u8; 3],
-    };
+    let entry = |seq: u64| journal_entry(kind, key, seq);
     for seq in 1..=5 {
         store
             .submit(entry(seq).fenced(&fence))
@@ -740,12 +745,7 @@ pub async fn two_stores_race(a: &dyn MarketStore, b: &dyn MarketStore) {
     use std::sync::atomic::{AtomicU64, Ordering};
     const WINDOW: u64 = 8;
     let (kind, key) = ("book", "C-RACE");
-    let entry = |seq: u64| Write::Journal {
-        kind: kind.into(),
-        key: key.into(),
-        seq,
-        entry: seq.to_le_bytes().to_vec(),
-    };
+    let entry = |seq: u64| journal_entry(kind, key, seq);
     let lease_a = a.take_over(kind, key, "node-a").await.expect("a");
     let progress = AtomicU64::new(0);
     let writer = async {
@@ -820,12 +820,7 @@ pub async fn a_failed_batch_halts_its_lease(
     mend: impl Future<Output = ()>,
 ) {
     let (kind, key) = ("book", "C-HALT");
-    let entry = |seq: u64| Write::Journal {
-        kind: kind.into(),
-        key: key.into(),
-        seq,
-        entry: vec![seq as u8],
-    };
+    let entry = |seq: u64| journal_entry(kind, key, seq);
     let first = store.take_over(kind, key, "node-a").await.expect("lease");
     for seq in 1..=6 {
         store

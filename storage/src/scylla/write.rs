@@ -429,11 +429,26 @@ impl Writer {
         key: &str,
         part: i64,
     ) -> Result<(), StoreError> {
-        let entry = (table, key.to_string(), part);
+        self.index_with(cs, table, insert, key, (key, part), part)
+            .await
+    }
+
+    /// As [`Writer::index`], for an index whose partition key is more than one column:
+    /// `label` names the partition in memory, `values` bind the insert.
+    async fn index_with(
+        &mut self,
+        cs: &Cs,
+        table: &'static str,
+        insert: &str,
+        label: &str,
+        values: impl scylla::serialize::row::SerializeRow,
+        part: i64,
+    ) -> Result<(), StoreError> {
+        let entry = (table, label.to_string(), part);
         if self.known.contains(&entry) {
             return Ok(());
         }
-        exec(cs, insert, (key, part), "writing a partition index").await?;
+        exec(cs, insert, values, "writing a partition index").await?;
         if self.known.len() >= KNOWN_MAX {
             self.known.clear();
         }
@@ -537,23 +552,16 @@ impl Writer {
         }
         for ((interval, bucket), part) in parts {
             // The index first (see `ticks`).
-            let key = format!("{symbol}\u{0}{}", interval.as_str());
-            if !self
-                .known
-                .contains(&("candle_buckets", key.clone(), bucket))
-            {
-                exec(
-                    cs,
-                    "INSERT INTO candle_buckets (symbol, period, bucket) VALUES (?, ?, ?)",
-                    (symbol, interval.as_str(), bucket),
-                    "writing a partition index",
-                )
-                .await?;
-                if self.known.len() >= KNOWN_MAX {
-                    self.known.clear();
-                }
-                self.known.insert(("candle_buckets", key, bucket));
-            }
+            let label = format!("{symbol}\u{0}{}", interval.as_str());
+            self.index_with(
+                cs,
+                "candle_buckets",
+                "INSERT INTO candle_buckets (symbol, period, bucket) VALUES (?, ?, ?)",
+                &label,
+                (symbol, interval.as_str(), bucket),
+                bucket,
+            )
+            .await?;
             for chunk in part.chunks(BATCH_ROWS) {
                 let mut batch = Batch::new(BatchType::Unlogged);
                 let mut values = Vec::with_capacity(chunk.len());
