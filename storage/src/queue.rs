@@ -2,9 +2,10 @@
 //! a single writer takes whatever has queued up as one batch (group commit), commits it and
 //! answers each write with its own outcome. Backends differ only in how a batch commits.
 //!
-//! A batch that fails halts every lease it wrote under: later writes under those epochs are
-//! refused ([`StoreError::Halted`]) until the entity is taken over again, so a journal never
-//! gets entry n+1 without entry n, whatever its activation does with the error.
+//! A batch that fails halts every lease it wrote under (from the write that failed on, where
+//! a backend applies a batch write by write): later writes under those epochs are refused
+//! ([`StoreError::Halted`]) until the entity is taken over again, so a journal never gets
+//! entry n+1 without entry n, whatever its activation does with the error.
 
 use crate::{Ack, StoreError, Write};
 use std::collections::HashMap;
@@ -28,6 +29,28 @@ impl Op {
     fn reply(self) -> Reply {
         match self {
             Op::Write(_, r) | Op::Flush(r) | Op::Close(r) => r,
+        }
+    }
+}
+
+/// Each write's outcome, or the batch's failure.
+pub(crate) type Outcomes = Result<Vec<Result<u64, StoreError>>, Failed>;
+
+/// A batch that stopped at a failure: the outcomes of the writes that were applied before
+/// it (none where the backend rolls the batch back), and the error that answers the write
+/// that failed and every write after it.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) done: Vec<Result<u64, StoreError>>,
+    pub(crate) error: StoreError,
+}
+
+impl From<StoreError> for Failed {
+    /// A batch rolled back as a whole.
+    fn from(error: StoreError) -> Failed {
+        Failed {
+            done: Vec::new(),
+            error,
         }
     }
 }
@@ -124,16 +147,13 @@ impl Halted {
         })
     }
 
-    /// Learns from a settled batch: a failed one halts every lease it wrote under; a
-    /// committed take-over clears its entity.
-    fn learn(
-        &mut self,
-        writes: &[(Write, Reply)],
-        outcomes: &Result<Vec<Result<u64, StoreError>>, StoreError>,
-    ) {
+    /// Learns from a settled batch: a failed one halts every lease that the failed write
+    /// or any write after it was under; a committed take-over clears its entity.
+    fn learn(&mut self, writes: &[(Write, Reply)], outcomes: &Outcomes) {
         match outcomes {
-            Err(_) => {
-                for (write, _) in writes {
+            Err(failed) => {
+                self.cleared(&writes[..failed.done.len().min(writes.len())], &failed.done);
+                for (write, _) in writes.iter().skip(failed.done.len()) {
                     if let Write::Fenced { fence, .. } = write {
                         let epoch = self
                             .0
@@ -143,14 +163,19 @@ impl Halted {
                     }
                 }
             }
-            Ok(each) if !self.0.is_empty() => {
-                for ((write, _), outcome) in writes.iter().zip(each) {
-                    if let (Write::AcquireLease { kind, key, .. }, Ok(_)) = (write, outcome) {
-                        self.0.remove(&(kind.clone(), key.clone()));
-                    }
-                }
+            Ok(each) => self.cleared(writes, each),
+        }
+    }
+
+    /// Forgets the halts of entities whose take-over committed.
+    fn cleared(&mut self, writes: &[(Write, Reply)], outcomes: &[Result<u64, StoreError>]) {
+        if self.0.is_empty() {
+            return;
+        }
+        for ((write, _), outcome) in writes.iter().zip(outcomes) {
+            if let (Write::AcquireLease { kind, key, .. }, Ok(_)) = (write, outcome) {
+                self.0.remove(&(kind.clone(), key.clone()));
             }
-            Ok(_) => {}
         }
     }
 }
@@ -210,7 +235,7 @@ impl Batch {
     /// must learn. Returns the close request that ended the batch, if any.
     pub(crate) fn settle(
         self,
-        outcomes: Result<Vec<Result<u64, StoreError>>, StoreError>,
+        outcomes: Outcomes,
         elapsed: Duration,
         stats: &Mutex<WriterStats>,
         halted: &mut Halted,
@@ -227,22 +252,23 @@ impl Batch {
         }
         let batch_result = match &outcomes {
             Ok(_) => Ok(0),
-            Err(e) => {
-                tracing::error!(error = %e, writes = self.writes.len(), backend, "storage batch failed");
-                Err(e.clone())
+            Err(f) => {
+                tracing::error!(error = %f.error, writes = self.writes.len(), applied = f.done.len(), backend, "storage batch failed");
+                Err(f.error.clone())
             }
         };
-        match outcomes {
-            Ok(each) => {
-                for ((_, reply), outcome) in self.writes.into_iter().zip(each) {
-                    let _ = reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                for (_, reply) in self.writes {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+        let (each, rest) = match outcomes {
+            Ok(each) => (each, None),
+            Err(f) => (f.done, Some(f.error)),
+        };
+        let mut each = each.into_iter();
+        for (_, reply) in self.writes {
+            let outcome = match (each.next(), &rest) {
+                (Some(outcome), _) => outcome,
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => Err(StoreError::Backend("no outcome for a write".into())),
+            };
+            let _ = reply.send(outcome);
         }
         for reply in self.barriers {
             let _ = reply.send(batch_result.clone());
@@ -307,7 +333,7 @@ mod tests {
     fn run(
         halted: &mut Halted,
         writes: Vec<Write>,
-        outcome: impl FnOnce(usize) -> Result<Vec<Result<u64, StoreError>>, StoreError>,
+        outcome: impl FnOnce(usize) -> Outcomes,
     ) -> Vec<Result<u64, StoreError>> {
         let (submitter, mut rx, stats) = Submitter::new();
         let acks: Vec<Ack> = writes.into_iter().map(|w| submitter.submit(w)).collect();
@@ -326,7 +352,7 @@ mod tests {
     fn a_failed_batch_halts_its_leases_until_a_take_over() {
         let mut halted = Halted::default();
         let failed = run(&mut halted, vec![journal(3, 5)], |_| {
-            Err(StoreError::Backend("disk full".into()))
+            Err(StoreError::Backend("disk full".into()).into())
         });
         assert!(
             matches!(failed[0], Err(StoreError::Backend(_))),
@@ -357,7 +383,7 @@ mod tests {
     fn a_newer_epoch_is_not_halted_by_an_older_failure() {
         let mut halted = Halted::default();
         run(&mut halted, vec![journal(3, 5)], |_| {
-            Err(StoreError::Backend("connection reset".into()))
+            Err(StoreError::Backend("connection reset".into()).into())
         });
         let newer = run(&mut halted, vec![journal(4, 5)], |n| Ok(vec![Ok(0); n]));
         assert!(newer[0].is_ok(), "{newer:?}");
@@ -367,5 +393,81 @@ mod tests {
             Ok(vec![Err(StoreError::Conflict("journal position 5".into()))])
         });
         assert!(fresh.0.is_empty());
+    }
+
+    #[test]
+    fn a_batch_applied_in_part_answers_what_landed() {
+        let mut halted = Halted::default();
+        let other = |epoch: u64, seq: u64| {
+            let fence = Fence {
+                kind: "account".into(),
+                key: "7".into(),
+                epoch,
+            };
+            Write::Journal {
+                kind: "account".into(),
+                key: "7".into(),
+                seq,
+                entry: vec![2],
+            }
+            .fenced(&fence)
+        };
+        let user = Write::CreateUser {
+            username: "ann".into(),
+            password_hash: "h".into(),
+            created_at: 1,
+        };
+        // The user and the account's entry landed; the book's entry failed, the rest was
+        // never sent.
+        let answers = run(
+            &mut halted,
+            vec![user, other(2, 1), journal(3, 5), other(2, 2)],
+            |_| {
+                Err(Failed {
+                    done: vec![Ok(41), Ok(0)],
+                    error: StoreError::Backend("timed out".into()),
+                })
+            },
+        );
+        assert!(matches!(answers[0], Ok(41)), "{answers:?}");
+        assert!(answers[1].is_ok(), "{answers:?}");
+        assert!(answers[2].is_err() && answers[3].is_err(), "{answers:?}");
+        // Both leases written from the failure on halt: the book's and the account's.
+        let after = run(&mut halted, vec![journal(3, 6), other(2, 3)], |n| {
+            Ok(vec![Ok(0); n])
+        });
+        assert!(
+            after
+                .iter()
+                .all(|a| matches!(a, Err(StoreError::Halted { .. }))),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn leases_written_only_before_a_failure_do_not_halt() {
+        let mut halted = Halted::default();
+        let other = Write::Journal {
+            kind: "account".into(),
+            key: "7".into(),
+            seq: 1,
+            entry: vec![2],
+        }
+        .fenced(&Fence {
+            kind: "account".into(),
+            key: "7".into(),
+            epoch: 2,
+        });
+        run(&mut halted, vec![other, journal(3, 5)], |_| {
+            Err(Failed {
+                done: vec![Ok(0)],
+                error: StoreError::Backend("timed out".into()),
+            })
+        });
+        // The account's entry landed before the book's failed: only the book halts.
+        assert_eq!(
+            halted.0.keys().cloned().collect::<Vec<_>>(),
+            vec![("book".to_string(), "KRW-BTC".to_string())]
+        );
     }
 }

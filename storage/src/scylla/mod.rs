@@ -6,12 +6,15 @@
 //! writer task applies each batch's writes in order. ScyllaDB has no transaction across
 //! partitions, so a batch is not atomic as a whole: each write is (a tick or candle write
 //! is one single-partition batch per partition). The first write that fails stops the
-//! batch, which then fails as a whole: its leases halt (see [`crate::queue`]) and the rest
-//! of it is never sent. How each table is fenced: see [`write`].
+//! batch: the writes before it keep their outcomes, it and every later write of the batch
+//! are answered with its error, their leases halt (see [`crate::queue`]), and the rest is
+//! never sent. How each table is fenced: see [`write`] and [`fence`].
 //!
 //! This backend passes the contract suite only where a ScyllaDB server is configured
 //! (`BOURSE_SCYLLA_URI`); the machines bourse is developed on cannot run one.
 
+mod alerts;
+mod fence;
 mod read;
 mod schema;
 mod write;
@@ -19,14 +22,18 @@ mod write;
 use crate::queue::{self, Batch, Halted, Op, Submitter, WriterStats};
 use crate::{Ack, MarketStore, StoreError, Write};
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use scylla::client::caching_session::CachingSession;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::unprepared::Statement;
 use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlValue, Row};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -56,7 +63,8 @@ pub(crate) async fn exec(
         .map_err(|e| cql(context, e))
 }
 
-/// Runs a query and decodes its rows.
+/// Runs a query and decodes its rows, page by page (a large partition is never asked for
+/// in one response; a SERIAL read, always small, in one request).
 pub(crate) async fn rows<R>(
     cs: &Cs,
     statement: impl Into<Statement>,
@@ -64,14 +72,131 @@ pub(crate) async fn rows<R>(
     context: &str,
 ) -> Result<Vec<R>, StoreError>
 where
-    R: for<'f> DeserializeRow<'f, 'f>,
+    R: for<'f, 'm> DeserializeRow<'f, 'm> + Send + 'static,
 {
-    let result = exec(cs, statement, values, context).await?;
-    let rows = result.into_rows_result().map_err(|e| cql(context, e))?;
-    rows.rows::<R>()
+    let statement: Statement = statement.into();
+    if statement.get_consistency() == Some(Consistency::Serial) {
+        // SERIAL reads here are of one row or a few: one request, unpaged.
+        let result = exec(cs, statement, values, context).await?;
+        let result = result.into_rows_result().map_err(|e| cql(context, e))?;
+        return result
+            .rows::<R>()
+            .map_err(|e| cql(context, e))?
+            .collect::<Result<Vec<R>, _>>()
+            .map_err(|e| cql(context, e));
+    }
+    let pager = cs
+        .execute_iter(statement, values)
+        .await
+        .map_err(|e| cql(context, e))?;
+    pager
+        .rows_stream::<R>()
         .map_err(|e| cql(context, e))?
-        .collect::<Result<Vec<R>, _>>()
+        .try_collect()
+        .await
         .map_err(|e| cql(context, e))
+}
+
+/// Whether a failed request may still have been applied (so a lightweight transaction's
+/// outcome must be read back): a timeout, a lost connection, a server failure mid-write,
+/// an answer that could not be read. Anything else (a syntax error, `Unavailable`, an
+/// overloaded node, no connection) was refused before it ran.
+pub(crate) fn outcome_unknown(e: &ExecutionError) -> bool {
+    match e {
+        ExecutionError::RequestTimeout(_) => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::CqlResultParseError(_)
+            | RequestAttemptError::CqlErrorParseError(_)
+            | RequestAttemptError::BodyExtensionsParseError(_)
+            | RequestAttemptError::UnexpectedResponse(_) => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::WriteTimeout { .. }
+                    | DbError::ReadTimeout { .. }
+                    | DbError::WriteFailure { .. }
+                    | DbError::ServerError
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether a lightweight transaction applied, and the current values of the columns it
+/// compared (when it did not).
+pub(crate) struct Cas {
+    pub(crate) applied: bool,
+    current: HashMap<String, Option<CqlValue>>,
+}
+
+impl Cas {
+    /// An unconditional write that went through.
+    pub(crate) fn applied() -> Cas {
+        Cas {
+            applied: true,
+            current: HashMap::new(),
+        }
+    }
+
+    /// Reads `[applied]` and the compared columns from an LWT's (or conditional batch's)
+    /// answer.
+    pub(crate) fn from_result(result: QueryResult, context: &str) -> Result<Cas, StoreError> {
+        let result = result.into_rows_result().map_err(|e| cql(context, e))?;
+        let names: Vec<String> = result
+            .column_specs()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let row: Option<Row> = result.maybe_first_row().map_err(|e| cql(context, e))?;
+        let Some(row) = row else {
+            return Err(StoreError::Backend(format!(
+                "{context}: no [applied] column"
+            )));
+        };
+        let mut current = HashMap::new();
+        let mut applied = false;
+        for (name, value) in names.into_iter().zip(row.columns) {
+            if name == "[applied]" {
+                applied = matches!(value, Some(CqlValue::Boolean(true)));
+            } else {
+                current.insert(name, value);
+            }
+        }
+        Ok(Cas { applied, current })
+    }
+
+    /// A compared `bigint` column's current value.
+    pub(crate) fn bigint(&self, column: &str) -> Option<u64> {
+        match self.current.get(column) {
+            Some(Some(CqlValue::BigInt(v))) => Some(*v as u64),
+            _ => None,
+        }
+    }
+}
+
+/// Runs a lightweight transaction; `None` when its outcome is unknown (to read back).
+pub(crate) async fn cas(
+    cs: &Cs,
+    statement: &str,
+    values: impl SerializeRow,
+    context: &str,
+) -> Result<Option<Cas>, StoreError> {
+    match cs.execute_unpaged(statement, values).await {
+        Ok(result) => Cas::from_result(result, context).map(Some),
+        Err(e) if outcome_unknown(&e) => {
+            tracing::warn!(error = %e, context, "lightweight transaction outcome unknown; reading back");
+            Ok(None)
+        }
+        Err(e) => Err(cql(context, e)),
+    }
+}
+
+/// The error of a write whose outcome not even a read back could tell.
+pub(crate) fn unknown(context: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "{context}: outcome unknown (the read back could not tell)"
+    ))
 }
 
 /// A statement read at SERIAL consistency: it sees every lightweight transaction that

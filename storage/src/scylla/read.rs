@@ -1,6 +1,10 @@
-//! Reads, by domain, at QUORUM. A read over several partitions walks the partition index
-//! (`tick_days`, `candle_buckets`, `chat_buckets`, newest first) and stops once it has
-//! enough rows.
+//! Reads, by domain, at QUORUM, page by page. A read over several partitions walks the
+//! partition index (`tick_days`, `candle_buckets`, `chat_buckets`, newest first) and stops
+//! once it has enough rows.
+//!
+//! A partition whose `fence` (a static column) is set but that has no rows yet answers a
+//! query without a clustering restriction with one row of nulls: every row type here reads
+//! its key columns as options and drops such rows.
 
 use super::write::{candle_bucket, chat_bucket, day};
 use super::{ScyllaStore, rows};
@@ -11,40 +15,56 @@ use crate::{
     AlertStore, ChatStore, JournalStore, MarketDataStore, StoreError, UserRecord, UserStore,
 };
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
 
 /// A CQL `LIMIT` (an `int`).
 fn limit(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-type TickRow = (i64, i64, i64, i64, i8);
+type TickRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i8>,
+);
 
-fn tick(symbol: &str, (ts, trade_id, price, qty, side): TickRow) -> Tick {
-    Tick {
+/// The tick a row holds (`None` for a partition's static-only row).
+fn tick(symbol: &str, (ts, trade_id, price, qty, side): TickRow) -> Option<Tick> {
+    Some(Tick {
         symbol: symbol.to_string(),
-        trade_id: trade_id as u64,
-        ts,
-        price: price as u64,
-        qty: qty as u64,
-        side: if side == 0 { Side::Buy } else { Side::Sell },
-    }
+        trade_id: trade_id? as u64,
+        ts: ts?,
+        price: price? as u64,
+        qty: qty? as u64,
+        side: if side? == 0 { Side::Buy } else { Side::Sell },
+    })
 }
 
-type CandleRow = (i64, i64, i64, i64, i64, i64);
+type CandleRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 
-fn candle((open_time, open, high, low, close, volume): CandleRow) -> Candle {
-    Candle {
-        open_time,
-        open: open as u64,
-        high: high as u64,
-        low: low as u64,
-        close: close as u64,
-        volume: volume as u64,
-    }
+/// The candle a row holds (`None` for a partition's static-only row).
+fn candle((open_time, open, high, low, close, volume): CandleRow) -> Option<Candle> {
+    Some(Candle {
+        open_time: open_time?,
+        open: open? as u64,
+        high: high? as u64,
+        low: low? as u64,
+        close: close? as u64,
+        volume: volume? as u64,
+    })
 }
 
 type AlertRow = (
-    i64,
+    Option<i64>,
     Option<i64>,
     Option<String>,
     Option<String>,
@@ -60,11 +80,15 @@ type AlertRow = (
 const ALERT_COLUMNS: &str = "alert_id, user_id, symbol, condition, value, repeat, cooldown_s,
      created_at, status, last_fired_at, fired_count";
 
-fn alert(r: AlertRow) -> Result<AlertRecord, StoreError> {
+/// The rule a row holds (`None` where no rule was created: no `user_id`).
+fn alert(r: AlertRow) -> Result<Option<AlertRecord>, StoreError> {
+    let (Some(alert_id), Some(user_id)) = (r.0, r.1) else {
+        return Ok(None);
+    };
     let status = r.8.unwrap_or_default();
-    Ok(AlertRecord {
-        alert_id: r.0 as u64,
-        user_id: r.1.unwrap_or_default() as u64,
+    Ok(Some(AlertRecord {
+        alert_id: alert_id as u64,
+        user_id: user_id as u64,
         symbol: r.2.unwrap_or_default(),
         condition: r.3.unwrap_or_default(),
         value: r.4.unwrap_or_default(),
@@ -76,7 +100,7 @@ fn alert(r: AlertRow) -> Result<AlertRecord, StoreError> {
         })?,
         last_fired_at: r.9.unwrap_or_default(),
         fired_count: r.10.unwrap_or_default() as u64,
-    })
+    }))
 }
 
 impl ScyllaStore {
@@ -101,6 +125,57 @@ impl ScyllaStore {
         .await
     }
 
+    /// Which of the firings `(alert_id, n)` their rules' partitions hold, with their times.
+    async fn firings_stored(
+        &self,
+        firings: Vec<(i64, i64)>,
+    ) -> Result<HashSet<(i64, i64, i64)>, StoreError> {
+        let mut by_rule: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (alert_id, n) in firings {
+            by_rule.entry(alert_id).or_default().push(n);
+        }
+        let mut stored = HashSet::new();
+        for (alert_id, ns) in by_rule {
+            for chunk in ns.chunks(100) {
+                let found: Vec<(Option<i64>, Option<i64>)> = rows(
+                    &self.cs,
+                    "SELECT n, ts FROM alerts WHERE alert_id = ? AND n IN ?",
+                    (alert_id, chunk.to_vec()),
+                    "reading alert firings",
+                )
+                .await?;
+                stored.extend(
+                    found
+                        .into_iter()
+                        .filter_map(|(n, ts)| Some((alert_id, n?, ts?))),
+                );
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The claimed inbox keys among `keys`, with the time of the entry that claimed each.
+    async fn inbox_claims(
+        &self,
+        user_id: u64,
+        mut keys: Vec<String>,
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut claimed = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let found: Vec<(String, Option<i64>)> = rows(
+                &self.cs,
+                "SELECT key, ts FROM notification_keys WHERE user_id = ? AND key IN ?",
+                (user_id as i64, chunk.to_vec()),
+                "reading inbox keys",
+            )
+            .await?;
+            claimed.extend(found.into_iter().filter_map(|(k, ts)| Some((k, ts?))));
+        }
+        Ok(claimed)
+    }
+
     /// The rules `ids` names, in id order.
     async fn alerts_by_id(&self, mut ids: Vec<i64>) -> Result<Vec<AlertRecord>, StoreError> {
         ids.sort_unstable();
@@ -108,13 +183,13 @@ impl ScyllaStore {
         for chunk in ids.chunks(100) {
             let found: Vec<AlertRow> = rows(
                 &self.cs,
-                format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id IN ?"),
+                format!("SELECT DISTINCT {ALERT_COLUMNS} FROM alerts WHERE alert_id IN ?"),
                 (chunk.to_vec(),),
                 "reading alerts",
             )
             .await?;
             for r in found {
-                out.push(alert(r)?);
+                out.extend(alert(r)?);
             }
         }
         out.sort_by_key(|a| a.alert_id);
@@ -141,7 +216,7 @@ impl MarketDataStore for ScyllaStore {
                 "reading recent ticks",
             )
             .await?;
-            out.extend(found.into_iter().map(|r| tick(symbol, r)));
+            out.extend(found.into_iter().filter_map(|r| tick(symbol, r)));
         }
         Ok(out)
     }
@@ -167,8 +242,8 @@ impl MarketDataStore for ScyllaStore {
             out.extend(
                 found
                     .into_iter()
-                    .filter(|r| r.0 >= from_ts)
-                    .map(|r| tick(symbol, r)),
+                    .filter_map(|r| tick(symbol, r))
+                    .filter(|t| t.ts >= from_ts),
             );
         }
         out.sort_by_key(|t| t.trade_id);
@@ -213,7 +288,7 @@ impl MarketDataStore for ScyllaStore {
                 "reading candles",
             )
             .await?;
-            out.extend(found.into_iter().map(candle));
+            out.extend(found.into_iter().filter_map(candle));
         }
         out.reverse();
         Ok(out)
@@ -253,7 +328,7 @@ impl MarketDataStore for ScyllaStore {
                 "reading candles",
             )
             .await?;
-            out.extend(found.into_iter().map(candle));
+            out.extend(found.into_iter().filter_map(candle));
         }
         Ok(out)
     }
@@ -298,7 +373,7 @@ impl JournalStore for ScyllaStore {
         key: &str,
         after: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let found: Vec<(i64, Option<Vec<u8>>)> = rows(
+        let found: Vec<(Option<i64>, Option<Vec<u8>>)> = rows(
             &self.cs,
             "SELECT seq, entry FROM entities WHERE kind = ? AND key = ? AND seq > ?",
             (kind, key, after as i64),
@@ -307,7 +382,7 @@ impl JournalStore for ScyllaStore {
         .await?;
         Ok(found
             .into_iter()
-            .filter_map(|(seq, entry)| entry.map(|e| (seq as u64, e)))
+            .filter_map(|(seq, entry)| Some((seq? as u64, entry?)))
             .collect())
     }
 }
@@ -337,7 +412,14 @@ impl ChatStore for ScyllaStore {
             if out.len() >= n {
                 break;
             }
-            let found: Vec<(i64, i64, String, String, i64)> = rows(
+            type Row = (
+                Option<i64>,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+            );
+            let found: Vec<Row> = rows(
                 &self.cs,
                 "SELECT message_id, user_id, username, text, ts FROM chat
                  WHERE room = ? AND bucket = ? AND message_id < ? LIMIT ?",
@@ -348,13 +430,15 @@ impl ChatStore for ScyllaStore {
             out.extend(
                 found
                     .into_iter()
-                    .map(|(id, user_id, username, text, ts)| ChatMessage {
-                        room: room.to_string(),
-                        message_id: id as u64,
-                        user_id: user_id as u64,
-                        username,
-                        text,
-                        ts,
+                    .filter_map(|(id, user_id, username, text, ts)| {
+                        Some(ChatMessage {
+                            room: room.to_string(),
+                            message_id: id? as u64,
+                            user_id: user_id? as u64,
+                            username: username?,
+                            text: text?,
+                            ts: ts?,
+                        })
                     }),
             );
         }
@@ -436,29 +520,44 @@ impl AlertStore for ScyllaStore {
         if n == 0 {
             return Ok(Vec::new());
         }
-        type Row = (i64, i64, i64, String, String, i64, i64, i64, i64);
-        let found: Vec<Row> = rows(
-            &self.cs,
-            "SELECT alert_id, n, user_id, symbol, condition, value, price, reference, ts
-             FROM alert_history WHERE user_id = ? LIMIT ?",
-            (user_id as i64, limit(n)),
-            "reading alert history",
-        )
-        .await?;
-        Ok(found
-            .into_iter()
-            .map(|r| AlertFiring {
-                alert_id: r.0 as u64,
-                n: r.1 as u64,
-                user_id: r.2 as u64,
-                symbol: r.3,
-                condition: r.4,
-                value: r.5,
-                price: r.6 as u64,
-                reference: r.7 as u64,
-                ts: r.8,
-            })
-            .collect())
+        // History rows are written before their firing: read a little more than asked and
+        // keep the rows whose firing is stored; read more only if that was not enough.
+        let mut want = n.saturating_add(16);
+        loop {
+            type Row = (i64, i64, i64, String, String, i64, i64, i64, i64);
+            let found: Vec<Row> = rows(
+                &self.cs,
+                "SELECT alert_id, n, user_id, symbol, condition, value, price, reference, ts
+                 FROM alert_history WHERE user_id = ? LIMIT ?",
+                (user_id as i64, limit(want)),
+                "reading alert history",
+            )
+            .await?;
+            let stored = self
+                .firings_stored(found.iter().map(|r| (r.0, r.1)).collect())
+                .await?;
+            let exhausted = found.len() < want;
+            let mut out: Vec<AlertFiring> = found
+                .into_iter()
+                .filter(|r| stored.contains(&(r.0, r.1, r.8)))
+                .map(|r| AlertFiring {
+                    alert_id: r.0 as u64,
+                    n: r.1 as u64,
+                    user_id: r.2 as u64,
+                    symbol: r.3,
+                    condition: r.4,
+                    value: r.5,
+                    price: r.6 as u64,
+                    reference: r.7 as u64,
+                    ts: r.8,
+                })
+                .collect();
+            if out.len() >= n || exhausted {
+                out.truncate(n);
+                return Ok(out);
+            }
+            want = want.saturating_mul(2);
+        }
     }
 
     async fn notifications(
@@ -471,34 +570,49 @@ impl AlertStore for ScyllaStore {
             return Ok(Vec::new());
         }
         // A page never ends inside one millisecond: it takes every entry of its last `ts`,
-        // so the next page, `since` that ts, misses nothing.
-        let page: Vec<(i64,)> = rows(
-            &self.cs,
-            "SELECT ts FROM notifications WHERE user_id = ? AND ts > ? LIMIT ?",
-            (user_id as i64, since, limit(n)),
-            "reading notifications",
-        )
-        .await?;
-        let Some(last) = page.iter().map(|r| r.0).max() else {
-            return Ok(Vec::new());
-        };
-        let found: Vec<(i64, String, String, String)> = rows(
-            &self.cs,
-            "SELECT ts, key, kind, body FROM notifications
-             WHERE user_id = ? AND ts > ? AND ts <= ?",
-            (user_id as i64, since, last),
-            "reading notifications",
-        )
-        .await?;
-        Ok(found
-            .into_iter()
-            .map(|(ts, key, kind, body)| Notification {
-                user_id,
-                key,
-                ts,
-                kind,
-                body,
-            })
-            .collect())
+        // so the next page, `since` that ts, misses nothing. Entries are written before
+        // their key is claimed: one is shown only where its key was claimed at its time,
+        // and pages go on until `n` are shown or none are left.
+        let mut out = Vec::new();
+        let mut cursor = since;
+        loop {
+            let page: Vec<(i64,)> = rows(
+                &self.cs,
+                "SELECT ts FROM notifications WHERE user_id = ? AND ts > ? LIMIT ?",
+                (user_id as i64, cursor, limit(n)),
+                "reading notifications",
+            )
+            .await?;
+            let Some(last) = page.iter().map(|r| r.0).max() else {
+                return Ok(out);
+            };
+            let found: Vec<(i64, String, String, String)> = rows(
+                &self.cs,
+                "SELECT ts, key, kind, body FROM notifications
+                 WHERE user_id = ? AND ts > ? AND ts <= ?",
+                (user_id as i64, cursor, last),
+                "reading notifications",
+            )
+            .await?;
+            let claimed = self
+                .inbox_claims(user_id, found.iter().map(|r| r.1.clone()).collect())
+                .await?;
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|(ts, key, _, _)| claimed.get(key) == Some(ts))
+                    .map(|(ts, key, kind, body)| Notification {
+                        user_id,
+                        key,
+                        ts,
+                        kind,
+                        body,
+                    }),
+            );
+            if out.len() >= n || page.len() < n {
+                return Ok(out);
+            }
+            cursor = last;
+        }
     }
 }

@@ -6,37 +6,41 @@
 use super::{Cs, cql};
 use crate::StoreError;
 
-/// The schema version this build writes; a keyspace recorded as newer is refused.
-const VERSION: i64 = 1;
+/// The schema version this build writes. Version 1 was never run against a server and is
+/// not migrated: a keyspace recorded at another version is refused.
+const VERSION: i64 = 2;
 
-/// Tables, in the keyspace the session uses.
+/// Tables, in the keyspace the session uses. A `fence` column holds the newest lease epoch
+/// that claimed its partition (see `fence.rs`); where the table has clustering rows it is
+/// static, so one conditional batch covers the partition's rows and its fence.
 const TABLES: &[&str] = &[
     // Trade ids rise with time within a symbol, so a day's rows in trade id order are in
     // time order too; one row per trade id, so a replay finds it and leaves it.
     "CREATE TABLE IF NOT EXISTS ticks (
         symbol text, day bigint, trade_id bigint, ts bigint,
-        price bigint, qty bigint, side tinyint,
+        price bigint, qty bigint, side tinyint, fence bigint STATIC,
         PRIMARY KEY ((symbol, day), trade_id))",
     "CREATE TABLE IF NOT EXISTS tick_days (
         symbol text, day bigint, PRIMARY KEY ((symbol), day))
         WITH CLUSTERING ORDER BY (day DESC)",
     "CREATE TABLE IF NOT EXISTS candles (
         symbol text, period text, bucket bigint, open_time bigint,
-        open bigint, high bigint, low bigint, close bigint, volume bigint,
+        open bigint, high bigint, low bigint, close bigint, volume bigint, fence bigint STATIC,
         PRIMARY KEY ((symbol, period, bucket), open_time))",
     "CREATE TABLE IF NOT EXISTS candle_buckets (
         symbol text, period text, bucket bigint, PRIMARY KEY ((symbol, period), bucket))
         WITH CLUSTERING ORDER BY (bucket DESC)",
-    // One partition per entity: the lease and the snapshot are static columns beside the
-    // journal rows, so every journal, snapshot and lease write is one lightweight
-    // transaction on one partition, conditional on the lease epoch.
+    // One partition per entity: the lease, the partitions it registered and the snapshot
+    // are static columns beside the journal rows, so every journal, snapshot and lease
+    // write is one lightweight transaction on one partition, conditional on the epoch.
     "CREATE TABLE IF NOT EXISTS entities (
         kind text, key text, seq bigint, entry blob,
-        owner text STATIC, epoch bigint STATIC, snap_seq bigint STATIC, snap blob STATIC,
+        owner text STATIC, epoch bigint STATIC, parts set<text> STATIC,
+        snap_seq bigint STATIC, snap blob STATIC,
         PRIMARY KEY ((kind, key), seq))",
     "CREATE TABLE IF NOT EXISTS chat (
         room text, bucket bigint, message_id bigint,
-        user_id bigint, username text, text text, ts bigint,
+        user_id bigint, username text, text text, ts bigint, fence bigint STATIC,
         PRIMARY KEY ((room, bucket), message_id))
         WITH CLUSTERING ORDER BY (message_id DESC)",
     "CREATE TABLE IF NOT EXISTS chat_buckets (
@@ -45,23 +49,32 @@ const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS users (
         username text PRIMARY KEY, user_id bigint, password_hash text, created_at bigint)",
     "CREATE TABLE IF NOT EXISTS user_ids (user_id bigint PRIMARY KEY)",
+    // A rule is the static part of its partition; each firing is a row of it, so a firing,
+    // the rule's counters and its fence change in one conditional batch.
     "CREATE TABLE IF NOT EXISTS alerts (
-        alert_id bigint PRIMARY KEY, user_id bigint, symbol text, condition text,
-        value bigint, repeat boolean, cooldown_s int, created_at bigint, status text,
-        last_fired_at bigint, fired_count bigint)",
+        alert_id bigint, n bigint, ts bigint, price bigint, reference bigint,
+        user_id bigint STATIC, symbol text STATIC, condition text STATIC, value bigint STATIC,
+        repeat boolean STATIC, cooldown_s int STATIC, created_at bigint STATIC,
+        status text STATIC, last_fired_at bigint STATIC, fired_count bigint STATIC,
+        fence bigint STATIC,
+        PRIMARY KEY ((alert_id), n))",
     "CREATE TABLE IF NOT EXISTS alerts_by_user (
         user_id bigint, alert_id bigint, PRIMARY KEY ((user_id), alert_id))",
+    // Which rules a symbol arms; a rule's status (in `alerts`) has the last word.
     "CREATE TABLE IF NOT EXISTS alerts_armed (
-        symbol text, alert_id bigint, PRIMARY KEY ((symbol), alert_id))",
-    "CREATE TABLE IF NOT EXISTS alert_firings (
-        alert_id bigint, n bigint, PRIMARY KEY ((alert_id), n))",
+        symbol text, alert_id bigint, fence bigint STATIC, PRIMARY KEY ((symbol), alert_id))",
+    // A user's firings, newest first: written before the firing itself, and read only where
+    // the rule's partition holds that firing at that time (a refused or replayed firing's
+    // row is never shown).
     "CREATE TABLE IF NOT EXISTS alert_history (
         user_id bigint, ts bigint, alert_id bigint, n bigint, symbol text, condition text,
         value bigint, price bigint, reference bigint,
         PRIMARY KEY ((user_id), ts, alert_id, n))
         WITH CLUSTERING ORDER BY (ts DESC, alert_id DESC, n DESC)",
+    // An inbox key, claimed once, with the time of the entry that claimed it; an entry is
+    // written before its claim and read only where its key was claimed at its time.
     "CREATE TABLE IF NOT EXISTS notification_keys (
-        user_id bigint, key text, PRIMARY KEY ((user_id), key))",
+        user_id bigint, key text, ts bigint, PRIMARY KEY ((user_id), key))",
     "CREATE TABLE IF NOT EXISTS notifications (
         user_id bigint, ts bigint, key text, kind text, body text,
         PRIMARY KEY ((user_id), ts, key))",
@@ -81,8 +94,8 @@ pub(super) async fn migrate(
         )));
     }
     // Lightweight transactions (every lease, journal and username write) need a keyspace
-    // without tablets on ScyllaDB versions that have them; older versions know no such
-    // option and are asked without it.
+    // without tablets on ScyllaDB versions that have them; servers that know no such option
+    // are asked without it (and the LWT below checks that they take LWTs).
     let replication = format!(
         "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
          {{'class': 'NetworkTopologyStrategy', 'replication_factor': {replication_factor}}}"
@@ -112,25 +125,37 @@ pub(super) async fn migrate(
         .await_schema_agreement()
         .await
         .map_err(|e| cql("waiting for schema agreement", e))?;
-    let found: Vec<(Option<i64>,)> = super::rows(
+    // The version is recorded by a lightweight transaction, so a keyspace where those do
+    // not work (one with tablets, on ScyllaDB versions without LWT support for them, even if
+    // the server ignored the option above) is refused here, at start, with the server's
+    // words, rather than at the first lease.
+    let recorded = super::cas(
         cs,
-        "SELECT version FROM bourse_schema WHERE id = 0",
-        (),
-        "reading the schema version",
+        "INSERT INTO bourse_schema (id, version) VALUES (0, ?) IF NOT EXISTS",
+        (VERSION,),
+        "recording the schema version",
     )
-    .await?;
-    match found.first().and_then(|r| r.0) {
-        Some(v) if v > VERSION => Err(StoreError::Backend(format!(
+    .await
+    .map_err(|e| {
+        StoreError::Backend(format!(
+            "keyspace {keyspace} must take lightweight transactions (on ScyllaDB: created \
+             with tablets = {{'enabled': false}}): {e}"
+        ))
+    })?
+    .ok_or_else(|| super::unknown("recording the schema version"))?;
+    let found = if recorded.applied {
+        VERSION
+    } else {
+        recorded.bigint("version").map_or(0, |v| v as i64)
+    };
+    match found {
+        v if v > VERSION => Err(StoreError::Backend(format!(
             "keyspace {keyspace} has schema version {v}, newer than this build ({VERSION})"
         ))),
-        Some(_) => Ok(()),
-        None => super::exec(
-            cs,
-            "INSERT INTO bourse_schema (id, version) VALUES (0, ?)",
-            (VERSION,),
-            "recording the schema version",
-        )
-        .await
-        .map(|_| ()),
+        v if v < VERSION => Err(StoreError::Backend(format!(
+            "keyspace {keyspace} has schema version {v}, which this build does not migrate \
+             (it never held data outside tests): drop the keyspace and start again"
+        ))),
+        _ => Ok(()),
     }
 }

@@ -1,44 +1,31 @@
-//! Applying writes to ScyllaDB, in order, each with its own outcome; the first write that
-//! fails stops the batch.
+//! Applying writes to ScyllaDB, in order, each with its own outcome. There is no
+//! transaction across partitions: the first write that fails stops the batch, the writes
+//! before it keep their outcomes (they landed), and the rest is never sent.
 //!
 //! **Fencing.** Journals, snapshots and leases share one partition per entity
 //! (`entities`, the lease and snapshot in static columns), so each of their writes is a
-//! lightweight transaction conditional on the lease epoch (`IF epoch = ?`): a write from an
-//! older epoch never lands there, and a take-over (`IF epoch = <read>`) is a
-//! compare-and-set. The other tables (ticks, candles, chat, alerts, inboxes) cannot sit in
-//! the lease's partition. A fenced write to them is sent only after the lease is read at
-//! SERIAL consistency in the same batch and found at the write's epoch (a stale activation
-//! that learns of a take-over writes nothing more), and it carries a write timestamp
-//! ordered by epoch first (the protocol's client-side timestamp, not a `USING TIMESTAMP`
-//! clause, which ScyllaDB refuses that far in the future), so wherever an older and a newer epoch write
-//! the same row, the newer one wins whatever order they arrive in. What that leaves open: a
-//! write whose SERIAL check completed *before* a take-over committed may still reach its
-//! replicas after it, at a row the new epoch never writes. Only a write already in flight
-//! at the take-over can do that.
+//! lightweight transaction conditional on the lease epoch (`IF epoch = ?`), and a take-over
+//! (`IF epoch = <read>`) is a compare-and-set. Ticks, candles, chat, the armed-alert index
+//! and alert rules sit in partitions of their own, each with a `fence` column that a lease
+//! claims and a take-over raises; a fenced write to one is a conditional batch on that
+//! partition (`fence.rs`). A write from an older epoch never lands in either.
 //!
 //! An LWT whose outcome the driver could not learn (a timeout, a lost connection) is read
 //! back at SERIAL, never assumed; if the read back cannot tell, the write (and its batch)
 //! fails with its outcome unknown, which halts its lease.
 
-use super::{Cs, cql, exec, rows, serial};
-use crate::queue::Reply;
+use super::fence::{self, CAS_ATTEMPTS, Claim, Part, Statement, big};
+use super::{Cs, cas, exec, rows, serial, unknown};
+use crate::queue::{Failed, Outcomes, Reply};
 use crate::records::{Interval, Side};
-use crate::{AlertStatus, Fence, StoreError, Write};
-use scylla::statement::batch::{Batch, BatchType};
-use scylla::statement::unprepared::Statement;
-use scylla::value::{CqlValue, Row};
+use crate::{Fence, StoreError, Write};
+use scylla::value::CqlValue;
 use std::collections::{HashMap, HashSet};
 
 /// Rows in one single-partition batch at most.
 const BATCH_ROWS: usize = 1000;
-/// Index rows remembered as written (the set is cleared when it grows past this).
+/// Index rows or claimed partitions remembered (a set is cleared when it grows past this).
 const KNOWN_MAX: usize = 100_000;
-/// Write timestamps of fenced writes start above any wall-clock microsecond timestamp.
-const FENCED_BASE: i64 = 1 << 52;
-/// Fenced writes one activation can order (past it they share the last timestamp).
-const PER_EPOCH: u64 = (1 << 30) - 1;
-/// Attempts at a lease compare-and-set that another take-over beat.
-const CAS_ATTEMPTS: usize = 20;
 
 /// Chat messages per chat partition.
 pub(super) const CHAT_BUCKET: u64 = 4096;
@@ -68,10 +55,14 @@ fn side_code(side: Side) -> i8 {
     }
 }
 
+fn text(s: &str) -> CqlValue {
+    CqlValue::Text(s.to_string())
+}
+
 /// A new id without a central counter: milliseconds since 2025 and 10 random bits (below
 /// 2^53, so JavaScript clients read it exactly), above `last` (ids of one writer rise);
 /// uniqueness across writers is then claimed by LWT.
-fn new_id(last: &mut i64) -> i64 {
+pub(super) fn new_id(last: &mut i64) -> i64 {
     const EPOCH_2025_MS: i64 = 1_735_689_600_000;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -82,185 +73,87 @@ fn new_id(last: &mut i64) -> i64 {
     id
 }
 
-/// Whether an LWT applied, and the current values of the columns it compared.
-struct Cas {
-    applied: bool,
-    current: HashMap<String, Option<CqlValue>>,
-}
+/// A write's answer: its own outcome (a refusal such as [`StoreError::Fenced`] inside), or
+/// the error that fails the batch from this write on.
+pub(super) type Answer = Result<Result<u64, StoreError>, StoreError>;
 
-impl Cas {
-    fn bigint(&self, column: &str) -> Option<u64> {
-        match self.current.get(column) {
-            Some(Some(CqlValue::BigInt(v))) => Some(*v as u64),
-            _ => None,
-        }
+/// The refusal of a write under `fence` once epoch `current` holds the lease.
+pub(super) fn fenced(fence: &Fence, current: Option<u64>) -> StoreError {
+    StoreError::Fenced {
+        kind: fence.kind.clone(),
+        key: fence.key.clone(),
+        epoch: fence.epoch,
+        current: current.unwrap_or(0),
     }
 }
 
-/// Runs a lightweight transaction; `None` when its outcome is unknown (to read back).
-async fn cas(
-    cs: &Cs,
-    statement: &str,
-    values: impl scylla::serialize::row::SerializeRow,
-    context: &str,
-) -> Result<Option<Cas>, StoreError> {
-    let result = match cs.execute_unpaged(statement, values).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, context, "lightweight transaction outcome unknown; reading back");
-            return Ok(None);
-        }
-    };
-    let result = result.into_rows_result().map_err(|e| cql(context, e))?;
-    let names: Vec<String> = result
-        .column_specs()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
-    let row: Option<Row> = result.maybe_first_row().map_err(|e| cql(context, e))?;
-    let Some(row) = row else {
-        return Err(StoreError::Backend(format!(
-            "{context}: no [applied] column"
-        )));
-    };
-    let mut current = HashMap::new();
-    let mut applied = false;
-    for (name, value) in names.into_iter().zip(row.columns) {
-        if name == "[applied]" {
-            applied = matches!(value, Some(CqlValue::Boolean(true)));
-        } else {
-            current.insert(name, value);
-        }
-    }
-    Ok(Some(Cas { applied, current }))
-}
-
-fn unknown(context: &str) -> StoreError {
+/// The refusal of a fenced write this backend cannot fence exactly (nothing in bourse
+/// submits one): it is never applied unfenced.
+fn unfenceable(what: &str) -> StoreError {
     StoreError::Backend(format!(
-        "{context}: outcome unknown (the read back could not tell)"
+        "the scylla store cannot fence {what} under another entity's lease"
     ))
 }
 
 /// The writer's memory across batches.
 #[derive(Default)]
 pub(super) struct Writer {
-    /// Fenced writes so far per lease, for their timestamps: `(kind, key)` → (epoch, count).
-    counts: HashMap<(String, String), (u64, u64)>,
+    /// Partitions claimed per lease epoch, `(kind, key, epoch, part)`: a fenced write to
+    /// one needs no claim first.
+    claimed: HashSet<(String, String, u64, Part)>,
     /// Index rows (`tick_days`, `candle_buckets`, `chat_buckets`) known to be written.
     known: HashSet<(&'static str, String, i64)>,
     /// The last id this writer made.
-    last_id: i64,
+    pub(super) last_id: i64,
 }
-
-/// The lease epochs read in this batch (at SERIAL), by `(kind, key)`.
-type Epochs = HashMap<(String, String), Option<u64>>;
 
 impl Writer {
     /// Applies `batch` in order. Each write gets its own outcome; the first one that
-    /// fails (not a refusal: an error) fails the batch and nothing after it is sent.
-    pub(super) async fn commit(
-        &mut self,
-        cs: &Cs,
-        batch: &[(Write, Reply)],
-    ) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
-        let mut epochs = Epochs::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
+    /// fails (not a refusal: an error) fails the batch from there, and nothing after it is
+    /// sent.
+    pub(super) async fn commit(&mut self, cs: &Cs, batch: &[(Write, Reply)]) -> Outcomes {
+        let mut done = Vec::with_capacity(batch.len());
         for (write, _) in batch {
-            outcomes.push(self.apply(cs, write, &mut epochs).await?);
+            match self.apply(cs, write).await {
+                Ok(outcome) => done.push(outcome),
+                Err(error) => return Err(Failed { done, error }),
+            }
         }
-        Ok(outcomes)
+        Ok(done)
     }
 
-    async fn lease_epoch(
-        cs: &Cs,
-        epochs: &mut Epochs,
-        kind: &str,
-        key: &str,
-    ) -> Result<Option<u64>, StoreError> {
-        let k = (kind.to_string(), key.to_string());
-        if let Some(e) = epochs.get(&k) {
-            return Ok(*e);
-        }
-        let found: Vec<(Option<i64>,)> = rows(
-            cs,
-            serial("SELECT epoch FROM entities WHERE kind = ? AND key = ? LIMIT 1"),
-            (kind, key),
-            "reading a lease",
-        )
-        .await?;
-        let epoch = found.first().and_then(|r| r.0).map(|e| e as u64);
-        epochs.insert(k, epoch);
-        Ok(epoch)
-    }
-
-    /// The write timestamp of the next fenced write under `fence`.
-    fn timestamp(&mut self, fence: &Fence) -> i64 {
-        let slot = self
-            .counts
-            .entry((fence.kind.clone(), fence.key.clone()))
-            .or_insert((fence.epoch, 0));
-        if slot.0 != fence.epoch {
-            *slot = (fence.epoch, 0);
-        }
-        slot.1 = (slot.1 + 1).min(PER_EPOCH);
-        FENCED_BASE
-            .saturating_add((fence.epoch as i64).saturating_mul(1 << 30))
-            .saturating_add(slot.1 as i64)
-    }
-
-    async fn apply(
-        &mut self,
-        cs: &Cs,
-        write: &Write,
-        epochs: &mut Epochs,
-    ) -> Result<Result<u64, StoreError>, StoreError> {
-        // Peel the fences: the entity's own one goes into its LWT; any other is checked.
-        let mut inner = write;
-        let mut fences = Vec::new();
-        while let Write::Fenced { fence, write } = inner {
-            fences.push(fence);
-            inner = write;
-        }
-        let own = |kind: &str, key: &str| -> Option<u64> {
-            fences
-                .iter()
-                .find(|f| f.kind == kind && f.key == key)
-                .map(|f| f.epoch)
+    async fn apply(&mut self, cs: &Cs, write: &Write) -> Answer {
+        let (fence, inner) = match write {
+            Write::Fenced { fence, write } => (Some(fence), write.as_ref()),
+            other => (None, other),
         };
-        let conditioned = match inner {
-            Write::Journal { kind, key, .. } | Write::Snapshot { kind, key, .. } => {
-                own(kind, key).map(|_| (kind.as_str(), key.as_str()))
+        // The lease of the entity itself (journals, snapshots), if this write is fenced by it.
+        let own = |kind: &str, key: &str| -> Result<Option<u64>, StoreError> {
+            match fence {
+                None => Ok(None),
+                Some(f) if f.kind == kind && f.key == key => Ok(Some(f.epoch)),
+                Some(_) => Err(unfenceable("a journal or snapshot")),
             }
-            _ => None,
         };
-        for fence in &fences {
-            if conditioned == Some((fence.kind.as_str(), fence.key.as_str())) {
-                continue;
-            }
-            let current = Self::lease_epoch(cs, epochs, &fence.kind, &fence.key).await?;
-            if current != Some(fence.epoch) {
-                return Ok(Err(StoreError::Fenced {
-                    kind: fence.kind.clone(),
-                    key: fence.key.clone(),
-                    epoch: fence.epoch,
-                    current: current.unwrap_or(0),
-                }));
-            }
-        }
-        let timestamp = fences.first().map(|f| self.timestamp(f));
         match inner {
-            Write::Fenced { .. } => Ok(Err(StoreError::Backend("unwrapped fence".into()))),
-            Write::Ticks(ticks) => self.ticks(cs, ticks, timestamp).await.map(Ok),
-            Write::Candles { symbol, candles } => {
-                self.candles(cs, symbol, candles, timestamp).await.map(Ok)
-            }
+            Write::Fenced { .. } => Ok(Err(unfenceable("a write fenced twice"))),
+            Write::Ticks(ticks) => self.ticks(cs, fence, ticks).await,
+            Write::Candles { symbol, candles } => self.candles(cs, fence, symbol, candles).await,
             Write::AcquireLease { kind, key, node } => {
+                if fence.is_some() {
+                    return Ok(Err(unfenceable("a take-over")));
+                }
                 let epoch = acquire(cs, kind, key, node).await?;
-                epochs.insert((kind.clone(), key.clone()), Some(epoch));
+                self.claimed
+                    .retain(|(k, key_, e, _)| !(k == kind && key_ == key && *e < epoch));
                 Ok(Ok(epoch))
             }
             Write::ReleaseLease { kind, key, epoch } => {
-                self.counts.remove(&(kind.clone(), key.clone()));
+                if fence.is_some() {
+                    return Ok(Err(unfenceable("a release")));
+                }
+                self.claimed
+                    .retain(|(k, key_, _, _)| !(k == kind && key_ == key));
                 release(cs, kind, key, *epoch).await.map(Ok)
             }
             Write::Journal {
@@ -268,174 +161,131 @@ impl Writer {
                 key,
                 seq,
                 entry,
-            } => journal(cs, kind, key, *seq, entry, own(kind, key)).await,
+            } => match own(kind, key) {
+                Ok(epoch) => journal(cs, kind, key, *seq, entry, epoch).await,
+                Err(refusal) => Ok(Err(refusal)),
+            },
             Write::Snapshot {
                 kind,
                 key,
                 seq,
                 state,
-            } => snapshot(cs, kind, key, *seq, state, own(kind, key)).await,
-            Write::Chat(m) => {
-                let bucket = chat_bucket(m.message_id);
-                let mut s = Statement::new(
-                    "INSERT INTO chat (room, bucket, message_id, user_id, username, text, ts)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                );
-                s.set_timestamp(timestamp);
-                self.index(
-                    cs,
-                    "chat_buckets",
-                    "INSERT INTO chat_buckets (room, bucket) VALUES (?, ?)",
-                    &m.room,
-                    bucket,
-                )
-                .await?;
-                exec(
-                    cs,
-                    s,
-                    (
-                        &m.room,
-                        bucket,
-                        m.message_id as i64,
-                        m.user_id as i64,
-                        &m.username,
-                        &m.text,
-                        m.ts,
-                    ),
-                    "writing a chat message",
-                )
-                .await?;
-                Ok(Ok(0))
-            }
+            } => match own(kind, key) {
+                Ok(epoch) => snapshot(cs, kind, key, *seq, state, epoch).await,
+                Err(refusal) => Ok(Err(refusal)),
+            },
+            Write::Chat(m) => self.chat(cs, fence, m).await,
             Write::CreateUser {
                 username,
                 password_hash,
                 created_at,
-            } => create_user(cs, username, password_hash, *created_at, &mut self.last_id).await,
-            Write::CreateAlert(a) => {
-                let id = create_alert(cs, a, &mut self.last_id).await?;
-                for (cql_text, part) in [
-                    (
-                        "INSERT INTO alerts_by_user (user_id, alert_id) VALUES (?, ?)",
-                        None,
-                    ),
-                    (
-                        "INSERT INTO alerts_armed (symbol, alert_id) VALUES (?, ?)",
-                        Some(&a.symbol),
-                    ),
-                ] {
-                    let mut s = Statement::new(cql_text);
-                    s.set_timestamp(timestamp);
-                    match part {
-                        None => exec(cs, s, (a.user_id as i64, id), "indexing an alert").await?,
-                        Some(symbol) => exec(cs, s, (symbol, id), "indexing an alert").await?,
-                    };
+            } => match fence {
+                Some(_) => Ok(Err(unfenceable("a registration"))),
+                None => {
+                    create_user(cs, username, password_hash, *created_at, &mut self.last_id).await
                 }
-                Ok(Ok(id as u64))
-            }
-            Write::AlertFired {
-                firing: f,
-                one_shot,
-            } => {
-                let claimed = cas(
-                    cs,
-                    "INSERT INTO alert_firings (alert_id, n) VALUES (?, ?) IF NOT EXISTS",
-                    (f.alert_id as i64, f.n as i64),
-                    "recording an alert firing",
-                )
-                .await?;
-                let added = match claimed {
-                    Some(c) => c.applied,
-                    // Read back: the firing is there either way; whether this attempt
-                    // added it cannot be told, so the rest is written (idempotent).
-                    None => {
-                        let found: Vec<(i64,)> = rows(
-                            cs,
-                            serial("SELECT n FROM alert_firings WHERE alert_id = ? AND n = ?"),
-                            (f.alert_id as i64, f.n as i64),
-                            "reading an alert firing back",
-                        )
-                        .await?;
-                        if found.is_empty() {
-                            return Err(unknown("recording an alert firing"));
-                        }
-                        true
-                    }
-                };
-                if added {
-                    self.fired(cs, f, *one_shot, timestamp).await?;
-                }
-                Ok(Ok(0))
+            },
+            Write::CreateAlert(a) => super::alerts::create(self, cs, fence, a).await,
+            Write::AlertFired { firing, one_shot } => {
+                super::alerts::fired(self, cs, fence, firing, *one_shot).await
             }
             Write::DeleteAlert { alert_id } => {
-                let found: Vec<(Option<String>,)> = rows(
-                    cs,
-                    "SELECT symbol FROM alerts WHERE alert_id = ?",
-                    (*alert_id as i64,),
-                    "reading an alert",
-                )
-                .await?;
-                let mut s =
-                    Statement::new("UPDATE alerts SET status = 'deleted' WHERE alert_id = ?");
-                s.set_timestamp(timestamp);
-                exec(cs, s, (*alert_id as i64,), "deleting an alert").await?;
-                if let Some((Some(symbol),)) = found.first() {
-                    let mut s = Statement::new(
-                        "DELETE FROM alerts_armed WHERE symbol = ? AND alert_id = ?",
-                    );
-                    s.set_timestamp(timestamp);
-                    exec(cs, s, (symbol, *alert_id as i64), "unindexing an alert").await?;
-                }
-                Ok(Ok(0))
+                super::alerts::delete(self, cs, fence, *alert_id).await
             }
-            Write::Notify(n) => {
-                // The key is claimed once per user: a replayed entry is not added twice.
-                let claimed = cas(
-                    cs,
-                    "INSERT INTO notification_keys (user_id, key) VALUES (?, ?) IF NOT EXISTS",
-                    (n.user_id as i64, &n.key),
-                    "claiming an inbox key",
-                )
-                .await?;
-                let add = match claimed {
-                    Some(c) => c.applied,
-                    None => true, // the entry's row is idempotent: write it again
-                };
-                if add {
-                    let mut s = Statement::new(
-                        "INSERT INTO notifications (user_id, ts, key, kind, body)
-                         VALUES (?, ?, ?, ?, ?)",
-                    );
-                    s.set_timestamp(timestamp);
-                    exec(
-                        cs,
-                        s,
-                        (n.user_id as i64, n.ts, &n.key, &n.kind, &n.body),
-                        "writing an inbox entry",
-                    )
-                    .await?;
-                }
-                Ok(Ok(0))
-            }
+            Write::Notify(n) => match fence {
+                Some(_) => Ok(Err(unfenceable("an inbox entry"))),
+                None => super::alerts::notify(cs, n).await,
+            },
         }
     }
 
-    /// Records that partition `part` of an index table exists (once per process).
-    async fn index(
+    /// The epoch a write to `part` is conditioned on (`None` unfenced), claiming the part
+    /// for `fence` first; the refusal inside when a newer epoch holds it or the partition
+    /// does not exist.
+    pub(super) async fn hold(
         &mut self,
         cs: &Cs,
-        table: &'static str,
-        insert: &str,
-        key: &str,
-        part: i64,
-    ) -> Result<(), StoreError> {
-        self.index_with(cs, table, insert, key, (key, part), part)
-            .await
+        fence: Option<&Fence>,
+        part: &Part,
+    ) -> Result<Result<Option<u64>, StoreError>, StoreError> {
+        let Some(f) = fence else {
+            return Ok(Ok(None));
+        };
+        let claim = (f.kind.clone(), f.key.clone(), f.epoch, part.clone());
+        if self.claimed.contains(&claim) {
+            return Ok(Ok(Some(f.epoch)));
+        }
+        if let Some(current) = fence::register(cs, f, part).await? {
+            return Ok(Err(fenced(f, Some(current))));
+        }
+        match fence::raise(cs, part, f.epoch).await? {
+            Claim::Held => {
+                if self.claimed.len() >= KNOWN_MAX {
+                    self.claimed.clear();
+                }
+                self.claimed.insert(claim);
+                Ok(Ok(Some(f.epoch)))
+            }
+            Claim::Newer(current) => Ok(Err(fenced(f, Some(current)))),
+            Claim::Missing => Ok(Err(StoreError::Conflict(format!(
+                "{} does not exist",
+                part.encode()
+            )))),
+        }
     }
 
-    /// As [`Writer::index`], for an index whose partition key is more than one column:
-    /// `label` names the partition in memory, `values` bind the insert.
-    async fn index_with(
+    /// Forgets a claim that a conditional write found lost.
+    pub(super) fn forget(&mut self, fence: &Fence, part: &Part) {
+        self.claimed.remove(&(
+            fence.kind.clone(),
+            fence.key.clone(),
+            fence.epoch,
+            part.clone(),
+        ));
+    }
+
+    /// Writes `statements` (idempotent, all in `part`) as one batch, conditional on
+    /// `fence` holding the part when fenced. An unknown outcome is sent again (it is
+    /// idempotent); one that then finds the fence moved cannot tell whether the first try
+    /// landed, so it fails with its outcome unknown.
+    async fn part_write(
+        &mut self,
+        cs: &Cs,
+        fence: Option<&Fence>,
+        part: &Part,
+        statements: Vec<Statement>,
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        let epoch = match self.hold(cs, fence, part).await? {
+            Ok(epoch) => epoch,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut tried_unknown = false;
+        for _ in 0..3 {
+            match fence::part_batch(cs, part, epoch, statements.clone(), &[], &[]).await? {
+                Some(c) if c.applied => return Ok(Ok(())),
+                Some(c) => {
+                    let Some(f) = fence else {
+                        return Err(StoreError::Backend(format!(
+                            "an unconditional batch on {} was not applied",
+                            part.encode()
+                        )));
+                    };
+                    self.forget(f, part);
+                    if tried_unknown {
+                        return Err(unknown(&format!("writing {}", part.encode())));
+                    }
+                    return Ok(Err(fenced(f, c.bigint("fence"))));
+                }
+                None => tried_unknown = true,
+            }
+        }
+        Err(unknown(&format!("writing {}", part.encode())))
+    }
+
+    /// Records that partition `part` of an index table exists (once per process). Index
+    /// rows are written before their data and unfenced: an extra one lists a partition
+    /// with nothing a read wants, never hides one.
+    async fn index(
         &mut self,
         cs: &Cs,
         table: &'static str,
@@ -456,13 +306,9 @@ impl Writer {
         Ok(())
     }
 
-    async fn ticks(
-        &mut self,
-        cs: &Cs,
-        ticks: &[crate::Tick],
-        timestamp: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        // One single-partition batch per (symbol, day): each is applied whole or not at all.
+    async fn ticks(&mut self, cs: &Cs, fence: Option<&Fence>, ticks: &[crate::Tick]) -> Answer {
+        // One conditional batch per (symbol, day) and chunk: each lands whole or not at
+        // all (a write across a day boundary is two, and may be refused after the first).
         let mut parts: Vec<((&str, i64), Vec<&crate::Tick>)> = Vec::new();
         for t in ticks {
             let part = (t.symbol.as_str(), day(t.ts));
@@ -472,13 +318,12 @@ impl Writer {
             }
         }
         for ((symbol, day), part) in parts {
-            // The index first: a crash after it leaves an empty partition listed, never a
-            // partition no read can find.
             self.index(
                 cs,
                 "tick_days",
                 "INSERT INTO tick_days (symbol, day) VALUES (?, ?)",
                 symbol,
+                (symbol, day),
                 day,
             )
             .await?;
@@ -486,7 +331,7 @@ impl Writer {
             let (lo, hi) = part.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| {
                 (lo.min(t.trade_id as i64), hi.max(t.trade_id as i64))
             });
-            let stored: Vec<(i64,)> = rows(
+            let stored: Vec<(Option<i64>,)> = rows(
                 cs,
                 "SELECT trade_id FROM ticks WHERE symbol = ? AND day = ?
                  AND trade_id >= ? AND trade_id <= ?",
@@ -494,47 +339,52 @@ impl Writer {
                 "reading stored trade ids",
             )
             .await?;
-            let stored: HashSet<i64> = stored.into_iter().map(|r| r.0).collect();
+            let stored: HashSet<i64> = stored.into_iter().filter_map(|r| r.0).collect();
             let fresh: Vec<&crate::Tick> = part
                 .into_iter()
                 .filter(|t| !stored.contains(&(t.trade_id as i64)))
                 .collect();
+            let target = Part::Ticks {
+                symbol: symbol.to_string(),
+                day,
+            };
             for chunk in fresh.chunks(BATCH_ROWS) {
-                let mut batch = Batch::new(BatchType::Unlogged);
-                let mut values = Vec::with_capacity(chunk.len());
-                for t in chunk {
-                    batch.append_statement(
-                        "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    );
-                    values.push((
-                        symbol,
-                        day,
-                        t.trade_id as i64,
-                        t.ts,
-                        t.price as i64,
-                        t.qty as i64,
-                        side_code(t.side),
-                    ));
+                let statements = chunk
+                    .iter()
+                    .map(|t| {
+                        (
+                            "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side)
+                             VALUES (?, ?, ?, ?, ?, ?, ?)"
+                                .to_string(),
+                            vec![
+                                text(symbol),
+                                big(day),
+                                big(t.trade_id as i64),
+                                big(t.ts),
+                                big(t.price as i64),
+                                big(t.qty as i64),
+                                CqlValue::TinyInt(side_code(t.side)),
+                            ],
+                        )
+                    })
+                    .collect();
+                if let Err(refusal) = self.part_write(cs, fence, &target, statements).await? {
+                    return Ok(Err(refusal));
                 }
-                batch.set_timestamp(timestamp);
-                cs.batch(&batch, values)
-                    .await
-                    .map_err(|e| cql("writing ticks", e))?;
             }
         }
-        Ok(0)
+        Ok(Ok(0))
     }
 
     async fn candles(
         &mut self,
         cs: &Cs,
+        fence: Option<&Fence>,
         symbol: &str,
         candles: &[(Interval, crate::Candle)],
-        timestamp: Option<i64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Answer {
         // In order: a later candle of the same bucket replaces an earlier one, so a batch
-        // holds each row once (the last one), and later statements of a batch would tie.
+        // holds each row once (the last one).
         let mut last: HashMap<(Interval, i64), usize> = HashMap::new();
         for (i, (interval, c)) in candles.iter().enumerate() {
             last.insert((*interval, c.open_time), i);
@@ -551,9 +401,8 @@ impl Writer {
             }
         }
         for ((interval, bucket), part) in parts {
-            // The index first (see `ticks`).
             let label = format!("{symbol}\u{0}{}", interval.as_str());
-            self.index_with(
+            self.index(
                 cs,
                 "candle_buckets",
                 "INSERT INTO candle_buckets (symbol, period, bucket) VALUES (?, ?, ?)",
@@ -562,101 +411,85 @@ impl Writer {
                 bucket,
             )
             .await?;
+            let target = Part::Candles {
+                symbol: symbol.to_string(),
+                period: interval.as_str().to_string(),
+                bucket,
+            };
             for chunk in part.chunks(BATCH_ROWS) {
-                let mut batch = Batch::new(BatchType::Unlogged);
-                let mut values = Vec::with_capacity(chunk.len());
-                for c in chunk {
-                    batch.append_statement(
-                        "INSERT INTO candles (symbol, period, bucket, open_time, open, high, low,
-                         close, volume) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    );
-                    values.push((
-                        symbol,
-                        interval.as_str(),
-                        bucket,
-                        c.open_time,
-                        c.open as i64,
-                        c.high as i64,
-                        c.low as i64,
-                        c.close as i64,
-                        c.volume as i64,
-                    ));
+                let statements = chunk
+                    .iter()
+                    .map(|c| {
+                        (
+                            "INSERT INTO candles (symbol, period, bucket, open_time, open, high,
+                             low, close, volume) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                                .to_string(),
+                            vec![
+                                text(symbol),
+                                text(interval.as_str()),
+                                big(bucket),
+                                big(c.open_time),
+                                big(c.open as i64),
+                                big(c.high as i64),
+                                big(c.low as i64),
+                                big(c.close as i64),
+                                big(c.volume as i64),
+                            ],
+                        )
+                    })
+                    .collect();
+                if let Err(refusal) = self.part_write(cs, fence, &target, statements).await? {
+                    return Ok(Err(refusal));
                 }
-                batch.set_timestamp(timestamp);
-                cs.batch(&batch, values)
-                    .await
-                    .map_err(|e| cql("writing candles", e))?;
             }
         }
-        Ok(0)
+        Ok(Ok(0))
     }
 
-    /// The rest of a firing once its `(alert_id, n)` is claimed: the user's history row and
-    /// the rule's counters (a one-shot armed rule becomes fired and leaves the armed index).
-    async fn fired(
-        &mut self,
-        cs: &Cs,
-        f: &crate::AlertFiring,
-        one_shot: bool,
-        timestamp: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let mut s = Statement::new(
-            "INSERT INTO alert_history (user_id, ts, alert_id, n, symbol, condition, value,
-             price, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        );
-        s.set_timestamp(timestamp);
-        exec(
+    async fn chat(&mut self, cs: &Cs, fence: Option<&Fence>, m: &crate::ChatMessage) -> Answer {
+        let bucket = chat_bucket(m.message_id);
+        self.index(
             cs,
-            s,
-            (
-                f.user_id as i64,
-                f.ts,
-                f.alert_id as i64,
-                f.n as i64,
-                &f.symbol,
-                &f.condition,
-                f.value,
-                f.price as i64,
-                f.reference as i64,
-            ),
-            "writing alert history",
+            "chat_buckets",
+            "INSERT INTO chat_buckets (room, bucket) VALUES (?, ?)",
+            &m.room,
+            (&m.room, bucket),
+            bucket,
         )
         .await?;
-        let found: Vec<(Option<String>,)> = rows(
+        // A message id already stored is left as it is (a replay is a no-op).
+        let stored: Vec<(Option<i64>,)> = rows(
             cs,
-            "SELECT status FROM alerts WHERE alert_id = ?",
-            (f.alert_id as i64,),
-            "reading an alert",
+            "SELECT message_id FROM chat WHERE room = ? AND bucket = ? AND message_id = ?",
+            (&m.room, bucket, m.message_id as i64),
+            "reading a stored chat message",
         )
         .await?;
-        let armed = matches!(found.first(), Some((Some(s),)) if s == AlertStatus::Armed.as_str());
-        let status_to = if one_shot && armed {
-            AlertStatus::Fired.as_str()
-        } else {
-            found
-                .first()
-                .and_then(|r| r.0.as_deref())
-                .unwrap_or(AlertStatus::Armed.as_str())
+        if stored.iter().any(|r| r.0.is_some()) {
+            return Ok(Ok(0));
         }
-        .to_string();
-        let mut s = Statement::new(
-            "UPDATE alerts SET last_fired_at = ?, fired_count = ?, status = ? WHERE alert_id = ?",
+        let statement = (
+            "INSERT INTO chat (room, bucket, message_id, user_id, username, text, ts)
+             VALUES (?, ?, ?, ?, ?, ?, ?)"
+                .to_string(),
+            vec![
+                text(&m.room),
+                big(bucket),
+                big(m.message_id as i64),
+                big(m.user_id as i64),
+                text(&m.username),
+                text(&m.text),
+                big(m.ts),
+            ],
         );
-        s.set_timestamp(timestamp);
-        exec(
-            cs,
-            s,
-            (f.ts, f.n as i64, &status_to, f.alert_id as i64),
-            "updating an alert",
-        )
-        .await?;
-        if one_shot && armed {
-            let mut s =
-                Statement::new("DELETE FROM alerts_armed WHERE symbol = ? AND alert_id = ?");
-            s.set_timestamp(timestamp);
-            exec(cs, s, (&f.symbol, f.alert_id as i64), "unindexing an alert").await?;
-        }
-        Ok(())
+        let target = Part::Chat {
+            room: m.room.clone(),
+            bucket,
+        };
+        Ok(self
+            .part_write(cs, fence, &target, vec![statement])
+            .await?
+            .map(|()| 0))
     }
 }
 
@@ -677,7 +510,7 @@ async fn read_lease(cs: &Cs, kind: &str, key: &str) -> Result<(String, Option<u6
 }
 
 /// Takes the lease: read the epoch, then compare-and-set it one higher, again if another
-/// take-over got there first.
+/// take-over got there first; then fences the partitions older epochs registered.
 async fn acquire(cs: &Cs, kind: &str, key: &str, node: &str) -> Result<u64, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let (_, epoch) = read_lease(cs, kind, key).await?;
@@ -706,15 +539,18 @@ async fn acquire(cs: &Cs, kind: &str, key: &str, node: &str) -> Result<u64, Stor
                 .await?
             }
         };
-        match outcome {
-            Some(c) if c.applied => return Ok(next),
-            Some(_) => continue,
+        let taken = match outcome {
+            Some(c) => c.applied,
             None => {
                 let (owner, now) = read_lease(cs, kind, key).await?;
-                if now == Some(next) && owner == node {
-                    return Ok(next);
-                }
+                now == Some(next) && owner == node
             }
+        };
+        if taken {
+            // Before the take-over is answered, no partition the older epochs registered
+            // takes their writes any more.
+            fence::fence_registered(cs, kind, key, next).await?;
+            return Ok(next);
         }
     }
     Err(StoreError::Backend(format!(
@@ -735,7 +571,7 @@ async fn release(cs: &Cs, kind: &str, key: &str, epoch: u64) -> Result<u64, Stor
     Ok(0)
 }
 
-fn fenced(kind: &str, key: &str, epoch: u64, current: Option<u64>) -> StoreError {
+fn fenced_at(kind: &str, key: &str, epoch: u64, current: Option<u64>) -> StoreError {
     StoreError::Fenced {
         kind: kind.into(),
         key: key.into(),
@@ -781,7 +617,7 @@ async fn journal(
         Some(c) if c.applied => Ok(Ok(0)),
         Some(c) => match epoch {
             Some(e) if c.bigint("epoch") != Some(e) => {
-                Ok(Err(fenced(kind, key, e, c.bigint("epoch"))))
+                Ok(Err(fenced_at(kind, key, e, c.bigint("epoch"))))
             }
             _ => taken(),
         },
@@ -798,7 +634,7 @@ async fn journal(
                 // As on PostgreSQL, the fence is judged before the position.
                 Some((now, Some(_))) => match epoch {
                     Some(e) if now.map(|n| n as u64) != Some(e) => {
-                        Ok(Err(fenced(kind, key, e, now.map(|n| n as u64))))
+                        Ok(Err(fenced_at(kind, key, e, now.map(|n| n as u64))))
                     }
                     _ => taken(),
                 },
@@ -806,7 +642,7 @@ async fn journal(
                     Some(e) => {
                         let (_, now) = read_lease(cs, kind, key).await?;
                         if now != Some(e) {
-                            Ok(Err(fenced(kind, key, e, now)))
+                            Ok(Err(fenced_at(kind, key, e, now)))
                         } else {
                             Err(unknown("appending to a journal"))
                         }
@@ -838,7 +674,7 @@ async fn snapshot(
             .await?;
             match outcome {
                 Some(c) if c.applied => {}
-                Some(c) => return Ok(Err(fenced(kind, key, e, c.bigint("epoch")))),
+                Some(c) => return Ok(Err(fenced_at(kind, key, e, c.bigint("epoch")))),
                 None => {
                     let found: Vec<(Option<i64>, Option<i64>)> = rows(
                         cs,
@@ -853,7 +689,7 @@ async fn snapshot(
                     if stored != Some(seq as i64) {
                         return match now {
                             Some(n) if n as u64 != e => {
-                                Ok(Err(fenced(kind, key, e, Some(n as u64))))
+                                Ok(Err(fenced_at(kind, key, e, Some(n as u64))))
                             }
                             _ => Err(unknown("writing a snapshot")),
                         };
@@ -944,88 +780,9 @@ async fn claim(cs: &Cs, insert: &str, context: &str, last_id: &mut i64) -> Resul
     )))
 }
 
-/// Inserts a new rule under a fresh id (claimed by the insert itself).
-async fn create_alert(
-    cs: &Cs,
-    a: &crate::AlertRecord,
-    last_id: &mut i64,
-) -> Result<i64, StoreError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let id = new_id(last_id);
-        let outcome = cas(
-            cs,
-            "INSERT INTO alerts (alert_id, user_id, symbol, condition, value, repeat,
-             cooldown_s, created_at, status, last_fired_at, fired_count)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'armed', 0, 0) IF NOT EXISTS",
-            (
-                id,
-                a.user_id as i64,
-                &a.symbol,
-                &a.condition,
-                a.value,
-                a.repeat,
-                a.cooldown_s as i32,
-                a.created_at,
-            ),
-            "creating an alert",
-        )
-        .await?;
-        match outcome {
-            Some(c) if c.applied => return Ok(id),
-            Some(_) => continue,
-            None => {
-                let found: Vec<(Option<i64>, Option<String>, Option<i64>)> = rows(
-                    cs,
-                    serial("SELECT user_id, symbol, created_at FROM alerts WHERE alert_id = ?"),
-                    (id,),
-                    "reading an alert back",
-                )
-                .await?;
-                match found.first() {
-                    Some((Some(u), Some(s), Some(t)))
-                        if *u == a.user_id as i64 && *s == a.symbol && *t == a.created_at =>
-                    {
-                        return Ok(id);
-                    }
-                    Some(_) => continue,
-                    None => return Err(unknown("creating an alert")),
-                }
-            }
-        }
-    }
-    Err(StoreError::Backend(format!(
-        "creating an alert: no free id in {CAS_ATTEMPTS} tries"
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fence(epoch: u64) -> Fence {
-        Fence {
-            kind: "symbol".into(),
-            key: "KRW-BTC".into(),
-            epoch,
-        }
-    }
-
-    #[test]
-    fn a_newer_epoch_always_writes_later() {
-        let mut w = Writer::default();
-        let old: Vec<i64> = (0..1000).map(|_| w.timestamp(&fence(7))).collect();
-        assert!(
-            old.windows(2).all(|p| p[0] < p[1]),
-            "in order within an epoch"
-        );
-        let newer = w.timestamp(&fence(8));
-        assert!(old.iter().all(|t| *t < newer));
-        // A straggler of the old epoch, however late it is stamped, stays below.
-        assert!(w.timestamp(&fence(7)) < newer);
-        // Fenced writes beat unfenced ones (stamped with wall-clock microseconds).
-        let now_us = 1_800_000_000_000_000i64;
-        assert!(now_us < FENCED_BASE);
-    }
 
     #[test]
     fn partitions_are_bounded() {
