@@ -734,6 +734,157 @@ pub async fn two_stores_fence(a: &dyn MarketStore, b: &dyn MarketStore) {
         .map(|t| t.trade_id)
         .collect();
     assert_eq!(ids, vec![1, 3], "the fenced epoch's write never landed");
+    two_stores_fence_every_table(a, b).await;
+}
+
+/// As [`two_stores_fence`], for every other fenced write: chat, candles, a new alert rule
+/// (under the symbol's lease) and a rule's firing and deletion (under the rule's lease).
+/// `a` writes each table before the take-over, so it holds their partitions; after it,
+/// none of `a`'s writes lands anywhere.
+async fn two_stores_fence_every_table(a: &dyn MarketStore, b: &dyn MarketStore) {
+    let (kind, key) = ("symbol", "C-SPLIT2");
+    let msg = |id: u64| crate::ChatMessage {
+        room: key.into(),
+        message_id: id,
+        user_id: 1,
+        username: "u".into(),
+        text: format!("m{id}"),
+        ts: id as i64,
+    };
+    let candles = |open_time: i64, close: u64| Write::Candles {
+        symbol: key.into(),
+        candles: vec![(Interval::M1, Candle::from_trade(open_time, close, 1))],
+    };
+    let rule = crate::AlertRecord {
+        alert_id: 0,
+        user_id: 77,
+        symbol: key.into(),
+        condition: "above".into(),
+        value: 100,
+        repeat: true,
+        cooldown_s: 60,
+        created_at: 5,
+        status: crate::AlertStatus::Armed,
+        last_fired_at: 0,
+        fired_count: 0,
+    };
+    let firing = |alert_id: u64, n: u64| crate::AlertFiring {
+        alert_id,
+        n,
+        user_id: 77,
+        symbol: key.into(),
+        condition: "above".into(),
+        value: 100,
+        price: 101,
+        reference: 0,
+        ts: 10 * n as i64,
+    };
+    let held = a.acquire_lease(kind, key, "node-a").await.expect("a");
+    let write = |store: &'_ dyn MarketStore, w: Write, f: &crate::Fence| store.submit(w.fenced(f));
+    write(a, Write::Chat(msg(1)), &held)
+        .wait()
+        .await
+        .expect("chat");
+    write(a, candles(0, 10), &held)
+        .wait()
+        .await
+        .expect("candles");
+    let alert_id = write(a, Write::CreateAlert(rule.clone()), &held)
+        .value()
+        .await
+        .expect("alert");
+    let rule_key = alert_id.to_string();
+    let rule_held = a
+        .acquire_lease("alert", &rule_key, "node-a")
+        .await
+        .expect("a");
+    let fired = Write::AlertFired {
+        firing: firing(alert_id, 1),
+        one_shot: false,
+    };
+    write(a, fired, &rule_held).wait().await.expect("fired");
+
+    let taken = b.acquire_lease(kind, key, "node-b").await.expect("b");
+    let rule_taken = b
+        .acquire_lease("alert", &rule_key, "node-b")
+        .await
+        .expect("b");
+    let stale = [
+        (Write::Chat(msg(2)), &held),
+        (candles(0, 99), &held),
+        (candles(60_000, 98), &held),
+        (Write::CreateAlert(rule.clone()), &held),
+        (
+            Write::AlertFired {
+                firing: firing(alert_id, 2),
+                one_shot: false,
+            },
+            &rule_held,
+        ),
+        (Write::DeleteAlert { alert_id }, &rule_held),
+    ];
+    for (w, f) in stale {
+        let what = format!("{w:?}");
+        let refused = write(a, w, f).wait().await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { .. })),
+            "{what}: {refused:?}"
+        );
+    }
+
+    let ids = |m: Vec<crate::ChatMessage>| m.iter().map(|m| m.message_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(b.chat_history(key, None, 10).await.expect("read")),
+        vec![1]
+    );
+    assert_eq!(
+        b.candles(key, Interval::M1, None, 10).await.expect("read"),
+        vec![Candle::from_trade(0, 10, 1)],
+        "a stale candle neither replaced one nor added one"
+    );
+    let listed = b.alerts_of(77).await.expect("read");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| (r.alert_id, r.fired_count, r.status))
+            .collect::<Vec<_>>(),
+        vec![(alert_id, 1, crate::AlertStatus::Armed)],
+        "no stale rule, firing or deletion landed"
+    );
+    assert_eq!(
+        b.armed_alerts(key)
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| r.alert_id)
+            .collect::<Vec<_>>(),
+        vec![alert_id]
+    );
+    assert_eq!(
+        b.alert_history(77, 10)
+            .await
+            .expect("read")
+            .iter()
+            .map(|f| (f.alert_id, f.n))
+            .collect::<Vec<_>>(),
+        vec![(alert_id, 1)]
+    );
+    // The new holders write on.
+    write(b, Write::Chat(msg(3)), &taken)
+        .wait()
+        .await
+        .expect("chat");
+    assert_eq!(
+        ids(b.chat_history(key, None, 10).await.expect("read")),
+        vec![3, 1]
+    );
+    let fired = Write::AlertFired {
+        firing: firing(alert_id, 2),
+        one_shot: false,
+    };
+    write(b, fired, &rule_taken).wait().await.expect("fired");
+    let rule_now = b.alert(alert_id).await.expect("read").expect("stored");
+    assert_eq!((rule_now.fired_count, rule_now.last_fired_at), (2, 20));
 }
 
 /// Two stores on one database at the same time: `a` appends journal entries under its lease
