@@ -150,6 +150,9 @@ pub(super) async fn fired(
         )
         .await?;
         if stored.iter().any(|r| r.0.is_some()) {
+            if let Err(refusal) = w.confirm(cs, fence, &part).await? {
+                return Ok(Err(refusal));
+            }
             return follow(cs, f, one_shot, &rule.symbol).await;
         }
         if !held {
@@ -242,6 +245,9 @@ pub(super) async fn delete(
             return Ok(Ok(0));
         };
         if rule.status == AlertStatus::Deleted.as_str() {
+            if let Err(refusal) = w.confirm(cs, fence, &part).await? {
+                return Ok(Err(refusal));
+            }
             exec(
                 cs,
                 "DELETE FROM alerts_armed WHERE symbol = ? AND alert_id = ?",

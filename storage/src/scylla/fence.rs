@@ -18,14 +18,23 @@
 //! lightweight transaction, linearizable per partition, so a write of the old epoch either
 //! completed before the take-over finished raising its partition or never lands. A
 //! take-over that fails part way leaves the set as it was: the next one raises them.
+//!
+//! A fence is a bare epoch, so each such partition must be written under one lease only
+//! (ticks, candles and the armed index under their symbol's, chat under its room's, a rule
+//! under its own): two leases' epochs in one fence would not be comparable.
 
 use super::{Cas, Cs, cas, cql, outcome_unknown, rows, serial, unknown};
 use crate::{Fence, StoreError};
+use futures_util::future::join_all;
 use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
+use std::collections::HashMap;
 
 /// Attempts at a compare-and-set that another writer beat.
 pub(super) const CAS_ATTEMPTS: usize = 20;
+/// Partitions a take-over raises at once.
+const RAISE_AT_ONCE: usize = 16;
 
 /// A partition outside an entity's own that a lease writes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -220,7 +229,7 @@ pub(super) enum Claim {
 
 /// The partition's fence, read at SERIAL (which also completes a half-done LWT on it), and
 /// whether the partition exists.
-async fn read_fence(cs: &Cs, part: &Part) -> Result<(Option<u64>, bool), StoreError> {
+pub(super) async fn read_fence(cs: &Cs, part: &Part) -> Result<(Option<u64>, bool), StoreError> {
     let context = "reading a partition's fence";
     let (table, clause) = (part.table(), part.key_clause());
     match part.guard() {
@@ -345,18 +354,20 @@ pub(super) async fn fence_registered(
     key: &str,
     epoch: u64,
 ) -> Result<(), StoreError> {
-    let (now, parts) = lease_parts(cs, kind, key).await?;
-    if now != Some(epoch) || parts.is_empty() {
+    // Even if a newer take-over moved the epoch past this one meanwhile: raising never
+    // lowers a fence, and this take-over must not be answered before the older epochs'
+    // partitions are closed to them.
+    let (_, parts) = lease_parts(cs, kind, key).await?;
+    if parts.is_empty() {
         return Ok(());
     }
-    for name in &parts {
-        match Part::decode(name) {
-            Some(part) => {
-                raise(cs, &part, epoch).await?;
-            }
-            None => {
-                tracing::warn!(kind, key, part = %name, "dropping an unreadable partition name")
-            }
+    for chunk in parts.chunks(RAISE_AT_ONCE) {
+        let raising: Vec<_> = chunk
+            .iter()
+            .map(|name| raise_named(cs, kind, key, name, epoch))
+            .collect();
+        for raised in join_all(raising).await {
+            raised?;
         }
     }
     // Not applied: a newer take-over holds the lease and raises them itself.
@@ -368,6 +379,23 @@ pub(super) async fn fence_registered(
     )
     .await?;
     Ok(())
+}
+
+/// Raises the partition `name` (as the lease's set holds it) to `epoch`.
+async fn raise_named(
+    cs: &Cs,
+    kind: &str,
+    key: &str,
+    name: &str,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    match Part::decode(name) {
+        Some(part) => raise(cs, &part, epoch).await.map(|_| ()),
+        None => {
+            tracing::warn!(kind, key, part = %name, "dropping an unreadable partition name");
+            Ok(())
+        }
+    }
 }
 
 /// Runs `rows` (plain statements on `part`) and the guard statement (`sets` and `conds`,
@@ -389,9 +417,27 @@ pub(super) async fn part_batch(
     } else {
         BatchType::Unlogged
     });
+    // The guard first: a conditional batch answers one row per statement, and the guard's
+    // row holds the compared columns on every server version.
     let mut values = Vec::with_capacity(statements.len() + 1);
-    for (text, v) in statements.into_iter().chain(guard) {
-        batch.append_statement(text.as_str());
+    let mut prepared: HashMap<String, PreparedStatement> = HashMap::new();
+    for (text, v) in guard.into_iter().chain(statements) {
+        // Each distinct text prepared once (the driver would prepare every statement of an
+        // unprepared batch, a thousand times for a thousand rows of one text).
+        let statement = match prepared.get(&text) {
+            Some(p) => p.clone(),
+            None => {
+                let p = cs
+                    .add_prepared_statement(&scylla::statement::unprepared::Statement::new(
+                        text.as_str(),
+                    ))
+                    .await
+                    .map_err(|e| cql(&format!("preparing a write to {}", part.encode()), e))?;
+                prepared.insert(text, p.clone());
+                p
+            }
+        };
+        batch.append_statement(statement);
         values.push(v);
     }
     if values.is_empty() {

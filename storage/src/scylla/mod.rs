@@ -99,8 +99,9 @@ where
 
 /// Whether a failed request may still have been applied (so a lightweight transaction's
 /// outcome must be read back): a timeout, a lost connection, a server failure mid-write,
-/// an answer that could not be read. Anything else (a syntax error, `Unavailable`, an
-/// overloaded node, no connection) was refused before it ran.
+/// `Unavailable` (a Paxos round can report it after a proposal was accepted), an answer
+/// that could not be read. Anything else (a syntax error, an invalid request, an overloaded
+/// or bootstrapping node, no connection) was refused before it ran.
 pub(crate) fn outcome_unknown(e: &ExecutionError) -> bool {
     match e {
         ExecutionError::RequestTimeout(_) => true,
@@ -114,6 +115,7 @@ pub(crate) fn outcome_unknown(e: &ExecutionError) -> bool {
                 db,
                 DbError::WriteTimeout { .. }
                     | DbError::ReadTimeout { .. }
+                    | DbError::Unavailable { .. }
                     | DbError::WriteFailure { .. }
                     | DbError::ServerError
             ),

@@ -2,9 +2,10 @@
 //! partition index (`tick_days`, `candle_buckets`, `chat_buckets`, newest first) and stops
 //! once it has enough rows.
 //!
-//! A partition whose `fence` (a static column) is set but that has no rows yet answers a
-//! query without a clustering restriction with one row of nulls: every row type here reads
-//! its key columns as options and drops such rows.
+//! A partition whose `fence` (a static column) is set but that has no rows answers a query
+//! with one row of nulls on ScyllaDB (even with a clustering restriction, and whatever
+//! columns are selected): every row type read from such a table takes its columns as
+//! options and drops those rows.
 
 use super::write::{candle_bucket, chat_bucket, day};
 use super::{ScyllaStore, rows};
@@ -112,8 +113,10 @@ impl ScyllaStore {
         values: impl scylla::serialize::row::SerializeRow,
         context: &str,
     ) -> Result<Vec<i64>, StoreError> {
-        let found: Vec<(i64,)> = rows(&self.cs, table_query, values, context).await?;
-        Ok(found.into_iter().map(|r| r.0).collect())
+        // Option: `alerts_armed` has a static `fence`, and ScyllaDB answers a partition
+        // holding only that with one row of nulls.
+        let found: Vec<(Option<i64>,)> = rows(&self.cs, table_query, values, context).await?;
+        Ok(found.into_iter().filter_map(|r| r.0).collect())
     }
 
     async fn tick_days(&self, symbol: &str) -> Result<Vec<i64>, StoreError> {
@@ -373,16 +376,22 @@ impl JournalStore for ScyllaStore {
         key: &str,
         after: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let found: Vec<(Option<i64>, Option<Vec<u8>>)> = rows(
+        // Entries a snapshot covers are deleted by a plain range delete, whose timestamp may
+        // lose to an entry's LWT timestamp on a skewed clock: they are skipped here, so a
+        // read never depends on that delete (as on the other backends, they are gone).
+        let found: Vec<(Option<i64>, Option<Vec<u8>>, Option<i64>)> = rows(
             &self.cs,
-            "SELECT seq, entry FROM entities WHERE kind = ? AND key = ? AND seq > ?",
+            "SELECT seq, entry, snap_seq FROM entities WHERE kind = ? AND key = ? AND seq > ?",
             (kind, key, after as i64),
             "reading a journal",
         )
         .await?;
         Ok(found
             .into_iter()
-            .filter_map(|(seq, entry)| Some((seq? as u64, entry?)))
+            .filter_map(|(seq, entry, snap)| {
+                let seq = seq?;
+                (seq > snap.unwrap_or(0)).then_some((seq as u64, entry?))
+            })
             .collect())
     }
 }

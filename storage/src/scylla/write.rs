@@ -153,7 +153,7 @@ impl Writer {
                     return Ok(Err(unfenceable("a release")));
                 }
                 self.claimed
-                    .retain(|(k, key_, _, _)| !(k == kind && key_ == key));
+                    .retain(|(k, key_, e, _)| !(k == kind && key_ == key && e <= epoch));
                 release(cs, kind, key, *epoch).await.map(Ok)
             }
             Write::Journal {
@@ -231,6 +231,30 @@ impl Writer {
                 "{} does not exist",
                 part.encode()
             )))),
+        }
+    }
+
+    /// For a write that turned out to change nothing (a replay): refuses it as a write
+    /// would be refused, if `fence` no longer holds `part`, so a stale activation learns it
+    /// was fenced even when it only repeats itself.
+    pub(super) async fn confirm(
+        &mut self,
+        cs: &Cs,
+        fence: Option<&Fence>,
+        part: &Part,
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        let Some(f) = fence else {
+            return Ok(Ok(()));
+        };
+        if let Err(refusal) = self.hold(cs, Some(f), part).await? {
+            return Ok(Err(refusal));
+        }
+        let (current, _) = fence::read_fence(cs, part).await?;
+        if current == Some(f.epoch) {
+            Ok(Ok(()))
+        } else {
+            self.forget(f, part);
+            Ok(Err(fenced(f, current)))
         }
     }
 
@@ -348,6 +372,11 @@ impl Writer {
                 symbol: symbol.to_string(),
                 day,
             };
+            if fresh.is_empty()
+                && let Err(refusal) = self.confirm(cs, fence, &target).await?
+            {
+                return Ok(Err(refusal));
+            }
             for chunk in fresh.chunks(BATCH_ROWS) {
                 let statements = chunk
                     .iter()
@@ -465,8 +494,12 @@ impl Writer {
             "reading a stored chat message",
         )
         .await?;
+        let target = Part::Chat {
+            room: m.room.clone(),
+            bucket,
+        };
         if stored.iter().any(|r| r.0.is_some()) {
-            return Ok(Ok(0));
+            return Ok(self.confirm(cs, fence, &target).await?.map(|()| 0));
         }
         let statement = (
             "INSERT INTO chat (room, bucket, message_id, user_id, username, text, ts)
@@ -482,10 +515,6 @@ impl Writer {
                 big(m.ts),
             ],
         );
-        let target = Part::Chat {
-            room: m.room.clone(),
-            bucket,
-        };
         Ok(self
             .part_write(cs, fence, &target, vec![statement])
             .await?
