@@ -213,6 +213,11 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     .await
     .context("starting cluster services")?;
 
+    let redis = bourse_gateway::shared_limits::Redis::open(&settings.redis)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if redis.is_some() {
+        tracing::info!("login and registration throttles count in redis, across the cluster");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(GatewayState {
         sharding: sharding.clone(),
@@ -222,7 +227,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         markets: markets.clone(),
         settings: settings.gateway.clone(),
         max_alerts_per_user: settings.alerts.max_per_user,
-        auth: Arc::new(Auth::new(&settings.auth).map_err(|e| anyhow::anyhow!(e))?),
+        auth: Arc::new(Auth::new(&settings.auth, redis).map_err(|e| anyhow::anyhow!(e))?),
         admin_token: settings.admin.token.clone(),
         metrics_public: settings
             .admin

@@ -55,7 +55,29 @@ pub struct Settings {
     pub trading: TradingSettings,
     pub chat: ChatSettings,
     pub alerts: AlertSettings,
+    pub redis: RedisSettings,
     pub symbols: Vec<SymbolSettings>,
+}
+
+/// Redis, optional: with a URL, the login and registration throttles hold across every node
+/// that names the same server; without one (or while it is unreachable) each node throttles
+/// on its own (docs/OPERATIONS.md "Redis").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS); none: in memory.
+    pub url: Option<String>,
+    /// How long one Redis round trip may take before the node decides on its own, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: None,
+            timeout_ms: 250,
+        }
+    }
 }
 
 /// Chat rooms (docs/PROTOCOL.md "Chat").
@@ -465,6 +487,7 @@ impl Default for Settings {
             trading: TradingSettings::default(),
             chat: ChatSettings::default(),
             alerts: AlertSettings::default(),
+            redis: RedisSettings::default(),
             symbols: default_symbols(),
         }
     }
@@ -673,6 +696,15 @@ impl Settings {
             }
         }
         positive("storage.batch_max", self.storage.batch_max as u64)?;
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "redis.url",
+                "expected redis://host:port[/db] or rediss://…",
+            ));
+        }
+        positive("redis.timeout_ms", self.redis.timeout_ms)?;
         positive("streams.replay_events", self.streams.replay_events as u64)?;
         if !matches!(self.feed.kind.as_str(), "simulator" | "none") {
             return Err(ConfigError::new(
@@ -943,6 +975,8 @@ initial_price = "1000"
             (("BOURSE_STORAGE__BACKEND", "mongo"), "storage.backend"),
             (("BOURSE_STORAGE__BACKEND", "postgres"), "storage.url"),
             (("BOURSE_STORAGE__BACKEND", "scylla"), "storage.nodes"),
+            (("BOURSE_REDIS__URL", "localhost:6379"), "redis.url"),
+            (("BOURSE_REDIS__TIMEOUT_MS", "0"), "redis.timeout_ms"),
         ] {
             let err = load("", &[env]).unwrap_err();
             assert_eq!(err.key, key, "{err}");

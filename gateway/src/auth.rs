@@ -11,7 +11,7 @@
 //! client IP, registrations per IP (`429` with `Retry-After`). The throttles are per node.
 
 use crate::error::ApiError;
-use crate::limits::KeyedLimiter;
+use crate::shared_limits::{Redis, SharedLimiter};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use bourse_cluster::metrics::registered;
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Login and registration attempts refused by a throttle, by scope.
@@ -70,9 +70,9 @@ pub struct Auth {
     /// A hash to verify against when the user does not exist, so a login takes as long
     /// whether or not the username is registered.
     decoy: String,
-    login_per_user: KeyedLimiter<String>,
-    login_per_ip: KeyedLimiter<IpAddr>,
-    register_per_ip: KeyedLimiter<IpAddr>,
+    login_per_user: SharedLimiter,
+    login_per_ip: SharedLimiter,
+    register_per_ip: SharedLimiter,
 }
 
 /// Argon2 with bounded concurrency and reused memory.
@@ -195,7 +195,7 @@ fn throttled(scope: &str, what: &str, wait: Duration) -> ApiError {
 
 impl Auth {
     /// Keys and hashing parameters from settings (already validated).
-    pub fn new(settings: &AuthSettings) -> Result<Auth, String> {
+    pub fn new(settings: &AuthSettings, redis: Option<Redis>) -> Result<Auth, String> {
         let params = Params::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
@@ -224,14 +224,23 @@ impl Auth {
                 queue: Duration::from_millis(settings.hash_queue_ms),
             },
             decoy,
-            login_per_user: KeyedLimiter::per_minute(
+            login_per_user: SharedLimiter::new(
+                "login_user",
                 settings.login_per_user_per_min,
                 THROTTLE_KEYS,
+                redis.clone(),
             ),
-            login_per_ip: KeyedLimiter::per_minute(settings.login_per_ip_per_min, THROTTLE_KEYS),
-            register_per_ip: KeyedLimiter::per_minute(
+            login_per_ip: SharedLimiter::new(
+                "login_ip",
+                settings.login_per_ip_per_min,
+                THROTTLE_KEYS,
+                redis.clone(),
+            ),
+            register_per_ip: SharedLimiter::new(
+                "register_ip",
                 settings.register_per_ip_per_min,
                 THROTTLE_KEYS,
+                redis,
             ),
         })
     }
@@ -309,25 +318,29 @@ impl Auth {
             .await
     }
 
-    /// Refuses a login attempt over the per-IP or per-username rate.
-    fn throttle_login(&self, ip: Option<IpAddr>, username: &str) -> Result<(), ApiError> {
-        let now = Instant::now();
+    /// Refuses a login attempt over the per-IP or per-username rate (across the cluster
+    /// where Redis is configured).
+    async fn throttle_login(&self, ip: Option<IpAddr>, username: &str) -> Result<(), ApiError> {
         if let Some(ip) = ip {
             self.login_per_ip
-                .check(&ip, now)
+                .check(&ip.to_string())
+                .await
                 .map_err(|w| throttled("ip", "login attempts from this address", w))?;
         }
         self.login_per_user
-            .check(&username.to_string(), now)
+            .check(username)
+            .await
             .map_err(|w| throttled("user", "login attempts for this user", w))
     }
 
-    /// Refuses a registration over the per-IP rate.
-    fn throttle_register(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    /// Refuses a registration over the per-IP rate (across the cluster where Redis is
+    /// configured).
+    async fn throttle_register(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match ip {
             Some(ip) => self
                 .register_per_ip
-                .check(&ip, Instant::now())
+                .check(&ip.to_string())
+                .await
                 .map_err(|w| throttled("register", "registrations from this address", w)),
             None => Ok(()),
         }
@@ -362,7 +375,7 @@ pub async fn register(
     ip: Option<IpAddr>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    auth.throttle_register(ip)?;
+    auth.throttle_register(ip).await?;
     let c: Credentials = crate::body::json(body)?;
     check_username(&c.username)?;
     check_password(&c.password)?;
@@ -410,7 +423,7 @@ pub async fn login(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let c: Credentials = crate::body::json(body)?;
-    auth.throttle_login(ip, &c.username)?;
+    auth.throttle_login(ip, &c.username).await?;
     let user = store
         .user_by_name(&c.username)
         .await
@@ -445,8 +458,8 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_refuse_forgeries() {
-        let a = Auth::new(&settings("a-secret-of-sixteen+", 60)).unwrap();
-        let b = Auth::new(&settings("another-secret-sixteen", 60)).unwrap();
+        let a = Auth::new(&settings("a-secret-of-sixteen+", 60), None).unwrap();
+        let b = Auth::new(&settings("another-secret-sixteen", 60), None).unwrap();
         let t = a.issue(42, "alice").unwrap();
         assert_eq!(a.verify(&t), Ok(42));
         assert_eq!(a.user_of_header(Some(&format!("Bearer {t}"))), Ok(42));
@@ -476,7 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_hash_and_verify() {
-        let a = Auth::new(&settings("a-secret-of-sixteen+", 60)).unwrap();
+        let a = Auth::new(&settings("a-secret-of-sixteen+", 60), None).unwrap();
         let h = a.hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
         assert!(a.check("correct horse".into(), h.clone()).await.unwrap());
@@ -508,13 +521,16 @@ mod tests {
     #[tokio::test]
     async fn a_burst_beyond_the_hashing_slots_waits_then_is_refused() {
         let a = Arc::new(
-            Auth::new(&AuthSettings {
-                hash_workers: 1,
-                hash_queue_ms: 50,
-                argon2_memory_kib: 4096,
-                argon2_iterations: 8,
-                ..settings("a-secret-of-sixteen+", 60)
-            })
+            Auth::new(
+                &AuthSettings {
+                    hash_workers: 1,
+                    hash_queue_ms: 50,
+                    argon2_memory_kib: 4096,
+                    argon2_iterations: 8,
+                    ..settings("a-secret-of-sixteen+", 60)
+                },
+                None,
+            )
             .unwrap(),
         );
         let jobs: Vec<_> = (0..8)
@@ -542,7 +558,7 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        let a = Auth::new(&settings("a-secret-of-sixteen+", 60)).unwrap();
+        let a = Auth::new(&settings("a-secret-of-sixteen+", 60), None).unwrap();
         let t = a.issue(7, "bob").unwrap();
         for scheme in ["Bearer", "bearer", "BEARER"] {
             assert_eq!(a.user_of_header(Some(&format!("{scheme} {t}"))), Ok(7));
@@ -550,30 +566,34 @@ mod tests {
         assert!(a.user_of_header(Some(&format!("Basic {t}"))).is_err());
     }
 
-    #[test]
-    fn logins_are_throttled_per_user_and_per_ip() {
-        let a = Auth::new(&AuthSettings {
-            login_per_user_per_min: 3,
-            login_per_ip_per_min: 5,
-            ..settings("a-secret-of-sixteen+", 60)
-        })
+    #[tokio::test]
+    async fn logins_are_throttled_per_user_and_per_ip() {
+        let a = Auth::new(
+            &AuthSettings {
+                login_per_user_per_min: 3,
+                login_per_ip_per_min: 5,
+                ..settings("a-secret-of-sixteen+", 60)
+            },
+            None,
+        )
         .unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            assert!(a.throttle_login(Some(ip), "alice").is_ok());
+            assert!(a.throttle_login(Some(ip), "alice").await.is_ok());
         }
-        let e = a.throttle_login(Some(ip), "alice").unwrap_err();
+        let e = a.throttle_login(Some(ip), "alice").await.unwrap_err();
         assert_eq!(e.code, "rate_limited");
         assert!(
             e.retry_after.is_some_and(|s| (1..=20).contains(&s)),
             "{e:?}"
         );
         // The fifth attempt from the address still passes for another user; the sixth not.
-        assert!(a.throttle_login(Some(ip), "bob").is_ok());
-        assert!(a.throttle_login(Some(ip), "carol").is_err());
+        assert!(a.throttle_login(Some(ip), "bob").await.is_ok());
+        assert!(a.throttle_login(Some(ip), "carol").await.is_err());
         // Another address is not held back by this one.
         assert!(
             a.throttle_login(Some("192.0.2.2".parse().unwrap()), "dave")
+                .await
                 .is_ok()
         );
     }

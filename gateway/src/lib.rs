@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod rest;
 pub mod routes;
 pub mod server;
+pub mod shared_limits;
 pub mod sse;
 pub mod state;
 pub mod subscriptions;
