@@ -137,11 +137,32 @@ impl Node {
             wait_ready,
             host,
         };
-        node.spawn();
-        node
+        // A port free when picked can be bound by another process before the node binds
+        // it (rarely: seen once in CI); a first start then tries another one.
+        for _ in 0..3 {
+            node.spawn_once();
+            if !node.wait_ready {
+                return node;
+            }
+            match node.ready_or_exit() {
+                Ok(()) => return node,
+                Err(log) if log.contains("gateway.listen") && log.contains("is in use") => {
+                    node.port = free_port();
+                }
+                Err(log) => panic!("bourse exited early: {log}"),
+            }
+        }
+        panic!("no free gateway port in three tries: {}", node.log());
     }
 
     fn spawn(&mut self) {
+        self.spawn_once();
+        if self.wait_ready {
+            self.wait_ready();
+        }
+    }
+
+    fn spawn_once(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -181,22 +202,27 @@ impl Node {
             .spawn()
             .expect("start bourse");
         self.child = Some(child);
-        if self.wait_ready {
-            self.wait_ready();
-        }
     }
 
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self) {
+        if let Err(log) = self.ready_or_exit() {
+            panic!("bourse exited early: {log}");
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; the exit status and log if the process ended
+    /// first.
+    fn ready_or_exit(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = self.try_get("/readyz") {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("bourse exited early with {status}: {}", self.log());
+                return Err(format!("{status}: {}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,
