@@ -65,7 +65,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS); none: in memory.
+    /// `redis://[user:password@]host:port[/db]` (no TLS yet); none: in memory.
     pub url: Option<String>,
     /// How long one Redis round trip may take before the node decides on its own, ms.
     pub timeout_ms: u64,
@@ -697,11 +697,11 @@ impl Settings {
         }
         positive("storage.batch_max", self.storage.batch_max as u64)?;
         if let Some(url) = &self.redis.url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            && !url.starts_with("redis://")
         {
             return Err(ConfigError::new(
                 "redis.url",
-                "expected redis://host:port[/db] or rediss://…",
+                "expected redis://host:port[/db] (TLS to Redis is not built yet)",
             ));
         }
         positive("redis.timeout_ms", self.redis.timeout_ms)?;

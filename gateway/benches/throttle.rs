@@ -24,7 +24,7 @@ async fn run(name: &str, limiter: &SharedLimiter, checks: u64) {
     let mut took = Vec::with_capacity(checks as usize);
     let mut refused = 0u64;
     for i in 0..checks {
-        // A thousand keys (addresses), each well under its budget.
+        // 500 keys (addresses), each well under its budget.
         let key = format!("192.0.2.{}:{}", i % 250, i % 4);
         let started = Instant::now();
         if limiter.check(&key).await.is_err() {

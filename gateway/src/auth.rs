@@ -8,7 +8,8 @@
 //! passwords quickly: hashing runs on the blocking pool, at most `auth.hash_workers` at once,
 //! each in a memory buffer allocated once and reused (a burst queues, then answers `503`
 //! with `Retry-After`, and costs no memory); attempts are throttled per username and per
-//! client IP, registrations per IP (`429` with `Retry-After`). The throttles are per node.
+//! client IP, registrations per IP (`429` with `Retry-After`). The throttles are per node, or
+//! shared through Redis where `[redis] url` is set (`shared_limits.rs`).
 
 use crate::error::ApiError;
 use crate::shared_limits::{Redis, SharedLimiter};
