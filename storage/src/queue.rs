@@ -235,12 +235,13 @@ impl Batch {
     /// must learn. Returns the close request that ended the batch, if any.
     pub(crate) fn settle(
         self,
-        outcomes: Outcomes,
+        outcomes: Result<Vec<Result<u64, StoreError>>, impl Into<Failed>>,
         elapsed: Duration,
         stats: &Mutex<WriterStats>,
         halted: &mut Halted,
         backend: &str,
     ) -> Option<Reply> {
+        let outcomes: Outcomes = outcomes.map_err(Into::into);
         halted.learn(&self.writes, &outcomes);
         crate::metrics::BATCH_SECONDS.observe(elapsed.as_secs_f64());
         crate::metrics::BATCH_ROWS.observe(self.rows as f64);

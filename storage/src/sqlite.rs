@@ -6,7 +6,7 @@
 //! pool of their own connections and run beside the writer (WAL lets them). Several node
 //! processes may share one file: a short-step busy handler makes their writers take turns.
 
-use crate::queue::{self, Batch, Failed, Halted, Op, Reply, Submitter, WriterStats};
+use crate::queue::{self, Batch, Halted, Op, Reply, Submitter, WriterStats};
 use crate::records::{
     AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
 };
@@ -540,13 +540,7 @@ fn writer_loop(
         let batch = Batch::gather(first, &mut rx, batch_max, &halted);
         let started = Instant::now();
         let outcomes = commit(&mut conn, &batch.writes);
-        closing = batch.settle(
-            outcomes.map_err(Failed::from),
-            started.elapsed(),
-            &stats,
-            &mut halted,
-            "sqlite",
-        );
+        closing = batch.settle(outcomes, started.elapsed(), &stats, &mut halted, "sqlite");
     }
     queue::finish(&mut rx, closing);
 }

@@ -13,7 +13,7 @@ mod read;
 mod schema;
 mod write;
 
-use crate::queue::{self, Batch, Failed, Halted, Op, Reply, Submitter, WriterStats};
+use crate::queue::{self, Batch, Halted, Op, Reply, Submitter, WriterStats};
 use crate::{Ack, MarketStore, StoreError, Write};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -180,13 +180,7 @@ async fn writer_loop(
         let batch = Batch::gather(first, &mut rx, batch_max, &halted);
         let started = Instant::now();
         let outcomes = commit(&pool, &target, &batch.writes).await;
-        closing = batch.settle(
-            outcomes.map_err(Failed::from),
-            started.elapsed(),
-            &stats,
-            &mut halted,
-            "postgres",
-        );
+        closing = batch.settle(outcomes, started.elapsed(), &stats, &mut halted, "postgres");
     }
     queue::finish(&mut rx, closing);
 }

@@ -10,7 +10,7 @@
 //! or an entry no read shows; a replay then completes what is missing.
 
 use super::fence::{self, CAS_ATTEMPTS, Cond, Part, Set, big};
-use super::write::{Answer, Writer, fenced, new_id};
+use super::write::{Answer, Writer, new_id};
 use super::{Cs, cas, exec, rows, serial, unknown};
 use crate::{AlertStatus, Fence, StoreError};
 use scylla::value::CqlValue;
@@ -59,39 +59,12 @@ pub(super) async fn create(
     let armed = Part::Armed {
         symbol: a.symbol.clone(),
     };
-    let epoch = match w.hold(cs, fence, &armed).await? {
-        Ok(epoch) => epoch,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
     let insert = (
         "INSERT INTO alerts_armed (symbol, alert_id) VALUES (?, ?)".to_string(),
         vec![CqlValue::Text(a.symbol.clone()), big(id)],
     );
-    match fence::part_batch(cs, &armed, epoch, vec![insert.clone()], &[], &[]).await? {
-        Some(c) if c.applied => {}
-        Some(c) => {
-            let refusal = match fence {
-                Some(f) => {
-                    w.forget(f, &armed);
-                    fenced(f, c.bigint("fence"))
-                }
-                None => StoreError::Backend("an unconditional batch was not applied".into()),
-            };
-            return Ok(Err(refusal));
-        }
-        None => {
-            // Read back: the row is there, or the fence tells why not.
-            let found: Vec<(Option<i64>,)> = rows(
-                cs,
-                serial("SELECT alert_id FROM alerts_armed WHERE symbol = ? AND alert_id = ?"),
-                (&a.symbol, id),
-                "reading an armed alert back",
-            )
-            .await?;
-            if !found.iter().any(|r| r.0.is_some()) {
-                return Err(unknown("arming an alert"));
-            }
-        }
+    if let Err(refusal) = w.part_write(cs, fence, &armed, vec![insert]).await? {
+        return Ok(Err(refusal));
     }
     exec(
         cs,
@@ -135,8 +108,6 @@ pub(super) async fn fired(
     )
     .await?;
     let part = Part::Alert { alert_id };
-    let mut epoch = None;
-    let mut held = fence.is_none();
     for _ in 0..CAS_ATTEMPTS {
         let Some(rule) = read_rule(cs, alert_id).await? else {
             // No such rule: nothing to record (the history row is never shown).
@@ -155,14 +126,12 @@ pub(super) async fn fired(
             }
             return follow(cs, f, one_shot, &rule.symbol).await;
         }
-        if !held {
-            match w.hold(cs, fence, &part).await? {
-                Ok(e) => epoch = e,
-                Err(StoreError::Conflict(_)) => return Ok(Ok(0)),
-                Err(refusal) => return Ok(Err(refusal)),
-            }
-            held = true;
-        }
+        // Claimed once per activation; later rounds find the claim remembered.
+        let epoch = match w.hold(cs, fence, &part).await? {
+            Ok(e) => e,
+            Err(StoreError::Conflict(_)) => return Ok(Ok(0)),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let status = if one_shot && rule.status == AlertStatus::Armed.as_str() {
             AlertStatus::Fired.as_str().to_string()
         } else {
@@ -188,11 +157,8 @@ pub(super) async fn fired(
         match fence::part_batch(cs, &part, epoch, vec![row], &sets, &conds).await? {
             Some(c) if c.applied => return follow(cs, f, one_shot, &rule.symbol).await,
             Some(c) => {
-                if let (Some(fe), Some(e)) = (fence, epoch)
-                    && c.bigint("fence") != Some(e)
-                {
-                    w.forget(fe, &part);
-                    return Ok(Err(fenced(fe, c.bigint("fence"))));
+                if let Some(refusal) = w.moved(fence, &part, &c) {
+                    return Ok(Err(refusal));
                 }
                 // Another firing moved the counters first: read again.
             }
@@ -238,8 +204,6 @@ pub(super) async fn delete(
 ) -> Answer {
     let alert_id = alert_id as i64;
     let part = Part::Alert { alert_id };
-    let mut epoch = None;
-    let mut held = fence.is_none();
     for _ in 0..CAS_ATTEMPTS {
         let Some(rule) = read_rule(cs, alert_id).await? else {
             return Ok(Ok(0));
@@ -257,14 +221,12 @@ pub(super) async fn delete(
             .await?;
             return Ok(Ok(0));
         }
-        if !held {
-            match w.hold(cs, fence, &part).await? {
-                Ok(e) => epoch = e,
-                Err(StoreError::Conflict(_)) => return Ok(Ok(0)),
-                Err(refusal) => return Ok(Err(refusal)),
-            }
-            held = true;
-        }
+        // Claimed once per activation; later rounds find the claim remembered.
+        let epoch = match w.hold(cs, fence, &part).await? {
+            Ok(e) => e,
+            Err(StoreError::Conflict(_)) => return Ok(Ok(0)),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let sets: [Set; 1] = [(
             "status",
             CqlValue::Text(AlertStatus::Deleted.as_str().into()),
@@ -272,11 +234,8 @@ pub(super) async fn delete(
         let conds: [Cond; 1] = [("status", Some(CqlValue::Text(rule.status.clone())))];
         match fence::part_batch(cs, &part, epoch, Vec::new(), &sets, &conds).await? {
             Some(c) if !c.applied => {
-                if let (Some(fe), Some(e)) = (fence, epoch)
-                    && c.bigint("fence") != Some(e)
-                {
-                    w.forget(fe, &part);
-                    return Ok(Err(fenced(fe, c.bigint("fence"))));
+                if let Some(refusal) = w.moved(fence, &part, &c) {
+                    return Ok(Err(refusal));
                 }
             }
             // Applied, or unknown: the next read finds it deleted (and unindexes it), or

@@ -15,7 +15,7 @@
 //! fails with its outcome unknown, which halts its lease.
 
 use super::fence::{self, CAS_ATTEMPTS, Claim, Part, Statement, big};
-use super::{Cs, cas, exec, rows, serial, unknown};
+use super::{Cas, Cs, cas, exec, rows, serial, unknown};
 use crate::queue::{Failed, Outcomes, Reply};
 use crate::records::{Interval, Side};
 use crate::{Fence, StoreError, Write};
@@ -258,8 +258,26 @@ impl Writer {
         }
     }
 
+    /// The refusal for a fenced conditional write on `part` that was not applied because
+    /// a newer epoch holds the part now (its claim is forgotten); `None` when the fence
+    /// still holds (another condition failed) or the write was not fenced.
+    pub(super) fn moved(
+        &mut self,
+        fence: Option<&Fence>,
+        part: &Part,
+        c: &Cas,
+    ) -> Option<StoreError> {
+        let f = fence?;
+        let current = c.bigint("fence");
+        if current == Some(f.epoch) {
+            return None;
+        }
+        self.forget(f, part);
+        Some(fenced(f, current))
+    }
+
     /// Forgets a claim that a conditional write found lost.
-    pub(super) fn forget(&mut self, fence: &Fence, part: &Part) {
+    fn forget(&mut self, fence: &Fence, part: &Part) {
         self.claimed.remove(&(
             fence.kind.clone(),
             fence.key.clone(),
@@ -272,7 +290,7 @@ impl Writer {
     /// `fence` holding the part when fenced. An unknown outcome is sent again (it is
     /// idempotent); one that then finds the fence moved cannot tell whether the first try
     /// landed, so it fails with its outcome unknown.
-    async fn part_write(
+    pub(super) async fn part_write(
         &mut self,
         cs: &Cs,
         fence: Option<&Fence>,
@@ -288,17 +306,14 @@ impl Writer {
             match fence::part_batch(cs, part, epoch, statements.clone(), &[], &[]).await? {
                 Some(c) if c.applied => return Ok(Ok(())),
                 Some(c) => {
-                    let Some(f) = fence else {
-                        return Err(StoreError::Backend(format!(
-                            "an unconditional batch on {} was not applied",
-                            part.encode()
-                        )));
-                    };
-                    self.forget(f, part);
+                    // Only a fenced batch is conditional, and its only condition is the fence.
+                    let refusal = self.moved(fence, part, &c).unwrap_or_else(|| {
+                        StoreError::Backend(format!("a batch on {} was not applied", part.encode()))
+                    });
                     if tried_unknown {
                         return Err(unknown(&format!("writing {}", part.encode())));
                     }
-                    return Ok(Err(fenced(f, c.bigint("fence"))));
+                    return Ok(Err(refusal));
                 }
                 None => tried_unknown = true,
             }
