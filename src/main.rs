@@ -4,6 +4,7 @@
 mod bench;
 mod ctl;
 mod demo;
+mod feed;
 mod node;
 mod probe;
 
@@ -52,6 +53,9 @@ enum Command {
     /// The admin API as tables: `ctl cluster`, `ctl entities --kind symbol`, `ctl entity
     /// symbol KRW-BTC`, `ctl kill symbol KRW-BTC`, `ctl leave node2`.
     Ctl(ctl::CtlArgs),
+    /// Publish the built-in simulator's trades (`--to kafka`) for a cluster whose
+    /// `feed.kind` is `kafka`.
+    Feed(feed::FeedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +141,13 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Fanout(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::fanout(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Feed(args) => {
+            return match runtime().map(|rt| rt.block_on(feed::run(args.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,

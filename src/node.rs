@@ -237,14 +237,23 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         shutdown: stop_rx.clone(),
     });
     let gateway = tokio::spawn(bourse_gateway::serve(state.clone(), listener));
-    let feed = (settings.feed.kind == "simulator").then(|| {
-        tokio::spawn(bourse_actors::feed::run_simulator(
+    let feed = match settings.feed.kind.as_str() {
+        "simulator" => Some(tokio::spawn(bourse_actors::feed::run_simulator(
             sharding.clone(),
             markets.clone(),
             settings.feed.clone(),
             stop_rx.clone(),
-        ))
-    });
+        ))),
+        "kafka" => {
+            let ingest = bourse_kafka::ingest::Ingest::new(&settings.kafka, &node)?;
+            Some(tokio::spawn(ingest.run(
+                sharding.clone(),
+                markets.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     tokio::spawn(become_ready(state.clone(), markets.clone()));
     tracing::info!(%node, %addr, storage = %db, "node started");
     print_urls(&node, addr, demo, &settings);

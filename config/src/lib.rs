@@ -56,6 +56,7 @@ pub struct Settings {
     pub chat: ChatSettings,
     pub alerts: AlertSettings,
     pub redis: RedisSettings,
+    pub kafka: KafkaSettings,
     pub symbols: Vec<SymbolSettings>,
 }
 
@@ -78,6 +79,41 @@ impl Default for RedisSettings {
             timeout_ms: 250,
         }
     }
+}
+
+/// Kafka, optional (docs/OPERATIONS.md "Kafka"): with `feed.kind = "kafka"` the cluster
+/// consumes its trades from `trades_topic`, its nodes sharing the partitions by the ring.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port` each.
+    pub brokers: Vec<String>,
+    /// Trades to ingest, keyed by symbol.
+    pub trades_topic: String,
+    /// Where every durable event is relayed.
+    pub events_topic: String,
+    /// The consumer group whose committed positions record how far the cluster has
+    /// ingested `trades_topic`.
+    pub group: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: Vec::new(),
+            trades_topic: "bourse.trades".into(),
+            events_topic: "bourse.events".into(),
+            group: "bourse-ingest".into(),
+        }
+    }
+}
+
+/// Whether `name` is a legal Kafka topic or group name: 1..=249 of `[A-Za-z0-9._-]`.
+pub fn valid_kafka_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Chat rooms (docs/PROTOCOL.md "Chat").
@@ -281,7 +317,7 @@ pub struct StreamSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedSettings {
-    /// `simulator` or `none`.
+    /// `simulator`, `kafka` (trades from `kafka.trades_topic`) or `none`.
     pub kind: String,
     /// Seed of the simulator; the same seed gives the same trade sequence.
     pub seed: u64,
@@ -488,6 +524,7 @@ impl Default for Settings {
             chat: ChatSettings::default(),
             alerts: AlertSettings::default(),
             redis: RedisSettings::default(),
+            kafka: KafkaSettings::default(),
             symbols: default_symbols(),
         }
     }
@@ -706,14 +743,40 @@ impl Settings {
         }
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
         positive("streams.replay_events", self.streams.replay_events as u64)?;
-        if !matches!(self.feed.kind.as_str(), "simulator" | "none") {
+        if !matches!(self.feed.kind.as_str(), "simulator" | "kafka" | "none") {
             return Err(ConfigError::new(
                 "feed.kind",
                 format!(
-                    "unknown feed '{}' (expected: simulator, none)",
+                    "unknown feed '{}' (expected: simulator, kafka, none)",
                     self.feed.kind
                 ),
             ));
+        }
+        if self.feed.kind == "kafka" && self.kafka.brokers.is_empty() {
+            return Err(ConfigError::new(
+                "kafka.brokers",
+                "feed.kind = \"kafka\" needs at least one broker (\"host:port\")",
+            ));
+        }
+        for b in &self.kafka.brokers {
+            let port_ok = b
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok || b.contains(',') {
+                return Err(ConfigError::new(
+                    "kafka.brokers",
+                    format!("'{b}' is not host:port"),
+                ));
+            }
+        }
+        for (key, name) in [
+            ("kafka.trades_topic", &self.kafka.trades_topic),
+            ("kafka.events_topic", &self.kafka.events_topic),
+            ("kafka.group", &self.kafka.group),
+        ] {
+            if !valid_kafka_name(name) {
+                return Err(ConfigError::new(key, "1 to 249 of A-Z a-z 0-9 . _ -"));
+            }
         }
         if self.feed.trades_per_sec > 100_000 {
             return Err(ConfigError::new("feed.trades_per_sec", "at most 100000"));
@@ -966,7 +1029,10 @@ initial_price = "1000"
     fn bad_values_are_refused() {
         for (env, key) in [
             (("BOURSE_GATEWAY__LISTEN", "nowhere"), "gateway.listen"),
-            (("BOURSE_FEED__KIND", "kafka"), "feed.kind"),
+            (("BOURSE_FEED__KIND", "kafka"), "kafka.brokers"),
+            (("BOURSE_FEED__KIND", "exchange"), "feed.kind"),
+            (("BOURSE_KAFKA__TRADES_TOPIC", "a b"), "kafka.trades_topic"),
+            (("BOURSE_KAFKA__GROUP", ""), "kafka.group"),
             (
                 ("BOURSE_GATEWAY__MAX_CHANNELS", "0"),
                 "gateway.max_channels",

@@ -32,6 +32,7 @@ fn ingest(c: &mut Criterion) {
                             price: 140_000 + next_id % 100,
                             qty: 1 + next_id % 7,
                             side: Side::Buy,
+                            feed_seq: 0,
                         }
                     })
                     .collect();

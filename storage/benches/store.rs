@@ -45,6 +45,7 @@ async fn run(name: &str, store: &dyn MarketStore, sizes: &Sizes) {
                     price: 140_000 + id % 100,
                     qty: 1 + id % 7,
                     side: Side::Buy,
+                    feed_seq: 0,
                 }
             })
             .collect();

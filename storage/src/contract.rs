@@ -105,6 +105,12 @@ fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
         } else {
             Side::Sell
         },
+        // Every other trade carries a feed sequence, so both shapes round-trip.
+        feed_seq: if trade_id.is_multiple_of(3) {
+            0
+        } else {
+            1_000_000_000_000 + trade_id
+        },
     }
 }
 
@@ -1032,6 +1038,7 @@ pub async fn crash_writer(store: &dyn MarketStore) {
                 price: batch,
                 qty: 1,
                 side: Side::Buy,
+                feed_seq: 0,
             })
             .collect();
         let ticks = store.submit(Write::Ticks(ticks).fenced(&fence));

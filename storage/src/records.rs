@@ -35,6 +35,10 @@ pub struct Tick {
     pub qty: u64,
     /// Taker side.
     pub side: Side,
+    /// The newest source sequence (a Kafka feed's `sequential_id` or `seq`) the symbol had
+    /// applied when it stored this trade, 0 when none: stored with every trade, so after a
+    /// crash the symbol knows which re-delivered trades it already holds.
+    pub feed_seq: u64,
 }
 
 /// OHLCV over one interval bucket.

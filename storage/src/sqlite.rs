@@ -123,6 +123,8 @@ const MIGRATIONS: &[&str] = &[
         body    TEXT    NOT NULL,
         PRIMARY KEY (user_id, key)
     ) WITHOUT ROWID;",
+    // 2: a feed's source sequence with every trade (deduplicates re-delivered trades).
+    "ALTER TABLE ticks ADD COLUMN feed_seq INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -289,8 +291,8 @@ fn apply(
     match write {
         Write::Ticks(ticks) => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO ticks (symbol, trade_id, ts, price, qty, side)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO ticks (symbol, trade_id, ts, price, qty, side, feed_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for t in ticks {
                 stmt.execute(params![
@@ -299,7 +301,8 @@ fn apply(
                     t.ts,
                     t.price as i64,
                     t.qty as i64,
-                    side_code(t.side)
+                    side_code(t.side),
+                    t.feed_seq as i64
                 ])?;
             }
             Ok(Ok(0))
@@ -578,6 +581,7 @@ fn tick_row(symbol: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Tick> {
         } else {
             Side::Sell
         },
+        feed_seq: r.get::<_, i64>(5)? as u64,
     })
 }
 
@@ -613,7 +617,7 @@ impl MarketDataStore for SqliteStore {
         let symbol = symbol.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT trade_id, ts, price, qty, side FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
                  WHERE symbol = ?1 ORDER BY trade_id DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![symbol, limit as i64], |r| tick_row(&symbol, r))?;
@@ -626,7 +630,7 @@ impl MarketDataStore for SqliteStore {
         let symbol = symbol.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT trade_id, ts, price, qty, side FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
                  WHERE symbol = ?1 AND ts >= ?2 ORDER BY trade_id ASC",
             )?;
             let rows = stmt.query_map(params![symbol, from_ts], |r| tick_row(&symbol, r))?;

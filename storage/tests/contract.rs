@@ -308,6 +308,7 @@ async fn postgres_reconnects_after_its_connections_are_cut() {
         price: 1,
         qty: 1,
         side: Side::Buy,
+        feed_seq: 0,
     };
     store
         .submit(Write::Ticks(vec![tick(1)]))

@@ -2,9 +2,13 @@
 //! every node but drives only the symbols this node owns on the ring, so a trade is never
 //! produced twice, and it hands them to the symbol entity in small batches. When the ring
 //! gives this node a symbol, its walk continues from the symbol's last traded price.
+//! External feeds (Kafka, in the `bourse-kafka` crate) parse their messages with
+//! [`message`] and hand the symbol [`FeedTrade`]s, which carry a source sequence.
 
+pub mod message;
 pub mod simulator;
 
+pub use message::{FeedTrade, Rejected};
 pub use simulator::{Simulator, TradeInput};
 
 use crate::symbol::{Symbol, SymbolMsg, SymbolReply};

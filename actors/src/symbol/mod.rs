@@ -17,7 +17,7 @@ pub mod view;
 use crate::alert::index::TriggerIndex;
 use crate::alert::{Condition, NewAlert};
 use crate::channel::Channel;
-use crate::feed::TradeInput;
+use crate::feed::{FeedTrade, TradeInput};
 use crate::trading::Refusal;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
@@ -42,6 +42,10 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 pub enum SymbolMsg {
     /// Trades from a feed (or, later, the symbol's book), in order.
     Trades(Vec<TradeInput>),
+    /// Trades from an external feed (Kafka), in source order: those at or below the newest
+    /// source sequence already stored are duplicates and skipped. Answered once the rest
+    /// are durable, so the feed may then commit its position.
+    Ingest(Vec<FeedTrade>),
     /// The current ticker.
     Ticker,
     /// The newest trades, newest first.
@@ -64,6 +68,11 @@ pub enum SymbolMsg {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SymbolReply {
     Done,
+    /// An [`SymbolMsg::Ingest`] batch is durable: how many trades it added and skipped.
+    Ingested {
+        applied: usize,
+        duplicates: usize,
+    },
     Ticker(TickerStats),
     Trades(Vec<Tick>),
     OpenCandle(Option<Candle>),
@@ -116,6 +125,8 @@ pub struct Symbol {
     window: Rolling24h,
     recent: VecDeque<Tick>,
     next_trade_id: u64,
+    /// The newest feed source sequence stored (0: none); see [`Tick::feed_seq`].
+    feed_seq: u64,
     last: Option<(u64, i64)>,
     /// Armed price-alert rules on this symbol.
     triggers: TriggerIndex,
@@ -162,6 +173,7 @@ impl Entity for Symbol {
             .collect();
         let last = recent.back().map(|t| (t.price, t.ts));
         let next_trade_id = recent.back().map_or(1, |t| t.trade_id + 1);
+        let feed_seq = recent.back().map_or(0, |t| t.feed_seq);
         let mut candles = match last {
             Some((_, t_last)) => restore_candles(store.as_ref(), symbol, t_last).await?,
             None => CandleSet::new(),
@@ -206,6 +218,7 @@ impl Entity for Symbol {
             window,
             recent,
             next_trade_id,
+            feed_seq,
             last,
             triggers: alerts::load(store.as_ref(), symbol, now).await?,
         };
@@ -216,6 +229,7 @@ impl Entity for Symbol {
             symbol,
             epoch = entity.log.epoch(),
             next_trade_id,
+            feed_seq,
             "symbol activated"
         );
         Ok(entity)
@@ -224,9 +238,12 @@ impl Entity for Symbol {
     async fn handle(&mut self, msg: SymbolMsg, _ctx: &EntityContext) -> SymbolReply {
         match msg {
             SymbolMsg::Trades(trades) => {
-                self.on_trades(trades).await;
+                let seq = self.feed_seq;
+                self.on_trades(trades.into_iter().map(|t| (t, seq)).collect())
+                    .await;
                 SymbolReply::Done
             }
+            SymbolMsg::Ingest(trades) => self.ingest(trades).await,
             SymbolMsg::Ticker => SymbolReply::Ticker(self.ticker_stats()),
             SymbolMsg::RecentTrades { limit } => {
                 SymbolReply::Trades(self.recent.iter().rev().take(limit).cloned().collect())
@@ -358,9 +375,39 @@ impl Symbol {
         )
     }
 
-    async fn on_trades(&mut self, trades: Vec<TradeInput>) {
+    /// Skips the feed trades this symbol already stored, applies the rest, and answers once
+    /// they are durable (or that they are not: the feed then keeps its position and tries
+    /// again, here or at the symbol's next activation).
+    async fn ingest(&mut self, trades: Vec<FeedTrade>) -> SymbolReply {
+        let total = trades.len();
+        let mut newest = self.feed_seq;
+        let fresh: Vec<(TradeInput, u64)> = trades
+            .into_iter()
+            .filter(|t| {
+                let is_new = t.seq > newest;
+                newest = newest.max(t.seq);
+                is_new
+            })
+            .map(|t| (t.trade, t.seq))
+            .collect();
+        let applied = fresh.len();
+        if applied > 0 && !self.on_trades(fresh).await {
+            return SymbolReply::Refused(Refusal::Unavailable(format!(
+                "{}: trades not stored (this activation lost its lease or storage failed)",
+                self.market.symbol
+            )));
+        }
+        SymbolReply::Ingested {
+            applied,
+            duplicates: total - applied,
+        }
+    }
+
+    /// Numbers, stores and then publishes a batch of trades, each with the feed sequence to
+    /// record beside it. Returns whether the batch is durable.
+    async fn on_trades(&mut self, trades: Vec<(TradeInput, u64)>) -> bool {
         if trades.is_empty() {
-            return;
+            return true;
         }
         // The symbol is the clock of its trades: time never runs backwards on a channel.
         let ts = now_ms().max(self.last.map_or(0, |l| l.1));
@@ -368,7 +415,7 @@ impl Symbol {
         let mut prices = Vec::with_capacity(trades.len());
         let mut closed_all = Vec::new();
         let mut trade_events = Vec::with_capacity(trades.len());
-        for input in trades {
+        for (input, feed_seq) in trades {
             prices.push(input.price);
             let closed = self.candles.apply_trade(ts, input.price, input.qty);
             for (interval, c) in closed {
@@ -383,7 +430,9 @@ impl Symbol {
                 price: input.price,
                 qty: input.qty,
                 side: input.side,
+                feed_seq,
             };
+            self.feed_seq = feed_seq;
             self.next_trade_id += 1;
             self.last = Some((tick.price, ts));
             if self.recent.len() == RECENT_TRADES {
@@ -403,7 +452,7 @@ impl Symbol {
             self.on_write_error(e);
         }
         if self.lease.is_lost() {
-            return;
+            return false;
         }
         for event in trade_events {
             match event {
@@ -422,6 +471,7 @@ impl Symbol {
         self.publish(Chan::Ticker, ts, ticker, true);
         // Alerts see only durable trades, in order.
         self.fire_alerts(&prices, ts);
+        true
     }
 
     async fn persist_closed(&mut self, closed: &[(Interval, Candle)]) {

@@ -43,6 +43,7 @@ fn tick_row(symbol: &str, r: &Row) -> Tick {
         } else {
             Side::Sell
         },
+        feed_seq: r.get::<_, i64>(5) as u64,
     }
 }
 
@@ -90,7 +91,7 @@ impl MarketDataStore for PgStore {
         let rows = self
             .rows(
                 "reading recent ticks",
-                "SELECT trade_id, ts, price, qty, side FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
                  WHERE symbol = $1 ORDER BY trade_id DESC LIMIT $2",
                 &[&symbol, &limit(n)],
             )
@@ -102,7 +103,7 @@ impl MarketDataStore for PgStore {
         let rows = self
             .rows(
                 "reading ticks",
-                "SELECT trade_id, ts, price, qty, side FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
                  WHERE symbol = $1 AND ts >= $2 ORDER BY trade_id ASC",
                 &[&symbol, &from_ts],
             )

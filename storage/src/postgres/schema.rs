@@ -101,6 +101,8 @@ const MIGRATIONS: &[&str] = &[
         body    TEXT   NOT NULL,
         PRIMARY KEY (user_id, key)
     );",
+    // 2: a feed's source sequence with every trade (deduplicates re-delivered trades).
+    "ALTER TABLE ticks ADD COLUMN feed_seq BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// An arbitrary constant naming bourse's migration lock among the database's advisory locks.

@@ -397,8 +397,8 @@ impl Writer {
                     .iter()
                     .map(|t| {
                         (
-                            "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side)
-                             VALUES (?, ?, ?, ?, ?, ?, ?)"
+                            "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side, feed_seq)
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                                 .to_string(),
                             vec![
                                 text(symbol),
@@ -408,6 +408,7 @@ impl Writer {
                                 big(t.price as i64),
                                 big(t.qty as i64),
                                 CqlValue::TinyInt(side_code(t.side)),
+                                big(t.feed_seq as i64),
                             ],
                         )
                     })

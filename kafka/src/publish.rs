@@ -1,0 +1,206 @@
+//! `bourse feed --to kafka`: the built-in simulator as a producer, so the Kafka path can
+//! be shown and measured without an exchange. Each trade is one message keyed by its
+//! symbol, in bourse's format or Upbit's; its sequence is the larger of the previous one
+//! plus one and the time in microseconds, so a restarted publisher's trades still rise.
+
+use bourse_actors::feed::{Simulator, TradeInput};
+use bourse_config::{Market, Markets};
+use bourse_storage::Side;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// The message format `bourse feed` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `{"symbol","price","qty","side","seq"}`, decimals as strings.
+    Bourse,
+    /// Upbit's trade message (`code`, `trade_price`, `trade_volume`, `ask_bid`,
+    /// `sequential_id`, `trade_timestamp`), decimals as JSON numbers.
+    Upbit,
+}
+
+/// What to publish and where.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Partitions of the topic when it has to be created.
+    pub partitions: i32,
+    /// Trades per second per symbol.
+    pub rate: u32,
+    /// Stop after this many trades per symbol; none: until `shutdown`.
+    pub count: Option<u64>,
+    pub format: Format,
+    pub seed: u64,
+}
+
+/// How often the publisher produces each symbol's due trades.
+const BATCH_EVERY: Duration = Duration::from_millis(50);
+/// How long one message may wait for the broker's acknowledgement.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates the topic when it does not exist (`partitions` partitions, one replica: a
+/// production topic is better made by its operator), then publishes until `count` trades
+/// per symbol are acknowledged or `shutdown`. Returns the trades acknowledged.
+pub async fn publish(
+    markets: &Markets,
+    p: &Publish,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    ensure_topic(p).await?;
+    let producer: FutureProducer = crate::client_config(&p.brokers, "bourse-feed")
+        .set("linger.ms", "5")
+        // A retried batch never overtakes the one after it.
+        .set("max.in.flight.requests.per.connection", "1")
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
+        .create()
+        .map_err(|e| anyhow::anyhow!("creating the kafka producer: {e}"))?;
+    let mut sims: Vec<(&Market, Simulator, u64, u64)> = markets
+        .iter()
+        .map(|m| (m, Simulator::new(p.seed, m, m.initial_price), 0, 0))
+        .collect();
+    let rate = u64::from(p.rate.max(1));
+    let started = tokio::time::Instant::now();
+    let mut emitted = 0u64;
+    let mut acked = 0u64;
+    let mut ticker = tokio::time::interval(BATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        let due = rate * started.elapsed().as_millis() as u64 / 1000;
+        let mut n = due.saturating_sub(emitted).min(rate);
+        emitted = emitted.max(due);
+        if let Some(count) = p.count {
+            n = n.min(count.saturating_sub(sims.first().map_or(count, |s| s.3)));
+        }
+        let mut bodies = Vec::new();
+        for (market, sim, seq, produced) in sims.iter_mut() {
+            for _ in 0..n {
+                *seq = (*seq + 1).max(now_micros());
+                let body = message(market, &sim.next_trade(), *seq, p.format);
+                bodies.push((market.symbol.as_str(), body));
+                *produced += 1;
+            }
+        }
+        // Enqueued one by one, in order: a symbol's sequences must reach the topic rising.
+        let mut pending = Vec::new();
+        for (symbol, body) in &bodies {
+            let mut record = FutureRecord::to(&p.topic).key(*symbol).payload(body);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        acked += settle(&mut pending, &p.topic).await?;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => anyhow::bail!("publishing to {}: {e}", p.topic),
+                }
+            }
+        }
+        acked += settle(&mut pending, &p.topic).await?;
+        if p.count.is_some_and(|c| sims.iter().all(|s| s.3 >= c)) {
+            break;
+        }
+    }
+    Ok(acked)
+}
+
+/// Waits for every pending acknowledgement; returns how many arrived.
+async fn settle(pending: &mut Vec<DeliveryFuture>, topic: &str) -> anyhow::Result<u64> {
+    let mut acked = 0;
+    for delivery in pending.drain(..) {
+        match delivery.await {
+            Ok(Ok(_)) => acked += 1,
+            Ok(Err((e, _))) => anyhow::bail!("publishing to {topic}: {e}"),
+            Err(_) => anyhow::bail!("publishing to {topic}: the producer went away"),
+        }
+    }
+    Ok(acked)
+}
+
+/// One trade as a message of `format`.
+pub fn message(market: &Market, t: &TradeInput, seq: u64, format: Format) -> String {
+    let symbol = &market.symbol;
+    let price = market.tick.format(t.price);
+    let qty = market.lot.format(t.qty);
+    match format {
+        Format::Bourse => {
+            let side = t.side.as_str();
+            format!(
+                r#"{{"symbol":"{symbol}","price":"{price}","qty":"{qty}","side":"{side}","seq":{seq}}}"#
+            )
+        }
+        Format::Upbit => {
+            let ask_bid = if t.side == Side::Buy { "BID" } else { "ASK" };
+            let ms = seq / 1000;
+            format!(
+                r#"{{"type":"trade","code":"{symbol}","trade_price":{price},"trade_volume":{qty},"ask_bid":"{ask_bid}","sequential_id":{seq},"trade_timestamp":{ms},"stream_type":"REALTIME"}}"#
+            )
+        }
+    }
+}
+
+async fn ensure_topic(p: &Publish) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = crate::client_config(&p.brokers, "bourse-feed")
+        .create()
+        .map_err(|e| anyhow::anyhow!("creating the kafka admin client: {e}"))?;
+    let topic = NewTopic::new(&p.topic, p.partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating topic {}: {e}", p.topic))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bourse_actors::feed::message::parse;
+    use bourse_config::Settings;
+
+    /// What the publisher writes, in either format, is what ingest reads back.
+    #[test]
+    fn both_formats_round_trip_through_the_parser() {
+        let markets = Settings::default().validate().unwrap();
+        for m in markets.iter() {
+            let mut sim = Simulator::new(3, m, m.initial_price);
+            for i in 1..200u64 {
+                let t = sim.next_trade();
+                for format in [Format::Bourse, Format::Upbit] {
+                    let body = message(m, &t, 1_700_000_000_000_000 + i, format);
+                    let (symbol, got) = parse(body.as_bytes(), &markets).unwrap();
+                    assert_eq!(symbol, m.symbol);
+                    assert_eq!(got.seq, 1_700_000_000_000_000 + i);
+                    assert_eq!(got.trade, t, "{body}");
+                }
+            }
+        }
+    }
+}
