@@ -145,6 +145,10 @@ impl SharedLimiter {
     /// A throttle named `scope` (its Redis keys and metric label); `max_keys` bounds the
     /// in-memory table.
     pub fn new(scope: &'static str, per_min: u32, max_keys: usize, redis: Option<Redis>) -> Self {
+        if redis.is_some() {
+            // The series exists from the start, at zero, for dashboards and alerts.
+            FALLBACKS.with_label_values(&[scope]);
+        }
         SharedLimiter {
             scope,
             per_min: per_min.max(1),
