@@ -70,6 +70,8 @@ enum Bench {
     Trading(bench::trading::TradingArgs),
     /// One chat room with thousands of members over a local cluster: fan-out and latency.
     Chat(bench::chat::ChatArgs),
+    /// Kafka ingest into a local cluster: trades/s stored by their symbols.
+    Kafka(bench::kafka::KafkaArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +129,13 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Chat(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::chat::chat(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Bench(Bench::Kafka(args)) => {
+            return match runtime().map(|rt| rt.block_on(bench::kafka::kafka(args.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,

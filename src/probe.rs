@@ -30,10 +30,25 @@ pub async fn http_json(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> Option<(u16, serde_json::Value)> {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, body) = http_text(port, method, path, token, &payload).await?;
+    Some((
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// As [`http_json`], with the body as text (`/metrics`, say).
+pub async fn http_text(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    payload: &str,
+) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -50,8 +65,5 @@ pub async fn http_json(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or_default();
-    Some((
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    ))
+    Some((status, body.to_string()))
 }

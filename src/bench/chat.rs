@@ -56,7 +56,7 @@ fn sent_at(frame: &str) -> Option<u64> {
 /// Runs the benchmark and prints its figures.
 pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let n = args.nodes.max(1);
-    let (_dir, procs, gateways) = local_cluster(n, "chat", None).await?;
+    let (_dir, procs, gateways) = local_cluster(n, "chat", &super::simulator_feed(None)).await?;
     let measuring = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     // One latency list per member, collected at the end.

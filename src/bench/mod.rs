@@ -6,6 +6,7 @@
 
 pub mod book;
 pub mod chat;
+pub mod kafka;
 pub mod trading;
 
 use crate::probe::{http_json, http_status};
@@ -145,7 +146,8 @@ impl Drop for NodeProcess {
 
 /// Runs the benchmark and prints its figures.
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
-    let (_dir, nodes, gateways) = local_cluster(1, "fanout", Some(args.rate)).await?;
+    let (_dir, nodes, gateways) =
+        local_cluster(1, "fanout", &simulator_feed(Some(args.rate))).await?;
     let (port, pid) = (gateways[0], nodes[0].child.id());
     println!(
         "node pid {pid} on 127.0.0.1:{port}: 8 symbols x {} trades/s; connecting {} clients to {}",
@@ -313,7 +315,7 @@ pub struct ClusterArgs {
 /// `send` throughput and `ask` round trips to `echo` entities it owns and to ones node2
 /// owns, through `POST /admin/bench/routing`.
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
-    let (_dir, nodes, gateways) = local_cluster(2, "cluster", None).await?;
+    let (_dir, nodes, gateways) = local_cluster(2, "cluster", &simulator_feed(None)).await?;
     let (g1, token) = (gateways[0], BENCH_TOKEN);
     println!("two nodes on loopback; node1 measures (debug builds measure the debug binary)");
     println!(
@@ -371,10 +373,21 @@ async fn bench_storage(name: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// The `[feed]` section of a benchmark node: the simulator at `rate` trades per second per
+/// symbol, or no feed.
+pub(crate) fn simulator_feed(rate: Option<u32>) -> String {
+    match rate {
+        Some(rate) => format!("[feed]\nkind = \"simulator\"\ntrades_per_sec = {rate}\n"),
+        None => "[feed]\nkind = \"none\"\n".to_string(),
+    }
+}
+
+/// Starts `n` nodes with `feed` (a `[feed]` section, and any other the feed needs) and
+/// waits until every one is ready and sees all of them.
 pub(crate) async fn local_cluster(
     n: usize,
     name: &str,
-    feed_rate: Option<u32>,
+    feed: &str,
 ) -> anyhow::Result<(BenchDir, Vec<NodeProcess>, Vec<u16>)> {
     let mut dir = BenchDir::new(name)?;
     let free = || -> anyhow::Result<u16> {
@@ -384,10 +397,6 @@ pub(crate) async fn local_cluster(
     };
     let gateways: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
     let cluster: Vec<u16> = (0..n).map(|_| free()).collect::<Result<_, _>>()?;
-    let feed = match feed_rate {
-        Some(rate) => format!("[feed]\nkind = \"simulator\"\ntrades_per_sec = {rate}\n"),
-        None => "[feed]\nkind = \"none\"\n".to_string(),
-    };
     let storage = bench_storage(name).await?;
     let mut procs = Vec::new();
     for i in 0..n {

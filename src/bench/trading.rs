@@ -45,7 +45,7 @@ struct Tally {
 /// Runs the benchmark and prints its figures.
 pub async fn trading(args: TradingArgs) -> anyhow::Result<()> {
     let n = args.nodes.max(1);
-    let (_dir, procs, gateways) = local_cluster(n, "trading", None).await?;
+    let (_dir, procs, gateways) = local_cluster(n, "trading", &super::simulator_feed(None)).await?;
     let (_, symbols) = http_json(gateways[0], "GET", "/api/v1/symbols", None, None)
         .await
         .context("listing symbols")?;
