@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test suite: failing loudly is its job
 
-use crate::records::{Candle, Interval, Side, Tick};
+use crate::records::{Candle, Interval, OutboxEvent, Side, Tick};
 use crate::{MarketStore, StoreError, Write};
 
 /// The PostgreSQL server a test runs against (`BOURSE_TEST_POSTGRES_URL`), or `None`,
@@ -112,6 +112,59 @@ fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
             1_000_000_000_000 + trade_id
         },
     }
+}
+
+/// The events of a relay: an outbox entry exists exactly when its write does, in order, and
+/// stays until relayed. For the backends that have an outbox (not ScyllaDB).
+pub async fn outbox_follows_its_writes(store: &dyn MarketStore) {
+    let event = |i: u64| OutboxEvent {
+        id: format!("trade:C-OUT:{i}"),
+        kind: "trade".into(),
+        key: "symbol/C-OUT".into(),
+        ts: i as i64,
+        data: format!("{{\"n\":{i}}}"),
+    };
+    let old = store
+        .acquire_lease("symbol", "C-OUT", "n1")
+        .await
+        .expect("lease");
+    let new = store
+        .acquire_lease("symbol", "C-OUT", "n2")
+        .await
+        .expect("lease");
+    // Refused with its write: no events.
+    let stale = Write::Ticks(vec![tick("C-OUT", 1, 1)])
+        .with_events(vec![event(1)])
+        .fenced(&old);
+    assert!(matches!(
+        store.submit(stale).wait().await,
+        Err(StoreError::Fenced { .. })
+    ));
+    for i in 2..=4 {
+        store
+            .submit(
+                Write::Ticks(vec![tick("C-OUT", i, i as i64)])
+                    .with_events(vec![event(i)])
+                    .fenced(&new),
+            )
+            .wait()
+            .await
+            .expect("events with their write");
+    }
+    let pending = store.outbox(10).await.expect("outbox");
+    let ids: Vec<&str> = pending.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids, ["trade:C-OUT:2", "trade:C-OUT:3", "trade:C-OUT:4"]);
+    assert_eq!(pending[0].1, event(2));
+    assert!(pending.windows(2).all(|w| w[0].0 < w[1].0), "by position");
+    assert_eq!(store.outbox(2).await.expect("outbox").len(), 2, "limit");
+    let relayed: Vec<u64> = pending[..2].iter().map(|(p, _)| *p).collect();
+    store
+        .submit(Write::Relayed { positions: relayed })
+        .wait()
+        .await
+        .expect("relayed");
+    let left = store.outbox(10).await.expect("outbox");
+    assert_eq!(left, pending[2..].to_vec());
 }
 
 /// Journal entry `seq` of `kind/key`, its bytes derived from `seq`.

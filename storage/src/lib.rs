@@ -17,7 +17,8 @@ pub mod scylla;
 pub mod sqlite;
 
 pub use records::{
-    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
+    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification,
+    OutboxEvent, Side, Tick,
 };
 
 pub use lease::Lease;
@@ -177,6 +178,14 @@ pub enum Write {
     DeleteAlert { alert_id: u64 },
     /// Puts an entry in a user's inbox; a `(user_id, key)` already stored is left as it is.
     Notify(Notification),
+    /// `write`, and, in the same transaction and only if it is applied, `events` into the
+    /// outbox the Kafka relay drains (SQLite and PostgreSQL only).
+    WithEvents {
+        write: Box<Write>,
+        events: Vec<OutboxEvent>,
+    },
+    /// Removes relayed events from the outbox, by position.
+    Relayed { positions: Vec<u64> },
 }
 
 impl Fence {
@@ -191,6 +200,17 @@ impl Fence {
 }
 
 impl Write {
+    /// This write with `events` for the outbox (itself when there are none).
+    pub fn with_events(self, events: Vec<OutboxEvent>) -> Write {
+        if events.is_empty() {
+            return self;
+        }
+        Write::WithEvents {
+            write: Box::new(self),
+            events,
+        }
+    }
+
     /// This write, applied only under `fence`.
     pub fn fenced(self, fence: &Fence) -> Write {
         Write::Fenced {
@@ -324,13 +344,21 @@ pub trait AlertStore: Send + Sync {
     ) -> Result<Vec<Notification>, StoreError>;
 }
 
+/// The outbox of events for the Kafka relay.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Up to `limit` events not yet relayed, by position (oldest first), with their
+    /// positions.
+    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEvent)>, StoreError>;
+}
+
 /// The durable store: every domain's reads, and one ordered queue of writes. Writes stay one
 /// [`Write`] enum on one queue because their order crosses domains (an entity's journal
 /// entry, its chat message and its lease release apply in the order they were submitted);
 /// a backend applies each domain's writes in its own module.
 #[async_trait]
 pub trait MarketStore:
-    MarketDataStore + JournalStore + ChatStore + UserStore + AlertStore + 'static
+    MarketDataStore + JournalStore + ChatStore + UserStore + AlertStore + OutboxStore + 'static
 {
     /// Submits a write; it is applied in submission order.
     fn submit(&self, write: Write) -> Ack;

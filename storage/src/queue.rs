@@ -296,6 +296,8 @@ pub(crate) fn rows(write: &Write) -> usize {
         Write::Ticks(t) => t.len(),
         Write::Candles { candles, .. } => candles.len(),
         Write::Fenced { write, .. } => rows(write),
+        Write::WithEvents { write, events } => rows(write) + events.len(),
+        Write::Relayed { positions } => positions.len(),
         Write::AcquireLease { .. }
         | Write::ReleaseLease { .. }
         | Write::Journal { .. }

@@ -208,6 +208,22 @@ mod tests {
     }
 }
 
+/// An event for the Kafka relay, stored in the outbox in the same transaction as the write
+/// it describes (docs/OPERATIONS.md "Event log"): it exists exactly when that write does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    /// Stable and unique per event (`trade:KRW-BTC:17`), so consumers can deduplicate.
+    pub id: String,
+    /// `trade`, `order`, `fill`, `alert` or `chat`.
+    pub kind: String,
+    /// The entity it belongs to (`symbol/KRW-BTC`): the Kafka message key.
+    pub key: String,
+    /// When it happened, ms since the Unix epoch.
+    pub ts: i64,
+    /// The event's own fields, a JSON object.
+    pub data: String,
+}
+
 /// A chat message as stored (one room's history, ids increasing with time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {

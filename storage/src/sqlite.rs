@@ -8,11 +8,12 @@
 
 use crate::queue::{self, Batch, Halted, Op, Reply, Submitter, WriterStats};
 use crate::records::{
-    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
+    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification,
+    OutboxEvent, Side, Tick,
 };
 use crate::{
-    Ack, AlertStore, ChatStore, JournalStore, MarketDataStore, MarketStore, StoreError, UserRecord,
-    UserStore, Write,
+    Ack, AlertStore, ChatStore, JournalStore, MarketDataStore, MarketStore, OutboxStore,
+    StoreError, UserRecord, UserStore, Write,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
@@ -125,6 +126,15 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 2: a feed's source sequence with every trade (deduplicates re-delivered trades).
     "ALTER TABLE ticks ADD COLUMN feed_seq INTEGER NOT NULL DEFAULT 0;",
+    // 3: events for the Kafka relay, written with what they describe, removed once relayed.
+    "CREATE TABLE outbox (
+        pos     INTEGER PRIMARY KEY AUTOINCREMENT,
+        id      TEXT    NOT NULL,
+        kind    TEXT    NOT NULL,
+        key     TEXT    NOT NULL,
+        ts      INTEGER NOT NULL,
+        data    TEXT    NOT NULL
+    );",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -487,6 +497,25 @@ fn apply(
             .execute(params![n.user_id as i64, n.key, n.ts, n.kind, n.body])?;
             Ok(Ok(0))
         }
+        Write::WithEvents { write, events } => {
+            let applied = apply(tx, write)?;
+            if applied.is_ok() {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO outbox (id, kind, key, ts, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for e in events {
+                    stmt.execute(params![e.id, e.kind, e.key, e.ts, e.data])?;
+                }
+            }
+            Ok(applied)
+        }
+        Write::Relayed { positions } => {
+            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE pos = ?1")?;
+            for p in positions {
+                stmt.execute(params![*p as i64])?;
+            }
+            Ok(Ok(0))
+        }
     }
 }
 
@@ -608,6 +637,31 @@ impl MarketStore for SqliteStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.queue.close().await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEvent)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT pos, id, kind, key, ts, data FROM outbox ORDER BY pos LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    OutboxEvent {
+                        id: r.get(1)?,
+                        kind: r.get(2)?,
+                        key: r.get(3)?,
+                        ts: r.get(4)?,
+                        data: r.get(5)?,
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
     }
 }
 

@@ -2,10 +2,12 @@
 
 use super::{PgStore, pg};
 use crate::records::{
-    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification, Side, Tick,
+    AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification,
+    OutboxEvent, Side, Tick,
 };
 use crate::{
-    AlertStore, ChatStore, JournalStore, MarketDataStore, StoreError, UserRecord, UserStore,
+    AlertStore, ChatStore, JournalStore, MarketDataStore, OutboxStore, StoreError, UserRecord,
+    UserStore,
 };
 use async_trait::async_trait;
 use tokio_postgres::Row;
@@ -83,6 +85,34 @@ fn alert_row(r: &Row) -> Result<AlertRecord, StoreError> {
 /// Row counts and ids come back as `i64`; a limit is a `usize`.
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
+    async fn outbox(&self, n: usize) -> Result<Vec<(u64, OutboxEvent)>, StoreError> {
+        let rows = self
+            .rows(
+                "reading the outbox",
+                "SELECT pos, id, kind, key, ts, data FROM outbox ORDER BY pos LIMIT $1",
+                &[&limit(n)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0) as u64,
+                    OutboxEvent {
+                        id: r.get(1),
+                        kind: r.get(2),
+                        key: r.get(3),
+                        ts: r.get(4),
+                        data: r.get(5),
+                    },
+                )
+            })
+            .collect())
+    }
 }
 
 #[async_trait]

@@ -103,6 +103,15 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: a feed's source sequence with every trade (deduplicates re-delivered trades).
     "ALTER TABLE ticks ADD COLUMN feed_seq BIGINT NOT NULL DEFAULT 0;",
+    // 3: events for the Kafka relay, written with what they describe, removed once relayed.
+    "CREATE TABLE outbox (
+        pos     BIGSERIAL PRIMARY KEY,
+        id      TEXT   NOT NULL,
+        kind    TEXT   NOT NULL,
+        key     TEXT   NOT NULL,
+        ts      BIGINT NOT NULL,
+        data    TEXT   NOT NULL
+    );",
 ];
 
 /// An arbitrary constant naming bourse's migration lock among the database's advisory locks.

@@ -13,7 +13,7 @@
 
 use super::Client;
 use crate::queue::Reply;
-use crate::records::{Interval, Side};
+use crate::records::{Interval, OutboxEvent, Side};
 use crate::{StoreError, Write};
 use std::collections::HashMap;
 use tokio_postgres::Error;
@@ -55,6 +55,7 @@ async fn lock_leases<'a>(
                     epochs.insert((&fence.kind, &fence.key), None);
                     write = inner;
                 }
+                Write::WithEvents { write: inner, .. } => write = inner,
                 Write::AcquireLease { kind, key, .. } | Write::ReleaseLease { kind, key, .. } => {
                     epochs.insert((kind, key), None);
                     break;
@@ -100,28 +101,69 @@ async fn apply<'a>(
     mut write: &'a Write,
     epochs: &mut Epochs<'a>,
 ) -> Result<Result<u64, StoreError>, Error> {
-    while let Write::Fenced {
-        fence,
-        write: inner,
-    } = write
-    {
-        let current = epochs
-            .get(&(fence.kind.as_str(), fence.key.as_str()))
-            .copied()
-            .flatten();
-        if current != Some(fence.epoch) {
-            return Ok(Err(StoreError::Fenced {
-                kind: fence.kind.clone(),
-                key: fence.key.clone(),
-                epoch: fence.epoch,
-                current: current.unwrap_or(0),
-            }));
+    let mut events: &[OutboxEvent] = &[];
+    loop {
+        match write {
+            Write::Fenced {
+                fence,
+                write: inner,
+            } => {
+                let current = epochs
+                    .get(&(fence.kind.as_str(), fence.key.as_str()))
+                    .copied()
+                    .flatten();
+                if current != Some(fence.epoch) {
+                    return Ok(Err(StoreError::Fenced {
+                        kind: fence.kind.clone(),
+                        key: fence.key.clone(),
+                        epoch: fence.epoch,
+                        current: current.unwrap_or(0),
+                    }));
+                }
+                write = inner;
+            }
+            Write::WithEvents {
+                write: inner,
+                events: e,
+            } => {
+                events = e;
+                write = inner;
+            }
+            _ => break,
         }
-        write = inner;
     }
+    let applied = apply_one(tx, write, epochs).await?;
+    if applied.is_ok() && !events.is_empty() {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+        let ts: Vec<i64> = events.iter().map(|e| e.ts).collect();
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO outbox (id, kind, key, ts, data)
+                 SELECT id, kind, key, ts, data FROM UNNEST($1::text[], $2::text[], $3::text[],
+                     $4::int8[], $5::text[]) WITH ORDINALITY AS e(id, kind, key, ts, data, n)
+                 ORDER BY n",
+            )
+            .await?;
+        tx.execute(&stmt, &[&ids, &kinds, &keys, &ts, &data])
+            .await?;
+    }
+    Ok(applied)
+}
+
+/// Applies one write with its fences and events already taken off.
+async fn apply_one<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    write: &'a Write,
+    epochs: &mut Epochs<'a>,
+) -> Result<Result<u64, StoreError>, Error> {
     match write {
-        // The loop above unwrapped every fence.
-        Write::Fenced { .. } => Ok(Err(StoreError::Backend("unwrapped fence".into()))),
+        // `apply` unwrapped every fence and event list.
+        Write::Fenced { .. } | Write::WithEvents { .. } => {
+            Ok(Err(StoreError::Backend("unwrapped fence".into())))
+        }
         Write::Ticks(ticks) => {
             if ticks.is_empty() {
                 return Ok(Ok(0));
@@ -382,6 +424,14 @@ async fn apply<'a>(
                 &[&(n.user_id as i64), &n.key, &n.ts, &n.kind, &n.body],
             )
             .await?;
+            Ok(Ok(0))
+        }
+        Write::Relayed { positions } => {
+            let positions: Vec<i64> = positions.iter().map(|p| *p as i64).collect();
+            let stmt = tx
+                .prepare_cached("DELETE FROM outbox WHERE pos = ANY($1)")
+                .await?;
+            tx.execute(&stmt, &[&positions]).await?;
             Ok(Ok(0))
         }
     }

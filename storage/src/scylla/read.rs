@@ -203,6 +203,15 @@ impl ScyllaStore {
 }
 
 #[async_trait]
+impl crate::OutboxStore for ScyllaStore {
+    async fn outbox(&self, _limit: usize) -> Result<Vec<(u64, crate::OutboxEvent)>, StoreError> {
+        Err(StoreError::Backend(
+            "the Kafka event outbox is built for SQLite and PostgreSQL, not ScyllaDB".into(),
+        ))
+    }
+}
+
+#[async_trait]
 impl MarketDataStore for ScyllaStore {
     async fn recent_ticks(&self, symbol: &str, n: usize) -> Result<Vec<Tick>, StoreError> {
         let mut out = Vec::new();

@@ -196,6 +196,11 @@ impl Writer {
                 Some(_) => Ok(Err(unfenceable("an inbox entry"))),
                 None => super::alerts::notify(cs, n).await,
             },
+            // Configuration refuses the relay on ScyllaDB (kafka.relay_events); a write
+            // that still carries events fails rather than drops them.
+            Write::WithEvents { .. } | Write::Relayed { .. } => Ok(Err(StoreError::Backend(
+                "the Kafka event outbox is built for SQLite and PostgreSQL, not ScyllaDB".into(),
+            ))),
         }
     }
 
