@@ -115,6 +115,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     // The node supervisor: one region per kind, one-for-one (kinds are independent). A
     // region that fails restarts with its entities passivated; past the restart intensity
     // the supervisor fails and the guardian stops the node.
+    // With the relay on, entities write their events to the outbox with their changes.
+    let events = settings.kafka.relay_events;
     let regions = vec![
         region_child::<Symbol>(RegionArgs {
             deps: Arc::new(SymbolDeps {
@@ -122,6 +124,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 markets: markets.clone(),
                 replay_events: settings.streams.replay_events,
                 alert_window_ms: settings.alerts.change_window_s as i64 * 1000,
+                events,
             }),
             sharding: sharding.clone(),
             policy,
@@ -133,6 +136,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 markets: markets.clone(),
                 replay_events: settings.streams.replay_events,
                 snapshot_every: settings.trading.snapshot_every,
+                events,
             }),
             sharding: sharding.clone(),
             policy,
@@ -157,6 +161,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 markets: markets.clone(),
                 replay_events: settings.streams.replay_events,
                 messages_per_sec: settings.chat.messages_per_sec,
+                events,
             }),
             sharding: sharding.clone(),
             policy,
@@ -177,6 +182,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             deps: Arc::new(AlertDeps {
                 store: store.clone(),
                 markets: markets.clone(),
+                events,
             }),
             sharding: sharding.clone(),
             policy,
@@ -254,6 +260,16 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         }
         _ => None,
     };
+    let relay = if settings.kafka.relay_events {
+        let relay = bourse_kafka::relay::Relay::new(&settings.kafka, &node)?;
+        Some(tokio::spawn(relay.run(
+            store.clone(),
+            sharding.clone(),
+            stop_rx.clone(),
+        )))
+    } else {
+        None
+    };
     tokio::spawn(become_ready(state.clone(), markets.clone()));
     tracing::info!(%node, %addr, storage = %db, "node started");
     print_urls(&node, addr, demo, &settings);
@@ -281,6 +297,9 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     let _ = stop_tx.send(true);
     if let Some(feed) = feed {
         let _ = feed.await;
+    }
+    if let Some(relay) = relay {
+        let _ = relay.await;
     }
     if tokio::time::timeout(Duration::from_secs(10), gateway)
         .await

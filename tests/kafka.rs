@@ -12,10 +12,12 @@ mod common;
 
 use bourse_actors::feed::Simulator;
 use bourse_config::Settings;
-use common::{Cluster, Node, WsClient, assert_continuity, free_port, metric};
-use rdkafka::ClientConfig;
+use common::{Cluster, Node, WsClient, assert_continuity, free_port, limit, metric, place_acked};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -388,4 +390,138 @@ fn a_node_killed_while_consuming_loses_and_duplicates_nothing() {
             .collect();
         assert_eq!(ids, (1..=N as u64).collect::<Vec<_>>(), "{symbol}");
     }
+}
+
+/// Every message of `topic` from its beginning, read until none arrived for `quiet`.
+fn read_topic(broker: &Broker, topic: &str, quiet: Duration) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "kafka-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    assert!(partitions > 0, "{topic} has no partitions");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last.elapsed() < quiet && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+#[test]
+fn the_event_topic_holds_every_acknowledged_orders_fills_once_after_deduplication() {
+    let Some(broker) = Broker::start("the_event_topic_holds_every_fill") else {
+        return;
+    };
+    let config = format!(
+        "[feed]\nkind = \"none\"\n[kafka]\nbrokers = [\"{}\"]\nrelay_events = true\n",
+        broker.address()
+    );
+    let mut node = Node::start("kafka-relay", &config);
+    let (_, seller) = node.register("relay_seller");
+    let (_, buyer) = node.register("relay_buyer");
+    const N: usize = 12;
+    let mut acked = Vec::new();
+    for i in 0..N {
+        acked.push(place_acked(
+            &node,
+            &seller,
+            limit("sell", "140000000", "0.0002"),
+            &format!("s{i}"),
+        ));
+        if i == N / 2 {
+            // A SIGKILL mid-way: whatever was acknowledged is in the outbox, and the
+            // restarted node relays it (perhaps again).
+            node.kill9();
+            node.restart();
+        }
+        acked.push(place_acked(
+            &node,
+            &buyer,
+            limit("buy", "140000000", "0.0002"),
+            &format!("b{i}"),
+        ));
+    }
+    let (status, v) = node.post(
+        "/api/v1/chat/KRW-BTC/messages",
+        &json!({"text": "relayed"}),
+        &[("Authorization", &format!("Bearer {buyer}"))],
+    );
+    assert_eq!(status, 201, "{v}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (events, by_id) = loop {
+        let events = read_topic(&broker, "bourse.events", Duration::from_secs(2));
+        let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+        for e in &events {
+            let id = e["id"].as_str().unwrap().to_string();
+            if let Some(seen) = by_id.get(&id) {
+                assert_eq!(seen, e, "one id, one event");
+            }
+            by_id.insert(id, e.clone());
+        }
+        let fills = by_id.values().filter(|e| e["kind"] == "fill").count();
+        let chats = by_id.values().filter(|e| e["kind"] == "chat").count();
+        if (fills >= N && chats >= 1) || Instant::now() > deadline {
+            break (events, by_id);
+        }
+    };
+    let fills: Vec<&Value> = by_id.values().filter(|e| e["kind"] == "fill").collect();
+    assert_eq!(fills.len(), N, "one fill per crossing pair: {fills:?}");
+    let trade_ids: BTreeSet<u64> = fills
+        .iter()
+        .map(|e| e["data"]["trade_id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(trade_ids.len(), N, "each fill once after deduplication");
+    for f in &fills {
+        assert_eq!(f["key"], "book/KRW-BTC");
+        assert_eq!(f["data"]["price"], "140000000");
+        assert_eq!(f["data"]["qty"], "0.0002");
+    }
+    // Every acknowledged order's last state is on the topic: each one filled.
+    let mut last_status: BTreeMap<String, String> = BTreeMap::new();
+    for e in by_id.values().filter(|e| e["kind"] == "order") {
+        let d = &e["data"];
+        if d["status"] == "filled" || !last_status.contains_key(d["order_id"].as_str().unwrap()) {
+            last_status.insert(
+                d["order_id"].as_str().unwrap().to_string(),
+                d["status"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    for a in &acked {
+        let id = a["order_id"].as_str().unwrap();
+        assert_eq!(
+            last_status.get(id).map(String::as_str),
+            Some("filled"),
+            "order {id} ({a}) is on the topic as filled"
+        );
+    }
+    let trades = by_id.values().filter(|e| e["kind"] == "trade").count();
+    assert_eq!(trades, N, "the symbol's trades too");
+    let chat: Vec<&Value> = by_id.values().filter(|e| e["kind"] == "chat").collect();
+    assert_eq!(chat.len(), 1);
+    assert_eq!(chat[0]["data"]["text"], "relayed");
+    assert!(events.len() >= by_id.len());
+    let text = metrics(&node);
+    assert!(
+        metric(&text, "bourse_relay_events_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
 }

@@ -14,6 +14,7 @@ pub mod account;
 pub mod alert;
 pub mod book;
 pub mod channel;
+pub mod events;
 pub mod feed;
 pub mod journal;
 pub mod room;

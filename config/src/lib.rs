@@ -90,8 +90,11 @@ pub struct KafkaSettings {
     pub brokers: Vec<String>,
     /// Trades to ingest, keyed by symbol.
     pub trades_topic: String,
-    /// Where every durable event is relayed.
+    /// Where every durable event is relayed (with `relay_events`).
     pub events_topic: String,
+    /// Relays every durable event (trades, fills, order changes, fired alerts, chat
+    /// messages) to `events_topic` through an outbox in storage (SQLite or PostgreSQL).
+    pub relay_events: bool,
     /// The consumer group whose committed positions record how far the cluster has
     /// ingested `trades_topic`.
     pub group: String,
@@ -103,6 +106,7 @@ impl Default for KafkaSettings {
             brokers: Vec::new(),
             trades_topic: "bourse.trades".into(),
             events_topic: "bourse.events".into(),
+            relay_events: false,
             group: "bourse-ingest".into(),
         }
     }
@@ -752,6 +756,18 @@ impl Settings {
                 ),
             ));
         }
+        if self.kafka.relay_events && self.kafka.brokers.is_empty() {
+            return Err(ConfigError::new(
+                "kafka.brokers",
+                "kafka.relay_events needs at least one broker (\"host:port\")",
+            ));
+        }
+        if self.kafka.relay_events && self.storage.backend == "scylla" {
+            return Err(ConfigError::new(
+                "kafka.relay_events",
+                "the event relay's outbox is built for SQLite and PostgreSQL, not ScyllaDB",
+            ));
+        }
         if self.feed.kind == "kafka" && self.kafka.brokers.is_empty() {
             return Err(ConfigError::new(
                 "kafka.brokers",
@@ -1033,6 +1049,7 @@ initial_price = "1000"
             (("BOURSE_FEED__KIND", "exchange"), "feed.kind"),
             (("BOURSE_KAFKA__TRADES_TOPIC", "a b"), "kafka.trades_topic"),
             (("BOURSE_KAFKA__GROUP", ""), "kafka.group"),
+            (("BOURSE_KAFKA__RELAY_EVENTS", "true"), "kafka.brokers"),
             (
                 ("BOURSE_GATEWAY__MAX_CHANNELS", "0"),
                 "gateway.max_channels",

@@ -2,7 +2,7 @@
 
 use bourse_actors::feed::Rejected;
 use bourse_cluster::metrics::registered;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 
 /// Feed trades by outcome: `applied` (stored by their symbol) or `duplicate` (already
@@ -53,4 +53,26 @@ pub fn init() {
     LazyLock::force(&TRADES);
     LazyLock::force(&REJECTED);
     LazyLock::force(&CONSUMER_LAG);
+}
+
+/// Events the relay published from the outbox (acknowledged by the broker).
+pub static RELAYED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(IntCounter::new(
+        "bourse_relay_events_total",
+        "Events this node relayed from the outbox to the events topic (acknowledged by the broker)",
+    ))
+});
+
+/// How old the oldest event not yet relayed is.
+pub static RELAY_LAG: LazyLock<Gauge> = LazyLock::new(|| {
+    registered(Gauge::new(
+        "bourse_relay_lag_seconds",
+        "Age of the oldest outbox event not yet relayed, seconds (0 when none; only on the node that relays)",
+    ))
+});
+
+/// Forces the relay's metrics into the registry.
+pub fn init_relay() {
+    LazyLock::force(&RELAYED);
+    LazyLock::force(&RELAY_LAG);
 }

@@ -6,8 +6,6 @@
 use bourse_actors::feed::{Simulator, TradeInput};
 use bourse_config::{Market, Markets};
 use bourse_storage::Side;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,7 +49,7 @@ pub async fn publish(
     p: &Publish,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<u64> {
-    ensure_topic(p).await?;
+    crate::ensure_topic(&p.brokers, &p.topic, p.partitions, "bourse-feed").await?;
     let producer: FutureProducer = crate::client_config(&p.brokers, "bourse-feed")
         .set("linger.ms", "5")
         // A retried batch never overtakes the one after it.
@@ -151,25 +149,6 @@ pub fn message(market: &Market, t: &TradeInput, seq: u64, format: Format) -> Str
             )
         }
     }
-}
-
-async fn ensure_topic(p: &Publish) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = crate::client_config(&p.brokers, "bourse-feed")
-        .create()
-        .map_err(|e| anyhow::anyhow!("creating the kafka admin client: {e}"))?;
-    let topic = NewTopic::new(&p.topic, p.partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics([&topic], &options)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating topic {}: {e}", p.topic))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
-        }
-    }
-    Ok(())
 }
 
 fn now_micros() -> u64 {

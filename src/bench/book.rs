@@ -65,6 +65,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         }
     }
     let book_deps = BookDeps {
+        events: false,
         store: store.clone(),
         markets: markets.clone(),
         replay_events: 1024,
@@ -72,6 +73,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
     };
     spawn_region::<BookEntity>(region(book_deps, &sharding, policy), root.get_cell()).await?;
     let symbol_deps = SymbolDeps {
+        events: false,
         store: store.clone(),
         markets: markets.clone(),
         replay_events: 1024,

@@ -56,6 +56,8 @@ pub enum AlertReply {
 pub struct AlertDeps {
     pub store: Arc<dyn MarketStore>,
     pub markets: Markets,
+    /// Whether firings also go to the outbox for the Kafka event relay.
+    pub events: bool,
 }
 
 /// The entity state.
@@ -279,10 +281,21 @@ impl Alert {
             body: event.clone(),
         }));
         let one_shot = !self.rule.repeat;
-        let stored = self.lease.commit(Write::AlertFired {
-            firing: firing.clone(),
-            one_shot,
-        });
+        let events = if self.deps.events {
+            vec![crate::events::alert(
+                firing_view(&self.deps.markets, &firing),
+                &firing,
+            )]
+        } else {
+            Vec::new()
+        };
+        let stored = self.lease.commit(
+            Write::AlertFired {
+                firing: firing.clone(),
+                one_shot,
+            }
+            .with_events(events),
+        );
         if let Err(e) = async { noted.wait().await.and(stored.await.map(|_| ())) }.await {
             tracing::error!(alert = %self.key, error = %e, "storing an alert firing failed");
             return AlertReply::Error(Refusal::Unavailable(format!(

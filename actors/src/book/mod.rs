@@ -87,6 +87,8 @@ pub struct BookDeps {
     pub markets: Markets,
     pub replay_events: usize,
     pub snapshot_every: u64,
+    /// Whether fills and order changes also go to the outbox for the Kafka event relay.
+    pub events: bool,
 }
 
 /// What becomes visible once a journal entry is durable.
@@ -375,12 +377,23 @@ impl BookEntity {
             }
         };
         self.seq += 1;
-        let ack = self.shared.lease.submit(Write::Journal {
+        let events = if self.deps.events {
+            let ts = match cmd {
+                Command::Submit { ts, .. }
+                | Command::Cancel { ts, .. }
+                | Command::Void { ts, .. } => ts,
+            };
+            crate::events::book(&self.market, self.seq, ts, &out)
+        } else {
+            Vec::new()
+        };
+        let write = Write::Journal {
             kind: KIND.into(),
             key: self.market.symbol.clone(),
             seq: self.seq,
             entry,
-        });
+        };
+        let ack = self.shared.lease.submit(write.with_events(events));
         let effects = self.effects(&cmd, &out);
         self.since_snapshot += 1;
         if self.since_snapshot >= self.deps.snapshot_every {

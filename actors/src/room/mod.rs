@@ -60,6 +60,8 @@ pub struct RoomDeps {
     pub replay_events: usize,
     /// Messages per second one user may post in a room.
     pub messages_per_sec: u32,
+    /// Whether messages also go to the outbox for the Kafka event relay.
+    pub events: bool,
 }
 
 /// The entity state.
@@ -256,7 +258,13 @@ impl Room {
             ts: now,
         };
         // Stored before anyone sees it.
-        if let Err(e) = self.lease.commit(Write::Chat(message.clone())).await {
+        let events = if self.deps.events {
+            vec![crate::events::chat(&message)]
+        } else {
+            Vec::new()
+        };
+        let write = Write::Chat(message.clone()).with_events(events);
+        if let Err(e) = self.lease.commit(write).await {
             tracing::error!(room = %self.key, error = %e, "storing a chat message failed");
             return RoomReply::Error(Refusal::Unavailable(format!(
                 "room {} could not store the message; retry",

@@ -88,6 +88,8 @@ pub struct SymbolDeps {
     pub replay_events: usize,
     /// The window `change_pct` alerts measure from (ms, whole minutes, at most a day).
     pub alert_window_ms: i64,
+    /// Whether trades also go to the outbox for the Kafka event relay.
+    pub events: bool,
 }
 
 /// An event of a trade batch, published once the batch's closed candles are durable.
@@ -444,7 +446,15 @@ impl Symbol {
         }
         // Durable before published: a trade the stream shows is one storage holds, and a
         // fenced (stale) activation publishes nothing.
-        let ticks_ack = self.lease.commit(Write::Ticks(ticks));
+        let events = if self.deps.events {
+            ticks
+                .iter()
+                .map(|t| crate::events::trade(&self.market, t))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ticks_ack = self.lease.commit(Write::Ticks(ticks).with_events(events));
         if !closed_all.is_empty() {
             self.persist_closed(&closed_all).await;
         }
