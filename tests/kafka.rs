@@ -525,3 +525,23 @@ fn the_event_topic_holds_every_acknowledged_orders_fills_once_after_deduplicatio
         "{text}"
     );
 }
+
+#[test]
+fn bench_kafka_runs_with_small_parameters() {
+    let Some(broker) = Broker::start("bench_kafka_runs_with_small_parameters") else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args(["bench", "kafka", "--brokers", &broker.address()])
+        .args(["--trades", "20", "--nodes", "1"])
+        .output()
+        .expect("run bourse bench kafka");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stored 160 of 160"), "{stdout}");
+    assert!(stdout.contains("relayed 160 trade events"), "{stdout}");
+}

@@ -1,7 +1,9 @@
-//! `bourse bench kafka`: Kafka ingest throughput. Starts a local cluster whose feed is a
-//! fresh topic on the given broker, waits until its nodes read their partitions, then
-//! publishes `--trades` trades per symbol as fast as the producer goes and measures until
-//! the symbols have stored them all (the nodes' `bourse_feed_trades_total`).
+//! `bourse bench kafka`: Kafka ingest and event-relay throughput. Starts a local cluster
+//! whose feed is a fresh topic on the given broker and whose relay publishes to another,
+//! waits until its nodes read their partitions, then publishes `--trades` trades per symbol
+//! as fast as the producer goes, and measures until the symbols have stored them all (the
+//! nodes' `bourse_feed_trades_total`) and until the relay has published each one's trade
+//! event (`bourse_relay_events_total`), sampling the relay's lag meanwhile.
 
 use super::{BENCH_TOKEN, local_cluster};
 use crate::probe::http_text;
@@ -27,21 +29,29 @@ pub struct KafkaArgs {
     pub partitions: i32,
 }
 
-/// The sum over nodes of `bourse_feed_trades_total{outcome}`.
-async fn counted(gateways: &[u16], outcome: &str) -> u64 {
-    let sample = format!("bourse_feed_trades_total{{outcome=\"{outcome}\"}} ");
-    let mut total = 0;
+/// The sum over nodes of the metric sample `sample` (name and labels).
+async fn summed(gateways: &[u16], sample: &str) -> f64 {
+    let prefix = format!("{sample} ");
+    let mut total = 0.0;
     for port in gateways {
         if let Some((200, text)) = http_text(*port, "GET", "/metrics", Some(BENCH_TOKEN), "").await
         {
             total += text
                 .lines()
-                .find_map(|l| l.strip_prefix(&sample))
+                .find_map(|l| l.strip_prefix(&prefix))
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0) as u64;
+                .unwrap_or(0.0);
         }
     }
     total
+}
+
+async fn counted(gateways: &[u16], outcome: &str) -> u64 {
+    summed(
+        gateways,
+        &format!("bourse_feed_trades_total{{outcome=\"{outcome}\"}}"),
+    )
+    .await as u64
 }
 
 /// Runs the benchmark and prints its figures.
@@ -63,7 +73,8 @@ pub async fn kafka(args: KafkaArgs) -> anyhow::Result<()> {
     // The topic first, so the nodes find it at start.
     bourse_kafka::publish::publish(&markets, &publish, never.clone()).await?;
     let feed = format!(
-        "[feed]\nkind = \"kafka\"\n[kafka]\nbrokers = [\"{}\"]\ntrades_topic = \"{topic}\"\ngroup = \"bourse-bench-{run}\"\n",
+        "[feed]\nkind = \"kafka\"\n[kafka]\nbrokers = [\"{}\"]\ntrades_topic = \"{topic}\"\ngroup = \"bourse-bench-{run}\"\n\
+         relay_events = true\nevents_topic = \"bourse.bench-events.{run}\"\n",
         args.brokers
     );
     let n = args.nodes.max(1);
@@ -86,11 +97,20 @@ pub async fn kafka(args: KafkaArgs) -> anyhow::Result<()> {
     let published = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut applied = counted(&gateways, "applied").await;
-    while applied < total && Instant::now() < deadline {
+    let mut relayed = 0;
+    let mut ingested = None;
+    let mut max_lag = 0.0f64;
+    while (applied < total || relayed < total) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         applied = counted(&gateways, "applied").await;
+        relayed = summed(&gateways, "bourse_relay_events_total").await as u64;
+        max_lag = max_lag.max(summed(&gateways, "bourse_relay_lag_seconds").await);
+        if applied >= total && ingested.is_none() {
+            ingested = Some(started.elapsed());
+        }
     }
-    let ingested = started.elapsed();
+    let ingested = ingested.unwrap_or_else(|| started.elapsed());
+    let relayed_in = started.elapsed();
     let duplicates = counted(&gateways, "duplicate").await;
     println!(
         "published {acked} in {:.2} s ({:.0} trades/s from one producer)",
@@ -102,6 +122,16 @@ pub async fn kafka(args: KafkaArgs) -> anyhow::Result<()> {
         ingested.as_secs_f64(),
         applied as f64 / ingested.as_secs_f64()
     );
+    println!(
+        "relayed {relayed} trade events in {:.2} s: {:.0} events/s; relay lag at most {:.2} s (sampled every 50 ms)",
+        relayed_in.as_secs_f64(),
+        relayed as f64 / relayed_in.as_secs_f64(),
+        max_lag
+    );
     anyhow::ensure!(applied == total, "not every trade was stored in 300 s");
+    anyhow::ensure!(
+        relayed >= total,
+        "not every trade event was relayed in 300 s"
+    );
     Ok(())
 }
