@@ -233,7 +233,11 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         markets: markets.clone(),
         settings: settings.gateway.clone(),
         max_alerts_per_user: settings.alerts.max_per_user,
-        auth: Arc::new(Auth::new(&settings.auth, redis).map_err(|e| anyhow::anyhow!(e))?),
+        auth: Arc::new(Auth::new(&settings.auth, redis.clone()).map_err(|e| anyhow::anyhow!(e))?),
+        ticker_cache: bourse_gateway::ticker_cache::TickerCache::new(
+            redis,
+            settings.redis.ticker_cache_ms,
+        ),
         admin_token: settings.admin.token.clone(),
         metrics_public: settings
             .admin

@@ -104,11 +104,21 @@ fn login_throttles_hold_across_nodes_through_redis_and_outlive_it() {
     let env = |url: &str| {
         vec![
             ("BOURSE_REDIS__URL".to_string(), url.to_string()),
+            // A loaded CI machine must not turn a slow answer into a fallback.
+            ("BOURSE_REDIS__TIMEOUT_MS".to_string(), "5000".to_string()),
             (
                 "BOURSE_AUTH__LOGIN_PER_IP_PER_MIN".to_string(),
                 "4".to_string(),
             ),
         ]
+    };
+    let fallbacks = |node: &Node, scope: &str| {
+        let (s, text) = node.get("/metrics");
+        assert_eq!(s, 200);
+        metric(
+            text.as_str().unwrap_or_default(),
+            &format!("bourse_redis_fallbacks_total{{scope=\"{scope}\"}}"),
+        )
     };
     let a = Node::start_env("redis-a", "", env(&redis.url()), true);
     let b = Node::start_env("redis-b", "", env(&redis.url()), true);
@@ -126,6 +136,17 @@ fn login_throttles_hold_across_nodes_through_redis_and_outlive_it() {
         "{v}"
     );
 
+    assert_eq!(
+        fallbacks(&a, "login_ip"),
+        Some(0.0),
+        "Redis decided every check"
+    );
+    assert_eq!(
+        fallbacks(&b, "login_ip"),
+        Some(0.0),
+        "Redis decided every check"
+    );
+
     // Redis dies: both nodes still answer every login, each counting in its own memory
     // (b has counted nothing itself yet, so it lets four through again).
     redis.kill();
@@ -138,11 +159,8 @@ fn login_throttles_hold_across_nodes_through_redis_and_outlive_it() {
     let (s, v) = login(&a, "late5");
     assert_eq!(s, 401, "a answers without redis: {v}");
 
-    let (s, text) = b.get("/metrics");
-    assert_eq!(s, 200);
-    let text = text.as_str().unwrap_or_default().to_string();
-    let fallbacks = metric(&text, "bourse_redis_fallbacks_total{scope=\"login_ip\"}");
-    assert!(fallbacks.is_some_and(|n| n >= 5.0), "{fallbacks:?}");
+    let counted = fallbacks(&b, "login_ip");
+    assert!(counted.is_some_and(|n| n >= 5.0), "{counted:?}");
     assert!(
         b.log().contains("redis does not answer"),
         "the outage is logged:\n{}",
@@ -177,4 +195,70 @@ fn a_node_starts_and_answers_while_its_redis_is_down() {
         &[],
     );
     assert_eq!(s, 429, "the in-memory throttle holds: {v}");
+    let (_, text) = node.get("/metrics");
+    let counted = metric(
+        text.as_str().unwrap_or_default(),
+        "bourse_redis_fallbacks_total{scope=\"register_ip\"}",
+    );
+    assert_eq!(counted, Some(3.0), "each check fell back");
+}
+
+/// `GET` of `key` over RESP: the bulk string, if any.
+fn redis_get(port: u16, key: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).as_bytes())
+        .ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).ok()?;
+    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    let (head, body) = reply.split_once("\r\n")?;
+    (head != "$-1").then(|| body.trim_end().to_string())
+}
+
+#[test]
+fn ticker_reads_are_shared_through_redis_and_outlive_it() {
+    let Some(mut redis) = RedisServer::start("ticker_reads_are_shared_through_redis") else {
+        return;
+    };
+    let env = vec![
+        ("BOURSE_REDIS__URL".to_string(), redis.url()),
+        ("BOURSE_REDIS__TIMEOUT_MS".to_string(), "5000".to_string()),
+        // Long enough that the simulator's trades would change any uncached answer.
+        (
+            "BOURSE_REDIS__TICKER_CACHE_MS".to_string(),
+            "60000".to_string(),
+        ),
+    ];
+    let a = Node::start_env("ticker-a", "", env.clone(), true);
+    let (s, first) = a.get("/api/v1/ticker/KRW-BTC");
+    assert_eq!(s, 200, "{first}");
+    let cached: serde_json::Value =
+        serde_json::from_str(&redis_get(redis.port, "bourse:ticker:KRW-BTC").expect("cached"))
+            .unwrap();
+    assert_eq!(cached, first, "Redis holds the answer");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, again) = a.get("/api/v1/ticker/KRW-BTC");
+    assert_eq!(again, first, "served from Redis while trades go on");
+    let (_, text) = a.get("/metrics");
+    let text = text.as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        metric(&text, "bourse_ticker_cache_total{outcome=\"hit\"}"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Without Redis, reads go to the symbol again: answered, and fresh.
+    redis.kill();
+    let (s, live) = a.get("/api/v1/ticker/KRW-BTC");
+    assert_eq!(s, 200, "{live}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, later) = a.get("/api/v1/ticker/KRW-BTC");
+    assert_ne!(later, first, "not the cached answer any more");
+    let (_, text) = a.get("/metrics");
+    let fell_back = metric(
+        text.as_str().unwrap_or_default(),
+        "bourse_redis_fallbacks_total{scope=\"ticker_cache\"}",
+    );
+    assert!(fell_back.is_some_and(|n| n >= 2.0), "{fell_back:?}");
 }

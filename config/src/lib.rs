@@ -70,6 +70,8 @@ pub struct RedisSettings {
     pub url: Option<String>,
     /// How long one Redis round trip may take before the node decides on its own, ms.
     pub timeout_ms: u64,
+    /// How long a REST ticker answer is shared through Redis, ms (0: not cached).
+    pub ticker_cache_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -77,6 +79,7 @@ impl Default for RedisSettings {
         RedisSettings {
             url: None,
             timeout_ms: 250,
+            ticker_cache_ms: 1000,
         }
     }
 }
@@ -829,18 +832,23 @@ impl Settings {
             u64::from(self.auth.argon2_iterations),
         )?;
         positive("auth.hash_queue_ms", self.auth.hash_queue_ms)?;
-        positive(
-            "auth.login_per_user_per_min",
-            u64::from(self.auth.login_per_user_per_min),
-        )?;
-        positive(
-            "auth.login_per_ip_per_min",
-            u64::from(self.auth.login_per_ip_per_min),
-        )?;
-        positive(
-            "auth.register_per_ip_per_min",
-            u64::from(self.auth.register_per_ip_per_min),
-        )?;
+        for (key, per_min) in [
+            (
+                "auth.login_per_user_per_min",
+                self.auth.login_per_user_per_min,
+            ),
+            ("auth.login_per_ip_per_min", self.auth.login_per_ip_per_min),
+            (
+                "auth.register_per_ip_per_min",
+                self.auth.register_per_ip_per_min,
+            ),
+        ] {
+            positive(key, u64::from(per_min))?;
+            // The throttles space requests by 60,000,000 / per_min microseconds.
+            if per_min > 60_000_000 {
+                return Err(ConfigError::new(key, "at most 60000000"));
+            }
+        }
         if self.trading.market_protect_pct == 0 || self.trading.market_protect_pct > 100 {
             return Err(ConfigError::new(
                 "trading.market_protect_pct",
@@ -1060,6 +1068,10 @@ initial_price = "1000"
             (("BOURSE_STORAGE__BACKEND", "scylla"), "storage.nodes"),
             (("BOURSE_REDIS__URL", "localhost:6379"), "redis.url"),
             (("BOURSE_REDIS__TIMEOUT_MS", "0"), "redis.timeout_ms"),
+            (
+                ("BOURSE_AUTH__LOGIN_PER_IP_PER_MIN", "60000001"),
+                "auth.login_per_ip_per_min",
+            ),
         ] {
             let err = load("", &[env]).unwrap_err();
             assert_eq!(err.key, key, "{err}");

@@ -16,6 +16,7 @@ pub mod shared_limits;
 pub mod sse;
 pub mod state;
 pub mod subscriptions;
+pub mod ticker_cache;
 pub mod ws;
 
 pub use state::GatewayState;

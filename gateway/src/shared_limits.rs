@@ -101,32 +101,75 @@ impl Redis {
         }))
     }
 
-    /// One GCRA step for `key`: 0 when allowed, else the wait in microseconds.
-    async fn gcra(&self, key: &str, interval_us: u64, burst: u32) -> Result<u64, String> {
-        let mut conn = self.conn.clone();
+    /// One round trip, bounded by the timeout and measured.
+    async fn round_trip<T: redis::FromRedisValue>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
         let started = Instant::now();
-        let mut invocation = self.script.key(key);
-        invocation.arg(interval_us).arg(burst);
-        let outcome =
-            tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await;
+        let outcome = tokio::time::timeout(self.timeout, request).await;
         ROUND_TRIP.observe(started.elapsed().as_secs_f64());
         match outcome {
-            Ok(Ok(wait)) => Ok(u64::try_from(wait).unwrap_or(0)),
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
     }
 
+    /// One GCRA step for `key`: 0 when allowed, else the wait in microseconds.
+    async fn gcra(&self, key: &str, interval_us: u64, burst: u32) -> Result<u64, String> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(key);
+        invocation.arg(interval_us).arg(burst);
+        let wait: i64 = self
+            .round_trip(invocation.invoke_async::<i64>(&mut conn))
+            .await?;
+        Ok(u64::try_from(wait).unwrap_or(0))
+    }
+
+    /// The string at `key`, if any (`scope` names the caller in metrics and logs).
+    pub(crate) async fn get(&self, scope: &str, key: &str) -> Option<String> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        match self
+            .round_trip(cmd.query_async::<Option<String>>(&mut conn))
+            .await
+        {
+            Ok(v) => {
+                self.answered();
+                v
+            }
+            Err(e) => {
+                self.failed(scope, &e);
+                None
+            }
+        }
+    }
+
+    /// Stores `value` at `key` for `ttl_ms`.
+    pub(crate) async fn set_px(&self, scope: &str, key: &str, value: &str, ttl_ms: u64) {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
+        match self.round_trip(cmd.query_async::<()>(&mut conn)).await {
+            Ok(()) => self.answered(),
+            Err(e) => self.failed(scope, &e),
+        }
+    }
+
     fn answered(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
-            tracing::warn!("redis answers again: throttles hold across the cluster again");
+            tracing::warn!(
+                "redis answers again: throttles hold across the cluster, ticker reads are cached again"
+            );
         }
     }
 
     fn failed(&self, scope: &str, error: &str) {
         FALLBACKS.with_label_values(&[scope]).inc();
         if !self.down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, "redis does not answer: throttles count on this node alone until it does");
+            tracing::warn!(%error, "redis does not answer: throttles count on this node alone and ticker reads go to the symbols until it does");
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct GatewayState {
     pub max_alerts_per_user: usize,
     /// Tokens and password hashing.
     pub auth: Arc<crate::auth::Auth>,
+    /// REST ticker answers shared through Redis.
+    pub ticker_cache: crate::ticker_cache::TickerCache,
     /// The admin bearer token; `None` disables the admin endpoints.
     pub admin_token: Option<String>,
     /// `/metrics` without the admin token.

@@ -81,12 +81,19 @@ pub async fn ticker(
 ) -> Result<Value, ApiError> {
     query(&q, &[])?;
     let m = market(&state, &symbol)?;
+    if let Some(cached) = state.ticker_cache.get(&symbol).await {
+        return Ok(cached);
+    }
     match state
         .sharding
         .ask::<Symbol>(&symbol, SymbolMsg::Ticker)
         .await?
     {
-        SymbolReply::Ticker(t) => Ok(view::ticker(m, &t)),
+        SymbolReply::Ticker(t) => {
+            let ticker = view::ticker(m, &t);
+            state.ticker_cache.put(&symbol, &ticker).await;
+            Ok(ticker)
+        }
         other => Err(unexpected(other)),
     }
 }
