@@ -248,6 +248,34 @@ fn trades_published_to_kafka_reach_every_node_in_order_without_gaps() {
         feed_lines(&cluster.nodes[0]),
         feed_lines(&cluster.nodes[1])
     );
+    // librdkafka's statistics (every 5 s) give each node's lag per partition it reads
+    // (those that ever held a message): each partition on one node, read to its end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lags: Vec<String> = cluster
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                metrics(n)
+                    .lines()
+                    .filter(|l| l.starts_with("bourse_kafka_consumer_lag{"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let partitions: BTreeSet<&str> = lags.iter().filter_map(|l| l.split('"').nth(1)).collect();
+        if !lags.is_empty()
+            && partitions.len() == lags.len()
+            && lags.iter().all(|l| l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer lag per partition: {lags:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
