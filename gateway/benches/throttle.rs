@@ -62,6 +62,7 @@ fn main() {
                 let redis = Redis::open(&RedisSettings {
                     url: Some(url),
                     timeout_ms: 1_000,
+                    ..RedisSettings::default()
                 })
                 .expect("redis url")
                 .expect("redis configured");
