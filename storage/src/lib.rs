@@ -189,6 +189,16 @@ pub enum Write {
 }
 
 impl Fence {
+    /// The refusal of a write under this fence once epoch `current` holds the lease.
+    pub fn refusal(&self, current: Option<u64>) -> StoreError {
+        StoreError::Fenced {
+            kind: self.kind.clone(),
+            key: self.key.clone(),
+            epoch: self.epoch,
+            current: current.unwrap_or(0),
+        }
+    }
+
     /// The write that gives this lease up (a no-op once a newer activation holds it).
     pub fn release(&self) -> Write {
         Write::ReleaseLease {
@@ -208,6 +218,31 @@ impl Write {
         Write::WithEvents {
             write: Box::new(self),
             events,
+        }
+    }
+
+    /// The write inside its wrappers: the fences it must pass (outermost first), the
+    /// events that go with it, and the write itself.
+    pub(crate) fn layers(&self) -> (Vec<&Fence>, &[OutboxEvent], &Write) {
+        let (mut fences, mut events, mut write) = (Vec::new(), &[][..], self);
+        loop {
+            match write {
+                Write::Fenced {
+                    fence,
+                    write: inner,
+                } => {
+                    fences.push(fence);
+                    write = inner;
+                }
+                Write::WithEvents {
+                    write: inner,
+                    events: e,
+                } => {
+                    events = e;
+                    write = inner;
+                }
+                _ => return (fences, events, write),
+            }
         }
     }
 

@@ -340,12 +340,7 @@ fn apply(
         Write::Fenced { fence, write } => {
             let current = lease_epoch(tx, &fence.kind, &fence.key)?;
             if current != Some(fence.epoch) {
-                return Ok(Err(StoreError::Fenced {
-                    kind: fence.kind.clone(),
-                    key: fence.key.clone(),
-                    epoch: fence.epoch,
-                    current: current.unwrap_or(0),
-                }));
+                return Ok(Err(fence.refusal(current)));
             }
             apply(tx, write)
         }

@@ -13,7 +13,7 @@
 
 use super::Client;
 use crate::queue::Reply;
-use crate::records::{Interval, OutboxEvent, Side};
+use crate::records::{Interval, Side};
 use crate::{StoreError, Write};
 use std::collections::HashMap;
 use tokio_postgres::Error;
@@ -45,23 +45,13 @@ async fn lock_leases<'a>(
 ) -> Result<Epochs<'a>, Error> {
     let mut epochs = Epochs::new();
     for (write, _) in batch {
-        let mut write = write;
-        loop {
-            match write {
-                Write::Fenced {
-                    fence,
-                    write: inner,
-                } => {
-                    epochs.insert((&fence.kind, &fence.key), None);
-                    write = inner;
-                }
-                Write::WithEvents { write: inner, .. } => write = inner,
-                Write::AcquireLease { kind, key, .. } | Write::ReleaseLease { kind, key, .. } => {
-                    epochs.insert((kind, key), None);
-                    break;
-                }
-                _ => break,
-            }
+        let (fences, _, inner) = write.layers();
+        for fence in fences {
+            epochs.insert((&fence.kind, &fence.key), None);
+        }
+        if let Write::AcquireLease { kind, key, .. } | Write::ReleaseLease { kind, key, .. } = inner
+        {
+            epochs.insert((kind, key), None);
         }
     }
     if epochs.is_empty() {
@@ -98,38 +88,17 @@ fn side_code(side: Side) -> i16 {
 /// one is this write's own outcome.
 async fn apply<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
-    mut write: &'a Write,
+    write: &'a Write,
     epochs: &mut Epochs<'a>,
 ) -> Result<Result<u64, StoreError>, Error> {
-    let mut events: &[OutboxEvent] = &[];
-    loop {
-        match write {
-            Write::Fenced {
-                fence,
-                write: inner,
-            } => {
-                let current = epochs
-                    .get(&(fence.kind.as_str(), fence.key.as_str()))
-                    .copied()
-                    .flatten();
-                if current != Some(fence.epoch) {
-                    return Ok(Err(StoreError::Fenced {
-                        kind: fence.kind.clone(),
-                        key: fence.key.clone(),
-                        epoch: fence.epoch,
-                        current: current.unwrap_or(0),
-                    }));
-                }
-                write = inner;
-            }
-            Write::WithEvents {
-                write: inner,
-                events: e,
-            } => {
-                events = e;
-                write = inner;
-            }
-            _ => break,
+    let (fences, events, write) = write.layers();
+    for fence in fences {
+        let current = epochs
+            .get(&(fence.kind.as_str(), fence.key.as_str()))
+            .copied()
+            .flatten();
+        if current != Some(fence.epoch) {
+            return Ok(Err(fence.refusal(current)));
         }
     }
     let applied = apply_one(tx, write, epochs).await?;

@@ -77,16 +77,6 @@ pub(super) fn new_id(last: &mut i64) -> i64 {
 /// the error that fails the batch from this write on.
 pub(super) type Answer = Result<Result<u64, StoreError>, StoreError>;
 
-/// The refusal of a write under `fence` once epoch `current` holds the lease.
-pub(super) fn fenced(fence: &Fence, current: Option<u64>) -> StoreError {
-    StoreError::Fenced {
-        kind: fence.kind.clone(),
-        key: fence.key.clone(),
-        epoch: fence.epoch,
-        current: current.unwrap_or(0),
-    }
-}
-
 /// The refusal of a fenced write this backend cannot fence exactly (nothing in bourse
 /// submits one): it is never applied unfenced.
 fn unfenceable(what: &str) -> StoreError {
@@ -221,7 +211,7 @@ impl Writer {
             return Ok(Ok(Some(f.epoch)));
         }
         if let Some(current) = fence::register(cs, f, part).await? {
-            return Ok(Err(fenced(f, Some(current))));
+            return Ok(Err(f.refusal(Some(current))));
         }
         match fence::raise(cs, part, f.epoch).await? {
             Claim::Held => {
@@ -231,7 +221,7 @@ impl Writer {
                 self.claimed.insert(claim);
                 Ok(Ok(Some(f.epoch)))
             }
-            Claim::Newer(current) => Ok(Err(fenced(f, Some(current)))),
+            Claim::Newer(current) => Ok(Err(f.refusal(Some(current)))),
             Claim::Missing => Ok(Err(StoreError::Conflict(format!(
                 "{} does not exist",
                 part.encode()
@@ -259,7 +249,7 @@ impl Writer {
             Ok(Ok(()))
         } else {
             self.forget(f, part);
-            Ok(Err(fenced(f, current)))
+            Ok(Err(f.refusal(current)))
         }
     }
 
@@ -278,7 +268,7 @@ impl Writer {
             return None;
         }
         self.forget(f, part);
-        Some(fenced(f, current))
+        Some(f.refusal(current))
     }
 
     /// Forgets a claim that a conditional write found lost.
