@@ -9,26 +9,25 @@ use bourse_config::Market;
 use bourse_storage::{AlertFiring, ChatMessage, OutboxEvent, Tick};
 use serde_json::{Value, json};
 
-fn event(id: String, kind: &str, key: String, ts: i64, data: Value) -> OutboxEvent {
+fn event(id: String, kind: &str, key: String, ts: i64, data: String) -> OutboxEvent {
     OutboxEvent {
         id,
         kind: kind.into(),
         key,
         ts,
-        data: data.to_string(),
+        data,
     }
 }
 
-/// A symbol's trade (`trade:S:<trade_id>`), as the `trades:S` channel shows it.
-pub fn trade(market: &Market, t: &Tick) -> OutboxEvent {
-    let mut data = crate::symbol::view::trade(market, t);
-    data["symbol"] = json!(market.symbol);
+/// A symbol's trade (`trade:S:<trade_id>`): `shown`, its `trades:S` event, and `symbol`.
+pub fn trade(market: &Market, t: &Tick, mut shown: Value) -> OutboxEvent {
+    shown["symbol"] = json!(market.symbol);
     event(
         format!("trade:{}:{}", market.symbol, t.trade_id),
         "trade",
         format!("symbol/{}", market.symbol),
         t.ts,
-        data,
+        shown.to_string(),
     )
 }
 
@@ -48,7 +47,8 @@ pub fn book(market: &Market, seq: u64, ts: i64, out: &Outcome) -> Vec<OutboxEven
                 "price": market.tick.format(f.price),
                 "qty": market.lot.format(f.qty),
                 "taker_side": crate::trading::tick_side(f.taker_side).as_str(),
-            }),
+            })
+            .to_string(),
         )
     });
     let orders = out.updates.iter().map(|(owner, s): &(u64, OrderState)| {
@@ -64,7 +64,8 @@ pub fn book(market: &Market, seq: u64, ts: i64, out: &Outcome) -> Vec<OutboxEven
                 "status": s.status.as_str(),
                 "filled": market.lot.format(s.filled),
                 "last_trade_id": s.last_trade.to_string(),
-            }),
+            })
+            .to_string(),
         )
     });
     fills.chain(orders).collect()
@@ -77,17 +78,17 @@ pub fn chat(m: &ChatMessage) -> OutboxEvent {
         "chat",
         format!("room/{}", m.room),
         m.ts,
-        crate::room::view(m),
+        crate::room::view(m).to_string(),
     )
 }
 
-/// A fired alert (`alert:<alert_id>:<n>`), as its owner's `alerts` channel shows it.
-pub fn alert(data: Value, f: &AlertFiring) -> OutboxEvent {
+/// A fired alert (`alert:<alert_id>:<n>`): `shown`, its owner's `alerts` channel event.
+pub fn alert(shown: String, f: &AlertFiring) -> OutboxEvent {
     event(
         format!("alert:{}:{}", f.alert_id, f.n),
         "alert",
         format!("alert/{}", f.alert_id),
         f.ts,
-        data,
+        shown,
     )
 }

@@ -28,6 +28,16 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     registered(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
+/// A counter with one label whose series for `values` exist from the start, at zero, so
+/// dashboards and alerts see them before the first event.
+pub fn counter_from_zero(name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+    let counter = counter_vec(name, help, &[label]);
+    for v in values {
+        counter.with_label_values(&[v]);
+    }
+    counter
+}
+
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     registered(IntGaugeVec::new(Opts::new(name, help), labels))
 }

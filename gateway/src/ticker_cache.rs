@@ -5,24 +5,19 @@
 //! before. The live `ticker:S` channel is never cached.
 
 use crate::shared_limits::Redis;
-use bourse_cluster::metrics::registered;
-use prometheus::{IntCounterVec, Opts};
+use bourse_cluster::metrics::counter_from_zero;
+use prometheus::IntCounterVec;
 use serde_json::Value;
 use std::sync::LazyLock;
 
 /// Ticker reads by where they were answered from.
 static READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let v = registered(IntCounterVec::new(
-        Opts::new(
-            "bourse_ticker_cache_total",
-            "REST ticker reads answered from the Redis cache (hit) or by the symbol (miss)",
-        ),
-        &["outcome"],
-    ));
-    for outcome in ["hit", "miss"] {
-        v.with_label_values(&[outcome]);
-    }
-    v
+    counter_from_zero(
+        "bourse_ticker_cache_total",
+        "REST ticker reads answered from the Redis cache (hit) or by the symbol (miss)",
+        "outcome",
+        &["hit", "miss"],
+    )
 });
 
 /// The metric label and log scope of the cache's Redis round trips.

@@ -13,6 +13,7 @@
 //! another node, which reads again from the last commit. Nor does it duplicate: each trade
 //! carries its source sequence and a symbol skips those at or below the newest it stored.
 
+use crate::LogEvery;
 use crate::metrics::{CONSUMER_LAG, REJECTED, TRADES};
 use bourse_actors::feed::{FeedTrade, Rejected, message};
 use bourse_actors::symbol::{Symbol, SymbolMsg, SymbolReply};
@@ -132,7 +133,7 @@ impl Ingest {
             if !batch.deliver(&sharding, &shutdown).await {
                 break;
             }
-            batch.commit(consumer);
+            batch.commit(consumer, &self.topic);
         }
         tracing::info!(topic = %self.topic, "kafka ingest stopped");
     }
@@ -209,32 +210,26 @@ impl Partitions {
     }
 }
 
-/// One chunk of messages: the trades per symbol in arrival order, and where each
-/// partition's position goes once they are stored.
+/// One chunk of messages (all of the trades topic): the trades per symbol in arrival
+/// order, and where each partition's position goes once they are stored.
 #[derive(Default)]
-struct Batch {
-    trades: Vec<(String, Vec<FeedTrade>)>,
-    index: HashMap<String, usize>,
-    next_offsets: HashMap<(String, i32), i64>,
+struct Batch<'m> {
+    trades: Vec<(&'m str, Vec<FeedTrade>)>,
+    index: HashMap<&'m str, usize>,
+    next_offsets: HashMap<i32, i64>,
 }
 
-impl Batch {
-    fn add(&mut self, m: &BorrowedMessage<'_>, markets: &Markets, logged: &mut Logged) {
-        let next = self
-            .next_offsets
-            .entry((m.topic().to_string(), m.partition()))
-            .or_insert(0);
+impl<'m> Batch<'m> {
+    fn add(&mut self, m: &BorrowedMessage<'_>, markets: &'m Markets, logged: &mut Logged) {
+        let next = self.next_offsets.entry(m.partition()).or_insert(0);
         *next = (*next).max(m.offset() + 1);
         match message::parse(m.payload().unwrap_or_default(), markets) {
-            Ok((symbol, trade)) => {
-                let i = match self.index.get(&symbol) {
-                    Some(i) => *i,
-                    None => {
-                        self.trades.push((symbol.clone(), Vec::new()));
-                        self.index.insert(symbol, self.trades.len() - 1);
-                        self.trades.len() - 1
-                    }
-                };
+            Ok((market, trade)) => {
+                let symbol = market.symbol.as_str();
+                let i = *self.index.entry(symbol).or_insert_with(|| {
+                    self.trades.push((symbol, Vec::new()));
+                    self.trades.len() - 1
+                });
                 self.trades[i].1.push(trade);
             }
             Err(reason) => {
@@ -257,12 +252,12 @@ impl Batch {
             .all(|stored| stored)
     }
 
-    fn commit<C: Consumer<LagContext>>(&self, consumer: &C) {
+    fn commit(&self, consumer: &StreamConsumer<LagContext>, topic: &str) {
         if self.next_offsets.is_empty() {
             return;
         }
         let mut positions = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.next_offsets {
+        for (partition, offset) in &self.next_offsets {
             if let Err(e) =
                 positions.add_partition_offset(topic, *partition, Offset::Offset(*offset))
             {
@@ -280,7 +275,7 @@ impl Batch {
 /// Asks `symbol` to store `trades` until it answers that they are durable.
 async fn deliver(
     sharding: &Sharding,
-    symbol: String,
+    symbol: &str,
     trades: Vec<FeedTrade>,
     mut shutdown: watch::Receiver<bool>,
 ) -> bool {
@@ -288,7 +283,7 @@ async fn deliver(
     let mut tries = 0u32;
     loop {
         let why = match sharding
-            .ask::<Symbol>(&symbol, SymbolMsg::Ingest(trades.clone()))
+            .ask::<Symbol>(symbol, SymbolMsg::Ingest(trades.clone()))
             .await
         {
             Ok(SymbolReply::Ingested {
@@ -326,10 +321,18 @@ async fn deliver(
 
 /// What was already logged: each kind of bad message once per process, each consumer
 /// error at most once per [`ERROR_LOG_EVERY`].
-#[derive(Default)]
 struct Logged {
     rejected: HashSet<Rejected>,
-    errors: HashMap<String, Instant>,
+    errors: LogEvery,
+}
+
+impl Default for Logged {
+    fn default() -> Logged {
+        Logged {
+            rejected: HashSet::new(),
+            errors: LogEvery::new(ERROR_LOG_EVERY),
+        }
+    }
 }
 
 impl Logged {
@@ -350,13 +353,6 @@ impl Logged {
     }
 
     fn consumer_error_text(&mut self, text: String) {
-        let due = self
-            .errors
-            .get(&text)
-            .is_none_or(|at| at.elapsed() >= ERROR_LOG_EVERY);
-        if due {
-            tracing::warn!(error = %text, "kafka consumer");
-            self.errors.insert(text, Instant::now());
-        }
+        self.errors.warn("kafka consumer", text);
     }
 }

@@ -1,10 +1,11 @@
-//! Kafka for bourse (docs/OPERATIONS.md "Kafka"): the cluster consumes a trades topic as
-//! one consumer group and routes each trade to its symbol entity, committing a position
-//! only once the symbol has stored what precedes it ([`ingest`]); `bourse feed --to kafka`
-//! publishes the built-in simulator into that topic ([`publish`]).
+//! Kafka for bourse (docs/OPERATIONS.md "Kafka"): the cluster consumes a trades topic,
+//! its partitions placed on nodes by the ring, and routes each trade to its symbol entity,
+//! committing a position only once the symbol has stored what precedes it ([`ingest`]); the
+//! relay publishes every durable event from storage's outbox ([`relay`]); `bourse feed --to
+//! kafka` publishes the built-in simulator into the trades topic ([`publish`]).
 //!
-//! librdkafka is built from the rdkafka crate's bundled source: it does the protocol,
-//! group membership and batching; this crate does the routing and the commits.
+//! librdkafka is built from the rdkafka crate's bundled source: it does the protocol and
+//! batching; this crate does the placement, the routing and the commits.
 
 pub mod ingest;
 pub mod metrics;
@@ -14,8 +15,13 @@ pub mod relay;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
-use std::time::Duration;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long one message may wait for the broker's acknowledgement.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The settings every client of the cluster shares: brokers and a client id that names the
 /// node in the broker's logs.
@@ -27,6 +33,67 @@ fn client_config(brokers: &[String], client_id: &str) -> ClientConfig {
         // librdkafka's own log lines go through its default logger at warning level.
         .set("log_level", "4");
     config
+}
+
+/// A producer that keeps each partition's messages in the order they were enqueued: a
+/// retried batch never overtakes the one after it (a symbol's sequences, an entity's
+/// events).
+fn ordered_producer(brokers: &[String], client_id: &str) -> anyhow::Result<FutureProducer> {
+    client_config(brokers, client_id)
+        .set("linger.ms", "5")
+        .set("max.in.flight.requests.per.connection", "1")
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
+        .create()
+        .map_err(|e| anyhow::anyhow!("kafka producer: {e}"))
+}
+
+/// Enqueues one message, waiting while librdkafka's queue is full; the future resolves
+/// with the broker's acknowledgement.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, str, str>,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// A warning logged at most once per `every` for the same text: a broker outage says so
+/// without a line per retry.
+#[derive(Debug)]
+struct LogEvery {
+    every: Duration,
+    last: HashMap<String, Instant>,
+}
+
+impl LogEvery {
+    fn new(every: Duration) -> LogEvery {
+        LogEvery {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    fn warn(&mut self, what: &str, error: String) {
+        let due = self
+            .last
+            .get(&error)
+            .is_none_or(|at| at.elapsed() >= self.every);
+        if due {
+            tracing::warn!(%error, "{what}");
+            self.last.insert(error, Instant::now());
+        }
+    }
 }
 
 /// Creates `topic` when it does not exist (`partitions` partitions, one replica: a

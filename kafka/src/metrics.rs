@@ -1,39 +1,29 @@
 //! Feed and Kafka metrics in the process's default Prometheus registry.
 
 use bourse_actors::feed::Rejected;
-use bourse_cluster::metrics::registered;
+use bourse_cluster::metrics::{counter_from_zero, registered};
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 
 /// Feed trades by outcome: `applied` (stored by their symbol) or `duplicate` (already
 /// stored: a re-delivery after a crash or a rebalance).
 pub static TRADES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let v = registered(IntCounterVec::new(
-        Opts::new(
-            "bourse_feed_trades_total",
-            "Trades consumed from the feed, by outcome (applied, duplicate)",
-        ),
-        &["outcome"],
-    ));
-    for outcome in ["applied", "duplicate"] {
-        v.with_label_values(&[outcome]);
-    }
-    v
+    counter_from_zero(
+        "bourse_feed_trades_total",
+        "Trades consumed from the feed, by outcome (applied, duplicate)",
+        "outcome",
+        &["applied", "duplicate"],
+    )
 });
 
 /// Skipped feed messages by reason.
 pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let v = registered(IntCounterVec::new(
-        Opts::new(
-            "bourse_feed_rejected_total",
-            "Feed messages skipped as malformed, by reason",
-        ),
-        &["reason"],
-    ));
-    for r in Rejected::ALL {
-        v.with_label_values(&[r.as_str()]);
-    }
-    v
+    counter_from_zero(
+        "bourse_feed_rejected_total",
+        "Feed messages skipped as malformed, by reason",
+        "reason",
+        &Rejected::ALL.map(Rejected::as_str),
+    )
 });
 
 /// Messages between this node's committed-or-consumed position and the partition's end,

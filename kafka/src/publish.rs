@@ -3,12 +3,11 @@
 //! symbol, in bourse's format or Upbit's; its sequence is the larger of the previous one
 //! plus one and the time in microseconds, so a restarted publisher's trades still rise.
 
-use bourse_actors::feed::{Simulator, TradeInput};
+use bourse_actors::feed::{BATCH_EVERY, Pacer, Simulator, TradeInput};
 use bourse_config::{Market, Markets};
 use bourse_storage::Side;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// The message format `bourse feed` writes.
@@ -36,11 +35,6 @@ pub struct Publish {
     pub seed: u64,
 }
 
-/// How often the publisher produces each symbol's due trades.
-const BATCH_EVERY: Duration = Duration::from_millis(50);
-/// How long one message may wait for the broker's acknowledgement.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Creates the topic when it does not exist (`partitions` partitions, one replica: a
 /// production topic is better made by its operator), then publishes until `count` trades
 /// per symbol are acknowledged or `shutdown`. Returns the trades acknowledged.
@@ -50,23 +44,16 @@ pub async fn publish(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<u64> {
     crate::ensure_topic(&p.brokers, &p.topic, p.partitions, "bourse-feed").await?;
-    let producer: FutureProducer = crate::client_config(&p.brokers, "bourse-feed")
-        .set("linger.ms", "5")
-        // A retried batch never overtakes the one after it.
-        .set("max.in.flight.requests.per.connection", "1")
-        .set(
-            "message.timeout.ms",
-            DELIVERY_TIMEOUT.as_millis().to_string(),
-        )
-        .create()
-        .map_err(|e| anyhow::anyhow!("creating the kafka producer: {e}"))?;
-    let mut sims: Vec<(&Market, Simulator, u64, u64)> = markets
+    // In enqueue order per partition: a symbol's sequences reach the topic rising.
+    let producer = crate::ordered_producer(&p.brokers, "bourse-feed")?;
+    // Each symbol's walk and its last sequence.
+    let mut sims: Vec<(&Market, Simulator, u64)> = markets
         .iter()
-        .map(|m| (m, Simulator::new(p.seed, m, m.initial_price), 0, 0))
+        .map(|m| (m, Simulator::new(p.seed, m, m.initial_price), 0))
         .collect();
-    let rate = u64::from(p.rate.max(1));
-    let started = tokio::time::Instant::now();
-    let mut emitted = 0u64;
+    let mut pacer = Pacer::new(u64::from(p.rate.max(1)));
+    // Trades per symbol so far (every symbol gets as many).
+    let mut produced = 0u64;
     let mut acked = 0u64;
     let mut ticker = tokio::time::interval(BATCH_EVERY);
     loop {
@@ -74,42 +61,31 @@ pub async fn publish(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => break,
         }
-        let due = rate * started.elapsed().as_millis() as u64 / 1000;
-        let mut n = due.saturating_sub(emitted).min(rate);
-        emitted = emitted.max(due);
+        let mut n = pacer.due();
         if let Some(count) = p.count {
-            n = n.min(count.saturating_sub(sims.first().map_or(count, |s| s.3)));
+            n = n.min(count.saturating_sub(produced));
         }
+        produced += n;
         let mut bodies = Vec::new();
-        for (market, sim, seq, produced) in sims.iter_mut() {
+        for (market, sim, seq) in sims.iter_mut() {
             for _ in 0..n {
                 *seq = (*seq + 1).max(now_micros());
                 let body = message(market, &sim.next_trade(), *seq, p.format);
                 bodies.push((market.symbol.as_str(), body));
-                *produced += 1;
             }
         }
-        // Enqueued one by one, in order: a symbol's sequences must reach the topic rising.
-        let mut pending = Vec::new();
+        let mut pending = Vec::with_capacity(bodies.len());
         for (symbol, body) in &bodies {
-            let mut record = FutureRecord::to(&p.topic).key(*symbol).payload(body);
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        acked += settle(&mut pending, &p.topic).await?;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => anyhow::bail!("publishing to {}: {e}", p.topic),
-                }
-            }
+            let record = FutureRecord::to(&p.topic)
+                .key(*symbol)
+                .payload(body.as_str());
+            let delivery = crate::enqueue(&producer, record)
+                .await
+                .map_err(|e| anyhow::anyhow!("publishing to {}: {e}", p.topic))?;
+            pending.push(delivery);
         }
-        acked += settle(&mut pending, &p.topic).await?;
-        if p.count.is_some_and(|c| sims.iter().all(|s| s.3 >= c)) {
+        acked += settle(pending, &p.topic).await?;
+        if p.count.is_some_and(|c| produced >= c) {
             break;
         }
     }
@@ -117,9 +93,9 @@ pub async fn publish(
 }
 
 /// Waits for every pending acknowledgement; returns how many arrived.
-async fn settle(pending: &mut Vec<DeliveryFuture>, topic: &str) -> anyhow::Result<u64> {
+async fn settle(pending: Vec<DeliveryFuture>, topic: &str) -> anyhow::Result<u64> {
     let mut acked = 0;
-    for delivery in pending.drain(..) {
+    for delivery in pending {
         match delivery.await {
             Ok(Ok(_)) => acked += 1,
             Ok(Err((e, _))) => anyhow::bail!("publishing to {topic}: {e}"),
@@ -174,8 +150,8 @@ mod tests {
                 let t = sim.next_trade();
                 for format in [Format::Bourse, Format::Upbit] {
                     let body = message(m, &t, 1_700_000_000_000_000 + i, format);
-                    let (symbol, got) = parse(body.as_bytes(), &markets).unwrap();
-                    assert_eq!(symbol, m.symbol);
+                    let (market, got) = parse(body.as_bytes(), &markets).unwrap();
+                    assert_eq!(market.symbol, m.symbol);
                     assert_eq!(got.seq, 1_700_000_000_000_000 + i);
                     assert_eq!(got.trade, t, "{body}");
                 }

@@ -13,10 +13,9 @@ use crate::metrics::{RELAY_LAG, RELAYED};
 use bourse_cluster::Sharding;
 use bourse_config::KafkaSettings;
 use bourse_storage::{MarketStore, OutboxEvent, Write};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The ring kind that picks the relaying node.
@@ -25,8 +24,6 @@ pub const RELAY_KIND: &str = "kafka-relay";
 const BATCH: usize = 1000;
 /// How often an idle relay looks at the outbox again.
 const IDLE: Duration = Duration::from_millis(100);
-/// How long one event may wait for the broker's acknowledgement.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Partitions of the events topic when the relay creates it.
 const PARTITIONS: i32 = 6;
 
@@ -53,17 +50,8 @@ impl Relay {
     /// A producer for `kafka.events_topic`. Fails only on settings librdkafka refuses.
     pub fn new(kafka: &KafkaSettings, node: &str) -> anyhow::Result<Relay> {
         crate::metrics::init_relay();
-        let producer: FutureProducer = crate::client_config(&kafka.brokers, node)
-            .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
-            )
-            // A retried batch never overtakes the one after it: an entity's events stay
-            // in order.
-            .set("max.in.flight.requests.per.connection", "1")
-            .create()
-            .map_err(|e| anyhow::anyhow!("kafka producer: {e}"))?;
+        // In enqueue order per partition: an entity's events stay in order.
+        let producer = crate::ordered_producer(&kafka.brokers, node)?;
         Ok(Relay {
             producer,
             kafka: kafka.clone(),
@@ -80,7 +68,7 @@ impl Relay {
         let topic = self.kafka.events_topic.clone();
         let key = format!("relay/{topic}");
         let mut topic_ready = false;
-        let mut last_error: Option<(String, Instant)> = None;
+        let mut errors = crate::LogEvery::new(Duration::from_secs(30));
         let mut was_relaying = false;
         loop {
             let relaying = sharding.ring().owner(RELAY_KIND, &key) == Some(sharding.node());
@@ -100,13 +88,13 @@ impl Relay {
                         sharding.node(),
                     )
                     .await
-                    .map_err(|e| self.warn(&mut last_error, e.to_string()))
+                    .map_err(|e| errors.warn("event relay: will try again", e.to_string()))
                     .is_ok();
                 }
                 match self.relay_once(store.as_ref(), &topic).await {
                     Ok(n) => n == BATCH,
                     Err(e) => {
-                        self.warn(&mut last_error, e);
+                        errors.warn("event relay: will try again", e);
                         false
                     }
                 }
@@ -138,20 +126,13 @@ impl Relay {
         let bodies: Vec<String> = pending.iter().map(|(_, e)| envelope(e)).collect();
         let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(pending.len());
         for ((_, e), body) in pending.iter().zip(&bodies) {
-            let mut record = FutureRecord::to(topic).key(e.key.as_str()).payload(body);
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(d) => {
-                        deliveries.push(d);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(format!("publishing to {topic}: {e}")),
-                }
-            }
+            let record = FutureRecord::to(topic)
+                .key(e.key.as_str())
+                .payload(body.as_str());
+            let delivery = crate::enqueue(&self.producer, record)
+                .await
+                .map_err(|e| format!("publishing to {topic}: {e}"))?;
+            deliveries.push(delivery);
         }
         // Only a prefix that the broker acknowledged in full is removed: a later event
         // never leaves the outbox before an earlier one.
@@ -181,17 +162,6 @@ impl Relay {
         match failure {
             Some(f) => Err(f),
             None => Ok(acked),
-        }
-    }
-
-    /// Logs a relay failure, the same one at most every 30 s.
-    fn warn(&self, last: &mut Option<(String, Instant)>, error: String) {
-        let repeat = last
-            .as_ref()
-            .is_some_and(|(e, at)| *e == error && at.elapsed() < Duration::from_secs(30));
-        if !repeat {
-            tracing::warn!(error = %error, "event relay: will try again");
-            *last = Some((error, Instant::now()));
         }
     }
 }

@@ -282,10 +282,7 @@ impl Alert {
         }));
         let one_shot = !self.rule.repeat;
         let events = if self.deps.events {
-            vec![crate::events::alert(
-                firing_view(&self.deps.markets, &firing),
-                &firing,
-            )]
+            vec![crate::events::alert(event.clone(), &firing)]
         } else {
             Vec::new()
         };

@@ -378,12 +378,7 @@ impl BookEntity {
         };
         self.seq += 1;
         let events = if self.deps.events {
-            let ts = match cmd {
-                Command::Submit { ts, .. }
-                | Command::Cancel { ts, .. }
-                | Command::Void { ts, .. } => ts,
-            };
-            crate::events::book(&self.market, self.seq, ts, &out)
+            crate::events::book(&self.market, self.seq, cmd.ts(), &out)
         } else {
             Vec::new()
         };
@@ -406,9 +401,10 @@ impl BookEntity {
     /// on release), the changed orders for their accounts (except the asker's own order: its
     /// answer carries it) and the fills for the symbol.
     fn effects(&mut self, cmd: &Command, out: &Outcome) -> Effects {
-        let (ts, asked) = match *cmd {
-            Command::Submit { order, ts } => (ts, order.id),
-            Command::Cancel { order_id, ts, .. } | Command::Void { order_id, ts } => (ts, order_id),
+        let ts = cmd.ts();
+        let asked = match *cmd {
+            Command::Submit { order, .. } => order.id,
+            Command::Cancel { order_id, .. } | Command::Void { order_id, .. } => order_id,
         };
         let mut effects = Effects {
             reports: out

@@ -29,6 +29,17 @@ pub enum Command {
     Void { order_id: u64, ts: i64 },
 }
 
+impl Command {
+    /// When the book received it.
+    pub fn ts(&self) -> i64 {
+        match *self {
+            Command::Submit { ts, .. } | Command::Cancel { ts, .. } | Command::Void { ts, .. } => {
+                ts
+            }
+        }
+    }
+}
+
 /// What a book remembers of one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tracked {

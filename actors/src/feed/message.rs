@@ -6,7 +6,7 @@
 //! `"trade_price": 95000000.0`, which is exactly 95,000,000 here.
 
 use super::TradeInput;
-use bourse_config::{DecimalError, Markets, Step};
+use bourse_config::{DecimalError, Market, Markets, Step};
 use bourse_storage::Side;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -96,14 +96,17 @@ struct Fields<'a> {
     seq: Option<&'a RawValue>,
 }
 
-/// Parses one message into its symbol and trade.
+/// Parses one message into its market and trade.
 ///
 /// Upbit: `{"code":"KRW-BTC","trade_price":95000000.0,"trade_volume":0.0001,
 /// "ask_bid":"BID","sequential_id":1700000000000000, ...}` (`ASK`: the taker sold).
 /// bourse: `{"symbol":"KRW-BTC","price":"95000000","qty":"0.0001","side":"buy","seq":1}`.
 /// Other fields (Upbit's `trade_timestamp`, say) are ignored: the symbol stamps each trade
 /// with its own clock, so its channels' time never runs backwards.
-pub fn parse(payload: &[u8], markets: &Markets) -> Result<(String, FeedTrade), Rejected> {
+pub fn parse<'m>(
+    payload: &[u8],
+    markets: &'m Markets,
+) -> Result<(&'m Market, FeedTrade), Rejected> {
     let f: Fields<'_> = serde_json::from_slice(payload).map_err(|e| {
         if e.is_data() {
             Rejected::BadShape
@@ -123,7 +126,13 @@ pub fn parse(payload: &[u8], markets: &Markets) -> Result<(String, FeedTrade), R
         (None, Some(symbol)) => (symbol, f.price, f.qty, f.side, f.seq, false),
         _ => return Err(Rejected::BadShape),
     };
-    let symbol: String = serde_json::from_str(symbol.get()).map_err(|_| Rejected::BadShape)?;
+    // Borrowed from the message unless it has escapes.
+    let symbol: std::borrow::Cow<'_, str> = match serde_json::from_str::<&str>(symbol.get()) {
+        Ok(s) => s.into(),
+        Err(_) => serde_json::from_str::<String>(symbol.get())
+            .map_err(|_| Rejected::BadShape)?
+            .into(),
+    };
     let market = markets.get(&symbol).ok_or(Rejected::UnknownSymbol)?;
     let side = match (
         serde_json::from_str::<&str>(side.ok_or(Rejected::BadShape)?.get()),
@@ -144,7 +153,7 @@ pub fn parse(payload: &[u8], markets: &Markets) -> Result<(String, FeedTrade), R
         return Err(Rejected::OutOfRange);
     }
     Ok((
-        symbol,
+        market,
         FeedTrade {
             seq,
             trade: TradeInput { price, qty, side },
@@ -184,7 +193,9 @@ mod tests {
     }
 
     fn ok(msg: &str) -> (String, FeedTrade) {
-        parse(msg.as_bytes(), &markets()).unwrap()
+        let markets = markets();
+        let (m, t) = parse(msg.as_bytes(), &markets).unwrap();
+        (m.symbol.clone(), t)
     }
 
     fn refused(msg: &str) -> Rejected {

@@ -17,8 +17,36 @@ use bourse_config::{FeedSettings, Markets};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often the simulator hands each symbol its due trades.
-const BATCH_EVERY: Duration = Duration::from_millis(50);
+/// How often the simulator (and `bourse feed`) hands each symbol its due trades.
+pub const BATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// Integer pacing: exactly `rate` trades per second per symbol over time, no drift; after a
+/// stall it catches up by at most one second's worth.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: u64,
+    started: tokio::time::Instant,
+    emitted: u64,
+}
+
+impl Pacer {
+    /// Pacing from now at `rate` per second.
+    pub fn new(rate: u64) -> Pacer {
+        Pacer {
+            rate,
+            started: tokio::time::Instant::now(),
+            emitted: 0,
+        }
+    }
+
+    /// How many are due since the last call.
+    pub fn due(&mut self) -> u64 {
+        let due = self.rate * self.started.elapsed().as_millis() as u64 / 1000;
+        let n = due.saturating_sub(self.emitted).min(self.rate.max(1));
+        self.emitted = self.emitted.max(due);
+        n
+    }
+}
 
 /// Runs the simulator until `shutdown` turns true. Each symbol's walk starts at its last
 /// traded price (so a restart or a move continues the chart), else at the configured price.
@@ -39,8 +67,7 @@ pub async fn run_simulator(
         })
         .collect();
     let rate = u64::from(settings.trades_per_sec);
-    let started = tokio::time::Instant::now();
-    let mut emitted = 0u64;
+    let mut pacer = Pacer::new(rate);
     let mut ticker = tokio::time::interval(BATCH_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tracing::info!(
@@ -53,11 +80,7 @@ pub async fn run_simulator(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        // Integer pacing: exactly `rate` trades per second per symbol over time, no drift;
-        // after a stall it catches up by at most one second's worth.
-        let due = rate * started.elapsed().as_millis() as u64 / 1000;
-        let n = due.saturating_sub(emitted).min(rate.max(1));
-        emitted = emitted.max(due);
+        let n = pacer.due();
         if n == 0 {
             continue;
         }

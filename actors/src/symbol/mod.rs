@@ -241,8 +241,7 @@ impl Entity for Symbol {
         match msg {
             SymbolMsg::Trades(trades) => {
                 let seq = self.feed_seq;
-                self.on_trades(trades.into_iter().map(|t| (t, seq)).collect())
-                    .await;
+                self.on_trades(trades.into_iter().map(|t| (t, seq))).await;
                 SymbolReply::Done
             }
             SymbolMsg::Ingest(trades) => self.ingest(trades).await,
@@ -393,7 +392,7 @@ impl Symbol {
             .map(|t| (t.trade, t.seq))
             .collect();
         let applied = fresh.len();
-        if applied > 0 && !self.on_trades(fresh).await {
+        if applied > 0 && !self.on_trades(fresh.into_iter()).await {
             return SymbolReply::Refused(Refusal::Unavailable(format!(
                 "{}: trades not stored (this activation lost its lease or storage failed)",
                 self.market.symbol
@@ -407,8 +406,11 @@ impl Symbol {
 
     /// Numbers, stores and then publishes a batch of trades, each with the feed sequence to
     /// record beside it. Returns whether the batch is durable.
-    async fn on_trades(&mut self, trades: Vec<(TradeInput, u64)>) -> bool {
-        if trades.is_empty() {
+    async fn on_trades(
+        &mut self,
+        trades: impl ExactSizeIterator<Item = (TradeInput, u64)>,
+    ) -> bool {
+        if trades.len() == 0 {
             return true;
         }
         // The symbol is the clock of its trades: time never runs backwards on a channel.
@@ -417,6 +419,7 @@ impl Symbol {
         let mut prices = Vec::with_capacity(trades.len());
         let mut closed_all = Vec::new();
         let mut trade_events = Vec::with_capacity(trades.len());
+        let mut outbox = Vec::new();
         for (input, feed_seq) in trades {
             prices.push(input.price);
             let closed = self.candles.apply_trade(ts, input.price, input.qty);
@@ -441,20 +444,16 @@ impl Symbol {
                 self.recent.pop_front();
             }
             self.recent.push_back(tick.clone());
-            trade_events.push(Pending::Trade(view::trade(&self.market, &tick).to_string()));
+            let shown = view::trade(&self.market, &tick);
+            trade_events.push(Pending::Trade(shown.to_string()));
+            if self.deps.events {
+                outbox.push(crate::events::trade(&self.market, &tick, shown));
+            }
             ticks.push(tick);
         }
         // Durable before published: a trade the stream shows is one storage holds, and a
         // fenced (stale) activation publishes nothing.
-        let events = if self.deps.events {
-            ticks
-                .iter()
-                .map(|t| crate::events::trade(&self.market, t))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let ticks_ack = self.lease.commit(Write::Ticks(ticks).with_events(events));
+        let ticks_ack = self.lease.commit(Write::Ticks(ticks).with_events(outbox));
         if !closed_all.is_empty() {
             self.persist_closed(&closed_all).await;
         }
