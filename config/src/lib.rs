@@ -759,22 +759,16 @@ impl Settings {
                 ),
             ));
         }
-        if self.kafka.relay_events && self.kafka.brokers.is_empty() {
-            return Err(ConfigError::new(
-                "kafka.brokers",
-                "kafka.relay_events needs at least one broker (\"host:port\")",
-            ));
-        }
         if self.kafka.relay_events && self.storage.backend == "scylla" {
             return Err(ConfigError::new(
                 "kafka.relay_events",
                 "the event relay's outbox is built for SQLite and PostgreSQL, not ScyllaDB",
             ));
         }
-        if self.feed.kind == "kafka" && self.kafka.brokers.is_empty() {
+        if (self.feed.kind == "kafka" || self.kafka.relay_events) && self.kafka.brokers.is_empty() {
             return Err(ConfigError::new(
                 "kafka.brokers",
-                "feed.kind = \"kafka\" needs at least one broker (\"host:port\")",
+                "feed.kind = \"kafka\" and kafka.relay_events need at least one broker (\"host:port\")",
             ));
         }
         for b in &self.kafka.brokers {
