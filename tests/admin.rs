@@ -509,10 +509,15 @@ fn ctl_prints_the_admin_api_as_tables_and_says_why_it_failed() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (ok, out, _) = ctl(&node, ADMIN_TOKEN, &["entity", "symbol", "KRW-BTC"]);
+        // The restart is counted when the entity fails; its state shows once the backoff
+        // has passed and it is active again.
         if ok
             && out
                 .lines()
                 .any(|l| l.starts_with("restarts") && l.ends_with(" 1"))
+            && out
+                .lines()
+                .any(|l| l.starts_with("active") && l.ends_with(" true"))
         {
             assert!(out.lines().any(|l| l.starts_with("state.epoch")), "{out}");
             break;
