@@ -5,6 +5,7 @@ mod bench;
 mod ctl;
 mod demo;
 mod feed;
+mod load;
 mod node;
 mod probe;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Benchmarks against a real node started for the purpose.
     #[command(subcommand)]
     Bench(Bench),
+    /// Load against running gateways (any deployment: pass their URLs): `load connections`.
+    #[command(subcommand)]
+    Load(load::Scenario),
     /// The admin API as tables: `ctl cluster`, `ctl entities --kind symbol`, `ctl entity
     /// symbol KRW-BTC`, `ctl kill symbol KRW-BTC`, `ctl leave node2`.
     Ctl(ctl::CtlArgs),
@@ -150,6 +154,13 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Fanout(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::fanout(args.clone()))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(&format!("{e:#}")),
+                Err(code) => code,
+            };
+        }
+        Command::Load(scenario) => {
+            return match runtime().map(|rt| rt.block_on(load::run(scenario.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,

@@ -45,19 +45,29 @@ pub fn init_tracing(log: &LogSettings) {
     }
 }
 
-fn bind(listen: &str) -> Result<tokio::net::TcpListener, ConfigError> {
-    let std_listener = std::net::TcpListener::bind(listen).map_err(|e| {
+/// Binds the gateway with the configured backlog, so a connect storm waits in the kernel's
+/// queue instead of having its SYNs dropped (and retried a second later).
+fn bind(listen: &str, backlog: u32) -> Result<tokio::net::TcpListener, ConfigError> {
+    let fail = |e: std::io::Error| {
         let reason = if e.kind() == std::io::ErrorKind::AddrInUse {
             format!("{listen} is in use")
         } else {
             format!("cannot listen on {listen}: {e}")
         };
         ConfigError::new("gateway.listen", reason)
-    })?;
-    std_listener
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-        .map_err(|e| ConfigError::new("gateway.listen", e.to_string()))
+    };
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| ConfigError::new("gateway.listen", format!("'{listen}' is not ip:port")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(backlog).map_err(fail)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -85,7 +95,7 @@ pub async fn stop_signal() {
 
 /// Runs a node until it is told to stop.
 pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Result<Exit> {
-    let listener = bind(&settings.gateway.listen)?;
+    let listener = bind(&settings.gateway.listen, settings.gateway.listen_backlog)?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let (store, db) = bourse_storage::open(&settings.storage, &settings.sqlite_path())
         .await

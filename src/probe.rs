@@ -1,4 +1,4 @@
-//! A minimal HTTP status probe for the CLI's own tools (`demo --nodes`, `bench`): enough to
+//! A minimal HTTP status probe for the CLI's own tools (`demo --nodes`, `bench`, `load`): enough to
 //! wait for `/readyz` without an HTTP client dependency.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,9 +46,18 @@ pub async fn http_text(
     token: Option<&str>,
     payload: &str,
 ) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
+    http_text_to(&format!("127.0.0.1:{port}"), method, path, token, payload).await
+}
+
+/// As [`http_text`], to any `host:port`.
+pub async fn http_text_to(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    payload: &str,
+) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();

@@ -250,6 +250,14 @@ pub struct GatewaySettings {
     /// Origins browsers may call this gateway from (CORS), e.g. `https://app.example`;
     /// `["*"]` allows any; empty (the default) sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Open TCP connections (HTTP, WebSocket, SSE) this gateway holds; one more is answered
+    /// `503 unavailable` and closed, so a flood cannot take the node's memory or descriptors.
+    pub max_connections: usize,
+    /// Open connections one client IP address may hold; one more is answered `503`.
+    pub max_connections_per_ip: usize,
+    /// The listen socket's backlog: connections the kernel holds for `accept` during a
+    /// connect storm (capped by the kernel's `net.core.somaxconn`).
+    pub listen_backlog: u32,
 }
 
 /// Sharding runtime and cluster membership.
@@ -442,6 +450,9 @@ impl Default for GatewaySettings {
             sse_keepalive_s: 15,
             header_read_timeout_s: 10,
             cors_origins: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            listen_backlog: 4096,
         }
     }
 }
@@ -635,6 +646,18 @@ impl Settings {
         positive("gateway.outbound_queue", self.gateway.outbound_queue as u64)?;
         positive("gateway.ping_interval_s", self.gateway.ping_interval_s)?;
         positive("gateway.sse_keepalive_s", self.gateway.sse_keepalive_s)?;
+        positive(
+            "gateway.max_connections",
+            self.gateway.max_connections as u64,
+        )?;
+        positive(
+            "gateway.max_connections_per_ip",
+            self.gateway.max_connections_per_ip as u64,
+        )?;
+        positive(
+            "gateway.listen_backlog",
+            u64::from(self.gateway.listen_backlog),
+        )?;
         positive(
             "gateway.header_read_timeout_s",
             self.gateway.header_read_timeout_s,

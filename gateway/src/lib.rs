@@ -3,6 +3,7 @@
 //! and answers errors as `{"error":{"code","message"}}` (or an error response on `/ws`); no
 //! input reaches an entity unchecked.
 
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -460,21 +461,22 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(query)
         .then(|sym, s, q| async move { respond(rest::market::candles(s, sym, q).await) });
     let websocket = warp::path!("ws")
-        .and(warp::ws())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<ws::upgrade::Pending>())
+        .and(warp::ext::optional::<Arc<admission::Ticket>>())
         .and(st.clone())
         .and(query)
-        .map(|upgrade: warp::ws::Ws, s: Arc<GatewayState>, q: Query| {
+        .map(|headers, pending, ticket, s: Arc<GatewayState>, q: Query| {
             // `?token=` logs the connection in; a bad token is refused before the upgrade.
             let user = match q.get("token").map(|t| s.auth.identity(t)).transpose() {
                 Ok(u) => u,
                 Err(e) => return reply(&e).into_response(),
             };
             let max = s.settings.max_frame_bytes;
-            upgrade
-                .max_frame_size(max)
-                .max_message_size(max)
-                .on_upgrade(move |socket| ws::serve(socket, s, user))
-                .into_response()
+            ws::upgrade::accept(&headers, pending, ticket, max, move |socket| {
+                ws::serve(socket, s, user)
+            })
         });
     let events = warp::path!("sse")
         .and(warp::get())
@@ -565,6 +567,10 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
         }
     };
     let timeout = std::time::Duration::from_secs(state.settings.header_read_timeout_s);
+    let admission = admission::Admission::new(
+        state.settings.max_connections,
+        state.settings.max_connections_per_ip,
+    );
     let policy = cors(&state.settings.cors_origins);
     let cors_on = policy.is_some();
     let filter = match policy {
@@ -576,5 +582,5 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
             .boxed(),
         None => routes(state),
     };
-    server::run(filter, listener, timeout, cors_on, stop).await;
+    server::run(filter, listener, admission, timeout, cors_on, stop).await;
 }

@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use crate::state::GatewayState;
 use bourse_cluster::metrics::{ACTIVE, MAILBOX, SUBSCRIPTIONS, registered};
-use prometheus::{Encoder, IntGauge, TextEncoder};
+use prometheus::{Counter, Encoder, IntGauge, TextEncoder};
 use std::sync::LazyLock;
 
 /// Open client connections (WebSocket and SSE).
@@ -16,6 +16,58 @@ pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
         "Open WebSocket and SSE connections on this node",
     ))
 });
+
+/// The process's resident memory, from `/proc/self/status` at scrape time: what `bourse
+/// load` reads to give memory per connection.
+static RSS: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "process_resident_memory_bytes",
+        "Resident memory size of this node's process in bytes",
+    ))
+});
+
+/// The process's CPU time (user + system) at the kernel's 10 ms resolution, from
+/// `/proc/self/stat` at scrape time (the `prometheus` crate's own collector rounds it to
+/// whole seconds, too coarse for CPU per delivered message).
+static CPU: LazyLock<Counter> = LazyLock::new(|| {
+    registered(Counter::new(
+        "process_cpu_seconds_total",
+        "User and system CPU time spent by this node's process in seconds",
+    ))
+});
+
+/// Reads the process's RSS and CPU time into their metrics (Linux; elsewhere they stay 0).
+/// One scrape at a time, so two cannot both add the same CPU time.
+fn sample_process() {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok());
+        if let Some(kib) = kib {
+            RSS.set(kib * 1024);
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name's closing parenthesis; utime and stime are the
+        // 12th and 13th of them, in USER_HZ (100 per second on Linux).
+        let ticks = stat.rfind(')').and_then(|at| {
+            let mut fields = stat[at + 1..].split_whitespace().skip(11);
+            let user: u64 = fields.next()?.parse().ok()?;
+            let system: u64 = fields.next()?.parse().ok()?;
+            Some(user + system)
+        });
+        if let Some(ticks) = ticks {
+            let secs = ticks as f64 / 100.0;
+            let grown = secs - CPU.get();
+            if grown > 0.0 {
+                CPU.inc_by(grown);
+            }
+        }
+    }
+}
 
 /// The exposition text.
 pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
@@ -34,6 +86,7 @@ pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
             .set(n as i64);
     }
     LazyLock::force(&CONNECTIONS);
+    sample_process();
     LazyLock::force(&bourse_cluster::metrics::FANOUT);
     LazyLock::force(&bourse_storage::metrics::BATCH_SECONDS);
     let mut out = Vec::new();

@@ -7,10 +7,14 @@
 //! - Before any handler: a URI over 8 KiB is `414`, more than 100 headers or 16 KiB of them
 //!   `431`, an unknown path `404`, a wrong method `405` with `Allow` (routes.rs), all with
 //!   the JSON error body; `HEAD` is answered as `GET` without the body.
+//! - A connection over `gateway.max_connections` or `gateway.max_connections_per_ip`
+//!   (admission.rs) is answered `503 unavailable` with `Retry-After` and closed; past
+//!   `REFUSING` such answers in flight, further ones are closed without an answer.
 //! - A connection that fails on the client's side (aborted mid-request, header timeout,
 //!   garbage) is a client fault: logged at DEBUG and counted in
 //!   `bourse_gateway_client_errors_total{kind}`, never an ERROR line a client can flood.
 
+use crate::admission::{Admission, Refused};
 use crate::error::{ApiError, reply};
 use crate::routes::{self, Lookup};
 use bourse_cluster::metrics::registered;
@@ -21,7 +25,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::{IntCounterVec, Opts};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tower_service::Service;
 use warp::Reply;
@@ -34,6 +39,13 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// Largest total size of the request headers (names and values), bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refusals (503 answers to connections over a limit) in flight at once; past it a
+/// refused connection is closed unanswered, so a flood costs no more than this.
+const REFUSING: usize = 1024;
+
+/// How long a refused connection has to send its request head before it is closed.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client's address, put into every request for the handlers (login throttling).
 #[derive(Debug, Clone, Copy)]
@@ -110,11 +122,25 @@ fn refusal(req: &Request<Incoming>, cors: bool) -> Option<Response> {
     }
 }
 
+/// The answer to every request on a connection over a limit.
+fn over_limit(limit: Refused) -> Response {
+    let e = ApiError::unavailable(format!(
+        "too many connections ({} limit); retry later",
+        limit.label().replace('_', "-")
+    ))
+    .retry_after(1);
+    let mut resp = reply(&e).into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Serves `filter` on `listener` until `stop` resolves, then stops accepting and waits for
 /// open connections to finish (WebSockets close themselves on the same signal).
 pub async fn run<F>(
     filter: F,
     listener: tokio::net::TcpListener,
+    admission: Arc<Admission>,
     header_read_timeout: Duration,
     cors: bool,
     stop: impl std::future::Future<Output = ()>,
@@ -130,6 +156,13 @@ pub async fn run<F>(
         .header_read_timeout(header_read_timeout)
         // hyper's own limits sit above ours, so ours answer with the JSON body.
         .max_headers(MAX_HEADERS * 2);
+    let mut refusing_builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    refusing_builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_READ_TIMEOUT)
+        .keep_alive(false);
+    let refusing = Arc::new(AtomicUsize::new(0));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -145,9 +178,34 @@ pub async fn run<F>(
             },
             () = &mut stop => break,
         };
+        let ticket = match admission.admit(addr.ip()) {
+            Ok(ticket) => ticket,
+            Err(limit) => {
+                if refusing.fetch_add(1, Ordering::Relaxed) >= REFUSING {
+                    refusing.fetch_sub(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                let conn = refusing_builder
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                            Ok::<Response, Infallible>(over_limit(limit))
+                        }),
+                    )
+                    .into_owned();
+                let refusing = refusing.clone();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    refusing.fetch_sub(1, Ordering::Relaxed);
+                });
+                continue;
+            }
+        };
         let service = service.clone();
         let guarded = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let mut service = service.clone();
+            let ticket = ticket.clone();
             async move {
                 if let Some(resp) = refusal(&req, cors) {
                     return Ok::<Response, Infallible>(resp);
@@ -156,7 +214,11 @@ pub async fn run<F>(
                     // hyper knows the request was HEAD and sends no body.
                     *req.method_mut() = Method::GET;
                 }
+                if req.uri().path() == "/ws" {
+                    crate::ws::upgrade::take(&mut req);
+                }
                 req.extensions_mut().insert(ClientAddr(addr));
+                req.extensions_mut().insert(ticket);
                 service.call(req).await
             }
         });

@@ -9,6 +9,7 @@
 //! is answered with one (RFC 6455 section 5.5.1).
 
 pub mod ops;
+pub mod upgrade;
 
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
@@ -19,7 +20,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use upgrade::Socket;
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
@@ -31,23 +35,15 @@ const NORMAL: u16 = 1000;
 
 /// How a read failure closes the connection: the close code and reason owed to the
 /// client, or `None` when the transport is gone and nothing can be sent.
-fn close_for(e: &warp::Error) -> Option<(u16, &'static str)> {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(ws) = s.downcast_ref::<WsError>() {
-            return match ws {
-                WsError::Capacity(_) => Some((TOO_BIG, "frame too large")),
-                WsError::Utf8(_) => Some((INVALID_DATA, "text frame is not valid UTF-8")),
-                WsError::Protocol(_) => Some((PROTOCOL_ERROR, "protocol error")),
-                _ => None,
-            };
-        }
-        source = s.source();
+fn close_for(e: &WsError) -> Option<(u16, &'static str)> {
+    match e {
+        WsError::Capacity(_) => Some((TOO_BIG, "frame too large")),
+        WsError::Utf8(_) => Some((INVALID_DATA, "text frame is not valid UTF-8")),
+        WsError::Protocol(_) => Some((PROTOCOL_ERROR, "protocol error")),
+        _ => None,
     }
-    None
 }
+
 /// A client whose socket accepts nothing for this long is dropped: a consumer that never
 /// reads must not pin its connection forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,7 +110,7 @@ fn response(id: &Value, result: Result<Value, ApiError>) -> String {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, String)>) {
+pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, String)>) {
     let (mut tx, mut rx) = ws.split();
     let settings = state.settings.clone();
     let outbox = Outbox::new(settings.outbound_queue);
@@ -154,12 +150,11 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, S
                     let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.close()).await;
                     break None;
                 }
-                let reply = if let Ok(text) = msg.to_str() {
-                    Some(handle_text(&mut conn, text).await)
-                } else if msg.is_binary() {
-                    Some((response(&Value::Null, Err(ApiError::bad_request("binary frames are not supported; send JSON text"))), Vec::new()))
-                } else {
-                    None // ping/pong: answered by the WebSocket layer
+                let reply = match &msg {
+                    // Boxed: an idle connection does not carry a request's state in its task.
+                    Message::Text(text) => Some(Box::pin(handle_text(&mut conn, text)).await),
+                    Message::Binary(_) => Some((response(&Value::Null, Err(ApiError::bad_request("binary frames are not supported; send JSON text"))), Vec::new())),
+                    _ => None, // ping/pong: answered by the WebSocket layer
                 };
                 if let Some((text, frames)) = reply {
                     if tx.feed(Message::text(text)).await.is_err() {
@@ -198,7 +193,7 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, S
                 if last_heard.elapsed() > idle {
                     break Some((NORMAL, "idle timeout"));
                 }
-                if tx.send(Message::ping(Vec::new())).await.is_err() {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
                 }
             }
@@ -206,7 +201,11 @@ pub async fn serve(ws: WebSocket, state: Arc<GatewayState>, user: Option<(u64, S
     };
     if let Some((code, reason)) = close {
         let bye = async {
-            let _ = tx.send(Message::close_with(code, reason)).await;
+            let frame = CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            };
+            let _ = tx.send(Message::Close(Some(frame))).await;
             let _ = tx.close().await;
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, bye).await;

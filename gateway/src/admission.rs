@@ -1,0 +1,156 @@
+//! Connection admission: the gateway's global and per-IP limits on open TCP connections
+//! (`gateway.max_connections`, `gateway.max_connections_per_ip`).
+//!
+//! Every accepted connection takes a ticket before hyper reads a byte from it; the ticket
+//! travels with the connection (into a WebSocket's task after the upgrade) and gives its
+//! place back when the last holder drops it. A connection over a limit is answered `503`
+//! and closed by the accept loop (server.rs).
+
+use bourse_cluster::metrics::registered;
+use prometheus::{IntCounterVec, IntGauge, Opts};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// Open TCP connections, every kind (HTTP keep-alive, WebSocket, SSE).
+pub static OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "bourse_gateway_tcp_connections",
+        "Open TCP connections on this gateway (HTTP, WebSocket and SSE)",
+    ))
+});
+
+/// Connections refused by a limit, by which.
+pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "bourse_gateway_connections_refused_total",
+            "Connections answered 503 and closed because a connection limit was reached: global, per_ip",
+        ),
+        &["limit"],
+    ))
+});
+
+/// Which limit turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `gateway.max_connections`.
+    Global,
+    /// `gateway.max_connections_per_ip`.
+    PerIp,
+}
+
+impl Refused {
+    /// The metric label and the words of the 503 answer.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Global => "global",
+            Refused::PerIp => "per_ip",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// The limits and the connections they count.
+pub struct Admission {
+    max: usize,
+    per_ip: usize,
+    counts: Mutex<Counts>,
+}
+
+/// One admitted connection's place; dropping the last clone gives it back.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    /// Limits of `max` connections in all and `per_ip` from one address.
+    pub fn new(max: usize, per_ip: usize) -> Arc<Admission> {
+        LazyLock::force(&OPEN);
+        for limit in [Refused::Global, Refused::PerIp] {
+            REFUSED.with_label_values(&[limit.label()]);
+        }
+        Arc::new(Admission {
+            max,
+            per_ip,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// A place for a connection from `ip`, or the limit it would break.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<Ticket>, Refused> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let refused = if counts.total >= self.max {
+            Some(Refused::Global)
+        } else if counts.by_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip {
+            Some(Refused::PerIp)
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            REFUSED.with_label_values(&[limit.label()]).inc();
+            return Err(limit);
+        }
+        counts.total += 1;
+        *counts.by_ip.entry(ip).or_default() += 1;
+        OPEN.set(counts.total as i64);
+        Ok(Arc::new(Ticket {
+            admission: self.clone(),
+            ip,
+        }))
+    }
+
+    /// Connections now open.
+    pub fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut counts = self
+            .admission
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_ip.remove(&self.ip);
+            }
+        }
+        OPEN.set(counts.total as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_open_connections_and_give_places_back() {
+        let a = Admission::new(3, 2);
+        let x: IpAddr = [10, 0, 0, 1].into();
+        let y: IpAddr = [10, 0, 0, 2].into();
+        let t1 = a.admit(x).ok().unwrap();
+        let _t2 = a.admit(x).ok().unwrap();
+        assert_eq!(a.admit(x).err(), Some(Refused::PerIp));
+        let _t3 = a.admit(y).ok().unwrap();
+        assert_eq!(a.admit(y).err(), Some(Refused::Global));
+        assert_eq!(a.open(), 3);
+        // A ticket shared by the connection and its upgraded socket counts once.
+        let shared = t1.clone();
+        drop(t1);
+        assert_eq!(a.open(), 3);
+        drop(shared);
+        assert_eq!(a.open(), 2);
+        assert!(a.admit(x).is_ok());
+    }
+}

@@ -1,0 +1,512 @@
+//! `bourse load connections`: clients that connect at a ramp rate (or all at once, a
+//! connect storm), subscribe to one channel, stay for `--hold` seconds reading what it
+//! sends, and leave. Reports connect and subscribe latency, refusals by kind, the events
+//! received and dropped connections, and each gateway's memory per connection (its RSS
+//! growth over the connections it took, from `/metrics`).
+
+use super::{Common, NodeFigures, Target, histogram, percentiles, progress, scrape};
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::{self, Message, protocol::WebSocketConfig};
+
+/// How the clients connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Ws,
+    Sse,
+}
+
+/// `bourse load connections` parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients to connect.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// New connections per second; 0 opens them all at once (a connect storm).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// WebSocket (`/ws`) or Server-Sent Events (`/sse`).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
+    /// The channel every client subscribes to (a room's chat is quiet unless people talk).
+    #[arg(long, default_value = "chat:KRW-BTC")]
+    pub channel: String,
+    /// Seconds the clients stay once every one has connected or failed.
+    #[arg(long, default_value_t = 10)]
+    pub hold: u64,
+    /// Seconds one client may take to connect and subscribe before it counts as failed.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+/// What became of one client's attempt.
+enum Outcome {
+    Connected {
+        target: usize,
+        connect_us: u64,
+        subscribed_us: u64,
+    },
+    Failed(String),
+    /// A connected client's stream ended before the run did.
+    Dropped,
+}
+
+/// What every client shares.
+struct Shared {
+    channel: String,
+    timeout: Duration,
+    received: AtomicU64,
+    stop: watch::Receiver<bool>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros().max(1) as u64
+}
+
+/// A client's socket settings: its reads are small events, its writes one request.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+fn ws_failure(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Http(resp) => format!("http_{}", resp.status().as_u16()),
+        tungstenite::Error::Io(e) => format!("io_{:?}", e.kind()).to_lowercase(),
+        _ => "handshake".into(),
+    }
+}
+
+fn io_failure(e: &std::io::Error) -> String {
+    format!("connect_{:?}", e.kind()).to_lowercase()
+}
+
+async fn ws_client(target: usize, addr: String, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| io_failure(&e))?;
+        let _ = stream.set_nodelay(true);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            format!("ws://{addr}/ws"),
+            stream,
+            Some(client_config()),
+        )
+        .await
+        .map_err(|e| ws_failure(&e))?;
+        let connect_us = micros(started);
+        let subscribe = json!({"id": 1, "op": "subscribe", "channels": [shared.channel]});
+        ws.send(Message::text(subscribe.to_string()))
+            .await
+            .map_err(|e| ws_failure(&e))?;
+        while let Some(msg) = ws.next().await {
+            let text = match msg.map_err(|e| ws_failure(&e))? {
+                Message::Text(t) => t,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if v["id"] == 1 {
+                if v["ok"] != true {
+                    return Err(format!(
+                        "subscribe_{}",
+                        v["error"]["code"].as_str().unwrap_or("refused")
+                    ));
+                }
+                return Ok((ws, connect_us, micros(started)));
+            }
+        }
+        Err("closed_before_subscribed".to_string())
+    };
+    let (mut ws, connect_us, subscribed_us) =
+        match tokio::time::timeout(shared.timeout, attempt).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(kind)) => return fail(&shared, kind),
+            Err(_) => return fail(&shared, "timeout".into()),
+        };
+    let _ = shared.outcomes.send(Outcome::Connected {
+        target,
+        connect_us,
+        subscribed_us,
+    });
+    let mut stop = shared.stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                return;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(_))) => {
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    let _ = shared.outcomes.send(Outcome::Dropped);
+                    return;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Counts `\ndata:` line starts across reads with a rolling window of the last bytes.
+struct DataLines {
+    window: u64,
+}
+
+impl DataLines {
+    const PATTERN: u64 = u64::from_be_bytes([0, 0, b'\n', b'd', b'a', b't', b'a', b':']);
+    const MASK: u64 = 0x0000_ffff_ffff_ffff;
+
+    fn new() -> Self {
+        // As if a line had just ended: the body starts a line.
+        DataLines {
+            window: u64::from(b'\n'),
+        }
+    }
+
+    fn count(&mut self, bytes: &[u8]) -> u64 {
+        let mut n = 0;
+        for &b in bytes {
+            self.window = (self.window << 8) | u64::from(b);
+            if self.window & Self::MASK == Self::PATTERN {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+async fn sse_client(target: usize, addr: String, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| io_failure(&e))?;
+        let _ = stream.set_nodelay(true);
+        let request = format!(
+            "GET /sse?channels={} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
+            shared.channel
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| io_failure(&e))?;
+        // The head, then whatever of the body came with it.
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        let end = loop {
+            let n = stream.read(&mut buf).await.map_err(|e| io_failure(&e))?;
+            if n == 0 {
+                return Err("closed_before_subscribed".to_string());
+            }
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if head.len() > 16 * 1024 {
+                return Err("response_head_too_large".to_string());
+            }
+        };
+        let status = std::str::from_utf8(&head[..end])
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status != 200 {
+            return Err(format!("http_{status}"));
+        }
+        let us = micros(started);
+        Ok((stream, head.split_off(end), us))
+    };
+    let (mut stream, rest, us) = match tokio::time::timeout(shared.timeout, attempt).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(kind)) => return fail(&shared, kind),
+        Err(_) => return fail(&shared, "timeout".into()),
+    };
+    let _ = shared.outcomes.send(Outcome::Connected {
+        target,
+        connect_us: us,
+        subscribed_us: us,
+    });
+    let mut lines = DataLines::new();
+    shared
+        .received
+        .fetch_add(lines.count(&rest), Ordering::Relaxed);
+    let mut stop = shared.stop.clone();
+    let mut buf = [0u8; 1024];
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = shared.outcomes.send(Outcome::Dropped);
+                    return;
+                }
+                Ok(n) => {
+                    shared.received.fetch_add(lines.count(&buf[..n]), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn fail(shared: &Shared, kind: String) {
+    let _ = shared.outcomes.send(Outcome::Failed(kind));
+}
+
+/// Runs the scenario and prints its figures.
+pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
+    let targets = Target::parse_all(&args.common.urls)?;
+    let token = args.common.admin_token.as_deref();
+    let budget = super::socket_budget();
+    let clients = if args.clients as u64 > budget {
+        println!(
+            "the file-descriptor limit caps this process at {budget} sockets: running {budget} of {} clients (run several load processes for more)",
+            args.clients
+        );
+        budget as usize
+    } else {
+        args.clients
+    };
+    let mut before = Vec::new();
+    for t in &targets {
+        before.push(scrape(t, token).await);
+    }
+    let transport = match args.transport {
+        Transport::Ws => "ws",
+        Transport::Sse => "sse",
+    };
+    let pace = if args.rate == 0 {
+        "all at once".to_string()
+    } else {
+        format!("{}/s", args.rate)
+    };
+    println!(
+        "connections: {clients} {transport} clients on {} to {} gateway(s), {pace}",
+        args.channel,
+        targets.len()
+    );
+
+    let (stop_tx, stop) = watch::channel(false);
+    let (outcomes, mut results) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        channel: args.channel.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        received: AtomicU64::new(0),
+        stop,
+        outcomes,
+    });
+    let started = Instant::now();
+    let spawner = {
+        let shared = shared.clone();
+        let addrs: Vec<String> = targets.iter().map(|t| t.addr.clone()).collect();
+        let (rate, transport) = (args.rate, args.transport);
+        tokio::spawn(async move {
+            let mut tasks = Vec::with_capacity(clients);
+            for i in 0..clients {
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let (target, shared) = (i % addrs.len(), shared.clone());
+                let addr = addrs[target].clone();
+                tasks.push(match transport {
+                    Transport::Ws => tokio::spawn(ws_client(target, addr, shared)),
+                    Transport::Sse => tokio::spawn(sse_client(target, addr, shared)),
+                });
+            }
+            tasks
+        })
+    };
+
+    let mut connect = histogram()?;
+    let mut subscribed = histogram()?;
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_target = vec![0u64; targets.len()];
+    let mut dropped = 0u64;
+    let bar = progress(clients as u64);
+    let mut done = 0usize;
+    while done < clients {
+        let Some(outcome) = results.recv().await else {
+            break;
+        };
+        match outcome {
+            Outcome::Connected {
+                target,
+                connect_us,
+                subscribed_us,
+            } => {
+                per_target[target] += 1;
+                let _ = connect.record(connect_us);
+                let _ = subscribed.record(subscribed_us);
+                done += 1;
+            }
+            Outcome::Failed(kind) => {
+                *failures.entry(kind).or_default() += 1;
+                done += 1;
+            }
+            Outcome::Dropped => dropped += 1,
+        }
+        bar.set_position(done as u64);
+        let failed: u64 = failures.values().sum();
+        bar.set_message(format!(
+            "connected {}  failed {failed}",
+            done as u64 - failed
+        ));
+    }
+    bar.finish_and_clear();
+    let attempt_secs = started.elapsed().as_secs_f64();
+    let tasks = spawner.await.context("the client spawner failed")?;
+    let connected: u64 = per_target.iter().sum();
+    let failed: u64 = failures.values().sum();
+    println!(
+        "connected {connected} of {clients} in {attempt_secs:.1} s; failed {failed}{}",
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                failures
+                    .iter()
+                    .map(|(k, n)| format!("{k}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let (connect_line, connect_json) = percentiles(&connect);
+    let (subscribed_line, subscribed_json) = percentiles(&subscribed);
+    println!("  connect      {connect_line}");
+    println!("  subscribed   {subscribed_line}");
+
+    // Let the gateways' allocators settle before reading their memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut nodes = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let figures = match (&before[i], scrape(t, token).await) {
+            (Ok(b), Ok(a)) => Ok((*b, a)),
+            (Err(e), _) => Err(anyhow::anyhow!("before the run: {e:#}")),
+            (_, Err(e)) => Err(e.context("after connecting")),
+        };
+        nodes.push(node_report(t, figures, per_target[i]));
+    }
+
+    let hold = Duration::from_secs(args.hold);
+    let held = Instant::now();
+    let bar = progress(args.hold.max(1));
+    while held.elapsed() < hold {
+        tokio::time::sleep(Duration::from_millis(250).min(hold)).await;
+        while let Ok(o) = results.try_recv() {
+            if matches!(o, Outcome::Dropped) {
+                dropped += 1;
+            }
+        }
+        bar.set_position(held.elapsed().as_secs());
+        bar.set_message(format!(
+            "holding; events {}  dropped {dropped}",
+            shared.received.load(Ordering::Relaxed)
+        ));
+    }
+    bar.finish_and_clear();
+    let _ = stop_tx.send(true);
+    let leaving = futures_util::future::join_all(tasks);
+    let _ = tokio::time::timeout(Duration::from_secs(10), leaving).await;
+    while let Ok(o) = results.try_recv() {
+        if matches!(o, Outcome::Dropped) {
+            dropped += 1;
+        }
+    }
+    let received = shared.received.load(Ordering::Relaxed);
+    println!(
+        "held {} s: {received} events received, {dropped} connections dropped by the server",
+        args.hold
+    );
+
+    let report = json!({
+        "scenario": "connections",
+        "transport": transport,
+        "channel": args.channel,
+        "clients": clients,
+        "rate": args.rate,
+        "connected": connected,
+        "failed": failures,
+        "attempt_seconds": attempt_secs,
+        "connect": connect_json,
+        "subscribed": subscribed_json,
+        "events_received": received,
+        "dropped": dropped,
+        "nodes": nodes,
+    });
+    super::write_report(&args.common, &report)
+}
+
+/// Prints and returns one gateway's memory figures (from `/metrics` before and after the
+/// clients connected), or why there are none: a run goes on without them.
+fn node_report(
+    target: &Target,
+    figures: anyhow::Result<(NodeFigures, NodeFigures)>,
+    connected: u64,
+) -> Value {
+    let (before, after) = match figures {
+        Ok(f) => f,
+        Err(e) => {
+            println!("  {}: no memory figures: {e:#}", target.url);
+            return json!({"url": target.url, "connected": connected, "error": format!("{e:#}")});
+        }
+    };
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let grown = after.rss_bytes - before.rss_bytes;
+    let per = if connected > 0 {
+        grown / connected as f64
+    } else {
+        0.0
+    };
+    println!(
+        "  {}: RSS {:.1} MiB -> {:.1} MiB with {} connections: {:.1} KiB per connection ({:.2} CPU s)",
+        target.url,
+        mib(before.rss_bytes),
+        mib(after.rss_bytes),
+        after.connections,
+        per / 1024.0,
+        after.cpu_seconds - before.cpu_seconds
+    );
+    json!({
+        "url": target.url,
+        "connected": connected,
+        "rss_before_bytes": before.rss_bytes,
+        "rss_after_bytes": after.rss_bytes,
+        "bytes_per_connection": per,
+        "gateway_connections": after.connections,
+        "cpu_seconds": after.cpu_seconds - before.cpu_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataLines;
+
+    #[test]
+    fn data_lines_are_counted_across_reads() {
+        let mut d = DataLines::new();
+        assert_eq!(d.count(b"data: {}\n\n: keep-alive\n\nid: 1"), 1);
+        assert_eq!(d.count(b":2\nevent: x\nda"), 0);
+        assert_eq!(d.count(b"ta: {\"a\":1}\n\ndata:"), 2);
+        assert_eq!(d.count(b"metadata: no\n"), 0);
+    }
+}
