@@ -494,3 +494,98 @@ async fn close_code(
     }
     None
 }
+
+/// `GET /sse` opening a connection is served outside hyper (gateway/src/sse_direct.rs); on a
+/// reused keep-alive connection it goes through hyper. Both answer alike: the same limits
+/// and error bodies, the same event text, and a silent client is closed.
+#[test]
+fn sse_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
+    let node = Node::start("hostile-sse", "[feed]\ntrades_per_sec = 20\n");
+    let (status, _, body) = raw_request(
+        node.port,
+        "GET",
+        &format!("/sse?channels={}", "a".repeat(9000)),
+        "",
+        "",
+    );
+    assert_eq!((status, code(&body).as_str()), (414, "too_large"), "{body}");
+    let (status, _, body) = raw_request(
+        node.port,
+        "GET",
+        "/sse?channels=trades:KRW-BTC",
+        &format!("x-big: {}\r\n", "a".repeat(17_000)),
+        "",
+    );
+    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (status, _, body) =
+        raw_request(node.port, "GET", "/sse?channels=trades:KRW-BTC", &many, "");
+    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
+    let (status, headers, body) = raw_request(node.port, "GET", "/sse?channels=nope:X", "", "");
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (400, "bad_request"),
+        "{body}"
+    );
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let (status, _, body) = raw_request(node.port, "GET", "/sse?token=bad&channels=orders", "", "");
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (401, "unauthorized"),
+        "{body}"
+    );
+
+    // The stream's text, fresh and after a keep-alive request on the same connection.
+    let read_events = |first: Option<&str>| -> (String, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Some(path) = first {
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        }
+        write!(
+            s,
+            "GET /sse?channels=trades:KRW-BTC HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline && text.matches("\ndata:").count() < 3 {
+            if let Ok(n) = s.read(&mut buf) {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_ascii_lowercase(), body.to_string())
+    };
+    for (path, first) in [("direct", None), ("hyper", Some("/healthz"))] {
+        let (head, body) = read_events(first);
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        assert!(
+            head.contains("content-type: text/event-stream"),
+            "{path}: {head}"
+        );
+        assert!(head.contains("cache-control: no-cache"), "{path}: {head}");
+        // id:<epoch>:<seq>, event:trades, data:<the WebSocket event JSON>
+        let event = body
+            .split("\n\n")
+            .find(|e| e.contains("data:"))
+            .unwrap_or_else(|| panic!("{path}: no event in {body}"));
+        let fields: Vec<&str> = event.trim_matches(['\r', '\n']).lines().collect();
+        assert!(
+            fields.iter().any(|l| l.starts_with("event:trades")),
+            "{path}: {event}"
+        );
+        assert!(
+            fields.iter().any(|l| l.starts_with("id:")),
+            "{path}: {event}"
+        );
+        let data = fields.iter().find_map(|l| l.strip_prefix("data:")).unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["ch"], "trades:KRW-BTC", "{path}: {event}");
+    }
+}

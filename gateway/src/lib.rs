@@ -15,6 +15,7 @@ pub mod routes;
 pub mod server;
 pub mod shared_limits;
 pub mod sse;
+pub mod sse_direct;
 pub mod state;
 pub mod subscriptions;
 pub mod ticker_cache;
@@ -573,6 +574,8 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
     );
     let policy = cors(&state.settings.cors_origins);
     let cors_on = policy.is_some();
+    // SSE outside hyper, unless a CORS policy must answer (hyper's path applies it).
+    let direct_sse = (!cors_on).then(|| state.clone());
     let filter = match policy {
         Some(policy) => routes(state)
             .with(policy)
@@ -582,5 +585,8 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
             .boxed(),
         None => routes(state),
     };
-    server::run(filter, listener, admission, timeout, cors_on, stop).await;
+    server::run(
+        filter, listener, admission, direct_sse, timeout, cors_on, stop,
+    )
+    .await;
 }

@@ -17,6 +17,7 @@
 use crate::admission::{Admission, Refused};
 use crate::error::{ApiError, reply};
 use crate::routes::{self, Lookup};
+use crate::state::GatewayState;
 use bourse_cluster::metrics::registered;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -136,11 +137,13 @@ fn over_limit(limit: Refused) -> Response {
 }
 
 /// Serves `filter` on `listener` until `stop` resolves, then stops accepting and waits for
-/// open connections to finish (WebSockets close themselves on the same signal).
+/// open connections to finish (WebSockets close themselves on the same signal). With
+/// `direct_sse`, a connection that opens with `GET /sse` is served by sse_direct.rs.
 pub async fn run<F>(
     filter: F,
     listener: tokio::net::TcpListener,
     admission: Arc<Admission>,
+    direct_sse: Option<Arc<GatewayState>>,
     header_read_timeout: Duration,
     cors: bool,
     stop: impl std::future::Future<Output = ()>,
@@ -163,6 +166,7 @@ pub async fn run<F>(
         .header_read_timeout(REFUSAL_READ_TIMEOUT)
         .keep_alive(false);
     let refusing = Arc::new(AtomicUsize::new(0));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -203,31 +207,44 @@ pub async fn run<F>(
             }
         };
         let service = service.clone();
-        let guarded = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let mut service = service.clone();
-            let ticket = ticket.clone();
-            async move {
-                if let Some(resp) = refusal(&req, cors) {
-                    return Ok::<Response, Infallible>(resp);
-                }
-                if req.method() == Method::HEAD {
-                    // hyper knows the request was HEAD and sends no body.
-                    *req.method_mut() = Method::GET;
-                }
-                if req.uri().path() == "/ws" {
-                    crate::ws::upgrade::take(&mut req);
-                }
-                req.extensions_mut().insert(ClientAddr(addr));
-                req.extensions_mut().insert(ticket);
-                service.call(req).await
-            }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), guarded)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, direct_sse) =
+            (builder.clone(), graceful.watcher(), direct_sse.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Some(state) = direct_sse {
+                match crate::sse_direct::is_sse(&stream, header_read_timeout).await {
+                    Some(true) => return crate::sse_direct::serve(stream, state, ticket).await,
+                    Some(false) => {}
+                    None => {
+                        CLIENT_ERRORS.with_label_values(&["header_timeout"]).inc();
+                        return;
+                    }
+                }
+            }
+            let guarded = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let mut service = service.clone();
+                let ticket = ticket.clone();
+                async move {
+                    if let Some(resp) = refusal(&req, cors) {
+                        return Ok::<Response, Infallible>(resp);
+                    }
+                    if req.method() == Method::HEAD {
+                        // hyper knows the request was HEAD and sends no body.
+                        *req.method_mut() = Method::GET;
+                    }
+                    if req.uri().path() == "/ws" {
+                        crate::ws::upgrade::take(&mut req);
+                    }
+                    req.extensions_mut().insert(ClientAddr(addr));
+                    req.extensions_mut().insert(ticket);
+                    // Boxed, so the connection keeps no room for the routes' largest future
+                    // while it streams a response or waits for its next request.
+                    Box::pin(service.call(req)).await
+                }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), guarded)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 let kind = client_fault(&*e);
                 CLIENT_ERRORS.with_label_values(&[kind]).inc();
                 tracing::debug!(error = %e, %addr, kind, "connection ended by a client fault");

@@ -3,7 +3,8 @@
 //! `Last-Event-ID` resumes like `since` when the stream has one channel (an id names one
 //! channel's position; with several channels each starts from a fresh snapshot). A comment
 //! keeps the connection alive every `sse_keepalive_s`; a client too slow for its queue has
-//! its stream ended (it reconnects with `Last-Event-ID`).
+//! its stream ended (it reconnects with `Last-Event-ID`). A connection that opens with the
+//! request is served by sse_direct.rs outside hyper; the warp route serves the others.
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
@@ -90,7 +91,8 @@ pub async fn open(
                 return None;
             }
             tokio::select! {
-                _ = live.outbox.wait() => match live.subs.next_frames().await {
+                // Boxed: an idle stream does not carry a resync's state.
+                _ = live.outbox.wait() => match Box::pin(live.subs.next_frames()).await {
                     Some(frames) => live.queue.extend(frames),
                     None => {
                         tracing::debug!("sse client too slow; ending its stream");
@@ -103,9 +105,16 @@ pub async fn open(
     }))
 }
 
+/// The keep-alive comment's text, for the streams served outside warp (sse_direct.rs).
+pub fn keep_alive_comment() -> String {
+    Event::default().comment(KEEP_ALIVE).to_string()
+}
+
+const KEEP_ALIVE: &str = "keep-alive";
+
 /// Keep-alive comments at the configured interval.
 pub fn keep_alive(secs: u64) -> warp::sse::KeepAlive {
     warp::sse::keep_alive()
         .interval(Duration::from_secs(secs))
-        .text("keep-alive")
+        .text(KEEP_ALIVE)
 }
