@@ -61,6 +61,8 @@ pub struct Admission {
     max: usize,
     per_ip: usize,
     counts: Mutex<Counts>,
+    /// Woken when the last open connection closes.
+    idle: tokio::sync::Notify,
 }
 
 /// One admitted connection's place; dropping the last clone gives it back.
@@ -80,6 +82,7 @@ impl Admission {
             max,
             per_ip,
             counts: Mutex::new(Counts::default()),
+            idle: tokio::sync::Notify::new(),
         })
     }
 
@@ -110,6 +113,18 @@ impl Admission {
     pub fn open(&self) -> usize {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
     }
+
+    /// Resolves once no connection is open: a stopping node waits here for its WebSocket
+    /// and SSE connections, which outlive hyper's, to send their goodbyes.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
 }
 
 impl Drop for Ticket {
@@ -127,6 +142,9 @@ impl Drop for Ticket {
             }
         }
         OPEN.set(counts.total as i64);
+        if counts.total == 0 {
+            self.admission.idle.notify_waiters();
+        }
     }
 }
 

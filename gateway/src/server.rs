@@ -211,7 +211,13 @@ pub async fn run<F>(
             (builder.clone(), graceful.watcher(), direct_sse.clone());
         tokio::spawn(async move {
             if let Some(state) = direct_sse {
-                match crate::sse_direct::is_sse(&stream, header_read_timeout).await {
+                let mut stopping = state.shutdown.clone();
+                let first = tokio::select! {
+                    first = crate::sse_direct::is_sse(&stream, header_read_timeout) => first,
+                    // A stopping node waits for no request that has not started.
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                match first {
                     Some(true) => return crate::sse_direct::serve(stream, state, ticket).await,
                     Some(false) => {}
                     None => {
@@ -253,4 +259,7 @@ pub async fn run<F>(
     }
     drop(listener);
     graceful.shutdown().await;
+    // WebSocket and SSE connections outlive hyper's; each closes itself on the same signal
+    // (WebSocket with 1001), bounded by its write timeout.
+    admission.all_closed().await;
 }
