@@ -80,28 +80,41 @@ fn error_response(status: StatusCode, e: ApiError) -> Response {
     resp
 }
 
-/// The checks every request passes before the routes see it (see the module doc): the
-/// answer to a request that fails one.
-fn refusal(req: &Request<Incoming>, cors: bool) -> Option<Response> {
-    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if target > MAX_URI_BYTES {
-        return Some(error_response(
+/// The answer owed to a request head over the limits (414 for the target, 431 for the
+/// headers), for hyper's path here and the direct SSE path (sse_direct.rs) alike.
+pub fn head_over_limits(
+    target_bytes: usize,
+    headers: usize,
+    header_bytes: usize,
+) -> Option<(StatusCode, ApiError)> {
+    if target_bytes > MAX_URI_BYTES {
+        return Some((
             StatusCode::URI_TOO_LONG,
             ApiError::too_large(format!("request target over {MAX_URI_BYTES} bytes")),
         ));
     }
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if req.headers().len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        return Some(error_response(
+    if headers > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Some((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::too_large(format!(
                 "request headers over {MAX_HEADERS} fields or {MAX_HEADER_BYTES} bytes"
             )),
         ));
+    }
+    None
+}
+
+/// The checks every request passes before the routes see it (see the module doc): the
+/// answer to a request that fails one.
+fn refusal(req: &Request<Incoming>, cors: bool) -> Option<Response> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if let Some((status, e)) = head_over_limits(target, req.headers().len(), header_bytes) {
+        return Some(error_response(status, e));
     }
     match routes::lookup(req.method(), req.uri().path()) {
         Lookup::Found => None,

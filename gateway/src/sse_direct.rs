@@ -12,7 +12,9 @@
 
 use crate::admission::Ticket;
 use crate::error::ApiError;
-use crate::server::{CLIENT_ERRORS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+use crate::server::{
+    CLIENT_ERRORS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, head_over_limits,
+};
 use crate::state::GatewayState;
 use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
@@ -59,14 +61,9 @@ struct Head {
     last_event_id: Option<String>,
 }
 
-/// A head over the limits: `431` (as server.rs answers it).
+/// A head with more fields or bytes than allowed: `431`.
 fn headers_too_large() -> Option<(StatusCode, ApiError)> {
-    Some((
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        ApiError::too_large(format!(
-            "request headers over {MAX_HEADERS} fields or {MAX_HEADER_BYTES} bytes"
-        )),
-    ))
+    head_over_limits(0, MAX_HEADERS + 1, 0)
 }
 
 /// Reads and parses the request head. `Err(None)`: the client left or sent garbage (a
@@ -100,19 +97,13 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, Option<(StatusCode, A
         }
     }
     let target = req.path.unwrap_or_default();
-    if target.len() > MAX_URI_BYTES {
-        return Err(Some((
-            StatusCode::URI_TOO_LONG,
-            ApiError::too_large(format!("request target over {MAX_URI_BYTES} bytes")),
-        )));
-    }
     let header_bytes: usize = req
         .headers
         .iter()
         .map(|h| h.name.len() + h.value.len())
         .sum();
-    if header_bytes > MAX_HEADER_BYTES {
-        return Err(headers_too_large());
+    if let Some(refusal) = head_over_limits(target.len(), req.headers.len(), header_bytes) {
+        return Err(Some(refusal));
     }
     // As the warp route: a query that does not parse is no query.
     let query = target
@@ -156,10 +147,17 @@ pub async fn serve(mut stream: TcpStream, state: Arc<GatewayState>, ticket: Arc<
     let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n".to_vec();
     // Anything the client sends from here on is read and ignored; its end ends the stream.
     let mut ignored = [0u8; 64];
+    // One timer for the stream's life, pushed back whenever something is written.
+    let mut quiet = std::pin::pin!(tokio::time::sleep(keep_alive));
     loop {
         if !out.is_empty() {
             match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await {
-                Ok(Ok(())) => out.clear(),
+                Ok(Ok(())) => {
+                    out.clear();
+                    quiet
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + keep_alive);
+                }
                 _ => return,
             }
             if out.capacity() > 16 * 1024 {
@@ -186,7 +184,7 @@ pub async fn serve(mut stream: TcpStream, state: Arc<GatewayState>, ticket: Arc<
                     return;
                 }
             }
-            () = tokio::time::sleep(keep_alive) => {
+            () = &mut quiet => {
                 out.extend_from_slice(crate::sse::keep_alive_comment().as_bytes());
             }
         }
