@@ -651,7 +651,14 @@ impl<E: Entity> Actor for EntityActor<E> {
                 entity.handle_ask(m, &state.ctx, respond).await;
             }
             Envelope::Subscribe(req, reply) => {
-                let _ = reply.send(entity.subscribe(req, &state.ctx));
+                // A fenced activation's streams are over: its state may already be behind
+                // the new one's, so the subscriber asks again (and reaches the new one).
+                let grant = if entity.fenced() {
+                    Err(format!("{}/{} moved; retry", E::KIND, state.ctx.key))
+                } else {
+                    entity.subscribe(req, &state.ctx)
+                };
+                let _ = reply.send(grant);
             }
             Envelope::Unsubscribe { channel, node } => entity.unsubscribe(&channel, &node),
             Envelope::Tick => entity.on_tick(&state.ctx).await,

@@ -9,7 +9,7 @@ use bourse_actors::channel::{Channel, ChannelError};
 use bourse_actors::room::{Room, RoomMsg};
 use bourse_actors::session::{KIND as SESSION_KIND, Private, Session, SessionMsg};
 use bourse_cluster::hub::{ConnId, epoch_newer};
-use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamRequest};
+use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamEvent, StreamGrant, StreamRequest};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +18,44 @@ struct Position {
     channel: Channel,
     epoch: String,
     seq: u64,
+}
+
+impl Position {
+    /// Moves to what a re-subscription granted, never backwards, and returns the granted
+    /// events the client lacks: all of a newer epoch's, none of an older one's, those past
+    /// the position in the same epoch.
+    fn advance<'a>(&mut self, grant: &'a StreamGrant) -> Vec<&'a StreamEvent> {
+        if epoch_newer(&grant.epoch, &self.epoch) {
+            self.epoch = grant.epoch.clone();
+            self.seq = grant.seq;
+            return grant.events.iter().collect();
+        }
+        if grant.epoch != self.epoch {
+            return Vec::new();
+        }
+        let after = self.seq;
+        self.seq = self.seq.max(grant.seq);
+        grant.events.iter().filter(|e| e.seq > after).collect()
+    }
+
+    /// Whether a live frame goes to the client (see [`Subscriptions::accept`]).
+    fn accept(&mut self, frame: &Frame) -> Verdict {
+        if *frame.epoch != *self.epoch {
+            return if epoch_newer(&frame.epoch, &self.epoch) {
+                Verdict::Moved
+            } else {
+                Verdict::Drop
+            };
+        }
+        if frame.seq <= self.seq {
+            return Verdict::Drop;
+        }
+        if frame.seq > self.seq + 1 && !frame.conflatable {
+            return Verdict::Gap;
+        }
+        self.seq = frame.seq;
+        Verdict::Send
+    }
 }
 
 /// The channels of one connection.
@@ -39,6 +77,9 @@ pub enum Verdict {
     Drop,
     /// Events before it were lost: repair, then send.
     Gap,
+    /// From a newer epoch than the client holds, whose resync has not (yet) granted it:
+    /// re-subscribe in that epoch, then send.
+    Moved,
 }
 
 /// The outcome of subscribing one channel.
@@ -51,6 +92,21 @@ pub struct Granted {
     pub position: Value,
     /// Whether the requested `since` was honoured by a replay with no gap.
     pub resumed: bool,
+}
+
+impl Granted {
+    fn new<'a>(
+        channel: &Channel,
+        grant: &StreamGrant,
+        events: impl Iterator<Item = &'a StreamEvent>,
+    ) -> Self {
+        Granted {
+            channel: channel.public_name(),
+            frames: events.map(|e| Arc::new(Frame::encode(e))).collect(),
+            position: json!({"epoch": grant.epoch, "seq": grant.seq, "resumed": grant.resumed}),
+            resumed: grant.resumed,
+        }
+    }
 }
 
 impl Subscriptions {
@@ -165,35 +221,17 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Subscribes (or re-subscribes) one channel. Registers with the hub first, so no live
-    /// event can fall between the grant and the first live frame.
+    /// Subscribes (or re-subscribes, at the client's request) one channel. Registers with
+    /// the hub first, so no live event can fall between the grant and the first live frame.
+    /// The grant sets the channel's position: a client asking again asks for that replay.
     pub async fn subscribe(
         &mut self,
         channel: &Channel,
         since: Option<Cursor>,
     ) -> Result<Granted, ApiError> {
+        let grant = self.request(channel, since).await?;
         let name = channel.name();
-        let (kind, key) = channel.publisher();
-        let key = key.as_str();
-        let hub = &self.state.hub;
-        let was_subscribed = self.positions.contains_key(&name);
-        hub.subscribe(&name, kind, key, self.conn, self.outbox.clone());
-        let req = StreamRequest {
-            channel: name.clone(),
-            node: hub.node().to_string(),
-            since,
-        };
-        let grant = match self.state.sharding.subscribe(kind, key, req).await {
-            Ok(g) => g,
-            Err(e) => {
-                if !was_subscribed {
-                    hub.unsubscribe(&name, self.conn);
-                }
-                return Err(e.into());
-            }
-        };
-        let position = json!({"epoch": grant.epoch, "seq": grant.seq, "resumed": grant.resumed});
-        if !was_subscribed {
+        if !self.positions.contains_key(&name) {
             self.presence(channel, true);
         }
         self.positions.insert(
@@ -204,18 +242,36 @@ impl Subscriptions {
                 seq: grant.seq,
             },
         );
-        Ok(Granted {
-            channel: channel.public_name(),
-            frames: grant
-                .events
-                .iter()
-                .map(|e| Arc::new(Frame::encode(e)))
-                .collect(),
-            position,
-            resumed: grant.resumed,
-        })
+        Ok(Granted::new(channel, &grant, grant.events.iter()))
     }
 
+    /// Asks the channel's publisher for a grant, registered with the hub first. A channel
+    /// not held before is unregistered again when the publisher cannot be reached.
+    async fn request(
+        &mut self,
+        channel: &Channel,
+        since: Option<Cursor>,
+    ) -> Result<StreamGrant, ApiError> {
+        let name = channel.name();
+        let (kind, key) = channel.publisher();
+        let hub = &self.state.hub;
+        hub.subscribe(&name, kind, &key, self.conn, self.outbox.clone());
+        let req = StreamRequest {
+            channel: name.clone(),
+            node: hub.node().to_string(),
+            since,
+        };
+        self.state
+            .sharding
+            .subscribe(kind, &key, req)
+            .await
+            .map_err(|e| {
+                if !self.positions.contains_key(&name) {
+                    self.state.hub.unsubscribe(&name, self.conn);
+                }
+                e.into()
+            })
+    }
     /// Drops a channel; false when it was not held.
     pub fn unsubscribe(&mut self, name: &str) -> bool {
         if let Some(pos) = self.positions.remove(name) {
@@ -229,21 +285,15 @@ impl Subscriptions {
 
     /// Whether a live frame goes to the client: a channel still held, in the epoch the
     /// client was granted, past the grant's position. Frames of another epoch wait for
-    /// the resync that grants it (its replay covers them, in order). A frame that skips
+    /// the resync that grants it (its replay covers them, in order); a newer epoch's frame
+    /// seen while the client still holds an older one is [`Verdict::Moved`], so a resync
+    /// that reached the publisher's previous activation is tried again. A frame that skips
     /// ahead on a non-conflatable channel means one was lost on the way (a cluster link
     /// can drop messages while sessions reconnect): it is a [`Verdict::Gap`] to repair.
     pub fn accept(&mut self, frame: &Frame) -> Verdict {
-        let Some(pos) = self.positions.get_mut(&*frame.channel) else {
-            return Verdict::Drop;
-        };
-        if *frame.epoch != *pos.epoch || frame.seq <= pos.seq {
-            return Verdict::Drop;
-        }
-        if frame.seq > pos.seq + 1 && !frame.conflatable {
-            return Verdict::Gap;
-        }
-        pos.seq = frame.seq;
-        Verdict::Send
+        self.positions
+            .get_mut(&*frame.channel)
+            .map_or(Verdict::Drop, |pos| pos.accept(frame))
     }
 
     /// Repairs a gap on `channel`: asks the publisher to replay from the client's position.
@@ -264,36 +314,67 @@ impl Subscriptions {
         Ok(granted.frames)
     }
 
-    /// Re-subscribes a held channel from `since`.
+    /// Re-subscribes a held channel from `since` on the connection's own behalf (a gap, a
+    /// new epoch). The grant never takes the client backwards: while two activations of a
+    /// publisher overlap (one fenced and draining, one new), a request routed by a stale
+    /// ring reaches the old one, whose answer is its own epoch's current state. An answer
+    /// from an older epoch is ignored; one in the same epoch only sends what lies past the
+    /// client's position.
     async fn resubscribe(&mut self, channel: &str, since: Cursor) -> Result<Granted, ApiError> {
         let Some(parsed) = self.positions.get(channel).map(|p| p.channel.clone()) else {
             return Err(ApiError::bad_request(format!(
                 "channel '{channel}' is not held"
             )));
         };
-        self.subscribe(&parsed, Some(since)).await
+        let grant = self.request(&parsed, Some(since)).await?;
+        let Some(pos) = self.positions.get_mut(channel) else {
+            return Err(ApiError::bad_request(format!(
+                "channel '{channel}' is not held"
+            )));
+        };
+        let lacking = pos.advance(&grant);
+        if grant.epoch != pos.epoch {
+            tracing::debug!(%channel, epoch = %grant.epoch, held = %pos.epoch, "a publisher answered from an older epoch; ignored");
+        }
+        Ok(Granted::new(&parsed, &grant, lacking.into_iter()))
     }
 
     /// Filters live frames into what the client gets, in order, repairing gaps with the
-    /// publisher's replay as they appear.
+    /// publisher's replay as they appear. Each channel is repaired at most once per batch.
     pub async fn pass(&mut self, frames: impl IntoIterator<Item = Arc<Frame>>) -> Vec<Arc<Frame>> {
         let mut out = Vec::new();
+        let mut repaired: Vec<Arc<str>> = Vec::new();
         for f in frames {
-            match self.accept(&f) {
-                Verdict::Send => out.push(f),
-                Verdict::Drop => {}
-                Verdict::Gap => match self.repair(&f.channel).await {
-                    // The replay ends at the grant's position, at or past this frame.
-                    Ok(replayed) => {
-                        out.extend(replayed);
-                        if self.accept(&f) == Verdict::Send {
-                            out.push(f);
-                        }
+            let verdict = self.accept(&f);
+            if matches!(verdict, Verdict::Send) {
+                out.push(f);
+                continue;
+            }
+            if verdict == Verdict::Drop || repaired.contains(&f.channel) {
+                continue;
+            }
+            repaired.push(f.channel.clone());
+            let replay = match verdict {
+                Verdict::Gap => self.repair(&f.channel).await,
+                _ => {
+                    let moved = Resync {
+                        channel: f.channel.to_string(),
+                        epoch: f.epoch.to_string(),
+                    };
+                    self.resync(&moved).await
+                }
+            };
+            match replay {
+                // The replay ends at the grant's position, at or past this frame.
+                Ok(replayed) => {
+                    out.extend(replayed);
+                    if self.accept(&f) == Verdict::Send {
+                        out.push(f);
                     }
-                    Err(e) => {
-                        tracing::warn!(channel = %f.channel, error = %e.message, "gap repair failed")
-                    }
-                },
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %f.channel, error = %e.message, "stream repair failed")
+                }
             }
         }
         out
@@ -401,4 +482,90 @@ pub fn parse_event_id(s: &str) -> Option<Cursor> {
         epoch: epoch.to_string(),
         seq: seq.parse().ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CH: &str = "book:KRW-BTC";
+
+    fn event(epoch: &str, seq: u64) -> StreamEvent {
+        StreamEvent {
+            channel: CH.into(),
+            epoch: epoch.into(),
+            seq,
+            ts: 0,
+            data: "{}".into(),
+            conflatable: false,
+        }
+    }
+
+    fn grant(epoch: &str, seq: u64, events: &[u64]) -> StreamGrant {
+        StreamGrant {
+            channel: CH.into(),
+            epoch: epoch.into(),
+            seq,
+            events: events.iter().map(|s| event(epoch, *s)).collect(),
+            resumed: false,
+        }
+    }
+
+    fn at(epoch: &str, seq: u64) -> Position {
+        Position {
+            channel: Channel::Book("KRW-BTC".into()),
+            epoch: epoch.into(),
+            seq,
+        }
+    }
+
+    fn seqs(events: Vec<&StreamEvent>) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_resync_answered_by_the_old_activation_sends_nothing_twice() {
+        // The soak's case: the client holds e1:373; the resync for e2 reached e1, which
+        // answered with its own snapshot at 373.
+        let mut pos = at("e1", 373);
+        assert!(seqs(pos.advance(&grant("e1", 373, &[373]))).is_empty());
+        assert_eq!((pos.epoch.as_str(), pos.seq), ("e1", 373));
+        // e2's live frames then ask for the resync again instead of being dropped for good.
+        let frame = Frame::encode(&event("e2", 1));
+        assert_eq!(pos.accept(&frame), Verdict::Moved);
+        // When e2 answers, its whole replay goes out and its frames follow.
+        assert_eq!(seqs(pos.advance(&grant("e2", 2, &[1, 2]))), vec![1, 2]);
+        assert_eq!(pos.accept(&frame), Verdict::Drop);
+        assert_eq!(pos.accept(&Frame::encode(&event("e2", 3))), Verdict::Send);
+    }
+
+    #[test]
+    fn a_grant_never_takes_the_position_backwards() {
+        let mut pos = at("e2", 10);
+        assert!(seqs(pos.advance(&grant("e1", 50, &[50]))).is_empty());
+        assert_eq!((pos.epoch.as_str(), pos.seq), ("e2", 10));
+        // Same epoch: only what lies past the position.
+        assert_eq!(
+            seqs(pos.advance(&grant("e2", 12, &[9, 10, 11, 12]))),
+            vec![11, 12]
+        );
+        assert_eq!(pos.seq, 12);
+        assert!(seqs(pos.advance(&grant("e2", 12, &[12]))).is_empty());
+        assert_eq!(pos.seq, 12);
+        // Epochs compare by length, then text: "e10" is newer than "e2".
+        assert_eq!(seqs(pos.advance(&grant("e10", 1, &[1]))), vec![1]);
+        assert_eq!((pos.epoch.as_str(), pos.seq), ("e10", 1));
+    }
+
+    #[test]
+    fn live_frames_go_out_once_in_order() {
+        let mut pos = at("e2", 5);
+        let f = |epoch, seq| Frame::encode(&event(epoch, seq));
+        assert_eq!(pos.accept(&f("e2", 5)), Verdict::Drop);
+        assert_eq!(pos.accept(&f("e2", 6)), Verdict::Send);
+        assert_eq!(pos.accept(&f("e2", 8)), Verdict::Gap);
+        assert_eq!(pos.accept(&f("e1", 9)), Verdict::Drop);
+        assert_eq!(pos.accept(&f("e3", 1)), Verdict::Moved);
+        assert_eq!(pos.seq, 6);
+    }
 }
