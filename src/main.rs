@@ -64,8 +64,6 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// Many WebSocket clients on one channel: delivered msgs/s, latency, node RSS.
-    Fanout(bench::FanoutArgs),
     /// Two nodes: local vs cross-node `send` throughput and `ask` round trips.
     Cluster(bench::ClusterArgs),
     /// The book entity in-process, journal on: orders/s and ask latency.
@@ -147,13 +145,6 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Trading(args)) => {
             return match runtime().map(|rt| rt.block_on(bench::trading::trading(args.clone()))) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => fail(&format!("{e:#}")),
-                Err(code) => code,
-            };
-        }
-        Command::Bench(Bench::Fanout(args)) => {
-            return match runtime().map(|rt| rt.block_on(bench::fanout(args.clone()))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(&format!("{e:#}")),
                 Err(code) => code,

@@ -16,10 +16,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Runs `bourse load connections` with `args` against `node` (bounded) and returns its
 /// JSON report.
 fn load(node: &Node, args: &[&str]) -> Value {
+    load_scenario(node, "connections", args)
+}
+
+/// Runs `bourse load <scenario>` with `args` against `node` (bounded) and returns its
+/// JSON report.
+fn load_scenario(node: &Node, scenario: &str, args: &[&str]) -> Value {
     let report = node.dir.join(format!("report-{}.json", fastrand::u32(..)));
     let url = format!("http://127.0.0.1:{}", node.port);
     let mut child = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args(["load", "connections", "--url", &url, "--report"])
+        .args(["load", scenario, "--url", &url, "--report"])
         .arg(&report)
         .args(args)
         .env("BOURSE_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -84,6 +90,54 @@ fn load_connections_holds_websocket_and_sse_clients_and_reports_them() {
             assert!(n["gateway_connections"].as_f64().unwrap() >= 60.0, "{r}");
             assert!(n["rss_after_bytes"].as_f64().unwrap() > 0.0, "{r}");
         }
+    }
+}
+
+#[test]
+fn load_fanout_times_every_delivered_event_and_draws_its_plots() {
+    let node = Node::start("load-fanout", "[feed]\ntrades_per_sec = 50\n");
+    let plots = node.dir.join("plots");
+    let r = load_scenario(
+        &node,
+        "fanout",
+        &[
+            "--clients",
+            "40",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+            "--baseline",
+            "1",
+            "--plot",
+            plots.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["connected"], 40, "{r}");
+    assert_eq!(r["dropped"], 0, "{r}");
+    // 50 trades/s on the channel, to each of 40 clients, for 2 s.
+    let delivered = r["delivered"].as_u64().unwrap();
+    assert!(delivered >= 40, "{r}");
+    assert_eq!(r["latency"]["count"], delivered, "every event timed: {r}");
+    assert!(r["cpu"]["net_seconds"].as_f64().unwrap() >= 0.0, "{r}");
+    assert!(r["cpu"]["seconds_per_million"].is_number(), "{r}");
+    let seconds = r["seconds"].as_array().unwrap();
+    assert_eq!(seconds.len(), 2, "{r}");
+    let per_second: u64 = seconds
+        .iter()
+        .map(|s| s["delivered"].as_u64().unwrap())
+        .sum();
+    assert!(per_second <= delivered, "{r}");
+    for name in [
+        "fanout-latency-over-time.svg",
+        "fanout-delivered-over-time.svg",
+        "fanout-latency-distribution.svg",
+    ] {
+        let svg = std::fs::read_to_string(plots.join(name)).expect(name);
+        assert!(
+            svg.contains("<svg") && svg.contains("<polyline"),
+            "{name}: {svg}"
+        );
     }
 }
 

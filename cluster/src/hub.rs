@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A stream event encoded once for the wire, shared by every connection that gets it.
 #[derive(Debug)]
@@ -19,8 +20,10 @@ pub struct Frame {
     pub epoch: Arc<str>,
     pub seq: u64,
     pub conflatable: bool,
-    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (docs/PROTOCOL.md "Stream events").
-    pub json: Arc<str>,
+    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (docs/PROTOCOL.md "Stream events"),
+    /// as the WebSocket layer sends it: each connection's message clones a reference to
+    /// these bytes, never the bytes.
+    pub json: Utf8Bytes,
 }
 
 /// The name clients know a channel by: a private channel `orders@<user>` is `orders`.

@@ -1,8 +1,7 @@
-//! `bourse bench fanout`: starts a real node (this binary, `node`) on a free loopback port
-//! with the simulator at a chosen rate, connects many WebSocket clients subscribed to one
-//! channel, and prints delivered messages/s, trade-to-client latency (p50/p99/max, from
-//! the event's `ts` in ms) and the node's RSS. Clients and node share this machine, so the
-//! clients' own CPU counts against the node's: the figures are a floor, not a ceiling.
+//! `bourse bench`: whole-system benchmarks that start their own node processes (this
+//! binary, `node`) on free loopback ports, in a scratch directory removed afterwards.
+//! Clients and nodes share this machine, so the clients' CPU counts against the nodes':
+//! the figures are a floor, not a ceiling. (`bourse load` measures running deployments.)
 
 pub mod book;
 pub mod chat;
@@ -11,76 +10,7 @@ pub mod trading;
 
 use crate::probe::{http_json, http_status};
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
-
-/// Latency histogram buckets: 1 ms each up to this, then one overflow bucket.
-const BUCKETS: usize = 5000;
-
-/// Fan-out benchmark parameters.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FanoutArgs {
-    /// WebSocket clients.
-    #[arg(long, default_value_t = 1000)]
-    pub clients: usize,
-    /// Simulated trades per second per symbol (8 symbols).
-    #[arg(long, default_value_t = 1000)]
-    pub rate: u32,
-    /// The channel every client subscribes to.
-    #[arg(long, default_value = "trades:KRW-BTC")]
-    pub channel: String,
-    /// Seconds measured (after warm-up).
-    #[arg(long, default_value_t = 20)]
-    pub secs: u64,
-    /// Seconds of warm-up before measuring.
-    #[arg(long, default_value_t = 3)]
-    pub warmup: u64,
-}
-
-struct Client {
-    received: AtomicU64,
-    histogram: std::sync::Mutex<Vec<u64>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Adds a client's local latency counts into its shared histogram and clears them.
-fn merge(shared: &std::sync::Mutex<Vec<u64>>, local: &mut [u64]) {
-    let mut h = shared.lock().unwrap_or_else(|p| p.into_inner());
-    for (a, b) in h.iter_mut().zip(local.iter_mut()) {
-        *a += std::mem::take(b);
-    }
-}
-
-/// The `ts` of an event frame, found without parsing the whole JSON (the client must not
-/// be the bottleneck): the envelope's `"ts":` comes before `"data"`.
-fn event_ts(text: &str) -> Option<i64> {
-    let at = text.find("\"ts\":")? + 5;
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
 
 /// A benchmark's scratch directory (configs, data, node logs): removed at the end of the
 /// run, kept when the run failed so the log its error names can be read.
@@ -144,160 +74,12 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Runs the benchmark and prints its figures.
-pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
-    let (_dir, nodes, gateways) =
-        local_cluster(1, "fanout", &simulator_feed(Some(args.rate))).await?;
-    let (port, pid) = (gateways[0], nodes[0].child.id());
-    println!(
-        "node pid {pid} on 127.0.0.1:{port}: 8 symbols x {} trades/s; connecting {} clients to {}",
-        args.rate, args.clients, args.channel
-    );
-
-    let measuring = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::with_capacity(args.clients);
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let subscribe =
-        serde_json::json!({"id": 1, "op": "subscribe", "channels": [args.channel]}).to_string();
-    for i in 0..args.clients {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .with_context(|| format!("connecting client {i}"))?;
-        ws.send(Message::text(subscribe.clone())).await?;
-        let client = Arc::new(Client {
-            received: AtomicU64::new(0),
-            histogram: std::sync::Mutex::new(vec![0; BUCKETS + 1]),
-        });
-        let (c, m) = (client.clone(), measuring.clone());
-        tokio::spawn(async move {
-            let mut local = vec![0u64; BUCKETS + 1];
-            let mut since_flush = 0u32;
-            let mut flushed = Instant::now();
-            while let Some(Ok(msg)) = ws.next().await {
-                let Message::Text(text) = msg else { continue };
-                if !m.load(Ordering::Relaxed) {
-                    if since_flush > 0 {
-                        // The window closed: merge what it counted.
-                        since_flush = 0;
-                        merge(&c.histogram, &mut local);
-                    }
-                    continue;
-                }
-                let Some(ts) = event_ts(&text) else { continue };
-                let latency = (now_ms() - ts).max(0) as usize;
-                local[latency.min(BUCKETS)] += 1;
-                c.received.fetch_add(1, Ordering::Relaxed);
-                since_flush += 1;
-                // Merge in batches, and at least every 100 ms so a slow channel counts too.
-                if since_flush == 256 || flushed.elapsed() > Duration::from_millis(100) {
-                    since_flush = 0;
-                    flushed = Instant::now();
-                    merge(&c.histogram, &mut local);
-                }
-            }
-        });
-        clients.push(client);
-    }
-    println!(
-        "all {} clients subscribed; warming up {} s",
-        args.clients, args.warmup
-    );
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    let cpu_before = node_cpu_ticks(pid);
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = node_cpu_ticks(pid);
-    // Longer than the clients' 100 ms merge interval.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let total: u64 = clients
-        .iter()
-        .map(|c| c.received.load(Ordering::Relaxed))
-        .sum();
-    let mut merged = vec![0u64; BUCKETS + 1];
-    for c in &clients {
-        let h = c.histogram.lock().unwrap_or_else(|p| p.into_inner());
-        for (a, b) in merged.iter_mut().zip(h.iter()) {
-            *a += b;
-        }
-    }
-    let counted: u64 = merged.iter().sum();
-    let pct = |p: f64| -> String {
-        let target = (counted as f64 * p).ceil() as u64;
-        let mut acc = 0;
-        for (ms, n) in merged.iter().enumerate() {
-            acc += n;
-            if acc >= target.max(1) {
-                return if ms == BUCKETS {
-                    format!(">{BUCKETS} ms")
-                } else {
-                    format!("{ms} ms")
-                };
-            }
-        }
-        "n/a".into()
-    };
-    let max = merged
-        .iter()
-        .rposition(|&n| n > 0)
-        .map_or("n/a".to_string(), |ms| format!("{ms} ms"));
-    println!("measured {elapsed:.1} s:");
-    println!(
-        "  delivered      {:.0} msgs/s ({} messages to {} clients)",
-        total as f64 / elapsed,
-        total,
-        args.clients
-    );
-    println!(
-        "  per client     {:.0} msgs/s",
-        total as f64 / elapsed / args.clients.max(1) as f64
-    );
-    println!(
-        "  latency        p50 {}  p99 {}  p99.9 {}  max {} (trade ts -> client, ms resolution)",
-        pct(0.50),
-        pct(0.99),
-        pct(0.999),
-        max
-    );
-    if let Some((rss, hwm)) = rss_kib(pid) {
-        println!(
-            "  node RSS       {} MiB (peak {} MiB)",
-            rss / 1024,
-            hwm / 1024
-        );
-    }
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        let hz = 100.0; // USER_HZ on Linux
-        println!(
-            "  node CPU       {:.0}% of one core",
-            (b - a) as f64 / hz / elapsed * 100.0
-        );
-    }
-    Ok(())
-}
-
 /// utime + stime of a process, in clock ticks.
 pub(crate) fn node_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::event_ts;
-
-    #[test]
-    fn finds_the_envelope_ts() {
-        let frame =
-            r#"{"ch":"trades:KRW-BTC","epoch":"e","seq":3,"ts":1795238291805,"data":{"ts":1}}"#;
-        assert_eq!(event_ts(frame), Some(1_795_238_291_805));
-        assert_eq!(event_ts(r#"{"id":1,"ok":true}"#), None);
-    }
 }
 
 /// Cluster routing benchmark parameters.

@@ -7,6 +7,8 @@
 //! limit to the hard one and says when that caps a run (run several processes beyond it).
 
 pub mod connections;
+pub mod fanout;
+pub mod plot;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -19,12 +21,16 @@ pub enum Scenario {
     /// Clients that connect (at a ramp rate, or all at once: a connect storm), subscribe
     /// to one channel and stay: connect latency, refusals, memory per connection per node.
     Connections(connections::ConnectionsArgs),
+    /// WebSocket subscribers on one channel while it flows: delivered messages per
+    /// second, event latency, and the gateways' CPU per delivered message.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// Runs a scenario.
 pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
     match scenario {
         Scenario::Connections(args) => connections::run(args).await,
+        Scenario::Fanout(args) => fanout::run(args).await,
     }
 }
 

@@ -161,7 +161,7 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
                         break None;
                     }
                     for f in frames {
-                        if tx.feed(Message::text(&*f.json)).await.is_err() {
+                        if tx.feed(Message::Text(f.json.clone())).await.is_err() {
                             break;
                         }
                     }
@@ -176,7 +176,7 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
                 };
                 let write = async {
                     for f in frames {
-                        tx.feed(Message::text(&*f.json)).await?;
+                        tx.feed(Message::Text(f.json.clone())).await?;
                     }
                     tx.flush().await
                 };
