@@ -6,10 +6,11 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cluster, Node, metric};
+use common::{ADMIN_TOKEN, Cluster, Node, WsClient, metric};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NO_FEED: &str = "[feed]\nkind = \"none\"\n";
 
@@ -550,4 +551,178 @@ fn ctl_prints_the_admin_api_as_tables_and_says_why_it_failed() {
         .wait_exit(Duration::from_secs(30))
         .expect("node1 exits");
     assert!(status.success(), "{status:?}");
+}
+
+/// The connections `via` lists for `node`.
+fn connections(via: &Node, node: &str) -> Value {
+    let (s, v) = admin(via, "GET", &format!("/admin/connections?node={node}"), None);
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_listed_and_a_killed_one_closes_alone_with_1011() {
+    let cluster = Cluster::start("admin-conns", 2, "[feed]\ntrades_per_sec = 20\n");
+    cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(30));
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (user_id, token) = b.register("victim");
+    let channels = json!({"channels": ["trades:KRW-BTC", "chat:KRW-BTC"]});
+    let mut bystander = WsClient::connect(&b.ws_url()).await;
+    assert_eq!(
+        bystander.request("subscribe", channels.clone()).await["ok"],
+        true
+    );
+    let mut victim = WsClient::connect(&format!("{}?token={token}", b.ws_url())).await;
+    assert_eq!(victim.request("subscribe", channels).await["ok"], true);
+    bystander
+        .wait_event(Duration::from_secs(10), |e| {
+            e.data["presence"] == "join" && e.data["user"] == "victim"
+        })
+        .await
+        .expect("the victim joined the room");
+
+    // node1 lists node2's connections, through the cluster.
+    let listed = connections(a, "node2");
+    assert_eq!(listed["node"], "node2");
+    assert!(listed["total"].as_u64().unwrap() >= 2, "{listed}");
+    let all = listed["connections"].as_array().unwrap();
+    let mine = all
+        .iter()
+        .find(|c| c["user"] == "victim")
+        .unwrap_or_else(|| panic!("the victim is listed: {listed}"));
+    assert_eq!(mine["transport"], "ws");
+    // Internal names: the session's private channel ties the connection to its user.
+    let session = format!("session@{user_id}");
+    assert_eq!(
+        mine["channels"],
+        json!(["chat:KRW-BTC", session, "trades:KRW-BTC"])
+    );
+    assert!(mine["queue"].is_u64() && mine["age_ms"].is_u64(), "{mine}");
+    let id = mine["id"].as_u64().unwrap();
+
+    let (s, v) = admin(
+        a,
+        "POST",
+        "/admin/chaos/kill-connection",
+        Some(json!({"node": "node2", "id": id})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["killed"], json!({"node": "node2", "id": id}));
+    victim.pump(Duration::from_secs(10)).await;
+    assert_eq!(victim.close_code(), Some(1011), "{:?}", victim.closed);
+
+    // Its presence was released, the bystander never noticed, and the node counted it.
+    bystander
+        .wait_event(Duration::from_secs(10), |e| {
+            e.data["presence"] == "leave" && e.data["user"] == "victim"
+        })
+        .await
+        .expect("the killed connection left the room");
+    let last = bystander.events.iter().map(|e| e.seq).max().unwrap_or(0);
+    bystander
+        .wait_event(Duration::from_secs(10), |e| {
+            e.ch == "trades:KRW-BTC" && e.seq > last
+        })
+        .await
+        .expect("the bystander still gets trades");
+    assert!(bystander.closed.is_none());
+    let after = connections(b, "node2");
+    assert!(
+        after["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != id),
+        "{after}"
+    );
+    let (_, text) = b.get("/metrics");
+    assert_eq!(
+        metric(
+            text.as_str().unwrap(),
+            "bourse_gateway_connection_panics_total{transport=\"ws\"}"
+        ),
+        Some(1.0)
+    );
+
+    // An SSE stream killed ends; the others carry on.
+    let port = b.port;
+    let mut sse = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    sse.write_all(b"GET /sse?channels=trades:KRW-BTC HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = sse.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let listed = connections(b, "node2");
+    let stream = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["transport"] == "sse")
+        .unwrap_or_else(|| panic!("the SSE stream is listed: {listed}"))["id"]
+        .as_u64()
+        .unwrap();
+    let (s, v) = admin(
+        b,
+        "POST",
+        "/admin/chaos/kill-connection",
+        Some(json!({"id": stream})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match sse.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the killed SSE stream ended");
+    assert!(bystander.closed.is_none());
+
+    // Bad requests.
+    let (s, v) = admin(
+        b,
+        "POST",
+        "/admin/chaos/kill-connection",
+        Some(json!({"id": id})),
+    );
+    assert_eq!((s, code(&v)), (404, Some("not_found")), "killed twice: {v}");
+    let (s, v) = admin(
+        b,
+        "POST",
+        "/admin/chaos/kill-connection",
+        Some(json!({"id": 1, "extra": true})),
+    );
+    assert_eq!((s, code(&v)), (400, Some("bad_request")), "{v}");
+    let (s, v) = admin(
+        b,
+        "POST",
+        "/admin/chaos/kill-connection",
+        Some(json!({"node": "node9", "id": 1})),
+    );
+    assert_eq!((s, code(&v)), (404, Some("not_found")), "{v}");
+    for path in [
+        "/admin/connections?limit=0",
+        "/admin/connections?limit=x",
+        "/admin/connections?who=1",
+    ] {
+        let (s, v) = admin(b, "GET", path, None);
+        assert_eq!((s, code(&v)), (400, Some("bad_request")), "{path}: {v}");
+    }
+    let (s, v) = admin(b, "GET", "/admin/connections?node=node9", None);
+    assert_eq!((s, code(&v)), (404, Some("not_found")), "{v}");
+    let (s, _) = b.api("GET", "/admin/connections", None, None);
+    assert_eq!(s, 403);
+    let (s, v) = admin(b, "GET", "/admin/connections?limit=1", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["connections"].as_array().unwrap().len(), 1, "{v}");
+    bystander.close().await;
 }

@@ -6,8 +6,9 @@
 //! event that finds the queue full marks the outbox overflowed, and its connection is closed
 //! as a slow consumer rather than silently losing messages.
 
+use crate::clients::{ClientView, Clients};
 use crate::stream::StreamEvent;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -176,6 +177,7 @@ pub struct Hub {
     node: String,
     channels: RwLock<HashMap<String, ChannelSubs>>,
     next_conn: AtomicU64,
+    clients: Arc<Clients>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -200,6 +202,7 @@ impl Hub {
             node: node.to_string(),
             channels: RwLock::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            clients: Arc::new(Clients::default()),
         })
     }
 
@@ -211,6 +214,31 @@ impl Hub {
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This node's client connections.
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+
+    /// Up to `limit` of this node's connections, each with the channels it holds here.
+    pub fn list_clients(&self, limit: usize) -> Vec<ClientView> {
+        self.clients.list(limit, |ids| {
+            let wanted: std::collections::HashSet<ConnId> = ids.iter().copied().collect();
+            let mut out: BTreeMap<ConnId, Vec<String>> = BTreeMap::new();
+            let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+            for (name, subs) in channels.iter() {
+                for (conn, _) in &subs.subscribers {
+                    if wanted.contains(conn) {
+                        out.entry(*conn).or_default().push(name.clone());
+                    }
+                }
+            }
+            for names in out.values_mut() {
+                names.sort();
+            }
+            out
+        })
     }
 
     /// Adds a local subscriber of `channel`, published by `kind/key`. Register here *before*

@@ -12,6 +12,7 @@
 //! - [`metrics`]: the runtime's Prometheus metrics.
 //! - [`probe`]: a diagnostic entity for measuring routing.
 
+pub mod clients;
 pub mod entity;
 pub mod guardian;
 pub mod hub;

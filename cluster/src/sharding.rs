@@ -6,6 +6,7 @@
 //! converging) forwards it to the owner it computes, at most [`MAX_HOPS`] times; an `ask`
 //! that cannot be delivered in time fails with `unavailable` — it never hangs.
 
+use crate::clients::ClientView;
 use crate::entity::Entity;
 use crate::hub::{Delivery, Hub};
 use crate::link::{Link, router_of};
@@ -820,6 +821,58 @@ impl Sharding {
                 self.inner.leave.notify_one();
                 msg::Reply::Leaving
             }
+            msg::Call::Clients { limit } => {
+                let hub = &self.inner.hub;
+                msg::Reply::Clients {
+                    total: hub.clients().len(),
+                    listed: hub.list_clients(limit),
+                }
+            }
+            msg::Call::KillClient { id } => {
+                msg::Reply::KilledClient(self.inner.hub.clients().kill(id))
+            }
+        }
+    }
+
+    /// `node`'s client connections: how many, and the first `limit` by id.
+    pub async fn clients_on(
+        &self,
+        node: &str,
+        limit: usize,
+    ) -> Result<(usize, Vec<ClientView>), AskError> {
+        let Some(link) = self.node_link(node)? else {
+            let hub = &self.inner.hub;
+            return Ok((hub.clients().len(), hub.list_clients(limit)));
+        };
+        match self
+            .call(
+                &link,
+                &msg::Call::Clients { limit },
+                &format!("node {node}"),
+            )
+            .await?
+        {
+            msg::Reply::Clients { total, listed } => Ok((total, listed)),
+            other => Err(Self::reply_error(other, node)),
+        }
+    }
+
+    /// Chaos: client connection `id` of `node` dies as a crashing one would; false when
+    /// that node has no such connection.
+    pub async fn kill_client_on(&self, node: &str, id: u64) -> Result<bool, AskError> {
+        let Some(link) = self.node_link(node)? else {
+            return Ok(self.inner.hub.clients().kill(id));
+        };
+        match self
+            .call(
+                &link,
+                &msg::Call::KillClient { id },
+                &format!("node {node}"),
+            )
+            .await?
+        {
+            msg::Reply::KilledClient(killed) => Ok(killed),
+            other => Err(Self::reply_error(other, node)),
         }
     }
 

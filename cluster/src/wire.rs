@@ -52,6 +52,7 @@ mod tests {
 /// Messages that cross nodes, inside the router's opaque byte payloads. Kept small: entity
 /// envelopes, stream events, membership heartbeats.
 pub mod msg {
+    use crate::clients::ClientView;
     use crate::membership::MemberInfo;
     use crate::region::EntityInfo;
     use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
@@ -127,6 +128,14 @@ pub mod msg {
         },
         /// The receiving node drains and stops.
         Leave,
+        /// The receiving node's first `limit` client connections, and how many it has.
+        Clients {
+            limit: usize,
+        },
+        /// Chaos: the receiving node's client connection `id` dies as a crashing one would.
+        KillClient {
+            id: u64,
+        },
     }
 
     /// Answers to [`Call`]s.
@@ -141,6 +150,11 @@ pub mod msg {
         /// The counters and the summary as JSON text (bincode cannot carry a JSON value).
         Inspected(Option<(EntityInfo, String)>),
         Leaving,
+        Clients {
+            total: usize,
+            listed: Vec<ClientView>,
+        },
+        KilledClient(bool),
         /// The call could not be served: `(unavailable, message)`; unavailable is retryable.
         Failed {
             retry: bool,

@@ -342,6 +342,20 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .and(token)
         .and(body.clone())
         .then(|s, auth, body| admin_post(s, auth, body, StatusCode::OK, rest::admin::kill));
+    let kill_connection = warp::path!("admin" / "chaos" / "kill-connection")
+        .and(warp::post())
+        .and(st.clone())
+        .and(token)
+        .and(body.clone())
+        .then(|s, auth, body| {
+            admin_post(s, auth, body, StatusCode::OK, rest::admin::kill_connection)
+        });
+    let connections = warp::path!("admin" / "connections")
+        .and(warp::get())
+        .and(st.clone())
+        .and(token)
+        .and(warp::query::<Query>())
+        .then(|s, auth, q: Query| admin_get(s, auth, move |s| rest::admin::connections(s, q)));
     let leave = warp::path!("admin" / "cluster" / "leave")
         .and(warp::post())
         .and(st.clone())
@@ -397,6 +411,10 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
             admin_post(s, auth, body, StatusCode::OK, rest::admin::bench_routing)
         });
     kill.or(leave)
+        .unify()
+        .or(kill_connection)
+        .unify()
+        .or(connections)
         .unify()
         .or(cluster)
         .unify()

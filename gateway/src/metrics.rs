@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use crate::state::GatewayState;
 use bourse_cluster::metrics::{ACTIVE, MAILBOX, SUBSCRIPTIONS, registered};
-use prometheus::{Counter, Encoder, IntGauge, TextEncoder};
+use prometheus::{Counter, Encoder, IntCounterVec, IntGauge, Opts, TextEncoder};
 use std::sync::LazyLock;
 
 /// Open client connections (WebSocket and SSE).
@@ -16,6 +16,37 @@ pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
         "Open WebSocket and SSE connections on this node",
     ))
 });
+
+/// Connections that panicked (or were killed by a chaos request, which panics them), by
+/// transport: each was closed alone (WebSocket with 1011) and its state released.
+pub static CONNECTION_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = registered(IntCounterVec::new(
+        Opts::new(
+            "bourse_gateway_connection_panics_total",
+            "Client connections that panicked and were closed alone, by transport",
+        ),
+        &["transport"],
+    ));
+    for transport in ["ws", "sse"] {
+        c.with_label_values(&[transport]);
+    }
+    c
+});
+
+/// Counts a connection's panic and logs what it said.
+pub fn connection_panicked(transport: &str, panic: &(dyn std::any::Any + Send)) {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(
+        transport,
+        panic = what,
+        "a client connection panicked; closed it alone"
+    );
+    CONNECTION_PANICS.with_label_values(&[transport]).inc();
+}
 
 /// The process's resident memory, from `/proc/self/status` at scrape time: what `bourse
 /// load` reads to give memory per connection.
@@ -86,6 +117,7 @@ pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
             .set(n as i64);
     }
     LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&CONNECTION_PANICS);
     sample_process();
     LazyLock::force(&bourse_cluster::metrics::FANOUT);
     LazyLock::force(&bourse_storage::metrics::BATCH_SECONDS);

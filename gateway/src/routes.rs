@@ -39,6 +39,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/entities"),
     ("GET", "/admin/entities/{kind}/{key}"),
     ("POST", "/admin/chaos/kill"),
+    ("GET", "/admin/connections"),
+    ("POST", "/admin/chaos/kill-connection"),
     ("POST", "/admin/bench/routing"),
 ];
 

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::state::GatewayState;
 use crate::subscriptions::{Subscriptions, parse_event_id};
 use bourse_cluster::{Frame, Outbox};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ pub async fn open(
         ));
     }
     let outbox = Outbox::new(state.settings.outbound_queue);
-    let mut subs = Subscriptions::new(state.clone(), outbox.clone());
+    let mut subs = Subscriptions::new(state.clone(), outbox.clone(), "sse");
     if let Some(token) = q.get("token") {
         let (id, name) = state.auth.identity(token)?;
         subs.set_user(id, name);
@@ -82,7 +82,7 @@ pub async fn open(
         queue,
         shutdown: state.shutdown.clone(),
     };
-    Ok(futures_util::stream::unfold(live, |mut live| async move {
+    let events = futures_util::stream::unfold(live, |mut live| async move {
         loop {
             if let Some(f) = live.queue.pop_front() {
                 return Some((Ok(event(&f)), live));
@@ -100,9 +100,25 @@ pub async fn open(
                     }
                 },
                 _ = live.shutdown.changed() => return None,
+                _ = live.subs.killed() => std::panic::resume_unwind(Box::new(
+                    "sse connection killed by chaos request".to_string(),
+                )),
             }
         }
-    }))
+    });
+    // A panicking stream (a bug, or a chaos kill) ends alone; its Subscriptions drop with it.
+    let contained = std::panic::AssertUnwindSafe(events)
+        .catch_unwind()
+        .filter_map(|item| {
+            futures_util::future::ready(match item {
+                Ok(event) => Some(event),
+                Err(panic) => {
+                    crate::metrics::connection_panicked("sse", &*panic);
+                    None
+                }
+            })
+        });
+    Ok(contained)
 }
 
 /// The keep-alive comment's text, for the streams served outside warp (sse_direct.rs).

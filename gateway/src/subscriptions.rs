@@ -8,6 +8,7 @@ use crate::state::GatewayState;
 use bourse_actors::channel::{Channel, ChannelError};
 use bourse_actors::room::{Room, RoomMsg};
 use bourse_actors::session::{KIND as SESSION_KIND, Private, Session, SessionMsg};
+use bourse_cluster::clients::ClientEntry;
 use bourse_cluster::hub::{ConnId, epoch_newer};
 use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamEvent, StreamGrant, StreamRequest};
 use serde_json::{Value, json};
@@ -62,6 +63,8 @@ impl Position {
 pub struct Subscriptions {
     state: Arc<GatewayState>,
     conn: ConnId,
+    /// The connection's place in the node's registry (admin list, chaos kill).
+    entry: ClientEntry,
     outbox: Arc<Outbox>,
     positions: HashMap<String, Position>,
     /// The logged-in user (id, username), for private channels and chat presence.
@@ -110,17 +113,29 @@ impl Granted {
 }
 
 impl Subscriptions {
-    /// No channels yet; live frames land in `outbox`.
-    pub fn new(state: Arc<GatewayState>, outbox: Arc<Outbox>) -> Self {
+    /// No channels yet; live frames land in `outbox`. Registers the connection (`ws` or
+    /// `sse`) with the node for its life.
+    pub fn new(state: Arc<GatewayState>, outbox: Arc<Outbox>, transport: &'static str) -> Self {
         let conn = state.hub.next_conn_id();
+        let entry = state
+            .hub
+            .clients()
+            .register(conn, transport, outbox.clone());
         crate::metrics::CONNECTIONS.inc();
         Subscriptions {
             state,
             conn,
+            entry,
             outbox,
             positions: HashMap::new(),
             user: None,
         }
+    }
+
+    /// Resolves when a chaos request kills this connection: its owner then panics, as a
+    /// crashing connection would, and is contained like one.
+    pub async fn killed(&self) {
+        self.entry.killed().await
     }
 
     /// The logged-in user id, if any.
@@ -139,6 +154,7 @@ impl Subscriptions {
         if self.user().is_some() {
             return;
         }
+        self.entry.set_user(&username);
         self.user = Some((user, username));
         let channel = Private::Session.channel(user);
         let hub = &self.state.hub;

@@ -98,6 +98,65 @@ pub async fn kill(state: Arc<GatewayState>, req: KillRequest) -> Result<Value, A
     }
 }
 
+/// `GET /admin/connections?node=&limit=`: one node's client connections (the node asked,
+/// by default): how many it has, and the first `limit` by id with their user, channels,
+/// queued frames and age.
+pub async fn connections(
+    state: Arc<GatewayState>,
+    q: HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    if let Some(k) = q.keys().find(|k| !["node", "limit"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("unknown parameter '{k}'")));
+    }
+    let limit = match q.get("limit") {
+        None => DEFAULT_ENTITIES_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_ENTITIES_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("'limit' must be 1..={MAX_ENTITIES_PAGE}"))
+            })?,
+    };
+    let node = target_node(&state, q.get("node")).await?;
+    let (total, listed) = state.sharding.clients_on(&node, limit).await?;
+    Ok(json!({"node": node, "total": total, "connections": listed}))
+}
+
+/// `node` if it names a live member, else the node asked.
+async fn target_node(state: &GatewayState, node: Option<&String>) -> Result<String, ApiError> {
+    Ok(match node {
+        Some(node) => live_member(state, node).await?.node,
+        None => state.sharding.node().to_string(),
+    })
+}
+
+/// `POST /admin/chaos/kill-connection` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillConnectionRequest {
+    /// The node holding the connection (default: the node asked).
+    node: Option<String>,
+    id: u64,
+}
+
+/// Panics one client connection as a bug would: it alone closes (a WebSocket with 1011),
+/// and its subscriptions, session attachment and presence are released.
+pub async fn kill_connection(
+    state: Arc<GatewayState>,
+    req: KillConnectionRequest,
+) -> Result<Value, ApiError> {
+    let node = target_node(&state, req.node.as_ref()).await?;
+    if !state.sharding.kill_client_on(&node, req.id).await? {
+        return Err(ApiError::not_found(format!(
+            "node {node} has no connection {}",
+            req.id
+        )));
+    }
+    tracing::warn!(%node, id = req.id, "chaos kill of a client connection");
+    Ok(json!({"killed": {"node": node, "id": req.id}}))
+}
+
 async fn view(state: &GatewayState) -> Result<ClusterView, ApiError> {
     state
         .cluster

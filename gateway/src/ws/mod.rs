@@ -1,12 +1,14 @@
 //! `GET /ws`: one connection task per client (its actor: it owns the client's state and
 //! handles its requests and stream frames in order).
 //!
-//! The loop serves, by priority: node shutdown (close 1001), client frames (requests, one
-//! response each, rate-limited), outbound stream frames from the outbox (an overflow closes
-//! with 1008 `slow_consumer`), and the ping timer (a client silent for `idle_timeout_s` is
+//! The loop serves, by priority: node shutdown (close 1001), a chaos kill (a panic), client
+//! frames (requests, one response each, rate-limited), outbound stream frames from the
+//! outbox (an overflow closes with 1008 `slow_consumer`), and the ping timer (a client
+//! silent for `idle_timeout_s` is
 //! closed). Oversize frames are refused by the WebSocket layer and close with 1009, text
 //! that is not UTF-8 with 1007, other protocol violations with 1002; a client's Close frame
-//! is answered with one (RFC 6455 section 5.5.1).
+//! is answered with one (RFC 6455 section 5.5.1). A panic in the loop closes this
+//! connection alone with 1011 and is counted in `bourse_gateway_connection_panics_total`.
 
 pub mod ops;
 pub mod upgrade;
@@ -16,7 +18,7 @@ use crate::limits::RateLimiter;
 use crate::state::GatewayState;
 use crate::subscriptions::Subscriptions;
 use bourse_cluster::{Frame, Outbox};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ const INVALID_DATA: u16 = 1007;
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
 const NORMAL: u16 = 1000;
+const INTERNAL_ERROR: u16 = 1011;
 
 /// How a read failure closes the connection: the close code and reason owed to the
 /// client, or `None` when the transport is gone and nothing can be sent.
@@ -115,7 +118,7 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
     let settings = state.settings.clone();
     let outbox = Outbox::new(settings.outbound_queue);
     let mut conn = Connection {
-        subs: Subscriptions::new(state.clone(), outbox.clone()),
+        subs: Subscriptions::new(state.clone(), outbox.clone(), "ws"),
         limiter: RateLimiter::new(settings.requests_per_sec, Instant::now()),
         state: state.clone(),
     };
@@ -127,76 +130,90 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));
     ping.tick().await;
     let mut last_heard = Instant::now();
-    let close = loop {
-        tokio::select! {
-            biased;
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break Some((GOING_AWAY, "server shutting down"));
-                }
-            }
-            incoming = rx.next() => {
-                let msg = match incoming {
-                    None => break None,
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
-                        break close_for(&e);
+    let run = async {
+        loop {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break Some((GOING_AWAY, "server shutting down"));
                     }
-                };
-                last_heard = Instant::now();
-                if msg.is_close() {
-                    // The WebSocket layer queued the answering Close frame; send it.
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.close()).await;
-                    break None;
                 }
-                let reply = match &msg {
-                    // Boxed: an idle connection does not carry a request's state in its task.
-                    Message::Text(text) => Some(Box::pin(handle_text(&mut conn, text)).await),
-                    Message::Binary(_) => Some((response(&Value::Null, Err(ApiError::bad_request("binary frames are not supported; send JSON text"))), Vec::new())),
-                    _ => None, // ping/pong: answered by the WebSocket layer
-                };
-                if let Some((text, frames)) = reply {
-                    if tx.feed(Message::text(text)).await.is_err() {
+                _ = conn.subs.killed() => std::panic::resume_unwind(Box::new(
+                    "websocket connection killed by chaos request".to_string(),
+                )),
+                incoming = rx.next() => {
+                    let msg = match incoming {
+                        None => break None,
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "websocket read failed");
+                            break close_for(&e);
+                        }
+                    };
+                    last_heard = Instant::now();
+                    if msg.is_close() {
+                        // The WebSocket layer queued the answering Close frame; send it.
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.close()).await;
                         break None;
                     }
-                    for f in frames {
-                        if tx.feed(Message::Text(f.json.clone())).await.is_err() {
-                            break;
+                    let reply = match &msg {
+                        // Boxed: an idle connection does not carry a request's state in its task.
+                        Message::Text(text) => Some(Box::pin(handle_text(&mut conn, text)).await),
+                        Message::Binary(_) => Some((response(&Value::Null, Err(ApiError::bad_request("binary frames are not supported; send JSON text"))), Vec::new())),
+                        _ => None, // ping/pong: answered by the WebSocket layer
+                    };
+                    if let Some((text, frames)) = reply {
+                        if tx.feed(Message::text(text)).await.is_err() {
+                            break None;
+                        }
+                        for f in frames {
+                            if tx.feed(Message::Text(f.json.clone())).await.is_err() {
+                                break;
+                            }
+                        }
+                        if tx.flush().await.is_err() {
+                            break None;
                         }
                     }
-                    if tx.flush().await.is_err() {
+                }
+                _ = outbox.wait() => {
+                    let Some(frames) = conn.subs.next_frames().await else {
+                        break Some((POLICY, "slow_consumer"));
+                    };
+                    let write = async {
+                        for f in frames {
+                            tx.feed(Message::Text(f.json.clone())).await?;
+                        }
+                        tx.flush().await
+                    };
+                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => {
+                            tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
+                            break None;
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > idle {
+                        break Some((NORMAL, "idle timeout"));
+                    }
+                    if tx.send(Message::Ping(Default::default())).await.is_err() {
                         break None;
                     }
                 }
             }
-            _ = outbox.wait() => {
-                let Some(frames) = conn.subs.next_frames().await else {
-                    break Some((POLICY, "slow_consumer"));
-                };
-                let write = async {
-                    for f in frames {
-                        tx.feed(Message::Text(f.json.clone())).await?;
-                    }
-                    tx.flush().await
-                };
-                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break None,
-                    Err(_) => {
-                        tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
-                        break None;
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > idle {
-                    break Some((NORMAL, "idle timeout"));
-                }
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
-                }
-            }
+        }
+    };
+    // A panic (a bug, or a chaos kill) closes this connection alone, with 1011; its
+    // subscriptions, session attachment and presence are released as `conn` drops.
+    let close = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(close) => close,
+        Err(panic) => {
+            crate::metrics::connection_panicked("ws", &*panic);
+            Some((INTERNAL_ERROR, "internal error"))
         }
     };
     if let Some((code, reason)) = close {
