@@ -57,6 +57,22 @@ enum CtlCommand {
     },
     /// Drain a node: it hands its entities off, then exits.
     Leave { node: String },
+    /// One node's client connections (WebSocket and SSE), by id.
+    Connections {
+        /// Whose connections (default: the node asked).
+        #[arg(long)]
+        node: Option<String>,
+        /// At most this many rows (1..1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Chaos: panic one client connection (a WebSocket closes with 1011).
+    KillConnection {
+        id: u64,
+        /// The node holding it (default: the node asked).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 struct Client {
@@ -309,6 +325,57 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                     cell(&v["killed"]["key"])
                 ),
             }
+        }
+        CtlCommand::Connections { node, limit } => {
+            let limit = limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(node) = &node {
+                query.push(("node", node.as_str()));
+            }
+            let v = client.get("/admin/connections", &query)?;
+            let rows: Vec<Vec<String>> = v["connections"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    let channels = c["channels"]
+                        .as_array()
+                        .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default();
+                    let secs = c["age_ms"].as_u64().unwrap_or(0) / 1000;
+                    vec![
+                        cell(&c["id"]),
+                        cell(&c["transport"]),
+                        cell(&c["user"]),
+                        cell(&c["queue"]),
+                        format!("{secs}s"),
+                        channels,
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &["ID", "TRANSPORT", "USER", "QUEUE", "AGE", "CHANNELS"],
+                    &rows
+                )
+            );
+            println!(
+                "{} of {} connections on {}",
+                rows.len(),
+                cell(&v["total"]),
+                cell(&v["node"])
+            );
+        }
+        CtlCommand::KillConnection { id, node } => {
+            let body = strip_nulls(json!({"id": id, "node": node}));
+            let v = client.post("/admin/chaos/kill-connection", body)?;
+            println!(
+                "killed connection {} on {}",
+                cell(&v["killed"]["id"]),
+                cell(&v["killed"]["node"])
+            );
         }
         CtlCommand::Leave { node } => {
             let v = client.post("/admin/cluster/leave", json!({"node": node}))?;

@@ -668,13 +668,19 @@ async fn connections_are_listed_and_a_killed_one_closes_alone_with_1011() {
         .unwrap_or_else(|| panic!("the SSE stream is listed: {listed}"))["id"]
         .as_u64()
         .unwrap();
-    let (s, v) = admin(
-        b,
-        "POST",
-        "/admin/chaos/kill-connection",
-        Some(json!({"id": stream})),
+    // bourse ctl shows the same list and kills through the same call.
+    let (ok, out, err) = ctl(b, ADMIN_TOKEN, &["connections", "--node", "node2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ID") && out.contains("TRANSPORT"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("{stream} ")) && l.contains("sse")),
+        "{out}"
     );
-    assert_eq!(s, 200, "{v}");
+    assert!(out.contains("connections on node2"), "{out}");
+    let (ok, out, err) = ctl(b, ADMIN_TOKEN, &["kill-connection", &stream.to_string()]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("killed connection {stream} on node2"));
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match sse.read(&mut buf).await {
