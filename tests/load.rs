@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Node, metric};
+use common::{ADMIN_TOKEN, Cluster, Node, metric};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -139,6 +139,63 @@ fn load_fanout_times_every_delivered_event_and_draws_its_plots() {
             "{name}: {svg}"
         );
     }
+}
+
+#[test]
+fn load_storm_clients_of_a_killed_node_reconnect_to_the_others_and_resume() {
+    let cluster = Cluster::start("load-storm", 3, "[feed]\ntrades_per_sec = 20\n");
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(30),
+    );
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("http://127.0.0.1:{}", n.port))
+        .collect();
+    let pid = cluster.nodes[2].pid().expect("node3 runs").to_string();
+    let plots = cluster.nodes[0].dir.join("plots");
+    let r = load_scenario(
+        &cluster.nodes[0],
+        "storm",
+        &[
+            "--url",
+            &urls[1],
+            "--url",
+            &urls[2],
+            "--clients",
+            "60",
+            "--secs",
+            "15",
+            "--kill-pid",
+            &pid,
+            "--kill-after",
+            "2",
+            "--backoff-cap-ms",
+            "1000",
+            "--plot",
+            plots.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["connected"], 60, "{r}");
+    assert_eq!(r["killed_pid"].as_u64(), pid.parse().ok(), "{r}");
+    // Clients are spread over the three gateways in turn: node3 held 20 of them.
+    let dropped = r["dropped"].as_u64().unwrap();
+    assert!(dropped >= 20, "{r}");
+    assert_eq!(r["resumed"], dropped, "every dropped client resumed: {r}");
+    assert!(r["resumed_by_seconds"]["all"].is_number(), "{r}");
+    assert_eq!(r["reconnect"]["count"], dropped, "{r}");
+    assert!(
+        r["untouched_latency_before"]["count"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert!(
+        r["untouched_latency_during"]["count"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    let svg = std::fs::read_to_string(plots.join("storm-connected-over-time.svg")).unwrap();
+    assert!(svg.contains("<polyline"), "{svg}");
 }
 
 /// A TCP connection from `from` to the node that performs a WebSocket handshake: the

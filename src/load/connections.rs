@@ -125,7 +125,7 @@ impl Timings {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -133,24 +133,24 @@ fn now_ms() -> i64 {
 
 /// The `ts` of an event frame, found without parsing the whole JSON (the client must not
 /// be the bottleneck): the envelope's `"ts":` comes before `"data"`.
-fn event_ts(text: &str) -> Option<i64> {
+pub(super) fn event_ts(text: &str) -> Option<i64> {
     let at = text.find("\"ts\":")? + 5;
     let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
     text[at..at + digits].parse().ok()
 }
 
-fn micros(since: Instant) -> u64 {
+pub(super) fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros().max(1) as u64
 }
 
 /// A client's socket settings: its reads are small events, its writes one request.
-fn client_config() -> WebSocketConfig {
+pub(super) fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
 }
 
-fn ws_failure(e: &tungstenite::Error) -> String {
+pub(super) fn ws_failure(e: &tungstenite::Error) -> String {
     match e {
         tungstenite::Error::Http(resp) => format!("http_{}", resp.status().as_u16()),
         tungstenite::Error::Io(e) => format!("io_{:?}", e.kind()).to_lowercase(),
@@ -158,7 +158,7 @@ fn ws_failure(e: &tungstenite::Error) -> String {
     }
 }
 
-fn io_failure(e: &std::io::Error) -> String {
+pub(super) fn io_failure(e: &std::io::Error) -> String {
     format!("connect_{:?}", e.kind()).to_lowercase()
 }
 

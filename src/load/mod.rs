@@ -9,6 +9,7 @@
 pub mod connections;
 pub mod fanout;
 pub mod plot;
+pub mod storm;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -24,6 +25,9 @@ pub enum Scenario {
     /// WebSocket subscribers on one channel while it flows: delivered messages per
     /// second, event latency, and the gateways' CPU per delivered message.
     Fanout(fanout::FanoutArgs),
+    /// A reconnect storm: clients that lose their gateway (a node killed or drained)
+    /// reconnect to the others with backoff and full jitter and resume with `since`.
+    Storm(storm::StormArgs),
 }
 
 /// Runs a scenario.
@@ -31,6 +35,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
     match scenario {
         Scenario::Connections(args) => connections::run(args).await,
         Scenario::Fanout(args) => fanout::run(args).await,
+        Scenario::Storm(args) => storm::run(args).await,
     }
 }
 
