@@ -30,8 +30,19 @@ pub async fn http_json(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> Option<(u16, serde_json::Value)> {
+    http_json_to(&format!("127.0.0.1:{port}"), method, path, token, body).await
+}
+
+/// As [`http_json`], to any `host:port`.
+pub async fn http_json_to(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Option<(u16, serde_json::Value)> {
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let (status, body) = http_text(port, method, path, token, &payload).await?;
+    let (status, body) = http_text_to(addr, method, path, token, &payload).await?;
     Some((
         status,
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),

@@ -90,7 +90,7 @@ fn bench_trading_prints_its_figures() {
         ],
         Duration::from_secs(120),
     );
-    assert_has(&out, &["orders", "p99"]);
+    assert_has(&out, &["orders", "p99", "conservation   holds"]);
 }
 
 /// OPERATIONS "Benchmarks": `BOURSE_BENCH_POSTGRES_URL=… bench trading` runs the cluster on

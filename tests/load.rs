@@ -198,6 +198,62 @@ fn load_storm_clients_of_a_killed_node_reconnect_to_the_others_and_resume() {
     assert!(svg.contains("<polyline"), "{svg}");
 }
 
+#[test]
+fn load_trading_places_orders_in_a_closed_and_an_open_loop() {
+    let node = Node::start(
+        "load-trading",
+        "[feed]\nkind = \"none\"\n[gateway]\nrequests_per_sec = 100000\n",
+    );
+    for rate in ["0", "40"] {
+        let r = load_scenario(
+            &node,
+            "trading",
+            &[
+                "--clients",
+                "16",
+                "--secs",
+                "2",
+                "--warmup",
+                "1",
+                "--rate",
+                rate,
+            ],
+        );
+        assert_eq!(r["clients"], 16, "{r}");
+        let acked = r["acknowledged"].as_u64().unwrap();
+        assert!(acked > 0, "rate {rate}: {r}");
+        assert_eq!(r["latency"]["count"], acked, "{r}");
+        // Not checked on a deployment others may trade on (here: the first run's users).
+        assert_eq!(r["conserved"], Value::Null, "rate {rate}: {r}");
+        assert_eq!(r["errors"], serde_json::json!({}), "rate {rate}: {r}");
+        assert!(r["gateway_cpu_cores"][0].is_number(), "{r}");
+        if rate != "0" {
+            // An open loop offers about 40 orders/s for 2 s.
+            assert!(acked <= 120, "rate {rate}: {r}");
+        }
+    }
+    // A deployment's registration limit is named, not a mystery failure.
+    let strict = Node::start_env(
+        "load-trading-strict",
+        "[feed]\nkind = \"none\"\n",
+        vec![("BOURSE_AUTH__REGISTER_PER_IP_PER_MIN".into(), "3".into())],
+        true,
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args([
+            "load",
+            "trading",
+            "--url",
+            &format!("http://127.0.0.1:{}", strict.port),
+        ])
+        .args(["--clients", "10", "--secs", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.register_per_ip_per_min"), "{err}");
+}
+
 /// A TCP connection from `from` to the node that performs a WebSocket handshake: the
 /// socket, or the refusal's status line, headers and body.
 async fn ws_from(from: &str, port: u16) -> Result<tokio::net::TcpStream, String> {

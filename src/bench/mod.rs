@@ -74,14 +74,6 @@ impl Drop for NodeProcess {
     }
 }
 
-/// utime + stime of a process, in clock ticks.
-pub(crate) fn node_cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 /// Cluster routing benchmark parameters.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {

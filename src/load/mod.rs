@@ -10,6 +10,7 @@ pub mod connections;
 pub mod fanout;
 pub mod plot;
 pub mod storm;
+pub mod trading;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -28,6 +29,9 @@ pub enum Scenario {
     /// A reconnect storm: clients that lose their gateway (a node killed or drained)
     /// reconnect to the others with backoff and full jitter and resume with `since`.
     Storm(storm::StormArgs),
+    /// Users placing orders over WebSocket (closed loop, or open loop at a rate):
+    /// acknowledged orders/s, place-to-ack latency, errors, and a conservation check.
+    Trading(trading::TradingArgs),
 }
 
 /// Runs a scenario.
@@ -36,6 +40,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Connections(args) => connections::run(args).await,
         Scenario::Fanout(args) => fanout::run(args).await,
         Scenario::Storm(args) => storm::run(args).await,
+        Scenario::Trading(args) => trading::run(args).await,
     }
 }
 
