@@ -254,6 +254,34 @@ fn load_trading_places_orders_in_a_closed_and_an_open_loop() {
     assert!(err.contains("auth.register_per_ip_per_min"), "{err}");
 }
 
+#[test]
+fn load_chat_delivers_every_message_to_every_member() {
+    let node = Node::start("load-chat", "[feed]\nkind = \"none\"\n");
+    let r = load_scenario(
+        &node,
+        "chat",
+        &[
+            "--members",
+            "30",
+            "--rate",
+            "8",
+            "--secs",
+            "2",
+            "--warmup",
+            "1",
+            "--room",
+            "KRW-ETH",
+        ],
+    );
+    assert_eq!(r["members"], 30, "{r}");
+    assert_eq!(r["room"], "KRW-ETH", "{r}");
+    let delivered = r["delivered"].as_u64().unwrap();
+    // About 8 messages/s for 2 s, each to 30 members.
+    assert!(delivered >= 30, "{r}");
+    assert_eq!(r["latency"]["count"], delivered, "{r}");
+    assert_eq!(r["refused"], 0, "{r}");
+}
+
 /// A TCP connection from `from` to the node that performs a WebSocket handshake: the
 /// socket, or the refusal's status line, headers and body.
 async fn ws_from(from: &str, port: u16) -> Result<tokio::net::TcpStream, String> {

@@ -6,6 +6,7 @@
 //! One process holds at most its file-descriptor limit of sockets: the tool raises its soft
 //! limit to the hard one and says when that caps a run (run several processes beyond it).
 
+pub mod chat;
 pub mod connections;
 pub mod fanout;
 pub mod plot;
@@ -32,6 +33,9 @@ pub enum Scenario {
     /// Users placing orders over WebSocket (closed loop, or open loop at a rate):
     /// acknowledged orders/s, place-to-ack latency, errors, and a conservation check.
     Trading(trading::TradingArgs),
+    /// One chat room: members subscribed over the gateways, senders posting at a rate:
+    /// delivered messages/s and send-to-receive latency.
+    Chat(chat::ChatArgs),
 }
 
 /// Runs a scenario.
@@ -41,6 +45,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Fanout(args) => fanout::run(args).await,
         Scenario::Storm(args) => storm::run(args).await,
         Scenario::Trading(args) => trading::run(args).await,
+        Scenario::Chat(args) => chat::run(args).await,
     }
 }
 

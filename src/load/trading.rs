@@ -110,7 +110,7 @@ async fn markets(target: &Target) -> anyhow::Result<Vec<Market>> {
 }
 
 /// Registers `name`: its token.
-async fn register(target: &Target, name: String) -> anyhow::Result<String> {
+pub(super) async fn register(target: &Target, name: String) -> anyhow::Result<String> {
     let body = json!({"username": name, "password": PASSWORD});
     match http_json_to(
         &target.addr,
