@@ -57,10 +57,13 @@ fn load_connections_holds_websocket_and_sse_clients_and_reports_them() {
     let node = Node::start("load-smoke", "[feed]\ntrades_per_sec = 20\n");
     // Two URLs (the same gateway twice): clients are spread over them in turn.
     let url = format!("http://127.0.0.1:{}", node.port);
+    let plots = node.dir.join("plots");
     for transport in ["ws", "sse"] {
         let r = load(
             &node,
             &[
+                "--plot",
+                plots.join(transport).to_str().unwrap(),
                 "--url",
                 &url,
                 "--clients",
@@ -84,6 +87,13 @@ fn load_connections_holds_websocket_and_sse_clients_and_reports_them() {
             r["events_received"].as_u64().unwrap() >= 60,
             "{transport}: {r}"
         );
+        for name in [
+            "connections-over-time.svg",
+            "connect-latency-distribution.svg",
+        ] {
+            let svg = std::fs::read_to_string(plots.join(transport).join(name)).expect(name);
+            assert!(svg.contains("<polyline"), "{name}: {svg}");
+        }
         for n in r["nodes"].as_array().unwrap() {
             assert_eq!(n["connected"], 30, "{r}");
             assert!(n["bytes_per_connection"].is_number(), "{r}");

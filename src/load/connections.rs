@@ -47,6 +47,10 @@ pub struct ConnectionsArgs {
     /// Seconds one client may take to connect and subscribe before it counts as failed.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
+    /// Also draw the connected clients over time and the connect latency distribution, as
+    /// SVG files in this directory.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// What became of one client's attempt.
@@ -366,6 +370,10 @@ pub struct Crowd {
     pub dropped: u64,
     /// The connect phase's figures, as JSON.
     pub report: Value,
+    /// Connect latencies (µs).
+    pub connect: Histogram<u64>,
+    /// `(seconds, clients connected)` while connecting.
+    pub timeline: Vec<(f64, f64)>,
 }
 
 impl Crowd {
@@ -436,6 +444,7 @@ impl Crowd {
         let mut dropped = 0u64;
         let bar = progress(clients as u64);
         let mut done = 0usize;
+        let mut timeline = vec![(0.0, 0.0)];
         while done < clients {
             let Some(outcome) = results.recv().await else {
                 break;
@@ -459,10 +468,12 @@ impl Crowd {
             }
             bar.set_position(done as u64);
             let failed: u64 = failures.values().sum();
-            bar.set_message(format!(
-                "connected {}  failed {failed}",
-                done as u64 - failed
-            ));
+            let connected = done as u64 - failed;
+            bar.set_message(format!("connected {connected}  failed {failed}"));
+            let at = started.elapsed().as_secs_f64();
+            if timeline.last().is_none_or(|(t, _)| at - t >= 0.01) || done == clients {
+                timeline.push((at, connected as f64));
+            }
         }
         bar.finish_and_clear();
         let attempt_secs = started.elapsed().as_secs_f64();
@@ -507,6 +518,8 @@ impl Crowd {
             per_target,
             dropped,
             report,
+            connect,
+            timeline,
         })
     }
 
@@ -623,6 +636,9 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
         ));
     }
     bar.finish_and_clear();
+    if let Some(dir) = &args.plot {
+        plot(dir, &crowd)?;
+    }
     let mut report = crowd.report.clone();
     let (received, dropped) = crowd.leave().await;
     println!(
@@ -634,6 +650,37 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     report["dropped"] = json!(dropped);
     report["nodes"] = json!(nodes);
     super::write_report(&args.common, &report)
+}
+
+/// `connections`' plots: clients connected over time, and the connect latency distribution.
+fn plot(dir: &std::path::Path, crowd: &Crowd) -> anyhow::Result<()> {
+    use super::plot::{Series, distribution, file, lines};
+    let over_time = file(dir, "connections-over-time.svg")?;
+    lines(
+        &over_time,
+        "Clients connected",
+        "seconds",
+        "clients",
+        &[Series {
+            name: "connected",
+            points: crowd.timeline.clone(),
+        }],
+    )?;
+    let cdf = file(dir, "connect-latency-distribution.svg")?;
+    lines(
+        &cdf,
+        "Connect latency distribution",
+        "ms",
+        "% of clients at or under",
+        &[Series {
+            name: "connect",
+            points: distribution(&crowd.connect),
+        }],
+    )?;
+    for f in [&over_time, &cdf] {
+        println!("plot written to {}", f.display());
+    }
+    Ok(())
 }
 
 /// Prints and returns one gateway's memory figures (from `/metrics` before and after the
