@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `bourse args...` to completion (bounded) and returns its stdout; fails the test
 /// with stderr when it exits non-zero.
@@ -19,33 +18,9 @@ fn bourse(args: &[&str], timeout: Duration) -> String {
 /// As [`bourse`], with extra environment variables.
 fn bourse_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> String {
     let dir = common::temp_dir("commands");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start bourse");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bourse {args:?} did not finish in {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = common::run_bourse(args, env, &dir, timeout);
     let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "bourse {args:?} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    println!("$ bourse {}\n{stdout}", args.join(" "));
-    stdout
+    out
 }
 
 fn assert_has(out: &str, needles: &[&str]) {

@@ -272,25 +272,7 @@ fn bodies_errors_and_http_edges() {
     assert_eq!((status, code(&body).as_str()), (404, "not_found"));
 
     // 414 and 431 carry the JSON error.
-    let (status, _, body) = raw_request(
-        node.port,
-        "GET",
-        &format!("/api/v1/symbols?{}", "a".repeat(9000)),
-        "",
-        "",
-    );
-    assert_eq!((status, code(&body).as_str()), (414, "too_large"), "{body}");
-    let (status, _, body) = raw_request(
-        node.port,
-        "GET",
-        "/api/v1/symbols",
-        &format!("x-big: {}\r\n", "a".repeat(17_000)),
-        "",
-    );
-    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
-    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let (status, _, body) = raw_request(node.port, "GET", "/api/v1/symbols", &many, "");
-    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
+    heads_over_the_limits_are_refused(node.port, "/api/v1/symbols", "?");
 
     // No CORS policy by default: no CORS headers.
     let (_, headers, _) = raw_request(
@@ -495,32 +477,27 @@ async fn close_code(
     None
 }
 
+/// A request target over 8 KiB is 414, a header section over 16 KiB or over 100 headers
+/// is 431, each with the JSON error. `path` is a good request; `join` adds a query to it.
+fn heads_over_the_limits_are_refused(port: u16, path: &str, join: &str) {
+    let long = format!("{path}{join}a={}", "a".repeat(9000));
+    let (status, _, body) = raw_request(port, "GET", &long, "", "");
+    assert_eq!((status, code(&body).as_str()), (414, "too_large"), "{body}");
+    let big = format!("x-big: {}\r\n", "a".repeat(17_000));
+    let (status, _, body) = raw_request(port, "GET", path, &big, "");
+    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (status, _, body) = raw_request(port, "GET", path, &many, "");
+    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
+}
+
 /// `GET /sse` opening a connection is served outside hyper (gateway/src/sse_direct.rs); on a
 /// reused keep-alive connection it goes through hyper. Both answer alike: the same limits
 /// and error bodies, the same event text, and a silent client is closed.
 #[test]
 fn sse_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
     let node = Node::start("hostile-sse", "[feed]\ntrades_per_sec = 20\n");
-    let (status, _, body) = raw_request(
-        node.port,
-        "GET",
-        &format!("/sse?channels={}", "a".repeat(9000)),
-        "",
-        "",
-    );
-    assert_eq!((status, code(&body).as_str()), (414, "too_large"), "{body}");
-    let (status, _, body) = raw_request(
-        node.port,
-        "GET",
-        "/sse?channels=trades:KRW-BTC",
-        &format!("x-big: {}\r\n", "a".repeat(17_000)),
-        "",
-    );
-    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
-    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let (status, _, body) =
-        raw_request(node.port, "GET", "/sse?channels=trades:KRW-BTC", &many, "");
-    assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
+    heads_over_the_limits_are_refused(node.port, "/sse?channels=trades:KRW-BTC", "&");
     let (status, headers, body) = raw_request(node.port, "GET", "/sse?channels=nope:X", "", "");
     assert_eq!(
         (status, code(&body).as_str()),

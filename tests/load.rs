@@ -24,31 +24,16 @@ fn load(node: &Node, args: &[&str]) -> Value {
 fn load_scenario(node: &Node, scenario: &str, args: &[&str]) -> Value {
     let report = node.dir.join(format!("report-{}.json", fastrand::u32(..)));
     let url = format!("http://127.0.0.1:{}", node.port);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args(["load", scenario, "--url", &url, "--report"])
-        .arg(&report)
-        .args(args)
-        .env("BOURSE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start bourse load");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bourse load {args:?} did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bourse load {args:?}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut all = vec!["load", scenario, "--url", &url, "--report"];
+    let report_arg = report.to_str().unwrap();
+    all.push(report_arg);
+    all.extend_from_slice(args);
+    common::run_bourse(
+        &all,
+        &[("BOURSE_ADMIN_TOKEN", ADMIN_TOKEN)],
+        &node.dir,
+        Duration::from_secs(60),
     );
-    println!("{stdout}");
     serde_json::from_str(&std::fs::read_to_string(&report).expect("the report")).expect("JSON")
 }
 

@@ -34,6 +34,10 @@ use warp::Reply;
 use warp::http::{HeaderValue, Method, Request, StatusCode, header};
 use warp::reply::Response;
 
+/// A WebSocket or SSE client whose socket accepts nothing for this long is dropped: a
+/// consumer that never reads must not pin its connection forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest request target (path and query), bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most request headers.

@@ -13,7 +13,7 @@
 use crate::admission::Ticket;
 use crate::error::ApiError;
 use crate::server::{
-    CLIENT_ERRORS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, head_over_limits,
+    CLIENT_ERRORS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, WRITE_TIMEOUT, head_over_limits,
 };
 use crate::state::GatewayState;
 use futures_util::{FutureExt, StreamExt};
@@ -23,9 +23,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp::http::StatusCode;
-
-/// A client whose socket accepts nothing for this long is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the connection's first bytes are an SSE request this module serves; waits up to
 /// `timeout` for them. `None`: nothing arrived in time. A client that left, or sent its

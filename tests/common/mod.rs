@@ -1003,3 +1003,43 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// Runs the `bourse` binary with `args` and `env` in `dir`, bounded by `timeout` (killed
+/// past it); panics unless it exits 0 and returns its stdout. Output is read while it runs,
+/// so a chatty command cannot stall on a full pipe.
+pub fn run_bourse(
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> String {
+    let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bourse");
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("bourse's output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("bourse {args:?} did not finish in {timeout:?}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "bourse {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("$ bourse {}\n{stdout}", args.join(" "));
+    stdout
+}

@@ -15,6 +15,7 @@ pub mod upgrade;
 
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
+use crate::server::WRITE_TIMEOUT;
 use crate::state::GatewayState;
 use crate::subscriptions::Subscriptions;
 use bourse_cluster::{Frame, Outbox};
@@ -46,10 +47,6 @@ fn close_for(e: &WsError) -> Option<(u16, &'static str)> {
         _ => None,
     }
 }
-
-/// A client whose socket accepts nothing for this long is dropped: a consumer that never
-/// reads must not pin its connection forever.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One client's connection state.
 pub struct Connection {
