@@ -108,6 +108,19 @@ pub trait Entity: Sized + Send + 'static {
         Err(format!("{} has no stream '{}'", Self::KIND, req.channel))
     }
 
+    /// Answers [`Entity::subscribe`] through `respond`: at once by default. An entity whose
+    /// memory runs ahead of storage (one that answers after journal writes it did not wait
+    /// for) answers once everything the grant shows is durable, as it does its other
+    /// answers, so no subscriber sees a change a crash could take back.
+    fn subscribe_then(
+        &mut self,
+        req: StreamRequest,
+        ctx: &EntityContext,
+        respond: Responder<Result<StreamGrant, String>>,
+    ) {
+        respond.send(self.subscribe(req, ctx));
+    }
+
     /// Whether storage fenced this activation (another node took the entity over): the
     /// shell then stops it, so it never writes or publishes again.
     fn fenced(&self) -> bool {

@@ -653,12 +653,14 @@ impl<E: Entity> Actor for EntityActor<E> {
             Envelope::Subscribe(req, reply) => {
                 // A fenced activation's streams are over: its state may already be behind
                 // the new one's, so the subscriber asks again (and reaches the new one).
-                let grant = if entity.fenced() {
-                    Err(format!("{}/{} moved; retry", E::KIND, state.ctx.key))
+                let respond = Responder::new(move |grant| {
+                    let _ = reply.send(grant);
+                });
+                if entity.fenced() {
+                    respond.send(Err(format!("{}/{} moved; retry", E::KIND, state.ctx.key)));
                 } else {
-                    entity.subscribe(req, &state.ctx)
-                };
-                let _ = reply.send(grant);
+                    entity.subscribe_then(req, &state.ctx, respond);
+                }
             }
             Envelope::Unsubscribe { channel, node } => entity.unsubscribe(&channel, &node),
             Envelope::Tick => entity.on_tick(&state.ctx).await,

@@ -7,7 +7,8 @@
 //! matching the next order: answers and effects go through an ordered *release* queue that
 //! lets each one out only once its journal entry (and every earlier one) is durable, so
 //! concurrent orders share commits (group commit) and nobody ever sees a change a crash
-//! could take back. Queries take the same queue, so they never show undurable state either.
+//! could take back. Queries and `book:S` subscriptions (their snapshot and replay) take the
+//! same queue, so they never show undurable state either.
 //! If a write fails, everything after it is refused and the book restarts from storage. A snapshot every
 //! `trading.snapshot_every` entries bounds recovery: snapshot, then replay the rest. After a
 //! recovery the book re-sends the state of every order the replayed entries touched, since
@@ -107,7 +108,31 @@ struct Release {
     /// The journal write to wait for (none for a query).
     ack: Option<Ack>,
     effects: Effects,
-    answer: Option<(BookReply, Responder<BookReply>)>,
+    answer: Option<Held>,
+}
+
+/// An answer held until what it shows is durable.
+enum Held {
+    Book(BookReply, Responder<BookReply>),
+    /// A `book:S` subscription: its snapshot or replay shows the book as it is in memory.
+    Grant(StreamGrant, Responder<Result<StreamGrant, String>>),
+}
+
+impl Held {
+    fn send(self) {
+        match self {
+            Held::Book(reply, respond) => respond.send(reply),
+            Held::Grant(grant, respond) => respond.send(Ok(grant)),
+        }
+    }
+
+    /// Refuses it: the book could not make its state durable.
+    fn fail(self, why: String) {
+        match self {
+            Held::Book(_, respond) => respond.send(BookReply::Failed(why)),
+            Held::Grant(_, respond) => respond.send(Err(why)),
+        }
+    }
 }
 
 /// What the release task shares with the entity.
@@ -251,6 +276,24 @@ impl Entity for BookEntity {
             .subscribe(&req, now_ms(), Some(snapshot.to_string()), false))
     }
 
+    /// The grant goes through the release queue: it shows the book as memory holds it, so
+    /// it waits for every journal write before it, like a query.
+    fn subscribe_then(
+        &mut self,
+        req: StreamRequest,
+        ctx: &EntityContext,
+        respond: Responder<Result<StreamGrant, String>>,
+    ) {
+        match self.subscribe(req, ctx) {
+            Ok(grant) => self.release(Release {
+                ack: None,
+                effects: Effects::default(),
+                answer: Some(Held::Grant(grant, respond)),
+            }),
+            Err(e) => respond.send(Err(e)),
+        }
+    }
+
     fn unsubscribe(&mut self, channel: &str, node: &str) {
         self.log.unsubscribe(channel, node);
     }
@@ -340,15 +383,19 @@ impl BookEntity {
                 )
             }
         };
-        let release = Release {
+        self.release(Release {
             ack,
             effects,
-            answer: Some((reply, respond)),
-        };
+            answer: Some(Held::Book(reply, respond)),
+        });
+    }
+
+    /// Queues a release; a book whose release task is gone stops.
+    fn release(&mut self, release: Release) {
         if let Err(mpsc::error::SendError(r)) = self.release.send(release) {
             self.stop = true;
-            if let Some((_, respond)) = r.answer {
-                respond.send(BookReply::Failed("the book stopped".into()));
+            if let Some(answer) = r.answer {
+                answer.fail("the book stopped".into());
             }
         }
     }
@@ -507,10 +554,8 @@ async fn run_releases(
                 _ => !shared.lease.is_lost(),
             };
             if !durable {
-                if let Some((_, respond)) = r.answer {
-                    respond.send(BookReply::Failed(format!(
-                        "book {symbol} could not journal; retry"
-                    )));
+                if let Some(answer) = r.answer {
+                    answer.fail(format!("book {symbol} could not journal; retry"));
                 }
                 continue;
             }
@@ -529,8 +574,8 @@ async fn run_releases(
                 report(&sharding, owner, state);
             }
             trades.extend(r.effects.trades);
-            if let Some((reply, respond)) = r.answer {
-                respond.send(reply);
+            if let Some(answer) = r.answer {
+                answer.send();
             }
         }
         if !trades.is_empty()
