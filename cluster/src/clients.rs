@@ -5,19 +5,16 @@
 use crate::hub::{ConnId, Outbox};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
-use tokio::sync::Notify;
 
 /// What the registry holds of one connection.
 struct Client {
     transport: &'static str,
     opened: Instant,
     user: Mutex<Option<String>>,
+    /// Its outbound queue: its length is the listing's `queue`; a kill goes through it.
     outbox: Arc<Outbox>,
-    kill: Notify,
-    killed: AtomicBool,
 }
 
 /// One connection as the admin API shows it.
@@ -42,7 +39,7 @@ pub struct Clients {
     map: RwLock<BTreeMap<ConnId, Arc<Client>>>,
 }
 
-/// A connection's place in the registry, released on drop; its kill switch.
+/// A connection's place in the registry, released on drop.
 pub struct ClientEntry {
     clients: Arc<Clients>,
     id: ConnId,
@@ -62,8 +59,6 @@ impl Clients {
             opened: Instant::now(),
             user: Mutex::new(None),
             outbox,
-            kill: Notify::new(),
-            killed: AtomicBool::new(false),
         });
         self.write().insert(id, client.clone());
         ClientEntry {
@@ -121,8 +116,7 @@ impl Clients {
         let Some(client) = map.get(&id) else {
             return false;
         };
-        client.killed.store(true, Ordering::Relaxed);
-        client.kill.notify_one();
+        client.outbox.kill();
         true
     }
 }
@@ -131,14 +125,6 @@ impl ClientEntry {
     /// Records the logged-in user's name.
     pub fn set_user(&self, username: &str) {
         *self.client.user.lock().unwrap_or_else(|p| p.into_inner()) = Some(username.to_string());
-    }
-
-    /// Resolves once a kill was asked for (at once if it already was).
-    pub async fn killed(&self) {
-        if self.client.killed.load(Ordering::Relaxed) {
-            return;
-        }
-        self.client.kill.notified().await;
     }
 }
 
@@ -152,10 +138,11 @@ impl Drop for ClientEntry {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn entries_list_in_id_order_and_leave_when_dropped() {
+    #[test]
+    fn entries_list_in_id_order_and_leave_when_dropped() {
         let clients = Arc::new(Clients::default());
-        let a = clients.register(7, "ws", Outbox::new(4));
+        let outbox = Outbox::new(4);
+        let a = clients.register(7, "ws", outbox.clone());
         let b = clients.register(3, "sse", Outbox::new(4));
         a.set_user("ana");
         let list = clients.list(10, |ids| {
@@ -177,9 +164,12 @@ mod tests {
         assert!(!clients.kill(3), "gone");
         // A kill asked before the connection looks still reaches it.
         assert!(clients.kill(7));
-        tokio::time::timeout(std::time::Duration::from_secs(1), a.killed())
-            .await
-            .expect("killed");
+        let (mut frames, mut resyncs) = (Vec::new(), Vec::new());
+        assert_eq!(
+            outbox.drain_into(&mut frames, &mut resyncs),
+            crate::hub::Drained::Killed,
+            "killed"
+        );
         drop(a);
         assert!(clients.is_empty());
     }

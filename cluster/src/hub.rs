@@ -73,6 +73,18 @@ struct OutboxInner {
     /// Channels whose publisher started a new epoch: the connection re-subscribes them.
     resyncs: Vec<Resync>,
     overflowed: bool,
+    killed: bool,
+}
+
+/// What a drain found beside the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The connection goes on.
+    Open,
+    /// A non-conflatable frame found the queue full: the consumer is too slow.
+    Overflowed,
+    /// A chaos request killed the connection: it dies as a crashing one would.
+    Killed,
 }
 
 /// A channel's publisher came back with a new epoch: the connection must ask it for the
@@ -136,14 +148,27 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Asks the connection to die as a crashing one would (a chaos request): it learns on
+    /// its next drain, woken like any push.
+    pub fn kill(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).killed = true;
+        self.notify.notify_one();
+    }
+
     /// Moves every pending frame into `out` (queue order, then conflated channels) and every
-    /// pending resync into `resyncs`; returns whether the outbox overflowed.
-    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, resyncs: &mut Vec<Resync>) -> bool {
+    /// pending resync into `resyncs`; says whether the connection goes on.
+    pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, resyncs: &mut Vec<Resync>) -> Drained {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         out.extend(inner.queue.drain(..));
         out.extend(inner.conflated.drain().map(|(_, f)| f));
         resyncs.append(&mut inner.resyncs);
-        inner.overflowed
+        if inner.killed {
+            Drained::Killed
+        } else if inner.overflowed {
+            Drained::Overflowed
+        } else {
+            Drained::Open
+        }
     }
 
     /// Waits until something was pushed since the last drain.
@@ -359,15 +384,16 @@ mod tests {
         assert!(out.push(Arc::new(Frame::encode(&event("trades:A-B", 1, false)))));
         assert!(out.push(Arc::new(Frame::encode(&event("trades:A-B", 2, false)))));
         let mut got = Vec::new();
-        assert!(!out.drain_into(&mut got, &mut Vec::new()));
+        assert_eq!(out.drain_into(&mut got, &mut Vec::new()), Drained::Open);
         assert_eq!(got.len(), 3);
         assert_eq!(got.last().map(|f| f.seq), Some(5));
         for seq in 3..=5 {
             out.push(Arc::new(Frame::encode(&event("trades:A-B", seq, false))));
         }
         let mut got = Vec::new();
-        assert!(
+        assert_eq!(
             out.drain_into(&mut got, &mut Vec::new()),
+            Drained::Overflowed,
             "third trade overflowed a queue of two"
         );
         assert!(!out.push(Arc::new(Frame::encode(&event("trades:A-B", 6, false)))));

@@ -9,8 +9,8 @@ use bourse_cluster::metrics::{ACTIVE, MAILBOX, SUBSCRIPTIONS, registered};
 use prometheus::{Counter, Encoder, IntCounterVec, IntGauge, Opts, TextEncoder};
 use std::sync::LazyLock;
 
-/// Open client connections (WebSocket and SSE).
-pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+/// Open client connections (WebSocket and SSE), read from the hub's registry at scrape time.
+static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     registered(IntGauge::new(
         "bourse_gateway_connections",
         "Open WebSocket and SSE connections on this node",
@@ -116,7 +116,7 @@ pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
             .with_label_values(&[kind.as_str()])
             .set(n as i64);
     }
-    LazyLock::force(&CONNECTIONS);
+    CONNECTIONS.set(state.hub.clients().len() as i64);
     LazyLock::force(&CONNECTION_PANICS);
     sample_process();
     LazyLock::force(&bourse_cluster::metrics::FANOUT);

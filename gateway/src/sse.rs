@@ -100,9 +100,6 @@ pub async fn open(
                     }
                 },
                 _ = live.shutdown.changed() => return None,
-                _ = live.subs.killed() => std::panic::resume_unwind(Box::new(
-                    "sse connection killed by chaos request".to_string(),
-                )),
             }
         }
     });

@@ -9,7 +9,7 @@ use bourse_actors::channel::{Channel, ChannelError};
 use bourse_actors::room::{Room, RoomMsg};
 use bourse_actors::session::{KIND as SESSION_KIND, Private, Session, SessionMsg};
 use bourse_cluster::clients::ClientEntry;
-use bourse_cluster::hub::{ConnId, epoch_newer};
+use bourse_cluster::hub::{ConnId, Drained, epoch_newer};
 use bourse_cluster::{Cursor, Frame, Outbox, Resync, StreamEvent, StreamGrant, StreamRequest};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -121,7 +121,6 @@ impl Subscriptions {
             .hub
             .clients()
             .register(conn, transport, outbox.clone());
-        crate::metrics::CONNECTIONS.inc();
         Subscriptions {
             state,
             conn,
@@ -130,12 +129,6 @@ impl Subscriptions {
             positions: HashMap::new(),
             user: None,
         }
-    }
-
-    /// Resolves when a chaos request kills this connection: its owner then panics, as a
-    /// crashing connection would, and is contained like one.
-    pub async fn killed(&self) {
-        self.entry.killed().await
     }
 
     /// The logged-in user id, if any.
@@ -288,6 +281,7 @@ impl Subscriptions {
                 e.into()
             })
     }
+
     /// Drops a channel; false when it was not held.
     pub fn unsubscribe(&mut self, name: &str) -> bool {
         if let Some(pos) = self.positions.remove(name) {
@@ -362,7 +356,7 @@ impl Subscriptions {
         let mut repaired: Vec<Arc<str>> = Vec::new();
         for f in frames {
             let verdict = self.accept(&f);
-            if matches!(verdict, Verdict::Send) {
+            if verdict == Verdict::Send {
                 out.push(f);
                 continue;
             }
@@ -419,11 +413,17 @@ impl Subscriptions {
 
     /// What the client gets next from the outbox, in order: each new epoch's replay first,
     /// then the live frames through the filter. `None` once the outbox has overflowed (a
-    /// consumer too slow for non-conflatable events).
+    /// consumer too slow for non-conflatable events). A connection killed by a chaos request
+    /// panics here, as a crashing one would; its owner contains the panic.
     pub async fn next_frames(&mut self) -> Option<Vec<Arc<Frame>>> {
         let (mut live, mut resyncs) = (Vec::new(), Vec::new());
-        if self.outbox.drain_into(&mut live, &mut resyncs) {
-            return None;
+        match self.outbox.drain_into(&mut live, &mut resyncs) {
+            Drained::Open => {}
+            Drained::Overflowed => return None,
+            // A real unwind without the panic hook: a chaos run prints no backtraces.
+            Drained::Killed => std::panic::resume_unwind(Box::new(
+                "connection killed by chaos request".to_string(),
+            )),
         }
         let mut out = Vec::new();
         for r in resyncs {
@@ -444,7 +444,6 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
-        crate::metrics::CONNECTIONS.dec();
         for (name, pos) in &self.positions {
             self.state.hub.unsubscribe(name, self.conn);
             self.presence(&pos.channel, false);

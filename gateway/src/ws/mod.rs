@@ -1,14 +1,14 @@
 //! `GET /ws`: one connection task per client (its actor: it owns the client's state and
 //! handles its requests and stream frames in order).
 //!
-//! The loop serves, by priority: node shutdown (close 1001), a chaos kill (a panic), client
-//! frames (requests, one response each, rate-limited), outbound stream frames from the
-//! outbox (an overflow closes with 1008 `slow_consumer`), and the ping timer (a client
-//! silent for `idle_timeout_s` is
-//! closed). Oversize frames are refused by the WebSocket layer and close with 1009, text
-//! that is not UTF-8 with 1007, other protocol violations with 1002; a client's Close frame
-//! is answered with one (RFC 6455 section 5.5.1). A panic in the loop closes this
-//! connection alone with 1011 and is counted in `bourse_gateway_connection_panics_total`.
+//! The loop serves, by priority: node shutdown (close 1001), client frames (requests, one
+//! response each, rate-limited), outbound stream frames from the outbox (an overflow closes
+//! with 1008 `slow_consumer`; a chaos kill arrives there too, as a panic), and the ping
+//! timer (a client silent for `idle_timeout_s` is closed). Oversize frames are refused by
+//! the WebSocket layer and close with 1009, text that is not UTF-8 with 1007, other
+//! protocol violations with 1002; a client's Close frame is answered with one (RFC 6455
+//! section 5.5.1). A panic in the loop closes this connection alone with 1011 and is
+//! counted in `bourse_gateway_connection_panics_total`.
 
 pub mod ops;
 pub mod upgrade;
@@ -136,9 +136,6 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
                         break Some((GOING_AWAY, "server shutting down"));
                     }
                 }
-                _ = conn.subs.killed() => std::panic::resume_unwind(Box::new(
-                    "websocket connection killed by chaos request".to_string(),
-                )),
                 incoming = rx.next() => {
                     let msg = match incoming {
                         None => break None,
