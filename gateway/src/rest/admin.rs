@@ -80,10 +80,7 @@ pub async fn kill(state: Arc<GatewayState>, req: KillRequest) -> Result<Value, A
             if !(fraction > 0.0 && fraction <= 1.0) {
                 return Err(ApiError::bad_request("'fraction' must be in (0, 1]"));
             }
-            let node = match req.node {
-                Some(node) => live_member(&state, &node).await?.node,
-                None => state.sharding.node().to_string(),
-            };
+            let node = target_node(&state, req.node.as_ref()).await?;
             let keys = state
                 .sharding
                 .kill_some_on(&node, &req.kind, fraction)
@@ -105,19 +102,7 @@ pub async fn connections(
     state: Arc<GatewayState>,
     q: HashMap<String, String>,
 ) -> Result<Value, ApiError> {
-    if let Some(k) = q.keys().find(|k| !["node", "limit"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!("unknown parameter '{k}'")));
-    }
-    let limit = match q.get("limit") {
-        None => DEFAULT_ENTITIES_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_ENTITIES_PAGE).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("'limit' must be 1..={MAX_ENTITIES_PAGE}"))
-            })?,
-    };
+    let limit = page_limit(&q, &["node", "limit"])?;
     let node = target_node(&state, q.get("node")).await?;
     let (total, listed) = state.sharding.clients_on(&node, limit).await?;
     Ok(json!({"node": node, "total": total, "connections": listed}))
@@ -194,6 +179,24 @@ pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
     }))
 }
 
+/// Refuses a listing query with a parameter not in `allowed`, and reads its page size:
+/// `limit` in 1..=[`MAX_ENTITIES_PAGE`], by default [`DEFAULT_ENTITIES_PAGE`].
+fn page_limit(q: &HashMap<String, String>, allowed: &[&str]) -> Result<usize, ApiError> {
+    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("unknown parameter '{k}'")));
+    }
+    match q.get("limit") {
+        None => Ok(DEFAULT_ENTITIES_PAGE),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_ENTITIES_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("'limit' must be 1..={MAX_ENTITIES_PAGE}"))
+            }),
+    }
+}
+
 /// `GET /admin/entities?kind=&node=&limit=&after=`: entities over the whole cluster (each
 /// live member asked), sorted by kind then key. A page holds at most `limit`; the next one
 /// starts `after=<kind>/<key>` of the last entry.
@@ -201,21 +204,7 @@ pub async fn entities(
     state: Arc<GatewayState>,
     q: HashMap<String, String>,
 ) -> Result<Value, ApiError> {
-    for k in q.keys() {
-        if !["kind", "node", "limit", "after"].contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!("unknown parameter '{k}'")));
-        }
-    }
-    let limit = match q.get("limit") {
-        None => DEFAULT_ENTITIES_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_ENTITIES_PAGE).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("'limit' must be 1..={MAX_ENTITIES_PAGE}"))
-            })?,
-    };
+    let limit = page_limit(&q, &["kind", "node", "limit", "after"])?;
     let kind = q.get("kind").map(String::as_str);
     if let Some(k) = kind
         && !state.sharding.has_kind(k)
