@@ -166,45 +166,62 @@ pub(super) fn io_failure(e: &std::io::Error) -> String {
     format!("connect_{:?}", e.kind()).to_lowercase()
 }
 
+/// A load client's WebSocket.
+pub(super) type ClientSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a WebSocket to `addr`'s `/ws` with a load client's settings; a failure is its kind.
+pub(super) async fn ws_open(addr: &str) -> Result<ClientSocket, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| io_failure(&e))?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/ws"),
+        stream,
+        Some(client_config()),
+    )
+    .await
+    .map_err(|e| ws_failure(&e))?;
+    Ok(ws)
+}
+
+/// Sends `request` (its `id` is 1) and waits for its answer, skipping stream events: the
+/// answer's `result`, or a failure kind (`subscribe_<code>` for a refusal).
+pub(super) async fn ws_request(ws: &mut ClientSocket, request: &Value) -> Result<Value, String> {
+    ws.send(Message::text(request.to_string()))
+        .await
+        .map_err(|e| ws_failure(&e))?;
+    while let Some(msg) = ws.next().await {
+        let text = match msg.map_err(|e| ws_failure(&e))? {
+            Message::Text(t) => t,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let Ok(mut v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if v["id"] != 1 {
+            continue;
+        }
+        if v["ok"] != true {
+            return Err(format!(
+                "subscribe_{}",
+                v["error"]["code"].as_str().unwrap_or("refused")
+            ));
+        }
+        return Ok(v["result"].take());
+    }
+    Err("closed_before_subscribed".to_string())
+}
+
 async fn ws_client(target: usize, addr: String, shared: Arc<Shared>) {
     let started = Instant::now();
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .map_err(|e| io_failure(&e))?;
-        let _ = stream.set_nodelay(true);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-            format!("ws://{addr}/ws"),
-            stream,
-            Some(client_config()),
-        )
-        .await
-        .map_err(|e| ws_failure(&e))?;
+        let mut ws = ws_open(&addr).await?;
         let connect_us = micros(started);
         let subscribe = json!({"id": 1, "op": "subscribe", "channels": [shared.channel]});
-        ws.send(Message::text(subscribe.to_string()))
-            .await
-            .map_err(|e| ws_failure(&e))?;
-        while let Some(msg) = ws.next().await {
-            let text = match msg.map_err(|e| ws_failure(&e))? {
-                Message::Text(t) => t,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if v["id"] == 1 {
-                if v["ok"] != true {
-                    return Err(format!(
-                        "subscribe_{}",
-                        v["error"]["code"].as_str().unwrap_or("refused")
-                    ));
-                }
-                return Ok((ws, connect_us, micros(started)));
-            }
-        }
-        Err("closed_before_subscribed".to_string())
+        ws_request(&mut ws, &subscribe).await?;
+        Ok::<_, String>((ws, connect_us, micros(started)))
     };
     let (mut ws, connect_us, subscribed_us) =
         match tokio::time::timeout(shared.timeout, attempt).await {
@@ -380,16 +397,7 @@ impl Crowd {
     /// Connects `spec.clients` clients (capped by the file-descriptor limit, which it
     /// says), spread over `targets` in turn; prints the connect figures as it goes.
     pub async fn connect(spec: &CrowdSpec, targets: &[Target]) -> anyhow::Result<Crowd> {
-        let budget = super::socket_budget();
-        let clients = if spec.clients as u64 > budget {
-            println!(
-                "the file-descriptor limit caps this process at {budget} sockets: running {budget} of {} clients (run several load processes for more)",
-                spec.clients
-            );
-            budget as usize
-        } else {
-            spec.clients
-        };
+        let clients = super::within_socket_budget(spec.clients);
         let pace = if spec.rate == 0 {
             "all at once".to_string()
         } else {

@@ -130,8 +130,20 @@ pub async fn scrape(target: &Target, token: Option<&str>) -> anyhow::Result<Node
     })
 }
 
+/// `wanted` clients, or as many as this process's sockets allow, saying so.
+pub fn within_socket_budget(wanted: usize) -> usize {
+    let budget = socket_budget();
+    if wanted as u64 <= budget {
+        return wanted;
+    }
+    println!(
+        "the file-descriptor limit caps this process at {budget} sockets: running {budget} of {wanted} clients (run several load processes for more)"
+    );
+    budget as usize
+}
+
 /// Raises the open-file limit to the hard limit; the client sockets this process can hold.
-pub fn socket_budget() -> u64 {
+fn socket_budget() -> u64 {
     /// Descriptors kept for everything but client sockets.
     const SPARE: u64 = 64;
     let soft = rlimit::increase_nofile_limit(u64::MAX)

@@ -12,11 +12,11 @@
 //! from a fresh snapshot (the publisher moved too, so its epoch changed), and the event
 //! latency of the clients that were never dropped, before and during the storm.
 
-use super::connections::{client_config, event_ts, io_failure, micros, now_ms, ws_failure};
+use super::connections::{ClientSocket, event_ts, micros, now_ms, ws_open, ws_request};
 use super::{Common, Target, histogram, percentiles, progress};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,9 +97,9 @@ struct Shared {
     during: Mutex<Histogram<u64>>,
 }
 
-/// An event frame's position and time, read from its envelope without parsing the JSON
+/// An event frame's position, read from its envelope without parsing the JSON
 /// (`{"ch":..,"epoch":"..","seq":N,"ts":N,"data":..}`); `None` for a response.
-fn position(text: &str) -> Option<(String, u64)> {
+fn position(text: &str) -> Option<(&str, u64)> {
     if !text.starts_with("{\"ch\":") {
         return None;
     }
@@ -107,10 +107,8 @@ fn position(text: &str) -> Option<(String, u64)> {
     let epoch = &text[at..at + text[at..].find('"')?];
     let at = text.find("\"seq\":")? + 6;
     let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
-    Some((epoch.to_string(), text[at..at + digits].parse().ok()?))
+    Some((epoch, text[at..at + digits].parse().ok()?))
 }
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Connects to `addr` and subscribes, resuming from `pos`: the socket, and whether the
 /// answer resumed by replay.
@@ -118,52 +116,22 @@ async fn attach(
     addr: &str,
     shared: &Shared,
     pos: &mut Option<(String, u64)>,
-) -> Result<(Socket, bool), String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| io_failure(&e))?;
-    let _ = stream.set_nodelay(true);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("ws://{addr}/ws"),
-        stream,
-        Some(client_config()),
-    )
-    .await
-    .map_err(|e| ws_failure(&e))?;
+) -> Result<(ClientSocket, bool), String> {
+    let mut ws = ws_open(addr).await?;
     let ch = &shared.channel;
     let mut request = json!({"id": 1, "op": "subscribe", "channels": [ch]});
     if let Some((epoch, seq)) = pos.as_ref() {
         request["since"] = json!({ ch.as_str(): format!("{epoch}:{seq}") });
     }
-    ws.send(Message::text(request.to_string()))
-        .await
-        .map_err(|e| ws_failure(&e))?;
-    while let Some(msg) = ws.next().await {
-        let Message::Text(text) = msg.map_err(|e| ws_failure(&e))? else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        if v["id"] != 1 {
-            continue;
-        }
-        if v["ok"] != true {
-            return Err(format!(
-                "subscribe_{}",
-                v["error"]["code"].as_str().unwrap_or("refused")
-            ));
-        }
-        let granted = &v["result"]["channels"][ch.as_str()];
-        if let (Some(epoch), Some(seq)) = (granted["epoch"].as_str(), granted["seq"].as_u64())
-            && granted["resumed"] != true
-        {
-            // A fresh start: live events continue from the answered position.
-            *pos = Some((epoch.to_string(), seq));
-        }
-        return Ok((ws, granted["resumed"] == true));
+    let result = ws_request(&mut ws, &request).await?;
+    let granted = &result["channels"][ch.as_str()];
+    if let (Some(epoch), Some(seq)) = (granted["epoch"].as_str(), granted["seq"].as_u64())
+        && granted["resumed"] != true
+    {
+        // A fresh start: live events continue from the answered position.
+        *pos = Some((epoch.to_string(), seq));
     }
-    Err("closed_before_subscribed".into())
+    Ok((ws, granted["resumed"] == true))
 }
 
 async fn client(idx: usize, shared: Arc<Shared>) {
@@ -225,8 +193,11 @@ async fn client(idx: usize, shared: Arc<Shared>) {
                 }
                 msg = ws.next() => match msg {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(p) = position(&text) {
-                            pos = Some(p);
+                        match (position(&text), pos.as_mut()) {
+                            // Within an epoch only the seq moves: no string per event.
+                            (Some((epoch, seq)), Some((held, at))) if held == epoch => *at = seq,
+                            (Some((epoch, seq)), _) => pos = Some((epoch.to_string(), seq)),
+                            (None, _) => {}
                         }
                         let phase = shared.phase.load(Ordering::Relaxed);
                         if !touched && phase != 0 && let Some(ts) = event_ts(&text) {
@@ -261,16 +232,7 @@ fn resumed_by(times: &[f64], total: u64, share: f64) -> Option<f64> {
 /// Runs the scenario and prints its figures.
 pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let targets = Target::parse_all(&args.common.urls)?;
-    let budget = super::socket_budget();
-    let clients = if args.clients as u64 > budget {
-        println!(
-            "the file-descriptor limit caps this process at {budget} sockets: running {budget} of {} clients (run several load processes for more)",
-            args.clients
-        );
-        budget as usize
-    } else {
-        args.clients
-    };
+    let clients = super::within_socket_budget(args.clients);
     println!(
         "storm: {clients} ws clients on {} over {} gateway(s), backoff {} ms to {} ms with full jitter",
         args.channel,
@@ -478,7 +440,7 @@ mod tests {
     #[test]
     fn positions_come_from_the_envelope_only() {
         let frame = r#"{"ch":"trades:KRW-BTC","epoch":"18f3a","seq":42,"ts":1,"data":{"seq":7}}"#;
-        assert_eq!(position(frame), Some(("18f3a".to_string(), 42)));
+        assert_eq!(position(frame), Some(("18f3a", 42)));
         assert_eq!(position(r#"{"id":1,"ok":true,"result":{"seq":3}}"#), None);
     }
 
