@@ -8,10 +8,9 @@
 use super::{Common, Target, histogram, percentiles, progress};
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -75,9 +74,9 @@ pub async fn drive(targets: &[Target], args: &ChatParams) -> anyhow::Result<Valu
     let room = args.room.as_str();
     let run = format!("{:06x}", fastrand::u32(..0x100_0000));
     let measuring = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    // One latency histogram per member, merged at the end.
-    let mut lists: Vec<Arc<std::sync::Mutex<Histogram<u64>>>> = Vec::with_capacity(args.members);
+    // One latency list per member (µs), merged into one histogram at the end: a histogram
+    // each would be about 170 KiB per member.
+    let mut lists: Vec<Arc<std::sync::Mutex<Vec<u64>>>> = Vec::with_capacity(args.members);
     println!(
         "chat: connecting {} members to chat:{room} over {n} gateway(s)",
         args.members
@@ -92,9 +91,9 @@ pub async fn drive(targets: &[Target], args: &ChatParams) -> anyhow::Result<Valu
             .with_context(|| format!("connecting member {i}"))?;
         ws.send(Message::text(subscribe.clone())).await?;
         bar.inc(1);
-        let list = Arc::new(std::sync::Mutex::new(histogram()?));
+        let list: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
         lists.push(list.clone());
-        let (m, r) = (measuring.clone(), received.clone());
+        let m = measuring.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(text) = msg else { continue };
@@ -103,8 +102,7 @@ pub async fn drive(targets: &[Target], args: &ChatParams) -> anyhow::Result<Valu
                 }
                 let Some(t) = sent_at(&text) else { continue };
                 let us = micros().saturating_sub(t).max(1);
-                let _ = list.lock().unwrap_or_else(|p| p.into_inner()).record(us);
-                r.fetch_add(1, Ordering::Relaxed);
+                list.lock().unwrap_or_else(|p| p.into_inner()).push(us);
             }
         });
     }
@@ -160,12 +158,13 @@ pub async fn drive(targets: &[Target], args: &ChatParams) -> anyhow::Result<Valu
         refused += h.await.unwrap_or(0);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let total = received.load(Ordering::Relaxed);
     let mut all = histogram()?;
     for l in &lists {
-        all.add(&*l.lock().unwrap_or_else(|p| p.into_inner()))
-            .context("merging latencies")?;
+        for us in l.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            all.record(*us).context("recording a latency")?;
+        }
     }
+    let total = all.len();
     let (latency_line, latency_json) = percentiles(&all);
     println!("measured {elapsed:.1} s:");
     println!(

@@ -71,9 +71,8 @@ struct Shared {
     timeout: Duration,
     received: AtomicU64,
     /// While set, WebSocket clients time each event (its `ts` to its arrival) into
-    /// `latency` and count it in `measured`.
+    /// `latency`.
     measuring: AtomicBool,
-    measured: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     /// The same since the last [`Crowd::interval`]: latency over time.
     interval: Mutex<Histogram<u64>>,
@@ -115,10 +114,6 @@ impl Timings {
     fn flush(&mut self, shared: &Shared) {
         self.flushed = Instant::now();
         let mut h = shared.latency.lock().unwrap_or_else(|p| p.into_inner());
-        // Under the lock: a reader sees the count and the histogram agree.
-        shared
-            .measured
-            .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         let mut interval = shared.interval.lock().unwrap_or_else(|p| p.into_inner());
         for ms in self.pending.drain(..) {
             // In µs, as every histogram of the tool; the resolution is the `ts`'s ms.
@@ -416,7 +411,6 @@ impl Crowd {
             timeout: Duration::from_secs(spec.timeout.max(1)),
             received: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
-            measured: AtomicU64::new(0),
             latency: Mutex::new(histogram()?),
             interval: Mutex::new(histogram()?),
             stop,
@@ -555,18 +549,17 @@ impl Crowd {
         self.shared.measuring.store(on, Ordering::Relaxed);
     }
 
-    /// The events timed in the window and their latency (from the event's `ts`, ms
-    /// resolution), once every client has merged what it counted.
-    pub async fn measured(&self) -> (u64, Histogram<u64>) {
+    /// The latency of every event timed in the window (from the event's `ts`, ms
+    /// resolution; its count is the events), once every client has merged what it counted.
+    pub async fn measured(&self) -> Histogram<u64> {
         // Longer than a client's 100 ms merge interval; a client that read nothing since
         // the window closed merges on its next event.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let h = self
-            .shared
+        self.shared
             .latency
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        (self.shared.measured.load(Ordering::Relaxed), h.clone())
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The latencies timed since the last call (the histogram starts over).

@@ -131,7 +131,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds(&targets, token).await;
     bar.finish_and_clear();
-    let (delivered, latency) = crowd.measured().await;
+    let latency = crowd.measured().await;
+    let delivered = latency.len();
     let connected = crowd.connected();
 
     let per_sec = delivered as f64 / elapsed;
