@@ -98,14 +98,20 @@ pub fn head_over_limits(
         ));
     }
     if headers > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        return Some((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::too_large(format!(
-                "request headers over {MAX_HEADERS} fields or {MAX_HEADER_BYTES} bytes"
-            )),
-        ));
+        return Some(headers_too_large());
     }
     None
+}
+
+/// The answer to a header section over [`MAX_HEADERS`] fields or [`MAX_HEADER_BYTES`]:
+/// `431`, for a parser that stops before it can count them all too.
+pub fn headers_too_large() -> (StatusCode, ApiError) {
+    (
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ApiError::too_large(format!(
+            "request headers over {MAX_HEADERS} fields or {MAX_HEADER_BYTES} bytes"
+        )),
+    )
 }
 
 /// The checks every request passes before the routes see it (see the module doc): the

@@ -14,6 +14,7 @@ use crate::admission::Ticket;
 use crate::error::ApiError;
 use crate::server::{
     CLIENT_ERRORS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES, WRITE_TIMEOUT, head_over_limits,
+    headers_too_large,
 };
 use crate::state::GatewayState;
 use futures_util::{FutureExt, StreamExt};
@@ -58,11 +59,6 @@ struct Head {
     last_event_id: Option<String>,
 }
 
-/// A head with more fields or bytes than allowed: `431`.
-fn headers_too_large() -> Option<(StatusCode, ApiError)> {
-    head_over_limits(0, MAX_HEADERS + 1, 0)
-}
-
 /// Reads and parses the request head. `Err(None)`: the client left or sent garbage (a
 /// client fault, counted); `Err(Some(..))`: answer that.
 async fn read_head(stream: &mut TcpStream) -> Result<Head, Option<(StatusCode, ApiError)>> {
@@ -80,14 +76,14 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, Option<(StatusCode, A
             break;
         }
         if raw.len() > limit {
-            return Err(headers_too_large());
+            return Err(Some(headers_too_large()));
         }
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&raw) {
         Ok(httparse::Status::Complete(_)) => {}
-        Err(httparse::Error::TooManyHeaders) => return Err(headers_too_large()),
+        Err(httparse::Error::TooManyHeaders) => return Err(Some(headers_too_large())),
         Ok(httparse::Status::Partial) | Err(_) => {
             CLIENT_ERRORS.with_label_values(&["malformed"]).inc();
             return Err(None);
