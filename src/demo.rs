@@ -211,9 +211,12 @@ pub async fn run_cluster(nodes: usize) -> anyhow::Result<()> {
     );
     println!("admin token: {token}");
     println!("Stop with Ctrl-C (every node hands its entities off and exits).");
+    // One listener for the whole run: one made anew each turn would miss a signal that
+    // arrives between two turns (CI saw a SIGTERM go unanswered that way).
+    let mut stop = std::pin::pin!(crate::node::stop_signal());
     loop {
         tokio::select! {
-            _ = crate::node::stop_signal() => break,
+            _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 let now = Instant::now();
                 for node in children.0.iter_mut() {
