@@ -232,7 +232,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     let redis = bourse_gateway::shared_limits::Redis::open(&settings.redis)
         .map_err(|e| anyhow::anyhow!(e))?;
     if redis.is_some() {
-        tracing::info!("login and registration throttles count in redis, across the cluster");
+        tracing::info!("throttles and connections per address count in redis, across the cluster");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(GatewayState {
@@ -244,8 +244,17 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         settings: settings.gateway.clone(),
         max_alerts_per_user: settings.alerts.max_per_user,
         auth: Arc::new(Auth::new(&settings.auth, redis.clone()).map_err(|e| anyhow::anyhow!(e))?),
+        chat_per_user: bourse_gateway::shared_limits::SharedLimiter::new(
+            "chat_user",
+            settings.chat.messages_per_user_per_min,
+            bourse_gateway::auth::THROTTLE_KEYS,
+            redis.clone(),
+        ),
+        shared_connections: redis
+            .clone()
+            .map(|r| bourse_gateway::shared_connections::SharedConnections::new(r, &node)),
         ticker_cache: bourse_gateway::ticker_cache::TickerCache::new(
-            redis,
+            redis.clone(),
             settings.redis.ticker_cache_ms,
         ),
         admin_token: settings.admin.token.clone(),

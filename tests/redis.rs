@@ -29,15 +29,7 @@ impl RedisServer {
     fn start(test: &str) -> Option<RedisServer> {
         let port = free_port();
         let dir = temp_dir("redis");
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
+        let child = match RedisServer::spawn(port, &dir) {
             Ok(child) => child,
             Err(e) => {
                 assert!(
@@ -49,15 +41,36 @@ impl RedisServer {
             }
         };
         let server = RedisServer { child, port, dir };
+        server.wait_pong();
+        Some(server)
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> std::io::Result<Child> {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
+    fn wait_pong(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.pings() {
+        while !self.pings() {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(server)
+    }
+
+    /// A fresh, empty server on the same port, after [`RedisServer::kill`].
+    fn restart(&mut self) {
+        self.child = RedisServer::spawn(self.port, &self.dir).expect("restart redis-server");
+        self.wait_pong();
     }
 
     fn pings(&self) -> bool {
@@ -261,4 +274,180 @@ fn ticker_reads_are_shared_through_redis_and_outlive_it() {
         "bourse_redis_fallbacks_total{scope=\"ticker_cache\"}",
     );
     assert!(fell_back.is_some_and(|n| n >= 2.0), "{fell_back:?}");
+}
+
+/// A connection that asked `GET /healthz` and, when admitted, stays open (keep-alive):
+/// the status and the socket.
+fn connect(node: &Node) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).is_ok() {
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, s)
+}
+
+/// Connects to `node` until admitted (a closed connection's place comes back in the
+/// background): the socket, held open.
+fn admitted(node: &Node, why: &str) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, s) = connect(node);
+        if status == 200 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never admitted: {why}\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `node`'s log says its counts were rewritten `times` times in all.
+fn rewritten(node: &Node, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node
+        .log()
+        .matches("connections per address rewritten")
+        .count()
+        < times
+    {
+        assert!(Instant::now() < deadline, "no rewrite:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn connections_per_address_hold_across_nodes_through_redis_heal_after_it_and_forget_a_dead_node() {
+    let Some(mut redis) = RedisServer::start("connections_per_address_hold_across_nodes") else {
+        return;
+    };
+    let env = vec![
+        ("BOURSE_REDIS__URL".to_string(), redis.url()),
+        ("BOURSE_REDIS__TIMEOUT_MS".to_string(), "5000".to_string()),
+        (
+            "BOURSE_GATEWAY__MAX_CONNECTIONS_PER_IP".to_string(),
+            "3".to_string(),
+        ),
+    ];
+    let mut a = Node::start_env("conns-a", "", env.clone(), true);
+    let b = Node::start_env("conns-b", "", env, true);
+
+    // Two from this address on a and one on b: the address's three, on either node.
+    let mut on_a = vec![admitted(&a, "first on a"), admitted(&a, "second on a")];
+    let mut on_b = vec![admitted(&b, "first on b")];
+    let (status, _) = connect(&b);
+    assert_eq!(status, 503, "b holds one, but the cluster holds three");
+    on_a.pop();
+    on_b.push(admitted(&b, "a gave one back"));
+    on_b.pop();
+    // A metrics read is a connection too: retried while a closed one's place comes back.
+    let read = |node: &Node, name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, text) = node.get("/metrics");
+            if s == 200 {
+                return metric(text.as_str().unwrap_or_default(), name);
+            }
+            assert!(Instant::now() < deadline, "/metrics: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let refused = |node: &Node| {
+        read(
+            node,
+            "bourse_gateway_connections_refused_total{limit=\"per_ip\"}",
+        )
+    };
+    let fallbacks = |node: &Node| {
+        read(
+            node,
+            "bourse_redis_fallbacks_total{scope=\"connections_ip\"}",
+        )
+    };
+    assert!(refused(&b).is_some_and(|n| n >= 1.0));
+    assert_eq!(fallbacks(&b), Some(0.0), "Redis decided every admission");
+
+    // Redis dies: each node admits on its own count (b: one held, so two more).
+    redis.kill();
+    on_b.push(admitted(&b, "b without redis"));
+    on_b.push(admitted(&b, "b without redis, again"));
+    let (status, _) = connect(&b);
+    assert_eq!(status, 503, "b's own count still holds");
+    let late = admitted(&a, "a without redis");
+    drop(late);
+    on_b.pop();
+    assert!(fallbacks(&b).is_some_and(|n| n >= 2.0));
+
+    // A new, empty Redis: each node writes its counts again (a: one, b: two), so the
+    // address is at its limit everywhere until b lets one go.
+    redis.restart();
+    rewritten(&a, 1);
+    rewritten(&b, 1);
+    let (status, _) = connect(&a);
+    assert_eq!(status, 503, "b's rewritten two count on a:\n{}", b.log());
+    on_b.truncate(1);
+    on_a.push(admitted(&a, "b gave one back"));
+
+    // a dies holding two: its incarnation stops counting once it has not renewed itself.
+    let (status, _) = connect(&b);
+    assert_eq!(status, 503, "a holds two and b one");
+    a.kill9();
+    drop(on_a);
+    on_b.push(admitted(&b, "a's places expire with it"));
+}
+
+#[test]
+fn chat_messages_per_user_hold_across_rooms_and_nodes_through_redis() {
+    let Some(redis) = RedisServer::start("chat_messages_per_user_hold_across_rooms") else {
+        return;
+    };
+    let env = vec![
+        ("BOURSE_REDIS__URL".to_string(), redis.url()),
+        ("BOURSE_REDIS__TIMEOUT_MS".to_string(), "5000".to_string()),
+        (
+            "BOURSE_CHAT__MESSAGES_PER_USER_PER_MIN".to_string(),
+            "3".to_string(),
+        ),
+    ];
+    let a = Node::start_env("chat-user-a", "", env.clone(), true);
+    let b = Node::start_env("chat-user-b", "", env, true);
+    // Both nodes sign with the test secret, so a's token is good on b.
+    let (_, token) = a.register("chatty");
+    let auth = format!("Bearer {token}");
+    let post = |node: &Node, room: &str, text: &str| {
+        node.post(
+            &format!("/api/v1/chat/{room}/messages"),
+            &json!({ "text": text }),
+            &[("authorization", auth.as_str())],
+        )
+    };
+    for (node, room) in [(&a, "KRW-BTC"), (&a, "KRW-ETH"), (&b, "KRW-XRP")] {
+        let (s, v) = post(node, room, "hello");
+        assert_eq!(s, 201, "{room}: {v}");
+    }
+    // Well under each room's own limit, but the user's fourth message anywhere.
+    let (s, v) = post(&b, "KRW-SOL", "one too many");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("chat messages")
+    );
 }

@@ -129,12 +129,16 @@ pub fn valid_kafka_name(name: &str) -> bool {
 pub struct ChatSettings {
     /// Messages one user may post per second (per room), then `rate_limited`.
     pub messages_per_sec: u32,
+    /// Messages one user may post per minute over all rooms, then `rate_limited`: counted
+    /// in Redis (across the cluster) where `[redis] url` is set, per node otherwise.
+    pub messages_per_user_per_min: u32,
 }
 
 impl Default for ChatSettings {
     fn default() -> Self {
         ChatSettings {
             messages_per_sec: 5,
+            messages_per_user_per_min: 120,
         }
     }
 }
@@ -880,6 +884,10 @@ impl Settings {
         positive(
             "chat.messages_per_sec",
             u64::from(self.chat.messages_per_sec),
+        )?;
+        positive(
+            "chat.messages_per_user_per_min",
+            u64::from(self.chat.messages_per_user_per_min),
         )?;
         let window = self.alerts.change_window_s;
         if window == 0 || window > 86_400 || !window.is_multiple_of(60) {

@@ -4,12 +4,18 @@
 //! Every accepted connection takes a ticket before hyper reads a byte from it; the ticket
 //! travels with the connection (into a WebSocket's task after the upgrade) and gives its
 //! place back when the last holder drops it. A connection over a limit is answered `503`
-//! and closed by the accept loop (server.rs).
+//! and closed (server.rs).
+//!
+//! With Redis, the per-IP limit holds across the cluster: after the node's own check, the
+//! connection's task claims its place in Redis (shared_connections.rs) before reading a
+//! request. While Redis does not answer, the node's own count decides.
 
+use crate::shared_connections::{Claim, SharedConnections};
 use bourse_cluster::metrics::registered;
 use prometheus::{IntCounterVec, IntGauge, Opts};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// Open TCP connections, every kind (HTTP keep-alive, WebSocket, SSE).
@@ -36,7 +42,7 @@ pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub enum Refused {
     /// `gateway.max_connections`.
     Global,
-    /// `gateway.max_connections_per_ip`.
+    /// `gateway.max_connections_per_ip` (on this node, or across the cluster with Redis).
     PerIp,
 }
 
@@ -63,17 +69,28 @@ pub struct Admission {
     counts: Mutex<Counts>,
     /// Woken when the last open connection closes.
     idle: tokio::sync::Notify,
+    /// The cluster-wide count per address, with Redis.
+    shared: Option<Arc<SharedConnections>>,
 }
 
 /// One admitted connection's place; dropping the last clone gives it back.
 pub struct Ticket {
     admission: Arc<Admission>,
     ip: IpAddr,
+    /// Counted in Redis by this connection's claim.
+    claimed: AtomicBool,
+    /// The Redis incarnation current at admission (see `SharedConnections::generation`).
+    generation: u64,
 }
 
 impl Admission {
-    /// Limits of `max` connections in all and `per_ip` from one address.
-    pub fn new(max: usize, per_ip: usize) -> Arc<Admission> {
+    /// Limits of `max` connections in all and `per_ip` from one address, the latter across
+    /// the cluster when `shared` counts in Redis.
+    pub fn new(
+        max: usize,
+        per_ip: usize,
+        shared: Option<Arc<SharedConnections>>,
+    ) -> Arc<Admission> {
         LazyLock::force(&OPEN);
         for limit in [Refused::Global, Refused::PerIp] {
             REFUSED.with_label_values(&[limit.label()]);
@@ -83,10 +100,11 @@ impl Admission {
             per_ip,
             counts: Mutex::new(Counts::default()),
             idle: tokio::sync::Notify::new(),
+            shared,
         })
     }
 
-    /// A place for a connection from `ip`, or the limit it would break.
+    /// A place for a connection from `ip` on this node, or the limit it would break.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<Ticket>, Refused> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let refused = if counts.total >= self.max {
@@ -106,7 +124,34 @@ impl Admission {
         Ok(Arc::new(Ticket {
             admission: self.clone(),
             ip,
+            claimed: AtomicBool::new(false),
+            generation: self.shared.as_ref().map_or(0, |s| s.generation()),
         }))
+    }
+
+    /// The cluster-wide per-IP check of an admitted connection (nothing to do without
+    /// Redis; admitted when Redis does not answer).
+    pub async fn claim(&self, ticket: &Ticket) -> Result<(), Refused> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.claim(ticket.ip, self.per_ip).await {
+            Claim::Counted => {
+                ticket.claimed.store(true, Ordering::Release);
+                Ok(())
+            }
+            Claim::Unknown => Ok(()),
+            Claim::Full => {
+                REFUSED.with_label_values(&[Refused::PerIp.label()]).inc();
+                Err(Refused::PerIp)
+            }
+        }
+    }
+
+    /// Open connections per address on this node: what Redis should count for it.
+    pub fn by_ip(&self) -> Vec<(IpAddr, usize)> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.by_ip.iter().map(|(ip, n)| (*ip, *n)).collect()
     }
 
     /// Connections now open.
@@ -145,6 +190,13 @@ impl Drop for Ticket {
         if counts.total == 0 {
             self.admission.idle.notify_waiters();
         }
+        drop(counts);
+        if let Some(shared) = &self.admission.shared {
+            // Counted by its claim, or by the rewrite of a later incarnation.
+            if self.claimed.load(Ordering::Acquire) || shared.generation() != self.generation {
+                shared.release(self.ip);
+            }
+        }
     }
 }
 
@@ -154,7 +206,7 @@ mod tests {
 
     #[test]
     fn limits_count_open_connections_and_give_places_back() {
-        let a = Admission::new(3, 2);
+        let a = Admission::new(3, 2, None);
         let x: IpAddr = [10, 0, 0, 1].into();
         let y: IpAddr = [10, 0, 0, 2].into();
         let t1 = a.admit(x).ok().unwrap();

@@ -32,14 +32,14 @@ pub static THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(IntCounterVec::new(
         Opts::new(
             "bourse_auth_throttled_total",
-            "Logins and registrations refused: per user, per ip, register (per ip), queue (hashing saturated)",
+            "Requests refused by a throttle: user and ip (logins), register (per ip), queue (hashing saturated), chat_user (chat messages over all rooms)",
         ),
         &["scope"],
     ))
 });
 
-/// Usernames and addresses one throttle remembers at most.
-const THROTTLE_KEYS: usize = 100_000;
+/// Keys (usernames, addresses, users) one throttle remembers at most in memory.
+pub const THROTTLE_KEYS: usize = 100_000;
 
 /// What a token says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -188,7 +188,8 @@ fn storage(context: &str, e: impl std::fmt::Display) -> ApiError {
 }
 
 /// `429 rate_limited` telling the client how long to wait.
-fn throttled(scope: &str, what: &str, wait: Duration) -> ApiError {
+/// A throttle's `rate_limited` answer, counted in `bourse_auth_throttled_total{scope}`.
+pub(crate) fn throttled(scope: &str, what: &str, wait: Duration) -> ApiError {
     THROTTLED.with_label_values(&[scope]).inc();
     ApiError::rate_limited(format!("too many {what}; retry later"))
         .retry_after(wait.as_secs_f64().ceil() as u64)

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod rest;
 pub mod routes;
 pub mod server;
+pub mod shared_connections;
 pub mod shared_limits;
 pub mod sse;
 pub mod sse_direct;
@@ -589,7 +590,16 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
     let admission = admission::Admission::new(
         state.settings.max_connections,
         state.settings.max_connections_per_ip,
+        state.shared_connections.clone(),
     );
+    if let Some(shared) = &state.shared_connections {
+        let counted = admission.clone();
+        tokio::spawn(
+            shared
+                .clone()
+                .keep_alive(move || counted.by_ip(), state.shutdown.clone()),
+        );
+    }
     let policy = cors(&state.settings.cors_origins);
     let cors_on = policy.is_some();
     // SSE outside hyper, unless a CORS policy must answer (hyper's path applies it).

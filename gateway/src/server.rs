@@ -159,6 +159,49 @@ fn over_limit(limit: Refused) -> Response {
     resp
 }
 
+/// Answers connections over a limit: `503` and close, at most `REFUSING` at a time (more
+/// are closed unanswered), each given `REFUSAL_READ_TIMEOUT` to send its request.
+struct Refuser {
+    builder: auto::Builder<TokioExecutor>,
+    in_flight: AtomicUsize,
+}
+
+impl Refuser {
+    fn new() -> Refuser {
+        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(REFUSAL_READ_TIMEOUT)
+            .keep_alive(false);
+        Refuser {
+            builder,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn refuse(self: &Arc<Self>, stream: tokio::net::TcpStream, limit: Refused) {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= REFUSING {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let conn = self
+            .builder
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                    Ok::<Response, Infallible>(over_limit(limit))
+                }),
+            )
+            .into_owned();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            this.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
 /// Serves `filter` on `listener` until `stop` resolves, then stops accepting and waits for
 /// open connections to finish (WebSockets close themselves on the same signal). With
 /// `direct_sse`, a connection that opens with `GET /sse` is served by sse_direct.rs.
@@ -182,13 +225,7 @@ pub async fn run<F>(
         .header_read_timeout(header_read_timeout)
         // hyper's own limits sit above ours, so ours answer with the JSON body.
         .max_headers(MAX_HEADERS * 2);
-    let mut refusing_builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    refusing_builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(REFUSAL_READ_TIMEOUT)
-        .keep_alive(false);
-    let refusing = Arc::new(AtomicUsize::new(0));
+    let refuser = Arc::new(Refuser::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -208,31 +245,19 @@ pub async fn run<F>(
         let ticket = match admission.admit(addr.ip()) {
             Ok(ticket) => ticket,
             Err(limit) => {
-                if refusing.fetch_add(1, Ordering::Relaxed) >= REFUSING {
-                    refusing.fetch_sub(1, Ordering::Relaxed);
-                    drop(stream);
-                    continue;
-                }
-                let conn = refusing_builder
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        hyper::service::service_fn(move |_req: Request<Incoming>| async move {
-                            Ok::<Response, Infallible>(over_limit(limit))
-                        }),
-                    )
-                    .into_owned();
-                let refusing = refusing.clone();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    refusing.fetch_sub(1, Ordering::Relaxed);
-                });
+                refuser.refuse(stream, limit);
                 continue;
             }
         };
         let service = service.clone();
         let (builder, watcher, direct_sse) =
             (builder.clone(), graceful.watcher(), direct_sse.clone());
+        let (admission, refuser) = (admission.clone(), refuser.clone());
         tokio::spawn(async move {
+            // The cluster-wide count, where Redis keeps one.
+            if let Err(limit) = admission.claim(&ticket).await {
+                return refuser.refuse(stream, limit);
+            }
             if let Some(state) = direct_sse {
                 let mut stopping = state.shutdown.clone();
                 let first = tokio::select! {

@@ -18,7 +18,7 @@ static ROUND_TRIP: LazyLock<Histogram> = LazyLock::new(|| {
     registered(Histogram::with_opts(
         HistogramOpts::new(
             "bourse_redis_round_trip_seconds",
-            "Redis round trips of the cluster-wide throttles (failed ones included)",
+            "Redis round trips of the cluster-wide throttles, connection counts and ticker cache (failed ones included)",
         )
         .buckets(vec![
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -102,7 +102,7 @@ impl Redis {
     }
 
     /// One round trip, bounded by the timeout and measured.
-    async fn round_trip<T: redis::FromRedisValue>(
+    pub(crate) async fn round_trip<T: redis::FromRedisValue>(
         &self,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
@@ -114,6 +114,16 @@ impl Redis {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
+    }
+
+    /// Starts `scope`'s fallback series at zero, for dashboards and alerts.
+    pub(crate) fn track(&self, scope: &str) {
+        FALLBACKS.with_label_values(&[scope]);
+    }
+
+    /// A handle on the shared connection, for one request.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// One GCRA step for `key`: 0 when allowed, else the wait in microseconds.
@@ -158,18 +168,20 @@ impl Redis {
         }
     }
 
-    fn answered(&self) {
+    /// Notes an answer: logs the end of an outage once.
+    pub(crate) fn answered(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::warn!(
-                "redis answers again: throttles hold across the cluster, ticker reads are cached again"
+                "redis answers again: throttles and connections per address hold across the cluster, ticker reads are cached again"
             );
         }
     }
 
-    fn failed(&self, scope: &str, error: &str) {
+    /// Notes a failed round trip of `scope`: counted, and logged once per outage.
+    pub(crate) fn failed(&self, scope: &str, error: &str) {
         FALLBACKS.with_label_values(&[scope]).inc();
         if !self.down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, "redis does not answer: throttles count on this node alone and ticker reads go to the symbols until it does");
+            tracing::warn!(%error, "redis does not answer: throttles and connections per address count on this node alone and ticker reads go to the symbols until it does");
         }
     }
 }
@@ -188,9 +200,8 @@ impl SharedLimiter {
     /// A throttle named `scope` (its Redis keys and metric label); `max_keys` bounds the
     /// in-memory table.
     pub fn new(scope: &'static str, per_min: u32, max_keys: usize, redis: Option<Redis>) -> Self {
-        if redis.is_some() {
-            // The series exists from the start, at zero, for dashboards and alerts.
-            FALLBACKS.with_label_values(&[scope]);
+        if let Some(redis) = &redis {
+            redis.track(scope);
         }
         SharedLimiter {
             scope,

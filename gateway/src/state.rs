@@ -21,6 +21,10 @@ pub struct GatewayState {
     pub max_alerts_per_user: usize,
     /// Tokens and password hashing.
     pub auth: Arc<crate::auth::Auth>,
+    /// Chat messages one user may post per minute over all rooms (`chat.messages_per_user_per_min`).
+    pub chat_per_user: crate::shared_limits::SharedLimiter,
+    /// Connections per address counted across the cluster, with Redis.
+    pub shared_connections: Option<Arc<crate::shared_connections::SharedConnections>>,
     /// REST ticker answers shared through Redis.
     pub ticker_cache: crate::ticker_cache::TickerCache,
     /// The admin bearer token; `None` disables the admin endpoints.

@@ -60,6 +60,12 @@ pub async fn post(
 ) -> Result<Value, ApiError> {
     known(state, room)?;
     let text = room::text::clean(&body.text).map_err(ApiError::bad_request)?;
+    // The room counts a user's messages in it; this counts them over every room.
+    state
+        .chat_per_user
+        .check(&user.0.to_string())
+        .await
+        .map_err(|w| crate::auth::throttled("chat_user", "chat messages from this user", w))?;
     let msg = RoomMsg::Send {
         user_id: user.0,
         username: user.1,
