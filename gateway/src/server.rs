@@ -254,8 +254,9 @@ pub async fn run<F>(
             (builder.clone(), graceful.watcher(), direct_sse.clone());
         let (admission, refuser) = (admission.clone(), refuser.clone());
         tokio::spawn(async move {
-            // The cluster-wide count, where Redis keeps one.
-            if let Err(limit) = admission.claim(&ticket).await {
+            // The cluster-wide count, where Redis keeps one. Boxed: the connection's task
+            // keeps no room for a Redis round trip while it serves.
+            if let Err(limit) = Box::pin(admission.claim(&ticket)).await {
                 return refuser.refuse(stream, limit);
             }
             if let Some(state) = direct_sse {
