@@ -700,3 +700,42 @@ async fn a_repeating_rule_waits_out_its_cooldown_and_streams_over_sse() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(fired(2).len(), 2, "a deleted rule stays quiet");
 }
+
+#[test]
+fn the_per_user_cap_holds_when_a_user_creates_rules_on_many_symbols_at_once() {
+    let node = Node::start(
+        "alerts-cap-race",
+        &format!("{NO_FEED}[alerts]\nmax_per_user = 3\n"),
+    );
+    let (_, token) = node.register("eager");
+    let symbols = [
+        "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA",
+    ];
+    // Twelve creations at once, two per symbol: each symbol is its own entity, so only the
+    // user's one account can keep count.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let (node, token) = (&node, &token);
+                s.spawn(move || {
+                    let body = json!({"symbol": symbols[i % symbols.len()], "condition": "change_pct", "value": "5"});
+                    let (status, v) = create(node, token, &body);
+                    assert!(status == 201 || status == 400, "{status} {v}");
+                    if status == 400 {
+                        assert!(v["error"]["message"].as_str().unwrap().contains("at most 3"), "{v}");
+                    }
+                    status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    let (status, rules) = node.api("GET", "/api/v1/alerts", None, Some(&token));
+    assert_eq!(status, 200);
+    assert_eq!(rules.as_array().map(Vec::len), Some(3), "{rules}");
+}

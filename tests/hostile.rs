@@ -242,12 +242,12 @@ fn bodies_errors_and_http_edges() {
     }
 
     // The open-order cap holds resting orders only: a market order still goes through.
-    for price in ["1000000", "1001000"] {
+    for price in ["100000000", "100001000"] {
         let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": price, "qty": "0.001"});
         let (status, _, body) = post("/api/v1/orders", &order.to_string());
         assert_eq!(status, 201, "{body}");
     }
-    let third = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "1002000", "qty": "0.001"});
+    let third = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "100002000", "qty": "0.001"});
     let (status, _, body) = post("/api/v1/orders", &third.to_string());
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("open orders"), "{body}");

@@ -238,7 +238,7 @@ fn the_document_matches_the_routes_and_the_responses() {
     let t = Some(token.as_str());
     // Trades on the tape first, so the ticker and candles are not empty.
     std::thread::sleep(Duration::from_millis(1500));
-    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "1000000", "qty": "0.001", "client_order_id": "c-1"});
+    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "100000000", "qty": "0.001", "client_order_id": "c-1"});
     let (status, _, placed) = call(port, "POST", "/api/v1/orders", t, Some(&order));
     assert_eq!(status, 201, "{placed}");
     check(
@@ -261,14 +261,14 @@ fn the_document_matches_the_routes_and_the_responses() {
             "POST",
             "/api/v1/orders".into(),
             Some(
-                json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "1000001", "qty": "0.001"}),
+                json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "100000001", "qty": "0.001"}),
             ),
         ),
         (
             "POST",
             "/api/v1/orders".into(),
             Some(
-                json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "1000000", "qty": "500"}),
+                json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "100000000", "qty": "500"}),
             ),
         ),
         (

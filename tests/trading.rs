@@ -379,6 +379,75 @@ async fn orders_match_settle_stream_and_conserve_money() {
     assert_eq!(node.get("/readyz").0, 200);
 }
 
+#[test]
+fn a_limit_order_outside_the_price_band_is_refused_and_the_band_follows_the_last_trade() {
+    let node = Node::start(
+        "trade-band",
+        &format!("{NO_FEED}[trading]\nprice_band_pct = 10\n"),
+    );
+    let m = btc();
+    assert_eq!(
+        m.tick.format(m.initial_price),
+        "140000000",
+        "the test's prices assume KRW-BTC starts at 140,000,000"
+    );
+    let (_, alice) = node.register("alice");
+    let (_, bob) = node.register("bob");
+    let before = totals(&node, &[&alice, &bob]);
+    let refused = |body: Value, token: &str| {
+        let (s, v) = node.api("POST", "/api/v1/orders", Some(&body), Some(token));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{body}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than 10% away"),
+            "{v}"
+        );
+    };
+    // 7,000 times the market, a buy its owner can pay for; half the market, a sell.
+    refused(limit("buy", "980000000000", "0.0001"), &alice);
+    refused(limit("sell", "70000000", "0.001"), &bob);
+    // 15% up is outside the band around the start price...
+    refused(limit("buy", "161000000", "0.001"), &alice);
+    assert_eq!(
+        totals(&node, &[&alice, &bob]),
+        before,
+        "refusals hold nothing"
+    );
+    let (_, orders) = node.api("GET", "/api/v1/orders", None, Some(&alice));
+    // Kept in the history as rejected, as a post-only cross is.
+    let statuses: Vec<&str> = orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["rejected", "rejected"], "{orders}");
+
+    // ...until a trade at 9% up moves the band with it.
+    place_acked(&node, &alice, limit("buy", "152600000", "0.001"), "a-1");
+    place_acked(&node, &bob, limit("sell", "152600000", "0.001"), "b-1");
+    place_acked(&node, &alice, limit("buy", "161000000", "0.001"), "a-2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, ticker) = node.get("/api/v1/ticker/KRW-BTC");
+        if ticker["last"] == "152600000" {
+            assert_eq!(
+                ticker["high_24h"], "152600000",
+                "no refused price reached the ticker: {ticker}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ticker}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_client_order_id_creates_one_order_even_concurrently() {
     let node = Node::start("trade-idem", NO_FEED);

@@ -35,6 +35,7 @@ async fn a_book_subscription_waits_until_its_snapshot_is_durable() {
             markets,
             replay_events: 64,
             snapshot_every: 1000,
+            price_band_pct: 80,
         }),
         sharding: sharding.clone(),
         policy: RestartPolicy {

@@ -200,6 +200,10 @@ pub struct TradingSettings {
     pub grants: BTreeMap<String, String>,
     /// A market buy holds, and never pays more than, the best ask plus this percentage.
     pub market_protect_pct: u32,
+    /// A limit order priced more than this percentage away from the book's last trade
+    /// (before any, the start price) is rejected: one user cannot print a trade at a
+    /// thousand times the market and move the ticker there.
+    pub price_band_pct: u32,
     /// Open orders one account may have.
     pub max_open_orders: usize,
     /// Journal entries between snapshots of a book or an account.
@@ -406,6 +410,7 @@ impl Default for TradingSettings {
         TradingSettings {
             grants,
             market_protect_pct: 10,
+            price_band_pct: 80,
             max_open_orders: 1000,
             snapshot_every: 10_000,
         }
@@ -874,6 +879,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "trading.market_protect_pct",
                 "must be 1..=100",
+            ));
+        }
+        if !(1..=10_000).contains(&self.trading.price_band_pct) {
+            return Err(ConfigError::new(
+                "trading.price_band_pct",
+                "must be 1..=10000",
             ));
         }
         positive(

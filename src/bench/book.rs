@@ -70,6 +70,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         markets: markets.clone(),
         replay_events: 1024,
         snapshot_every: args.snapshot_every,
+        price_band_pct: 80,
     };
     spawn_region::<BookEntity>(region(book_deps, &sharding, policy), root.get_cell()).await?;
     let symbol_deps = SymbolDeps {
@@ -85,6 +86,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         markets: markets.clone(),
         grants: settings.trading.grant_units(&markets)?,
         market_protect_pct: 10,
+        price_band_pct: 80,
         max_open_orders: 1000,
         snapshot_every: 1000,
     };

@@ -30,15 +30,16 @@
 pub mod ledger;
 pub mod view;
 
+use crate::alert::NewAlert;
 use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
 use crate::session::{Private, Session, SessionMsg};
-use crate::symbol::now_ms;
+use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
-use bourse_storage::{Lease, MarketStore, Notification, Write};
+use bourse_storage::{AlertRecord, Lease, MarketStore, Notification, Write};
 use ledger::{Balance, Entry, Ledger, OrderRecord, hold_for};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,6 +67,13 @@ pub enum AccountMsg {
     Balances,
     /// A book's report of one of this account's orders.
     Update(OrderState),
+    /// A new price alert on `symbol`, made through the user's one account so that the
+    /// user's creations queue behind each other and the cap of `max` rules holds.
+    CreateAlert {
+        symbol: String,
+        alert: NewAlert,
+        max: usize,
+    },
 }
 
 /// What an account answers.
@@ -79,6 +87,8 @@ pub enum AccountReply {
     Order(OrderRecord),
     Orders(Vec<OrderRecord>),
     Balances(BTreeMap<String, Balance>),
+    /// The stored rule, armed.
+    AlertCreated(AlertRecord),
     Done,
     Error(Refusal),
 }
@@ -90,6 +100,8 @@ pub struct AccountDeps {
     /// Demo balances of a new account, in balance units.
     pub grants: Vec<(String, u128)>,
     pub market_protect_pct: u32,
+    /// `trading.price_band_pct`, for the words of a rejection (the book decides).
+    pub price_band_pct: u32,
     pub max_open_orders: usize,
     pub snapshot_every: u64,
 }
@@ -190,6 +202,9 @@ impl Entity for Account {
                     .collect(),
             ),
             AccountMsg::Balances => AccountReply::Balances(self.ledger.balances().clone()),
+            AccountMsg::CreateAlert { symbol, alert, max } => {
+                self.create_alert(symbol, alert, max).await
+            }
             AccountMsg::Update(state) => {
                 if owner_of(state.order_id) == self.user {
                     self.absorb(state).await;
@@ -427,6 +442,10 @@ impl Account {
                 Some(Reject::WouldTake) => {
                     Refusal::BadRequest("post_only order would take liquidity; rejected".into())
                 }
+                Some(Reject::OutsideBand) => Refusal::BadRequest(format!(
+                    "limit price is more than {}% away from the book's last trade (its start price before any); rejected",
+                    self.deps.price_band_pct
+                )),
                 Some(r) => Refusal::BadRequest(format!("order rejected by the book: {r:?}")),
                 None => Refusal::Unavailable(format!(
                     "book {} was unavailable; the order was not placed and its hold is released",
@@ -437,6 +456,42 @@ impl Account {
         AccountReply::Placed {
             order,
             created: true,
+        }
+    }
+
+    /// Counts the user's rules and, under `max`, has `symbol` store the new one. Nothing
+    /// else creates rules, and this account handles one message at a time, so two
+    /// concurrent creations cannot both pass the count.
+    async fn create_alert(&self, symbol: String, alert: NewAlert, max: usize) -> AccountReply {
+        match self.deps.store.alert_count(self.user).await {
+            Ok(held) if held >= max => {
+                return AccountReply::Error(Refusal::BadRequest(format!(
+                    "at most {max} alerts per user; delete some first"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(account = %self.key, error = %e, "counting alerts");
+                return AccountReply::Error(Refusal::Unavailable(
+                    "alert storage is unavailable; retry".into(),
+                ));
+            }
+        }
+        match self
+            .sharding
+            .ask::<Symbol>(&symbol, SymbolMsg::CreateAlert(alert))
+            .await
+        {
+            Ok(SymbolReply::AlertCreated(r)) => AccountReply::AlertCreated(r),
+            Ok(SymbolReply::Refused(e)) => AccountReply::Error(e),
+            Ok(other) => {
+                tracing::error!(
+                    ?other,
+                    "symbol answered an alert creation with the wrong reply"
+                );
+                AccountReply::Error(Refusal::Internal("internal error".into()))
+            }
+            Err(e) => AccountReply::Error(Refusal::Unavailable(e.to_string())),
         }
     }
 

@@ -72,6 +72,9 @@ pub enum Reject {
     CannotFill,
     /// A post-only market order (it could only take).
     Invalid,
+    /// A limit price outside the book's price band (`trading.price_band_pct`). Decided by
+    /// the book entity before the engine sees the order, so never journaled.
+    OutsideBand,
 }
 
 /// Why a resting order left the book without filling.

@@ -22,7 +22,7 @@ pub mod view;
 use crate::account::{Account, AccountMsg};
 use crate::feed::TradeInput;
 use crate::symbol::{Symbol, SymbolMsg, now_ms};
-use crate::trading::{OrderState, tick_side};
+use crate::trading::{OrderState, Status, tick_side};
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Responder, Sharding, StreamEvent, StreamGrant, StreamLog,
@@ -30,9 +30,9 @@ use bourse_cluster::{
 };
 use bourse_config::{Market, Markets};
 use bourse_storage::{Ack, Lease, MarketStore, Write};
-use engine::{Order, Side};
+use engine::{Kind, Order, Reject, Side};
 use serde::{Deserialize, Serialize};
-use state::{Answer, BookState, Command, Outcome};
+use state::{Answer, BookState, Command, Outcome, price_band};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -90,6 +90,8 @@ pub struct BookDeps {
     pub snapshot_every: u64,
     /// Whether fills and order changes also go to the outbox for the Kafka event relay.
     pub events: bool,
+    /// `trading.price_band_pct`: how far from the last trade a limit order may be priced.
+    pub price_band_pct: u32,
 }
 
 /// What becomes visible once a journal entry is durable.
@@ -341,7 +343,10 @@ impl BookEntity {
         self.forget_gone_nodes();
         let ts = now_ms();
         let (ack, effects, reply) = match msg {
-            BookMsg::Submit(order) => self.command(Command::Submit { order, ts }),
+            BookMsg::Submit(order) => match self.outside_band(&order) {
+                Some(rejected) => (None, Effects::default(), BookReply::Order(rejected)),
+                None => self.command(Command::Submit { order, ts }),
+            },
             BookMsg::Cancel { order_id, owner } => self.command(Command::Cancel {
                 order_id,
                 owner,
@@ -388,6 +393,27 @@ impl BookEntity {
             effects,
             answer: Some(Held::Book(reply, respond)),
         });
+    }
+
+    /// The rejection of a new limit order priced outside the band around the last trade
+    /// (the start price before any). Not journaled: the band is configuration, and replay
+    /// must not depend on it. A resubmitted order gets its first answer instead.
+    fn outside_band(&self, order: &Order) -> Option<OrderState> {
+        let Kind::Limit { price } = order.kind else {
+            return None;
+        };
+        if self.state.order(order.id).is_some() {
+            return None;
+        }
+        let reference = self.state.last_price().unwrap_or(self.market.initial_price);
+        let (low, high) = price_band(reference, self.deps.price_band_pct);
+        if (low..=high).contains(&price) {
+            return None;
+        }
+        let mut state = OrderState::new(order.id);
+        state.status = Status::Rejected;
+        state.reject = Some(Reject::OutsideBand);
+        Some(state)
     }
 
     /// Queues a release; a book whose release task is gone stops.

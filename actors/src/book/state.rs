@@ -395,6 +395,19 @@ fn cmd_ts(cmd: &Command) -> i64 {
     }
 }
 
+/// The prices a limit order may have, both included: `pct` percent either side of
+/// `reference` (at least one tick).
+pub fn price_band(reference: u64, pct: u32) -> (u64, u64) {
+    let reference = u128::from(reference.max(1));
+    let pct = u128::from(pct);
+    let low = (reference * 100u128.saturating_sub(pct))
+        .div_ceil(100)
+        .max(1);
+    let high = reference * (100 + pct) / 100;
+    let fit = |p: u128| u64::try_from(p).unwrap_or(u64::MAX);
+    (fit(low), fit(high))
+}
+
 /// The protective price of a market buy: the best ask (else the last price, else
 /// `fallback`) plus `pct` percent, rounded up to a whole tick.
 pub fn market_buy_protect(

@@ -8,8 +8,8 @@
 use super::market::{limit, number, query};
 use crate::error::ApiError;
 use crate::state::GatewayState;
+use bourse_actors::account::{Account, AccountMsg, AccountReply};
 use bourse_actors::alert::{self, Alert, AlertMsg, AlertReply, MAX_COOLDOWN_S, NewAlert};
-use bourse_actors::symbol::{Symbol, SymbolMsg, SymbolReply};
 use bourse_config::is_symbol_shape;
 use bourse_storage::{AlertStatus, StoreError};
 use serde::Deserialize;
@@ -72,25 +72,20 @@ pub fn new_alert(state: &GatewayState, user: u64, b: &CreateBody) -> Result<NewA
 /// `POST /api/v1/alerts` → `201` the rule, armed.
 pub async fn create(state: &GatewayState, user: u64, body: CreateBody) -> Result<Value, ApiError> {
     let new = new_alert(state, user, &body)?;
-    let held = state.store.alert_count(user).await.map_err(storage)?;
-    if held >= state.max_alerts_per_user {
-        return Err(ApiError::bad_request(format!(
-            "at most {} alerts per user; delete some first",
-            state.max_alerts_per_user
-        )));
-    }
+    let msg = AccountMsg::CreateAlert {
+        symbol: body.symbol,
+        alert: new,
+        max: state.max_alerts_per_user,
+    };
     match state
         .sharding
-        .ask::<Symbol>(&body.symbol, SymbolMsg::CreateAlert(new))
+        .ask::<Account>(&user.to_string(), msg)
         .await?
     {
-        SymbolReply::AlertCreated(r) => Ok(alert::view(&state.markets, &r)),
-        SymbolReply::Refused(e) => Err(e.into()),
-        other => {
-            tracing::error!(
-                ?other,
-                "symbol answered an alert creation with the wrong reply"
-            );
+        AccountReply::AlertCreated(r) => Ok(alert::view(&state.markets, &r)),
+        AccountReply::Error(e) => Err(e.into()),
+        _ => {
+            tracing::error!("account answered an alert creation with the wrong reply");
             Err(ApiError::internal("internal error"))
         }
     }

@@ -26,6 +26,39 @@ fn limit(user: u64, n: u32, side: Side, price: u64, qty: u64) -> Command {
 }
 
 #[test]
+fn the_price_band_holds_both_ends_and_at_least_one_tick() {
+    assert_eq!(price_band(1000, 80), (200, 1800));
+    assert_eq!(price_band(1000, 1), (990, 1010));
+    // Rounded inward: a price the band names is never more than pct away.
+    assert_eq!(price_band(999, 10), (900, 1098));
+    // A band of 100% or more keeps every price down to one tick.
+    assert_eq!(price_band(1000, 100), (1, 2000));
+    assert_eq!(price_band(1000, 10_000), (1, 101_000));
+    assert_eq!(price_band(0, 50), (1, 1));
+    assert_eq!(price_band(u64::MAX, 10_000).1, u64::MAX);
+}
+
+proptest! {
+    #[test]
+    fn every_price_in_the_band_is_within_pct_of_the_reference(
+        reference in 1u64..=1_000_000_000_000,
+        pct in 1u32..=10_000,
+    ) {
+        let (low, high) = price_band(reference, pct);
+        let (r, p) = (u128::from(reference), u128::from(pct));
+        prop_assert!(low >= 1 && low <= reference && reference <= high);
+        // |price - reference| * 100 <= reference * pct at both ends...
+        prop_assert!((r - u128::from(low)) * 100 <= r * p || low == 1);
+        prop_assert!((u128::from(high) - r) * 100 <= r * p);
+        // ...and one tick further out is not.
+        prop_assert!((u128::from(high) + 1 - r) * 100 > r * p);
+        if low > 1 {
+            prop_assert!((r - u128::from(low) + 1) * 100 > r * p);
+        }
+    }
+}
+
+#[test]
 fn fills_update_both_orders_cumulatively() {
     let mut b = BookState::new();
     b.apply(&limit(1, 1, Side::Sell, 100, 5));
