@@ -295,6 +295,20 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     } else {
         None
     };
+    if settings.storage.backend == "scylla" {
+        tracing::info!("inbox retention is not built for ScyllaDB: inboxes keep every entry");
+    } else {
+        let retention = bourse_storage::retention::InboxRetention {
+            keep: Duration::from_secs(u64::from(settings.alerts.inbox_keep_days) * 86_400),
+            max_per_user: settings.alerts.inbox_max_per_user as u64,
+            every: Duration::from_secs(settings.alerts.inbox_sweep_every_s),
+        };
+        tokio::spawn(bourse_storage::retention::run(
+            store.clone(),
+            retention,
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(become_ready(state.clone(), markets.clone()));
     tracing::info!(%node, %addr, storage = %db, "node started");
     print_urls(&node, addr, demo, &settings);

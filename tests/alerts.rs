@@ -739,3 +739,48 @@ fn the_per_user_cap_holds_when_a_user_creates_rules_on_many_symbols_at_once() {
     assert_eq!(status, 200);
     assert_eq!(rules.as_array().map(Vec::len), Some(3), "{rules}");
 }
+
+#[test]
+fn the_inbox_keeps_each_users_newest_entries_and_says_how_many_went() {
+    let node = Node::start(
+        "alerts-inbox-retention",
+        &format!("{NO_FEED}[alerts]\ninbox_max_per_user = 3\ninbox_sweep_every_s = 1\n"),
+    );
+    let (_, seller) = node.register("seller");
+    let (_, buyer) = node.register("buyer");
+    for i in 0..6 {
+        trade(&node, &seller, &buyer, 140_000 + i, &format!("r{i}"));
+    }
+    // The buyer's fills at the six prices, newest last; a sweep leaves the last three.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept = inbox(&node, &buyer);
+        if kept.len() <= 3 {
+            break kept;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} entries still: {kept:?}",
+            kept.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let prices: Vec<&str> = kept
+        .iter()
+        .map(|e| e["data"]["price"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        prices,
+        [price(140_003), price(140_004), price(140_005)],
+        "{kept:?}"
+    );
+    let (_, text) = node.get("/metrics");
+    let pruned = common::metric(
+        text.as_str().unwrap_or_default(),
+        "bourse_inbox_pruned_total",
+    );
+    assert!(
+        pruned.is_some_and(|n| n >= 6.0),
+        "both users lost three: {pruned:?}"
+    );
+}

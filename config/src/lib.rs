@@ -152,6 +152,12 @@ pub struct AlertSettings {
     pub change_window_s: u64,
     /// Rules one user may hold (not counting deleted ones).
     pub max_per_user: usize,
+    /// Inbox entries (fired alerts, fills) older than this many days are dropped.
+    pub inbox_keep_days: u32,
+    /// A user's inbox keeps at most this many entries, the newest.
+    pub inbox_max_per_user: usize,
+    /// How often each node applies the two inbox limits above, in seconds.
+    pub inbox_sweep_every_s: u64,
 }
 
 impl Default for AlertSettings {
@@ -159,6 +165,9 @@ impl Default for AlertSettings {
         AlertSettings {
             change_window_s: 86_400,
             max_per_user: 1_000,
+            inbox_keep_days: 30,
+            inbox_max_per_user: 1_000,
+            inbox_sweep_every_s: 3_600,
         }
     }
 }
@@ -908,6 +917,18 @@ impl Settings {
             ));
         }
         positive("alerts.max_per_user", self.alerts.max_per_user as u64)?;
+        positive(
+            "alerts.inbox_keep_days",
+            u64::from(self.alerts.inbox_keep_days),
+        )?;
+        positive(
+            "alerts.inbox_max_per_user",
+            self.alerts.inbox_max_per_user as u64,
+        )?;
+        positive(
+            "alerts.inbox_sweep_every_s",
+            self.alerts.inbox_sweep_every_s,
+        )?;
         let markets = Markets::from_settings(&self.symbols)?;
         self.trading.grant_units(&markets)?;
         Ok(markets)

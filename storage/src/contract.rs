@@ -657,6 +657,56 @@ async fn notifications_page_by_time(store: &dyn MarketStore) {
     );
 }
 
+/// Inbox retention (`Write::PruneInbox`, SQLite and PostgreSQL): entries older than the
+/// cutoff go, then each user keeps only the newest; a second sweep finds nothing.
+pub async fn inbox_retention(store: &dyn MarketStore) {
+    let note = |user_id: u64, key: &str, ts: i64| crate::Notification {
+        user_id,
+        key: key.into(),
+        ts,
+        kind: "fill".into(),
+        body: "{}".into(),
+    };
+    let entries = [
+        (900, "k0", 1_000),
+        (900, "k1", 1_001),
+        (900, "k2", 1_002),
+        (900, "k3", 1_003),
+        (900, "k4", 1_004),
+        (901, "j0", 1_000),
+        (901, "j1", 5_000),
+    ];
+    for (user, key, ts) in entries {
+        store
+            .submit(Write::Notify(note(user, key, ts)))
+            .wait()
+            .await
+            .expect("notify");
+    }
+    let prune = Write::PruneInbox {
+        before: 1_001,
+        keep_per_user: 3,
+    };
+    let dropped = store.submit(prune.clone()).value().await.expect("prune");
+    assert!(dropped >= 3, "k0 and j0 by age, k1 over the cap: {dropped}");
+    let keys = |page: Vec<crate::Notification>| page.into_iter().map(|n| n.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.notifications(900, 0, 100).await.expect("read")),
+        ["k2", "k3", "k4"],
+        "the newest three"
+    );
+    assert_eq!(
+        keys(store.notifications(901, 0, 100).await.expect("read")),
+        ["j1"],
+        "the old one went, the new one stays"
+    );
+    assert_eq!(
+        store.submit(prune).value().await.expect("prune again"),
+        0,
+        "a repeated sweep drops nothing"
+    );
+}
+
 async fn users_are_unique(store: &dyn MarketStore) {
     let create = |name: &str| Write::CreateUser {
         username: name.into(),

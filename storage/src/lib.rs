@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod postgres;
 mod queue;
 pub mod records;
+pub mod retention;
 pub mod scylla;
 pub mod sqlite;
 
@@ -186,6 +187,10 @@ pub enum Write {
     },
     /// Removes relayed events from the outbox, by position.
     Relayed { positions: Vec<u64> },
+    /// Drops inbox entries older than `before` (ms) and, per user, all but the newest
+    /// `keep_per_user`; the ack's value is how many went. An entry's key is forgotten with
+    /// it, so retention must outlast any re-delivery of the event it records.
+    PruneInbox { before: i64, keep_per_user: u64 },
 }
 
 impl Fence {
@@ -256,7 +261,8 @@ impl Write {
 }
 
 /// Resolves when a submitted write is durable. Its value is the lease epoch for
-/// [`Write::AcquireLease`], 0 otherwise.
+/// [`Write::AcquireLease`], the new id for the writes that create one, the entries dropped
+/// for [`Write::PruneInbox`], 0 otherwise.
 #[derive(Debug)]
 pub struct Ack(oneshot::Receiver<Result<u64, StoreError>>);
 

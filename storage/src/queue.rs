@@ -307,7 +307,8 @@ pub(crate) fn rows(write: &Write) -> usize {
         | Write::CreateAlert(_)
         | Write::AlertFired { .. }
         | Write::DeleteAlert { .. }
-        | Write::Notify(_) => 1,
+        | Write::Notify(_)
+        | Write::PruneInbox { .. } => 1,
     }
 }
 

@@ -511,6 +511,25 @@ fn apply(
             }
             Ok(Ok(0))
         }
+        Write::PruneInbox {
+            before,
+            keep_per_user,
+        } => {
+            let old = tx
+                .prepare_cached("DELETE FROM notifications WHERE ts < ?1")?
+                .execute(params![*before])?;
+            let over = tx
+                .prepare_cached(
+                    "DELETE FROM notifications WHERE (user_id, key) IN (
+                       SELECT user_id, key FROM (
+                         SELECT user_id, key, ROW_NUMBER() OVER (
+                           PARTITION BY user_id ORDER BY ts DESC, key DESC) AS newest
+                         FROM notifications)
+                       WHERE newest > ?1)",
+                )?
+                .execute(params![i64::try_from(*keep_per_user).unwrap_or(i64::MAX)])?;
+            Ok(Ok((old + over) as u64))
+        }
     }
 }
 

@@ -403,5 +403,27 @@ async fn apply_one<'a>(
             tx.execute(&stmt, &[&positions]).await?;
             Ok(Ok(0))
         }
+        Write::PruneInbox {
+            before,
+            keep_per_user,
+        } => {
+            let stmt = tx
+                .prepare_cached("DELETE FROM notifications WHERE ts < $1")
+                .await?;
+            let old = tx.execute(&stmt, &[before]).await?;
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM notifications WHERE (user_id, key) IN (
+                       SELECT user_id, key FROM (
+                         SELECT user_id, key, ROW_NUMBER() OVER (
+                           PARTITION BY user_id ORDER BY ts DESC, key DESC) AS newest
+                         FROM notifications) ranked
+                       WHERE newest > $1)",
+                )
+                .await?;
+            let keep = i64::try_from(*keep_per_user).unwrap_or(i64::MAX);
+            let over = tx.execute(&stmt, &[&keep]).await?;
+            Ok(Ok(old + over))
+        }
     }
 }

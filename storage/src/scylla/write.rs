@@ -191,6 +191,10 @@ impl Writer {
             Write::WithEvents { .. } | Write::Relayed { .. } => Ok(Err(StoreError::Backend(
                 "the Kafka event outbox is built for SQLite and PostgreSQL, not ScyllaDB".into(),
             ))),
+            // Deleting by age or rank needs a scan of every user's partition; not built.
+            Write::PruneInbox { .. } => Ok(Err(StoreError::Backend(
+                "inbox retention is built for SQLite and PostgreSQL, not ScyllaDB".into(),
+            ))),
         }
     }
 

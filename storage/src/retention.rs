@@ -1,0 +1,64 @@
+//! Inbox retention: each node, every `alerts.inbox_sweep_every_s`, drops inbox entries older
+//! than `alerts.inbox_keep_days` and all but each user's newest `alerts.inbox_max_per_user`
+//! (`Write::PruneInbox`). Every node sweeps the store it names; a sweep repeated by another
+//! node finds nothing left to drop.
+
+use crate::{MarketStore, Write};
+use prometheus::IntCounter;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Inbox entries dropped by retention.
+static PRUNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    let c = IntCounter::new(
+        "bourse_inbox_pruned_total",
+        "Inbox entries dropped by retention (alerts.inbox_keep_days, alerts.inbox_max_per_user)",
+    )
+    .unwrap_or_else(|e| unreachable!("metric: {e}"));
+    if let Err(e) = prometheus::register(Box::new(c.clone())) {
+        tracing::debug!(error = %e, "metric registered twice");
+    }
+    c
+});
+
+/// How long entries are kept and how many per user.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxRetention {
+    pub keep: Duration,
+    pub max_per_user: u64,
+    pub every: Duration,
+}
+
+/// Sweeps `store` on `retention`'s period until `stop` turns true.
+pub async fn run(
+    store: Arc<dyn MarketStore>,
+    retention: InboxRetention,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    LazyLock::force(&PRUNED);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(retention.every) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let keep_ms = i64::try_from(retention.keep.as_millis()).unwrap_or(i64::MAX);
+        let write = Write::PruneInbox {
+            before: now_ms.saturating_sub(keep_ms),
+            keep_per_user: retention.max_per_user,
+        };
+        match store.submit(write).value().await {
+            Ok(dropped) => {
+                PRUNED.inc_by(dropped);
+                if dropped > 0 {
+                    tracing::info!(dropped, "inbox entries past retention dropped");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "inbox retention sweep failed; next one in a period")
+            }
+        }
+    }
+}
