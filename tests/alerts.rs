@@ -784,3 +784,36 @@ fn the_inbox_keeps_each_users_newest_entries_and_says_how_many_went() {
         "both users lost three: {pruned:?}"
     );
 }
+
+#[test]
+fn a_firing_lost_with_a_killed_node_fires_when_its_symbol_comes_back() {
+    let mut node = Node::start("alerts-lost-firing", NO_FEED);
+    let (_, watcher) = node.register("watcher");
+    let (_, seller) = node.register("seller");
+    let (_, buyer) = node.register("buyer");
+    let rule = json!({"symbol": SYMBOL, "condition": "above", "value": price(140_500)});
+    let (status, v) = create(&node, &watcher, &rule);
+    assert_eq!(status, 201, "{v}");
+    // Killed the moment the trade is acknowledged: its firing may be anywhere between the
+    // symbol and the inbox, or nowhere yet.
+    trade(&node, &seller, &buyer, 140_600, "lost");
+    node.kill9();
+    node.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Any read of the symbol activates it, and an activating symbol replays its trades.
+        let (status, _) = node.get(&format!("/api/v1/ticker/{SYMBOL}"));
+        assert_eq!(status, 200);
+        let fired = inbox_alerts(&node, &watcher);
+        if let Some((_, firings)) = fired.iter().next() {
+            assert_eq!(firings, &[(1, price(140_600))], "fired once, at the trade");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the firing was lost:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

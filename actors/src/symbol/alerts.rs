@@ -13,11 +13,18 @@ use std::time::Duration;
 /// armed again (so the next trade that satisfies it fires it).
 const FIRE_ATTEMPTS: u32 = 12;
 
-/// The index of the armed rules stored for `symbol`.
+/// How far back an activating symbol offers its stored trades to the rebuilt index: a
+/// crash can lose the firings of trades stored shortly before it (a firing is handed to its
+/// rule's entity after the trade is durable, retried for about a minute).
+pub const REPLAY_MS: i64 = 5 * 60 * 1000;
+
+/// The index of the armed rules stored for `symbol`, as it stood at `as_of`: a rule counts
+/// from its creation (and a repeating one from the end of its cooldown), so trades replayed
+/// from `as_of` on fire only rules that existed and were armed when they happened.
 pub async fn load(
     store: &dyn MarketStore,
     symbol: &str,
-    now: i64,
+    as_of: i64,
 ) -> Result<TriggerIndex, EntityError> {
     let mut index = TriggerIndex::new();
     let rules = store
@@ -26,7 +33,7 @@ pub async fn load(
         .map_err(|e| EntityError::new(format!("loading the alerts of {symbol}: {e}")))?;
     for r in rules {
         match Condition::from_stored(&r.condition, r.value) {
-            Some(c) => index.arm(r.alert_id, c, armed_from(&r), now),
+            Some(c) => index.arm(r.alert_id, c, armed_from(&r).max(r.created_at), as_of),
             None => {
                 tracing::error!(alert = r.alert_id, condition = %r.condition, "skipping a rule with an unknown condition")
             }
@@ -62,6 +69,21 @@ impl Symbol {
         self.window
             .open_since(start, self.candles.open_candle(Interval::M1))
             .unwrap_or(0)
+    }
+
+    /// Offers the stored trades since `from` to the index just rebuilt from storage. A
+    /// firing lost with the previous activation fires now; one that was stored finds its
+    /// rule fired (one-shot) or cooling (repeating), and its entity refuses it again.
+    pub(super) fn replay_alerts(&mut self, from: i64) {
+        let trades: Vec<(u64, i64)> = self
+            .recent
+            .iter()
+            .filter(|t| t.ts >= from)
+            .map(|t| (t.price, t.ts))
+            .collect();
+        for (price, ts) in trades {
+            self.fire_alerts(&[price], ts);
+        }
     }
 
     /// Fires the rules the durable trades at `prices` (in order, at `ts`) satisfy.

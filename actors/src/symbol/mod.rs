@@ -222,8 +222,9 @@ impl Entity for Symbol {
             next_trade_id,
             feed_seq,
             last,
-            triggers: alerts::load(store.as_ref(), symbol, now).await?,
+            triggers: alerts::load(store.as_ref(), symbol, now - alerts::REPLAY_MS).await?,
         };
+        entity.replay_alerts(now - alerts::REPLAY_MS);
         for (interval, c) in closed {
             entity.publish_closed(interval, &c, now);
         }
