@@ -158,9 +158,17 @@ impl SharedConnections {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn failed(&self, error: &str) {
-        self.redis.failed(SCOPE, error);
-        self.stale.store(true, Ordering::Release);
+    /// A round trip of this module through `Redis::call`; a failure leaves the counts
+    /// stale, for the next renewal to rewrite.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        let outcome = self.redis.call(SCOPE, request).await;
+        if outcome.is_err() {
+            self.stale.store(true, Ordering::Release);
+        }
+        outcome
     }
 
     /// Counts one more connection from `ip` unless the cluster already holds `limit`.
@@ -173,23 +181,10 @@ impl SharedConnections {
             .arg(limit)
             .arg(ms(LIFETIME))
             .arg(ms(KEY_TTL));
-        match self
-            .redis
-            .round_trip(invocation.invoke_async::<i64>(&mut conn))
-            .await
-        {
-            Ok(counted) => {
-                self.redis.answered();
-                if counted == 1 {
-                    Claim::Counted
-                } else {
-                    Claim::Full
-                }
-            }
-            Err(e) => {
-                self.failed(&e);
-                Claim::Unknown
-            }
+        match self.call(invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(1) => Claim::Counted,
+            Ok(_) => Claim::Full,
+            Err(_) => Claim::Unknown,
         }
     }
 
@@ -205,14 +200,8 @@ impl SharedConnections {
             let mut conn = this.redis.connection();
             let mut invocation = this.release.key(address_key(ip));
             invocation.arg(&*this.incarnation());
-            match this
-                .redis
-                .round_trip(invocation.invoke_async::<i64>(&mut conn))
-                .await
-            {
-                Ok(_) => this.redis.answered(),
-                Err(e) => this.failed(&e),
-            }
+            // A failure is counted, and leaves the counts for the next renewal to rewrite.
+            let _ = this.call(invocation.invoke_async::<i64>(&mut conn)).await;
         });
     }
 
@@ -220,8 +209,7 @@ impl SharedConnections {
         let mut conn = self.redis.connection();
         let mut invocation = self.renew.key(LIVE);
         invocation.arg(incarnation).arg(ms(LIFETIME));
-        self.redis
-            .round_trip(invocation.invoke_async::<i64>(&mut conn))
+        self.call(invocation.invoke_async::<i64>(&mut conn))
             .await
             .map(drop)
     }
@@ -245,15 +233,11 @@ impl SharedConnections {
                 pipe.cmd("HSET").arg(&key).arg(&*new).arg(*n).ignore();
                 pipe.cmd("PEXPIRE").arg(&key).arg(ms(KEY_TTL)).ignore();
             }
-            self.redis
-                .round_trip(pipe.query_async::<()>(&mut conn))
-                .await?;
+            self.call(pipe.query_async::<()>(&mut conn)).await?;
             pipe = redis::pipe();
         }
         if counts.is_empty() {
-            self.redis
-                .round_trip(pipe.query_async::<()>(&mut conn))
-                .await?;
+            self.call(pipe.query_async::<()>(&mut conn)).await?;
         }
         tracing::info!(
             incarnation = %new,
@@ -272,15 +256,12 @@ impl SharedConnections {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            let outcome = if self.stale.swap(false, Ordering::AcqRel) {
+            // A failed round trip marks the counts stale again (see `call`).
+            let _ = if self.stale.swap(false, Ordering::AcqRel) {
                 self.rewrite(&counts).await
             } else {
                 self.renew(&self.incarnation()).await
             };
-            match outcome {
-                Ok(()) => self.redis.answered(),
-                Err(e) => self.failed(&e),
-            }
             tokio::select! {
                 () = tokio::time::sleep(RENEW_EVERY) => {}
                 _ = stop.wait_for(|stop| *stop) => break,
@@ -289,11 +270,7 @@ impl SharedConnections {
         let mut conn = self.redis.connection();
         let mut zrem = redis::cmd("ZREM");
         zrem.arg(LIVE).arg(&*self.incarnation());
-        if let Err(e) = self
-            .redis
-            .round_trip(zrem.query_async::<()>(&mut conn))
-            .await
-        {
+        if let Err(e) = self.call(zrem.query_async::<()>(&mut conn)).await {
             tracing::debug!(error = %e, "could not retire this node's connection counts in redis");
         }
     }

@@ -101,8 +101,24 @@ impl Redis {
         }))
     }
 
+    /// One round trip for `scope`, bounded by the timeout and measured, that also keeps
+    /// the outage state: an answer ends an outage (logged once), a failure is counted in
+    /// `bourse_redis_fallbacks_total{scope}` and starts one (logged once).
+    pub(crate) async fn call<T: redis::FromRedisValue>(
+        &self,
+        scope: &str,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        let outcome = self.round_trip(request).await;
+        match &outcome {
+            Ok(_) => self.answered(),
+            Err(e) => self.failed(scope, e),
+        }
+        outcome
+    }
+
     /// One round trip, bounded by the timeout and measured.
-    pub(crate) async fn round_trip<T: redis::FromRedisValue>(
+    async fn round_trip<T: redis::FromRedisValue>(
         &self,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
@@ -126,13 +142,20 @@ impl Redis {
         self.conn.clone()
     }
 
-    /// One GCRA step for `key`: 0 when allowed, else the wait in microseconds.
-    async fn gcra(&self, key: &str, interval_us: u64, burst: u32) -> Result<u64, String> {
+    /// One GCRA step of throttle `scope` for `key`: 0 when allowed, else the wait in
+    /// microseconds.
+    async fn gcra(
+        &self,
+        scope: &str,
+        key: &str,
+        interval_us: u64,
+        burst: u32,
+    ) -> Result<u64, String> {
         let mut conn = self.conn.clone();
         let mut invocation = self.script.key(key);
         invocation.arg(interval_us).arg(burst);
         let wait: i64 = self
-            .round_trip(invocation.invoke_async::<i64>(&mut conn))
+            .call(scope, invocation.invoke_async::<i64>(&mut conn))
             .await?;
         Ok(u64::try_from(wait).unwrap_or(0))
     }
@@ -142,19 +165,10 @@ impl Redis {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        match self
-            .round_trip(cmd.query_async::<Option<String>>(&mut conn))
+        self.call(scope, cmd.query_async::<Option<String>>(&mut conn))
             .await
-        {
-            Ok(v) => {
-                self.answered();
-                v
-            }
-            Err(e) => {
-                self.failed(scope, &e);
-                None
-            }
-        }
+            .ok()
+            .flatten()
     }
 
     /// Stores `value` at `key` for `ttl_ms`.
@@ -162,14 +176,11 @@ impl Redis {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
-        match self.round_trip(cmd.query_async::<()>(&mut conn)).await {
-            Ok(()) => self.answered(),
-            Err(e) => self.failed(scope, &e),
-        }
+        // A write that failed is counted by `call`; the next read asks the symbol.
+        let _ = self.call(scope, cmd.query_async::<()>(&mut conn)).await;
     }
 
-    /// Notes an answer: logs the end of an outage once.
-    pub(crate) fn answered(&self) {
+    fn answered(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 "redis answers again: throttles and connections per address hold across the cluster, ticker reads are cached again"
@@ -177,8 +188,7 @@ impl Redis {
         }
     }
 
-    /// Notes a failed round trip of `scope`: counted, and logged once per outage.
-    pub(crate) fn failed(&self, scope: &str, error: &str) {
+    fn failed(&self, scope: &str, error: &str) {
         FALLBACKS.with_label_values(&[scope]).inc();
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(%error, "redis does not answer: throttles and connections per address count on this node alone and ticker reads go to the symbols until it does");
@@ -216,16 +226,14 @@ impl SharedLimiter {
         if let Some(redis) = &self.redis {
             let interval_us = 60_000_000 / u64::from(self.per_min);
             let redis_key = format!("bourse:limit:{}:{key}", self.scope);
-            match redis.gcra(&redis_key, interval_us, self.per_min).await {
-                Ok(0) => {
-                    redis.answered();
-                    return Ok(());
-                }
-                Ok(wait_us) => {
-                    redis.answered();
-                    return Err(Duration::from_micros(wait_us));
-                }
-                Err(e) => redis.failed(self.scope, &e),
+            match redis
+                .gcra(self.scope, &redis_key, interval_us, self.per_min)
+                .await
+            {
+                Ok(0) => return Ok(()),
+                Ok(wait_us) => return Err(Duration::from_micros(wait_us)),
+                // Counted as a fallback; decided in memory below.
+                Err(_) => {}
             }
         }
         self.local.check(&key.to_string(), Instant::now())

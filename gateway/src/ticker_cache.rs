@@ -34,8 +34,9 @@ impl TickerCache {
     /// Caches for `ttl_ms` in `redis` (0 or no Redis: never).
     pub fn new(redis: Option<Redis>, ttl_ms: u64) -> TickerCache {
         let redis = redis.filter(|_| ttl_ms > 0);
-        if redis.is_some() {
+        if let Some(redis) = &redis {
             LazyLock::force(&READS);
+            redis.track(SCOPE);
         }
         TickerCache { redis, ttl_ms }
     }
