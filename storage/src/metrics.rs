@@ -1,17 +1,21 @@
 //! Storage metrics in the process's default Prometheus registry: how long a write batch
-//! takes to commit and how many rows it carries (the writer's group commit at work).
+//! takes to commit and how many rows it carries (the writer's group commit at work), and
+//! what inbox retention dropped.
 
-use prometheus::{Histogram, HistogramOpts};
+use prometheus::{Histogram, HistogramOpts, IntCounter};
 use std::sync::LazyLock;
+
+/// `metric`, registered (a second registration of the same name is only logged).
+fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
+    if let Err(e) = prometheus::register(Box::new(metric.clone())) {
+        tracing::debug!(error = %e, "metric registered twice");
+    }
+    metric
+}
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     match Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)) {
-        Ok(h) => {
-            if let Err(e) = prometheus::register(Box::new(h.clone())) {
-                tracing::debug!(error = %e, "metric registered twice");
-            }
-            h
-        }
+        Ok(h) => registered(h),
         // Only a malformed name or bucket list fails, and both are constants below.
         Err(e) => unreachable!("metric {name}: {e}"),
     }
@@ -36,4 +40,17 @@ pub static BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
         "Rows written by one storage batch",
         vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
     )
+});
+
+/// Inbox entries dropped by retention (retention.rs).
+pub static INBOX_PRUNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    let name = "bourse_inbox_pruned_total";
+    match IntCounter::new(
+        name,
+        "Inbox entries dropped by retention (alerts.inbox_keep_days, alerts.inbox_max_per_user)",
+    ) {
+        Ok(c) => registered(c),
+        // Only a malformed name fails, and it is a constant.
+        Err(e) => unreachable!("metric {name}: {e}"),
+    }
 });

@@ -3,23 +3,23 @@
 //! (`Write::PruneInbox`). Every node sweeps the store it names; a sweep repeated by another
 //! node finds nothing left to drop.
 
+use crate::metrics::INBOX_PRUNED;
 use crate::{MarketStore, Write};
-use prometheus::IntCounter;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Inbox entries dropped by retention.
-static PRUNED: LazyLock<IntCounter> = LazyLock::new(|| {
-    let c = IntCounter::new(
-        "bourse_inbox_pruned_total",
-        "Inbox entries dropped by retention (alerts.inbox_keep_days, alerts.inbox_max_per_user)",
+/// The `DELETE` of `Write::PruneInbox`'s second step, for SQLite and PostgreSQL alike:
+/// every entry past its user's newest `param` (each backend names its own placeholder).
+pub(crate) fn over_cap_delete(param: &str) -> String {
+    format!(
+        "DELETE FROM notifications WHERE (user_id, key) IN (
+           SELECT user_id, key FROM (
+             SELECT user_id, key, ROW_NUMBER() OVER (
+               PARTITION BY user_id ORDER BY ts DESC, key DESC) AS newest
+             FROM notifications) ranked
+           WHERE newest > {param})"
     )
-    .unwrap_or_else(|e| unreachable!("metric: {e}"));
-    if let Err(e) = prometheus::register(Box::new(c.clone())) {
-        tracing::debug!(error = %e, "metric registered twice");
-    }
-    c
-});
+}
 
 /// How long entries are kept and how many per user.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ pub async fn run(
     retention: InboxRetention,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    LazyLock::force(&PRUNED);
+    LazyLock::force(&INBOX_PRUNED);
     loop {
         tokio::select! {
             () = tokio::time::sleep(retention.every) => {}
@@ -51,7 +51,7 @@ pub async fn run(
         };
         match store.submit(write).value().await {
             Ok(dropped) => {
-                PRUNED.inc_by(dropped);
+                INBOX_PRUNED.inc_by(dropped);
                 if dropped > 0 {
                     tracing::info!(dropped, "inbox entries past retention dropped");
                 }

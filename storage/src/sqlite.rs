@@ -519,14 +519,7 @@ fn apply(
                 .prepare_cached("DELETE FROM notifications WHERE ts < ?1")?
                 .execute(params![*before])?;
             let over = tx
-                .prepare_cached(
-                    "DELETE FROM notifications WHERE (user_id, key) IN (
-                       SELECT user_id, key FROM (
-                         SELECT user_id, key, ROW_NUMBER() OVER (
-                           PARTITION BY user_id ORDER BY ts DESC, key DESC) AS newest
-                         FROM notifications)
-                       WHERE newest > ?1)",
-                )?
+                .prepare_cached(&crate::retention::over_cap_delete("?1"))?
                 .execute(params![i64::try_from(*keep_per_user).unwrap_or(i64::MAX)])?;
             Ok(Ok((old + over) as u64))
         }

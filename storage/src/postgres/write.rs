@@ -412,14 +412,7 @@ async fn apply_one<'a>(
                 .await?;
             let old = tx.execute(&stmt, &[before]).await?;
             let stmt = tx
-                .prepare_cached(
-                    "DELETE FROM notifications WHERE (user_id, key) IN (
-                       SELECT user_id, key FROM (
-                         SELECT user_id, key, ROW_NUMBER() OVER (
-                           PARTITION BY user_id ORDER BY ts DESC, key DESC) AS newest
-                         FROM notifications) ranked
-                       WHERE newest > $1)",
-                )
+                .prepare_cached(&crate::retention::over_cap_delete("$1"))
                 .await?;
             let keep = i64::try_from(*keep_per_user).unwrap_or(i64::MAX);
             let over = tx.execute(&stmt, &[&keep]).await?;
