@@ -19,13 +19,18 @@ pub struct Recovered<S, E> {
     pub seq: u64,
 }
 
+/// A snapshot as stored, decoded from every layout this build still reads.
+pub trait StoredSnapshot: Sized {
+    fn decode(bytes: &[u8]) -> Result<Self, codec::CodecError>;
+}
+
 fn storage(e: StoreError) -> EntityError {
     EntityError::new(e.to_string())
 }
 
 /// Takes `kind/key` over for `node` (see [`Lease::take_over`]) and reads its snapshot
 /// and journal.
-pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
+pub async fn recover<S: StoredSnapshot, E: DeserializeOwned>(
     store: &Arc<dyn MarketStore>,
     kind: &str,
     key: &str,
@@ -38,7 +43,7 @@ pub async fn recover<S: DeserializeOwned, E: DeserializeOwned>(
         Some((seq, bytes)) => (
             seq,
             Some(
-                codec::decode(&bytes)
+                S::decode(&bytes)
                     .map_err(|e| EntityError::new(format!("{kind} {key} snapshot: {e}")))?,
             ),
         ),
@@ -92,7 +97,11 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let err = match super::recover::<(), Entry>(&store, "account", "7", "n1").await {
+        let err = match super::recover::<crate::account::ledger::Ledger, Entry>(
+            &store, "account", "7", "n1",
+        )
+        .await
+        {
             Ok(_) => panic!("a journal missing entry 3 was replayed"),
             Err(e) => e.to_string(),
         };

@@ -33,6 +33,7 @@ fn ingest(c: &mut Criterion) {
                             qty: 1 + next_id % 7,
                             side: Side::Buy,
                             feed_seq: 0,
+                            book_trade: 0,
                         }
                     })
                     .collect();

@@ -46,6 +46,7 @@ async fn run(name: &str, store: &dyn MarketStore, sizes: &Sizes) {
                     qty: 1 + id % 7,
                     side: Side::Buy,
                     feed_seq: 0,
+                    book_trade: 0,
                 }
             })
             .collect();

@@ -111,6 +111,12 @@ fn tick(symbol: &str, trade_id: u64, ts: i64) -> Tick {
         } else {
             1_000_000_000_000 + trade_id
         },
+        // And every other trade follows a book fill.
+        book_trade: if trade_id.is_multiple_of(2) {
+            0
+        } else {
+            2_000_000_000_000 + trade_id
+        },
     }
 }
 
@@ -1142,6 +1148,7 @@ pub async fn crash_writer(store: &dyn MarketStore) {
                 qty: 1,
                 side: Side::Buy,
                 feed_seq: 0,
+                book_trade: 0,
             })
             .collect();
         let ticks = store.submit(Write::Ticks(ticks).fenced(&fence));

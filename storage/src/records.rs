@@ -39,6 +39,10 @@ pub struct Tick {
     /// applied when it stored this trade, 0 when none: stored with every trade, so after a
     /// crash the symbol knows which re-delivered trades it already holds.
     pub feed_seq: u64,
+    /// The newest fill of the symbol's own book (its book trade id) the symbol had applied
+    /// when it stored this trade, 0 when none: after a crash of either, the book re-sends
+    /// its recent fills and the symbol skips those it already holds.
+    pub book_trade: u64,
 }
 
 /// OHLCV over one interval bucket.

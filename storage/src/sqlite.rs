@@ -135,6 +135,8 @@ const MIGRATIONS: &[&str] = &[
         ts      INTEGER NOT NULL,
         data    TEXT    NOT NULL
     );",
+    // 4: the book fill each trade follows (deduplicates fills a recovering book re-sends).
+    "ALTER TABLE ticks ADD COLUMN book_trade INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -301,8 +303,9 @@ fn apply(
     match write {
         Write::Ticks(ticks) => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO ticks (symbol, trade_id, ts, price, qty, side, feed_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO ticks
+                   (symbol, trade_id, ts, price, qty, side, feed_seq, book_trade)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for t in ticks {
                 stmt.execute(params![
@@ -312,7 +315,8 @@ fn apply(
                     t.price as i64,
                     t.qty as i64,
                     side_code(t.side),
-                    t.feed_seq as i64
+                    t.feed_seq as i64,
+                    t.book_trade as i64
                 ])?;
             }
             Ok(Ok(0))
@@ -618,6 +622,7 @@ fn tick_row(symbol: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Tick> {
             Side::Sell
         },
         feed_seq: r.get::<_, i64>(5)? as u64,
+        book_trade: r.get::<_, i64>(6)? as u64,
     })
 }
 
@@ -678,7 +683,7 @@ impl MarketDataStore for SqliteStore {
         let symbol = symbol.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq, book_trade FROM ticks
                  WHERE symbol = ?1 ORDER BY trade_id DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![symbol, limit as i64], |r| tick_row(&symbol, r))?;
@@ -691,7 +696,7 @@ impl MarketDataStore for SqliteStore {
         let symbol = symbol.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq, book_trade FROM ticks
                  WHERE symbol = ?1 AND ts >= ?2 ORDER BY trade_id ASC",
             )?;
             let rows = stmt.query_map(params![symbol, from_ts], |r| tick_row(&symbol, r))?;

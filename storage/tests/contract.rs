@@ -313,6 +313,7 @@ async fn postgres_reconnects_after_its_connections_are_cut() {
         qty: 1,
         side: Side::Buy,
         feed_seq: 0,
+        book_trade: 0,
     };
     store
         .submit(Write::Ticks(vec![tick(1)]))

@@ -122,6 +122,13 @@ pub struct Account {
     last_reconcile: Option<Instant>,
 }
 
+/// A ledger has one stored layout.
+impl crate::journal::StoredSnapshot for Ledger {
+    fn decode(bytes: &[u8]) -> Result<Ledger, bourse_storage::codec::CodecError> {
+        bourse_storage::codec::decode(bytes)
+    }
+}
+
 impl Entity for Account {
     const KIND: &'static str = KIND;
     const TICK_EVERY: Option<Duration> = Some(Duration::from_secs(1));

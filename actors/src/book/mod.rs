@@ -11,9 +11,10 @@
 //! same queue, so they never show undurable state either.
 //! If a write fails, everything after it is refused and the book restarts from storage. A snapshot every
 //! `trading.snapshot_every` entries bounds recovery: snapshot, then replay the rest. After a
-//! recovery the book re-sends the state of every order the replayed entries touched, since
-//! the reports of its last moments may have died with it (accounts ignore states they
-//! already have).
+//! recovery the book re-sends the state of every order the replayed entries touched, and its
+//! recent fills (kept in its state and snapshots), since the reports and ticks of its last
+//! moments may have died with it (accounts ignore states they already have; the symbol skips
+//! fills it has stored, by book trade id).
 
 pub mod engine;
 pub mod state;
@@ -101,8 +102,8 @@ struct Effects {
     events: Vec<(StreamEvent, Vec<String>)>,
     /// Order states for their owners' accounts.
     reports: Vec<(u64, OrderState)>,
-    /// Fills for the symbol's ticks.
-    trades: Vec<TradeInput>,
+    /// Fills for the symbol's ticks, with their book trade ids.
+    trades: Vec<(u64, TradeInput)>,
 }
 
 /// One entry of the release queue.
@@ -218,11 +219,16 @@ impl Entity for BookEntity {
             seq,
             since_snapshot: replayed as u64,
         };
-        // The last reports before a crash may not have reached the accounts.
+        // The last reports and fills before a crash may not have reached the accounts and
+        // the symbol.
         for id in touched {
             if let Some(t) = entity.state.order(id) {
                 report(&entity.sharding, t.owner, t.state);
             }
+        }
+        let fills: Vec<_> = entity.state.recent_fills().map(fill_trade).collect();
+        if !fills.is_empty() {
+            send_fills(&entity.sharding, &ctx.key, fills);
         }
         tracing::info!(
             symbol = %ctx.key,
@@ -500,15 +506,7 @@ impl BookEntity {
                 .events
                 .push(self.log.publish(&self.channel, ts, data, false));
         }
-        effects.trades = out
-            .fills
-            .iter()
-            .map(|f| TradeInput {
-                price: f.price,
-                qty: f.qty,
-                side: tick_side(f.taker_side),
-            })
-            .collect();
+        effects.trades = out.fills.iter().map(fill_trade).collect();
         effects
     }
 
@@ -536,6 +534,25 @@ impl BookEntity {
             state: bytes,
         });
         self.since_snapshot = 0;
+    }
+}
+
+/// A fill as the symbol takes it: its book trade id and the trade.
+fn fill_trade(f: &state::Fill) -> (u64, TradeInput) {
+    (
+        f.trade_id,
+        TradeInput {
+            price: f.price,
+            qty: f.qty,
+            side: tick_side(f.taker_side),
+        },
+    )
+}
+
+/// Hands fills to the symbol; one lost here is re-sent by the book's next recovery.
+fn send_fills(sharding: &Sharding, symbol: &str, fills: Vec<(u64, TradeInput)>) {
+    if let Err(e) = sharding.send::<Symbol>(symbol, SymbolMsg::BookFills(fills)) {
+        tracing::warn!(%symbol, error = %e, "book fills did not reach the symbol");
     }
 }
 
@@ -604,10 +621,8 @@ async fn run_releases(
                 answer.send();
             }
         }
-        if !trades.is_empty()
-            && let Err(e) = sharding.send::<Symbol>(&symbol, SymbolMsg::Trades(trades))
-        {
-            tracing::warn!(%symbol, error = %e, "book fills did not reach the symbol");
+        if !trades.is_empty() {
+            send_fills(&sharding, &symbol, trades);
         }
     }
 }

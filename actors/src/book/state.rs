@@ -16,6 +16,10 @@ use std::collections::{HashMap, VecDeque};
 pub const DONE_KEPT_MS: i64 = 5 * 60 * 1000;
 /// ...but no more of them than this.
 pub const DONE_KEPT_MAX: usize = 20_000;
+/// Fills a book remembers (and snapshots), newest last: after a crash it re-sends them, since
+/// the symbol may not have stored the last ones before the crash (it skips those it has).
+/// Far more than can be in flight between a fill's acknowledgement and its tick's write.
+pub const RECENT_FILLS: usize = 1024;
 
 /// A journaled request to the book.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +106,36 @@ pub struct Snapshot {
     done: Vec<(i64, u64)>,
     next_trade: u64,
     last_price: Option<u64>,
+    recent_fills: Vec<Fill>,
+}
+
+/// A snapshot as stored before it kept the recent fills.
+#[derive(Deserialize)]
+struct SnapshotBeforeFills {
+    resting: Vec<Resting>,
+    orders: Vec<(u64, Tracked)>,
+    done: Vec<(i64, u64)>,
+    next_trade: u64,
+    last_price: Option<u64>,
+}
+
+impl crate::journal::StoredSnapshot for Snapshot {
+    /// Snapshots stored before the recent fills were kept still restore, with none: the
+    /// old layout is the new one without its last field, so it never decodes as the new.
+    fn decode(bytes: &[u8]) -> Result<Snapshot, bourse_storage::codec::CodecError> {
+        use bourse_storage::codec::decode;
+        decode::<Snapshot>(bytes).or_else(|e| {
+            let old: SnapshotBeforeFills = decode(bytes).map_err(|_| e)?;
+            Ok(Snapshot {
+                resting: old.resting,
+                orders: old.orders,
+                done: old.done,
+                next_trade: old.next_trade,
+                last_price: old.last_price,
+                recent_fills: Vec::new(),
+            })
+        })
+    }
 }
 
 /// One book's state.
@@ -113,6 +147,7 @@ pub struct BookState {
     done: VecDeque<(i64, u64)>,
     next_trade: u64,
     last_price: Option<u64>,
+    recent_fills: VecDeque<Fill>,
     scratch: Vec<Event>,
 }
 
@@ -124,6 +159,7 @@ impl Default for BookState {
             done: VecDeque::new(),
             next_trade: 1,
             last_price: None,
+            recent_fills: VecDeque::new(),
             scratch: Vec::new(),
         }
     }
@@ -143,6 +179,11 @@ impl BookState {
     /// The last fill price.
     pub fn last_price(&self) -> Option<u64> {
         self.last_price
+    }
+
+    /// The newest fills, up to [`RECENT_FILLS`], oldest first.
+    pub fn recent_fills(&self) -> impl ExactSizeIterator<Item = &Fill> {
+        self.recent_fills.iter()
     }
 
     /// What the book knows of an order.
@@ -325,6 +366,12 @@ impl BookState {
                 }
             }
         }
+        for fill in &fills {
+            if self.recent_fills.len() == RECENT_FILLS {
+                self.recent_fills.pop_front();
+            }
+            self.recent_fills.push_back(*fill);
+        }
         levels.sort_unstable_by_key(|(s, p)| (*s == Side::Sell, *p));
         levels.dedup();
         let mut updates = Vec::with_capacity(touched.len());
@@ -373,6 +420,7 @@ impl BookState {
             done: self.done.iter().copied().collect(),
             next_trade: self.next_trade,
             last_price: self.last_price,
+            recent_fills: self.recent_fills.iter().copied().collect(),
         }
     }
 
@@ -384,6 +432,7 @@ impl BookState {
             done: s.done.into_iter().collect(),
             next_trade: s.next_trade,
             last_price: s.last_price,
+            recent_fills: s.recent_fills.into_iter().collect(),
             scratch: Vec::new(),
         }
     }

@@ -40,8 +40,12 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// What a symbol accepts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SymbolMsg {
-    /// Trades from a feed (or, later, the symbol's book), in order.
+    /// Trades from the simulated feed, in order.
     Trades(Vec<TradeInput>),
+    /// Fills of the symbol's own book with their book trade ids, in order: those at or below
+    /// the newest already stored are skipped, since a recovering book re-sends its recent
+    /// fills (see [`Tick::book_trade`]).
+    BookFills(Vec<(u64, TradeInput)>),
     /// Trades from an external feed (Kafka), in source order: those at or below the newest
     /// source sequence already stored are duplicates and skipped. Answered once the rest
     /// are durable, so the feed may then commit its position.
@@ -127,8 +131,8 @@ pub struct Symbol {
     window: Rolling24h,
     recent: VecDeque<Tick>,
     next_trade_id: u64,
-    /// The newest feed source sequence stored (0: none); see [`Tick::feed_seq`].
-    feed_seq: u64,
+    /// The sources' newest positions stored.
+    position: Position,
     last: Option<(u64, i64)>,
     /// Armed price-alert rules on this symbol.
     triggers: TriggerIndex,
@@ -175,7 +179,10 @@ impl Entity for Symbol {
             .collect();
         let last = recent.back().map(|t| (t.price, t.ts));
         let next_trade_id = recent.back().map_or(1, |t| t.trade_id + 1);
-        let feed_seq = recent.back().map_or(0, |t| t.feed_seq);
+        let position = recent.back().map_or(Position::default(), |t| Position {
+            feed_seq: t.feed_seq,
+            book_trade: t.book_trade,
+        });
         let mut candles = match last {
             Some((_, t_last)) => restore_candles(store.as_ref(), symbol, t_last).await?,
             None => CandleSet::new(),
@@ -220,7 +227,7 @@ impl Entity for Symbol {
             window,
             recent,
             next_trade_id,
-            feed_seq,
+            position,
             last,
             triggers: alerts::load(store.as_ref(), symbol, now - alerts::REPLAY_MS).await?,
         };
@@ -232,7 +239,8 @@ impl Entity for Symbol {
             symbol,
             epoch = entity.log.epoch(),
             next_trade_id,
-            feed_seq,
+            feed_seq = position.feed_seq,
+            book_trade = position.book_trade,
             "symbol activated"
         );
         Ok(entity)
@@ -241,8 +249,18 @@ impl Entity for Symbol {
     async fn handle(&mut self, msg: SymbolMsg, _ctx: &EntityContext) -> SymbolReply {
         match msg {
             SymbolMsg::Trades(trades) => {
-                let seq = self.feed_seq;
-                self.on_trades(trades.into_iter().map(|t| (t, seq))).await;
+                let at = self.position;
+                self.on_trades(trades.into_iter().map(|t| (t, at))).await;
+                SymbolReply::Done
+            }
+            SymbolMsg::BookFills(fills) => {
+                let at = self.position;
+                let fresh: Vec<(TradeInput, Position)> = fills
+                    .into_iter()
+                    .filter(|(id, _)| *id > at.book_trade)
+                    .map(|(book_trade, t)| (t, Position { book_trade, ..at }))
+                    .collect();
+                self.on_trades(fresh.into_iter()).await;
                 SymbolReply::Done
             }
             SymbolMsg::Ingest(trades) => self.ingest(trades).await,
@@ -368,6 +386,14 @@ async fn restore_candles(
     }))
 }
 
+/// The newest position of each trade source a symbol has applied, stored with every trade
+/// (see [`Tick::feed_seq`] and [`Tick::book_trade`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    feed_seq: u64,
+    book_trade: u64,
+}
+
 impl Symbol {
     fn ticker_stats(&self) -> TickerStats {
         self.window.stats(
@@ -382,15 +408,19 @@ impl Symbol {
     /// again, here or at the symbol's next activation).
     async fn ingest(&mut self, trades: Vec<FeedTrade>) -> SymbolReply {
         let total = trades.len();
-        let mut newest = self.feed_seq;
-        let fresh: Vec<(TradeInput, u64)> = trades
+        let at = self.position;
+        let mut newest = at.feed_seq;
+        let fresh: Vec<(TradeInput, Position)> = trades
             .into_iter()
             .filter(|t| {
                 let is_new = t.seq > newest;
                 newest = newest.max(t.seq);
                 is_new
             })
-            .map(|t| (t.trade, t.seq))
+            .map(|t| {
+                let feed_seq = t.seq;
+                (t.trade, Position { feed_seq, ..at })
+            })
             .collect();
         let applied = fresh.len();
         if applied > 0 && !self.on_trades(fresh.into_iter()).await {
@@ -405,11 +435,11 @@ impl Symbol {
         }
     }
 
-    /// Numbers, stores and then publishes a batch of trades, each with the feed sequence to
-    /// record beside it. Returns whether the batch is durable.
+    /// Numbers, stores and then publishes a batch of trades, each with the sources' positions
+    /// to record beside it. Returns whether the batch is durable.
     async fn on_trades(
         &mut self,
-        trades: impl ExactSizeIterator<Item = (TradeInput, u64)>,
+        trades: impl ExactSizeIterator<Item = (TradeInput, Position)>,
     ) -> bool {
         if trades.len() == 0 {
             return true;
@@ -421,7 +451,7 @@ impl Symbol {
         let mut closed_all = Vec::new();
         let mut trade_events = Vec::with_capacity(trades.len());
         let mut outbox = Vec::new();
-        for (input, feed_seq) in trades {
+        for (input, at) in trades {
             prices.push(input.price);
             let closed = self.candles.apply_trade(ts, input.price, input.qty);
             for (interval, c) in closed {
@@ -436,9 +466,10 @@ impl Symbol {
                 price: input.price,
                 qty: input.qty,
                 side: input.side,
-                feed_seq,
+                feed_seq: at.feed_seq,
+                book_trade: at.book_trade,
             };
-            self.feed_seq = feed_seq;
+            self.position = at;
             self.next_trade_id += 1;
             self.last = Some((tick.price, ts));
             if self.recent.len() == RECENT_TRADES {

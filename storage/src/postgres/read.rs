@@ -46,6 +46,7 @@ fn tick_row(symbol: &str, r: &Row) -> Tick {
             Side::Sell
         },
         feed_seq: r.get::<_, i64>(5) as u64,
+        book_trade: r.get::<_, i64>(6) as u64,
     }
 }
 
@@ -121,7 +122,7 @@ impl MarketDataStore for PgStore {
         let rows = self
             .rows(
                 "reading recent ticks",
-                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq, book_trade FROM ticks
                  WHERE symbol = $1 ORDER BY trade_id DESC LIMIT $2",
                 &[&symbol, &limit(n)],
             )
@@ -133,7 +134,7 @@ impl MarketDataStore for PgStore {
         let rows = self
             .rows(
                 "reading ticks",
-                "SELECT trade_id, ts, price, qty, side, feed_seq FROM ticks
+                "SELECT trade_id, ts, price, qty, side, feed_seq, book_trade FROM ticks
                  WHERE symbol = $1 AND ts >= $2 ORDER BY trade_id ASC",
                 &[&symbol, &from_ts],
             )

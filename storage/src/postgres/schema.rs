@@ -112,6 +112,8 @@ const MIGRATIONS: &[&str] = &[
         ts      BIGINT NOT NULL,
         data    TEXT   NOT NULL
     );",
+    // 4: the book fill each trade follows (deduplicates fills a recovering book re-sends).
+    "ALTER TABLE ticks ADD COLUMN book_trade BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// An arbitrary constant naming bourse's migration lock among the database's advisory locks.

@@ -144,16 +144,20 @@ async fn apply_one<'a>(
             let qtys: Vec<i64> = ticks.iter().map(|t| t.qty as i64).collect();
             let sides: Vec<i16> = ticks.iter().map(|t| side_code(t.side)).collect();
             let seqs: Vec<i64> = ticks.iter().map(|t| t.feed_seq as i64).collect();
+            let fills: Vec<i64> = ticks.iter().map(|t| t.book_trade as i64).collect();
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO ticks (symbol, trade_id, ts, price, qty, side, feed_seq)
+                    "INSERT INTO ticks (symbol, trade_id, ts, price, qty, side, feed_seq, book_trade)
                      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[],
-                                          $5::int8[], $6::int2[], $7::int8[])
+                                          $5::int8[], $6::int2[], $7::int8[], $8::int8[])
                      ON CONFLICT DO NOTHING",
                 )
                 .await?;
-            tx.execute(&stmt, &[&symbols, &ids, &ts, &prices, &qtys, &sides, &seqs])
-                .await?;
+            tx.execute(
+                &stmt,
+                &[&symbols, &ids, &ts, &prices, &qtys, &sides, &seqs, &fills],
+            )
+            .await?;
             Ok(Ok(0))
         }
         Write::Candles { symbol, candles } => {

@@ -30,10 +30,14 @@ type TickRow = (
     Option<i64>,
     Option<i8>,
     Option<i64>,
+    Option<i64>,
 );
 
 /// The tick a row holds (`None` for a partition's static-only row).
-fn tick(symbol: &str, (ts, trade_id, price, qty, side, feed_seq): TickRow) -> Option<Tick> {
+fn tick(
+    symbol: &str,
+    (ts, trade_id, price, qty, side, feed_seq, book_trade): TickRow,
+) -> Option<Tick> {
     Some(Tick {
         symbol: symbol.to_string(),
         trade_id: trade_id? as u64,
@@ -42,6 +46,7 @@ fn tick(symbol: &str, (ts, trade_id, price, qty, side, feed_seq): TickRow) -> Op
         qty: qty? as u64,
         side: if side? == 0 { Side::Buy } else { Side::Sell },
         feed_seq: feed_seq.unwrap_or(0) as u64,
+        book_trade: book_trade.unwrap_or(0) as u64,
     })
 }
 
@@ -224,7 +229,7 @@ impl MarketDataStore for ScyllaStore {
             }
             let found: Vec<TickRow> = rows(
                 &self.cs,
-                "SELECT ts, trade_id, price, qty, side, feed_seq FROM ticks WHERE symbol = ? AND day = ?
+                "SELECT ts, trade_id, price, qty, side, feed_seq, book_trade FROM ticks WHERE symbol = ? AND day = ?
                  ORDER BY trade_id DESC LIMIT ?",
                 (symbol, d, limit(n - out.len())),
                 "reading recent ticks",
@@ -247,7 +252,7 @@ impl MarketDataStore for ScyllaStore {
         for d in days {
             let found: Vec<TickRow> = rows(
                 &self.cs,
-                "SELECT ts, trade_id, price, qty, side, feed_seq FROM ticks WHERE symbol = ? AND day = ?",
+                "SELECT ts, trade_id, price, qty, side, feed_seq, book_trade FROM ticks WHERE symbol = ? AND day = ?",
                 (symbol, d),
                 "reading ticks",
             )

@@ -6,10 +6,10 @@
 use super::{Cs, cql};
 use crate::StoreError;
 
-/// The schema version this build writes (3: `ticks.feed_seq`). Earlier versions were never
+/// The schema version this build writes (4: `ticks.book_trade`). Earlier versions were never
 /// run against a server and are not migrated: a keyspace recorded at another version is
 /// refused.
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 /// Tables, in the keyspace the session uses. A `fence` column holds the newest lease epoch
 /// that claimed its partition (see `fence.rs`); where the table has clustering rows it is
@@ -19,7 +19,8 @@ const TABLES: &[&str] = &[
     // time order too; one row per trade id, so a replay finds it and leaves it.
     "CREATE TABLE IF NOT EXISTS ticks (
         symbol text, day bigint, trade_id bigint, ts bigint,
-        price bigint, qty bigint, side tinyint, feed_seq bigint, fence bigint STATIC,
+        price bigint, qty bigint, side tinyint, feed_seq bigint, book_trade bigint,
+        fence bigint STATIC,
         PRIMARY KEY ((symbol, day), trade_id))",
     "CREATE TABLE IF NOT EXISTS tick_days (
         symbol text, day bigint, PRIMARY KEY ((symbol), day))

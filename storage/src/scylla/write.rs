@@ -396,8 +396,9 @@ impl Writer {
                     .iter()
                     .map(|t| {
                         (
-                            "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side, feed_seq)
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                            "INSERT INTO ticks (symbol, day, trade_id, ts, price, qty, side, feed_seq,
+                                                book_trade)
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                                 .to_string(),
                             vec![
                                 text(symbol),
@@ -408,6 +409,7 @@ impl Writer {
                                 big(t.qty as i64),
                                 CqlValue::TinyInt(side_code(t.side)),
                                 big(t.feed_seq as i64),
+                                big(t.book_trade as i64),
                             ],
                         )
                     })

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::book::engine::{Kind, TimeInForce};
+use crate::journal::StoredSnapshot;
 use crate::trading::order_id;
 use proptest::prelude::*;
 
@@ -56,6 +57,60 @@ proptest! {
             prop_assert!((r - u128::from(low) + 1) * 100 > r * p);
         }
     }
+}
+
+#[test]
+fn the_newest_fills_are_kept_through_a_snapshot() {
+    let mut b = BookState::new();
+    let n = RECENT_FILLS as u32 + 10;
+    for i in 1..=n {
+        b.apply(&limit(1, i, Side::Sell, 100, 1));
+        b.apply(&limit(2, i, Side::Buy, 100, 1));
+    }
+    let ids: Vec<u64> = b.recent_fills().map(|f| f.trade_id).collect();
+    let want: Vec<u64> = (11..=u64::from(n)).collect();
+    assert_eq!(ids, want, "the newest RECENT_FILLS fills, oldest first");
+    let bytes = bourse_storage::codec::encode(&b.snapshot()).unwrap();
+    let restored = BookState::restore(Snapshot::decode(&bytes).unwrap());
+    assert_eq!(restored.recent_fills().len(), RECENT_FILLS);
+    assert_eq!(restored.snapshot(), b.snapshot());
+}
+
+#[test]
+fn a_snapshot_stored_before_fills_were_kept_restores_with_none() {
+    /// The layout snapshots had then.
+    #[derive(Serialize)]
+    struct Old {
+        resting: Vec<Resting>,
+        orders: Vec<(u64, Tracked)>,
+        done: Vec<(i64, u64)>,
+        next_trade: u64,
+        last_price: Option<u64>,
+    }
+    let mut b = BookState::new();
+    b.apply(&limit(1, 1, Side::Sell, 100, 5));
+    b.apply(&limit(2, 1, Side::Buy, 100, 2));
+    let s = b.snapshot();
+    let old = Old {
+        resting: s.resting.clone(),
+        orders: s.orders.clone(),
+        done: s.done.clone(),
+        next_trade: s.next_trade,
+        last_price: s.last_price,
+    };
+    let bytes = bourse_storage::codec::encode(&old).unwrap();
+    let restored = BookState::restore(Snapshot::decode(&bytes).unwrap());
+    assert_eq!(restored.recent_fills().len(), 0);
+    assert_eq!(restored.engine().level_qty(Side::Sell, 100), 3);
+    assert_eq!(restored.last_price(), Some(100));
+    assert_eq!(restored.order(order_id(2, 1)), b.order(order_id(2, 1)));
+    // And a new layout is never mistaken for the old.
+    assert!(
+        bourse_storage::codec::decode::<SnapshotBeforeFills>(
+            &bourse_storage::codec::encode(&s).unwrap()
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -279,7 +334,7 @@ proptest! {
         // Snapshot plus the journal's tail, through bincode like the store keeps it.
         let (at, s) = snap.unwrap();
         let bytes = bourse_storage::codec::encode(&s).unwrap();
-        let mut restored = BookState::restore(bourse_storage::codec::decode(&bytes).unwrap());
+        let mut restored = BookState::restore(Snapshot::decode(&bytes).unwrap());
         for c in &journal[at..] {
             restored.apply(c);
         }
