@@ -218,6 +218,8 @@ async fn websocket_bad_input_gets_errors_and_the_node_stays_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_bad_input_gets_documented_errors() {
     let node = Node::start("rest-bad", "[feed]\ntrades_per_sec = 20\n");
+    // The error answers this test saw, by code: each is counted in /metrics.
+    let mut answered: std::collections::BTreeMap<&str, f64> = Default::default();
     for (path, status, code) in [
         ("/api/v1/ticker/KRW-NOPE", 404, "not_found"),
         ("/api/v1/ticker/krw-btc", 400, "bad_request"),
@@ -238,6 +240,7 @@ async fn rest_bad_input_gets_documented_errors() {
             (status, Some(code)),
             "{path}: {body}"
         );
+        *answered.entry(code).or_default() += 1.0;
     }
     let (s, body) = node.post(
         "/admin/chaos/kill",
@@ -245,6 +248,7 @@ async fn rest_bad_input_gets_documented_errors() {
         &[],
     );
     assert_eq!((s, error_code(&body)), (403, Some("forbidden")), "{body}");
+    *answered.entry("forbidden").or_default() += 1.0;
     let auth = format!("Bearer {}", common::ADMIN_TOKEN);
     let (s, body) = node.post(
         "/admin/chaos/kill",
@@ -252,6 +256,7 @@ async fn rest_bad_input_gets_documented_errors() {
         &[("authorization", &auth)],
     );
     assert_eq!((s, error_code(&body)), (400, Some("bad_request")), "{body}");
+    *answered.entry("bad_request").or_default() += 1.0;
     // The routing diagnostic validates its input; a standalone node has no remote keys.
     for (req, status, code) in [
         (
@@ -281,6 +286,7 @@ async fn rest_bad_input_gets_documented_errors() {
             (status, Some(code)),
             "{req}: {body}"
         );
+        *answered.entry(code).or_default() += 1.0;
     }
     let (s, body) = node.post(
         "/admin/bench/routing",
@@ -299,4 +305,15 @@ async fn rest_bad_input_gets_documented_errors() {
     assert!(body.as_array().is_some_and(|a| a.len() <= 5));
     let (s, _) = node.get("/healthz");
     assert_eq!(s, 200);
+    let (_, text) = node.get("/metrics");
+    let text = text.as_str().unwrap_or_default();
+    for (code, n) in answered {
+        let sample = format!("bourse_gateway_errors_total{{code=\"{code}\",transport=\"http\"}}");
+        let counted = common::metric(text, &sample).unwrap_or(0.0);
+        // Readiness polls before the test may have added `unavailable` answers.
+        assert!(counted >= n, "{sample}: {counted}, the test saw {n}");
+        if code != "unavailable" {
+            assert_eq!(counted, n, "{sample}");
+        }
+    }
 }

@@ -3,8 +3,44 @@
 
 use bourse_actors::trading::Refusal;
 use bourse_cluster::AskError;
+use bourse_cluster::metrics::registered;
+use prometheus::{IntCounterVec, Opts};
 use serde_json::{Value, json};
+use std::sync::LazyLock;
 use warp::http::StatusCode;
+
+/// Every code a client can be answered (docs/PROTOCOL.md).
+pub const CODES: [&str; 11] = [
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "too_large",
+    "rate_limited",
+    "insufficient_funds",
+    "unavailable",
+    "internal",
+];
+
+/// Error answers sent, by code and transport: every refusal a client gets is counted here,
+/// whatever turned it away (a limit, a throttle, a bad body, a moving entity).
+pub static ANSWERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = registered(IntCounterVec::new(
+        Opts::new(
+            "bourse_gateway_errors_total",
+            "Error answers sent to clients, by code and transport (http: REST and SSE, ws: WebSocket responses)",
+        ),
+        &["code", "transport"],
+    ));
+    for code in CODES {
+        for transport in ["http", "ws"] {
+            c.with_label_values(&[code, transport]);
+        }
+    }
+    c
+});
 
 /// An error as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +130,12 @@ impl ApiError {
     pub fn body(&self) -> Value {
         json!({"code": self.code, "message": self.message})
     }
+
+    /// Counts this error as answered over `transport` (`http` or `ws`).
+    pub fn counted(&self, transport: &str) -> &Self {
+        ANSWERED.with_label_values(&[self.code, transport]).inc();
+        self
+    }
 }
 
 impl From<AskError> for ApiError {
@@ -132,9 +174,11 @@ impl warp::reject::Reject for ApiError {}
 /// `Retry-After` when the error carries one.
 pub fn reply(e: &ApiError) -> warp::reply::Response {
     use warp::Reply;
-    let mut resp =
-        warp::reply::with_status(warp::reply::json(&json!({"error": e.body()})), e.status())
-            .into_response();
+    let mut resp = warp::reply::with_status(
+        warp::reply::json(&json!({"error": e.counted("http").body()})),
+        e.status(),
+    )
+    .into_response();
     if let Some(secs) = e.retry_after {
         resp.headers_mut()
             .insert(warp::http::header::RETRY_AFTER, secs.into());

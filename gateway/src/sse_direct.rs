@@ -39,7 +39,7 @@ pub async fn is_sse(stream: &TcpStream, timeout: Duration) -> Option<bool> {
 
 /// A complete error answer with `status`, after which the connection closes.
 fn error_response(status: StatusCode, e: &ApiError) -> Vec<u8> {
-    let body = serde_json::json!({"error": e.body()}).to_string();
+    let body = serde_json::json!({"error": e.counted("http").body()}).to_string();
     let retry = e
         .retry_after
         .map(|s| format!("retry-after: {s}\r\n"))

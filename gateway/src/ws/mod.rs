@@ -104,7 +104,7 @@ fn parse(text: &str) -> Result<Request, (Value, ApiError)> {
 fn response(id: &Value, result: Result<Value, ApiError>) -> String {
     match result {
         Ok(r) => json!({"id": id, "ok": true, "result": r}),
-        Err(e) => json!({"id": id, "ok": false, "error": e.body()}),
+        Err(e) => json!({"id": id, "ok": false, "error": e.counted("ws").body()}),
     }
     .to_string()
 }
