@@ -65,13 +65,17 @@ impl Connection {
 }
 
 /// A parsed request envelope.
-struct Request {
-    id: Value,
-    op: String,
-    body: Map<String, Value>,
+pub struct Request {
+    /// The client's id, echoed in the response.
+    pub id: Value,
+    pub op: String,
+    /// Every other field: the op's.
+    pub body: Map<String, Value>,
 }
 
-fn parse(text: &str) -> Result<Request, (Value, ApiError)> {
+/// Parses a text frame into its envelope; an error carries the id to answer with (null
+/// when none could be read).
+pub fn parse_request(text: &str) -> Result<Request, (Value, ApiError)> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (
             Value::Null,
@@ -226,7 +230,7 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
 async fn handle_text(conn: &mut Connection, text: &str) -> (String, Vec<Arc<Frame>>) {
     // Every text frame counts against the rate, malformed ones too.
     let allowed = conn.limiter.allow(Instant::now());
-    let req = match parse(text) {
+    let req = match parse_request(text) {
         Ok(r) => r,
         Err((id, e)) => return (response(&id, Err(e)), Vec::new()),
     };
@@ -234,7 +238,11 @@ async fn handle_text(conn: &mut Connection, text: &str) -> (String, Vec<Arc<Fram
         let e = ApiError::rate_limited("over the request rate for this connection; slow down");
         return (response(&req.id, Err(e)), Vec::new());
     }
-    match ops::apply(conn, &req.op, req.body).await {
+    let applied = match ops::Op::decode(&req.op, req.body) {
+        Ok(op) => ops::apply(conn, op).await,
+        Err(e) => Err(e),
+    };
+    match applied {
         Ok(outcome) => (response(&req.id, Ok(outcome.result)), outcome.frames),
         Err(e) => (response(&req.id, Err(e)), Vec::new()),
     }

@@ -27,25 +27,59 @@ pub fn fields<T: DeserializeOwned>(op: &str, body: Map<String, Value>) -> Result
     crate::body::decode(body).map_err(|e| ApiError::bad_request(format!("{op}: {e}")))
 }
 
+/// A request's op with its fields decoded, before anything is done with it: everything a
+/// client can send is refused here or accepted as one of these.
+#[derive(Debug)]
+pub enum Op {
+    Subscribe(subscribe::Subscribe),
+    Unsubscribe(unsubscribe::Unsubscribe),
+    Ping(ping::Ping),
+    Auth(auth::Auth),
+    Place(crate::rest::trading::PlaceBody),
+    Cancel(order::Cancel),
+    ListOrders(order::List),
+    ChatSend(chat::Send),
+    ChatHistory(chat::History),
+    AlertCreate(crate::rest::alerts::CreateBody),
+    AlertDelete(alert::Delete),
+    AlertList(alert::List),
+}
+
+impl Op {
+    /// The op named `op` with `body` as its fields (unknown ops and fields refused).
+    pub fn decode(op: &str, body: Map<String, Value>) -> Result<Op, ApiError> {
+        Ok(match op {
+            "subscribe" => Op::Subscribe(fields(op, body)?),
+            "unsubscribe" => Op::Unsubscribe(fields(op, body)?),
+            "ping" => Op::Ping(fields(op, body)?),
+            "auth" => Op::Auth(fields(op, body)?),
+            "order.place" => Op::Place(fields(op, body)?),
+            "order.cancel" => Op::Cancel(fields(op, body)?),
+            "order.list" => Op::ListOrders(fields(op, body)?),
+            "chat.send" => Op::ChatSend(fields(op, body)?),
+            "chat.history" => Op::ChatHistory(fields(op, body)?),
+            "alert.create" => Op::AlertCreate(fields(op, body)?),
+            "alert.delete" => Op::AlertDelete(fields(op, body)?),
+            "alert.list" => Op::AlertList(fields(op, body)?),
+            other => return Err(ApiError::bad_request(format!("unknown op '{other}'"))),
+        })
+    }
+}
+
 /// Runs one op.
-pub async fn apply(
-    conn: &mut Connection,
-    op: &str,
-    body: Map<String, Value>,
-) -> Result<Outcome, ApiError> {
+pub async fn apply(conn: &mut Connection, op: Op) -> Result<Outcome, ApiError> {
     match op {
-        "subscribe" => subscribe::apply(conn, fields(op, body)?).await,
-        "unsubscribe" => unsubscribe::apply(conn, fields(op, body)?),
-        "ping" => ping::apply(fields(op, body)?),
-        "auth" => auth::apply(conn, fields(op, body)?),
-        "order.place" => order::place(conn, fields(op, body)?).await,
-        "order.cancel" => order::cancel(conn, fields(op, body)?).await,
-        "order.list" => order::list(conn, fields(op, body)?).await,
-        "chat.send" => chat::send(conn, fields(op, body)?).await,
-        "chat.history" => chat::history(conn, fields(op, body)?).await,
-        "alert.create" => alert::create(conn, fields(op, body)?).await,
-        "alert.delete" => alert::delete(conn, fields(op, body)?).await,
-        "alert.list" => alert::list(conn, fields(op, body)?).await,
-        other => Err(ApiError::bad_request(format!("unknown op '{other}'"))),
+        Op::Subscribe(req) => subscribe::apply(conn, req).await,
+        Op::Unsubscribe(req) => unsubscribe::apply(conn, req),
+        Op::Ping(req) => ping::apply(req),
+        Op::Auth(req) => auth::apply(conn, req),
+        Op::Place(req) => order::place(conn, req).await,
+        Op::Cancel(req) => order::cancel(conn, req).await,
+        Op::ListOrders(req) => order::list(conn, req).await,
+        Op::ChatSend(req) => chat::send(conn, req).await,
+        Op::ChatHistory(req) => chat::history(conn, req).await,
+        Op::AlertCreate(req) => alert::create(conn, req).await,
+        Op::AlertDelete(req) => alert::delete(conn, req).await,
+        Op::AlertList(req) => alert::list(conn, req).await,
     }
 }
