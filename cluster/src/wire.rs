@@ -1,8 +1,23 @@
 //! The cross-node codec, kept behind one small module so it can move (to postcard, say)
-//! without touching callers. bincode 2 with its serde adapter, standard config.
+//! without touching callers. bincode 2 with its serde adapter, standard config, and a limit:
+//! a length that claims more than [`MAX_MESSAGE`] bytes is an error before anything is
+//! allocated (without it, a frame claiming a string of 200 TB aborted the process).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// The largest message, encoded or decoded (a stream grant's replay is far below it).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_MESSAGE>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE>()
+}
 
 /// A message that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -11,14 +26,13 @@ pub struct WireError(String);
 
 /// Encodes a message for another node.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| WireError(e.to_string()))
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| WireError(e.to_string()))
 }
 
 /// Decodes a message from another node; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| WireError(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| WireError(e.to_string()))?;
     if used != bytes.len() {
         return Err(WireError(format!("{} trailing bytes", bytes.len() - used)));
     }
@@ -29,6 +43,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 mod tests {
     use super::*;
     use crate::stream::{Cursor, StreamRequest};
+
+    #[test]
+    fn a_length_past_the_limit_is_an_error_not_an_allocation() {
+        // A request whose channel name claims 2^40 bytes.
+        let mut bytes = vec![253];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let err = decode::<StreamRequest>(&bytes).unwrap_err().to_string();
+        assert!(err.contains("imit"), "{err}");
+    }
 
     #[test]
     fn round_trips_and_rejects_garbage() {

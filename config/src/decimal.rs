@@ -33,11 +33,12 @@ impl Step {
     pub fn parse(s: &str) -> Option<Step> {
         let s = s.trim();
         if let Some(frac) = s.strip_prefix("0.") {
-            let zeros = frac.len().checked_sub(1)?;
-            if frac.is_empty() || !frac[..zeros].bytes().all(|b| b == b'0') || !frac.ends_with('1')
-            {
+            // Zeros then a one, counted in bytes (a non-ASCII character is simply not a zero).
+            let (&last, zeros) = frac.as_bytes().split_last()?;
+            if last != b'1' || !zeros.iter().all(|&b| b == b'0') {
                 return None;
             }
+            let zeros = zeros.len();
             let exp = -i8::try_from(zeros + 1).ok()?;
             (exp >= -MAX_EXP).then_some(Step { exp })
         } else {
@@ -170,6 +171,8 @@ mod tests {
         assert_eq!(Step::parse("0.00000001").map(Step::exp), Some(-8));
         for bad in [
             "0", "5", "0.5", "10.0", "0.0010", "", "1e3", "-1", "0.", "100x",
+            // Found by fuzzing: a multi-byte character where the zeros go panicked.
+            "0.*Λ", "0.Λ1", "1Λ",
         ] {
             assert_eq!(Step::parse(bad), None, "{bad}");
         }

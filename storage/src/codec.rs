@@ -27,8 +27,19 @@ pub const CURRENT: u8 = 1;
 #[error("stored payload: {0}")]
 pub struct CodecError(String);
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The largest stored payload, encoded or decoded: a length in a payload that claims more
+/// is an error before anything is allocated (without the limit, a damaged entry claiming a
+/// 200 TB string aborted the process: found by fuzzing, fuzz/fuzz_targets/stored.rs).
+pub const MAX_PAYLOAD: usize = 256 << 20;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_PAYLOAD>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_PAYLOAD>()
 }
 
 /// Encodes a value for storage in the current version.
@@ -93,6 +104,15 @@ mod tests {
                 assets: vec![("KRW".into(), 100)]
             }
         );
+    }
+
+    #[test]
+    fn a_length_past_the_limit_is_an_error_not_an_allocation() {
+        // Grant with one asset whose name claims 2^40 bytes.
+        let mut bytes = vec![TAG, CURRENT, 0, 1, 253];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let err = decode::<Entry>(&bytes).unwrap_err().to_string();
+        assert!(err.contains("imit"), "{err}");
     }
 
     #[test]
