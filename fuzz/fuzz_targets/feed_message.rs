@@ -1,0 +1,19 @@
+//! A Kafka trade message as a feed sends it (Upbit's JSON or bourse's own): parsed into a
+//! trade on a market's steps, or rejected with a reason, never a panic.
+
+#![no_main]
+
+use bourse_actors::feed::message::parse;
+use bourse_config::{Markets, Settings};
+use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
+
+static MARKETS: LazyLock<Markets> = LazyLock::new(|| {
+    Settings::from_sources("", std::iter::empty())
+        .expect("the default settings load")
+        .1
+});
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse(data, &MARKETS);
+});
