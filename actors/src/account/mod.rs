@@ -34,7 +34,7 @@ use crate::alert::NewAlert;
 use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
-use crate::session::{Private, Session, SessionMsg};
+use crate::session::{Courier, Private};
 use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
@@ -120,6 +120,8 @@ pub struct Account {
     seq: u64,
     since_snapshot: u64,
     last_reconcile: Option<Instant>,
+    /// Carries order updates to the user's session (`orders`).
+    courier: Courier,
 }
 
 /// A ledger has one stored layout.
@@ -161,6 +163,7 @@ impl Entity for Account {
             key: ctx.key.clone(),
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
+            courier: Courier::new(&ctx.sharding, &format!("{KIND}/{}", ctx.key), user),
             lease,
             stop: false,
             ledger,
@@ -627,14 +630,7 @@ impl Account {
         }
         let data = view::order(&self.deps.markets, o).to_string();
         // The user's session numbers it on `orders` and delivers it to every connection.
-        let publish = SessionMsg::Publish {
-            channel: Private::Orders,
-            ts: now_ms(),
-            data,
-        };
-        if let Err(e) = self.sharding.send::<Session>(&self.key, publish) {
-            tracing::debug!(account = %self.key, error = %e, "order update not delivered live");
-        }
+        self.courier.send(Private::Orders, now_ms(), data);
     }
 
     /// Stores a fill of order `order_id` in the user's inbox, when its filled quantity grew

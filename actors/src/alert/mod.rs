@@ -15,6 +15,7 @@
 pub mod condition;
 pub mod index;
 
+use crate::session::Courier;
 use crate::trading::Refusal;
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::{Market, Markets, Step};
@@ -68,6 +69,8 @@ pub struct Alert {
     lease: Lease,
     rule: AlertRecord,
     condition: Condition,
+    /// Carries firings to the user's session (`alerts`).
+    courier: Courier,
 }
 
 fn storage(e: StoreError) -> EntityError {
@@ -207,6 +210,7 @@ impl Entity for Alert {
             key: ctx.key.clone(),
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
+            courier: Courier::new(&ctx.sharding, &format!("{KIND}/{}", ctx.key), rule.user_id),
             lease,
             rule,
             condition,
@@ -305,18 +309,8 @@ impl Alert {
         if one_shot {
             self.rule.status = AlertStatus::Fired;
         }
-        let publish = crate::session::SessionMsg::Publish {
-            channel: crate::session::Private::Alerts,
-            ts,
-            data: event,
-        };
-        let user = self.rule.user_id.to_string();
-        if let Err(e) = self
-            .sharding
-            .send::<crate::session::Session>(&user, publish)
-        {
-            tracing::debug!(alert = %self.key, error = %e, "alert not delivered live; it is in the inbox");
-        }
+        self.courier
+            .send(crate::session::Private::Alerts, ts, event);
         tracing::debug!(alert = %self.key, n = firing.n, price, "alert fired");
         AlertReply::Rearm(self.rule.repeat.then(|| self.cooldown_ends()))
     }

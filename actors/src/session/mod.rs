@@ -3,7 +3,8 @@
 //! and `alerts@<user>`).
 //!
 //! Producers (the user's account, the user's alert rules) hand every private event to the
-//! session; the session numbers it on its channel and sends it once to each node where a
+//! session through a [`Courier`] (asked until answered, so a dropped cluster link loses
+//! none, and numbered, so a retry publishes none twice); the session numbers it on its channel and sends it once to each node where a
 //! connection listens, and that node's hub gives it to each such connection. What must
 //! survive the user being offline is in the inbox: producers store those entries
 //! (`Write::Notify`) themselves, before the event exists anywhere else, so a session that
@@ -16,6 +17,11 @@
 //! - the session moves or restarts: its new epoch makes every hub ask its connections to
 //!   re-subscribe, and a gateway re-attaches a connection with each re-subscription of
 //!   `session@<user>`, the channel every logged-in connection holds for this purpose.
+
+pub mod courier;
+
+pub use courier::Courier;
+use courier::Delivered;
 
 use crate::symbol::now_ms;
 use bourse_cluster::{
@@ -72,11 +78,11 @@ pub enum SessionMsg {
     Attach { node: String, conn: u64 },
     /// It closed.
     Detach { node: String, conn: u64 },
-    /// An event for the user's connections (pre-encoded `data`).
-    Publish {
-        channel: Private,
-        ts: i64,
-        data: String,
+    /// Events for the user's connections (pre-encoded `data`) from a producer's
+    /// [`Courier`], numbered by it: those already published are dropped.
+    Deliver {
+        origin: String,
+        parcels: Vec<courier::Parcel>,
     },
 }
 
@@ -99,6 +105,7 @@ pub struct Session {
     sharding: Sharding,
     log: StreamLog,
     connections: BTreeMap<String, BTreeSet<u64>>,
+    delivered: Delivered,
 }
 
 impl Entity for Session {
@@ -123,6 +130,7 @@ impl Entity for Session {
             sharding: ctx.sharding.clone(),
             log: StreamLog::new(epoch, deps.replay_events),
             connections: BTreeMap::new(),
+            delivered: Delivered::default(),
         })
     }
 
@@ -141,8 +149,10 @@ impl Entity for Session {
                 }
                 SessionReply::Done
             }
-            SessionMsg::Publish { channel, ts, data } => {
-                self.publish(channel, ts, data);
+            SessionMsg::Deliver { origin, parcels } => {
+                for p in self.delivered.fresh(&origin, parcels) {
+                    self.publish(p.channel, p.ts, p.data);
+                }
                 SessionReply::Done
             }
         }
