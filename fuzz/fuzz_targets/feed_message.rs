@@ -4,15 +4,10 @@
 #![no_main]
 
 use bourse_actors::feed::message::parse;
-use bourse_config::{Markets, Settings};
 use libfuzzer_sys::fuzz_target;
-use std::sync::LazyLock;
+use markets::MARKETS;
 
-static MARKETS: LazyLock<Markets> = LazyLock::new(|| {
-    Settings::from_sources("", std::iter::empty())
-        .expect("the default settings load")
-        .1
-});
+mod markets;
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse(data, &MARKETS);

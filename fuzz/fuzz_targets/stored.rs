@@ -7,16 +7,11 @@
 use bourse_actors::account::ledger::{Entry, Ledger};
 use bourse_actors::book::state::{BookState, Command, Snapshot};
 use bourse_actors::journal::StoredSnapshot;
-use bourse_config::{Markets, Settings};
 use bourse_storage::codec;
 use libfuzzer_sys::fuzz_target;
-use std::sync::LazyLock;
+use markets::MARKETS;
 
-static MARKETS: LazyLock<Markets> = LazyLock::new(|| {
-    Settings::from_sources("", std::iter::empty())
-        .expect("the default settings load")
-        .1
-});
+mod markets;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(cmd) = codec::decode::<Command>(data) {

@@ -6,17 +6,12 @@
 #![no_main]
 
 use bourse_actors::alert::parse_condition;
-use bourse_config::{Markets, Settings};
 use bourse_gateway::rest::trading::order_request;
 use bourse_gateway::ws::{ops::Op, parse_request};
 use libfuzzer_sys::fuzz_target;
-use std::sync::LazyLock;
+use markets::MARKETS;
 
-static MARKETS: LazyLock<Markets> = LazyLock::new(|| {
-    Settings::from_sources("", std::iter::empty())
-        .expect("the default settings load")
-        .1
-});
+mod markets;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -9,19 +9,19 @@ use serde_json::{Value, json};
 use std::sync::LazyLock;
 use warp::http::StatusCode;
 
-/// Every code a client can be answered (docs/PROTOCOL.md).
-pub const CODES: [&str; 11] = [
-    "bad_request",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "method_not_allowed",
-    "conflict",
-    "too_large",
-    "rate_limited",
-    "insufficient_funds",
-    "unavailable",
-    "internal",
+/// Every code a client can be answered, with its HTTP status (docs/PROTOCOL.md).
+pub const CODES: [(&str, StatusCode); 11] = [
+    ("bad_request", StatusCode::BAD_REQUEST),
+    ("unauthorized", StatusCode::UNAUTHORIZED),
+    ("forbidden", StatusCode::FORBIDDEN),
+    ("not_found", StatusCode::NOT_FOUND),
+    ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
+    ("conflict", StatusCode::CONFLICT),
+    ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+    ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+    ("insufficient_funds", StatusCode::UNPROCESSABLE_ENTITY),
+    ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+    ("internal", StatusCode::INTERNAL_SERVER_ERROR),
 ];
 
 /// Error answers sent, by code and transport: every refusal a client gets is counted here,
@@ -34,7 +34,7 @@ pub static ANSWERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         ),
         &["code", "transport"],
     ));
-    for code in CODES {
+    for (code, _) in CODES {
         for transport in ["http", "ws"] {
             c.with_label_values(&[code, transport]);
         }
@@ -111,19 +111,10 @@ impl ApiError {
 
     /// The HTTP status of the code.
     pub fn status(&self) -> StatusCode {
-        match self.code {
-            "bad_request" => StatusCode::BAD_REQUEST,
-            "unauthorized" => StatusCode::UNAUTHORIZED,
-            "forbidden" => StatusCode::FORBIDDEN,
-            "not_found" => StatusCode::NOT_FOUND,
-            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-            "conflict" => StatusCode::CONFLICT,
-            "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
-            "insufficient_funds" => StatusCode::UNPROCESSABLE_ENTITY,
-            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        CODES
+            .iter()
+            .find(|(code, _)| *code == self.code)
+            .map_or(StatusCode::INTERNAL_SERVER_ERROR, |(_, status)| *status)
     }
 
     /// `{"code","message"}`.

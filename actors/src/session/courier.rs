@@ -115,7 +115,8 @@ async fn deliver(
             queue.drain(..dropped);
             tracing::warn!(%origin, dropped, "private events dropped: the session is unreachable and the courier's queue is full");
         }
-        let parcels: Vec<Parcel> = queue.iter().take(BATCH).cloned().collect();
+        // Out of the queue either way: delivered, or given up.
+        let parcels: Vec<Parcel> = queue.drain(..queue.len().min(BATCH)).collect();
         let count = parcels.len();
         let msg = SessionMsg::Deliver {
             origin: origin.clone(),
@@ -124,7 +125,6 @@ async fn deliver(
         if !send_until_answered(&sharding, &user, &origin, msg).await {
             tracing::warn!(%origin, count, "private events given up: the session did not answer for {GIVE_UP:?}");
         }
-        queue.drain(..count);
     }
 }
 
@@ -167,7 +167,12 @@ impl Delivered {
         let last = self.last.get(origin).map_or(0, |(n, _)| *n);
         let fresh: Vec<Parcel> = parcels.into_iter().filter(|p| p.n > last).collect();
         let newest = fresh.last().map_or(last, |p| p.n);
-        self.last.insert(origin.to_string(), (newest, clock));
+        match self.last.get_mut(origin) {
+            Some(seen) => *seen = (newest, clock),
+            None => {
+                self.last.insert(origin.to_string(), (newest, clock));
+            }
+        }
         if self.last.len() > ORIGINS_KEPT
             && let Some(oldest) = self
                 .last
