@@ -218,6 +218,13 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 cell(&v["node"]),
                 v["ring"]["members"]
             );
+            if v["serving"] == json!(false) {
+                println!(
+                    "{} is cut off from the majority of {} and owns nothing",
+                    cell(&v["node"]),
+                    v["agreed"]
+                );
+            }
             println!(
                 "{}",
                 table(

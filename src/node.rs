@@ -220,6 +220,11 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     .await
     .context("starting the regions")?;
 
+    let store_ok = bourse_storage::health::watch(
+        &store,
+        Duration::from_millis(settings.cluster.heartbeat_ms),
+        Duration::from_millis(settings.cluster.heartbeat_timeout_ms),
+    );
     let cluster = bourse_cluster::node::start(
         &settings.cluster,
         &node,
@@ -227,6 +232,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         sharding.clone(),
         root.get_cell(),
         policy,
+        store_ok,
     )
     .await
     .context("starting cluster services")?;

@@ -9,14 +9,27 @@
 //! - every acknowledged chat message is in its room's history;
 //! - every connection's streams rose by exactly one per event within an epoch.
 //!
+//! The nodes run in network namespaces where this process may make them (root), so links
+//! between them can be cut. Two more faults are opt-in because the soak does not pass with
+//! them yet (issue "Partitions, fuzzing, TLS and limits"): with `SOAK_CUT=1`, three
+//! quarters in, a node is cut off from the others by blackhole routes for 6 s (it stands
+//! down, the two others serve, it rejoins when the links heal); with `SOAK_HANG=1`, a
+//! quarter of the way in, a node is hung (SIGSTOP) until the others have taken its entities
+//! over, then continued. Seen with them: stream gaps inside an epoch after a hang, and
+//! available + held above the grants (money created) after a cut. Both print how long the
+//! others took to see the node `down` and to take its entities over.
+//!
 //! `SOAK_SECS` (default 20) sets the length; `SOAK_CLIENTS` (default 200) the clients.
-//! A longer run kills a node once a minute, a different one each time.
+//! A longer run kills a node once a minute, a different one each time. `SOAK_CALM=1` runs
+//! the same load with no fault at all and checks that no node ever saw another `down`
+//! (`bourse_cluster_members{status="down"}` scraped every second on every node).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cluster, Event, assert_continuity, http, metric};
+use common::net::Net;
+use common::{ADMIN_TOKEN, Cluster, Event, assert_continuity, http, metric, units};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -54,14 +67,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A decimal string in units of 10^-8.
-fn units(s: &str) -> i128 {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    assert!(frac.len() <= 8, "{s}");
-    let frac = format!("{frac:0<8}");
-    int.parse::<i128>().unwrap() * SCALE + frac.parse::<i128>().unwrap()
-}
-
 /// What the clients saw acknowledged, and what they saw on their streams.
 #[derive(Default)]
 struct Ledger {
@@ -77,7 +82,8 @@ struct Ledger {
 }
 
 struct Shared {
-    ports: Vec<u16>,
+    /// Every node's gateway, `ip:port`.
+    addrs: Vec<String>,
     stop: AtomicBool,
     ledger: Mutex<Ledger>,
     ops: AtomicU64,
@@ -91,8 +97,8 @@ async fn connect(shared: &Shared, home: usize, token: &str) -> Option<Socket> {
         if shared.stop.load(Ordering::Relaxed) {
             return None;
         }
-        let port = shared.ports[(home + attempt) % shared.ports.len()];
-        let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
+        let addr = &shared.addrs[(home + attempt) % shared.addrs.len()];
+        let url = format!("ws://{addr}/ws?token={token}");
         if let Ok(Ok((ws, _))) = tokio::time::timeout(
             Duration::from_secs(3),
             tokio_tungstenite::connect_async(url),
@@ -230,10 +236,10 @@ async fn client(shared: Arc<Shared>, idx: usize, token: String) {
     }
 }
 
-fn admin_post(port: u16, path: &str, body: Value) -> Option<Value> {
+fn admin_post(addr: &str, path: &str, body: Value) -> Option<Value> {
     let auth = format!("Bearer {ADMIN_TOKEN}");
     match http(
-        &format!("http://127.0.0.1:{port}{path}"),
+        &format!("http://{addr}{path}"),
         "POST",
         Some(&body),
         &[("authorization", &auth)],
@@ -243,18 +249,28 @@ fn admin_post(port: u16, path: &str, body: Value) -> Option<Value> {
     }
 }
 
-fn scrape_restarts(port: u16) -> Option<f64> {
-    let (s, v) = http(
-        &format!("http://127.0.0.1:{port}/metrics"),
+/// `addr`'s `/metrics` (with the admin token: off loopback it is not public).
+fn metrics(addr: &str) -> Option<String> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    match http(
+        &format!("http://{addr}/metrics"),
         "GET",
         None,
-        &[],
-    )
-    .ok()?;
-    if s != 200 {
-        return None;
+        &[("authorization", &auth)],
+    ) {
+        Ok((200, v)) => v.as_str().map(String::from),
+        _ => None,
     }
-    let text = v.as_str()?;
+}
+
+/// One sample of `addr`'s `/metrics`.
+fn scrape(addr: &str, sample: &str) -> Option<f64> {
+    metric(&metrics(addr)?, sample)
+}
+
+fn scrape_restarts(addr: &str) -> Option<f64> {
+    let text = metrics(addr)?;
+    let text = text.as_str();
     Some(
         ["book", "account", "symbol", "room", "session", "alert"]
             .iter()
@@ -268,9 +284,9 @@ fn scrape_restarts(port: u16) -> Option<f64> {
     )
 }
 
-/// Places a far-from-market order through `port` until one is acknowledged; how long it
+/// Places a far-from-market order through `addr` until one is acknowledged; how long it
 /// took. Measures when trading on `symbol` works again after a node died.
-fn probe_order(port: u16, token: &str, symbol: &str, mid: u64, lot: usize) -> Duration {
+fn probe_order(addr: &str, token: &str, symbol: &str, mid: u64, lot: usize) -> Duration {
     let started = Instant::now();
     let auth = format!("Bearer {token}");
     let mut n = 0;
@@ -280,7 +296,7 @@ fn probe_order(port: u16, token: &str, symbol: &str, mid: u64, lot: usize) -> Du
             "price": (mid / 2).to_string(), "qty": format!("0.{:0lot$}", 1),
             "client_order_id": format!("probe-{}-{n}", started.elapsed().as_nanos())});
         let answer = http(
-            &format!("http://127.0.0.1:{port}/api/v1/orders"),
+            &format!("http://{addr}/api/v1/orders"),
             "POST",
             Some(&body),
             &[("authorization", &auth)],
@@ -298,11 +314,11 @@ fn probe_order(port: u16, token: &str, symbol: &str, mid: u64, lot: usize) -> Du
     }
 }
 
-fn get(port: u16, path: &str, token: &str) -> Value {
+fn get(addr: &str, path: &str, token: &str) -> Value {
     let auth = format!("Bearer {token}");
     for _ in 0..100 {
         if let Ok((200, v)) = http(
-            &format!("http://127.0.0.1:{port}{path}"),
+            &format!("http://{addr}{path}"),
             "GET",
             None,
             &[("authorization", &auth)],
@@ -317,26 +333,34 @@ fn get(port: u16, path: &str, token: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
     let secs = env_or("SOAK_SECS", 20);
+    let calm = std::env::var_os("SOAK_CALM").is_some();
+    let hang_too = !calm && std::env::var_os("SOAK_HANG").is_some();
+    let cut_too = !calm && std::env::var_os("SOAK_CUT").is_some();
     let clients = env_or("SOAK_CLIENTS", 200) as usize;
-    let mut cluster = Cluster::start("soak", 3, CONFIG);
+    let net = Net::create(3);
+    let mut cluster = Cluster::start_sharing_on_hosts("soak", net.hosts.clone(), CONFIG);
     cluster.wait_converged(
         &[0, 1, 2],
         &["node1", "node2", "node3"],
         Duration::from_secs(30),
     );
-    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{}:{}", n.host.addr, n.port))
+        .collect();
 
     // Users, registered in parallel over the three gateways; a probe user per symbol.
     let tokens: Vec<String> = {
         let handles: Vec<_> = (0..8)
             .map(|t| {
-                let ports = ports.clone();
+                let addrs = addrs.clone();
                 std::thread::spawn(move || {
                     (0..clients + SYMBOLS.len())
                         .filter(|i| i % 8 == t)
                         .map(|i| {
                             let (s, v) = http(
-                                &format!("http://127.0.0.1:{}/api/v1/auth/register", ports[i % 3]),
+                                &format!("http://{}/api/v1/auth/register", addrs[i % 3]),
                                 "POST",
                                 Some(&json!({"username": format!("soak{i}"), "password": "password123"})),
                                 &[],
@@ -359,7 +383,7 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
     let probes: Vec<String> = tokens[clients..].to_vec();
 
     let shared = Arc::new(Shared {
-        ports: ports.clone(),
+        addrs: addrs.clone(),
         stop: AtomicBool::new(false),
         ledger: Mutex::new(Ledger::default()),
         ops: AtomicU64::new(0),
@@ -371,10 +395,10 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
     // The chaos, on its own thread: kill rounds every second; node kills on schedule.
     let chaos = {
         let shared = shared.clone();
-        let ports = ports.clone();
+        let addrs = addrs.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
-            let node_kills: Vec<Duration> = (0..(secs / 60).max(1))
+            let node_kills: Vec<Duration> = (0..if calm { 0 } else { (secs / 60).max(1) })
                 .map(|k| Duration::from_secs(secs * (2 * k + 1) / (2 * (secs / 60).max(1))))
                 .collect();
             let mut killed: BTreeMap<&str, usize> = BTreeMap::new();
@@ -384,13 +408,22 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
             let mut recover = Vec::new();
             let mut rejoin = Vec::new();
             let mut next_kill = 0;
-            while started.elapsed() < Duration::from_secs(secs) {
+            let (mut hang, mut cut) = (None, None);
+            let mut downs_seen = 0.0f64;
+            let cut_due = cut_too && net.namespaces;
+            // The run lasts `secs`, and past them until the network cut has been made.
+            while started.elapsed() < Duration::from_secs(secs) || (cut_due && cut.is_none()) {
                 let round = Instant::now();
                 rounds += 1;
-                for (i, &port) in ports.iter().enumerate() {
+                for (i, addr) in addrs.iter().enumerate() {
+                    if calm {
+                        let down = scrape(addr, "bourse_cluster_members{status=\"down\"}");
+                        downs_seen = downs_seen.max(down.unwrap_or(0.0));
+                        continue;
+                    }
                     for kind in ["book", "account", "symbol", "room"] {
                         if let Some(v) = admin_post(
-                            port,
+                            addr,
                             "/admin/chaos/kill",
                             json!({"kind": kind, "fraction": 0.1}),
                         ) {
@@ -398,7 +431,7 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
                                 v["killed"].as_array().map_or(0, Vec::len);
                         }
                     }
-                    if let Some(r) = scrape_restarts(port) {
+                    if let Some(r) = scrape_restarts(addr) {
                         restarts[i].1 = r;
                     }
                 }
@@ -408,14 +441,14 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
                     // kills go round the other nodes (the ring gives the book back to the
                     // same node once it rejoins).
                     let victim =
-                        (cluster.owner(0, "book", "KRW-BTC") + next_kill - 1) % ports.len();
+                        (cluster.owner(0, "book", "KRW-BTC") + next_kill - 1) % addrs.len();
                     let survivor = (victim + 1) % 3;
                     cluster.nodes[victim].kill9();
                     let died = Instant::now();
                     restarts[victim] = (restarts[victim].0 + restarts[victim].1, 0.0);
                     let mut worst = Duration::ZERO;
                     for (k, (symbol, mid, _, lot)) in SYMBOLS.iter().enumerate() {
-                        probe_order(ports[survivor], &probes[k], symbol, *mid, *lot);
+                        probe_order(&addrs[survivor], &probes[k], symbol, *mid, *lot);
                         worst = worst.max(died.elapsed());
                     }
                     recover.push(worst);
@@ -429,19 +462,48 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
                     );
                     rejoin.push(back.elapsed());
                 }
+                if hang_too && hang.is_none() && started.elapsed() >= Duration::from_secs(secs / 4)
+                {
+                    hang = Some(isolate(&cluster, &addrs, 1, "hang", |node, on| {
+                        cluster.nodes[node].signal(if on { "STOP" } else { "CONT" })
+                    }));
+                }
+                if cut_due
+                    && cut.is_none()
+                    && started.elapsed() >= Duration::from_secs(secs * 3 / 4)
+                {
+                    cut = Some(isolate(&cluster, &addrs, 2, "network cut", |node, on| {
+                        for other in (0..3).filter(|o| *o != node) {
+                            if on {
+                                net.cut(node, other);
+                            } else {
+                                net.heal(node, other);
+                            }
+                        }
+                        if on {
+                            std::thread::sleep(Duration::from_secs(6));
+                        }
+                    }));
+                }
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
             }
             shared.stop.store(true, Ordering::Relaxed);
-            for (i, &port) in ports.iter().enumerate() {
-                if let Some(r) = scrape_restarts(port) {
+            for (i, addr) in addrs.iter().enumerate() {
+                if let Some(r) = scrape_restarts(addr) {
                     restarts[i].1 = r;
                 }
             }
             let restarts: f64 = restarts.iter().map(|(a, b)| a + b).sum();
-            (cluster, killed, rounds, restarts, recover, rejoin)
+            if cut_too && !net.namespaces {
+                println!("soak: no network namespaces here, so no network cut");
+            }
+            let isolated = [hang, cut];
+            (
+                cluster, net, killed, rounds, restarts, recover, rejoin, isolated, downs_seen,
+            )
         })
     };
-    let (cluster, killed, rounds, restarts, recover, rejoin) =
+    let (cluster, net, killed, rounds, restarts, recover, rejoin, isolated, downs_seen) =
         tokio::task::spawn_blocking(move || chaos.join().unwrap())
             .await
             .unwrap();
@@ -469,7 +531,7 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
     let totals = loop {
         let mut totals: BTreeMap<String, i128> = BTreeMap::new();
         for (i, token) in tokens.iter().enumerate() {
-            let acct = get(ports[i % 3], "/api/v1/account", token);
+            let acct = get(&addrs[i % 3], "/api/v1/account", token);
             for (asset, b) in acct["balances"].as_object().unwrap() {
                 *totals.entry(asset.clone()).or_default() +=
                     units(b["available"].as_str().unwrap()) + units(b["held"].as_str().unwrap());
@@ -483,21 +545,13 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    for (asset, grant) in GRANTS {
-        assert_eq!(
-            totals.get(asset).copied(),
-            Some(grant * users as i128),
-            "{asset}: available + held over {users} accounts"
-        );
-    }
-
     // Orders: every acknowledged one exists with exactly the fills its owner's inbox shows;
     // buys and sells filled the same quantity per symbol.
     let mut fills = 0usize;
     let mut filled_by: BTreeMap<(String, String), i128> = BTreeMap::new();
     for (i, token) in tokens.iter().enumerate().take(clients) {
-        let port = ports[i % 3];
-        let list = get(port, "/api/v1/orders?limit=1000", token);
+        let addr = &addrs[i % 3];
+        let list = get(addr, "/api/v1/orders?limit=1000", token);
         let list: HashMap<String, Value> = list
             .as_array()
             .unwrap()
@@ -518,7 +572,7 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
         let mut since = 0i64;
         loop {
             let page = get(
-                port,
+                addr,
                 &format!("/api/v1/notifications?since={since}&limit=500"),
                 token,
             );
@@ -568,6 +622,16 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
             .unwrap_or(0);
         assert_eq!(buy, sell, "{symbol}: bought and sold quantities");
     }
+    // Checked after the orders, which tell a fill missing on one side from a wrong amount.
+    let off: BTreeMap<&str, i128> = GRANTS
+        .iter()
+        .map(|(a, g)| (*a, totals.get(*a).copied().unwrap_or(0) - g * users as i128))
+        .filter(|(_, d)| *d != 0)
+        .collect();
+    assert!(
+        off.is_empty(),
+        "available + held over {users} accounts differs from the grants by {off:?} (units of 1e-8)"
+    );
 
     // Chat: every acknowledged message is in its room's history.
     for (room, ..) in SYMBOLS {
@@ -584,7 +648,7 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
                 None => format!("/api/v1/chat/{room}/messages?limit=200"),
                 Some(b) => format!("/api/v1/chat/{room}/messages?limit=200&before={b}"),
             };
-            let page = get(ports[0], &path, &tokens[0]);
+            let page = get(&addrs[0], &path, &tokens[0]);
             let page = page.as_array().unwrap().clone();
             for m in &page {
                 have.insert(m["message_id"].as_str().unwrap().to_string());
@@ -626,13 +690,87 @@ async fn the_cluster_heals_under_kills_and_loses_nothing_acknowledged() {
         ledger.streams.len(),
         settle_started.elapsed(),
     );
-    assert!(kills > 0, "the chaos killed nothing");
     assert!(!ledger.orders.is_empty(), "no order was acknowledged");
+    if calm {
+        println!("soak: calm run, members seen down by any node at any scrape: {downs_seen}");
+        assert_eq!(
+            downs_seen, 0.0,
+            "a node saw a member down with no fault injected"
+        );
+        assert_eq!(epoch_changes, 0, "an entity moved with no fault injected");
+        drop(cluster);
+        drop(net);
+        return;
+    }
+    assert!(kills > 0, "the chaos killed nothing");
     // Each kill is a panic its region restarts; a kill sent just before a scrape (or before
     // its node died) may not be counted yet.
     assert!(
         restarts >= kills as f64 * 0.8,
         "restarts counted by /metrics {restarts}, kills {kills}"
     );
+    if cut_too && net.namespaces {
+        assert!(isolated[1].is_some(), "the network cut ran");
+    }
     drop(cluster);
+    drop(net);
+}
+
+/// Isolates node `victim` (`isolation(victim, true)`: SIGSTOP, a network cut) from the
+/// others and measures, on a survivor's `/admin/cluster`, how long until it is `down` and
+/// until the ring leaves it out; then ends it (`isolation(victim, false)`) and waits for
+/// the whole cluster to converge again. Returns `what` and the three durations.
+fn isolate(
+    cluster: &Cluster,
+    addrs: &[String],
+    victim: usize,
+    what: &'static str,
+    isolation: impl Fn(usize, bool) + Sync,
+) -> (&'static str, [Duration; 3]) {
+    let watcher = &addrs[(victim + 1) % 3];
+    let name = format!("node{}", victim + 1);
+    let view = || get(watcher, "/admin/cluster", ADMIN_TOKEN);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    std::thread::scope(|s| {
+        // The isolation may block (a cut held for a while): watch meanwhile.
+        let held = s.spawn(|| isolation(victim, true));
+        let mut down = None;
+        let moved = loop {
+            let v = view();
+            let status = v["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["node"] == name.as_str()))
+                .map(|m| m["status"].clone());
+            if down.is_none() && status == Some(json!("down")) {
+                down = Some(started.elapsed());
+            }
+            let in_ring = v["ring"]["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|n| n == name.as_str()));
+            if down.is_some() && !in_ring {
+                break started.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {name} never left the ring: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        held.join().unwrap();
+        isolation(victim, false);
+        let ended = Instant::now();
+        cluster.wait_converged(
+            &[0, 1, 2],
+            &["node1", "node2", "node3"],
+            Duration::from_secs(60),
+        );
+        let times = [down.unwrap_or(moved), moved, ended.elapsed()];
+        println!(
+            "soak: {what} of {name}: down on the others after {:?}, its entities taken over \
+             after {:?}, cluster whole again {:?} after it ended",
+            times[0], times[1], times[2]
+        );
+        (what, times)
+    })
 }

@@ -1,8 +1,9 @@
-//! Taking over a journaled entity (a book, an account): lease first, then its newest
-//! snapshot and the journal entries after it, decoded. The caller folds the entries into
-//! its state in order, exactly as it applied them the first time.
+//! Taking an entity over: the lease, for every kind; for a journaled one (a book, an
+//! account) then its newest snapshot and the journal entries after it, decoded. The caller
+//! folds the entries into its state in order, exactly as it applied them the first time.
 
 use bourse_cluster::EntityError;
+use bourse_cluster::sharding::Sharding;
 use bourse_storage::{Lease, MarketStore, StoreError, codec};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -28,17 +29,29 @@ fn storage(e: StoreError) -> EntityError {
     EntityError::new(e.to_string())
 }
 
-/// Takes `kind/key` over for `node` (see [`Lease::take_over`]) and reads its snapshot
-/// and journal.
+/// Takes `kind/key` over for this node, letting a live holder hand it off first (see
+/// [`Lease::take_over`]): what every entity kind activates with.
+pub async fn take_over(
+    store: &Arc<dyn MarketStore>,
+    kind: &str,
+    key: &str,
+    sharding: &Sharding,
+) -> Result<Lease, EntityError> {
+    Lease::take_over(store.clone(), kind, key, sharding.node(), |holder| {
+        sharding.is_member(holder) == Some(true)
+    })
+    .await
+    .map_err(storage)
+}
+
+/// Takes `kind/key` over (see [`take_over`]) and reads its snapshot and journal.
 pub async fn recover<S: StoredSnapshot, E: DeserializeOwned>(
     store: &Arc<dyn MarketStore>,
     kind: &str,
     key: &str,
-    node: &str,
+    sharding: &Sharding,
 ) -> Result<Recovered<S, E>, EntityError> {
-    let lease = Lease::take_over(store.clone(), kind, key, node)
-        .await
-        .map_err(storage)?;
+    let lease = take_over(store, kind, key, sharding).await?;
     let (mut seq, snapshot) = match store.snapshot(kind, key).await.map_err(storage)? {
         Some((seq, bytes)) => (
             seq,
@@ -97,8 +110,14 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let sharding = bourse_cluster::Sharding::new(
+            "n1",
+            16,
+            std::time::Duration::from_secs(1),
+            bourse_cluster::hub::Hub::new("n1"),
+        );
         let err = match super::recover::<crate::account::ledger::Ledger, Entry>(
-            &store, "account", "7", "n1",
+            &store, "account", "7", &sharding,
         )
         .await
         {

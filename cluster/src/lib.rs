@@ -21,6 +21,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod probe;
+pub mod quorum;
 pub mod region;
 pub mod ring;
 pub mod router;

@@ -8,14 +8,22 @@
 //! grace period in which it meets its seeds; `leaving` is announced by a node that drains.
 //! Every node derives the ring from the same rule over the same list, so all agree on
 //! owners once their lists agree. A change is logged once, with the new ring summary.
+//!
+//! The ring is what [`Quorum`] allows: a node that hears less than a majority of the last
+//! agreed membership (half, without its lowest-named member) stands down with an empty
+//! ring, owning nothing and not ready, until it hears a majority again. A session closed
+//! while its peer was still heard is that peer's process exiting: it is forgotten at once.
+//! Silence is not proof of death (a cut network looks the same), so a silent peer counts
+//! until the view has settled.
 
+use crate::quorum::{Quorum, Verdict};
 use crate::router::{ROUTERS_GROUP, RouterMsg};
 use crate::sharding::Sharding;
 use crate::wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeEventSubscription, node::NodeServerSessionInformation};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +61,10 @@ pub struct MemberInfo {
     pub status: Status,
     /// Active entities on the node.
     pub entities: u64,
+    /// Whether the node owns entities: `false` while it stands down (cut off from the
+    /// majority, or its store unreachable). Peers leave it out of the ring but still count
+    /// it towards a majority: it is reachable.
+    pub serving: bool,
 }
 
 /// One member as this node sees it.
@@ -63,6 +75,7 @@ pub struct MemberView {
     pub gateway: String,
     pub status: Status,
     pub entities: u64,
+    pub serving: bool,
     /// Milliseconds since its last heartbeat (0 for this node).
     pub last_heartbeat_ms: u64,
 }
@@ -72,6 +85,11 @@ pub struct MemberView {
 pub struct ClusterView {
     pub node: String,
     pub members: Vec<MemberView>,
+    /// Whether this node may own entities: `false` while it stands down, cut off from a
+    /// majority of `agreed` or from its store.
+    pub serving: bool,
+    /// The membership this node last agreed on, which a majority is counted against.
+    pub agreed: Vec<String>,
 }
 
 /// Messages to the membership actor.
@@ -105,8 +123,14 @@ pub struct MembershipArgs {
     pub timeout: Duration,
     /// How long a new node stays `joining` before it takes a share of the ring.
     pub join_grace: Duration,
-    /// Mirrors whether this node is `up`, for readiness checks.
+    /// Mirrors whether this node is `up` and serving, for readiness checks.
     pub up: Arc<AtomicBool>,
+    /// Kept outside the actor so a restarted membership actor keeps the agreed membership
+    /// (a fresh one would serve on whatever it hears).
+    pub quorum: Arc<Mutex<Quorum>>,
+    /// Whether the store answers (`bourse_storage::health::watch`); while it does not,
+    /// this node stands down and routes to the others.
+    pub store_ok: Arc<AtomicBool>,
 }
 
 struct Peer {
@@ -122,6 +146,10 @@ pub struct MembershipState {
     peers: BTreeMap<String, Peer>,
     /// The members of the installed ring (`None` before the first install).
     ring_members: Option<Vec<String>>,
+    /// The last verdict, so a change is logged once.
+    verdict: Verdict,
+    /// Whether "no member heard yet" was logged.
+    waiting_logged: bool,
 }
 
 /// The membership actor.
@@ -144,6 +172,8 @@ impl Actor for Membership {
             last_tick: Instant::now(),
             peers: BTreeMap::new(),
             ring_members: None,
+            verdict: Verdict::Serve,
+            waiting_logged: false,
             args,
         };
         state.recompute();
@@ -167,6 +197,9 @@ impl Actor for Membership {
                 if before != Some(info.status) {
                     tracing::info!(node = %info.node, status = info.status.as_str(), "member status");
                 }
+                if info.status == Status::Leaving {
+                    state.quorum().forget(&info.node);
+                }
                 state.peers.insert(
                     info.node.clone(),
                     Peer {
@@ -180,13 +213,20 @@ impl Actor for Membership {
                 if let Some(peer) = state.peers.get_mut(&node)
                     && peer.info.status != Status::Down
                 {
+                    // Closed while still heard: the peer's host closed it, so its process
+                    // is gone (a cut network leaves the session open and silent).
                     tracing::warn!(%node, "member session closed; marking it down");
                     peer.info.status = Status::Down;
+                    state.quorum().forget(&node);
                     state.recompute();
                 }
             }
             MembershipMsg::SetStatus(status) => {
                 state.args.me.status = status;
+                if status == Status::Leaving {
+                    let me = state.args.me.node.clone();
+                    state.quorum().forget(&me);
+                }
                 state.recompute();
                 state.announce();
             }
@@ -199,12 +239,19 @@ impl Actor for Membership {
 }
 
 impl MembershipState {
+    fn quorum(&self) -> std::sync::MutexGuard<'_, Quorum> {
+        self.args.quorum.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn tick(&mut self) {
-        let me = &mut self.args.me;
-        if me.status == Status::Joining && self.started.elapsed() >= self.args.join_grace {
-            me.status = Status::Up;
-            tracing::info!(node = %me.node, "this node is up");
+        if self.args.me.status == Status::Joining
+            && self.started.elapsed() >= self.args.join_grace
+            && self.may_turn_up()
+        {
+            self.args.me.status = Status::Up;
+            tracing::info!(node = %self.args.me.node, "this node is up");
         }
+        let me = &mut self.args.me;
         me.entities = self
             .args
             .sharding
@@ -235,6 +282,31 @@ impl MembershipState {
         self.announce();
     }
 
+    /// Whether a joining node may turn `up`: when it hears an `up` member (a cluster to join),
+    /// or, when none is up, if it is the lowest-named of the joining nodes it hears (a cold
+    /// start; the others follow it). A node that hears no one stays `joining`: restarted on
+    /// the far side of a partition, it must not form a cluster of its own.
+    fn may_turn_up(&mut self) -> bool {
+        let mut joining = self
+            .peers
+            .values()
+            .filter(|p| p.info.status == Status::Joining);
+        if self.peers.values().any(|p| p.info.status == Status::Up) {
+            return true;
+        }
+        let me = &self.args.me.node;
+        let mut heard_any = false;
+        let lowest = joining.all(|p| {
+            heard_any = true;
+            me < &p.info.node
+        });
+        if !heard_any && !self.waiting_logged {
+            self.waiting_logged = true;
+            tracing::warn!("no member heard yet: this node stays joining until it hears one");
+        }
+        heard_any && lowest
+    }
+
     /// Sends this node's info to every peer router.
     fn announce(&self) {
         let Ok(bytes) = wire::encode(&wire::msg::Cast::Heartbeat(self.args.me.clone())) else {
@@ -249,9 +321,6 @@ impl MembershipState {
 
     /// Recomputes the ring members; on a change, installs the new ring and logs it once.
     fn recompute(&mut self) {
-        self.args
-            .up
-            .store(self.args.me.status == Status::Up, Ordering::Relaxed);
         for status in [Status::Joining, Status::Up, Status::Leaving, Status::Down] {
             let n = self
                 .peers
@@ -263,16 +332,57 @@ impl MembershipState {
                 .with_label_values(&[status.as_str()])
                 .set(n as i64);
         }
-        let mut up: Vec<String> = self
+        let mut heard: BTreeSet<String> = self
             .peers
             .values()
             .filter(|p| p.info.status == Status::Up)
             .map(|p| p.info.node.clone())
             .collect();
         if self.args.me.status == Status::Up {
-            up.push(self.args.me.node.clone());
+            heard.insert(self.args.me.node.clone());
         }
-        up.sort();
+        let judgement = self.quorum().judge(&heard, Instant::now());
+        let store_ok = self.args.store_ok.load(Ordering::Relaxed);
+        if judgement.verdict != self.verdict {
+            self.verdict = judgement.verdict;
+            let agreed = self.quorum().agreed().clone();
+            match judgement.verdict {
+                Verdict::StandDown => tracing::error!(
+                    heard = ?heard, agreed = ?agreed,
+                    "cut off from the majority of the cluster: this node stands down and owns nothing until it hears a majority again"
+                ),
+                Verdict::Serve => {
+                    tracing::warn!(heard = ?heard, "a majority of the cluster is heard again: this node serves")
+                }
+            }
+        }
+        let quorate = judgement.verdict == Verdict::Serve;
+        let serving = quorate && store_ok;
+        if self.args.me.serving != serving {
+            self.args.me.serving = serving;
+            if !store_ok {
+                tracing::error!(
+                    "the store is unreachable: this node stands down and routes to the others"
+                );
+            } else if serving {
+                tracing::warn!("this node serves again");
+            }
+        }
+        crate::metrics::STOOD_DOWN.set(i64::from(!serving));
+        self.args.sharding.set_cut_off(!quorate);
+        self.args.up.store(
+            self.args.me.status == Status::Up && serving,
+            Ordering::Relaxed,
+        );
+        // Members that stand down own nothing: the ring is built over the others.
+        let mut up = judgement.ring;
+        up.retain(|n| {
+            if *n == self.args.me.node {
+                serving
+            } else {
+                self.peers.get(n).is_none_or(|p| p.info.serving)
+            }
+        });
         if self.ring_members.as_ref() == Some(&up) {
             return;
         }
@@ -295,6 +405,7 @@ impl MembershipState {
             gateway: me.gateway.clone(),
             status: me.status,
             entities: me.entities,
+            serving: me.serving,
             last_heartbeat_ms: 0,
         }];
         members.extend(self.peers.values().map(|p| MemberView {
@@ -303,12 +414,15 @@ impl MembershipState {
             gateway: p.info.gateway.clone(),
             status: p.info.status,
             entities: p.info.entities,
+            serving: p.info.serving,
             last_heartbeat_ms: p.last_seen.elapsed().as_millis() as u64,
         }));
         members.sort_by(|a, b| a.node.cmp(&b.node));
         ClusterView {
             node: me.node.clone(),
             members,
+            serving: me.serving,
+            agreed: self.quorum().agreed().iter().cloned().collect(),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 use std::sync::LazyLock;
 
@@ -49,6 +49,14 @@ pub fn latency_buckets() -> Vec<f64> {
         1.0, 2.5, 5.0,
     ]
 }
+
+/// 1 while this node is cut off from the cluster's majority and owns nothing.
+pub static STOOD_DOWN: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "bourse_cluster_stood_down",
+        "1 while this node hears less than a majority of the agreed membership and owns nothing",
+    ))
+});
 
 /// Messages delivered to entities, by kind.
 pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -9,6 +9,7 @@ use crate::membership::{
     ClusterView, MEMBERSHIP_NAME, MemberInfo, Membership, MembershipArgs, MembershipMsg,
     NodeEvents, Status, membership,
 };
+use crate::quorum::Quorum;
 use crate::router::{Router, RouterState};
 use crate::sharding::Sharding;
 use bourse_config::{ClusterSettings, ConfigError};
@@ -16,8 +17,8 @@ use bourse_supervision::{ChildSpec, RestartPolicy, Strategy, Supervisor, Supervi
 use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Handles to this node's cluster services.
@@ -79,7 +80,7 @@ impl ClusterNode {
 
 /// Starts membership and the router (under their own supervisor, restarting with
 /// `policy`), and, when `settings.listen` is set, the node server and the seed
-/// connections. The supervisor and the node server are linked to `supervisor`.
+/// connections. `store_ok` says whether the store answers (the node stands down while not). The supervisor and the node server are linked to `supervisor`.
 pub async fn start(
     settings: &ClusterSettings,
     node: &str,
@@ -87,6 +88,7 @@ pub async fn start(
     sharding: Sharding,
     supervisor: ActorCell,
     policy: RestartPolicy,
+    store_ok: Arc<AtomicBool>,
 ) -> Result<ClusterNode, StartError> {
     let listen: Option<SocketAddr> = match &settings.listen {
         Some(l) => Some(l.parse().map_err(|_| {
@@ -106,6 +108,7 @@ pub async fn start(
             Status::Up
         },
         entities: 0,
+        serving: true,
     };
     let up = Arc::new(AtomicBool::new(false));
     let membership_args = MembershipArgs {
@@ -113,6 +116,10 @@ pub async fn start(
         sharding: sharding.clone(),
         heartbeat,
         timeout: Duration::from_millis(settings.heartbeat_timeout_ms),
+        quorum: Arc::new(Mutex::new(Quorum::new(Duration::from_millis(
+            settings.stable_after_ms,
+        )))),
+        store_ok,
         // Long enough to meet the seeds and hear from their members before taking a
         // share of the ring: fewer moves while a node joins.
         join_grace: heartbeat * 4,

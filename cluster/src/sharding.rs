@@ -187,6 +187,9 @@ struct Inner {
     /// Set by `POST /admin/cluster/leave` for this node (from any node); the process
     /// waits on it beside its stop signals.
     leave: tokio::sync::Notify,
+    /// Set while membership has this node stand down (cut off from the majority), so a
+    /// refused request says why.
+    cut_off: std::sync::atomic::AtomicBool,
 }
 
 /// The routing handle; cheap to clone, shared by the gateway, the feeds and every entity.
@@ -217,6 +220,7 @@ impl Sharding {
                 hub,
                 links: RwLock::new(HashMap::new()),
                 leave: tokio::sync::Notify::new(),
+                cut_off: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -264,6 +268,14 @@ impl Sharding {
             region.rebalance();
         }
         ring
+    }
+
+    /// Marks this node as cut off from the cluster's majority (membership installs an empty
+    /// ring beside it) or back.
+    pub fn set_cut_off(&self, cut: bool) {
+        self.inner
+            .cut_off
+            .store(cut, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes `region` the local region for `E`.
@@ -321,6 +333,15 @@ impl Sharding {
         // message. `link` takes only the links lock, never the ring's.
         let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
         match ring.owner(kind, key) {
+            None if self
+                .inner
+                .cut_off
+                .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Err(AskError::Unavailable(format!(
+                    "{kind}/{key} (this node is cut off from the cluster's majority)"
+                )))
+            }
             None => Err(AskError::Unavailable(format!(
                 "{kind}/{key} (no member is up)"
             ))),

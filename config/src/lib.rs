@@ -291,6 +291,11 @@ pub struct ClusterSettings {
     pub heartbeat_ms: u64,
     /// A peer silent this long is `down`, ms.
     pub heartbeat_timeout_ms: u64,
+    /// How long the set of silent members must hold before the side that keeps serving
+    /// drops them from its agreed membership and their entities move, ms. Peers cut off
+    /// together are noticed up to a tick or two apart: shorter than that risks both sides
+    /// of a split serving for a moment.
+    pub stable_after_ms: u64,
     /// Virtual nodes per member on the hash ring.
     pub vnodes: u32,
     /// An entity with no message for this long is passivated (seconds; 0 = never).
@@ -483,6 +488,7 @@ impl Default for ClusterSettings {
             seeds: Vec::new(),
             heartbeat_ms: 500,
             heartbeat_timeout_ms: 2000,
+            stable_after_ms: 2000,
             vnodes: 128,
             passivate_idle_s: 300,
             ask_timeout_ms: 5000,
@@ -723,6 +729,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "cluster.heartbeat_timeout_ms",
                 "must be longer than cluster.heartbeat_ms",
+            ));
+        }
+        if self.cluster.stable_after_ms < self.cluster.heartbeat_ms {
+            return Err(ConfigError::new(
+                "cluster.stable_after_ms",
+                "must be at least cluster.heartbeat_ms",
             ));
         }
         positive("cluster.ask_timeout_ms", self.cluster.ask_timeout_ms)?;

@@ -9,6 +9,13 @@
 use crate::{Ack, Fence, MarketStore, StoreError, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long a new owner waits for a live holder to release an entity before fencing it.
+pub const HANDOFF_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How often a waiting new owner reads the lease again.
+const HANDOFF_POLL: Duration = Duration::from_millis(25);
 
 /// The lease an activation holds on `kind/key`. Clones share one "lost" flag, so a task
 /// that awaits the activation's acks can mark it lost for the activation.
@@ -31,12 +38,28 @@ impl std::fmt::Debug for Lease {
 impl Lease {
     /// Takes `kind/key` over for `node` (see [`MarketStore::take_over`]): every earlier
     /// activation, here or elsewhere, is fenced from now on.
+    ///
+    /// A holder that `live` says is a serving member of this node's ring is handing the
+    /// entity off as its own ring catches up (nodes hear a membership change up to a
+    /// heartbeat apart): it gets up to [`HANDOFF_PATIENCE`] to release the lease before it
+    /// is fenced, so the entity moves once instead of bouncing between the two. A holder
+    /// that is gone, cut off or standing down is fenced at once.
     pub async fn take_over(
         store: Arc<dyn MarketStore>,
         kind: &str,
         key: &str,
         node: &str,
+        live: impl Fn(&str) -> bool + Send,
     ) -> Result<Lease, StoreError> {
+        let deadline = tokio::time::Instant::now() + HANDOFF_PATIENCE;
+        while tokio::time::Instant::now() < deadline {
+            match store.lease(kind, key).await? {
+                Some((holder, _)) if !holder.is_empty() && holder != node && live(&holder) => {
+                    tokio::time::sleep(HANDOFF_POLL).await;
+                }
+                _ => break,
+            }
+        }
         let fence = store.take_over(kind, key, node).await?;
         Ok(Lease {
             store,

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod contract;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod postgres;

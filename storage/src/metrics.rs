@@ -1,8 +1,8 @@
 //! Storage metrics in the process's default Prometheus registry: how long a write batch
 //! takes to commit and how many rows it carries (the writer's group commit at work), and
-//! what inbox retention dropped.
+//! what inbox retention dropped, and whether the store answers at all.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use std::sync::LazyLock;
 
 /// `metric`, registered (a second registration of the same name is only logged).
@@ -20,6 +20,17 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
         Err(e) => unreachable!("metric {name}: {e}"),
     }
 }
+
+/// 1 while the store answers this node's health reads, 0 while it does not.
+pub static REACHABLE: LazyLock<IntGauge> = LazyLock::new(|| {
+    match IntGauge::new(
+        "bourse_storage_reachable",
+        "1 while the store answers this node's health reads within the heartbeat timeout",
+    ) {
+        Ok(g) => registered(g),
+        Err(e) => unreachable!("metric bourse_storage_reachable: {e}"),
+    }
+});
 
 /// Commit time of one write batch.
 pub static BATCH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {

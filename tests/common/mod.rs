@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+pub mod net;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const AUTH_SECRET: &str = "test-auth-secret-0123456789";
 
@@ -802,6 +804,8 @@ pub struct Cluster {
     hosts: Vec<Host>,
     /// Variables every node gets (the store's settings, say).
     env: Vec<(String, String)>,
+    /// Whether the nodes share `data` (one SQLite store) rather than each its own.
+    shared_data: bool,
 }
 
 pub const COOKIE: &str = "test-cluster-cookie";
@@ -831,7 +835,7 @@ impl Cluster {
             ),
             ("BOURSE_CLUSTER__COOKIE".into(), cookie.into()),
         ];
-        if self.hosts.is_empty() {
+        if self.shared_data {
             env.push((
                 "BOURSE_NODE__DATA_DIR".into(),
                 self.data.display().to_string(),
@@ -843,7 +847,14 @@ impl Cluster {
 
     /// Starts `n` nodes, each seeded with all the others, and waits until every one is up.
     pub fn start(name: &str, n: usize, extra: &str) -> Cluster {
-        Cluster::start_with(name, n, extra, Vec::new(), Vec::new())
+        Cluster::start_with(name, n, extra, Vec::new(), Vec::new(), true)
+    }
+
+    /// Starts one node per host in `hosts`, all on one shared data directory (SQLite, as
+    /// [`Cluster::start`]): separate network hosts, one store on this machine's disk.
+    pub fn start_sharing_on_hosts(name: &str, hosts: Vec<Host>, extra: &str) -> Cluster {
+        let n = hosts.len();
+        Cluster::start_with(name, n, extra, hosts, Vec::new(), true)
     }
 
     /// Starts one node per host in `hosts`, each with a data directory of its own and
@@ -855,7 +866,7 @@ impl Cluster {
         env: Vec<(String, String)>,
     ) -> Cluster {
         let n = hosts.len();
-        Cluster::start_with(name, n, extra, hosts, env)
+        Cluster::start_with(name, n, extra, hosts, env, false)
     }
 
     fn start_with(
@@ -864,6 +875,7 @@ impl Cluster {
         extra: &str,
         hosts: Vec<Host>,
         env: Vec<(String, String)>,
+        shared_data: bool,
     ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -872,6 +884,7 @@ impl Cluster {
             extra: extra.to_string(),
             hosts,
             env,
+            shared_data,
         };
         for i in 0..n {
             let env = cluster.member_env(i, COOKIE);
@@ -1042,4 +1055,37 @@ pub fn run_bourse(
     );
     println!("$ bourse {}\n{stdout}", args.join(" "));
     stdout
+}
+
+/// Units of a decimal string at 8 places (balances here have at most 8).
+pub fn units(s: &str) -> i128 {
+    let (i, f) = s.split_once('.').unwrap_or((s, ""));
+    assert!(f.len() <= 8, "{s}");
+    format!("{i}{f:0<8}").parse().unwrap()
+}
+
+/// Per asset, available + held over `tokens`' accounts, in units of 1e-8.
+pub fn totals(node: &Node, tokens: &[&str]) -> std::collections::BTreeMap<String, i128> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in tokens {
+        let (status, v) = node.api("GET", "/api/v1/account", None, Some(t));
+        assert_eq!(status, 200, "{v}");
+        for (asset, b) in v["balances"].as_object().unwrap() {
+            *out.entry(asset.clone()).or_insert(0) +=
+                units(b["available"].as_str().unwrap()) + units(b["held"].as_str().unwrap());
+        }
+    }
+    out
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

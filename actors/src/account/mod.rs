@@ -144,13 +144,9 @@ impl Entity for Account {
             .key
             .parse()
             .map_err(|_| EntityError::new(format!("account key '{}' is not a user id", ctx.key)))?;
-        let r = crate::journal::recover::<Ledger, Entry>(
-            &deps.store,
-            KIND,
-            &ctx.key,
-            ctx.sharding.node(),
-        )
-        .await?;
+        let r =
+            crate::journal::recover::<Ledger, Entry>(&deps.store, KIND, &ctx.key, &ctx.sharding)
+                .await?;
         let mut ledger = r.snapshot.unwrap_or_default();
         for (at, entry) in &r.entries {
             ledger

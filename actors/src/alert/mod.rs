@@ -192,9 +192,7 @@ impl Entity for Alert {
             .parse()
             .map_err(|_| EntityError::new(format!("alert key '{}' is not an id", ctx.key)))?;
         let store = &deps.store;
-        let lease = Lease::take_over(store.clone(), KIND, &ctx.key, ctx.sharding.node())
-            .await
-            .map_err(storage)?;
+        let lease = crate::journal::take_over(store, KIND, &ctx.key, &ctx.sharding).await?;
         let rule = store
             .alert(id)
             .await

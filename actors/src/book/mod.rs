@@ -183,7 +183,7 @@ impl Entity for BookEntity {
             &deps.store,
             KIND,
             &ctx.key,
-            ctx.sharding.node(),
+            &ctx.sharding,
         )
         .await?;
         let mut state = r.snapshot.map_or_else(BookState::new, BookState::restore);

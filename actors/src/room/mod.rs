@@ -113,9 +113,7 @@ impl Entity for Room {
             .ok_or_else(|| EntityError::new(format!("unknown room '{}'", ctx.key)))?
             as u64;
         let store = &deps.store;
-        let lease = Lease::take_over(store.clone(), KIND, &ctx.key, ctx.sharding.node())
-            .await
-            .map_err(storage)?;
+        let lease = crate::journal::take_over(store, KIND, &ctx.key, &ctx.sharding).await?;
         let last_id = store
             .chat_history(&ctx.key, None, 1)
             .await

@@ -167,9 +167,7 @@ impl Entity for Symbol {
         let store = &deps.store;
         let symbol_name = market.symbol.clone();
         let symbol = symbol_name.as_str();
-        let lease = Lease::take_over(store.clone(), KIND, symbol, ctx.sharding.node())
-            .await
-            .map_err(storage)?;
+        let lease = crate::journal::take_over(store, KIND, symbol, &ctx.sharding).await?;
         let recent: VecDeque<Tick> = store
             .recent_ticks(symbol, RECENT_TRADES)
             .await

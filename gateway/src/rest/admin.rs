@@ -175,6 +175,8 @@ pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
     Ok(json!({
         "node": view.node,
         "members": view.members,
+        "serving": view.serving,
+        "agreed": view.agreed,
         "ring": {"vnodes_per_node": ring.vnodes(), "members": ring.members(), "owners": owners},
     }))
 }

@@ -1,0 +1,556 @@
+//! Network partitions between hosts (docs/DESIGN.md "Partitions"): nodes in network
+//! namespaces sharing one PostgreSQL store, links between them cut with blackhole routes
+//! while clients trade and stream on every side, through the protocol only.
+//!
+//! - One node of three cut off for 20 s: it stands down (`serving: false`, `/readyz` 503,
+//!   orders `unavailable`); the two others take its entities over once and serve every
+//!   order; each stream changes epoch at most once per move of its entity; every
+//!   acknowledged order is stored, money is conserved, and the healed cluster converges.
+//! - Four nodes split 2 + 2: exactly one side (the one with `node1`) serves.
+//! - A node cut off from the store alone stands down and routes its clients to the others,
+//!   who take its entities; it serves again when the store is back.
+//!
+//! Needs root, `ip` and a PostgreSQL server (`BOURSE_TEST_POSTGRES_URL`); without them it
+//! prints SKIPPED, unless `BOURSE_REQUIRE_NETNS` is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::net::Net;
+use common::{ADMIN_TOKEN, Cluster, Node, WsClient, totals};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const FEED: &str = "[feed]\ntrades_per_sec = 5\n";
+const SYMBOLS: [&str; 8] = [
+    "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-AVAX", "KRW-LINK",
+];
+/// What the traders trade: symbol, price, quantity (one fill a pair).
+const ORDERS: [(&str, &str, &str); 2] = [
+    ("KRW-BTC", "140000000", "0.001"),
+    ("KRW-ETH", "5000000", "0.01"),
+];
+const CUT: Duration = Duration::from_secs(20);
+
+/// One cluster at a time: two at once on two cores would starve their heartbeats.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The namespaces, the store and the cluster on them, or `None` (SKIPPED) without them.
+async fn cluster_on_netns(
+    name: &str,
+    n: usize,
+) -> Option<(Net, bourse_storage::contract::ScratchDatabase, Cluster)> {
+    let admin = bourse_storage::contract::postgres_server(name)?;
+    let net = Net::create(n);
+    if !net.namespaces {
+        println!("SKIPPED {name}: cutting links needs network namespaces");
+        return None;
+    }
+    let db = bourse_storage::contract::ScratchDatabase::create(&admin, name).await;
+    let env = vec![
+        ("BOURSE_STORAGE__BACKEND".to_string(), "postgres".into()),
+        (
+            "BOURSE_STORAGE__URL".to_string(),
+            db.url.replace("127.0.0.1", &net.store_addr),
+        ),
+    ];
+    let cluster = Cluster::start_on_hosts(name, net.hosts.clone(), FEED, env);
+    let names: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let all: Vec<usize> = (0..n).collect();
+    cluster.wait_converged(&all, &names, Duration::from_secs(60));
+    Some((net, db, cluster))
+}
+
+fn view(node: &Node) -> Value {
+    node.api("GET", "/admin/cluster", None, Some(ADMIN_TOKEN)).1
+}
+
+fn ring(v: &Value) -> Vec<String> {
+    v["ring"]["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls until `f` holds, for at most `secs`; returns how long it took.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One order as its client saw it: when it was first sent, whether that first attempt was
+/// acknowledged, and the acknowledgement (retried with the same `client_order_id` on
+/// `503` until one came).
+struct Placed {
+    sent: Instant,
+    first_ok: bool,
+    ack: Value,
+}
+
+fn place(node: &Node, token: &str, body: &Value) -> Placed {
+    let sent = Instant::now();
+    let mut first_ok = true;
+    loop {
+        let (status, v) = node.api("POST", "/api/v1/orders", Some(body), Some(token));
+        match status {
+            200 | 201 => {
+                assert_ne!(v["status"], "rejected", "{v}");
+                return Placed {
+                    sent,
+                    first_ok,
+                    ack: v,
+                };
+            }
+            503 => {
+                assert_eq!(v["error"]["code"], "unavailable", "{v}");
+                first_ok = false;
+                assert!(
+                    sent.elapsed() < Duration::from_secs(90),
+                    "never acknowledged: {body}\n{}",
+                    node.log()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => panic!("place {body}: {status} {v}"),
+        }
+    }
+}
+
+/// Pairs of crossing orders, seller through `sell_via`, buyer through `buy_via`, until
+/// `stop`; every one acknowledged.
+fn trade(
+    tag: &str,
+    (sell_via, seller): (&Node, &str),
+    (buy_via, buyer): (&Node, &str),
+    stop: &AtomicBool,
+) -> Vec<(String, Placed)> {
+    let mut placed = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for (symbol, price, qty) in ORDERS {
+            i += 1;
+            let order = |side: &str| {
+                json!({"symbol": symbol, "side": side, "type": "limit", "price": price,
+                       "qty": qty, "client_order_id": format!("{tag}-{side}-{i}")})
+            };
+            placed.push((seller.to_string(), place(sell_via, seller, &order("sell"))));
+            placed.push((buyer.to_string(), place(buy_via, buyer, &order("buy"))));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    placed
+}
+
+/// A WebSocket client on `node` subscribed to every symbol's trades and the traded books,
+/// pumped on its own task until `stop`.
+async fn watch(node: &Node, stop: std::sync::Arc<AtomicBool>) -> tokio::task::JoinHandle<WsClient> {
+    let mut ws = WsClient::connect(&node.ws_url()).await;
+    let mut channels: Vec<String> = SYMBOLS.iter().map(|s| format!("trades:{s}")).collect();
+    channels.extend(ORDERS.iter().map(|(s, _, _)| format!("book:{s}")));
+    let r = ws.request("subscribe", json!({"channels": channels})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            ws.pump(Duration::from_millis(200)).await;
+        }
+        ws
+    })
+}
+
+/// Epoch changes per channel (and no gap inside an epoch).
+fn epoch_changes(ws: &WsClient) -> BTreeMap<String, usize> {
+    let mut by_channel: HashMap<&str, Vec<common::Event>> = HashMap::new();
+    for e in &ws.events {
+        by_channel.entry(&e.ch).or_default().push(e.clone());
+    }
+    by_channel
+        .into_iter()
+        .map(|(ch, events)| (ch.to_string(), common::assert_continuity(&events)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
+    let _serial = SERIAL.lock().await;
+    let Some((net, db, mut cluster)) = cluster_on_netns("partition3", 3).await else {
+        return;
+    };
+    let names = ["node1", "node2", "node3"];
+    // Who owns what before: the cut node's entities move twice (away and back), the
+    // others' never.
+    let mut owner_before = BTreeMap::new();
+    for s in SYMBOLS {
+        owner_before.insert(format!("trades:{s}"), cluster.owner(0, "symbol", s));
+    }
+    for (s, _, _) in ORDERS {
+        owner_before.insert(format!("book:{s}"), cluster.owner(0, "book", s));
+    }
+
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (_, m_sell) = a.register("p3_major_seller");
+    let (_, m_buy) = b.register("p3_major_buyer");
+    let (_, c_sell) = c.register("p3_minor_seller");
+    let (_, c_buy) = c.register("p3_minor_buyer");
+    let tokens = [
+        m_sell.as_str(),
+        m_buy.as_str(),
+        c_sell.as_str(),
+        c_buy.as_str(),
+    ];
+    let granted = totals(a, &tokens);
+
+    let stop_watch = std::sync::Arc::new(AtomicBool::new(false));
+    let watchers = [
+        watch(a, stop_watch.clone()).await,
+        watch(b, stop_watch.clone()).await,
+    ];
+    let stop_trading = AtomicBool::new(false);
+    let (majority, minority, cut_at, cut_ms, detected, healed_in) = std::thread::scope(|s| {
+        let majority = s.spawn(|| trade("maj", (a, &m_sell), (b, &m_buy), &stop_trading));
+        let minority = s.spawn(|| trade("min", (c, &c_sell), (c, &c_buy), &stop_trading));
+        std::thread::sleep(Duration::from_secs(3));
+
+        net.cut(2, 0);
+        net.cut(2, 1);
+        let cut_at = Instant::now();
+        let cut_ms = now_ms();
+        // The majority drops node3 from its ring (after the timeout and the settling
+        // time); node3 stands down.
+        let dropped = wait_for(30, "node1 and node2 drop node3", || {
+            [a, b].iter().all(|n| ring(&view(n)) == ["node1", "node2"])
+        });
+        let detected = Instant::now();
+        let stood_down = wait_for(30, "node3 stands down", || view(c)["serving"] == false);
+        println!(
+            "partition: majority ring without node3 {dropped:?}, node3 stood down {stood_down:?} after the cut"
+        );
+        let v = view(c);
+        assert!(
+            ring(&v).is_empty(),
+            "a node that stands down owns nothing: {v}"
+        );
+        assert_eq!(c.get("/readyz").0, 503, "node3 is not ready while cut off");
+        let (status, refused) = c.api(
+            "POST",
+            "/api/v1/orders",
+            Some(&json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit",
+                         "price": "140000000", "qty": "0.001"})),
+            Some(&c_buy),
+        );
+        assert_eq!(status, 503, "{refused}");
+        assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+        assert_eq!(view(a)["serving"], true);
+        assert_eq!(a.get("/readyz").0, 200);
+
+        std::thread::sleep(CUT.saturating_sub(cut_at.elapsed()));
+        net.heal(2, 0);
+        net.heal(2, 1);
+        let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
+        assert!(
+            cluster
+                .views(&[0, 1, 2])
+                .iter()
+                .all(|v| v["serving"] == true)
+        );
+        println!(
+            "partition: healed cluster converged {healed_in:?} after the links came back ({} ms after the cut)",
+            now_ms() - cut_ms
+        );
+        // Trading goes on on both sides for a while after the heal.
+        std::thread::sleep(Duration::from_secs(4));
+        stop_trading.store(true, Ordering::Relaxed);
+        (
+            majority.join().unwrap(),
+            minority.join().unwrap(),
+            cut_at,
+            cut_ms,
+            detected,
+            healed_in,
+        )
+    });
+    stop_watch.store(true, Ordering::Relaxed);
+    let mut clients = Vec::new();
+    for w in watchers {
+        clients.push(w.await.unwrap());
+    }
+
+    // After detection every order on the majority was acknowledged at its first attempt.
+    let after: Vec<&Placed> = majority
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| p.sent >= detected)
+        .collect();
+    let refused: Vec<&Value> = after
+        .iter()
+        .filter(|p| !p.first_ok)
+        .map(|p| &p.ack)
+        .collect();
+    assert!(
+        after.len() > 20,
+        "the majority traded during the cut: {}",
+        after.len()
+    );
+    assert!(
+        refused.is_empty(),
+        "majority orders refused after detection: {refused:?}"
+    );
+    let during = |p: &Placed| p.sent >= cut_at && p.sent < cut_at + CUT;
+    let minority_first_ok = minority
+        .iter()
+        .filter(|(_, p)| during(p) && p.first_ok)
+        .count();
+    println!(
+        "partition: majority {} orders ({} sent after detection, all acknowledged at once); \
+         minority {} orders, {} acknowledged at the first attempt while cut off",
+        majority.len(),
+        after.len(),
+        minority.len(),
+        minority_first_ok
+    );
+
+    // Streams: no gap inside an epoch; at most one epoch change per move of the entity.
+    for ws in &clients {
+        for (ch, changes) in epoch_changes(ws) {
+            let moves = if owner_before[&ch] == 2 { 2 } else { 0 };
+            let epochs: Vec<(String, u64, i64)> = ws.events.iter().filter(|e| e.ch == ch).fold(
+                Vec::new(),
+                |mut out: Vec<(String, u64, i64)>, e| {
+                    if out.last().is_none_or(|l| l.0 != e.epoch) {
+                        out.push((e.epoch.clone(), e.seq, e.ts - cut_ms));
+                    }
+                    out
+                },
+            );
+            assert!(
+                changes <= moves,
+                "{ch}: {changes} epoch changes for {moves} moves of its entity; \
+                 (epoch, first seq, ms after the cut): {epochs:?}"
+            );
+        }
+        assert!(
+            ws.events.len() > 100,
+            "the stream carried events: {}",
+            ws.events.len()
+        );
+    }
+    // Every trade a client saw is stored as seen.
+    for ws in &clients {
+        for s in ["KRW-BTC", "KRW-ETH"] {
+            let (_, stored) = a.get(&format!("/api/v1/trades/{s}?limit=1000"));
+            let stored: HashMap<String, Value> = stored
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t["trade_id"].to_string(), t.clone()))
+                .collect();
+            for e in ws.events.iter().filter(|e| e.ch == format!("trades:{s}")) {
+                let id = e.data["trade_id"].to_string();
+                let Some(t) = stored.get(&id) else {
+                    // Older than the newest 1000: not checked.
+                    continue;
+                };
+                for field in ["price", "qty", "side"] {
+                    assert_eq!(
+                        t[field], e.data[field],
+                        "{s} trade {id}: stored {t}, seen {}",
+                        e.data
+                    );
+                }
+            }
+        }
+    }
+    // Every acknowledged order is stored, once, and no other.
+    for token in tokens {
+        let acked: BTreeSet<String> = majority
+            .iter()
+            .chain(minority.iter())
+            .filter(|(t, _)| t == token)
+            .map(|(_, p)| p.ack["order_id"].as_str().unwrap().to_string())
+            .collect();
+        let (_, stored) = a.api("GET", "/api/v1/orders?limit=1000", None, Some(token));
+        let stored: BTreeSet<String> = stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(stored, acked, "stored orders are the acknowledged ones");
+    }
+    // Money is conserved.
+    let after_totals = totals(a, &tokens);
+    assert_eq!(
+        after_totals, granted,
+        "available + held per asset is unchanged"
+    );
+    println!(
+        "partition: converged {healed_in:?} after healing; {} + {} stream events; money conserved",
+        clients[0].events.len(),
+        clients[1].events.len()
+    );
+    for n in &mut cluster.nodes {
+        assert!(n.alive(), "a node died:\n{}", n.log());
+    }
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_even_split_leaves_exactly_one_side_serving() {
+    let _serial = SERIAL.lock().await;
+    let Some((net, db, cluster)) = cluster_on_netns("partition22", 4).await else {
+        return;
+    };
+    let names = ["node1", "node2", "node3", "node4"];
+    let (_, token) = cluster.nodes[0].register("p22_trader");
+    for (i, j) in [(0, 2), (0, 3), (1, 2), (1, 3)] {
+        net.cut(i, j);
+    }
+    let cut_at = Instant::now();
+    wait_for(30, "node3 and node4 stand down", || {
+        [2, 3]
+            .iter()
+            .all(|&i| view(&cluster.nodes[i])["serving"] == false)
+    });
+    wait_for(30, "node1 and node2 serve over the two of them", || {
+        [0, 1]
+            .iter()
+            .all(|&i| ring(&view(&cluster.nodes[i])) == ["node1", "node2"])
+    });
+    println!(
+        "split 2+2: one side serving alone {:?} after the cut",
+        cut_at.elapsed()
+    );
+    // It stays that way: one side serves, the other refuses.
+    std::thread::sleep(Duration::from_secs(5));
+    for (i, name) in names.iter().enumerate() {
+        let v = view(&cluster.nodes[i]);
+        assert_eq!(v["serving"], i < 2, "{name}: {v}");
+    }
+    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit",
+                       "price": "140000000", "qty": "0.001"});
+    for (i, name) in names.iter().enumerate() {
+        let (status, v) =
+            cluster.nodes[i].api("POST", "/api/v1/orders", Some(&order), Some(&token));
+        if i < 2 {
+            assert!(matches!(status, 200 | 201), "{name}: {status} {v}");
+        } else {
+            assert_eq!(
+                (status, &v["error"]["code"]),
+                (503, &json!("unavailable")),
+                "{name}: {v}"
+            );
+        }
+    }
+    for (i, j) in [(0, 2), (0, 3), (1, 2), (1, 3)] {
+        net.heal(i, j);
+    }
+    let healed_in = cluster.wait_converged(&[0, 1, 2, 3], &names, Duration::from_secs(60));
+    println!("split 2+2: converged {healed_in:?} after healing");
+    let (_, orders) = cluster.nodes[3].api("GET", "/api/v1/orders", None, Some(&token));
+    assert_eq!(orders.as_array().map(Vec::len), Some(2), "{orders}");
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_its_store_stands_down_and_routes_to_the_others() {
+    let _serial = SERIAL.lock().await;
+    let Some((net, db, cluster)) = cluster_on_netns("partition_store", 3).await else {
+        return;
+    };
+    let names = ["node1", "node2", "node3"];
+    let c = &cluster.nodes[2];
+    let (_, token) = c.register("ps_trader");
+    // A book node3 owns, so its orders must move.
+    let symbol = SYMBOLS
+        .into_iter()
+        .find(|s| cluster.owner(0, "book", s) == 2)
+        .expect("node3 owns some book");
+    let order = |i: usize| {
+        json!({"symbol": symbol, "side": "buy", "type": "limit", "price": "1000",
+               "qty": "1", "client_order_id": format!("ps-{i}")})
+    };
+    let before = place(c, &token, &order(0));
+    assert!(before.first_ok, "{}", before.ack);
+
+    net.cut_store(2);
+    let cut_at = Instant::now();
+    wait_for(30, "node3 stands down", || view(c)["serving"] == false);
+    wait_for(30, "every ring leaves node3 out", || {
+        cluster
+            .views(&[0, 1, 2])
+            .iter()
+            .all(|v| ring(v) == ["node1", "node2"])
+    });
+    println!(
+        "store cut: node3 out of every ring {:?} after losing its store",
+        cut_at.elapsed()
+    );
+    assert_eq!(
+        c.get("/readyz").0,
+        503,
+        "node3 is not ready without its store"
+    );
+    let v = view(&cluster.nodes[0]);
+    let member3 = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "node3")
+        .unwrap();
+    assert_eq!(
+        (&member3["status"], &member3["serving"]),
+        (&json!("up"), &json!(false)),
+        "{v}"
+    );
+    // Its clients are served through the others: the book moved to a node with the store.
+    for i in 1..=3 {
+        let placed = place(c, &token, &order(i));
+        assert!(placed.first_ok, "{}", placed.ack);
+    }
+    assert_ne!(cluster.owner(0, "book", symbol), 2);
+
+    net.heal_store(2);
+    let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
+    println!("store cut: converged {healed_in:?} after the store came back");
+    assert_eq!(cluster.owner(0, "book", symbol), 2, "the book went back");
+    let after = place(c, &token, &order(4));
+    assert!(after.first_ok, "{}", after.ack);
+    let (_, open) = cluster.nodes[0].api(
+        "GET",
+        &format!("/api/v1/orders?symbol={symbol}&status=open"),
+        None,
+        Some(&token),
+    );
+    assert_eq!(
+        open.as_array().map(Vec::len),
+        Some(5),
+        "every acknowledged order rests: {open}"
+    );
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
