@@ -136,6 +136,11 @@ pub struct MembershipArgs {
 struct Peer {
     info: MemberInfo,
     last_seen: Instant,
+    /// Since when it has been heard without a break. A member back from `down` rejoins the
+    /// ring only once this is `stable_after` old: after a partition heals, the heartbeats
+    /// queued on its connection arrive in a burst, and the stale ones among them must not
+    /// flip the ring back and forth.
+    heard_since: Instant,
 }
 
 /// The actor's state.
@@ -200,11 +205,19 @@ impl Actor for Membership {
                 if info.status == Status::Leaving {
                     state.quorum().forget(&info.node);
                 }
+                let now = Instant::now();
+                let heard_since = match state.peers.get(&info.node) {
+                    Some(p) if p.info.status != Status::Down => p.heard_since,
+                    Some(_) => now,
+                    // First contact: nothing to settle.
+                    None => now.checked_sub(state.stable_after()).unwrap_or(now),
+                };
                 state.peers.insert(
                     info.node.clone(),
                     Peer {
                         info,
-                        last_seen: Instant::now(),
+                        last_seen: now,
+                        heard_since,
                     },
                 );
                 state.recompute();
@@ -241,6 +254,10 @@ impl Actor for Membership {
 impl MembershipState {
     fn quorum(&self) -> std::sync::MutexGuard<'_, Quorum> {
         self.args.quorum.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stable_after(&self) -> Duration {
+        self.quorum().stable_after()
     }
 
     async fn tick(&mut self) {
@@ -335,7 +352,9 @@ impl MembershipState {
         let mut heard: BTreeSet<String> = self
             .peers
             .values()
-            .filter(|p| p.info.status == Status::Up)
+            .filter(|p| {
+                p.info.status == Status::Up && p.heard_since.elapsed() >= self.stable_after()
+            })
             .map(|p| p.info.node.clone())
             .collect();
         if self.args.me.status == Status::Up {

@@ -71,6 +71,11 @@ impl Quorum {
         }
     }
 
+    /// How long a view must hold before silent members are dropped.
+    pub fn stable_after(&self) -> Duration {
+        self.stable_after
+    }
+
     /// The membership last agreed on.
     pub fn agreed(&self) -> &BTreeSet<String> {
         &self.agreed
