@@ -18,7 +18,7 @@
 mod common;
 
 use common::net::Net;
-use common::{ADMIN_TOKEN, Cluster, Node, WsClient, totals};
+use common::{ADMIN_TOKEN, Cluster, Node, WsClient, eventually, totals};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,13 +83,7 @@ fn ring(v: &Value) -> Vec<String> {
 /// Polls until `f` holds, for at most `secs`; returns how long it took.
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
-    while !f() {
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(secs, what, || f().then_some(()));
     started.elapsed()
 }
 

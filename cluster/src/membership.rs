@@ -349,12 +349,11 @@ impl MembershipState {
                 .with_label_values(&[status.as_str()])
                 .set(n as i64);
         }
+        let stable_after = self.stable_after();
         let mut heard: BTreeSet<String> = self
             .peers
             .values()
-            .filter(|p| {
-                p.info.status == Status::Up && p.heard_since.elapsed() >= self.stable_after()
-            })
+            .filter(|p| p.info.status == Status::Up && p.heard_since.elapsed() >= stable_after)
             .map(|p| p.info.node.clone())
             .collect();
         if self.args.me.status == Status::Up {
