@@ -340,6 +340,12 @@ fn connections_per_address_hold_across_nodes_through_redis_heal_after_it_and_for
             "BOURSE_GATEWAY__MAX_CONNECTIONS_PER_IP".to_string(),
             "3".to_string(),
         ),
+        // The held connections are idle keep-alive ones, which a node closes after this
+        // long: they must outlive the test (the default 10 s did not, on a slow run).
+        (
+            "BOURSE_GATEWAY__HEADER_READ_TIMEOUT_S".to_string(),
+            "300".to_string(),
+        ),
     ];
     let mut a = Node::start_env("conns-a", "", env.clone(), true);
     let b = Node::start_env("conns-b", "", env, true);
