@@ -182,6 +182,12 @@ async fn a_hung_node_is_marked_down_after_the_heartbeat_timeout_and_comes_back_u
         Duration::from_secs(15),
     );
     println!("SIGCONT: node3 up again after {took:?}");
+    // It noticed its own pause, and owned nothing until its view settled.
+    assert!(
+        cluster.nodes[2].log().contains("this node was paused"),
+        "{}",
+        cluster.nodes[2].log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,8 @@ pub struct MembershipState {
     verdict: Verdict,
     /// Whether "no member heard yet" was logged.
     waiting_logged: bool,
+    /// When this node last woke from a pause (see [`MembershipState::tick`]).
+    woke: Option<Instant>,
 }
 
 /// The membership actor.
@@ -179,6 +181,7 @@ impl Actor for Membership {
             ring_members: None,
             verdict: Verdict::Serve,
             waiting_logged: false,
+            woke: None,
             args,
         };
         state.recompute();
@@ -278,13 +281,20 @@ impl MembershipState {
             .map(|(_, s)| s.active as u64)
             .sum();
         let timeout = self.args.timeout;
-        // A tick that comes far too late means this node was frozen (SIGSTOP, a long GC-like
-        // stall): its peers' silence is its own. Judge them from the next tick on, once
-        // their queued heartbeats have been read.
-        let paused = self.last_tick.elapsed() > timeout;
+        // A tick that comes far too late means this node was frozen (SIGSTOP, a long
+        // stall): its peers' silence is its own, so they are judged from the next tick on,
+        // once their queued heartbeats have been read. Its peers have likely declared it
+        // down and taken its entities over meanwhile, so it owns nothing until its view of
+        // the cluster has settled (see `recompute`).
+        let frozen = self.last_tick.elapsed();
         self.last_tick = Instant::now();
-        if paused {
-            tracing::warn!("this node was paused; skipping one round of failure detection");
+        if frozen > timeout {
+            tracing::warn!(
+                paused_ms = frozen.as_millis() as u64,
+                settle_ms = self.stable_after().as_millis() as u64,
+                "this node was paused: it owns nothing until its view of the cluster settles"
+            );
+            self.woke = Some(Instant::now());
             for peer in self.peers.values_mut() {
                 peer.last_seen = Instant::now();
             }
@@ -374,7 +384,10 @@ impl MembershipState {
                 }
             }
         }
-        let quorate = judgement.verdict == Verdict::Serve;
+        // Just woken from a pause: its entities may run elsewhere already, and what it knows
+        // of its peers is as old as the pause.
+        let settling = self.woke.is_some_and(|woke| woke.elapsed() < stable_after);
+        let quorate = judgement.verdict == Verdict::Serve && !settling;
         let serving = quorate && store_ok;
         if self.args.me.serving != serving {
             self.args.me.serving = serving;
@@ -393,7 +406,7 @@ impl MembershipState {
             Ordering::Relaxed,
         );
         // Members that stand down own nothing: the ring is built over the others.
-        let mut up = judgement.ring;
+        let mut up = if settling { Vec::new() } else { judgement.ring };
         up.retain(|n| {
             if *n == self.args.me.node {
                 serving

@@ -14,8 +14,12 @@ use std::time::Duration;
 /// How long a new owner waits for a live holder to release an entity before fencing it.
 pub const HANDOFF_PATIENCE: Duration = Duration::from_secs(2);
 
-/// How often a waiting new owner reads the lease again.
+/// How soon a waiting new owner first reads the lease again; it waits twice as long each
+/// time after, up to [`HANDOFF_POLL_MAX`], so a rebalance of thousands of entities does not
+/// poll the store 40 times a second for each.
 const HANDOFF_POLL: Duration = Duration::from_millis(25);
+/// The longest wait between two reads of a held lease.
+const HANDOFF_POLL_MAX: Duration = Duration::from_millis(250);
 
 /// The lease an activation holds on `kind/key`. Clones share one "lost" flag, so a task
 /// that awaits the activation's acks can mark it lost for the activation.
@@ -52,10 +56,13 @@ impl Lease {
         live: impl Fn(&str) -> bool + Send,
     ) -> Result<Lease, StoreError> {
         let deadline = tokio::time::Instant::now() + HANDOFF_PATIENCE;
+        let mut poll = HANDOFF_POLL;
         while tokio::time::Instant::now() < deadline {
             match store.lease(kind, key).await? {
                 Some((holder, _)) if !holder.is_empty() && holder != node && live(&holder) => {
-                    tokio::time::sleep(HANDOFF_POLL).await;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(poll.min(left)).await;
+                    poll = (poll * 2).min(HANDOFF_POLL_MAX);
                 }
                 _ => break,
             }
@@ -119,5 +126,63 @@ impl Lease {
                 "releasing the lease failed"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    fn store(name: &str) -> (Arc<dyn MarketStore>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "bourse-lease-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("bourse.db"), 64).unwrap();
+        (Arc::new(store), dir)
+    }
+
+    #[tokio::test]
+    async fn a_live_holder_that_hands_off_is_waited_for_and_one_that_does_not_is_fenced() {
+        let (store, dir) = store("handoff");
+        let held = Lease::take_over(store.clone(), "symbol", "KRW-BTC", "a", |_| true)
+            .await
+            .unwrap();
+        // `a` is live and releases a little later: `b` waits, then takes the lease over.
+        let releasing = {
+            let store = store.clone();
+            let fence = held.fence().clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                store.submit(fence.release()).wait().await
+            })
+        };
+        let moved = Lease::take_over(store.clone(), "symbol", "KRW-BTC", "b", |n| n == "a")
+            .await
+            .unwrap();
+        releasing.await.unwrap().unwrap();
+        assert!(moved.fence().epoch > held.fence().epoch);
+        assert_eq!(
+            store.lease("symbol", "KRW-BTC").await.unwrap(),
+            Some(("b".to_string(), moved.fence().epoch))
+        );
+        // `b` is live but never lets go: `c` fences it once its patience runs out.
+        let fenced = Lease::take_over(store.clone(), "symbol", "KRW-BTC", "c", |n| n == "b")
+            .await
+            .unwrap();
+        assert!(fenced.fence().epoch > moved.fence().epoch);
+        assert_eq!(
+            store
+                .lease("symbol", "KRW-BTC")
+                .await
+                .unwrap()
+                .map(|(n, _)| n),
+            Some("c".to_string())
+        );
+        drop((held, moved, fenced, store));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
