@@ -184,7 +184,7 @@ async fn a_hung_node_is_marked_down_after_the_heartbeat_timeout_and_comes_back_u
     println!("SIGCONT: node3 up again after {took:?}");
     // It noticed its own pause, and owned nothing until its view settled.
     assert!(
-        cluster.nodes[2].log().contains("this node was paused"),
+        cluster.nodes[2].full_log().contains("this node was paused"),
         "{}",
         cluster.nodes[2].log()
     );

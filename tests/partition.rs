@@ -457,6 +457,26 @@ async fn an_even_split_leaves_exactly_one_side_serving() {
             );
         }
     }
+    // A node restarted on the side that stands down hears only node3, which stands down:
+    // with no agreed membership of its own to judge by, it stays joining and serves nothing.
+    let mut cluster = cluster;
+    cluster.nodes[3].restart();
+    std::thread::sleep(Duration::from_secs(6));
+    let v = view(&cluster.nodes[3]);
+    let status = v["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["node"] == "node4"))
+        .map(|m| m["status"].clone());
+    assert_eq!(status, Some(json!("joining")), "restarted node4: {v}");
+    let (status, v) = cluster.nodes[3].api("POST", "/api/v1/orders", Some(&order), Some(&token));
+    assert_eq!(status, 503, "restarted node4: {v}");
+    assert!(
+        cluster.nodes[3]
+            .full_log()
+            .contains("every member heard stands down"),
+        "{}",
+        cluster.nodes[3].log()
+    );
     for (i, j) in [(0, 2), (0, 3), (1, 2), (1, 3)] {
         net.heal(i, j);
     }

@@ -309,24 +309,40 @@ impl MembershipState {
         self.announce();
     }
 
-    /// Whether a joining node may turn `up`: when it hears an `up` member (a cluster to join),
-    /// or, when none is up, if it is the lowest-named of the joining nodes it hears (a cold
-    /// start; the others follow it). A node that hears no one stays `joining`: restarted on
-    /// the far side of a partition, it must not form a cluster of its own.
+    /// Whether a joining node may turn `up`: when it hears a serving `up` member (a cluster
+    /// to join), or, when it hears no `up` member at all, if it is the lowest-named of the
+    /// joining nodes it hears (a cold start; the others follow it). A node that hears no one
+    /// stays `joining`, and so does one that hears only members standing down: restarted on
+    /// the far side of a partition, it must not form a cluster of its own (it has no agreed
+    /// membership yet to judge a majority by).
     fn may_turn_up(&mut self) -> bool {
-        let mut joining = self
+        let up: Vec<&Peer> = self
             .peers
             .values()
-            .filter(|p| p.info.status == Status::Joining);
-        if self.peers.values().any(|p| p.info.status == Status::Up) {
+            .filter(|p| p.info.status == Status::Up)
+            .collect();
+        if up.iter().any(|p| p.info.serving) {
             return true;
+        }
+        if !up.is_empty() {
+            if !self.waiting_logged {
+                self.waiting_logged = true;
+                tracing::warn!(
+                    "every member heard stands down: this node stays joining until it hears one that serves"
+                );
+            }
+            return false;
         }
         let me = &self.args.me.node;
         let mut heard_any = false;
-        let lowest = joining.all(|p| {
-            heard_any = true;
-            me < &p.info.node
-        });
+        let lowest = self
+            .peers
+            .values()
+            .filter(|p| p.info.status == Status::Joining)
+            .all(|p| {
+                heard_any = true;
+                me < &p.info.node
+            });
         if !heard_any && !self.waiting_logged {
             self.waiting_logged = true;
             tracing::warn!("no member heard yet: this node stays joining until it hears one");

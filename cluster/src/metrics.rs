@@ -50,11 +50,11 @@ pub fn latency_buckets() -> Vec<f64> {
     ]
 }
 
-/// 1 while this node is cut off from the cluster's majority and owns nothing.
+/// 1 while this node stands down and owns nothing (see membership.rs `recompute`).
 pub static STOOD_DOWN: LazyLock<IntGauge> = LazyLock::new(|| {
     registered(IntGauge::new(
         "bourse_cluster_stood_down",
-        "1 while this node hears less than a majority of the agreed membership and owns nothing",
+        "1 while this node owns nothing: it hears less than a majority of the agreed membership, its store does not answer, or it has just woken from a pause",
     ))
 });
 
