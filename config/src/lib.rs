@@ -294,7 +294,7 @@ pub struct ClusterSettings {
     /// How long the set of silent members must hold before the side that keeps serving
     /// drops them from its agreed membership and their entities move, ms. Peers cut off
     /// together are noticed up to a tick or two apart: shorter than that risks both sides
-    /// of a split serving for a moment.
+    /// of a split serving for a moment, so it is at least `heartbeat_timeout_ms`.
     pub stable_after_ms: u64,
     /// Virtual nodes per member on the hash ring.
     pub vnodes: u32,
@@ -731,10 +731,13 @@ impl Settings {
                 "must be longer than cluster.heartbeat_ms",
             ));
         }
-        if self.cluster.stable_after_ms < self.cluster.heartbeat_ms {
+        // Peers cut off together fall silent at once but are noticed up to a heartbeat or
+        // two apart; a shorter wait lets a minority drop them one by one and call itself
+        // a majority of what is left.
+        if self.cluster.stable_after_ms < self.cluster.heartbeat_timeout_ms {
             return Err(ConfigError::new(
                 "cluster.stable_after_ms",
-                "must be at least cluster.heartbeat_ms",
+                "must be at least cluster.heartbeat_timeout_ms",
             ));
         }
         positive("cluster.ask_timeout_ms", self.cluster.ask_timeout_ms)?;
@@ -1137,6 +1140,14 @@ initial_price = "1000"
             (("BOURSE_STORAGE__BACKEND", "scylla"), "storage.nodes"),
             (("BOURSE_REDIS__URL", "localhost:6379"), "redis.url"),
             (("BOURSE_REDIS__TIMEOUT_MS", "0"), "redis.timeout_ms"),
+            (
+                ("BOURSE_CLUSTER__HEARTBEAT_TIMEOUT_MS", "500"),
+                "cluster.heartbeat_timeout_ms",
+            ),
+            (
+                ("BOURSE_CLUSTER__STABLE_AFTER_MS", "1999"),
+                "cluster.stable_after_ms",
+            ),
             (
                 ("BOURSE_AUTH__LOGIN_PER_IP_PER_MIN", "60000001"),
                 "auth.login_per_ip_per_min",
