@@ -429,13 +429,7 @@ fn every_node_lists_inspects_kills_and_drains_for_the_whole_cluster() {
         "node3 exit: {status:?}\n{}",
         cluster.nodes[2].log()
     );
-    assert!(
-        cluster.nodes[2]
-            .full_log()
-            .contains("all entities handed off"),
-        "{}",
-        cluster.nodes[2].log()
-    );
+    cluster.nodes[2].assert_logged("all entities handed off");
     cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(30));
     for s in &symbols {
         let (status, v) = get_retry(&cluster.nodes[1], &format!("/api/v1/ticker/{s}"));

@@ -183,11 +183,7 @@ async fn a_hung_node_is_marked_down_after_the_heartbeat_timeout_and_comes_back_u
     );
     println!("SIGCONT: node3 up again after {took:?}");
     // It noticed its own pause, and owned nothing until its view settled.
-    assert!(
-        cluster.nodes[2].full_log().contains("this node was paused"),
-        "{}",
-        cluster.nodes[2].log()
-    );
+    cluster.nodes[2].assert_logged("this node was paused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,13 +357,7 @@ async fn sigterm_drains_a_node_its_clients_get_1001_and_the_others_carry_on() {
     let status =
         tokio::task::block_in_place(|| cluster.nodes[2].terminate()).expect("node3 exits in time");
     assert!(status.success(), "{status}");
-    assert!(
-        cluster.nodes[2]
-            .full_log()
-            .contains("all entities handed off"),
-        "{}",
-        cluster.nodes[2].log()
-    );
+    cluster.nodes[2].assert_logged("all entities handed off");
     cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(10));
     let marks: Vec<usize> = wss.iter().map(|ws| ws.events.len()).collect();
     for ws in wss.iter_mut() {

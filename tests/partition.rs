@@ -69,6 +69,11 @@ fn view(node: &Node) -> Value {
     node.api("GET", "/admin/cluster", None, Some(ADMIN_TOKEN)).1
 }
 
+/// `node`'s entry among an `/admin/cluster` view's members.
+fn member<'a>(v: &'a Value, node: &str) -> Option<&'a Value> {
+    v["members"].as_array()?.iter().find(|m| m["node"] == node)
+}
+
 fn ring(v: &Value) -> Vec<String> {
     v["ring"]["members"]
         .as_array()
@@ -463,20 +468,11 @@ async fn an_even_split_leaves_exactly_one_side_serving() {
     cluster.nodes[3].restart();
     std::thread::sleep(Duration::from_secs(6));
     let v = view(&cluster.nodes[3]);
-    let status = v["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["node"] == "node4"))
-        .map(|m| m["status"].clone());
-    assert_eq!(status, Some(json!("joining")), "restarted node4: {v}");
+    let status = member(&v, "node4").map(|m| &m["status"]);
+    assert_eq!(status, Some(&json!("joining")), "restarted node4: {v}");
     let (status, v) = cluster.nodes[3].api("POST", "/api/v1/orders", Some(&order), Some(&token));
     assert_eq!(status, 503, "restarted node4: {v}");
-    assert!(
-        cluster.nodes[3]
-            .full_log()
-            .contains("every member heard stands down"),
-        "{}",
-        cluster.nodes[3].log()
-    );
+    cluster.nodes[3].assert_logged("every member heard stands down");
     for (i, j) in [(0, 2), (0, 3), (1, 2), (1, 3)] {
         net.heal(i, j);
     }
@@ -529,12 +525,7 @@ async fn a_node_that_loses_its_store_stands_down_and_routes_to_the_others() {
         "node3 is not ready without its store"
     );
     let v = view(&cluster.nodes[0]);
-    let member3 = v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["node"] == "node3")
-        .unwrap();
+    let member3 = member(&v, "node3").unwrap();
     assert_eq!(
         (&member3["status"], &member3["serving"]),
         (&json!("up"), &json!(false)),

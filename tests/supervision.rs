@@ -69,13 +69,8 @@ fn failures_escalate_from_entity_to_region_to_node() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = node.full_log();
-    assert!(
-        log.contains("exceeded its restart intensity; escalating"),
-        "{}",
-        node.log()
-    );
-    assert!(log.contains("region.symbol"), "{}", node.log());
+    node.assert_logged("exceeded its restart intensity; escalating");
+    node.assert_logged("region.symbol");
     assert!(node.alive(), "one region failure does not stop the node");
     assert!(
         serves(&node, "/api/v1/ticker/KRW-BTC"),
@@ -94,15 +89,6 @@ fn failures_escalate_from_entity_to_region_to_node() {
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("the node kept running:\n{}", node.log()));
     assert!(!status.success(), "a fatal escalation exits non-zero");
-    let log = node.full_log();
-    assert!(
-        log.contains("restart intensity exceeded; escalating"),
-        "{}",
-        node.log()
-    );
-    assert!(
-        log.contains("node child failed; shutting the node down"),
-        "{}",
-        node.log()
-    );
+    node.assert_logged("restart intensity exceeded; escalating");
+    node.assert_logged("node child failed; shutting the node down");
 }

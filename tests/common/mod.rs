@@ -297,6 +297,12 @@ impl Node {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
+    /// Fails the test, showing the log's tail, unless the node has logged `text`.
+    #[track_caller]
+    pub fn assert_logged(&self, text: &str) {
+        assert!(self.full_log().contains(text), "{}", self.log());
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
