@@ -1,5 +1,5 @@
 //! The shell commands of README.md and docs/OPERATIONS.md run as written. Each section's
-//! `sh` blocks become one bash script, run in a fresh directory (holding a copy of `compose/`) with two stand-ins:
+//! `sh` blocks become one bash script, run in a fresh directory (holding a copy of `compose/` and `scripts/`) with two stand-ins:
 //! `cargo run --release -- ARGS` runs this build's `bourse ARGS`, and `curl` fails when a
 //! call prints nothing or answers a JSON error (a streaming `curl -N` is cut after 3 s and
 //! fails if the stream ended before).
@@ -216,7 +216,12 @@ fn the_documented_commands_run_as_written() {
         assert!(!blocks.is_empty(), "{file} {title}: no sh blocks");
         let dir = common::temp_dir("readme");
         let copied = Command::new("cp")
-            .args(["-r", &format!("{root}/compose"), dir.to_str().unwrap()])
+            .args([
+                "-r",
+                &format!("{root}/compose"),
+                &format!("{root}/scripts"),
+                dir.to_str().unwrap(),
+            ])
             .status()
             .unwrap();
         assert!(copied.success());

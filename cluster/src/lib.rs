@@ -7,12 +7,14 @@
 //! - [`stream`] and [`hub`]: numbered live streams and the per-node fan-out.
 //! - [`guardian`]: the root of the node's supervision tree.
 //! - [`membership`], [`router`], [`node`]: the cluster: members and the ring, the one
-//!   cross-node endpoint, and starting them.
+//!   cross-node endpoint, and starting them; [`contacts`] and [`tls`]: where peers listen
+//!   and how they are dialed and authenticated.
 //! - [`wire`]: the cross-node codec.
 //! - [`metrics`]: the runtime's Prometheus metrics.
 //! - [`probe`]: a diagnostic entity for measuring routing.
 
 pub mod clients;
+pub mod contacts;
 pub mod entity;
 pub mod guardian;
 pub mod hub;
@@ -27,6 +29,7 @@ pub mod ring;
 pub mod router;
 pub mod sharding;
 pub mod stream;
+pub mod tls;
 pub mod wire;
 
 pub use entity::{Entity, EntityContext, EntityError, Responder};

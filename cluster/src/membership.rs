@@ -16,6 +16,7 @@
 //! Silence is not proof of death (a cut network looks the same), so a silent peer counts
 //! until the view has settled.
 
+use crate::contacts::{Contact, Contacts};
 use crate::quorum::{Quorum, Verdict};
 use crate::router::{ROUTERS_GROUP, RouterMsg};
 use crate::sharding::Sharding;
@@ -98,6 +99,8 @@ pub enum MembershipMsg {
     Heartbeat(MemberInfo),
     /// A node session closed: that peer is gone now, not after the timeout.
     SessionClosed(String),
+    /// Where the members a peer hears listen.
+    Contacts(Vec<Contact>),
     /// This node's own status changes (`leaving` on drain).
     SetStatus(Status),
     View(RpcReplyPort<ClusterView>),
@@ -131,6 +134,8 @@ pub struct MembershipArgs {
     /// Whether the store answers (`bourse_storage::health::watch`); while it does not,
     /// this node stands down and routes to the others.
     pub store_ok: Arc<AtomicBool>,
+    /// Where every node heard of listens, for the dialer.
+    pub contacts: Contacts,
 }
 
 struct Peer {
@@ -201,6 +206,7 @@ impl Actor for Membership {
                     tracing::error!(node = %info.node, addr = %info.addr, "another node uses this node's name");
                     return Ok(());
                 }
+                state.args.contacts.learn(&info.node, &info.addr);
                 let before = state.peers.get(&info.node).map(|p| p.info.status);
                 if before != Some(info.status) {
                     tracing::info!(node = %info.node, status = info.status.as_str(), "member status");
@@ -235,6 +241,11 @@ impl Actor for Membership {
                     peer.info.status = Status::Down;
                     state.quorum().forget(&node);
                     state.recompute();
+                }
+            }
+            MembershipMsg::Contacts(contacts) => {
+                for c in contacts.iter().filter(|c| c.node != state.args.me.node) {
+                    state.args.contacts.learn(&c.node, &c.addr);
                 }
             }
             MembershipMsg::SetStatus(status) => {
@@ -350,9 +361,27 @@ impl MembershipState {
         heard_any && lowest
     }
 
-    /// Sends this node's info to every peer router.
+    /// Sends this node's info, and where the members it hears listen, to every peer router.
     fn announce(&self) {
-        let Ok(bytes) = wire::encode(&wire::msg::Cast::Heartbeat(self.args.me.clone())) else {
+        let me = &self.args.me;
+        let contacts = std::iter::once(me)
+            .chain(
+                self.peers
+                    .values()
+                    .filter(|p| p.info.status != Status::Down)
+                    .map(|p| &p.info),
+            )
+            .filter(|m| !m.addr.is_empty())
+            .map(|m| Contact {
+                node: m.node.clone(),
+                addr: m.addr.clone(),
+            })
+            .collect();
+        let cast = wire::msg::Cast::Batch(vec![
+            wire::msg::Cast::Heartbeat(me.clone()),
+            wire::msg::Cast::Contacts(contacts),
+        ]);
+        let Ok(bytes) = wire::encode(&cast) else {
             return;
         };
         for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
@@ -506,7 +535,16 @@ impl NodeEventSubscription for NodeEvents {
         let mut sessions = self.authenticated.lock().unwrap_or_else(|p| p.into_inner());
         let Some(peer) = sessions.remove(&ses.actor.get_id()) else {
             drop(sessions);
-            tracing::warn!(peer = %ses.peer_addr, "cluster peer refused: authentication failed (wrong cookie?)");
+            if ses.is_server {
+                crate::metrics::PEERS_REFUSED
+                    .with_label_values(&["cookie"])
+                    .inc();
+                tracing::warn!(peer = %ses.peer_addr, "cluster peer refused: authentication failed (wrong cookie?)");
+            } else {
+                // Closed by the peer before authenticating (a duplicate session closes
+                // after it authenticated, so is not this).
+                tracing::warn!(peer = %ses.peer_addr, "the cluster peer refused this node: a wrong cookie, or (with TLS) a certificate it does not accept");
+            }
             return;
         };
         let Some(node) = peer.or_else(|| peer_node(&ses)) else {

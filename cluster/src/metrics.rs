@@ -58,6 +58,17 @@ pub static STOOD_DOWN: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+/// Connections to the cluster port refused before they joined: `tls` (no certificate from
+/// the cluster's CA, or no handshake in time) and `cookie` (a wrong cookie).
+pub static PEERS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_from_zero(
+        "bourse_cluster_peers_refused_total",
+        "Connections to the cluster port refused before joining, by reason (tls, cookie)",
+        "reason",
+        &["tls", "cookie"],
+    )
+});
+
 /// Messages delivered to entities, by kind.
 pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

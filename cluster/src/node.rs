@@ -1,10 +1,11 @@
 //! Starting a node's cluster services: the `ractor_cluster` node server (cookie
-//! authentication, transitive connections: every node connects to every node), the
+//! authentication; with `[cluster.tls]`, mutual TLS first, see [`crate::tls`]), the
 //! membership actor and the router under a rest-for-one supervisor (the router is given
 //! membership's address when it starts, so a new membership needs a new router), and the
-//! connections to the seed nodes (retried with backoff until they answer, and again
-//! whenever this node finds itself alone).
+//! connections: every node connects to every node it hears of, its seeds first, retried
+//! with backoff until they answer.
 
+use crate::contacts::Contacts;
 use crate::membership::{
     ClusterView, MEMBERSHIP_NAME, MemberInfo, Membership, MembershipArgs, MembershipMsg,
     NodeEvents, Status, membership,
@@ -12,10 +13,12 @@ use crate::membership::{
 use crate::quorum::Quorum;
 use crate::router::{Router, RouterState};
 use crate::sharding::Sharding;
+use crate::tls::Tls;
 use bourse_config::{ClusterSettings, ConfigError};
 use bourse_supervision::{ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs};
 use ractor::{Actor, ActorCell, ActorRef};
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +99,11 @@ pub async fn start(
         })?),
         None => None,
     };
+    let tls = match &settings.tls {
+        Some(files) if listen.is_some() => Some(Tls::load(files)?),
+        _ => None,
+    };
+    let contacts = Contacts::default();
     let heartbeat = Duration::from_millis(settings.heartbeat_ms);
     let clustered = listen.is_some();
     let me = MemberInfo {
@@ -124,6 +132,7 @@ pub async fn start(
         // share of the ring: fewer moves while a node joins.
         join_grace: heartbeat * 4,
         up: up.clone(),
+        contacts: contacts.clone(),
     };
     let membership_child = ChildSpec::new("membership", move |sup: ActorCell| {
         let args = membership_args.clone();
@@ -169,18 +178,36 @@ pub async fn start(
         None => None,
         Some(addr) => {
             // Fail with the key's name if the port is taken (the node server would only log).
-            drop(std::net::TcpListener::bind(addr).map_err(|e| {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
                 ConfigError::new("cluster.listen", format!("cannot listen on {addr}: {e}"))
-            })?);
-            let server = NodeServer::new(
-                addr.port(),
-                settings.cookie.clone(),
-                node.to_string(),
-                addr.ip().to_string(),
-                None,
-                Some(ractor_cluster::node::NodeConnectionMode::Transitive),
-            )
-            .with_listen_addr(addr.ip());
+            })?;
+            // Without TLS the node server listens itself (and this was only a check).
+            let listener = tls.as_ref().map(|_| listener);
+            // Peers are dialed by `keep_connected`, not by the node server's transitive mode,
+            // which dials without TLS.
+            let mode = Some(ractor_cluster::node::NodeConnectionMode::Isolated);
+            let server = match &tls {
+                None => NodeServer::new(
+                    addr.port(),
+                    settings.cookie.clone(),
+                    node.to_string(),
+                    addr.ip().to_string(),
+                    None,
+                    mode,
+                )
+                .with_listen_addr(addr.ip()),
+                // The cluster port is `tls::serve`'s; the node server's own listener is
+                // moved to a free loopback port, and it too demands a certificate.
+                Some(tls) => NodeServer::new(
+                    0,
+                    settings.cookie.clone(),
+                    node.to_string(),
+                    addr.ip().to_string(),
+                    Some(IncomingEncryptionMode::Tls(tls.acceptor())),
+                    mode,
+                )
+                .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into()),
+            };
             let (server, _) =
                 Actor::spawn_linked(Some("bourse.node_server".into()), server, (), supervisor)
                     .await
@@ -189,21 +216,48 @@ pub async fn start(
                 id: "bourse.membership".into(),
                 subscription: Box::new(NodeEvents::default()),
             });
-            tracing::info!(%addr, seeds = ?settings.seeds, "cluster listener up");
-            tokio::spawn(keep_connected(server.clone(), settings.seeds.clone()));
+            if let (Some(tls), Some(listener)) = (&tls, listener) {
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(|e| {
+                        ConfigError::new("cluster.listen", format!("cannot listen on {addr}: {e}"))
+                    })?;
+                tokio::spawn(crate::tls::serve(listener, server.clone(), tls.clone()));
+            }
+            tracing::info!(%addr, seeds = ?settings.seeds, tls = tls.is_some(), "cluster listener up");
+            tokio::spawn(keep_connected(
+                server.clone(),
+                Dialing {
+                    me: node.to_string(),
+                    my_addr: addr.to_string(),
+                    seeds: settings.seeds.clone(),
+                    contacts,
+                    tls,
+                },
+            ));
             Some(server)
         }
     };
     Ok(ClusterNode { up, server })
 }
 
-/// Connects to every seed (retrying with backoff until it answers), then keeps watching:
-/// a node with no sessions left dials its seeds again.
-async fn keep_connected(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
-    if seeds.is_empty() {
-        return;
-    }
+/// What [`keep_connected`] dials, and how.
+struct Dialing {
+    me: String,
+    my_addr: String,
+    seeds: Vec<String>,
+    contacts: Contacts,
+    tls: Option<Tls>,
+}
+
+/// Keeps a session to every node this one knows of: its seeds until it has met them, and
+/// every member it hears of (see [`Contacts`]). Runs a round at once when a new node is
+/// learned, every 2 s when all are connected, and with backoff (200 ms to 5 s) while some
+/// do not answer. Dials run side by side, each bounded, so a blackholed peer delays no one.
+async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
     let mut backoff = Duration::from_millis(200);
+    let mut failing: HashMap<String, String> = HashMap::new();
     loop {
         let sessions = match server
             .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
@@ -213,27 +267,68 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, seeds: Vec<String>)
             Err(_) => return, // the node server stopped: the node is shutting down
             Ok(_) => Default::default(),
         };
-        let connected: Vec<String> = sessions.values().map(|s| s.peer_addr.clone()).collect();
-        let mut missing = false;
-        for seed in &seeds {
-            if connected.iter().any(|c| c == seed) {
-                continue;
-            }
-            if !sessions.is_empty() && connected.len() >= seeds.len() {
-                // Meshed through transitive connections already.
-                continue;
-            }
-            missing = true;
-            match ractor_cluster::client_connect(&server, seed.as_str()).await {
-                Ok(()) => tracing::info!(%seed, "connected to seed"),
-                Err(e) => tracing::debug!(%seed, error = ?e, "seed not reachable yet"),
+        let peers: BTreeSet<String> = sessions
+            .values()
+            .filter_map(|s| s.peer_name.as_ref())
+            .map(|p| p.name.split('@').next().unwrap_or(&p.name).to_string())
+            .collect();
+        let dialed: BTreeSet<&str> = sessions.values().map(|s| s.peer_addr.as_str()).collect();
+        let known = dialing.contacts.current();
+        let mut targets: Vec<String> = known
+            .iter()
+            .filter(|c| {
+                c.node != dialing.me
+                    && !peers.contains(&c.node)
+                    && !dialed.contains(c.addr.as_str())
+            })
+            .map(|c| c.addr.clone())
+            .collect();
+        // A peer met but not yet heard may be a seed under another name: wait for its
+        // heartbeat (and address) before dialing seeds again, or the second session is
+        // refused as a duplicate.
+        let unplaced = peers.iter().any(|p| !known.iter().any(|c| c.node == *p));
+        for seed in &dialing.seeds {
+            // A seed met under its node name is dialed as that node, if at all.
+            let met =
+                unplaced || known.iter().any(|c| c.addr == *seed) || dialed.contains(seed.as_str());
+            if !met && *seed != dialing.my_addr && !targets.contains(seed) {
+                targets.push(seed.clone());
             }
         }
-        backoff = if missing {
-            (backoff * 2).min(Duration::from_secs(5))
-        } else {
+        let mut dials = tokio::task::JoinSet::new();
+        for addr in targets.iter().cloned() {
+            let (server, tls) = (server.clone(), dialing.tls.clone());
+            dials.spawn(async move {
+                let result = crate::tls::dial(&server, &addr, tls.as_ref()).await;
+                (addr, result)
+            });
+        }
+        while let Some(Ok((addr, result))) = dials.join_next().await {
+            match result {
+                Ok(()) => {
+                    failing.remove(&addr);
+                    tracing::info!(%addr, "connected to cluster peer");
+                }
+                // Said once per address and reason (a wrong certificate says it here).
+                Err(e) if failing.get(&addr) != Some(&e) => {
+                    tracing::warn!(%addr, error = %e, "cannot reach cluster peer; retrying");
+                    failing.insert(addr, e);
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "cluster peer not reachable yet"),
+            }
+        }
+        backoff = if targets.is_empty() {
             Duration::from_secs(2)
+        } else {
+            (backoff * 2).min(Duration::from_secs(5))
         };
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = dialing.contacts.news() => {
+                backoff = Duration::from_millis(200);
+                // Let the new peer's session authenticate before counting it missing.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }

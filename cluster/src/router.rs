@@ -114,6 +114,9 @@ fn on_cast(state: &RouterState, cast: msg::Cast) {
         msg::Cast::Heartbeat(info) => {
             let _ = state.membership.cast(MembershipMsg::Heartbeat(info));
         }
+        msg::Cast::Contacts(contacts) => {
+            let _ = state.membership.cast(MembershipMsg::Contacts(contacts));
+        }
         msg::Cast::Batch(casts) => {
             for cast in casts {
                 on_cast(state, cast);

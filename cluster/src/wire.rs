@@ -76,6 +76,7 @@ mod tests {
 /// envelopes, stream events, membership heartbeats.
 pub mod msg {
     use crate::clients::ClientView;
+    use crate::contacts::Contact;
     use crate::membership::MemberInfo;
     use crate::region::EntityInfo;
     use crate::stream::{StreamEvent, StreamGrant, StreamRequest};
@@ -114,6 +115,9 @@ pub mod msg {
         Heartbeat(MemberInfo),
         /// Several casts to one node, in order (outbound batching).
         Batch(Vec<Cast>),
+        /// Where the members the sender hears listen (itself included), sent with its
+        /// heartbeat: every node dials every node it hears of.
+        Contacts(Vec<Contact>),
     }
 
     /// Request/reply traffic.

@@ -302,6 +302,24 @@ pub struct ClusterSettings {
     pub passivate_idle_s: u64,
     /// How long an `ask` waits for its reply before failing `unavailable`, ms.
     pub ask_timeout_ms: u64,
+    /// Mutual TLS between nodes; unset, the cluster port speaks plain TCP (the cookie
+    /// still authenticates, but anyone on the path can read and forge the traffic).
+    pub tls: Option<ClusterTls>,
+}
+
+/// Certificates for the cluster port: every node presents `cert` (signed by `ca`) and
+/// accepts only peers whose certificate `ca` signed, so the cookie alone no longer lets a
+/// node in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    /// PEM certificate chain of this node; it must name the host of `cluster.listen` (an IP
+    /// or DNS subject alternative name), which is how its peers dial and verify it.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM certificate(s) of the authority that signs every node of the cluster.
+    pub ca: PathBuf,
 }
 
 /// Restart policy for supervised entities.
@@ -492,6 +510,7 @@ impl Default for ClusterSettings {
             vnodes: 128,
             passivate_idle_s: 300,
             ask_timeout_ms: 5000,
+            tls: None,
         }
     }
 }
@@ -741,6 +760,22 @@ impl Settings {
             ));
         }
         positive("cluster.ask_timeout_ms", self.cluster.ask_timeout_ms)?;
+        if let Some(tls) = &self.cluster.tls {
+            if self.cluster.listen.is_none() {
+                return Err(ConfigError::new(
+                    "cluster.tls",
+                    "needs cluster.listen: a standalone node has no cluster port to protect",
+                ));
+            }
+            for (key, path) in [("cert", &tls.cert), ("key", &tls.key), ("ca", &tls.ca)] {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::new(
+                        format!("cluster.tls.{key}"),
+                        "must name a PEM file",
+                    ));
+                }
+            }
+        }
         positive("supervision.within_s", self.supervision.within_s)?;
         positive(
             "supervision.backoff_min_ms",
@@ -1156,6 +1191,19 @@ initial_price = "1000"
             let err = load("", &[env]).unwrap_err();
             assert_eq!(err.key, key, "{err}");
         }
+    }
+
+    #[test]
+    fn cluster_tls_needs_a_cluster_port_and_every_file() {
+        let tls = "[cluster.tls]\ncert = \"n.pem\"\nkey = \"n.key\"\nca = \"ca.pem\"\n";
+        let err = load(tls, &[]).unwrap_err();
+        assert_eq!(err.key, "cluster.tls", "{err}");
+        let listen = [("BOURSE_CLUSTER__LISTEN", "127.0.0.1:7000")];
+        let (s, _) = load(tls, &listen).unwrap();
+        assert_eq!(s.cluster.tls.map(|t| t.ca), Some(PathBuf::from("ca.pem")));
+        let err = load(&tls.replace("\"n.key\"", "\"\""), &listen).unwrap_err();
+        assert_eq!(err.key, "cluster.tls.key", "{err}");
+        assert!(load(&tls.replace("ca = ", "cafile = "), &listen).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -799,6 +799,23 @@ pub fn read_sse(
     (status, events)
 }
 
+/// The `[cluster.tls]` variables of node `name`, with certificates `scripts/cluster-certs`
+/// wrote into `certs`.
+pub fn tls_env(certs: &Path, name: &str) -> Vec<(String, String)> {
+    let file = |f: String| certs.join(f).display().to_string();
+    vec![
+        (
+            "BOURSE_CLUSTER__TLS__CERT".into(),
+            file(format!("{name}.pem")),
+        ),
+        (
+            "BOURSE_CLUSTER__TLS__KEY".into(),
+            file(format!("{name}.key")),
+        ),
+        ("BOURSE_CLUSTER__TLS__CA".into(), file("ca.pem".into())),
+    ]
+}
+
 /// A cluster of `bourse node` processes: on this machine sharing one data directory (one
 /// SQLite file), or on separate hosts each with its own (sharing only a networked store).
 pub struct Cluster {
@@ -812,6 +829,10 @@ pub struct Cluster {
     env: Vec<(String, String)>,
     /// Whether the nodes share `data` (one SQLite store) rather than each its own.
     shared_data: bool,
+    /// With `[cluster.tls]`: the folder `scripts/cluster-certs` filled (`ca.pem`,
+    /// `nodeN.pem`, `nodeN.key`); every node is then seeded with node1 only (node1 with
+    /// node2), so the others meet through the members' contact lists.
+    tls: Option<PathBuf>,
 }
 
 pub const COOKIE: &str = "test-cluster-cookie";
@@ -821,13 +842,16 @@ impl Cluster {
         self.hosts.get(i).cloned().unwrap_or_else(Host::local)
     }
 
+    /// Node `i`'s cluster address.
+    pub fn cluster_addr(&self, i: usize) -> String {
+        format!("{}:{}", self.host(i).addr, self.cluster_ports[i])
+    }
+
     fn member_env(&self, i: usize, cookie: &str) -> Vec<(String, String)> {
-        let seeds: Vec<String> = self
-            .cluster_ports
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(j, p)| format!("\"{}:{p}\"", self.host(j).addr))
+        let seeds: Vec<String> = (0..self.cluster_ports.len())
+            .filter(|&j| j != i)
+            .filter(|&j| self.tls.is_none() || j == usize::from(i == 0))
+            .map(|j| format!("\"{}\"", self.cluster_addr(j)))
             .collect();
         let mut env = vec![
             ("BOURSE_NODE__NAME".into(), format!("node{}", i + 1)),
@@ -847,20 +871,29 @@ impl Cluster {
                 self.data.display().to_string(),
             ));
         }
+        if let Some(certs) = &self.tls {
+            env.extend(tls_env(certs, &format!("node{}", i + 1)));
+        }
         env.extend(self.env.iter().cloned());
         env
     }
 
+    /// Starts `n` nodes with mutual TLS between them, certificates from `certs` (see
+    /// [`Cluster::tls`]), and waits until every one is up.
+    pub fn start_tls(name: &str, n: usize, extra: &str, certs: &Path) -> Cluster {
+        Cluster::start_with(name, n, extra, Vec::new(), Vec::new(), true, Some(certs))
+    }
+
     /// Starts `n` nodes, each seeded with all the others, and waits until every one is up.
     pub fn start(name: &str, n: usize, extra: &str) -> Cluster {
-        Cluster::start_with(name, n, extra, Vec::new(), Vec::new(), true)
+        Cluster::start_with(name, n, extra, Vec::new(), Vec::new(), true, None)
     }
 
     /// Starts one node per host in `hosts`, all on one shared data directory (SQLite, as
     /// [`Cluster::start`]): separate network hosts, one store on this machine's disk.
     pub fn start_sharing_on_hosts(name: &str, hosts: Vec<Host>, extra: &str) -> Cluster {
         let n = hosts.len();
-        Cluster::start_with(name, n, extra, hosts, Vec::new(), true)
+        Cluster::start_with(name, n, extra, hosts, Vec::new(), true, None)
     }
 
     /// Starts one node per host in `hosts`, each with a data directory of its own and
@@ -872,7 +905,7 @@ impl Cluster {
         env: Vec<(String, String)>,
     ) -> Cluster {
         let n = hosts.len();
-        Cluster::start_with(name, n, extra, hosts, env, false)
+        Cluster::start_with(name, n, extra, hosts, env, false, None)
     }
 
     fn start_with(
@@ -882,6 +915,7 @@ impl Cluster {
         hosts: Vec<Host>,
         env: Vec<(String, String)>,
         shared_data: bool,
+        tls: Option<&Path>,
     ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -891,6 +925,7 @@ impl Cluster {
             hosts,
             env,
             shared_data,
+            tls: tls.map(Path::to_path_buf),
         };
         for i in 0..n {
             let env = cluster.member_env(i, COOKIE);
