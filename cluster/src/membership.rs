@@ -275,6 +275,27 @@ impl MembershipState {
     }
 
     async fn tick(&mut self) {
+        let timeout = self.args.timeout;
+        // A tick that comes far too late means this node was frozen (SIGSTOP, a long
+        // stall): its peers' silence is its own, so they are judged from the next tick on,
+        // once their queued heartbeats have been read. Its peers have likely declared it
+        // down and taken its entities over meanwhile, so it owns nothing until its view of
+        // the cluster has settled (see `recompute`). Judged first, before anything this
+        // tick awaits (the regions' stats wait behind the backlog the pause left), and
+        // applied at once.
+        let frozen = self.last_tick.elapsed();
+        if frozen > timeout {
+            tracing::warn!(
+                paused_ms = frozen.as_millis() as u64,
+                settle_ms = self.stable_after().as_millis() as u64,
+                "this node was paused: it owns nothing until its view of the cluster settles"
+            );
+            self.woke = Some(Instant::now());
+            for peer in self.peers.values_mut() {
+                peer.last_seen = Instant::now();
+            }
+            self.recompute();
+        }
         if self.args.me.status == Status::Joining
             && self.started.elapsed() >= self.args.join_grace
             && self.may_turn_up()
@@ -291,25 +312,8 @@ impl MembershipState {
             .iter()
             .map(|(_, s)| s.active as u64)
             .sum();
-        let timeout = self.args.timeout;
-        // A tick that comes far too late means this node was frozen (SIGSTOP, a long
-        // stall): its peers' silence is its own, so they are judged from the next tick on,
-        // once their queued heartbeats have been read. Its peers have likely declared it
-        // down and taken its entities over meanwhile, so it owns nothing until its view of
-        // the cluster has settled (see `recompute`).
-        let frozen = self.last_tick.elapsed();
+        // From here: a slow answer above is this node's load, not a pause.
         self.last_tick = Instant::now();
-        if frozen > timeout {
-            tracing::warn!(
-                paused_ms = frozen.as_millis() as u64,
-                settle_ms = self.stable_after().as_millis() as u64,
-                "this node was paused: it owns nothing until its view of the cluster settles"
-            );
-            self.woke = Some(Instant::now());
-            for peer in self.peers.values_mut() {
-                peer.last_seen = Instant::now();
-            }
-        }
         for (node, peer) in self.peers.iter_mut() {
             if peer.info.status != Status::Down && peer.last_seen.elapsed() > timeout {
                 tracing::warn!(%node, silent_ms = peer.last_seen.elapsed().as_millis() as u64, "member missed its heartbeats; marking it down");

@@ -19,24 +19,41 @@ struct Position {
     channel: Channel,
     epoch: String,
     seq: u64,
+    /// The epoch a resync is being retried for, and how many tries it has had.
+    retrying: (String, u32),
 }
 
+/// How long a connection waits before asking a publisher's new epoch again.
+const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Tries per channel and epoch (10 s at [`RESYNC_RETRY`]: longer than a woken node settles
+/// or a hand-off waits for its old holder).
+const RESYNC_TRIES: u32 = 40;
+
 impl Position {
-    /// Moves to what a re-subscription granted, never backwards, and returns the granted
-    /// events the client lacks: all of a newer epoch's, none of an older one's, those past
-    /// the position in the same epoch.
-    fn advance<'a>(&mut self, grant: &'a StreamGrant) -> Vec<&'a StreamEvent> {
+    /// Moves to what a re-subscription from `asked` granted, never backwards, and returns
+    /// the granted events the client lacks: all of a newer epoch's, those past the position
+    /// when it asked in its own epoch (a repair). `None` when nothing moves: an answer from
+    /// an older epoch, or from the held one to a request for a newer one. That is a stale
+    /// route to the activation being replaced, which may still publish (a chat room's
+    /// presence needs no write, so it is never fenced): its live frames keep coming in
+    /// order, and jumping to its current seq would skip them.
+    fn advance<'a>(
+        &mut self,
+        asked: &Cursor,
+        grant: &'a StreamGrant,
+    ) -> Option<Vec<&'a StreamEvent>> {
         if epoch_newer(&grant.epoch, &self.epoch) {
             self.epoch = grant.epoch.clone();
             self.seq = grant.seq;
-            return grant.events.iter().collect();
+            return Some(grant.events.iter().collect());
         }
-        if grant.epoch != self.epoch {
-            return Vec::new();
+        if grant.epoch != self.epoch || asked.epoch != self.epoch {
+            return None;
         }
         let after = self.seq;
         self.seq = self.seq.max(grant.seq);
-        grant.events.iter().filter(|e| e.seq > after).collect()
+        Some(grant.events.iter().filter(|e| e.seq > after).collect())
     }
 
     /// Whether a live frame goes to the client (see [`Subscriptions::accept`]).
@@ -249,6 +266,7 @@ impl Subscriptions {
                 channel: channel.clone(),
                 epoch: grant.epoch.clone(),
                 seq: grant.seq,
+                retrying: Default::default(),
             },
         );
         Ok(Granted::new(channel, &grant, grant.events.iter()))
@@ -317,7 +335,9 @@ impl Subscriptions {
             seq: pos.seq,
         };
         tracing::info!(%channel, after = since.seq, "repairing a stream gap from the publisher's replay");
-        let granted = self.resubscribe(channel, since).await?;
+        let Some(granted) = self.resubscribe(channel, since).await? else {
+            return Ok(Vec::new());
+        };
         if !granted.resumed {
             tracing::warn!(%channel, "lost events are no longer held by the publisher; the client sees a gap");
         }
@@ -326,27 +346,31 @@ impl Subscriptions {
 
     /// Re-subscribes a held channel from `since` on the connection's own behalf (a gap, a
     /// new epoch). The grant never takes the client backwards: while two activations of a
-    /// publisher overlap (one fenced and draining, one new), a request routed by a stale
-    /// ring reaches the old one, whose answer is its own epoch's current state. An answer
-    /// from an older epoch is ignored; one in the same epoch only sends what lies past the
-    /// client's position.
-    async fn resubscribe(&mut self, channel: &str, since: Cursor) -> Result<Granted, ApiError> {
+    /// publisher overlap (one fenced or draining, one new), a request routed by a stale
+    /// ring reaches the old one, whose answer is its own epoch's current state. Such an
+    /// answer moves nothing and is `None` (see [`Position::advance`]); one in the same
+    /// epoch only sends what lies past the client's position.
+    async fn resubscribe(
+        &mut self,
+        channel: &str,
+        since: Cursor,
+    ) -> Result<Option<Granted>, ApiError> {
         let Some(parsed) = self.positions.get(channel).map(|p| p.channel.clone()) else {
             return Err(ApiError::bad_request(format!(
                 "channel '{channel}' is not held"
             )));
         };
-        let grant = self.request(&parsed, Some(since)).await?;
+        let grant = self.request(&parsed, Some(since.clone())).await?;
         let Some(pos) = self.positions.get_mut(channel) else {
             return Err(ApiError::bad_request(format!(
                 "channel '{channel}' is not held"
             )));
         };
-        let lacking = pos.advance(&grant);
-        if grant.epoch != pos.epoch {
-            tracing::debug!(%channel, epoch = %grant.epoch, held = %pos.epoch, "a publisher answered from an older epoch; ignored");
-        }
-        Ok(Granted::new(&parsed, &grant, lacking.into_iter()))
+        let Some(lacking) = pos.advance(&since, &grant) else {
+            tracing::info!(%channel, epoch = %grant.epoch, held = %pos.epoch, asked = %since.epoch, "a publisher answered from an older activation; ignored");
+            return Ok(None);
+        };
+        Ok(Some(Granted::new(&parsed, &grant, lacking.into_iter())))
     }
 
     /// Filters live frames into what the client gets, in order, repairing gaps with the
@@ -403,12 +427,48 @@ impl Subscriptions {
             epoch: resync.epoch.clone(),
             seq: 0,
         };
-        let frames = self.resubscribe(&resync.channel, since).await?.frames;
-        // A room in a new epoch restarted without its member list: join it again.
-        if let Some(pos) = self.positions.get(&resync.channel) {
-            self.presence(&pos.channel, true);
+        match self.resubscribe(&resync.channel, since).await {
+            Ok(Some(granted)) => {
+                // A room in a new epoch restarted without its member list: join it again.
+                if let Some(pos) = self.positions.get(&resync.channel) {
+                    self.presence(&pos.channel, true);
+                }
+                Ok(granted.frames)
+            }
+            // The new activation did not answer (yet): the old one did, or none could (a
+            // node settling after a pause owns nothing). Ask again shortly, or this node
+            // stays subscribed to an activation that is going away.
+            Ok(None) => {
+                self.resync_later(resync);
+                Ok(Vec::new())
+            }
+            Err(e) => {
+                tracing::debug!(channel = %resync.channel, error = %e.message, "resync failed; asking again");
+                self.resync_later(resync);
+                Ok(Vec::new())
+            }
         }
-        Ok(frames)
+    }
+
+    /// Queues `resync` again after [`RESYNC_RETRY`], at most [`RESYNC_TRIES`] times per
+    /// channel and epoch.
+    fn resync_later(&mut self, resync: &Resync) {
+        let Some(pos) = self.positions.get_mut(&resync.channel) else {
+            return;
+        };
+        if pos.retrying.0 != resync.epoch {
+            pos.retrying = (resync.epoch.clone(), 0);
+        }
+        pos.retrying.1 += 1;
+        if pos.retrying.1 > RESYNC_TRIES {
+            tracing::warn!(channel = %resync.channel, epoch = %resync.epoch, tries = RESYNC_TRIES, "the publisher's new epoch never answered; the channel waits for its next frame");
+            return;
+        }
+        let (outbox, resync) = (self.outbox.clone(), resync.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(RESYNC_RETRY).await;
+            outbox.push_resync(resync);
+        });
     }
 
     /// What the client gets next from the outbox, in order: each new epoch's replay first,
@@ -531,6 +591,7 @@ mod tests {
             channel: Channel::Book("KRW-BTC".into()),
             epoch: epoch.into(),
             seq,
+            retrying: Default::default(),
         }
     }
 
@@ -538,37 +599,83 @@ mod tests {
         events.iter().map(|e| e.seq).collect()
     }
 
+    fn asked(epoch: &str, seq: u64) -> Cursor {
+        Cursor {
+            epoch: epoch.into(),
+            seq,
+        }
+    }
+
     #[test]
-    fn a_resync_answered_by_the_old_activation_sends_nothing_twice() {
+    fn a_resync_answered_by_the_old_activation_moves_nothing() {
         // The soak's case: the client holds e1:373; the resync for e2 reached e1, which
         // answered with its own snapshot at 373.
         let mut pos = at("e1", 373);
-        assert!(seqs(pos.advance(&grant("e1", 373, &[373]))).is_empty());
+        assert!(
+            pos.advance(&asked("e2", 0), &grant("e1", 373, &[373]))
+                .is_none()
+        );
         assert_eq!((pos.epoch.as_str(), pos.seq), ("e1", 373));
         // e2's live frames then ask for the resync again instead of being dropped for good.
         let frame = Frame::encode(&event("e2", 1));
         assert_eq!(pos.accept(&frame), Verdict::Moved);
         // When e2 answers, its whole replay goes out and its frames follow.
-        assert_eq!(seqs(pos.advance(&grant("e2", 2, &[1, 2]))), vec![1, 2]);
+        let g = grant("e2", 2, &[1, 2]);
+        let replay = pos.advance(&asked("e2", 0), &g);
+        assert_eq!(replay.map(seqs), Some(vec![1, 2]));
         assert_eq!(pos.accept(&frame), Verdict::Drop);
         assert_eq!(pos.accept(&Frame::encode(&event("e2", 3))), Verdict::Send);
     }
 
     #[test]
+    fn a_stale_activation_still_publishing_is_followed_not_skipped() {
+        // A chat room's old activation (a node woken from a pause) kept publishing
+        // presence in e1 after the client held e1:8 and asked for e2: it answered at e1:16
+        // with no events. Moving to 16 dropped the queued live frames 9..16 and the client
+        // saw 17 after 8.
+        let mut pos = at("e1", 8);
+        assert!(
+            pos.advance(&asked("e2", 0), &grant("e1", 16, &[]))
+                .is_none()
+        );
+        assert_eq!(pos.seq, 8);
+        for seq in 9..=17 {
+            assert_eq!(
+                pos.accept(&Frame::encode(&event("e1", seq))),
+                Verdict::Send,
+                "e1:{seq}"
+            );
+        }
+        // A repair asks in the held epoch: an unresumed answer there does move (the
+        // events are gone; the gateway logs it).
+        let mut pos = at("e1", 8);
+        let g = grant("e1", 16, &[]);
+        let repaired = pos.advance(&asked("e1", 8), &g);
+        assert_eq!(repaired.map(seqs), Some(vec![]));
+        assert_eq!(pos.seq, 16);
+    }
+
+    #[test]
     fn a_grant_never_takes_the_position_backwards() {
         let mut pos = at("e2", 10);
-        assert!(seqs(pos.advance(&grant("e1", 50, &[50]))).is_empty());
+        assert!(
+            pos.advance(&asked("e2", 10), &grant("e1", 50, &[50]))
+                .is_none()
+        );
         assert_eq!((pos.epoch.as_str(), pos.seq), ("e2", 10));
         // Same epoch: only what lies past the position.
-        assert_eq!(
-            seqs(pos.advance(&grant("e2", 12, &[9, 10, 11, 12]))),
-            vec![11, 12]
-        );
+        let g = grant("e2", 12, &[9, 10, 11, 12]);
+        let ahead = pos.advance(&asked("e2", 10), &g);
+        assert_eq!(ahead.map(seqs), Some(vec![11, 12]));
         assert_eq!(pos.seq, 12);
-        assert!(seqs(pos.advance(&grant("e2", 12, &[12]))).is_empty());
+        let g = grant("e2", 12, &[12]);
+        let again = pos.advance(&asked("e2", 12), &g);
+        assert_eq!(again.map(seqs), Some(vec![]));
         assert_eq!(pos.seq, 12);
         // Epochs compare by length, then text: "e10" is newer than "e2".
-        assert_eq!(seqs(pos.advance(&grant("e10", 1, &[1]))), vec![1]);
+        let g = grant("e10", 1, &[1]);
+        let newer = pos.advance(&asked("e10", 0), &g);
+        assert_eq!(newer.map(seqs), Some(vec![1]));
         assert_eq!((pos.epoch.as_str(), pos.seq), ("e10", 1));
     }
 
