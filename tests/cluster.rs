@@ -377,3 +377,78 @@ async fn sigterm_drains_a_node_its_clients_get_1001_and_the_others_carry_on() {
         assert_continuity(&ws.events);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_reset_by_the_network_are_redialled_and_nobody_is_marked_down() {
+    // `ss -K` (as root) destroys sockets as a middlebox reset or a flapping link would.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        assert!(
+            std::env::var_os("BOURSE_REQUIRE_NETNS").is_none(),
+            "root is required here"
+        );
+        println!("SKIPPED: resetting sockets with ss -K needs root");
+        return;
+    }
+    let cluster = Cluster::start("reset", 3, FEED);
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut wss = clients(&cluster, &[0]).await;
+    wss[0].pump(Duration::from_secs(1)).await;
+    let before = wss[0].events.len();
+    for i in 0..3 {
+        let port = cluster
+            .cluster_addr(i)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        let reset = std::process::Command::new("ss")
+            .args([
+                "-K",
+                "-t",
+                &format!("( sport = :{port} or dport = :{port} )"),
+            ])
+            .output()
+            .expect("run ss");
+        assert!(reset.status.success(), "{reset:?}");
+    }
+    common::eventually(10, "every node saw its sessions close", || {
+        cluster
+            .nodes
+            .iter()
+            .all(|n| n.full_log().contains("member session closed; redialing it"))
+            .then_some(())
+    });
+    wss[0].pump(Duration::from_secs(4)).await;
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(5),
+    );
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let log = node.full_log();
+        assert!(
+            !log.contains("marking it down"),
+            "node{} marked a live peer down: {log}",
+            i + 1
+        );
+    }
+    // The ring never moved: every symbol streams on in its epoch, no gap, no new epoch.
+    let after = &wss[0].events[before..];
+    let counts = per_channel_counts(&wss[0]);
+    for ch in trades_channels() {
+        assert!(
+            after.iter().any(|e| e.ch == ch),
+            "{ch} streams after the reset: {counts:?}"
+        );
+    }
+    assert_eq!(assert_continuity(after), 0, "no epoch change");
+}

@@ -66,7 +66,12 @@ impl Contacts {
             .collect()
     }
 
-    /// Waits until a new node or a moved one is learned.
+    /// Has the dialer run a round now (a session closed: is its peer's port still open?).
+    pub fn wake(&self) {
+        self.news.notify_one();
+    }
+
+    /// Waits until a new node or a moved one is learned, or [`Contacts::wake`].
     pub async fn news(&self) {
         self.news.notified().await;
     }

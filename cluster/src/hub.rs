@@ -89,6 +89,9 @@ pub enum Drained {
 
 /// A channel's publisher came back with a new epoch: the connection must ask it for the
 /// new epoch's stream (a replay from its start) before it accepts that epoch's frames.
+/// With `epoch` empty: the link to the publisher's node was lost and re-made (events may
+/// have been lost, and the publisher may have dropped this node): the connection asks for
+/// a replay from its position, as it repairs a gap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resync {
     pub channel: String,
@@ -322,6 +325,23 @@ impl Hub {
             *out.entry(subs.publisher.0.clone()).or_default() += subs.subscribers.len();
         }
         out
+    }
+
+    /// Asks every local subscriber of a channel whose publisher `relinked` names (kind,
+    /// key) to repair from its position (see [`Resync`]).
+    pub fn repair_where(&self, relinked: impl Fn(&str, &str) -> bool) {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        for (channel, subs) in channels.iter() {
+            if !relinked(&subs.publisher.0, &subs.publisher.1) {
+                continue;
+            }
+            for (_, outbox) in &subs.subscribers {
+                outbox.push_resync(Resync {
+                    channel: channel.clone(),
+                    epoch: String::new(),
+                });
+            }
+        }
     }
 
     /// A publisher came up with a new epoch (first activation, restart, move): its old

@@ -2,8 +2,8 @@
 //! `up` members.
 //!
 //! Each node's membership actor announces its own [`MemberInfo`] to every peer's router
-//! every `heartbeat_ms`. A peer is `down` when its node session closes (a killed process) or
-//! when it has been silent for `heartbeat_timeout_ms` (a hung process that keeps its TCP
+//! every `heartbeat_ms`. A peer is `down` when its node session closes and its port refuses
+//! the redial (a killed process; a reset session is just redialled) or when it has been silent for `heartbeat_timeout_ms` (a hung process that keeps its TCP
 //! connection); a heartbeat brings it back. A node starts `joining` and turns `up` after a
 //! grace period in which it meets its seeds; `leaving` is announced by a node that drains.
 //! Every node derives the ring from the same rule over the same list, so all agree on
@@ -11,8 +11,9 @@
 //!
 //! The ring is what [`Quorum`] allows: a node that hears less than a majority of the last
 //! agreed membership (half, without its lowest-named member) stands down with an empty
-//! ring, owning nothing and not ready, until it hears a majority again. A session closed
-//! while its peer was still heard is that peer's process exiting: it is forgotten at once.
+//! ring, owning nothing and not ready, until it hears a majority again. A peer whose
+//! session closed and whose port refuses connections (or that announced `leaving`) has
+//! exited: it is forgotten at once.
 //! Silence is not proof of death (a cut network looks the same), so a silent peer counts
 //! until the view has settled.
 
@@ -97,8 +98,13 @@ pub struct ClusterView {
 pub enum MembershipMsg {
     Tick,
     Heartbeat(MemberInfo),
-    /// A node session closed: that peer is gone now, not after the timeout.
+    /// A node's last session closed: redial it to tell an exit from a network fault.
     SessionClosed(String),
+    /// A session to a node authenticated.
+    SessionOpened(String),
+    /// A node's cluster port refused a connection: its process is gone, now, not after
+    /// the timeout.
+    PortClosed(String),
     /// Where the members a peer hears listen.
     Contacts(Vec<Contact>),
     /// This node's own status changes (`leaving` on drain).
@@ -162,6 +168,8 @@ pub struct MembershipState {
     waiting_logged: bool,
     /// When this node last woke from a pause (see [`MembershipState::tick`]).
     woke: Option<Instant>,
+    /// Peers whose session closed while they were up, until one is made again.
+    relinking: BTreeSet<String>,
 }
 
 /// The membership actor.
@@ -187,6 +195,7 @@ impl Actor for Membership {
             verdict: Verdict::Serve,
             waiting_logged: false,
             woke: None,
+            relinking: BTreeSet::new(),
             args,
         };
         state.recompute();
@@ -231,17 +240,38 @@ impl Actor for Membership {
                 );
                 state.recompute();
             }
-            MembershipMsg::SessionClosed(node) => {
-                if let Some(peer) = state.peers.get_mut(&node)
-                    && peer.info.status != Status::Down
-                {
-                    // Closed while still heard: the peer's host closed it, so its process
-                    // is gone (a cut network leaves the session open and silent).
-                    tracing::warn!(%node, "member session closed; marking it down");
-                    peer.info.status = Status::Down;
-                    state.quorum().forget(&node);
-                    state.recompute();
+            MembershipMsg::SessionClosed(node) => match state.peers.get(&node) {
+                // It said it would go: this is its exit.
+                Some(p) if p.info.status == Status::Leaving => state.gone(&node, "left"),
+                // A killed process's host closes its sessions, but so can the network (a
+                // reset, a middlebox): the dialer redials at once, and only a port that
+                // refuses the connection marks the peer down (`PortClosed`). Otherwise
+                // its heartbeats judge it, as for silence.
+                Some(p) if p.info.status != Status::Down => {
+                    tracing::warn!(%node, "member session closed; redialing it");
+                    state.args.contacts.wake();
+                    state.relinking.insert(node);
                 }
+                _ => {}
+            },
+            MembershipMsg::SessionOpened(node) => {
+                // Back without having been down: what crossed the lost session is gone,
+                // and its publishers dropped this node. (A member back from down comes
+                // back through the ring, whose moves start new epochs.)
+                if state.relinking.remove(&node)
+                    && state
+                        .peers
+                        .get(&node)
+                        .is_some_and(|p| p.info.status != Status::Down)
+                {
+                    tracing::info!(%node, "member session made again; repairing the streams it publishes");
+                    state.args.sharding.relinked(&node);
+                }
+            }
+            // Its port refuses connections: its process is gone (a cut network drops or
+            // times out the dial instead).
+            MembershipMsg::PortClosed(node) => {
+                state.gone(&node, "its cluster port refuses connections")
             }
             MembershipMsg::Contacts(contacts) => {
                 for c in contacts.iter().filter(|c| c.node != state.args.me.node) {
@@ -268,6 +298,19 @@ impl Actor for Membership {
 impl MembershipState {
     fn quorum(&self) -> std::sync::MutexGuard<'_, Quorum> {
         self.args.quorum.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `node`'s process is gone, for `why`: it is `down` and no longer counts towards a
+    /// majority.
+    fn gone(&mut self, node: &str, why: &str) {
+        if let Some(peer) = self.peers.get_mut(node)
+            && peer.info.status != Status::Down
+        {
+            tracing::warn!(%node, why, "member gone; marking it down");
+            peer.info.status = Status::Down;
+            self.quorum().forget(node);
+            self.recompute();
+        }
     }
 
     fn stable_after(&self) -> Duration {
@@ -533,6 +576,9 @@ impl NodeEventSubscription for NodeEvents {
             .unwrap_or_else(|p| p.into_inner())
             .insert(ses.actor.get_id(), peer_node(&ses));
         tracing::info!(peer = %ses.peer_addr, node = ?peer_node(&ses), "cluster peer authenticated");
+        if let (Some(node), Some(m)) = (peer_node(&ses), membership()) {
+            let _ = m.cast(MembershipMsg::SessionOpened(node));
+        }
     }
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {

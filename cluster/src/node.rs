@@ -274,14 +274,15 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
             .collect();
         let dialed: BTreeSet<&str> = sessions.values().map(|s| s.peer_addr.as_str()).collect();
         let known = dialing.contacts.current();
-        let mut targets: Vec<String> = known
+        // (node, if known; address)
+        let mut targets: Vec<(Option<String>, String)> = known
             .iter()
             .filter(|c| {
                 c.node != dialing.me
                     && !peers.contains(&c.node)
                     && !dialed.contains(c.addr.as_str())
             })
-            .map(|c| c.addr.clone())
+            .map(|c| (Some(c.node.clone()), c.addr.clone()))
             .collect();
         // A peer met but not yet heard may be a seed under another name: wait for its
         // heartbeat (and address) before dialing seeds again, or the second session is
@@ -291,30 +292,36 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
             // A seed met under its node name is dialed as that node, if at all.
             let met =
                 unplaced || known.iter().any(|c| c.addr == *seed) || dialed.contains(seed.as_str());
-            if !met && *seed != dialing.my_addr && !targets.contains(seed) {
-                targets.push(seed.clone());
+            if !met && *seed != dialing.my_addr && !targets.iter().any(|(_, a)| a == seed) {
+                targets.push((None, seed.clone()));
             }
         }
         let mut dials = tokio::task::JoinSet::new();
-        for addr in targets.iter().cloned() {
+        for (node, addr) in targets.iter().cloned() {
             let (server, tls) = (server.clone(), dialing.tls.clone());
             dials.spawn(async move {
                 let result = crate::tls::dial(&server, &addr, tls.as_ref()).await;
-                (addr, result)
+                (node, addr, result)
             });
         }
-        while let Some(Ok((addr, result))) = dials.join_next().await {
-            match result {
+        while let Some(Ok((node, addr, result))) = dials.join_next().await {
+            let e = match result {
                 Ok(()) => {
                     failing.remove(&addr);
                     tracing::info!(%addr, "connected to cluster peer");
+                    continue;
                 }
-                // Said once per address and reason (a wrong certificate says it here).
-                Err(e) if failing.get(&addr) != Some(&e) => {
-                    tracing::warn!(%addr, error = %e, "cannot reach cluster peer; retrying");
-                    failing.insert(addr, e);
-                }
-                Err(e) => tracing::debug!(%addr, error = %e, "cluster peer not reachable yet"),
+                Err(e) => e,
+            };
+            if let (true, Some(node), Some(m)) = (e.refused, node, membership()) {
+                let _ = m.cast(MembershipMsg::PortClosed(node));
+            }
+            // Said once per address and reason (a wrong certificate says it here).
+            if failing.get(&addr) != Some(&e.message) {
+                tracing::warn!(%addr, error = %e, "cannot reach cluster peer; retrying");
+                failing.insert(addr, e.message);
+            } else {
+                tracing::debug!(%addr, error = %e, "cluster peer not reachable yet");
             }
         }
         backoff = if targets.is_empty() {

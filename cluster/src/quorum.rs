@@ -6,7 +6,7 @@
 //! agreed on. More than half of it heard: serve. Exactly half: serve only if the lowest-named
 //! agreed member is heard (every node picks the same side without talking). Less: stand
 //! down, owning nothing, until a majority is heard again. Members that left for sure (a
-//! clean leave, or a process whose connection its host closed) are forgotten at once and
+//! clean leave, or a process whose port refuses connections once its session closed) are forgotten at once and
 //! no longer count; a member that just went silent still counts until the view has been
 //! stable for `stable_after`, because peers cut off at the same moment are noticed a tick
 //! or two apart and the agreed membership must not shrink between those ticks.

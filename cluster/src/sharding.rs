@@ -253,6 +253,16 @@ impl Sharding {
         (!members.is_empty()).then(|| members.iter().any(|m| m == node))
     }
 
+    /// A session to `node` was lost and made again: local subscribers of the publishers it
+    /// owns repair their streams, which also registers this node with them again (a
+    /// publisher drops a node it could not reach).
+    pub fn relinked(&self, node: &str) {
+        let ring = self.ring();
+        self.inner
+            .hub
+            .repair_where(|kind, key| ring.owner(kind, key) == Some(node));
+    }
+
     /// Whether this node owns `kind/key` on the current ring.
     pub fn owns(&self, kind: &str, key: &str) -> bool {
         let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());

@@ -177,31 +177,66 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string()).map_err(|e| format!("'{addr}': {e}"))
 }
 
+/// Why a dial failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialError {
+    /// The port refused the connection: nothing listens there (the node's process is gone).
+    pub refused: bool,
+    pub message: String,
+}
+
+impl DialError {
+    fn io(e: &std::io::Error) -> Self {
+        DialError {
+            refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+            message: e.to_string(),
+        }
+    }
+
+    fn other(message: String) -> Self {
+        DialError {
+            refused: false,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Opens a session to the node at `addr`, over TLS when `tls` is set; gives up after
 /// [`HANDSHAKE_TIMEOUT`] (a blackholed peer would otherwise hold the dial for minutes).
 pub async fn dial(
     server: &ActorRef<NodeServerMessage>,
     addr: &str,
     tls: Option<&Tls>,
-) -> Result<(), String> {
+) -> Result<(), DialError> {
     let dialing = async {
         match tls {
             None => ractor_cluster::client_connect(server, addr)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| match e {
+                    ractor_cluster::ClientConnectErr::Socket(e) => DialError::io(&e),
+                    e => DialError::other(e.to_string()),
+                }),
             Some(tls) => {
-                let name = server_name(addr)?;
-                let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let name = server_name(addr).map_err(DialError::other)?;
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| DialError::io(&e))?;
                 let _ = stream.set_nodelay(true);
                 let (peer_addr, local_addr) = (
-                    stream.peer_addr().map_err(|e| e.to_string())?,
-                    stream.local_addr().map_err(|e| e.to_string())?,
+                    stream.peer_addr().map_err(|e| DialError::io(&e))?,
+                    stream.local_addr().map_err(|e| DialError::io(&e))?,
                 );
                 let stream = tls
                     .connector
                     .connect(name, stream)
                     .await
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                    .map_err(|e| DialError::other(format!("TLS handshake: {e}")))?;
                 server
                     .cast(NodeServerMessage::ConnectionOpened {
                         stream: Box::new(NetworkStream::TlsClient {
@@ -211,13 +246,18 @@ pub async fn dial(
                         }),
                         is_server: false,
                     })
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| DialError::other(e.to_string()))
             }
         }
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
         .await
-        .map_err(|_| format!("no answer within {} s", HANDSHAKE_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            DialError::other(format!(
+                "no answer within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ))
+        })?
 }
 
 #[cfg(test)]

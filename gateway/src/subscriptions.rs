@@ -420,6 +420,17 @@ impl Subscriptions {
         let Some(pos) = self.positions.get(&resync.channel) else {
             return Ok(Vec::new());
         };
+        // The link to the publisher's node was re-made: repair from the position.
+        if resync.epoch.is_empty() {
+            return match self.repair(&resync.channel).await {
+                Ok(frames) => Ok(frames),
+                Err(e) => {
+                    tracing::debug!(channel = %resync.channel, error = %e.message, "repair after a re-made link failed; asking again");
+                    self.resync_later(resync);
+                    Ok(Vec::new())
+                }
+            };
+        }
         if pos.epoch == resync.epoch || !epoch_newer(&resync.epoch, &pos.epoch) {
             return Ok(Vec::new());
         }
