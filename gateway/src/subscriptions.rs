@@ -23,12 +23,16 @@ struct Position {
     retrying: (String, u32),
 }
 
-/// How long a connection waits before asking a publisher's new epoch again.
+/// How long a connection first waits before asking a publisher's new epoch again; the
+/// wait doubles per try up to [`RESYNC_RETRY_MAX`].
 const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Tries per channel and epoch (10 s at [`RESYNC_RETRY`]: longer than a woken node settles
-/// or a hand-off waits for its old holder).
-const RESYNC_TRIES: u32 = 40;
+/// The longest wait between two tries.
+const RESYNC_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tries per channel and epoch: about 80 s in all, longer than a woken node settles, a
+/// hand-off waits for its old holder, or a short network cut lasts.
+const RESYNC_TRIES: u32 = 20;
 
 impl Position {
     /// Moves to what a re-subscription from `asked` granted, never backwards, and returns
@@ -461,8 +465,8 @@ impl Subscriptions {
         }
     }
 
-    /// Queues `resync` again after [`RESYNC_RETRY`], at most [`RESYNC_TRIES`] times per
-    /// channel and epoch.
+    /// Queues `resync` again after [`RESYNC_RETRY`] (doubling per try), at most
+    /// [`RESYNC_TRIES`] times per channel and epoch.
     fn resync_later(&mut self, resync: &Resync) {
         let Some(pos) = self.positions.get_mut(&resync.channel) else {
             return;
@@ -475,9 +479,12 @@ impl Subscriptions {
             tracing::warn!(channel = %resync.channel, epoch = %resync.epoch, tries = RESYNC_TRIES, "the publisher's new epoch never answered; the channel waits for its next frame");
             return;
         }
+        let wait = RESYNC_RETRY
+            .saturating_mul(1 << pos.retrying.1.saturating_sub(1).min(8))
+            .min(RESYNC_RETRY_MAX);
         let (outbox, resync) = (self.outbox.clone(), resync.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(RESYNC_RETRY).await;
+            tokio::time::sleep(wait).await;
             outbox.push_resync(resync);
         });
     }
