@@ -57,6 +57,9 @@ enum CtlCommand {
     },
     /// Drain a node: it hands its entities off, then exits.
     Leave { node: String },
+    /// Declare a node that is no longer heard gone for good: it stops counting towards a
+    /// majority (for a node known dead; see docs/OPERATIONS.md "A cluster").
+    Down { node: String },
     /// One node's client connections (WebSocket and SSE), by id.
     Connections {
         /// Whose connections (default: the node asked).
@@ -382,6 +385,13 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 "killed connection {} on {}",
                 cell(&v["killed"]["id"]),
                 cell(&v["killed"]["node"])
+            );
+        }
+        CtlCommand::Down { node } => {
+            let v = client.post("/admin/cluster/down", json!({"node": node}))?;
+            println!(
+                "{} is down: it no longer counts towards a majority",
+                cell(&v["down"])
             );
         }
         CtlCommand::Leave { node } => {

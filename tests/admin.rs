@@ -726,3 +726,46 @@ async fn connections_are_listed_and_a_killed_one_closes_alone_with_1011() {
     assert_eq!(v["connections"].as_array().unwrap().len(), 1, "{v}");
     bystander.close().await;
 }
+
+#[test]
+fn ctl_down_lets_the_last_node_of_three_serve_again() {
+    let cluster = Cluster::start("admin-down", 3, "[feed]\ntrades_per_sec = 20\n");
+    cluster.wait_converged(
+        &[0, 1, 2],
+        &["node1", "node2", "node3"],
+        Duration::from_secs(20),
+    );
+    let node1 = &cluster.nodes[0];
+    // A heard member, the node itself and a stranger are refused, and say why.
+    let (ok, _, err) = ctl(node1, ADMIN_TOKEN, &["down", "node2"]);
+    assert!(!ok && err.contains("409") && err.contains("heard"), "{err}");
+    let (ok, _, err) = ctl(node1, ADMIN_TOKEN, &["down", "node1"]);
+    assert!(!ok && err.contains("400"), "{err}");
+    let (ok, _, err) = ctl(node1, ADMIN_TOKEN, &["down", "node9"]);
+    assert!(!ok && err.contains("404"), "{err}");
+
+    // Two of three hosts stop for good: node1 is a minority and stands down.
+    cluster.nodes[1].signal("STOP");
+    cluster.nodes[2].signal("STOP");
+    common::eventually(20, "node1 stands down", || {
+        (node1.get("/readyz").0 == 503).then_some(())
+    });
+    let (status, _) = node1.get("/api/v1/ticker/KRW-BTC");
+    assert_eq!(status, 503, "standing down, it serves nothing");
+    for gone in ["node2", "node3"] {
+        let (ok, out, err) = ctl(node1, ADMIN_TOKEN, &["down", gone]);
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(&format!("{gone} is down")), "{out}");
+    }
+    common::eventually(20, "node1 serves again", || {
+        (node1.get("/readyz").0 == 200).then_some(())
+    });
+    common::eventually(20, "node1 owns every symbol", || {
+        let (status, v) = node1.get("/api/v1/ticker/KRW-BTC");
+        (status == 200).then_some(v)
+    });
+    let view = &cluster.views(&[0])[0];
+    assert_eq!(view["agreed"], json!(["node1"]), "{view}");
+    assert_eq!(view["ring"]["members"], json!(["node1"]), "{view}");
+    node1.assert_logged("downed by an operator");
+}

@@ -356,6 +356,12 @@ fn the_document_matches_the_routes_and_the_responses() {
             Some(json!({"node": "node9"})),
         ),
         ("POST", "/admin/cluster/leave".into(), Some(json!({}))),
+        (
+            "POST",
+            "/admin/cluster/down".into(),
+            Some(json!({"node": "node9"})),
+        ),
+        ("POST", "/admin/cluster/down".into(), Some(json!({}))),
         ("GET", "/admin/connections?limit=5".into(), None),
         ("GET", "/admin/connections?limit=0".into(), None),
         ("GET", "/admin/connections?node=node9".into(), None),

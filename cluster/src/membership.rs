@@ -107,6 +107,8 @@ pub enum MembershipMsg {
     PortClosed(String),
     /// Where the members a peer hears listen.
     Contacts(Vec<Contact>),
+    /// An operator declared this node gone for good (see [`down`]).
+    Down(String),
     /// This node's own status changes (`leaving` on drain).
     SetStatus(Status),
     View(RpcReplyPort<ClusterView>),
@@ -121,6 +123,25 @@ pub const MEMBERSHIP_NAME: &str = "bourse.membership";
 /// This node's membership actor, if it runs.
 pub fn membership() -> Option<ActorRef<MembershipMsg>> {
     ractor::registry::where_is(MEMBERSHIP_NAME).map(ActorRef::from)
+}
+
+/// Declares `node` gone for good, on this node and on every member it reaches: it is
+/// `down` and no longer counts towards a majority, so survivors that are a minority of the
+/// last agreed membership (two of three nodes lost for good, say) serve again. For a node
+/// known dead only: downing a live node on the far side of a cut lets both sides serve. If
+/// it talks again it rejoins as a healed member would.
+pub fn down(node: &str) {
+    if let Some(m) = membership() {
+        let _ = m.cast(MembershipMsg::Down(node.to_string()));
+    }
+    let Ok(bytes) = wire::encode(&wire::msg::Cast::Down(node.to_string())) else {
+        return;
+    };
+    for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
+        if !cell.get_id().is_local() {
+            let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
+        }
+    }
 }
 
 /// Settings of the membership actor.
@@ -272,6 +293,17 @@ impl Actor for Membership {
             // times out the dial instead).
             MembershipMsg::PortClosed(node) => {
                 state.gone(&node, "its cluster port refuses connections")
+            }
+            MembershipMsg::Down(node) if node == state.args.me.node => {
+                tracing::warn!("an operator downed this node; ignored: a node cannot down itself");
+            }
+            MembershipMsg::Down(node) => {
+                if let Some(peer) = state.peers.get_mut(&node) {
+                    peer.info.status = Status::Down;
+                }
+                state.quorum().forget(&node);
+                tracing::warn!(%node, "downed by an operator: it no longer counts towards a majority");
+                state.recompute();
             }
             MembershipMsg::Contacts(contacts) => {
                 for c in contacts.iter().filter(|c| c.node != state.args.me.node) {

@@ -114,6 +114,9 @@ fn on_cast(state: &RouterState, cast: msg::Cast) {
         msg::Cast::Heartbeat(info) => {
             let _ = state.membership.cast(MembershipMsg::Heartbeat(info));
         }
+        msg::Cast::Down(node) => {
+            let _ = state.membership.cast(MembershipMsg::Down(node));
+        }
         msg::Cast::Contacts(contacts) => {
             let _ = state.membership.cast(MembershipMsg::Contacts(contacts));
         }

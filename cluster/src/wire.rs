@@ -118,6 +118,8 @@ pub mod msg {
         /// Where the members the sender hears listen (itself included), sent with its
         /// heartbeat: every node dials every node it hears of.
         Contacts(Vec<Contact>),
+        /// An operator declared this node gone for good (see `membership::down`).
+        Down(String),
     }
 
     /// Request/reply traffic.

@@ -363,6 +363,12 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .and(token)
         .and(body.clone())
         .then(|s, auth, body| admin_post(s, auth, body, StatusCode::ACCEPTED, rest::admin::leave));
+    let down = warp::path!("admin" / "cluster" / "down")
+        .and(warp::post())
+        .and(st.clone())
+        .and(token)
+        .and(body.clone())
+        .then(|s, auth, body| admin_post(s, auth, body, StatusCode::OK, rest::admin::down));
     let cluster = warp::path!("admin" / "cluster")
         .and(warp::get())
         .and(st.clone())
@@ -412,6 +418,8 @@ fn admin_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
             admin_post(s, auth, body, StatusCode::OK, rest::admin::bench_routing)
         });
     kill.or(leave)
+        .unify()
+        .or(down)
         .unify()
         .or(kill_connection)
         .unify()

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/notifications"),
     ("GET", "/admin/cluster"),
     ("POST", "/admin/cluster/leave"),
+    ("POST", "/admin/cluster/down"),
     ("GET", "/admin/entities"),
     ("GET", "/admin/entities/{kind}/{key}"),
     ("POST", "/admin/chaos/kill"),

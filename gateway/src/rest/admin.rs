@@ -261,6 +261,39 @@ pub async fn leave(state: Arc<GatewayState>, req: LeaveRequest) -> Result<Value,
     Ok(json!({"leaving": member.node}))
 }
 
+/// `POST /admin/cluster/down` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownRequest {
+    node: String,
+}
+
+/// Declares a member this node no longer hears gone for good, on every member it reaches:
+/// it stops counting towards a majority (see `bourse_cluster::membership::down`).
+pub async fn down(state: Arc<GatewayState>, req: DownRequest) -> Result<Value, ApiError> {
+    let view = view(&state).await?;
+    if req.node == view.node {
+        return Err(ApiError::bad_request(
+            "a node cannot down itself: drain it with leave",
+        ));
+    }
+    let member = view
+        .members
+        .iter()
+        .find(|m| m.node == req.node)
+        .ok_or_else(|| ApiError::not_found(format!("no member '{}'", req.node)))?;
+    if member.status != Status::Down {
+        return Err(ApiError::conflict(format!(
+            "'{}' is heard ({}): only a member this node no longer hears can be downed; drain a live one with leave",
+            req.node,
+            member.status.as_str()
+        )));
+    }
+    bourse_cluster::membership::down(&req.node);
+    tracing::warn!(node = %req.node, "downed by an operator");
+    Ok(json!({"down": req.node}))
+}
+
 /// `POST /admin/bench/routing` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
