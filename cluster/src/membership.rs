@@ -19,7 +19,7 @@
 
 use crate::contacts::{Contact, Contacts};
 use crate::quorum::{Quorum, Verdict};
-use crate::router::{ROUTERS_GROUP, RouterMsg};
+use crate::router::cast_to_peers;
 use crate::sharding::Sharding;
 use crate::wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -134,14 +134,7 @@ pub fn down(node: &str) {
     if let Some(m) = membership() {
         let _ = m.cast(MembershipMsg::Down(node.to_string()));
     }
-    let Ok(bytes) = wire::encode(&wire::msg::Cast::Down(node.to_string())) else {
-        return;
-    };
-    for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
-        if !cell.get_id().is_local() {
-            let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
-        }
-    }
+    cast_to_peers(&wire::msg::Cast::Down(node.to_string()));
 }
 
 /// Settings of the membership actor.
@@ -297,14 +290,8 @@ impl Actor for Membership {
             MembershipMsg::Down(node) if node == state.args.me.node => {
                 tracing::warn!("an operator downed this node; ignored: a node cannot down itself");
             }
-            MembershipMsg::Down(node) => {
-                if let Some(peer) = state.peers.get_mut(&node) {
-                    peer.info.status = Status::Down;
-                }
-                state.quorum().forget(&node);
-                tracing::warn!(%node, "downed by an operator: it no longer counts towards a majority");
-                state.recompute();
-            }
+            // Already `down` (silent) or not, it stops counting.
+            MembershipMsg::Down(node) => state.forget(&node, "downed by an operator"),
             MembershipMsg::Contacts(contacts) => {
                 for c in contacts.iter().filter(|c| c.node != state.args.me.node) {
                     state.args.contacts.learn(&c.node, &c.addr);
@@ -335,14 +322,23 @@ impl MembershipState {
     /// `node`'s process is gone, for `why`: it is `down` and no longer counts towards a
     /// majority.
     fn gone(&mut self, node: &str, why: &str) {
-        if let Some(peer) = self.peers.get_mut(node)
-            && peer.info.status != Status::Down
+        if self
+            .peers
+            .get(node)
+            .is_some_and(|p| p.info.status != Status::Down)
         {
-            tracing::warn!(%node, why, "member gone; marking it down");
-            peer.info.status = Status::Down;
-            self.quorum().forget(node);
-            self.recompute();
+            self.forget(node, why);
         }
+    }
+
+    /// Marks `node` `down` and stops counting it towards a majority, for `why`.
+    fn forget(&mut self, node: &str, why: &str) {
+        tracing::warn!(%node, why, "member gone; marking it down");
+        if let Some(peer) = self.peers.get_mut(node) {
+            peer.info.status = Status::Down;
+        }
+        self.quorum().forget(node);
+        self.recompute();
     }
 
     fn stable_after(&self) -> Duration {
@@ -440,34 +436,24 @@ impl MembershipState {
         heard_any && lowest
     }
 
-    /// Sends this node's info, and where the members it hears listen, to every peer router.
+    /// Sends this node's info (which says where it listens), and where the other members
+    /// it hears listen, to every peer router.
     fn announce(&self) {
         let me = &self.args.me;
-        let contacts = std::iter::once(me)
-            .chain(
-                self.peers
-                    .values()
-                    .filter(|p| p.info.status != Status::Down)
-                    .map(|p| &p.info),
-            )
-            .filter(|m| !m.addr.is_empty())
-            .map(|m| Contact {
-                node: m.node.clone(),
-                addr: m.addr.clone(),
+        let contacts = self
+            .peers
+            .values()
+            .filter(|p| p.info.status != Status::Down && !p.info.addr.is_empty())
+            .map(|p| Contact {
+                node: p.info.node.clone(),
+                addr: p.info.addr.clone(),
             })
             .collect();
         let cast = wire::msg::Cast::Batch(vec![
             wire::msg::Cast::Heartbeat(me.clone()),
             wire::msg::Cast::Contacts(contacts),
         ]);
-        let Ok(bytes) = wire::encode(&cast) else {
-            return;
-        };
-        for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
-            if !cell.get_id().is_local() {
-                let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
-            }
-        }
+        cast_to_peers(&cast);
     }
 
     /// Recomputes the ring members; on a change, installs the new ring and logs it once.
@@ -592,7 +578,8 @@ pub struct NodeEvents {
     authenticated: Mutex<HashMap<ractor::ActorId, Option<String>>>,
 }
 
-fn peer_node(ses: &NodeServerSessionInformation) -> Option<String> {
+/// The node a session is with (`name@host` on the wire), once it authenticated.
+pub(crate) fn peer_node(ses: &NodeServerSessionInformation) -> Option<String> {
     let name = ses.peer_name.as_ref()?.name.clone();
     Some(name.split('@').next().unwrap_or(&name).to_string())
 }

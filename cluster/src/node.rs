@@ -8,7 +8,7 @@
 use crate::contacts::Contacts;
 use crate::membership::{
     ClusterView, MEMBERSHIP_NAME, MemberInfo, Membership, MembershipArgs, MembershipMsg,
-    NodeEvents, Status, membership,
+    NodeEvents, Status, membership, peer_node,
 };
 use crate::quorum::Quorum;
 use crate::router::{Router, RouterState};
@@ -267,11 +267,7 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
             Err(_) => return, // the node server stopped: the node is shutting down
             Ok(_) => Default::default(),
         };
-        let peers: BTreeSet<String> = sessions
-            .values()
-            .filter_map(|s| s.peer_name.as_ref())
-            .map(|p| p.name.split('@').next().unwrap_or(&p.name).to_string())
-            .collect();
+        let peers: BTreeSet<String> = sessions.values().filter_map(peer_node).collect();
         let dialed: BTreeSet<&str> = sessions.values().map(|s| s.peer_addr.as_str()).collect();
         let known = dialing.contacts.current();
         // (node, if known; address)

@@ -13,6 +13,20 @@ use ractor_cluster::RactorClusterMessage;
 /// The group of every node's router.
 pub const ROUTERS_GROUP: &str = "bourse.routers";
 
+/// Sends `cast` to every other node's router (membership announcements, a publisher's
+/// new epoch, an operator's `down`): encoded once, fire and forget.
+pub fn cast_to_peers(cast: &msg::Cast) {
+    let bytes = match crate::wire::encode(cast) {
+        Ok(b) => b,
+        Err(e) => return tracing::error!(error = %e, "cannot encode a cluster broadcast"),
+    };
+    for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
+        if !cell.get_id().is_local() {
+            let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
+        }
+    }
+}
+
 /// The group holding just `node`'s router.
 pub fn node_group(node: &str) -> String {
     format!("bourse.router.{node}")

@@ -12,7 +12,7 @@ use crate::hub::{Delivery, Hub};
 use crate::link::{Link, router_of};
 use crate::region::{EntityInfo, Envelope, RegionMsg, RegionStats};
 use crate::ring::HashRing;
-use crate::router::{ROUTERS_GROUP, RouterMsg};
+use crate::router::RouterMsg;
 use crate::stream::{StreamEvent, StreamGrant, StreamLog, StreamRequest};
 use crate::wire::{self, msg};
 use ractor::{ActorRef, RpcReplyPort};
@@ -591,13 +591,7 @@ impl Sharding {
             key: key.into(),
             epoch: epoch.into(),
         };
-        if let Ok(bytes) = wire::encode(&cast) {
-            for cell in ractor::pg::get_members(&ROUTERS_GROUP.to_string()) {
-                if !cell.get_id().is_local() {
-                    let _ = ActorRef::<RouterMsg>::from(cell).cast(RouterMsg::Cast(bytes.clone()));
-                }
-            }
-        }
+        crate::router::cast_to_peers(&cast);
     }
 
     /// Kills `kind/key` wherever it runs; `Ok(false)` when it was not running.

@@ -399,7 +399,7 @@ impl Subscriptions {
                         channel: f.channel.to_string(),
                         epoch: f.epoch.to_string(),
                     };
-                    self.resync(&moved).await
+                    Ok(self.resync(&moved).await)
                 }
             };
             match replay {
@@ -419,48 +419,42 @@ impl Subscriptions {
     }
 
     /// Handles a publisher's new epoch: re-subscribes the channel from the epoch's start, and
-    /// returns the replay to send (nothing when the client already has that epoch).
-    pub async fn resync(&mut self, resync: &Resync) -> Result<Vec<Arc<Frame>>, ApiError> {
+    /// returns the replay to send (nothing when the client already has that epoch). With no
+    /// epoch (a re-made link), repairs from the position. What gets no answer is asked again
+    /// later ([`Subscriptions::resync_later`]).
+    pub async fn resync(&mut self, resync: &Resync) -> Vec<Arc<Frame>> {
         let Some(pos) = self.positions.get(&resync.channel) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
-        // The link to the publisher's node was re-made: repair from the position.
-        if resync.epoch.is_empty() {
-            return match self.repair(&resync.channel).await {
-                Ok(frames) => Ok(frames),
-                Err(e) => {
-                    tracing::debug!(channel = %resync.channel, error = %e.message, "repair after a re-made link failed; asking again");
-                    self.resync_later(resync);
-                    Ok(Vec::new())
-                }
+        let replay = if resync.epoch.is_empty() {
+            self.repair(&resync.channel).await.map(Some)
+        } else if pos.epoch == resync.epoch || !epoch_newer(&resync.epoch, &pos.epoch) {
+            return Vec::new();
+        } else {
+            let since = Cursor {
+                epoch: resync.epoch.clone(),
+                seq: 0,
             };
-        }
-        if pos.epoch == resync.epoch || !epoch_newer(&resync.epoch, &pos.epoch) {
-            return Ok(Vec::new());
-        }
-        let since = Cursor {
-            epoch: resync.epoch.clone(),
-            seq: 0,
-        };
-        match self.resubscribe(&resync.channel, since).await {
-            Ok(Some(granted)) => {
+            let granted = self.resubscribe(&resync.channel, since).await;
+            if let (Ok(Some(_)), Some(pos)) = (&granted, self.positions.get(&resync.channel)) {
                 // A room in a new epoch restarted without its member list: join it again.
-                if let Some(pos) = self.positions.get(&resync.channel) {
-                    self.presence(&pos.channel, true);
-                }
-                Ok(granted.frames)
+                self.presence(&pos.channel, true);
             }
+            granted.map(|g| g.map(|g| g.frames))
+        };
+        match replay {
+            Ok(Some(frames)) => frames,
             // The new activation did not answer (yet): the old one did, or none could (a
-            // node settling after a pause owns nothing). Ask again shortly, or this node
-            // stays subscribed to an activation that is going away.
+            // node settling after a pause owns nothing, a re-made link not yet in use). Ask
+            // again shortly, or this node stays subscribed to an activation going away.
             Ok(None) => {
                 self.resync_later(resync);
-                Ok(Vec::new())
+                Vec::new()
             }
             Err(e) => {
                 tracing::debug!(channel = %resync.channel, error = %e.message, "resync failed; asking again");
                 self.resync_later(resync);
-                Ok(Vec::new())
+                Vec::new()
             }
         }
     }
@@ -510,10 +504,7 @@ impl Subscriptions {
                 self.attach(true);
                 continue;
             }
-            match self.resync(&r).await {
-                Ok(frames) => out.extend(frames),
-                Err(e) => tracing::warn!(channel = %r.channel, error = %e.message, "resync failed"),
-            }
+            out.extend(self.resync(&r).await);
         }
         out.extend(self.pass(live).await);
         Some(out)
