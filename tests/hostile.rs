@@ -303,6 +303,13 @@ fn cors_from_config_answers_preflight() {
         Some("https://app.example")
     );
     assert!(header(&headers, "access-control-allow-methods").is_some_and(|m| m.contains("POST")));
+    // A browser replacing a watchlist asks for PUT.
+    let (status, headers, _) = raw_http(
+        node.port,
+        "OPTIONS /api/v1/watchlist HTTP/1.1\r\nhost: x\r\nconnection: close\r\norigin: https://app.example\r\naccess-control-request-method: PUT\r\naccess-control-request-headers: authorization, content-type\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(header(&headers, "access-control-allow-methods").is_some_and(|m| m.contains("PUT")));
     let (status, headers, _) = raw_request(
         node.port,
         "GET",

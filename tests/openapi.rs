@@ -188,6 +188,9 @@ fn the_document_matches_the_routes_and_the_responses() {
         ("GET", "/healthz".into(), None),
         ("GET", "/readyz".into(), None),
         ("GET", "/api/v1/symbols".into(), None),
+        ("GET", "/api/v1/symbols?q=btc".into(), None),
+        ("GET", "/api/v1/symbols?query=btc".into(), None),
+        ("GET", "/api/v1/watchlist".into(), None),
         ("GET", "/api/v1/ticker/KRW-BTC".into(), None),
         ("GET", "/api/v1/ticker/KRW-NOPE".into(), None),
         ("GET", "/api/v1/ticker/bad".into(), None),
@@ -313,6 +316,17 @@ fn the_document_matches_the_routes_and_the_responses() {
         ("DELETE", format!("/api/v1/alerts/{alert_id}"), None),
         ("DELETE", format!("/api/v1/alerts/{alert_id}"), None),
         ("GET", "/api/v1/notifications?since=0".into(), None),
+        (
+            "PUT",
+            "/api/v1/watchlist".into(),
+            Some(json!({"symbols": ["KRW-ETH", "KRW-BTC"]})),
+        ),
+        (
+            "PUT",
+            "/api/v1/watchlist".into(),
+            Some(json!({"symbols": ["KRW-NOPE"]})),
+        ),
+        ("GET", "/api/v1/watchlist".into(), None),
         ("GET", "/api/v1/ticker/KRW-BTC".into(), None),
         ("GET", "/api/v1/trades/KRW-BTC?limit=3".into(), None),
         (

@@ -178,11 +178,103 @@ impl Markets {
     pub fn is_empty(&self) -> bool {
         self.by_symbol.is_empty()
     }
+
+    /// The markets whose symbol, base or quote contains `q` (any case), best match first:
+    /// an exact symbol, then an exact base (`btc` finds `KRW-BTC` before `BTC-ETH`), then
+    /// an exact quote, then the same three as prefixes, then anywhere; ties in symbol order.
+    /// An empty `q` matches every market.
+    pub fn search(&self, q: &str) -> Vec<&Market> {
+        let q = q.trim().to_ascii_uppercase();
+        let rank = |m: &Market| -> Option<usize> {
+            let fields = [&m.symbol, &m.base, &m.quote];
+            let kinds: [&dyn Fn(&str) -> bool; 3] =
+                [&|f| f == q, &|f| f.starts_with(q.as_str()), &|f| {
+                    f.contains(q.as_str())
+                }];
+            kinds.iter().enumerate().find_map(|(k, hit)| {
+                let field = fields.iter().position(|f| hit(f))?;
+                Some(k * fields.len() + field)
+            })
+        };
+        let mut found: Vec<(usize, &Market)> =
+            self.iter().filter_map(|m| Some((rank(m)?, m))).collect();
+        // Stable: markets come in symbol order, so equal ranks stay in it.
+        found.sort_by_key(|(r, _)| *r);
+        found.into_iter().map(|(_, m)| m).collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_symbol_shape;
+    use super::{Markets, is_symbol_shape};
+    use crate::SymbolSettings;
+
+    fn markets(symbols: &[&str]) -> Markets {
+        let settings: Vec<SymbolSettings> = symbols
+            .iter()
+            .map(|s| SymbolSettings {
+                symbol: s.to_string(),
+                tick_size: "1".into(),
+                lot_size: "0.001".into(),
+                initial_price: "100".into(),
+                max_qty: None,
+            })
+            .collect();
+        Markets::from_settings(&settings).expect("markets")
+    }
+
+    fn found(m: &Markets, q: &str) -> Vec<String> {
+        m.search(q).iter().map(|m| m.symbol.clone()).collect()
+    }
+
+    #[test]
+    fn search_ranks_exact_then_prefix_then_anywhere() {
+        let m = markets(&[
+            "BTC-ETH",
+            "KRW-BTC",
+            "KRW-BTT",
+            "KRW-ETH",
+            "USDT-BTC",
+            "USDT-WBTC",
+        ]);
+        assert_eq!(
+            found(&m, "btc"),
+            ["KRW-BTC", "USDT-BTC", "BTC-ETH", "USDT-WBTC"],
+            "exact base, then exact quote, then anywhere"
+        );
+        assert_eq!(
+            found(&m, " krw-eth "),
+            ["KRW-ETH"],
+            "an exact symbol, trimmed"
+        );
+        assert_eq!(
+            found(&m, "BT"),
+            ["BTC-ETH", "KRW-BTC", "KRW-BTT", "USDT-BTC", "USDT-WBTC"]
+        );
+        assert_eq!(found(&m, "").len(), 6, "an empty query lists every market");
+        assert!(found(&m, "DOGE").is_empty());
+    }
+
+    #[test]
+    fn search_finds_exactly_the_markets_that_contain_the_query() {
+        let symbols = [
+            "BTC-ETH", "KRW-BTC", "KRW-ETH", "KRW-XRP", "USDT-BTC", "USDT-XRP",
+        ];
+        let m = markets(&symbols);
+        for q in ["B", "T", "X", "RP", "-", "KRW-", "T-B", "ETH", "Z", "SDT"] {
+            let mut got = found(&m, q);
+            got.sort();
+            let want: Vec<String> = symbols
+                .iter()
+                .filter(|s| {
+                    let (quote, base) = s.split_once('-').unwrap_or_default();
+                    [**s, base, quote].iter().any(|f| f.contains(q))
+                })
+                .map(|s| s.to_string())
+                .collect();
+            assert_eq!(got, want, "query {q}");
+        }
+    }
 
     #[test]
     fn symbol_shape() {

@@ -40,6 +40,9 @@ const SMALL_BODY_LIMIT: u64 = 8 * 1024;
 /// Largest chat message body: 2,000 characters, each possibly escaped as a 12-byte
 /// surrogate pair (`\ud83d\ude00`), and the JSON around them.
 const CHAT_BODY_LIMIT: u64 = 32 * 1024;
+/// Largest watchlist body: 100 of the longest symbols (25 characters), every character
+/// `\u`-escaped, and the JSON around them.
+const WATCHLIST_BODY_LIMIT: u64 = 16 * 1024;
 
 /// A body of at most `limit` bytes.
 fn limited_body(limit: u64) -> BoxedFilter<(bytes::Bytes,)> {
@@ -294,6 +297,37 @@ fn alert_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,
         .boxed()
 }
 
+/// A user's watchlist (docs/PROTOCOL.md "Watchlist"), authenticated.
+fn watchlist_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Response,)> {
+    let bearer = warp::header::optional::<String>("authorization");
+    let watchlist = warp::path!("api" / "v1" / "watchlist")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .then(|s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::watchlist::get(&s, user).await)
+            })
+            .await
+        });
+    let watchlist_put = warp::path!("api" / "v1" / "watchlist")
+        .and(warp::put())
+        .and(st)
+        .and(bearer)
+        .and(limited_body(WATCHLIST_BODY_LIMIT))
+        .then(|s: Arc<GatewayState>, a, b: bytes::Bytes| async move {
+            with_user(s, a, |s, user| async move {
+                let result = match body::json(&b) {
+                    Ok(body) => rest::watchlist::put(&s, user, body).await,
+                    Err(e) => Err(e),
+                };
+                respond(result)
+            })
+            .await
+        });
+    watchlist.or(watchlist_put).unify().boxed()
+}
+
 type Query = HashMap<String, String>;
 
 /// An admin POST: the token first, then a JSON body (unknown fields refused), then `run`,
@@ -443,6 +477,7 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let st = warp::any().map(move || state.clone()).boxed();
     let trading = trading_routes(st.clone());
     let alerts = alert_routes(st.clone());
+    let watchlist = watchlist_routes(st.clone());
     let query = warp::query::<Query>()
         .or(warp::any().map(Query::new))
         .unify();
@@ -472,7 +507,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
     let symbols = warp::path!("api" / "v1" / "symbols")
         .and(warp::get())
         .and(st.clone())
-        .map(|s: Arc<GatewayState>| warp::reply::json(&rest::market::symbols(&s)).into_response());
+        .and(query)
+        .map(|s: Arc<GatewayState>, q: Query| respond(rest::market::symbols(&s, &q)));
     let ticker = warp::path!("api" / "v1" / "ticker" / String)
         .and(warp::get())
         .and(st.clone())
@@ -528,6 +564,8 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(alerts)
         .unify()
+        .or(watchlist)
+        .unify()
         .or(symbols)
         .unify()
         .or(ticker)
@@ -572,7 +610,7 @@ fn cors(origins: &[String]) -> Option<warp::cors::Builder> {
         return None;
     }
     let base = warp::cors()
-        .allow_methods(["GET", "HEAD", "POST", "DELETE"])
+        .allow_methods(["GET", "HEAD", "POST", "PUT", "DELETE"])
         .allow_headers(["authorization", "content-type", "last-event-id"])
         .expose_headers(["retry-after"])
         .max_age(600);

@@ -34,6 +34,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/alerts/history"),
     ("DELETE", "/api/v1/alerts/{alert_id}"),
     ("GET", "/api/v1/notifications"),
+    ("GET", "/api/v1/watchlist"),
+    ("PUT", "/api/v1/watchlist"),
     ("GET", "/admin/cluster"),
     ("POST", "/admin/cluster/leave"),
     ("POST", "/admin/cluster/down"),

@@ -209,6 +209,7 @@ where
     leases_fence_older_epochs(store).await;
     journals_snapshot_and_fence(store).await;
     users_are_unique(store).await;
+    watchlists_are_replaced_whole(store).await;
     chat_pages_newest_first(store).await;
     alerts_fire_once_per_firing(store).await;
     notifications_page_by_time(store).await;
@@ -373,6 +374,10 @@ async fn reopened_store_keeps_everything(store: &dyn MarketStore) {
             .await
             .expect("reopen user")
             .is_some()
+    );
+    assert_eq!(
+        store.watchlist(9_001).await.expect("reopen watchlist"),
+        ["C-W3", "C-W1"]
     );
     store.close().await.expect("close");
 }
@@ -739,6 +744,44 @@ async fn users_are_unique(store: &dyn MarketStore) {
         })
     );
     assert_eq!(store.user_by_name("c_nobody").await.expect("read"), None);
+}
+
+async fn watchlists_are_replaced_whole(store: &dyn MarketStore) {
+    let set = |user_id: u64, symbols: &[&str]| Write::Watchlist {
+        user_id,
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+    };
+    assert!(
+        store.watchlist(9_001).await.expect("read").is_empty(),
+        "a user who never wrote one has an empty watchlist"
+    );
+    store
+        .submit(set(9_001, &["C-W2", "C-W1", "C-W3"]))
+        .wait()
+        .await
+        .expect("first list");
+    store
+        .submit(set(9_002, &["C-W9"]))
+        .wait()
+        .await
+        .expect("another user's list");
+    assert_eq!(
+        store.watchlist(9_001).await.expect("read"),
+        ["C-W2", "C-W1", "C-W3"],
+        "kept in the user's order"
+    );
+    store
+        .submit(set(9_001, &["C-W3", "C-W1"]))
+        .wait()
+        .await
+        .expect("shorter list");
+    assert_eq!(
+        store.watchlist(9_001).await.expect("read"),
+        ["C-W3", "C-W1"],
+        "a shorter list leaves nothing of the longer one behind"
+    );
+    store.submit(set(9_002, &[])).wait().await.expect("emptied");
+    assert!(store.watchlist(9_002).await.expect("read").is_empty());
 }
 
 async fn leases_fence_older_epochs(store: &dyn MarketStore) {

@@ -178,6 +178,8 @@ pub enum Write {
     AlertFired { firing: AlertFiring, one_shot: bool },
     /// Marks a rule deleted.
     DeleteAlert { alert_id: u64 },
+    /// Replaces a user's watchlist with `symbols`, in the user's order (last write wins).
+    Watchlist { user_id: u64, symbols: Vec<String> },
     /// Puts an entry in a user's inbox; a `(user_id, key)` already stored is left as it is.
     Notify(Notification),
     /// `write`, and, in the same transaction and only if it is applied, `events` into the
@@ -348,11 +350,14 @@ pub trait ChatStore: Send + Sync {
     ) -> Result<Vec<ChatMessage>, StoreError>;
 }
 
-/// Reads of registered users.
+/// Reads of registered users and what they keep beside their accounts.
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// The user registered as `username`.
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// A user's watchlist, in the order it was written (empty when none was).
+    async fn watchlist(&self, user_id: u64) -> Result<Vec<String>, StoreError>;
 }
 
 /// Reads of alert rules, their firings and users' notification inboxes.

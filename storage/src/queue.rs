@@ -307,6 +307,7 @@ pub(crate) fn rows(write: &Write) -> usize {
         | Write::CreateAlert(_)
         | Write::AlertFired { .. }
         | Write::DeleteAlert { .. }
+        | Write::Watchlist { .. }
         | Write::Notify(_)
         | Write::PruneInbox { .. } => 1,
     }

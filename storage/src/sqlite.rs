@@ -137,6 +137,13 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: the book fill each trade follows (deduplicates fills a recovering book re-sends).
     "ALTER TABLE ticks ADD COLUMN book_trade INTEGER NOT NULL DEFAULT 0;",
+    // 5: users' watchlists, one row per symbol in the user's order.
+    "CREATE TABLE watchlists (
+        user_id INTEGER NOT NULL,
+        pos     INTEGER NOT NULL,
+        symbol  TEXT    NOT NULL,
+        PRIMARY KEY (user_id, pos)
+    ) WITHOUT ROWID;",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -486,6 +493,17 @@ fn apply(
         Write::DeleteAlert { alert_id } => {
             tx.prepare_cached("UPDATE alerts SET status = 'deleted' WHERE alert_id = ?1")?
                 .execute(params![*alert_id as i64])?;
+            Ok(Ok(0))
+        }
+        Write::Watchlist { user_id, symbols } => {
+            tx.prepare_cached("DELETE FROM watchlists WHERE user_id = ?1")?
+                .execute(params![*user_id as i64])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO watchlists (user_id, pos, symbol) VALUES (?1, ?2, ?3)",
+            )?;
+            for (pos, symbol) in symbols.iter().enumerate() {
+                stmt.execute(params![*user_id as i64, pos as i64, symbol])?;
+            }
             Ok(Ok(0))
         }
         Write::Notify(n) => {
@@ -866,6 +884,16 @@ impl UserStore for SqliteStore {
                 })
             })
             .optional()
+        })
+        .await
+    }
+
+    async fn watchlist(&self, user_id: u64) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT symbol FROM watchlists WHERE user_id = ?1 ORDER BY pos")?;
+            let rows = stmt.query_map(params![user_id as i64], |r| r.get(0))?;
+            rows.collect()
         })
         .await
     }

@@ -430,8 +430,13 @@ pub fn http(
         .build()
         .into();
     let result = match (method, body) {
-        ("POST", Some(b)) => {
-            let mut req = agent.post(url).header("content-type", "application/json");
+        (m @ ("POST" | "PUT"), Some(b)) => {
+            let req = if m == "PUT" {
+                agent.put(url)
+            } else {
+                agent.post(url)
+            };
+            let mut req = req.header("content-type", "application/json");
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }

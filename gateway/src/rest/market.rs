@@ -59,18 +59,30 @@ fn unexpected(reply: SymbolReply) -> ApiError {
     ApiError::internal("internal error")
 }
 
-/// `GET /api/v1/symbols`
-pub fn symbols(state: &GatewayState) -> Value {
-    Value::Array(
+/// Longest `q` of a symbol search: longer than any symbol.
+pub const MAX_SEARCH: usize = 32;
+
+/// `GET /api/v1/symbols?q=`: every market, or those whose symbol, base or quote contains
+/// `q`, best match first (`Markets::search`).
+pub fn symbols(state: &GatewayState, q: &HashMap<String, String>) -> Result<Value, ApiError> {
+    query(q, &["q"])?;
+    let wanted = q.get("q").map(String::as_str).unwrap_or_default();
+    if wanted.chars().count() > MAX_SEARCH {
+        return Err(ApiError::bad_request(format!(
+            "'q' must be at most {MAX_SEARCH} characters"
+        )));
+    }
+    Ok(Value::Array(
         state
             .markets
-            .iter()
+            .search(wanted)
+            .into_iter()
             .map(|m| {
                 json!({"symbol": m.symbol, "base": m.base, "quote": m.quote,
                        "tick_size": m.tick.to_string(), "lot_size": m.lot.to_string()})
             })
             .collect(),
-    )
+    ))
 }
 
 /// `GET /api/v1/ticker/{symbol}`

@@ -5,3 +5,4 @@ pub mod alerts;
 pub mod chat;
 pub mod market;
 pub mod trading;
+pub mod watchlist;

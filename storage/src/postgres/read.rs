@@ -296,6 +296,17 @@ impl UserStore for PgStore {
             created_at: r.get(3),
         }))
     }
+
+    async fn watchlist(&self, user_id: u64) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .rows(
+                "reading a watchlist",
+                "SELECT symbol FROM watchlists WHERE user_id = $1 ORDER BY pos",
+                &[&(user_id as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
 }
 
 #[async_trait]

@@ -114,6 +114,13 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: the book fill each trade follows (deduplicates fills a recovering book re-sends).
     "ALTER TABLE ticks ADD COLUMN book_trade BIGINT NOT NULL DEFAULT 0;",
+    // 5: users' watchlists, one row per symbol in the user's order.
+    "CREATE TABLE watchlists (
+        user_id BIGINT NOT NULL,
+        pos     BIGINT NOT NULL,
+        symbol  TEXT   NOT NULL,
+        PRIMARY KEY (user_id, pos)
+    );",
 ];
 
 /// An arbitrary constant naming bourse's migration lock among the database's advisory locks.

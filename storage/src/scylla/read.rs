@@ -493,6 +493,21 @@ impl UserStore for ScyllaStore {
                 },
             ))
     }
+
+    async fn watchlist(&self, user_id: u64) -> Result<Vec<String>, StoreError> {
+        let found: Vec<(Option<Vec<String>>,)> = rows(
+            &self.cs,
+            "SELECT symbols FROM watchlists WHERE user_id = ?",
+            (user_id as i64,),
+            "reading a watchlist",
+        )
+        .await?;
+        Ok(found
+            .into_iter()
+            .next()
+            .and_then(|r| r.0)
+            .unwrap_or_default())
+    }
 }
 
 #[async_trait]

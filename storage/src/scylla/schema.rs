@@ -80,6 +80,9 @@ const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS notifications (
         user_id bigint, ts bigint, key text, kind text, body text,
         PRIMARY KEY ((user_id), ts, key))",
+    // A user's watchlist, replaced whole. A table added without a new version: creating
+    // it when missing is all a keyspace of this version needs.
+    "CREATE TABLE IF NOT EXISTS watchlists (user_id bigint PRIMARY KEY, symbols list<text>)",
     "CREATE TABLE IF NOT EXISTS bourse_schema (id int PRIMARY KEY, version bigint)",
 ];
 

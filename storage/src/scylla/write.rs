@@ -182,6 +182,21 @@ impl Writer {
             Write::DeleteAlert { alert_id } => {
                 super::alerts::delete(self, cs, fence, *alert_id).await
             }
+            Write::Watchlist { user_id, symbols } => match fence {
+                Some(_) => Ok(Err(unfenceable("a watchlist"))),
+                None => {
+                    // One row: a list replaced whole by one write, so a reader sees the
+                    // old list or the new one.
+                    exec(
+                        cs,
+                        "INSERT INTO watchlists (user_id, symbols) VALUES (?, ?)",
+                        (*user_id as i64, symbols),
+                        "writing a watchlist",
+                    )
+                    .await?;
+                    Ok(Ok(0))
+                }
+            },
             Write::Notify(n) => match fence {
                 Some(_) => Ok(Err(unfenceable("an inbox entry"))),
                 None => super::alerts::notify(cs, n).await,
