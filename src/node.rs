@@ -243,6 +243,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         tracing::info!("throttles and connections per address count in redis, across the cluster");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let feed_health =
+        (settings.feed.kind == "upbit").then(|| bourse_actors::feed::health::Health::new("upbit"));
     let state = Arc::new(GatewayState {
         sharding: sharding.clone(),
         hub,
@@ -270,6 +272,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             .admin
             .metrics_public
             .unwrap_or_else(|| addr.ip().is_loopback()),
+        feed: feed_health.clone(),
         ready: Default::default(),
         shutdown: stop_rx.clone(),
     });
@@ -281,6 +284,15 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             settings.feed.clone(),
             stop_rx.clone(),
         ))),
+        "upbit" => feed_health.clone().map(|health| {
+            tokio::spawn(bourse_upbit::run(
+                settings.upbit.clone(),
+                sharding.clone(),
+                markets.clone(),
+                health,
+                stop_rx.clone(),
+            ))
+        }),
         "kafka" => {
             let ingest = bourse_kafka::ingest::Ingest::new(&settings.kafka, &node)?;
             Some(tokio::spawn(ingest.run(

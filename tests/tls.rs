@@ -9,31 +9,12 @@
 
 mod common;
 
-use common::{COOKIE, Cluster, Host, Node, WsClient, temp_dir, tls_env};
+use common::{COOKIE, Cluster, Host, Node, WsClient, certs, temp_dir, tls_env};
 use serde_json::json;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const FEED: &str = "[feed]\ntrades_per_sec = 20\n";
 const SYMBOLS: [&str; 8] = ["BTC", "ETH", "XRP", "SOL", "DOGE", "ADA", "AVAX", "LINK"];
-
-/// Runs `scripts/cluster-certs dir specs...`.
-fn certs(dir: &Path, specs: &[&str]) {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/cluster-certs"
-    ))
-    .arg(dir)
-    .args(specs)
-    .output()
-    .expect("run scripts/cluster-certs");
-    assert!(
-        out.status.success(),
-        "scripts/cluster-certs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A node outside the cluster that dials node1 with the right cookie.
 fn outsider(cluster: &Cluster, name: &str, node: &str, tls: Vec<(String, String)>) -> Node {

@@ -57,6 +57,7 @@ pub struct Settings {
     pub alerts: AlertSettings,
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
+    pub upbit: UpbitSettings,
     pub symbols: Vec<SymbolSettings>,
 }
 
@@ -111,6 +112,34 @@ impl Default for KafkaSettings {
             events_topic: "bourse.events".into(),
             relay_events: false,
             group: "bourse-ingest".into(),
+        }
+    }
+}
+
+/// Upbit's live trades, with `feed.kind = "upbit"` (docs/OPERATIONS.md "Upbit"): each node
+/// subscribes to the codes of the symbols it owns on the ring.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpbitSettings {
+    /// Upbit's WebSocket endpoint (`wss://`), or a server that speaks its format.
+    pub url: String,
+    /// The symbols to follow, each a configured symbol named as Upbit names its market
+    /// (`KRW-BTC`); empty: every configured symbol.
+    pub codes: Vec<String>,
+    /// How long a trade waits for earlier ones that arrive out of order, ms.
+    pub reorder_ms: u64,
+    /// Silence (no message, no answer to a ping) after which the source counts as stalled
+    /// and is dialled again, s.
+    pub stall_after_s: u64,
+}
+
+impl Default for UpbitSettings {
+    fn default() -> Self {
+        UpbitSettings {
+            url: "wss://api.upbit.com/websocket/v1".into(),
+            codes: Vec::new(),
+            reorder_ms: 250,
+            stall_after_s: 30,
         }
     }
 }
@@ -372,7 +401,8 @@ pub struct StreamSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedSettings {
-    /// `simulator`, `kafka` (trades from `kafka.trades_topic`) or `none`.
+    /// `simulator`, `kafka` (trades from `kafka.trades_topic`), `upbit` (Upbit's live
+    /// trades, `[upbit]`) or `none`.
     pub kind: String,
     /// Seed of the simulator; the same seed gives the same trade sequence.
     pub seed: u64,
@@ -586,6 +616,7 @@ impl Default for Settings {
             alerts: AlertSettings::default(),
             redis: RedisSettings::default(),
             kafka: KafkaSettings::default(),
+            upbit: UpbitSettings::default(),
             symbols: default_symbols(),
         }
     }
@@ -841,14 +872,29 @@ impl Settings {
         }
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
         positive("streams.replay_events", self.streams.replay_events as u64)?;
-        if !matches!(self.feed.kind.as_str(), "simulator" | "kafka" | "none") {
+        if !matches!(
+            self.feed.kind.as_str(),
+            "simulator" | "kafka" | "upbit" | "none"
+        ) {
             return Err(ConfigError::new(
                 "feed.kind",
                 format!(
-                    "unknown feed '{}' (expected: simulator, kafka, none)",
+                    "unknown feed '{}' (expected: simulator, kafka, upbit, none)",
                     self.feed.kind
                 ),
             ));
+        }
+        if !(self.upbit.url.starts_with("wss://") || self.upbit.url.starts_with("ws://")) {
+            return Err(ConfigError::new(
+                "upbit.url",
+                format!("'{}' is not a ws:// or wss:// URL", self.upbit.url),
+            ));
+        }
+        if self.upbit.reorder_ms > 10_000 {
+            return Err(ConfigError::new("upbit.reorder_ms", "at most 10000"));
+        }
+        if !(1..=3600).contains(&self.upbit.stall_after_s) {
+            return Err(ConfigError::new("upbit.stall_after_s", "1..=3600"));
         }
         if self.kafka.relay_events && self.storage.backend == "scylla" {
             return Err(ConfigError::new(
@@ -981,6 +1027,12 @@ impl Settings {
         )?;
         let markets = Markets::from_settings(&self.symbols)?;
         self.trading.grant_units(&markets)?;
+        if let Some(code) = self.upbit.codes.iter().find(|c| markets.get(c).is_none()) {
+            return Err(ConfigError::new(
+                "upbit.codes",
+                format!("'{code}' is not a configured symbol"),
+            ));
+        }
         Ok(markets)
     }
 
@@ -1162,6 +1214,10 @@ initial_price = "1000"
             (("BOURSE_GATEWAY__LISTEN", "nowhere"), "gateway.listen"),
             (("BOURSE_FEED__KIND", "kafka"), "kafka.brokers"),
             (("BOURSE_FEED__KIND", "exchange"), "feed.kind"),
+            (("BOURSE_UPBIT__URL", "https://api.upbit.com"), "upbit.url"),
+            (("BOURSE_UPBIT__CODES", "[\"KRW-NOPE\"]"), "upbit.codes"),
+            (("BOURSE_UPBIT__STALL_AFTER_S", "0"), "upbit.stall_after_s"),
+            (("BOURSE_UPBIT__REORDER_MS", "60000"), "upbit.reorder_ms"),
             (("BOURSE_KAFKA__TRADES_TOPIC", "a b"), "kafka.trades_topic"),
             (("BOURSE_KAFKA__GROUP", ""), "kafka.group"),
             (("BOURSE_KAFKA__RELAY_EVENTS", "true"), "kafka.brokers"),

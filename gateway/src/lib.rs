@@ -491,8 +491,11 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
             .and(st.clone())
             .map(|s: Arc<GatewayState>| {
                 if s.is_ready() {
-                    warp::reply::json(&json!({"status": "ready", "node": s.sharding.node()}))
-                        .into_response()
+                    let mut ready = json!({"status": "ready", "node": s.sharding.node()});
+                    if let Some(feed) = &s.feed {
+                        ready["feed"] = feed.view();
+                    }
+                    warp::reply::json(&ready).into_response()
                 } else {
                     reply(&ApiError::unavailable("not ready").retry_after(1)).into_response()
                 }

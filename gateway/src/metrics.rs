@@ -102,6 +102,10 @@ fn sample_process() {
 
 /// The exposition text.
 pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
+    if let Some(feed) = &state.feed {
+        // Refreshes the silence gauge.
+        feed.view();
+    }
     for (kind, stats) in state.sharding.region_stats().await {
         ACTIVE
             .with_label_values(&[kind.as_str()])

@@ -31,6 +31,8 @@ pub struct GatewayState {
     pub admin_token: Option<String>,
     /// `/metrics` without the admin token.
     pub metrics_public: bool,
+    /// The live feed source's state (Upbit), shown in `/readyz`.
+    pub feed: Option<bourse_actors::feed::health::Health>,
     /// Turns true once the node serves (regions up, feed running).
     pub ready: AtomicBool,
     /// Turns true when the node is stopping: connections close with 1001.

@@ -13,10 +13,9 @@
 //! another node, which reads again from the last commit. Nor does it duplicate: each trade
 //! carries its source sequence and a symbol skips those at or below the newest it stored.
 
-use crate::LogEvery;
-use crate::metrics::{CONSUMER_LAG, REJECTED, TRADES};
-use bourse_actors::feed::{FeedTrade, Rejected, message};
-use bourse_actors::symbol::{Symbol, SymbolMsg, SymbolReply};
+use crate::metrics::CONSUMER_LAG;
+use bourse_actors::feed::metrics::REJECTED;
+use bourse_actors::feed::{FeedTrade, LogEvery, Rejected, deliver, message};
 use bourse_cluster::Sharding;
 use bourse_config::{KafkaSettings, Markets};
 use futures_util::StreamExt;
@@ -32,8 +31,6 @@ use tokio::sync::watch;
 
 /// Most messages handled (and committed) as one batch.
 const BATCH_MAX: usize = 2000;
-/// The longest wait between tries to hand a symbol its trades.
-const RETRY_MAX: Duration = Duration::from_secs(2);
 /// At most one log line per this long about the same consumer error.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
 /// How often a node checks which partitions the ring gives it.
@@ -269,53 +266,6 @@ impl<'m> Batch<'m> {
         if let Err(e) = consumer.commit(&positions, CommitMode::Async) {
             tracing::debug!(error = %e, "kafka commit not sent");
         }
-    }
-}
-
-/// Asks `symbol` to store `trades` until it answers that they are durable.
-async fn deliver(
-    sharding: &Sharding,
-    symbol: &str,
-    trades: Vec<FeedTrade>,
-    mut shutdown: watch::Receiver<bool>,
-) -> bool {
-    let mut wait = Duration::from_millis(50);
-    let mut tries = 0u32;
-    loop {
-        let why = match sharding
-            .ask::<Symbol>(symbol, SymbolMsg::Ingest(trades.clone()))
-            .await
-        {
-            Ok(SymbolReply::Ingested {
-                applied,
-                duplicates,
-            }) => {
-                TRADES
-                    .with_label_values(&["applied"])
-                    .inc_by(applied as u64);
-                TRADES
-                    .with_label_values(&["duplicate"])
-                    .inc_by(duplicates as u64);
-                return true;
-            }
-            Ok(SymbolReply::Refused(r)) => r.to_string(),
-            Ok(_) => "unexpected reply".to_string(),
-            Err(e) => e.to_string(),
-        };
-        tries += 1;
-        if tries == 5 {
-            tracing::warn!(%symbol, error = %why, "feed trades not stored yet; still trying");
-        } else {
-            tracing::debug!(%symbol, error = %why, "feed trades not stored; trying again");
-        }
-        if *shutdown.borrow() {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return false,
-        }
-        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 

@@ -17,8 +17,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one message may wait for the broker's acknowledgement.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,34 +63,6 @@ async fn enqueue(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// A warning logged at most once per `every` for the same text: a broker outage says so
-/// without a line per retry.
-#[derive(Debug)]
-struct LogEvery {
-    every: Duration,
-    last: HashMap<String, Instant>,
-}
-
-impl LogEvery {
-    fn new(every: Duration) -> LogEvery {
-        LogEvery {
-            every,
-            last: HashMap::new(),
-        }
-    }
-
-    fn warn(&mut self, what: &str, error: String) {
-        let due = self
-            .last
-            .get(&error)
-            .is_none_or(|at| at.elapsed() >= self.every);
-        if due {
-            tracing::warn!(%error, "{what}");
-            self.last.insert(error, Instant::now());
         }
     }
 }

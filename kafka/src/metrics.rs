@@ -1,30 +1,9 @@
-//! Feed and Kafka metrics in the process's default Prometheus registry.
+//! Kafka metrics in the process's default Prometheus registry (the feed's own counters are
+//! `bourse_actors::feed::metrics`).
 
-use bourse_actors::feed::Rejected;
-use bourse_cluster::metrics::{counter_from_zero, registered};
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts};
+use bourse_cluster::metrics::registered;
+use prometheus::{Gauge, IntCounter, IntGaugeVec, Opts};
 use std::sync::LazyLock;
-
-/// Feed trades by outcome: `applied` (stored by their symbol) or `duplicate` (already
-/// stored: a re-delivery after a crash or a rebalance).
-pub static TRADES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_from_zero(
-        "bourse_feed_trades_total",
-        "Trades consumed from the feed, by outcome (applied, duplicate)",
-        "outcome",
-        &["applied", "duplicate"],
-    )
-});
-
-/// Skipped feed messages by reason.
-pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_from_zero(
-        "bourse_feed_rejected_total",
-        "Feed messages skipped as malformed, by reason",
-        "reason",
-        &Rejected::ALL.map(Rejected::as_str),
-    )
-});
 
 /// Messages between this node's committed-or-consumed position and the partition's end,
 /// per partition it consumes (librdkafka's statistics, every few seconds).
@@ -40,8 +19,7 @@ pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// Forces every metric into the registry, so `/metrics` lists them from the start.
 pub fn init() {
-    LazyLock::force(&TRADES);
-    LazyLock::force(&REJECTED);
+    bourse_actors::feed::metrics::init();
     LazyLock::force(&CONSUMER_LAG);
 }
 

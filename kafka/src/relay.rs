@@ -68,7 +68,7 @@ impl Relay {
         let topic = self.kafka.events_topic.clone();
         let key = format!("relay/{topic}");
         let mut topic_ready = false;
-        let mut errors = crate::LogEvery::new(Duration::from_secs(30));
+        let mut errors = bourse_actors::feed::LogEvery::new(Duration::from_secs(30));
         let mut was_relaying = false;
         loop {
             let relaying = sharding.ring().owner(RELAY_KIND, &key) == Some(sharding.node());

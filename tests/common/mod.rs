@@ -1135,3 +1135,20 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Runs `scripts/cluster-certs dir specs...`.
+pub fn certs(dir: &Path, specs: &[&str]) {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/cluster-certs"
+    ))
+    .arg(dir)
+    .args(specs)
+    .output()
+    .expect("run scripts/cluster-certs");
+    assert!(
+        out.status.success(),
+        "scripts/cluster-certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

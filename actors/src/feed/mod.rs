@@ -2,12 +2,18 @@
 //! every node but drives only the symbols this node owns on the ring, so a trade is never
 //! produced twice, and it hands them to the symbol entity in small batches. When the ring
 //! gives this node a symbol, its walk continues from the symbol's last traded price.
-//! External feeds (Kafka, in the `bourse-kafka` crate) parse their messages with
-//! [`message`] and hand the symbol [`FeedTrade`]s, which carry a source sequence.
+//! External feeds (Kafka in the `bourse-kafka` crate, Upbit in `bourse-upbit`) parse their
+//! messages with [`message`] and hand the symbol [`FeedTrade`]s, which carry a source
+//! sequence, through [`deliver`]; they share [`metrics`], and a live source reports its
+//! state in [`health`].
 
+pub mod health;
+mod log_every;
 pub mod message;
+pub mod metrics;
 pub mod simulator;
 
+pub use log_every::LogEvery;
 pub use message::{FeedTrade, Rejected};
 pub use simulator::{Simulator, TradeInput};
 
@@ -16,6 +22,9 @@ use bourse_cluster::Sharding;
 use bourse_config::{FeedSettings, Markets};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The longest wait between tries to hand a symbol its feed trades.
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How often the simulator (and `bourse feed`) hands each symbol its due trades.
 pub const BATCH_EVERY: Duration = Duration::from_millis(50);
@@ -107,5 +116,53 @@ pub async fn run_simulator(
                 tracing::debug!(%symbol, error = %e, "simulated trades dropped");
             }
         }
+    }
+}
+
+/// Asks `symbol` to store `trades` until it answers that they are durable (counted in
+/// [`metrics::TRADES`]); false when `shutdown` came first.
+pub async fn deliver(
+    sharding: &Sharding,
+    symbol: &str,
+    trades: Vec<FeedTrade>,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
+    let mut wait = Duration::from_millis(50);
+    let mut tries = 0u32;
+    loop {
+        let why = match sharding
+            .ask::<Symbol>(symbol, SymbolMsg::Ingest(trades.clone()))
+            .await
+        {
+            Ok(SymbolReply::Ingested {
+                applied,
+                duplicates,
+            }) => {
+                metrics::TRADES
+                    .with_label_values(&["applied"])
+                    .inc_by(applied as u64);
+                metrics::TRADES
+                    .with_label_values(&["duplicate"])
+                    .inc_by(duplicates as u64);
+                return true;
+            }
+            Ok(SymbolReply::Refused(r)) => r.to_string(),
+            Ok(_) => "unexpected reply".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tries += 1;
+        if tries == 5 {
+            tracing::warn!(%symbol, error = %why, "feed trades not stored yet; still trying");
+        } else {
+            tracing::debug!(%symbol, error = %why, "feed trades not stored; trying again");
+        }
+        if *shutdown.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return false,
+        }
+        wait = (wait * 2).min(RETRY_MAX);
     }
 }
