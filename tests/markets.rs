@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cluster, Node, raw_request};
+use common::{Cluster, Node, WsClient, raw_request};
 use serde_json::{Value, json};
 
 fn symbols_of(v: &Value) -> Vec<String> {
@@ -147,4 +147,37 @@ fn watchlists_are_durable_shared_and_refuse_bad_lists() {
         Some(&alice),
     );
     assert_eq!((status, emptied), (200, json!({"symbols": []})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchlist_over_websocket_follows_the_rest_rules() {
+    let node = Node::start("watchlist-ws", "[feed]\nkind = \"none\"\n");
+    let (_, carol) = node.register("wl_carol");
+    let mut ws = WsClient::connect(&node.ws_url()).await;
+    let r = ws.request("watchlist.get", json!({})).await;
+    assert_eq!(r["error"]["code"], "unauthorized", "{r}");
+    let r = ws.request("auth", json!({"token": carol})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = ws.request("watchlist.get", json!({})).await;
+    assert_eq!(r["result"], json!({"symbols": []}), "{r}");
+    let r = ws
+        .request("watchlist.set", json!({"symbols": ["KRW-ADA", "KRW-NOPE"]}))
+        .await;
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    let r = ws.request("watchlist.get", json!({"extra": 1})).await;
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    let r = ws
+        .request("watchlist.set", json!({"symbols": ["KRW-ADA", "KRW-LINK"]}))
+        .await;
+    assert_eq!(
+        r["result"],
+        json!({"symbols": ["KRW-ADA", "KRW-LINK"]}),
+        "{r}"
+    );
+    let (status, rest) = node.api("GET", "/api/v1/watchlist", None, Some(&carol));
+    assert_eq!(
+        (status, rest),
+        (200, json!({"symbols": ["KRW-ADA", "KRW-LINK"]}))
+    );
+    ws.close().await;
 }

@@ -8,6 +8,7 @@
 //! - [`alert`]: price-alert rules (cores: `condition`, the symbol's trigger `index`).
 //! - [`trading`]: the order vocabulary the two share with the gateway.
 //! - [`feed`]: market data sources (the seeded simulator).
+//! - [`rankings`]: traders ranked by score (core: the `board`).
 //! - [`channel`]: parsing client channel names into publishers.
 
 pub mod account;
@@ -17,6 +18,7 @@ pub mod channel;
 pub mod events;
 pub mod feed;
 pub mod journal;
+pub mod rankings;
 pub mod room;
 pub mod session;
 pub mod symbol;

@@ -8,6 +8,7 @@ pub mod order;
 pub mod ping;
 pub mod subscribe;
 pub mod unsubscribe;
+pub mod watchlist;
 
 use super::Connection;
 use crate::error::ApiError;
@@ -43,6 +44,8 @@ pub enum Op {
     AlertCreate(crate::rest::alerts::CreateBody),
     AlertDelete(alert::Delete),
     AlertList(alert::List),
+    WatchlistGet(watchlist::Get),
+    WatchlistSet(crate::rest::watchlist::PutBody),
 }
 
 impl Op {
@@ -61,6 +64,8 @@ impl Op {
             "alert.create" => Op::AlertCreate(fields(op, body)?),
             "alert.delete" => Op::AlertDelete(fields(op, body)?),
             "alert.list" => Op::AlertList(fields(op, body)?),
+            "watchlist.get" => Op::WatchlistGet(fields(op, body)?),
+            "watchlist.set" => Op::WatchlistSet(fields(op, body)?),
             other => return Err(ApiError::bad_request(format!("unknown op '{other}'"))),
         })
     }
@@ -81,5 +86,7 @@ pub async fn apply(conn: &mut Connection, op: Op) -> Result<Outcome, ApiError> {
         Op::AlertCreate(req) => alert::create(conn, req).await,
         Op::AlertDelete(req) => alert::delete(conn, req).await,
         Op::AlertList(req) => alert::list(conn, req).await,
+        Op::WatchlistGet(req) => watchlist::get(conn, req).await,
+        Op::WatchlistSet(req) => watchlist::set(conn, req).await,
     }
 }
