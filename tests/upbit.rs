@@ -9,10 +9,12 @@
 
 mod common;
 
-use common::{Node, eventually, metric};
+use common::{Cluster, Node, eventually, metric};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -308,4 +310,96 @@ fn upbit_is_followed_over_tls() {
         "nothing stored from an untrusted server"
     );
     let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// The default markets and a price on each one's tick.
+const MARKETS: [(&str, &str); 8] = [
+    ("KRW-BTC", "140000000"),
+    ("KRW-ETH", "5000000"),
+    ("KRW-XRP", "3000"),
+    ("KRW-SOL", "250000"),
+    ("KRW-DOGE", "300"),
+    ("KRW-ADA", "1000"),
+    ("KRW-AVAX", "40000"),
+    ("KRW-LINK", "25000"),
+];
+
+/// Each node follows the symbols it owns: two nodes split the codes between them, and when
+/// one is SIGKILLed the survivor subscribes to all of them; trades of every code land.
+#[test]
+fn each_node_follows_the_symbols_it_owns_and_takes_over_a_dead_nodes() {
+    type Latest = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
+    let latest: Latest = Arc::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(SEQ0));
+    let seen = latest.clone();
+    rt.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (seen, seq) = (seen.clone(), seq.clone());
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let Some(Ok(Message::Text(request))) = ws.next().await else { return };
+                let request: Value = serde_json::from_str(&request).unwrap_or_default();
+                let ticket = request[0]["ticket"].as_str().unwrap_or_default();
+                // bourse-<node>-<n>
+                let node = ticket.split('-').nth(1).unwrap_or_default().to_string();
+                let codes: BTreeSet<String> = request[1]["codes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect();
+                seen.lock().unwrap().insert(node, codes.clone());
+                for code in &codes {
+                    let price = MARKETS.iter().find(|m| m.0 == code).map_or("1", |m| m.1);
+                    let n = seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let msg = format!(
+                        r#"{{"type":"trade","code":"{code}","trade_price":{price}.0,"trade_volume":1.0,"ask_bid":"BID","sequential_id":{n}}}"#
+                    );
+                    if ws.send(Message::text(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                while ws.next().await.is_some() {}
+            });
+        }
+    });
+    let config = format!("[feed]\nkind = \"upbit\"\n[upbit]\nurl = \"ws://127.0.0.1:{port}\"\n");
+    let mut cluster = Cluster::start("upbit-ring", 2, &config);
+    let all: BTreeSet<String> = MARKETS.iter().map(|m| m.0.to_string()).collect();
+    let split = eventually(30, "the two nodes split the codes", || {
+        let l = latest.lock().unwrap();
+        let (a, b) = (l.get("node1")?, l.get("node2")?);
+        let union: BTreeSet<String> = a.union(b).cloned().collect();
+        (a.is_disjoint(b) && union == all && !a.is_empty() && !b.is_empty())
+            .then(|| (a.clone(), b.clone()))
+    });
+    for (i, codes) in [&split.0, &split.1].into_iter().enumerate() {
+        let f = feed(&cluster.nodes[i]);
+        assert_eq!(f["state"], "live", "{f}");
+        let shown: BTreeSet<String> = f["codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(&shown, codes, "node{} shows what it follows", i + 1);
+    }
+    cluster.nodes[1].kill9();
+    eventually(30, "the survivor follows every code", || {
+        (latest.lock().unwrap().get("node1") == Some(&all)).then_some(())
+    });
+    for (symbol, price) in MARKETS {
+        eventually(20, &format!("a trade of {symbol} stored"), || {
+            let (status, trades) =
+                cluster.nodes[0].get(&format!("/api/v1/trades/{symbol}?limit=5"));
+            (status == 200
+                && trades
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["price"] == *price)))
+            .then_some(())
+        });
+    }
 }
