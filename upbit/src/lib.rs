@@ -16,7 +16,7 @@ pub mod reorder;
 
 use bourse_actors::feed::health::{Health, State};
 use bourse_actors::feed::metrics::{REJECTED, TRADES};
-use bourse_actors::feed::{FeedTrade, LogEvery, deliver, message};
+use bourse_actors::feed::{FeedTrade, LogEvery, Rejected, deliver, message};
 use bourse_cluster::Sharding;
 use bourse_config::{Markets, UpbitSettings};
 use futures_util::{SinkExt, StreamExt};
@@ -89,8 +89,10 @@ struct Source {
     failures: LogEvery,
     logged: HashSet<&'static str>,
     tickets: u64,
-    /// Whether the current connection delivered anything from the source.
-    heard: bool,
+    /// Whether the current connection has sent anything (it was live).
+    live: bool,
+    /// Whether the current connection delivered a new trade (backoff starts over).
+    traded: bool,
 }
 
 /// Follows Upbit until `shutdown` turns true.
@@ -115,7 +117,8 @@ pub async fn run(
         failures: LogEvery::new(LOG_EVERY),
         logged: HashSet::new(),
         tickets: 0,
-        heard: false,
+        live: false,
+        traded: false,
     };
     tracing::info!(url = %source.settings.url, "following upbit trades");
     let mut failures = 0u32;
@@ -133,7 +136,8 @@ pub async fn run(
                 _ = shutdown.changed() => break,
             }
         }
-        source.heard = false;
+        source.live = false;
+        source.traded = false;
         let ended = source.session(&codes, &mut shutdown).await;
         // Whatever waited leaves now: the source does not replay what a reconnect missed.
         if !source.flush(Instant::now() + hold).await {
@@ -147,8 +151,10 @@ pub async fn run(
             }
             Ended::Failed(why) => why,
         };
-        if source.heard {
+        if source.traded {
             failures = 0;
+        }
+        if source.live {
             down_since = Instant::now();
         }
         source
@@ -202,7 +208,8 @@ impl Source {
             return Ended::Failed(format!("subscribing at {url}: {e}"));
         }
         tracing::info!(%url, ?codes, "subscribed to upbit trades");
-        self.health.set(State::Live, codes);
+        // Live once the source sends something: a server that takes the request and then
+        // says nothing stays stalled (or connecting).
         let stall = Duration::from_secs(self.settings.stall_after_s);
         let mut heard_at = Instant::now();
         let mut ping = tokio::time::interval((stall / 3).max(Duration::from_millis(500)));
@@ -225,11 +232,12 @@ impl Source {
                     };
                     heard_at = Instant::now();
                     self.health.heard();
-                    if self.health.state() == State::Stalled {
+                    if !self.live {
+                        self.live = true;
                         self.health.set(State::Live, codes);
                     }
                     if !payload.is_empty() {
-                        self.take(&payload);
+                        self.take(&payload, codes);
                     }
                 }
                 _ = ping.tick() => {
@@ -245,8 +253,14 @@ impl Source {
                     }
                 }
                 _ = release.tick() => {
-                    if !self.flush(Instant::now()).await {
+                    let started = Instant::now();
+                    if !self.flush(started).await {
                         return Ended::Shutdown;
+                    }
+                    // Time spent waiting for slow symbols is not the source's silence.
+                    let waited = started.elapsed();
+                    if waited >= RELEASE_EVERY {
+                        heard_at = (heard_at + waited).min(Instant::now());
                     }
                 }
                 _ = ring.tick() => {
@@ -265,13 +279,14 @@ impl Source {
 
     /// One message from the source: a trade waits for its turn; Upbit's status and error
     /// answers are logged; anything else is counted and skipped.
-    fn take(&mut self, payload: &[u8]) {
+    fn take(&mut self, payload: &[u8], codes: &[String]) {
         let reason = match message::parse(payload, &self.markets) {
+            // A configured symbol this node did not ask for is not its to store.
+            Ok((market, _)) if !codes.contains(&market.symbol) => Rejected::UnknownSymbol,
             Ok((market, trade)) => {
-                self.heard = true;
                 let symbol = market.symbol.clone();
                 match self.reorder.add(&symbol, trade, Instant::now()) {
-                    Added::Held => {}
+                    Added::Held => self.traded = true,
                     Added::Duplicate => TRADES.with_label_values(&["duplicate"]).inc(),
                     Added::Late => {
                         TRADES.with_label_values(&["late"]).inc();

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 /// Sequences remembered per symbol after they leave, to tell a re-sent trade (duplicate)
 /// from a late one.
 const REMEMBERED: usize = 4096;
+/// Most trades one symbol holds back: past it, the oldest leave at once, so a flood cannot
+/// fill memory while it waits.
+const MAX_WAITING: usize = 10_000;
 
 /// What became of an added trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,20 +79,30 @@ impl Reorder {
     }
 
     /// The trades whose turn has come by `now`, per symbol in sequence order: every trade
-    /// up to the newest sequence that has waited `hold`.
+    /// up to the newest sequence that has waited `hold` (and, past [`MAX_WAITING`] held
+    /// trades, the oldest beyond it).
     pub fn due(&mut self, now: Instant) -> Vec<(String, Vec<FeedTrade>)> {
         let mut out = Vec::new();
         for (symbol, s) in &mut self.symbols {
-            let Some(upto) = s
+            let waited = s
                 .waiting
                 .iter()
                 .rev()
                 .find(|(_, (at, _))| now.saturating_duration_since(*at) >= self.hold)
-                .map(|(seq, _)| *seq)
-            else {
+                .map(|(seq, _)| *seq);
+            let over = s
+                .waiting
+                .len()
+                .checked_sub(MAX_WAITING + 1)
+                .and_then(|n| s.waiting.keys().nth(n).copied());
+            let Some(upto) = waited.max(over) else {
                 continue;
             };
-            let rest = s.waiting.split_off(&(upto + 1));
+            // Everything at or below `upto` (which may be u64::MAX: the source names it).
+            let rest = match upto.checked_add(1) {
+                Some(next) => s.waiting.split_off(&next),
+                None => BTreeMap::new(),
+            };
             let ready = std::mem::replace(&mut s.waiting, rest);
             let trades: Vec<FeedTrade> = ready.into_values().map(|(_, t)| t).collect();
             for t in &trades {
@@ -149,6 +162,33 @@ mod tests {
         assert_eq!(r.add("A", trade(3), ms(230)), Added::Late, "4 already left");
         assert_eq!(r.add("B", trade(3), ms(230)), Added::Held, "per symbol");
         assert_eq!(r.waiting(), 1);
+    }
+
+    #[test]
+    fn the_largest_sequence_leaves_like_any_other() {
+        let t0 = Instant::now();
+        let mut r = Reorder::new(Duration::ZERO);
+        r.add("A", trade(u64::MAX - 1), t0);
+        r.add("A", trade(u64::MAX), t0);
+        assert_eq!(seqs(&r.due(t0), "A"), [u64::MAX - 1, u64::MAX]);
+        assert_eq!(r.add("A", trade(7), t0), Added::Late);
+        assert_eq!(r.waiting(), 0);
+    }
+
+    #[test]
+    fn a_flood_waits_no_more_than_the_cap() {
+        let t0 = Instant::now();
+        let mut r = Reorder::new(Duration::from_secs(5));
+        for seq in 1..=(MAX_WAITING as u64 + 500) {
+            r.add("A", trade(seq), t0);
+        }
+        let left = seqs(&r.due(t0), "A");
+        assert_eq!(
+            left,
+            (1..=500).collect::<Vec<u64>>(),
+            "the oldest leave at once"
+        );
+        assert_eq!(r.waiting(), MAX_WAITING);
     }
 
     proptest! {

@@ -1,5 +1,8 @@
 //! Warnings about an outside system's failures, rate-limited by their text.
 
+/// Texts remembered at most: an outside system choosing its error texts cannot grow the map.
+const REMEMBERED: usize = 256;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,13 @@ impl LogEvery {
             .is_none_or(|at| at.elapsed() >= self.every);
         if due {
             tracing::warn!(%error, "{what}");
+            if self.last.len() >= REMEMBERED {
+                let every = self.every;
+                self.last.retain(|_, at| at.elapsed() < every);
+                if self.last.len() >= REMEMBERED {
+                    self.last.clear();
+                }
+            }
             self.last.insert(error, Instant::now());
         }
     }

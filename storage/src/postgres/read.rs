@@ -301,11 +301,11 @@ impl UserStore for PgStore {
         let rows = self
             .rows(
                 "reading a watchlist",
-                "SELECT symbol FROM watchlists WHERE user_id = $1 ORDER BY pos",
+                "SELECT symbols FROM watchlists WHERE user_id = $1",
                 &[&(user_id as i64)],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.first().map(|r| r.get(0)).unwrap_or_default())
     }
 }
 

@@ -114,12 +114,10 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: the book fill each trade follows (deduplicates fills a recovering book re-sends).
     "ALTER TABLE ticks ADD COLUMN book_trade BIGINT NOT NULL DEFAULT 0;",
-    // 5: users' watchlists, one row per symbol in the user's order.
+    // 5: users' watchlists, one row each, replaced whole (so never torn by two writers).
     "CREATE TABLE watchlists (
-        user_id BIGINT NOT NULL,
-        pos     BIGINT NOT NULL,
-        symbol  TEXT   NOT NULL,
-        PRIMARY KEY (user_id, pos)
+        user_id BIGINT PRIMARY KEY,
+        symbols TEXT[] NOT NULL
     );",
 ];
 

@@ -386,23 +386,13 @@ async fn apply_one<'a>(
             Ok(Ok(0))
         }
         Write::Watchlist { user_id, symbols } => {
-            // Upserts by position, then drops the tail: two nodes replacing one list at
-            // once serialise on its first row instead of failing on a duplicate key.
-            let upsert = tx
+            let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO watchlists (user_id, pos, symbol) VALUES ($1, $2, $3)
-                     ON CONFLICT (user_id, pos) DO UPDATE SET symbol = EXCLUDED.symbol",
+                    "INSERT INTO watchlists (user_id, symbols) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO UPDATE SET symbols = EXCLUDED.symbols",
                 )
                 .await?;
-            for (pos, symbol) in symbols.iter().enumerate() {
-                tx.execute(&upsert, &[&(*user_id as i64), &(pos as i64), symbol])
-                    .await?;
-            }
-            let tail = tx
-                .prepare_cached("DELETE FROM watchlists WHERE user_id = $1 AND pos >= $2")
-                .await?;
-            tx.execute(&tail, &[&(*user_id as i64), &(symbols.len() as i64)])
-                .await?;
+            tx.execute(&stmt, &[&(*user_id as i64), symbols]).await?;
             Ok(Ok(0))
         }
         Write::Notify(n) => {
