@@ -144,7 +144,8 @@ pub fn parse<'m>(
     };
     let seq: u64 = serde_json::from_str(seq.ok_or(Rejected::BadShape)?.get())
         .map_err(|_| Rejected::OutOfRange)?;
-    if seq == 0 {
+    // Storage keeps a symbol's newest sequence as a signed 64-bit integer.
+    if seq == 0 || seq > i64::MAX as u64 {
         return Err(Rejected::OutOfRange);
     }
     let price = units(price, market.tick, Rejected::OffTick)?;
@@ -292,6 +293,10 @@ mod tests {
             ),
             (
                 r#"{"code":"KRW-BTC","trade_price":1000,"trade_volume":1,"ask_bid":"BID","sequential_id":-3}"#,
+                Rejected::OutOfRange,
+            ),
+            (
+                r#"{"code":"KRW-BTC","trade_price":1000,"trade_volume":1,"ask_bid":"BID","sequential_id":9223372036854775808}"#,
                 Rejected::OutOfRange,
             ),
             (
