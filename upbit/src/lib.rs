@@ -34,6 +34,8 @@ const RELEASE_EVERY: Duration = Duration::from_millis(50);
 const RING_EVERY: Duration = Duration::from_millis(500);
 /// The longest a dial (TCP, TLS, WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a polite close may take before the connection is just dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The first wait before dialling again, doubled per failure up to [`BACKOFF_MAX`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -248,8 +250,11 @@ impl Source {
                             heard_at.elapsed().as_secs()
                         ));
                     }
-                    if let Err(e) = ws.send(Message::Ping(Default::default())).await {
-                        return Ended::Failed(format!("pinging {url}: {e}"));
+                    // A peer that stopped reading must not hold the loop in a full socket.
+                    match tokio::time::timeout(stall, ws.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Ended::Failed(format!("pinging {url}: {e}")),
+                        Err(_) => return Ended::Failed(format!("{url} takes nothing we send")),
                     }
                 }
                 _ = release.tick() => {
@@ -265,12 +270,12 @@ impl Source {
                 }
                 _ = ring.tick() => {
                     if owned(&self.settings, &self.markets, &self.sharding) != codes {
-                        let _ = ws.close(None).await;
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
                         return Ended::RingMoved;
                     }
                 }
                 _ = shutdown.changed() => {
-                    let _ = ws.close(None).await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
                     return Ended::Shutdown;
                 }
             }

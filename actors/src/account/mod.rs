@@ -1,5 +1,6 @@
-//! Accounts: the pure [`ledger`] and the `account` entity (key: the user id), which is also
-//! the coordinator of the order saga (docs/DESIGN.md "Entities"):
+//! Accounts: the pure [`ledger`] (and [`position`], profit and loss by average cost, not yet
+//! used) and the `account` entity (key: the user id), which is also the coordinator of the
+//! order saga (docs/DESIGN.md "Entities"):
 //!
 //! 1. `Place`: a repeated `client_order_id` answers the original order. Otherwise the hold is
 //!    checked (`insufficient_funds`), the order and its hold are journaled (*reserved*), and
@@ -28,6 +29,7 @@
 //! user's inbox.
 
 pub mod ledger;
+pub mod position;
 pub mod view;
 
 use crate::alert::NewAlert;
