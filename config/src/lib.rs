@@ -8,6 +8,7 @@
 //! read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
 
 pub mod decimal;
+pub mod hours;
 mod market;
 
 pub use decimal::{DecimalError, Step};
