@@ -132,7 +132,7 @@ mod tests {
         FeedTrade {
             seq,
             trade: TradeInput {
-                price: 100 + seq,
+                price: 100 + seq % 1000,
                 qty: 1,
                 side: Side::Buy,
             },
