@@ -103,8 +103,7 @@ fn sample_process() {
 /// The exposition text.
 pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
     if let Some(feed) = &state.feed {
-        // Refreshes the silence gauge.
-        feed.view();
+        feed.refresh_silence();
     }
     for (kind, stats) in state.sharding.region_stats().await {
         ACTIVE

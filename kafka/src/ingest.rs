@@ -15,7 +15,7 @@
 
 use crate::metrics::CONSUMER_LAG;
 use bourse_actors::feed::metrics::REJECTED;
-use bourse_actors::feed::{FeedTrade, LogEvery, Rejected, deliver, message};
+use bourse_actors::feed::{FeedTrade, LogEvery, Rejected, deliver_all, message};
 use bourse_cluster::Sharding;
 use bourse_config::{KafkaSettings, Markets};
 use futures_util::StreamExt;
@@ -239,14 +239,7 @@ impl<'m> Batch<'m> {
     /// Hands every symbol its trades, all symbols at once, each retried until stored.
     /// False when the node began to stop first (nothing is committed then).
     async fn deliver(&mut self, sharding: &Sharding, shutdown: &watch::Receiver<bool>) -> bool {
-        let all = self
-            .trades
-            .drain(..)
-            .map(|(symbol, trades)| deliver(sharding, symbol, trades, shutdown.clone()));
-        futures_util::future::join_all(all)
-            .await
-            .into_iter()
-            .all(|stored| stored)
+        deliver_all(sharding, self.trades.drain(..), shutdown).await
     }
 
     fn commit(&self, consumer: &StreamConsumer<LagContext>, topic: &str) {

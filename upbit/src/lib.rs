@@ -16,7 +16,7 @@ pub mod reorder;
 
 use bourse_actors::feed::health::{Health, State};
 use bourse_actors::feed::metrics::{REJECTED, TRADES};
-use bourse_actors::feed::{FeedTrade, LogEvery, Rejected, deliver, message};
+use bourse_actors::feed::{FeedTrade, LogEvery, Rejected, deliver_all, message};
 use bourse_cluster::Sharding;
 use bourse_config::{Markets, UpbitSettings};
 use futures_util::{SinkExt, StreamExt};
@@ -222,15 +222,18 @@ impl Source {
         loop {
             tokio::select! {
                 frame = ws.next() => {
-                    let payload = match frame {
-                        Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
-                        Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    let frame = match frame {
                         Some(Ok(Message::Close(c))) => {
                             return Ended::Failed(format!("the source closed the connection: {c:?}"));
                         }
-                        Some(Ok(_)) => Vec::new(),
+                        Some(Ok(frame)) => frame,
                         Some(Err(e)) => return Ended::Failed(format!("reading from {url}: {e}")),
                         None => return Ended::Failed(format!("{url} ended the connection")),
+                    };
+                    let payload: &[u8] = match &frame {
+                        Message::Text(t) => t.as_bytes(),
+                        Message::Binary(b) => b,
+                        _ => &[],
                     };
                     heard_at = Instant::now();
                     self.health.heard();
@@ -239,7 +242,7 @@ impl Source {
                         self.health.set(State::Live, codes);
                     }
                     if !payload.is_empty() {
-                        self.take(&payload, codes);
+                        self.take(payload, codes);
                     }
                 }
                 _ = ping.tick() => {
@@ -347,14 +350,7 @@ async fn deliver_in_order(
     shutdown: watch::Receiver<bool>,
 ) {
     while let Some(batch) = batches.recv().await {
-        let all = batch
-            .iter()
-            .map(|(symbol, trades)| deliver(&sharding, symbol, trades.clone(), shutdown.clone()));
-        if !futures_util::future::join_all(all)
-            .await
-            .into_iter()
-            .all(|stored| stored)
-        {
+        if !deliver_all(&sharding, batch, &shutdown).await {
             return;
         }
     }

@@ -6,7 +6,7 @@
 //! Pure: time is passed in.
 
 use bourse_actors::feed::FeedTrade;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Sequences remembered per symbol after they leave, to tell a re-sent trade (duplicate)
@@ -53,7 +53,8 @@ impl Symbol {
 #[derive(Debug)]
 pub struct Reorder {
     hold: Duration,
-    symbols: HashMap<String, Symbol>,
+    /// Few (the configured markets at most): found by a scan, no allocation per trade.
+    symbols: Vec<(String, Symbol)>,
 }
 
 impl Reorder {
@@ -61,13 +62,20 @@ impl Reorder {
     pub fn new(hold: Duration) -> Reorder {
         Reorder {
             hold,
-            symbols: HashMap::new(),
+            symbols: Vec::new(),
         }
     }
 
     /// Takes `trade` of `symbol`, arrived at `now`.
     pub fn add(&mut self, symbol: &str, trade: FeedTrade, now: Instant) -> Added {
-        let s = self.symbols.entry(symbol.to_string()).or_default();
+        let i = match self.symbols.iter().position(|(name, _)| name == symbol) {
+            Some(i) => i,
+            None => {
+                self.symbols.push((symbol.to_string(), Symbol::default()));
+                self.symbols.len() - 1
+            }
+        };
+        let s = &mut self.symbols[i].1;
         if s.waiting.contains_key(&trade.seq) || s.recent_set.contains(&trade.seq) {
             return Added::Duplicate;
         }
@@ -117,7 +125,7 @@ impl Reorder {
 
     /// How many trades are waiting.
     pub fn waiting(&self) -> usize {
-        self.symbols.values().map(|s| s.waiting.len()).sum()
+        self.symbols.iter().map(|(_, s)| s.waiting.len()).sum()
     }
 }
 
@@ -127,6 +135,7 @@ mod tests {
     use bourse_actors::feed::TradeInput;
     use bourse_storage::Side;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     fn trade(seq: u64) -> FeedTrade {
         FeedTrade {

@@ -95,20 +95,26 @@ impl Health {
         metrics::RECONNECTS.inc();
     }
 
+    /// Sets `bourse_feed_silence_seconds` to the time since the source last sent
+    /// anything (0 while idle or before it ever did): read at scrape time.
+    pub fn refresh_silence(&self) {
+        self.with(|r| {
+            metrics::SILENCE.set(match (r.state, r.last_message) {
+                (State::Idle, _) | (_, None) => 0.0,
+                (_, Some(t)) => t.elapsed().as_secs_f64(),
+            })
+        });
+    }
+
     /// `/readyz`'s `feed` detail: `{"kind","state","codes","silent_ms","reconnects"}`
-    /// (`silent_ms` null before the first message). Also refreshes the silence gauge.
+    /// (`silent_ms` null before the first message).
     pub fn view(&self) -> Value {
         self.with(|r| {
-            let silent = r.last_message.map(|t| t.elapsed());
-            metrics::SILENCE.set(match (r.state, silent) {
-                (State::Idle, _) | (_, None) => 0.0,
-                (_, Some(s)) => s.as_secs_f64(),
-            });
             json!({
                 "kind": self.kind,
                 "state": r.state.as_str(),
                 "codes": r.codes,
-                "silent_ms": silent.map(|s| s.as_millis() as u64),
+                "silent_ms": r.last_message.map(|t| t.elapsed().as_millis() as u64),
                 "reconnects": r.reconnects,
             })
         })

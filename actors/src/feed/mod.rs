@@ -119,6 +119,22 @@ pub async fn run_simulator(
     }
 }
 
+/// Hands every symbol of `batch` its trades, all symbols at once, each [`deliver`]ed until
+/// stored; false when `shutdown` came first.
+pub async fn deliver_all<S: AsRef<str>>(
+    sharding: &Sharding,
+    batch: impl IntoIterator<Item = (S, Vec<FeedTrade>)>,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let all = batch.into_iter().map(|(symbol, trades)| async move {
+        deliver(sharding, symbol.as_ref(), trades, shutdown.clone()).await
+    });
+    futures_util::future::join_all(all)
+        .await
+        .into_iter()
+        .all(|stored| stored)
+}
+
 /// Asks `symbol` to store `trades` until it answers that they are durable (counted in
 /// [`metrics::TRADES`]); false when `shutdown` came first.
 pub async fn deliver(

@@ -29,7 +29,7 @@ fn view(symbols: &[String]) -> Value {
 }
 
 /// Checks a new list: every symbol listed, none twice, at most [`MAX_WATCHLIST`].
-pub fn checked(state: &GatewayState, body: PutBody) -> Result<Vec<String>, ApiError> {
+fn checked(state: &GatewayState, body: PutBody) -> Result<Vec<String>, ApiError> {
     if body.symbols.len() > MAX_WATCHLIST {
         return Err(ApiError::bad_request(format!(
             "a watchlist holds at most {MAX_WATCHLIST} symbols, got {}",

@@ -19,23 +19,18 @@ pub struct Delete {
 #[serde(deny_unknown_fields)]
 pub struct List {}
 
-fn outcome(result: serde_json::Value) -> Outcome {
-    Outcome {
-        result,
-        frames: Vec::new(),
-    }
-}
-
 /// Creates a rule.
 pub async fn create(conn: &mut Connection, req: CreateBody) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
-    Ok(outcome(alerts::create(&conn.state, user, req).await?))
+    Ok(Outcome::result(
+        alerts::create(&conn.state, user, req).await?,
+    ))
 }
 
 /// Deletes one of the user's rules.
 pub async fn delete(conn: &mut Connection, req: Delete) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
-    Ok(outcome(
+    Ok(Outcome::result(
         alerts::delete(&conn.state, user, &req.alert_id).await?,
     ))
 }
@@ -43,5 +38,5 @@ pub async fn delete(conn: &mut Connection, req: Delete) -> Result<Outcome, ApiEr
 /// Lists the user's rules.
 pub async fn list(conn: &mut Connection, _req: List) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
-    Ok(outcome(alerts::list(&conn.state, user).await?))
+    Ok(Outcome::result(alerts::list(&conn.state, user).await?))
 }

@@ -26,8 +26,5 @@ pub fn apply(conn: &mut Connection, req: Auth) -> Result<Outcome, ApiError> {
         }
         _ => conn.subs.set_user(user, username),
     }
-    Ok(Outcome {
-        result: json!({"user_id": user.to_string()}),
-        frames: Vec::new(),
-    })
+    Ok(Outcome::result(json!({"user_id": user.to_string()})))
 }

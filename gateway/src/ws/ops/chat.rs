@@ -38,10 +38,7 @@ pub async fn send(conn: &mut Connection, req: Send) -> Result<Outcome, ApiError>
         PostBody { text: req.text },
     )
     .await?;
-    Ok(Outcome {
-        result,
-        frames: Vec::new(),
-    })
+    Ok(Outcome::result(result))
 }
 
 /// Reads a history page.
@@ -53,8 +50,7 @@ pub async fn history(conn: &mut Connection, req: History) -> Result<Outcome, Api
     if let Some(l) = req.limit {
         q.insert("limit".to_string(), l.to_string());
     }
-    Ok(Outcome {
-        result: chat::history(&conn.state, &req.room, &q).await?,
-        frames: Vec::new(),
-    })
+    Ok(Outcome::result(
+        chat::history(&conn.state, &req.room, &q).await?,
+    ))
 }

@@ -23,6 +23,16 @@ pub struct Outcome {
     pub frames: Vec<Arc<Frame>>,
 }
 
+impl Outcome {
+    /// A result with no frames after it.
+    pub fn result(result: Value) -> Outcome {
+        Outcome {
+            result,
+            frames: Vec::new(),
+        }
+    }
+}
+
 /// Decodes an op's fields (everything but `id` and `op`).
 pub fn fields<T: DeserializeOwned>(op: &str, body: Map<String, Value>) -> Result<T, ApiError> {
     crate::body::decode(body).map_err(|e| ApiError::bad_request(format!("{op}: {e}")))

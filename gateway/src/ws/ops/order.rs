@@ -29,13 +29,6 @@ pub struct List {
     limit: Option<u32>,
 }
 
-fn done(result: Value) -> Outcome {
-    Outcome {
-        result,
-        frames: Vec::new(),
-    }
-}
-
 /// Places an order.
 pub async fn place(conn: &mut Connection, body: PlaceBody) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
@@ -43,13 +36,13 @@ pub async fn place(conn: &mut Connection, body: PlaceBody) -> Result<Outcome, Ap
     if let Value::Object(o) = &mut order {
         o.insert("created".into(), Value::Bool(created));
     }
-    Ok(done(order))
+    Ok(Outcome::result(order))
 }
 
 /// Cancels an order.
 pub async fn cancel(conn: &mut Connection, req: Cancel) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
-    Ok(done(
+    Ok(Outcome::result(
         trading::cancel(&conn.state, user, &req.order_id).await?,
     ))
 }
@@ -67,5 +60,5 @@ pub async fn list(conn: &mut Connection, req: List) -> Result<Outcome, ApiError>
     if let Some(l) = req.limit {
         q.insert("limit".to_string(), l.to_string());
     }
-    Ok(done(trading::list(&conn.state, user, &q).await?))
+    Ok(Outcome::result(trading::list(&conn.state, user, &q).await?))
 }

@@ -12,8 +12,7 @@ pub struct Ping {}
 
 /// Answers with the server's time.
 pub fn apply(_: Ping) -> Result<Outcome, ApiError> {
-    Ok(Outcome {
-        result: json!({"pong": bourse_actors::symbol::now_ms()}),
-        frames: Vec::new(),
-    })
+    Ok(Outcome::result(
+        json!({"pong": bourse_actors::symbol::now_ms()}),
+    ))
 }

@@ -22,8 +22,5 @@ pub fn apply(conn: &mut Connection, req: Unsubscribe) -> Result<Outcome, ApiErro
         .filter(|c| conn.subs.unsubscribe(&c.name()))
         .map(|c| c.public_name())
         .collect();
-    Ok(Outcome {
-        result: json!({"unsubscribed": dropped}),
-        frames: Vec::new(),
-    })
+    Ok(Outcome::result(json!({"unsubscribed": dropped})))
 }

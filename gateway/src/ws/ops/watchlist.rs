@@ -11,21 +11,16 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Get {}
 
-fn outcome(result: serde_json::Value) -> Outcome {
-    Outcome {
-        result,
-        frames: Vec::new(),
-    }
-}
-
 /// The user's watchlist.
 pub async fn get(conn: &mut Connection, _req: Get) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
-    Ok(outcome(watchlist::get(&conn.state, user).await?))
+    Ok(Outcome::result(watchlist::get(&conn.state, user).await?))
 }
 
 /// Replaces the user's watchlist.
 pub async fn set(conn: &mut Connection, req: PutBody) -> Result<Outcome, ApiError> {
     let user = conn.user()?;
-    Ok(outcome(watchlist::put(&conn.state, user, req).await?))
+    Ok(Outcome::result(
+        watchlist::put(&conn.state, user, req).await?,
+    ))
 }
