@@ -12,7 +12,7 @@ pub mod hours;
 mod market;
 
 pub use decimal::{DecimalError, Step};
-pub use market::{Market, Markets, is_symbol_shape};
+pub use market::{Market, Markets, Venue, is_symbol_shape};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,6 +54,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub auth: AuthSettings,
     pub trading: TradingSettings,
+    pub participants: ParticipantsSettings,
     pub chat: ChatSettings,
     pub alerts: AlertSettings,
     pub redis: RedisSettings,
@@ -247,6 +248,40 @@ pub struct TradingSettings {
     pub max_open_orders: usize,
     /// Journal entries between snapshots of a book or an account.
     pub snapshot_every: u64,
+    /// The venue of every market that names none (`exchange` or `mirror`); unset:
+    /// `exchange` under the simulator or no feed, `mirror` under Kafka or Upbit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue: Option<String>,
+}
+
+/// The simulated participants of `exchange` markets under the simulator (docs/DESIGN.md
+/// "Venues"): a market maker quoting both sides around a moving fair price, and takers
+/// crossing it at `feed.trades_per_sec`, each from its own account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParticipantsSettings {
+    /// From the best bid to the best ask, in basis points of the fair price.
+    pub spread_bps: u32,
+    /// Price levels quoted on each side.
+    pub depth: u32,
+    /// Between neighbouring levels of one side, in basis points of the fair price.
+    pub step_bps: u32,
+    /// Each level's size, in whole units of the market's quote currency.
+    pub level_notional: u64,
+    /// How often the market maker moves its quotes to the fair price and refills them, ms.
+    pub refresh_ms: u64,
+}
+
+impl Default for ParticipantsSettings {
+    fn default() -> Self {
+        ParticipantsSettings {
+            spread_bps: 10,
+            depth: 5,
+            step_bps: 5,
+            level_notional: 2_000_000,
+            refresh_ms: 1000,
+        }
+    }
 }
 
 /// Admin API access.
@@ -436,6 +471,10 @@ pub struct SymbolSettings {
     /// Largest quantity of one order (a decimal string on the lot); a billion lots if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_qty: Option<String>,
+    /// `exchange` (the book makes the price) or `mirror` (a feed does); unset: `exchange`
+    /// under the simulator or no feed, `mirror` under Kafka or Upbit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue: Option<String>,
 }
 
 impl Default for AuthSettings {
@@ -476,6 +515,7 @@ impl Default for TradingSettings {
             price_band_pct: 80,
             max_open_orders: 1000,
             snapshot_every: 10_000,
+            venue: None,
         }
     }
 }
@@ -613,6 +653,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             auth: AuthSettings::default(),
             trading: TradingSettings::default(),
+            participants: ParticipantsSettings::default(),
             chat: ChatSettings::default(),
             alerts: AlertSettings::default(),
             redis: RedisSettings::default(),
@@ -642,6 +683,7 @@ fn default_symbols() -> Vec<SymbolSettings> {
         lot_size: lot.into(),
         initial_price: price.into(),
         max_qty: None,
+        venue: None,
     })
     .collect()
 }
@@ -1026,7 +1068,54 @@ impl Settings {
             "alerts.inbox_sweep_every_s",
             self.alerts.inbox_sweep_every_s,
         )?;
-        let markets = Markets::from_settings(&self.symbols)?;
+        let p = &self.participants;
+        if !(1..=1000).contains(&p.spread_bps) {
+            return Err(ConfigError::new(
+                "participants.spread_bps",
+                "must be 1..=1000",
+            ));
+        }
+        if !(1..=50).contains(&p.depth) {
+            return Err(ConfigError::new("participants.depth", "must be 1..=50"));
+        }
+        if !(1..=1000).contains(&p.step_bps) {
+            return Err(ConfigError::new(
+                "participants.step_bps",
+                "must be 1..=1000",
+            ));
+        }
+        positive("participants.level_notional", p.level_notional)?;
+        if !(100..=60_000).contains(&p.refresh_ms) {
+            return Err(ConfigError::new(
+                "participants.refresh_ms",
+                "must be 100..=60000",
+            ));
+        }
+        let external = matches!(self.feed.kind.as_str(), "kafka" | "upbit");
+        let default_venue = match self.trading.venue.as_deref() {
+            Some(v) => Venue::parse(v).ok_or_else(|| {
+                ConfigError::new(
+                    "trading.venue",
+                    format!("unknown venue '{v}' (expected: exchange, mirror)"),
+                )
+            })?,
+            None if external => Venue::Mirror,
+            None => Venue::Exchange,
+        };
+        let markets = Markets::from_settings(&self.symbols, default_venue)?;
+        if external && let Some(m) = markets.iter().find(|m| m.venue == Venue::Exchange) {
+            let key = match self.symbols.iter().position(|s| s.symbol == m.symbol) {
+                Some(i) if self.symbols[i].venue.is_some() => format!("symbols[{i}].venue"),
+                _ => "trading.venue".to_string(),
+            };
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "feed.kind = \"{}\" sets every market's price: exchange markets need the simulator or no feed",
+                    self.feed.kind
+                ),
+            ));
+        }
         self.trading.grant_units(&markets)?;
         if let Some(code) = self.upbit.codes.iter().find(|c| markets.get(c).is_none()) {
             return Err(ConfigError::new(
@@ -1210,11 +1299,44 @@ initial_price = "1000"
     }
 
     #[test]
+    fn venues_default_by_feed_and_can_be_named() {
+        use crate::Venue;
+        let venues = |m: &Markets| m.iter().map(|m| m.venue).collect::<Vec<_>>();
+        let (_, m) = load("", &[]).unwrap();
+        assert!(venues(&m).iter().all(|v| *v == Venue::Exchange));
+        let (_, m) = load("[trading]\nvenue = \"mirror\"", &[]).unwrap();
+        assert!(venues(&m).iter().all(|v| *v == Venue::Mirror));
+        let upbit = "[feed]\nkind = \"upbit\"\n";
+        let (_, m) = load(upbit, &[]).unwrap();
+        assert!(venues(&m).iter().all(|v| *v == Venue::Mirror));
+        let one = "[[symbols]]\nsymbol = \"KRW-BTC\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"1000\"\nvenue = \"exchange\"\n[[symbols]]\nsymbol = \"KRW-ETH\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"1000\"\n[trading]\nvenue = \"mirror\"\ngrants = {}\n";
+        let (_, m) = load(one, &[]).unwrap();
+        assert_eq!(venues(&m), [Venue::Exchange, Venue::Mirror]);
+        // An external feed prices every market: an exchange market under it is refused.
+        let err = load(&format!("{upbit}{one}"), &[]).unwrap_err();
+        assert_eq!(err.key, "symbols[0].venue");
+        let err = load(upbit, &[("BOURSE_TRADING__VENUE", "exchange")]).unwrap_err();
+        assert_eq!(err.key, "trading.venue");
+        let bad = one.replace("venue = \"exchange\"", "venue = \"casino\"");
+        assert_eq!(load(&bad, &[]).unwrap_err().key, "symbols[0].venue");
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (env, key) in [
             (("BOURSE_GATEWAY__LISTEN", "nowhere"), "gateway.listen"),
             (("BOURSE_FEED__KIND", "kafka"), "kafka.brokers"),
             (("BOURSE_FEED__KIND", "exchange"), "feed.kind"),
+            (("BOURSE_TRADING__VENUE", "casino"), "trading.venue"),
+            (("BOURSE_PARTICIPANTS__DEPTH", "0"), "participants.depth"),
+            (
+                ("BOURSE_PARTICIPANTS__SPREAD_BPS", "0"),
+                "participants.spread_bps",
+            ),
+            (
+                ("BOURSE_PARTICIPANTS__REFRESH_MS", "10"),
+                "participants.refresh_ms",
+            ),
             (("BOURSE_UPBIT__URL", "https://api.upbit.com"), "upbit.url"),
             (("BOURSE_UPBIT__CODES", "[\"KRW-NOPE\"]"), "upbit.codes"),
             (("BOURSE_UPBIT__STALL_AFTER_S", "0"), "upbit.stall_after_s"),

@@ -25,6 +25,37 @@ pub struct Market {
     pub base_per_lot: u128,
     /// One tick × one lot in units of the quote asset's balance step.
     pub quote_per_tick_lot: u128,
+    /// Where the market's price comes from.
+    pub venue: Venue,
+}
+
+/// Where a market's price comes from (docs/DESIGN.md "Venues").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Venue {
+    /// The book makes the price: every tick is a fill of the book. Under the simulator,
+    /// simulated participants (a market maker and takers) trade in it.
+    Exchange,
+    /// The price comes from a feed (the simulator's walk, Kafka or Upbit).
+    Mirror,
+}
+
+impl Venue {
+    /// The config and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Venue::Exchange => "exchange",
+            Venue::Mirror => "mirror",
+        }
+    }
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<Venue> {
+        match s {
+            "exchange" => Some(Venue::Exchange),
+            "mirror" => Some(Venue::Mirror),
+            _ => None,
+        }
+    }
 }
 
 impl Market {
@@ -37,6 +68,23 @@ impl Market {
     /// `price_ticks × qty_lots`.
     pub fn quote_amount(&self, cost: u128) -> u128 {
         cost * self.quote_per_tick_lot
+    }
+
+    /// How many lots (at least one) buy `notional` whole units of the quote currency at
+    /// `price` ticks, rounded down: the simulator's trade sizes and the market maker's
+    /// levels are notionals, so they suit any price.
+    pub fn lots_for(&self, notional: u64, price: u64) -> u64 {
+        // One tick × one lot is 10^(tick_exp + lot_exp) quote units.
+        let e = i32::from(self.tick.exp()) + i32::from(self.lot.exp());
+        let pow = |e: u32| 10u128.saturating_pow(e);
+        let (up, down) = if e <= 0 {
+            (pow(e.unsigned_abs()), 1)
+        } else {
+            (1, pow(e as u32))
+        };
+        let lots =
+            u128::from(notional).saturating_mul(up) / u128::from(price).saturating_mul(down).max(1);
+        u64::try_from(lots).unwrap_or(u64::MAX).max(1)
     }
 }
 
@@ -63,7 +111,11 @@ pub fn is_symbol_shape(s: &str) -> bool {
 
 impl Markets {
     /// Validates symbol settings into markets.
-    pub fn from_settings(symbols: &[SymbolSettings]) -> Result<Markets, ConfigError> {
+    /// `default_venue` is for markets that name none.
+    pub fn from_settings(
+        symbols: &[SymbolSettings],
+        default_venue: Venue,
+    ) -> Result<Markets, ConfigError> {
         let mut by_symbol = BTreeMap::new();
         if symbols.is_empty() {
             return Err(ConfigError::new("symbols", "at least one symbol is needed"));
@@ -99,6 +151,15 @@ impl Markets {
             if max_qty == 0 {
                 return Err(ConfigError::new(key("max_qty"), "must be above 0"));
             }
+            let venue = match &s.venue {
+                Some(v) => Venue::parse(v).ok_or_else(|| {
+                    ConfigError::new(
+                        key("venue"),
+                        format!("unknown venue '{v}' (expected: exchange, mirror)"),
+                    )
+                })?,
+                None => default_venue,
+            };
             let market = Market {
                 symbol: s.symbol.clone(),
                 base: base.to_string(),
@@ -109,6 +170,7 @@ impl Markets {
                 max_qty,
                 base_per_lot: 1,
                 quote_per_tick_lot: 1,
+                venue,
             };
             if by_symbol.insert(s.symbol.clone(), market).is_some() {
                 return Err(ConfigError::new(
@@ -218,9 +280,10 @@ mod tests {
                 lot_size: "0.001".into(),
                 initial_price: "100".into(),
                 max_qty: None,
+                venue: None,
             })
             .collect();
-        Markets::from_settings(&settings).expect("markets")
+        Markets::from_settings(&settings, super::Venue::Mirror).expect("markets")
     }
 
     fn found(m: &Markets, q: &str) -> Vec<String> {
