@@ -282,6 +282,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             sharding.clone(),
             markets.clone(),
             settings.feed.clone(),
+            settings.participants.clone(),
             stop_rx.clone(),
         ))),
         "upbit" => feed_health.clone().map(|health| {

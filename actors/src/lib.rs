@@ -8,6 +8,7 @@
 //! - [`alert`]: price-alert rules (cores: `condition`, the symbol's trigger `index`).
 //! - [`trading`]: the order vocabulary the two share with the gateway.
 //! - [`feed`]: market data sources (the seeded simulator).
+//! - [`participants`]: the market maker and takers of `exchange` markets (core: `quotes`).
 //! - [`rankings`]: traders ranked by score (core: the `board`).
 //! - [`channel`]: parsing client channel names into publishers.
 
@@ -18,6 +19,7 @@ pub mod channel;
 pub mod events;
 pub mod feed;
 pub mod journal;
+pub mod participants;
 pub mod rankings;
 pub mod room;
 pub mod session;

@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn the_served_document_names_the_markets() {
-        let markets = Markets::from_settings(&bourse_config::Settings::default().symbols).unwrap();
+        let markets = bourse_config::Settings::default().validate().unwrap();
         let doc = served(&markets).unwrap();
         let symbols = &doc["components"]["schemas"]["SymbolName"]["enum"];
         assert_eq!(symbols.as_array().map(Vec::len), Some(markets.len()));

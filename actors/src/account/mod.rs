@@ -36,6 +36,7 @@ use crate::alert::NewAlert;
 use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
+use crate::participants;
 use crate::session::{Courier, Private};
 use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
@@ -170,8 +171,17 @@ impl Entity for Account {
             last_reconcile: None,
         };
         if !account.ledger.granted() {
+            let factor = if participants::is_participant(user) {
+                participants::GRANT_FACTOR
+            } else {
+                1
+            };
             let grant = Entry::Grant {
-                assets: deps.grants.clone(),
+                assets: deps
+                    .grants
+                    .iter()
+                    .map(|(asset, amount)| (asset.clone(), amount.saturating_mul(factor)))
+                    .collect(),
             };
             account.record(&grant).await.map_err(|e| {
                 EntityError::new(format!("granting demo balances to {}: {e}", ctx.key))
@@ -257,7 +267,7 @@ impl Entity for Account {
             "journal_seq": self.seq,
             "orders": self.ledger.orders().count(),
             "open_orders": self.ledger.open_orders(),
-            "assets": self.ledger.balances().len(),
+            "balances": view::balances(&self.deps.markets, self.ledger.balances())["balances"].clone(),
         })
     }
 
@@ -623,7 +633,8 @@ impl Account {
         let Some(o) = self.ledger.order(order_id) else {
             return;
         };
-        if o.pending {
+        // A simulated participant has no session: nobody would read it.
+        if o.pending || participants::is_participant(self.user) {
             return;
         }
         let data = view::order(&self.deps.markets, o).to_string();
@@ -637,7 +648,7 @@ impl Account {
         let Some(o) = self.ledger.order(order_id) else {
             return;
         };
-        if o.state.filled <= filled_before.unwrap_or(0) {
+        if o.state.filled <= filled_before.unwrap_or(0) || participants::is_participant(self.user) {
             return;
         }
         let ts = now_ms();

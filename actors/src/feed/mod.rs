@@ -1,6 +1,7 @@
 //! Market data feeds: where a symbol's trades come from. The built-in simulator runs on
 //! every node but drives only the symbols this node owns on the ring, so a trade is never
-//! produced twice, and it hands them to the symbol entity in small batches. When the ring
+//! produced twice: a `mirror` market gets its trades in small batches, an `exchange` market
+//! its simulated participants ([`crate::participants`]). When the ring
 //! gives this node a symbol, its walk continues from the symbol's last traded price.
 //! External feeds (Kafka in the `bourse-kafka` crate, Upbit in `bourse-upbit`) parse their
 //! messages with [`message`] and hand the symbol [`FeedTrade`]s, which carry a source
@@ -19,7 +20,7 @@ pub use simulator::{Simulator, TradeInput};
 
 use crate::symbol::{Symbol, SymbolMsg, SymbolReply};
 use bourse_cluster::Sharding;
-use bourse_config::{FeedSettings, Markets};
+use bourse_config::{FeedSettings, Market, Markets, ParticipantsSettings, Venue};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -57,22 +58,26 @@ impl Pacer {
     }
 }
 
-/// Runs the simulator until `shutdown` turns true. Each symbol's walk starts at its last
+/// Runs the simulator until `shutdown` turns true. A `mirror` market gets the walk's trades
+/// as its ticks; an `exchange` market gets simulated participants trading in its book
+/// ([`crate::participants`]) while this node owns it. Each walk starts at the market's last
 /// traded price (so a restart or a move continues the chart), else at the configured price.
 pub async fn run_simulator(
     sharding: Sharding,
     markets: Markets,
     settings: FeedSettings,
+    participants: ParticipantsSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut sims: Vec<(String, Simulator, bool)> = markets
+    let mut sims: Vec<Driven> = markets
         .iter()
-        .map(|m| {
-            (
-                m.symbol.clone(),
-                Simulator::new(settings.seed, m, m.initial_price),
-                false,
-            )
+        .enumerate()
+        .map(|(index, m)| Driven {
+            market: m.clone(),
+            index,
+            sim: Simulator::new(settings.seed, m, m.initial_price),
+            driving: false,
+            participants: None,
         })
         .collect();
     let rate = u64::from(settings.trades_per_sec);
@@ -90,33 +95,60 @@ pub async fn run_simulator(
             _ = shutdown.changed() => return,
         }
         let n = pacer.due();
-        if n == 0 {
-            continue;
-        }
         let ring = sharding.ring();
-        for (symbol, sim, driving) in sims.iter_mut() {
+        for d in sims.iter_mut() {
+            let symbol = d.market.symbol.as_str();
             if ring.owner(crate::symbol::KIND, symbol) != Some(sharding.node()) {
-                *driving = false;
+                d.driving = false;
                 continue;
             }
-            if !*driving {
+            let running = d.participants.as_ref().is_some_and(|h| !h.is_finished());
+            if running || (n == 0 && d.market.venue == Venue::Mirror) {
+                continue;
+            }
+            if !d.driving || d.market.venue == Venue::Exchange {
                 // Newly ours: activate the symbol here (from storage) and continue its chart.
                 match sharding.ask::<Symbol>(symbol, SymbolMsg::Ticker).await {
-                    Ok(SymbolReply::Ticker(t)) => sim.set_price(t.last),
+                    Ok(SymbolReply::Ticker(t)) => d.sim.set_price(t.last),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(%symbol, error = %e, "symbol not ready on this node yet");
                         continue;
                     }
                 }
-                *driving = true;
+                d.driving = true;
             }
-            let batch: Vec<TradeInput> = (0..n).map(|_| sim.next_trade()).collect();
+            if d.market.venue == Venue::Exchange {
+                d.participants = Some(tokio::spawn(crate::participants::drive(
+                    sharding.clone(),
+                    d.market.clone(),
+                    d.index,
+                    d.sim.price(),
+                    settings.clone(),
+                    participants.clone(),
+                    shutdown.clone(),
+                )));
+                continue;
+            }
+            let batch: Vec<TradeInput> = (0..n).map(|_| d.sim.next_trade()).collect();
             if let Err(e) = sharding.send::<Symbol>(symbol, SymbolMsg::Trades(batch)) {
                 tracing::debug!(%symbol, error = %e, "simulated trades dropped");
             }
         }
     }
+}
+
+/// One market as the simulator drives it.
+struct Driven {
+    market: Market,
+    /// Its place in symbol order (which participant accounts trade it).
+    index: usize,
+    sim: Simulator,
+    /// Whether this node drove it on the last round (else its walk restarts from the
+    /// market's last trade).
+    driving: bool,
+    /// The participants' task of an exchange market, while it runs here.
+    participants: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Hands every symbol of `batch` its trades, all symbols at once, each [`deliver`]ed until

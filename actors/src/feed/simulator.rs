@@ -22,15 +22,8 @@ pub struct TradeInput {
 pub struct Simulator {
     rng: fastrand::Rng,
     price: u64,
-    /// `10^(-(tick_exp + lot_exp))` as (multiply, divide): quote units per tick·lot.
-    scale_up: u64,
-    scale_down: u64,
+    market: Market,
     floor: u64,
-}
-
-/// Small integer power of ten (saturating).
-fn pow10(e: u32) -> u64 {
-    10u64.saturating_pow(e)
 }
 
 impl Simulator {
@@ -43,17 +36,10 @@ impl Simulator {
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             });
-        let e = -(i32::from(market.tick.exp()) + i32::from(market.lot.exp()));
-        let (scale_up, scale_down) = if e >= 0 {
-            (pow10(e as u32), 1)
-        } else {
-            (1, pow10(e.unsigned_abs()))
-        };
         Simulator {
             rng: fastrand::Rng::with_seed(seed ^ symbol_hash),
             price: start_price.max(1),
-            scale_up,
-            scale_down,
+            market: market.clone(),
             // The walk never goes below 1/20 of where it started.
             floor: (start_price / 20).max(1),
         }
@@ -99,11 +85,9 @@ impl Simulator {
         // Size: a notional of 5,000 quote units doubled 0-10 times (heavy tail), ±50%.
         let doublings = self.rng.u32(0..=10).min(self.rng.u32(0..=10));
         let notional = 5_000u64 * (1 << doublings) * self.rng.u64(500..=1500) / 1000;
-        let qty = notional.saturating_mul(self.scale_up)
-            / self.price.saturating_mul(self.scale_down).max(1);
         TradeInput {
             price: self.price,
-            qty: qty.max(1),
+            qty: self.market.lots_for(notional, self.price),
             side,
         }
     }

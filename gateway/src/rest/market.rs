@@ -79,7 +79,8 @@ pub fn symbols(state: &GatewayState, q: &HashMap<String, String>) -> Result<Valu
             .into_iter()
             .map(|m| {
                 json!({"symbol": m.symbol, "base": m.base, "quote": m.quote,
-                       "tick_size": m.tick.to_string(), "lot_size": m.lot.to_string()})
+                       "tick_size": m.tick.to_string(), "lot_size": m.lot.to_string(),
+                       "venue": m.venue.as_str()})
             })
             .collect(),
     ))
