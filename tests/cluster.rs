@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cluster, WsClient, assert_continuity};
+use common::{ADMIN_TOKEN, Cluster, WsClient, assert_continuity};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 
@@ -109,14 +109,23 @@ async fn three_nodes_agree_on_members_and_ring_and_stream_every_symbol_from_ever
         }
     }
     // Each symbol is active on exactly one node.
-    let views = cluster.views(&[0, 1, 2]);
-    let entities: u64 = views[0]["members"]
+    let (status, listed) = cluster.nodes[0].api(
+        "GET",
+        "/admin/entities?kind=symbol&limit=100",
+        None,
+        Some(ADMIN_TOKEN),
+    );
+    assert_eq!(status, 200, "{listed}");
+    let mut keys: Vec<&str> = listed
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["entities"].as_u64().unwrap())
-        .sum();
-    assert_eq!(entities, 8, "{:#?}", views[0]);
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    let mut want: Vec<String> = SYMBOLS.iter().map(|s| format!("KRW-{s}")).collect();
+    want.sort_unstable();
+    assert_eq!(keys, want, "{listed:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,9 +41,10 @@ async fn sigterm_closes_clients_with_1001_flushes_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_too_slow_for_trades_is_closed_with_slow_consumer() {
+    // Mirror markets: the simulator's 2,000 trades a second go straight to the ticks.
     let node = Node::start(
         "slow",
-        "[feed]\ntrades_per_sec = 2000\n[gateway]\noutbound_queue = 16\n",
+        "[feed]\ntrades_per_sec = 2000\n[trading]\nvenue = \"mirror\"\n[gateway]\noutbound_queue = 16\n",
     );
     let mut ws = WsClient::connect(&node.ws_url()).await;
     let symbols = ["BTC", "ETH", "XRP", "SOL", "DOGE", "ADA", "AVAX", "LINK"];

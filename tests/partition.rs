@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const FEED: &str = "[feed]\ntrades_per_sec = 5\n";
+/// Mirror markets: only the tests' traders trade in the books, so their money is conserved
+/// among themselves.
+const FEED: &str = "[feed]\ntrades_per_sec = 5\n[trading]\nvenue = \"mirror\"\n";
 const SYMBOLS: [&str; 8] = [
     "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-AVAX", "KRW-LINK",
 ];
