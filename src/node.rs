@@ -148,6 +148,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 snapshot_every: settings.trading.snapshot_every,
                 events,
                 price_band_pct: settings.trading.price_band_pct,
+                slippage_bps: settings.trading.slippage_bps,
             }),
             sharding: sharding.clone(),
             policy,

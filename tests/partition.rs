@@ -24,9 +24,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Mirror markets: only the tests' traders trade in the books, so their money is conserved
-/// among themselves.
-const FEED: &str = "[feed]\ntrades_per_sec = 5\n[trading]\nvenue = \"mirror\"\n";
+/// The traded markets are exchanges made by the tests' traders alone (no simulated
+/// participants), so their money is conserved among themselves; the others follow the
+/// simulator's walk.
+const FEED: &str = "[feed]\ntrades_per_sec = 5\n[participants]\nenabled = false\n[trading]\nvenue = \"mirror\"\n\
+[[symbols]]\nsymbol = \"KRW-BTC\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"140000000\"\nvenue = \"exchange\"\n\
+[[symbols]]\nsymbol = \"KRW-ETH\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"5000000\"\nvenue = \"exchange\"\n\
+[[symbols]]\nsymbol = \"KRW-XRP\"\ntick_size = \"1\"\nlot_size = \"0.01\"\ninitial_price = \"3000\"\n\
+[[symbols]]\nsymbol = \"KRW-SOL\"\ntick_size = \"100\"\nlot_size = \"0.001\"\ninitial_price = \"250000\"\n\
+[[symbols]]\nsymbol = \"KRW-DOGE\"\ntick_size = \"0.1\"\nlot_size = \"1\"\ninitial_price = \"300\"\n\
+[[symbols]]\nsymbol = \"KRW-ADA\"\ntick_size = \"1\"\nlot_size = \"0.1\"\ninitial_price = \"1000\"\n\
+[[symbols]]\nsymbol = \"KRW-AVAX\"\ntick_size = \"10\"\nlot_size = \"0.01\"\ninitial_price = \"40000\"\n\
+[[symbols]]\nsymbol = \"KRW-LINK\"\ntick_size = \"10\"\nlot_size = \"0.01\"\ninitial_price = \"25000\"\n";
 const SYMBOLS: [&str; 8] = [
     "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-AVAX", "KRW-LINK",
 ];

@@ -36,6 +36,7 @@ async fn a_book_subscription_waits_until_its_snapshot_is_durable() {
             replay_events: 64,
             snapshot_every: 1000,
             price_band_pct: 80,
+            slippage_bps: 5,
         }),
         sharding: sharding.clone(),
         policy: RestartPolicy {

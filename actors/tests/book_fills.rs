@@ -50,6 +50,7 @@ async fn node(
             // fills come from the snapshot alone.
             snapshot_every: 1,
             price_band_pct: 80,
+            slippage_bps: 5,
         }),
         sharding: sharding.clone(),
         policy: policy(),

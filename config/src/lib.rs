@@ -248,6 +248,9 @@ pub struct TradingSettings {
     pub max_open_orders: usize,
     /// Journal entries between snapshots of a book or an account.
     pub snapshot_every: u64,
+    /// How far from a mirror market's feed price a market order fills, in basis points
+    /// (at least one tick): a buy at the price plus this, a sell at the price less it.
+    pub slippage_bps: u32,
     /// The venue of every market that names none (`exchange` or `mirror`); unset:
     /// `exchange` under the simulator or no feed, `mirror` under Kafka or Upbit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,6 +263,9 @@ pub struct TradingSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParticipantsSettings {
+    /// Off: exchange markets are made by their users alone (as seed 003's own coin is),
+    /// while the simulator still drives the mirror markets.
+    pub enabled: bool,
     /// From the best bid to the best ask, in basis points of the fair price.
     pub spread_bps: u32,
     /// Price levels quoted on each side.
@@ -275,6 +281,7 @@ pub struct ParticipantsSettings {
 impl Default for ParticipantsSettings {
     fn default() -> Self {
         ParticipantsSettings {
+            enabled: true,
             spread_bps: 10,
             depth: 5,
             step_bps: 5,
@@ -515,6 +522,7 @@ impl Default for TradingSettings {
             price_band_pct: 80,
             max_open_orders: 1000,
             snapshot_every: 10_000,
+            slippage_bps: 5,
             venue: None,
         }
     }
@@ -1040,6 +1048,9 @@ impl Settings {
             self.trading.max_open_orders as u64,
         )?;
         positive("trading.snapshot_every", self.trading.snapshot_every)?;
+        if !(1..=1000).contains(&self.trading.slippage_bps) {
+            return Err(ConfigError::new("trading.slippage_bps", "must be 1..=1000"));
+        }
         positive(
             "chat.messages_per_sec",
             u64::from(self.chat.messages_per_sec),
@@ -1328,6 +1339,10 @@ initial_price = "1000"
             (("BOURSE_FEED__KIND", "kafka"), "kafka.brokers"),
             (("BOURSE_FEED__KIND", "exchange"), "feed.kind"),
             (("BOURSE_TRADING__VENUE", "casino"), "trading.venue"),
+            (
+                ("BOURSE_TRADING__SLIPPAGE_BPS", "0"),
+                "trading.slippage_bps",
+            ),
             (("BOURSE_PARTICIPANTS__DEPTH", "0"), "participants.depth"),
             (
                 ("BOURSE_PARTICIPANTS__SPREAD_BPS", "0"),

@@ -71,6 +71,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         replay_events: 1024,
         snapshot_every: args.snapshot_every,
         price_band_pct: 80,
+        slippage_bps: 5,
     };
     spawn_region::<BookEntity>(region(book_deps, &sharding, policy), root.get_cell()).await?;
     let symbol_deps = SymbolDeps {

@@ -29,11 +29,11 @@ use bourse_cluster::{
     Entity, EntityContext, EntityError, Responder, Sharding, StreamEvent, StreamGrant, StreamLog,
     StreamRequest,
 };
-use bourse_config::{Market, Markets};
+use bourse_config::{Market, Markets, Venue};
 use bourse_storage::{Ack, Lease, MarketStore, Write};
 use engine::{Kind, Order, Reject, Side};
 use serde::{Deserialize, Serialize};
-use state::{Answer, BookState, Command, Outcome, price_band};
+use state::{Answer, BookState, Command, Outcome, house_quotes, price_band};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -61,6 +61,8 @@ pub enum BookMsg {
     Depth(usize),
     /// Best prices and the last fill price (market-buy protection).
     Quote,
+    /// A mirror market's feed price (from its symbol, after each batch of feed trades).
+    Mark(u64),
 }
 
 /// What a book answers.
@@ -81,6 +83,8 @@ pub enum BookReply {
     },
     /// The command could not be made durable; nothing of it happened.
     Failed(String),
+    /// Taken (a [`BookMsg::Mark`]).
+    Done,
 }
 
 /// What every book on a node shares.
@@ -93,6 +97,8 @@ pub struct BookDeps {
     pub events: bool,
     /// `trading.price_band_pct`: how far from the last trade a limit order may be priced.
     pub price_band_pct: u32,
+    /// `trading.slippage_bps`: how far from a mirror market's feed price the house quotes.
+    pub slippage_bps: u32,
 }
 
 /// What becomes visible once a journal entry is durable.
@@ -162,6 +168,8 @@ pub struct BookEntity {
     since_snapshot: u64,
     log: StreamLog,
     channel: String,
+    /// A mirror market's latest feed price (memory only: the commands that use it carry it).
+    mark: Option<u64>,
 }
 
 impl Entity for BookEntity {
@@ -218,6 +226,7 @@ impl Entity for BookEntity {
             state,
             seq,
             since_snapshot: replayed as u64,
+            mark: None,
         };
         // The last reports and fills before a crash may not have reached the accounts and
         // the symbol.
@@ -227,7 +236,7 @@ impl Entity for BookEntity {
             }
         }
         let fills: Vec<_> = entity.state.recent_fills().map(fill_trade).collect();
-        if !fills.is_empty() {
+        if !fills.is_empty() && entity.market.venue == Venue::Exchange {
             send_fills(&entity.sharding, &ctx.key, fills);
         }
         tracing::info!(
@@ -351,8 +360,20 @@ impl BookEntity {
         let (ack, effects, reply) = match msg {
             BookMsg::Submit(order) => match self.outside_band(&order) {
                 Some(rejected) => (None, Effects::default(), BookReply::Order(rejected)),
+                None if self.market.venue == Venue::Mirror => {
+                    return self.submit_mirrored(order, ts, respond);
+                }
                 None => self.command(Command::Submit { order, ts }),
             },
+            BookMsg::Mark(_) if self.market.venue == Venue::Exchange => {
+                (None, Effects::default(), BookReply::Done)
+            }
+            BookMsg::Mark(price) => {
+                // Journaled only when it crosses a resting order (else nothing changes).
+                self.mark = Some(price);
+                let (ack, effects, _) = self.command(Command::Mark { price, ts });
+                (ack, effects, BookReply::Done)
+            }
             BookMsg::Cancel { order_id, owner } => self.command(Command::Cancel {
                 order_id,
                 owner,
@@ -382,14 +403,22 @@ impl BookEntity {
                 )
             }
             BookMsg::Quote => {
-                let (best_bid, best_ask) = self.state.engine().best();
+                let (mut best_bid, mut best_ask) = self.state.engine().best();
+                let mut last = self.state.last_price();
+                if let Some(mark) = self.mark.filter(|_| self.market.venue == Venue::Mirror) {
+                    // The house quotes behind the users.
+                    let (bid, ask) = house_quotes(mark, self.deps.slippage_bps);
+                    best_bid = best_bid.max(Some(bid));
+                    best_ask = Some(best_ask.map_or(ask, |a| a.min(ask)));
+                    last = Some(mark);
+                }
                 (
                     None,
                     Effects::default(),
                     BookReply::Quote {
                         best_bid,
                         best_ask,
-                        last: self.state.last_price(),
+                        last,
                     },
                 )
             }
@@ -411,7 +440,11 @@ impl BookEntity {
         if self.state.order(order.id).is_some() {
             return None;
         }
-        let reference = self.state.last_price().unwrap_or(self.market.initial_price);
+        let reference = match self.market.venue {
+            Venue::Mirror => self.mark.or(self.state.last_price()),
+            Venue::Exchange => self.state.last_price(),
+        }
+        .unwrap_or(self.market.initial_price);
         let (low, high) = price_band(reference, self.deps.price_band_pct);
         if (low..=high).contains(&price) {
             return None;
@@ -420,6 +453,53 @@ impl BookEntity {
         state.status = Status::Rejected;
         state.reject = Some(Reject::OutsideBand);
         Some(state)
+    }
+
+    /// Matches an order of a mirror market against the users' orders and the house's quotes
+    /// around the feed's price, then fills whatever that price now crosses. Before the
+    /// feed's first price a market order is refused (nothing prices it) and a limit order
+    /// meets the users' orders only.
+    fn submit_mirrored(&mut self, order: Order, ts: i64, respond: Responder<BookReply>) {
+        let Some(mark) = self.mark else {
+            let (ack, effects, reply) = match order.kind {
+                Kind::Market { .. } if self.state.order(order.id).is_none() => (
+                    None,
+                    Effects::default(),
+                    BookReply::Failed(format!(
+                        "{} has no price from its feed yet; retry",
+                        self.market.symbol
+                    )),
+                ),
+                _ => self.command(Command::Submit { order, ts }),
+            };
+            return self.release(Release {
+                ack,
+                effects,
+                answer: Some(Held::Book(reply, respond)),
+            });
+        };
+        let (bid, ask) = house_quotes(mark, self.deps.slippage_bps);
+        let (ack, effects, reply) = self.command(Command::SubmitAt {
+            order,
+            ts,
+            bid,
+            ask,
+        });
+        self.release(Release {
+            ack,
+            effects,
+            answer: Some(Held::Book(reply, respond)),
+        });
+        // A limit order between the feed's price and the house's quote rests, and the
+        // price already crosses it: it fills at its own price now, not at the next trade.
+        let (ack, effects, _) = self.command(Command::Mark { price: mark, ts });
+        if ack.is_some() {
+            self.release(Release {
+                ack,
+                effects,
+                answer: None,
+            });
+        }
     }
 
     /// Queues a release; a book whose release task is gone stops.
@@ -482,8 +562,9 @@ impl BookEntity {
     fn effects(&mut self, cmd: &Command, out: &Outcome) -> Effects {
         let ts = cmd.ts();
         let asked = match *cmd {
-            Command::Submit { order, .. } => order.id,
+            Command::Submit { order, .. } | Command::SubmitAt { order, .. } => order.id,
             Command::Cancel { order_id, .. } | Command::Void { order_id, .. } => order_id,
+            Command::Mark { .. } => 0,
         };
         let mut effects = Effects {
             reports: out
@@ -506,7 +587,10 @@ impl BookEntity {
                 .events
                 .push(self.log.publish(&self.channel, ts, data, false));
         }
-        effects.trades = out.fills.iter().map(fill_trade).collect();
+        // A mirror market's ticks are its feed's; its users' fills show on their orders.
+        if self.market.venue == Venue::Exchange {
+            effects.trades = out.fills.iter().map(fill_trade).collect();
+        }
         effects
     }
 

@@ -6,7 +6,7 @@
 //! recovery; because [`BookState::apply`] depends only on the state and the command, replay
 //! rebuilds exactly the state that acknowledged orders saw.
 
-use super::engine::{Book, Event, Order, Reject, Resting, Side};
+use super::engine::{Book, Event, Kind, Order, Reject, Resting, Side, TimeInForce};
 use crate::trading::{OrderState, Status, owner_of};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -31,15 +31,36 @@ pub enum Command {
     /// The owner's account gave up on an order it could not confirm: refuse it for good if it
     /// has not arrived (a tombstone), or report its state if it has.
     Void { order_id: u64, ts: i64 },
+    /// A mirror market's feed price reached `price`: every resting order it crosses (bids at
+    /// or above, asks at or below) fills whole against the house at its own limit price, in
+    /// price-time priority.
+    Mark { price: u64, ts: i64 },
+    /// Match an order in a mirror market, where the house quotes `bid` and `ask` (the feed's
+    /// price less and plus the slippage) in unlimited size behind the users' orders at the
+    /// same prices; what the house does not take rests (or expires) as in [`Command::Submit`].
+    SubmitAt {
+        order: Order,
+        ts: i64,
+        bid: u64,
+        ask: u64,
+    },
 }
+
+/// The house: the counterparty of a mirror market, the outside market whose price the
+/// feed reports. Its orders live only within one command and are never reported.
+pub const HOUSE: u64 = u32::MAX as u64;
+/// Quantity behind each house order: more than any user can take.
+const HOUSE_QTY: u64 = u64::MAX / 4;
 
 impl Command {
     /// When the book received it.
     pub fn ts(&self) -> i64 {
         match *self {
-            Command::Submit { ts, .. } | Command::Cancel { ts, .. } | Command::Void { ts, .. } => {
-                ts
-            }
+            Command::Submit { ts, .. }
+            | Command::Cancel { ts, .. }
+            | Command::Void { ts, .. }
+            | Command::Mark { ts, .. }
+            | Command::SubmitAt { ts, .. } => ts,
         }
     }
 }
@@ -206,18 +227,73 @@ impl BookState {
                 ts,
             } => self.cancel(order_id, owner, ts),
             Command::Void { order_id, ts } => self.void(order_id, ts),
+            Command::Mark { price, ts } => self.mark(price, ts),
+            Command::SubmitAt {
+                order,
+                ts,
+                bid,
+                ask,
+            } => self.submit_at(order, ts, bid, ask),
         };
         if outcome.changed {
-            self.evict(cmd_ts(cmd));
+            self.evict(cmd.ts());
         }
         outcome
     }
 
-    fn submit(&mut self, order: Order, ts: i64) -> Outcome {
+    /// Whether a feed price of `price` would fill any resting order.
+    pub fn crossed_by(&self, price: u64) -> bool {
+        let (bid, ask) = self.engine.best();
+        bid.is_some_and(|b| b >= price) || ask.is_some_and(|a| a <= price)
+    }
+
+    fn mark(&mut self, price: u64, ts: i64) -> Outcome {
+        if !self.crossed_by(price) {
+            return Outcome::unchanged(Answer::NotFound);
+        }
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        // One house order takes each side at the feed's price: it trades at the resting
+        // orders' own prices, best first, and expires with the rest.
+        for (n, side) in [(1, Side::Sell), (2, Side::Buy)] {
+            self.engine
+                .place(house(n, side, price, TimeInForce::Ioc), &mut events);
+        }
+        let outcome = self.absorb(&events, ts);
+        self.scratch = events;
+        outcome
+    }
+
+    fn submit_at(&mut self, order: Order, ts: i64, bid: u64, ask: u64) -> Outcome {
         if let Some(t) = self.orders.get(&order.id) {
-            // A resubmission (or a voided id): the first answer stands.
             return Outcome::unchanged(Answer::Order(t.state));
         }
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        // The house's quotes join the book behind the users' orders at their prices (post
+        // only: they never take), the order matches, and the quotes leave again.
+        let quotes = [
+            house(3, Side::Sell, ask, TimeInForce::Gtc),
+            house(4, Side::Buy, bid, TimeInForce::Gtc),
+        ];
+        for q in quotes {
+            self.engine.place(q, &mut events);
+        }
+        self.track(order);
+        self.engine.place(order, &mut events);
+        for q in quotes {
+            self.engine.cancel(q.id, &mut events);
+        }
+        let mut outcome = self.absorb(&events, ts);
+        self.scratch = events;
+        if let Some(t) = self.orders.get(&order.id) {
+            outcome.answer = Answer::Order(t.state);
+        }
+        outcome
+    }
+
+    /// Starts tracking a new order.
+    fn track(&mut self, order: Order) {
         self.orders.insert(
             order.id,
             Tracked {
@@ -228,6 +304,14 @@ impl BookState {
                 state: OrderState::new(order.id),
             },
         );
+    }
+
+    fn submit(&mut self, order: Order, ts: i64) -> Outcome {
+        if let Some(t) = self.orders.get(&order.id) {
+            // A resubmission (or a voided id): the first answer stands.
+            return Outcome::unchanged(Answer::Order(t.state));
+        }
+        self.track(order);
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         self.engine.place(order, &mut events);
@@ -438,10 +522,26 @@ impl BookState {
     }
 }
 
-fn cmd_ts(cmd: &Command) -> i64 {
-    match *cmd {
-        Command::Submit { ts, .. } | Command::Cancel { ts, .. } | Command::Void { ts, .. } => ts,
+/// The house's `n`th order of a command.
+fn house(n: u32, side: Side, price: u64, tif: TimeInForce) -> Order {
+    Order {
+        id: crate::trading::order_id(HOUSE, n),
+        owner: HOUSE,
+        side,
+        kind: Kind::Limit { price },
+        qty: HOUSE_QTY,
+        tif,
+        // A quote never takes; a marking order only takes.
+        post_only: tif == TimeInForce::Gtc,
     }
+}
+
+/// The house's quotes around a mirror market's feed price `mark`: `slippage_bps` basis
+/// points below and above, rounded away from it to whole ticks (the bid at least one tick).
+pub fn house_quotes(mark: u64, slippage_bps: u32) -> (u64, u64) {
+    let off = (u128::from(mark) * u128::from(slippage_bps)).div_ceil(10_000);
+    let off = u64::try_from(off).unwrap_or(u64::MAX);
+    (mark.saturating_sub(off).max(1), mark.saturating_add(off))
 }
 
 /// The prices a limit order may have, both included: `pct` percent either side of

@@ -103,7 +103,11 @@ pub async fn run_simulator(
                 continue;
             }
             let running = d.participants.as_ref().is_some_and(|h| !h.is_finished());
-            if running || (n == 0 && d.market.venue == Venue::Mirror) {
+            let idle = match d.market.venue {
+                Venue::Mirror => n == 0,
+                Venue::Exchange => !participants.enabled,
+            };
+            if running || idle {
                 continue;
             }
             if !d.driving || d.market.venue == Venue::Exchange {

@@ -16,13 +16,14 @@ pub mod view;
 
 use crate::alert::index::TriggerIndex;
 use crate::alert::{Condition, NewAlert};
+use crate::book::{BookEntity, BookMsg};
 use crate::channel::Channel;
 use crate::feed::{FeedTrade, TradeInput};
 use crate::trading::Refusal;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };
-use bourse_config::{Market, Markets};
+use bourse_config::{Market, Markets, Venue};
 use bourse_storage::{AlertRecord, Candle, Interval, Lease, MarketStore, StoreError, Tick, Write};
 use candles::CandleSet;
 use serde::{Deserialize, Serialize};
@@ -230,6 +231,9 @@ impl Entity for Symbol {
             triggers: alerts::load(store.as_ref(), symbol, now - alerts::REPLAY_MS).await?,
         };
         entity.replay_alerts(now - alerts::REPLAY_MS);
+        if let Some((price, _)) = entity.last {
+            entity.mark_book(price);
+        }
         for (interval, c) in closed {
             entity.publish_closed(interval, &c, now);
         }
@@ -251,6 +255,8 @@ impl Entity for Symbol {
                 self.on_trades(trades.into_iter().map(|t| (t, at))).await;
                 SymbolReply::Done
             }
+            // A mirror market's ticks are its feed's alone.
+            SymbolMsg::BookFills(_) if self.market.venue == Venue::Mirror => SymbolReply::Done,
             SymbolMsg::BookFills(fills) => {
                 let at = self.position;
                 let fresh: Vec<(TradeInput, Position)> = fills
@@ -510,7 +516,24 @@ impl Symbol {
         self.publish(Chan::Ticker, ts, ticker, true);
         // Alerts see only durable trades, in order.
         self.fire_alerts(&prices, ts);
+        if let Some(&price) = prices.last() {
+            self.mark_book(price);
+        }
         true
+    }
+
+    /// Tells a mirror market's book its feed's latest price, which fills users' orders.
+    fn mark_book(&self, price: u64) {
+        if self.market.venue != Venue::Mirror {
+            return;
+        }
+        let symbol = &self.market.symbol;
+        if let Err(e) = self
+            .sharding
+            .send::<BookEntity>(symbol, BookMsg::Mark(price))
+        {
+            tracing::debug!(%symbol, error = %e, "the feed's price did not reach the book");
+        }
     }
 
     async fn persist_closed(&mut self, closed: &[(Interval, Candle)]) {

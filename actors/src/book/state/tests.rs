@@ -278,7 +278,17 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         order_id: order_id(user, n),
         ts: 0,
     });
-    prop_oneof![6 => submit, 2 => cancel, 1 => void]
+    let mark = (90u64..=110).prop_map(|price| Command::Mark { price, ts: 0 });
+    let submit_at = (submit.clone(), 90u64..=110, 1u64..=3).prop_map(|(c, mark, off)| match c {
+        Command::Submit { order, ts } => Command::SubmitAt {
+            order,
+            ts,
+            bid: mark - off,
+            ask: mark + off,
+        },
+        other => other,
+    });
+    prop_oneof![6 => submit, 2 => cancel, 1 => void, 2 => mark, 3 => submit_at]
 }
 
 fn with_ts(cmd: &Command, ts: i64) -> Command {
@@ -286,7 +296,9 @@ fn with_ts(cmd: &Command, ts: i64) -> Command {
     match &mut c {
         Command::Submit { ts: t, .. }
         | Command::Cancel { ts: t, .. }
-        | Command::Void { ts: t, .. } => *t = ts,
+        | Command::Void { ts: t, .. }
+        | Command::Mark { ts: t, .. }
+        | Command::SubmitAt { ts: t, .. } => *t = ts,
     }
     c
 }
@@ -340,4 +352,212 @@ proptest! {
         }
         prop_assert_eq!(restored.snapshot(), live.snapshot());
     }
+}
+
+/// The mirror-fill rule as plainly as it can be said: resting user orders with their
+/// arrival number; an incoming order takes the users' orders and the house's quote best
+/// price first, users before the house at one price, earlier users first; a feed price
+/// fills every resting order it crosses, whole, at its own price.
+#[derive(Default)]
+struct MirrorModel {
+    resting: Vec<(u64, Side, u64, u64, usize)>,
+    arrivals: usize,
+}
+
+impl MirrorModel {
+    /// The fills `(price, qty, taker side)` of an order, and rests the rest when it may.
+    fn submit(&mut self, o: &Order, bid: u64, ask: u64) -> Vec<(u64, u64, Side)> {
+        let limit = match o.kind {
+            Kind::Limit { price } => Some(price),
+            Kind::Market { protect } => protect,
+        };
+        let crosses = |p: u64| match o.side {
+            Side::Buy => limit.is_none_or(|l| p <= l),
+            Side::Sell => limit.is_none_or(|l| p >= l),
+        };
+        let house = match o.side {
+            Side::Buy => ask,
+            Side::Sell => bid,
+        };
+        // Candidates: (price key for best-first, time, index or house).
+        let mut queue: Vec<(u64, usize, Option<usize>)> = self
+            .resting
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.1 != o.side && crosses(r.2))
+            .map(|(i, r)| (r.2, r.4, Some(i)))
+            .collect();
+        if crosses(house) {
+            queue.push((house, usize::MAX, None));
+        }
+        queue.sort_by_key(|(p, t, _)| match o.side {
+            Side::Buy => (*p, *t),
+            Side::Sell => (u64::MAX - *p, *t),
+        });
+        let mut left = o.qty;
+        let mut fills = Vec::new();
+        for (price, _, at) in queue {
+            if left == 0 {
+                break;
+            }
+            let qty = match at {
+                Some(i) => left.min(self.resting[i].3),
+                None => left,
+            };
+            if let Some(i) = at {
+                self.resting[i].3 -= qty;
+            }
+            left -= qty;
+            fills.push((price, qty, o.side));
+        }
+        self.resting.retain(|r| r.3 > 0);
+        if left > 0
+            && o.tif == TimeInForce::Gtc
+            && let Some(price) = limit
+        {
+            self.arrivals += 1;
+            self.resting
+                .push((o.id, o.side, price, left, self.arrivals));
+        }
+        fills
+    }
+
+    /// The fills a feed price makes, bids best first then asks best first.
+    fn mark(&mut self, price: u64) -> Vec<(u64, u64, Side)> {
+        let mut hit: Vec<(u64, Side, u64, u64, usize)> = self
+            .resting
+            .iter()
+            .filter(|r| match r.1 {
+                Side::Buy => r.2 >= price,
+                Side::Sell => r.2 <= price,
+            })
+            .copied()
+            .collect();
+        hit.sort_by_key(|r| match r.1 {
+            Side::Buy => (0, u64::MAX - r.2, r.4),
+            Side::Sell => (1, r.2, r.4),
+        });
+        self.resting.retain(|r| !hit.iter().any(|h| h.0 == r.0));
+        hit.iter().map(|r| (r.2, r.3, r.1.opposite())).collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The book's mirror fills are the model's: same prices, sizes and order, same
+    /// resting orders after each step; users keep price-time priority among themselves.
+    #[test]
+    fn mirror_fills_follow_the_feed_price_with_price_time_priority(
+        steps in prop::collection::vec(
+            (any::<bool>(), any::<bool>(), 95u64..=105, 1u64..=10, 0u8..6, 95u64..=105, 1u64..=2),
+            1..80,
+        ),
+    ) {
+        let mut book = BookState::new();
+        let mut model = MirrorModel::default();
+        for (i, (is_mark, buy, price, qty, k, mark, off)) in steps.into_iter().enumerate() {
+            let ts = i as i64;
+            let (got, want) = if is_mark {
+                (book.apply(&Command::Mark { price: mark, ts }), model.mark(mark))
+            } else {
+                // Each order its own user: no self-trade prevention in play.
+                let user = 10 + i as u64;
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let (kind, tif) = match k {
+                    0 => (Kind::Market { protect: None }, TimeInForce::Ioc),
+                    1 => (Kind::Limit { price }, TimeInForce::Ioc),
+                    _ => (Kind::Limit { price }, TimeInForce::Gtc),
+                };
+                let o = order(user, 1, side, kind, qty, tif);
+                // The feed's price is where the model's book leaves it uncrossed.
+                let (bid, ask) = (mark - off, mark + off);
+                model.mark(mark);
+                book.apply(&Command::Mark { price: mark, ts });
+                (book.apply(&Command::SubmitAt { order: o, ts, bid, ask }), model.submit(&o, bid, ask))
+            };
+            let fills: Vec<(u64, u64, Side)> = got.fills.iter().map(|f| (f.price, f.qty, f.taker_side)).collect();
+            prop_assert_eq!(fills, want);
+            let mut resting: Vec<(u64, Side, u64, u64)> = book
+                .engine()
+                .resting_orders()
+                .iter()
+                .map(|r| (r.id, r.side, r.price, r.remaining))
+                .collect();
+            resting.sort_unstable_by_key(|r| r.0);
+            let mut modelled: Vec<(u64, Side, u64, u64)> = model.resting.iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
+            modelled.sort_unstable_by_key(|r| r.0);
+            prop_assert_eq!(resting, modelled);
+            // The house never stays on the book and is never reported.
+            prop_assert!(got.updates.iter().all(|(owner, _)| *owner != HOUSE));
+        }
+    }
+}
+
+#[test]
+fn a_mirror_market_order_fills_at_the_price_plus_slippage_and_limits_wait_for_the_price() {
+    let mut b = BookState::new();
+    let (bid, ask) = house_quotes(1000, 50);
+    assert_eq!((bid, ask), (995, 1005));
+    let buy = order(
+        1,
+        1,
+        Side::Buy,
+        Kind::Market { protect: None },
+        7,
+        TimeInForce::Ioc,
+    );
+    let out = b.apply(&Command::SubmitAt {
+        order: buy,
+        ts: 1,
+        bid,
+        ask,
+    });
+    assert_eq!(
+        out.answer,
+        Answer::Order(OrderState {
+            status: Status::Filled,
+            filled: 7,
+            cost: 7 * 1005,
+            last_trade: 1,
+            ..OrderState::new(buy.id)
+        })
+    );
+    // A limit sell above the price rests and shows on the book; the house's quotes do not.
+    let sell = order(
+        2,
+        1,
+        Side::Sell,
+        Kind::Limit { price: 1010 },
+        3,
+        TimeInForce::Gtc,
+    );
+    b.apply(&Command::SubmitAt {
+        order: sell,
+        ts: 2,
+        bid,
+        ask,
+    });
+    assert_eq!(b.engine().depth(Side::Sell, 10), vec![(1010, 3)]);
+    assert!(b.engine().depth(Side::Buy, 10).is_empty());
+    // A price below it changes nothing and is not journaled; one at it fills it whole.
+    assert!(!b.apply(&Command::Mark { price: 1009, ts: 3 }).changed);
+    let out = b.apply(&Command::Mark { price: 1010, ts: 4 });
+    assert_eq!(
+        out.updates,
+        vec![(
+            2,
+            OrderState {
+                status: Status::Filled,
+                filled: 3,
+                cost: 3 * 1010,
+                last_trade: 2,
+                ..OrderState::new(sell.id)
+            }
+        )]
+    );
+    assert!(b.engine().is_empty());
+    // The smallest slippage is a tick each way.
+    assert_eq!(house_quotes(3, 1), (2, 4));
+    assert_eq!(house_quotes(1, 1000), (1, 2));
 }
