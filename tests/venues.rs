@@ -165,3 +165,135 @@ async fn exchange_books_are_quoted_every_tick_is_a_fill_and_money_is_conserved()
     });
     assert!(price(&bids[0]) < price(&asks[0]));
 }
+
+/// Places a limit or market order for alice; the order as answered.
+fn place(node: &Node, token: &str, side: &str, price: Option<i128>, qty: &str) -> Value {
+    let mut body = json!({"symbol": "KRW-BTC", "side": side, "qty": qty});
+    match price {
+        // Prices here are KRW in 1e-8 units; the tick is 1000 KRW.
+        Some(p) => {
+            body["type"] = json!("limit");
+            body["price"] = json!((p / 100_000_000 / 1000 * 1000).to_string());
+        }
+        None => body["type"] = json!("market"),
+    }
+    let (status, order) = node.api("POST", "/api/v1/orders", Some(&body), Some(token));
+    assert_eq!(status, 201, "{body}: {order}");
+    order
+}
+
+/// The newest feed price of KRW-BTC, in 1e-8 KRW.
+fn last(node: &Node) -> i128 {
+    let (_, t) = node.get("/api/v1/ticker/KRW-BTC");
+    units(t["last"].as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_orders_fill_at_the_feed_price_and_rest_until_it_crosses_them() {
+    let mut node = Node::start(
+        "venue-mirror",
+        "[feed]\ntrades_per_sec = 20\n[trading]\nvenue = \"mirror\"\nslippage_bps = 10\n",
+    );
+    let (_, symbols) = node.get("/api/v1/symbols");
+    assert_eq!(symbols[0]["venue"], "mirror", "{symbols}");
+    // The feed makes the price; the book holds users' orders only, so far none.
+    eventually(20, "feed ticks", || {
+        let (_, t) = node.get("/api/v1/trades/KRW-BTC?limit=5");
+        (t.as_array().map(Vec::len) == Some(5)).then_some(())
+    });
+    let (bids, asks) = depth(&node, "KRW-BTC");
+    assert!(bids.is_empty() && asks.is_empty(), "{bids:?} {asks:?}");
+    let (_, token) = node.register("mirror_alice");
+
+    // A market buy fills whole at the feed's price plus 10 bps.
+    let before = last(&node);
+    let bought = place(&node, &token, "buy", None, "0.001");
+    assert_eq!(bought["status"], "filled", "{bought}");
+    let paid = units(bought["avg_price"].as_str().unwrap());
+    let after = last(&node);
+    let (lo, hi) = (before.min(after), before.max(after));
+    // The book takes the price after the ticker shows it: allow the walk a few bps.
+    assert!(
+        paid >= lo + lo / 1000 - lo / 300 && paid <= hi + hi / 1000 + hi / 300,
+        "paid {paid} for a price in {lo}..={hi}"
+    );
+
+    // A buy 5 bps above the price, below the house's ask, rests and the price already crosses it:
+    // it fills at once, at its own price.
+    let p = last(&node);
+    let inside = place(&node, &token, "buy", Some(p + p / 2000), "0.001");
+    let inside_id = inside["order_id"].as_str().unwrap().to_string();
+    let inside = eventually(10, "the inside buy filled", || {
+        let (_, o) = node.api(
+            "GET",
+            &format!("/api/v1/orders/{inside_id}"),
+            None,
+            Some(&token),
+        );
+        (o["status"] == "filled").then_some(o)
+    });
+    assert_eq!(inside["avg_price"], inside["price"], "{inside}");
+
+    // Orders 2 bps either side of the price rest on the book until the walk crosses one of
+    // them; it fills whole at its own price. One far away stays.
+    let p = last(&node);
+    let far = place(&node, &token, "sell", Some(p + p / 20), "0.002");
+    let near = [
+        place(&node, &token, "buy", Some(p - p / 5000), "0.001"),
+        place(&node, &token, "sell", Some(p + p / 5000), "0.001"),
+    ];
+    let (_, asks) = depth(&node, "KRW-BTC");
+    assert!(asks.iter().any(|l| l[0] == far["price"]), "{asks:?}");
+    let crossed = eventually(60, "the walk crosses a resting order", || {
+        near.iter().find_map(|o| {
+            let id = o["order_id"].as_str().unwrap();
+            let (_, o) = node.api("GET", &format!("/api/v1/orders/{id}"), None, Some(&token));
+            (o["status"] == "filled").then_some(o)
+        })
+    });
+    assert_eq!(crossed["avg_price"], crossed["price"], "{crossed}");
+    // The user's fills are not ticks: the chart is the feed's.
+    let (_, ticks) = node.get("/api/v1/trades/KRW-BTC?limit=1000");
+    assert!(
+        ticks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["price"] != crossed["price"] || t["qty"] != "0.001"),
+        "a user's fill appeared among the feed's ticks"
+    );
+
+    // SIGKILL: the far order still rests, and the balances are the fills' sums.
+    node.kill9();
+    node.restart();
+    node.wait_ready();
+    let far_id = far["order_id"].as_str().unwrap();
+    let (_, far_now) = node.api(
+        "GET",
+        &format!("/api/v1/orders/{far_id}"),
+        None,
+        Some(&token),
+    );
+    assert_eq!(far_now["status"], "new", "{far_now}");
+    let (_, asks) = depth(&node, "KRW-BTC");
+    assert!(asks.iter().any(|l| l[0] == far["price"]), "{asks:?}");
+    let (_, orders) = node.api("GET", "/api/v1/orders", None, Some(&token));
+    let (mut krw, mut btc) = (100_000_000 * 100_000_000i128, 100_000_000i128);
+    for o in orders.as_array().unwrap() {
+        let filled = units(o["filled_qty"].as_str().unwrap());
+        let cost = filled * units(o["avg_price"].as_str().unwrap()) / 100_000_000;
+        let sign = if o["side"] == "buy" { 1 } else { -1 };
+        btc += sign * filled;
+        krw -= sign * cost;
+    }
+    let (_, account) = node.api("GET", "/api/v1/account", None, Some(&token));
+    let total = |a: &str| {
+        let b = &account["balances"][a];
+        units(b["available"].as_str().unwrap()) + units(b["held"].as_str().unwrap())
+    };
+    assert_eq!(
+        (total("KRW"), total("BTC")),
+        (krw, btc),
+        "{account} {orders}"
+    );
+}
