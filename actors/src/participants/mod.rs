@@ -69,11 +69,6 @@ pub async fn drive(
     let mut warn = LogEvery::new(Duration::from_secs(30));
     let (maker, taker) = (maker(index).to_string(), taker(index).to_string());
     tracing::info!(symbol = %market.symbol, %maker, %taker, "participants trading");
-    // Both accounts come up (and settle what a crash left open) now, whether or not the
-    // taker has anything to do yet.
-    if let Err(e) = ask(&sharding, &taker, AccountMsg::Balances).await {
-        warn.warn("the taker's account is not reachable yet", e);
-    }
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -85,6 +80,12 @@ pub async fn drive(
         }
         if tokio::time::Instant::now() >= next_quote {
             next_quote = tokio::time::Instant::now() + refresh;
+            // The taker's account is asked too, whether or not it has anything to do: both
+            // stay active (and settled from the books) wherever the ring moves them, so an
+            // operator can always inspect them.
+            if let Err(e) = ask(&sharding, &taker, AccountMsg::Balances).await {
+                warn.warn("the taker's account did not answer", e);
+            }
             let want = quotes::ladder(&market, sim.price(), &settings);
             if let Err(e) = requote(&sharding, &market, &maker, &want).await {
                 warn.warn("the market maker could not requote", e);
