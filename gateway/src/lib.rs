@@ -170,6 +170,16 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
             })
             .await
         });
+    let portfolio = warp::path!("api" / "v1" / "portfolio")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .then(|s: Arc<GatewayState>, a| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::trading::portfolio(&s, user).await)
+            })
+            .await
+        });
     let chat_history = warp::path!("api" / "v1" / "chat" / String / "messages")
         .and(warp::get())
         .and(st.clone())
@@ -212,6 +222,8 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .or(cancel)
         .unify()
         .or(account)
+        .unify()
+        .or(portfolio)
         .unify()
         .or(book)
         .unify()

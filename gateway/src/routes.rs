@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/register"),
     ("POST", "/api/v1/auth/login"),
     ("GET", "/api/v1/account"),
+    ("GET", "/api/v1/portfolio"),
     ("POST", "/api/v1/orders"),
     ("GET", "/api/v1/orders"),
     ("GET", "/api/v1/orders/{order_id}"),

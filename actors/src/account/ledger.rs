@@ -6,6 +6,7 @@
 //! settling a fill takes from the hold (or pays out to `available`) exactly what the trade
 //! moves between the two accounts; a finished order releases what is left of its hold.
 
+use super::position::Position;
 use crate::book::engine::{Side, TimeInForce};
 use crate::trading::{OrderState, Status};
 use bourse_config::{Market, Markets};
@@ -86,6 +87,42 @@ pub struct Ledger {
     granted: bool,
     /// Orders not yet done (kept, not counted, on every place).
     open: usize,
+    /// Profit and loss by average cost, per market (its base held against its quote).
+    positions: BTreeMap<String, Position>,
+}
+
+/// A ledger as stored before it kept positions: it restores with none.
+#[derive(Deserialize)]
+struct LedgerBeforePositions {
+    balances: BTreeMap<String, Balance>,
+    orders: BTreeMap<u64, OrderRecord>,
+    by_client_id: HashMap<String, u64>,
+    done: VecDeque<u64>,
+    next_order: u32,
+    granted: bool,
+    open: usize,
+}
+
+impl Ledger {
+    /// Decodes a stored ledger. One stored before positions were kept (the old layout is
+    /// the new one without its last field, so it never decodes as the new) restores with
+    /// none: its positions start from its next trade.
+    pub fn decode(bytes: &[u8]) -> Result<Ledger, bourse_storage::codec::CodecError> {
+        use bourse_storage::codec::decode;
+        decode::<Ledger>(bytes).or_else(|e| {
+            let old: LedgerBeforePositions = decode(bytes).map_err(|_| e)?;
+            Ok(Ledger {
+                balances: old.balances,
+                orders: old.orders,
+                by_client_id: old.by_client_id,
+                done: old.done,
+                next_order: old.next_order,
+                granted: old.granted,
+                open: old.open,
+                positions: BTreeMap::new(),
+            })
+        })
+    }
 }
 
 /// What an order holds: `(asset, amount)`.
@@ -150,12 +187,27 @@ impl Ledger {
         self.open
     }
 
+    /// Positions by market symbol.
+    pub fn positions(&self) -> &BTreeMap<String, Position> {
+        &self.positions
+    }
+
     /// Applies one entry; returns the order it changed, if any.
     pub fn apply(&mut self, entry: &Entry, markets: &Markets) -> Result<Option<u64>, LedgerError> {
         match entry {
             Entry::Grant { assets } => {
                 for (asset, amount) in assets {
                     self.balances.entry(asset.clone()).or_default().available += amount;
+                    // A granted asset is held in the first market that trades it, bought
+                    // at that market's start price.
+                    if let Some(m) = markets.iter().find(|m| m.base == *asset) {
+                        let lots = amount / m.base_per_lot;
+                        let cost = m.quote_amount(lots * u128::from(m.initial_price));
+                        self.positions
+                            .entry(m.symbol.clone())
+                            .or_default()
+                            .buy(*amount, cost);
+                    }
                 }
                 self.granted = true;
                 Ok(None)
@@ -218,6 +270,10 @@ impl Ledger {
                 })?;
                 q.available += refund;
                 self.balances.entry(base).or_default().available += market.base_amount(dq);
+                self.positions
+                    .entry(market.symbol.clone())
+                    .or_default()
+                    .buy(market.base_amount(dq), paid);
             }
             Side::Sell => {
                 let release = market.base_amount(dq);
@@ -225,6 +281,10 @@ impl Ledger {
                 let b = self.balances.entry(base.clone()).or_default();
                 take(&mut b.held, release, &base, "held")?;
                 self.balances.entry(quote).or_default().available += market.quote_amount(dc);
+                self.positions
+                    .entry(market.symbol.clone())
+                    .or_default()
+                    .sell_up_to(release, market.quote_amount(dc));
             }
         }
         order.state = *state;

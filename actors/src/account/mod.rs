@@ -1,6 +1,6 @@
-//! Accounts: the pure [`ledger`] (and [`position`], profit and loss by average cost, not yet
-//! used) and the `account` entity (key: the user id), which is also the coordinator of the
-//! order saga (docs/DESIGN.md "Entities"):
+//! Accounts: the pure [`ledger`] (with a [`position`] per market: profit and loss by
+//! average cost, shown by [`portfolio`]) and the `account` entity (key: the user id), which is
+//! also the coordinator of the order saga (docs/DESIGN.md "Entities"):
 //!
 //! 1. `Place`: a repeated `client_order_id` answers the original order. Otherwise the hold is
 //!    checked (`insufficient_funds`), the order and its hold are journaled (*reserved*), and
@@ -29,6 +29,7 @@
 //! user's inbox.
 
 pub mod ledger;
+pub mod portfolio;
 pub mod position;
 pub mod view;
 
@@ -68,6 +69,8 @@ pub enum AccountMsg {
         open: Option<bool>,
     },
     Balances,
+    /// Balances and positions, for the portfolio.
+    Portfolio,
     /// A book's report of one of this account's orders.
     Update(OrderState),
     /// A new price alert on `symbol`, made through the user's one account so that the
@@ -90,6 +93,10 @@ pub enum AccountReply {
     Order(OrderRecord),
     Orders(Vec<OrderRecord>),
     Balances(BTreeMap<String, Balance>),
+    Portfolio {
+        balances: BTreeMap<String, Balance>,
+        positions: BTreeMap<String, position::Position>,
+    },
     /// The stored rule, armed.
     AlertCreated(AlertRecord),
     Done,
@@ -127,10 +134,10 @@ pub struct Account {
     courier: Courier,
 }
 
-/// A ledger has one stored layout.
+/// A ledger's stored layouts, the one before positions included.
 impl crate::journal::StoredSnapshot for Ledger {
     fn decode(bytes: &[u8]) -> Result<Ledger, bourse_storage::codec::CodecError> {
-        bourse_storage::codec::decode(bytes)
+        Ledger::decode(bytes)
     }
 }
 
@@ -220,6 +227,10 @@ impl Entity for Account {
                     .collect(),
             ),
             AccountMsg::Balances => AccountReply::Balances(self.ledger.balances().clone()),
+            AccountMsg::Portfolio => AccountReply::Portfolio {
+                balances: self.ledger.balances().clone(),
+                positions: self.ledger.positions().clone(),
+            },
             AccountMsg::CreateAlert { symbol, alert, max } => {
                 self.create_alert(symbol, alert, max).await
             }

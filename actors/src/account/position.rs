@@ -1,5 +1,5 @@
 //! Profit and loss of one holding, by average cost: the arithmetic a portfolio keeps per
-//! asset (not yet kept by accounts or served). Pure and exact: amounts are integers in the
+//! market (the ledger keeps one per market it trades). Pure and exact: amounts are integers in the
 //! assets' balance units, never floats.
 //!
 //! A buy adds its quantity and what it cost. A sell takes out the same share of the cost as
@@ -54,6 +54,18 @@ impl Position {
         let profit = got as i128 - removed as i128;
         self.realised += profit;
         Ok(profit)
+    }
+
+    /// Sold `qty` for `got`, of which only what is held counts: an asset bought in another
+    /// market (or held before positions were kept) has no cost here, so the rest of the
+    /// sale realises nothing in this position.
+    pub fn sell_up_to(&mut self, qty: u128, got: u128) {
+        let counted = qty.min(self.qty);
+        if counted == 0 {
+            return;
+        }
+        // got × counted / qty ≤ got; both are balances, so the product fits.
+        let _ = self.sell(counted, got * counted / qty);
     }
 
     /// The profit not yet realised when what is held is worth `value`.

@@ -9,14 +9,15 @@
 use super::market::{limit, market, number, query};
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use bourse_actors::account::{Account, AccountMsg, AccountReply, view};
+use bourse_actors::account::{Account, AccountMsg, AccountReply, portfolio, view};
 use bourse_actors::book::engine::{Side, TimeInForce};
 use bourse_actors::book::{BookEntity, BookMsg, BookReply, MAX_DEPTH};
+use bourse_actors::symbol::{Symbol, SymbolMsg, SymbolReply};
 use bourse_actors::trading::{OrderRequest, check_client_order_id, owner_of};
 use bourse_config::{DecimalError, Markets, is_symbol_shape};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// An order as a client sends it (`POST /api/v1/orders`, WebSocket `order.place`).
@@ -231,6 +232,36 @@ pub async fn account(state: &GatewayState, user: u64) -> Result<Value, ApiError>
         AccountReply::Balances(b) => Ok(view::balances(&state.markets, &b)),
         _ => Err(unexpected("account")),
     }
+}
+
+/// `GET /api/v1/portfolio`: the account's positions valued at each market's last price.
+pub async fn portfolio(state: &GatewayState, user: u64) -> Result<Value, ApiError> {
+    let AccountReply::Portfolio {
+        balances,
+        positions,
+    } = ask(state, user, AccountMsg::Portfolio).await?
+    else {
+        return Err(unexpected("portfolio"));
+    };
+    let asks = positions.keys().map(|symbol| async move {
+        let answer = state
+            .sharding
+            .ask::<Symbol>(symbol, SymbolMsg::Ticker)
+            .await;
+        (symbol.clone(), answer)
+    });
+    let mut prices = BTreeMap::new();
+    for (symbol, answer) in futures_util::future::join_all(asks).await {
+        if let SymbolReply::Ticker(t) = answer? {
+            prices.insert(symbol, t.last);
+        }
+    }
+    Ok(portfolio::view(
+        &state.markets,
+        &balances,
+        &positions,
+        &prices,
+    ))
 }
 
 /// `GET /api/v1/book/{symbol}?depth=20` → `{"symbol","seq","bids","asks"}`.

@@ -109,6 +109,94 @@ fn a_buy_holds_quote_and_settles_with_price_improvement() {
 }
 
 #[test]
+fn positions_keep_the_average_cost_from_the_grant_on() {
+    let m = markets();
+    let btc = m.get("KRW-BTC").unwrap();
+    let mut l = granted(&m);
+    // 1,000 BTC units (lots) granted at the start price.
+    let start = btc.quote_amount(1000 * u128::from(btc.initial_price));
+    assert_eq!(
+        l.positions()
+            .get("KRW-BTC")
+            .map(|p| (p.qty, p.cost, p.realised)),
+        Some((1000, start, 0))
+    );
+    // Buy 2 lots at 90 ticks, then sell 502 lots at 200 ticks.
+    l.apply(
+        &Entry::Reserve {
+            order: record(1, 1, Side::Buy, 100, 2),
+        },
+        &m,
+    )
+    .unwrap();
+    let bought = OrderState {
+        status: Status::Filled,
+        filled: 2,
+        cost: 180,
+        last_trade: 1,
+        ..OrderState::new(order_id(1, 1))
+    };
+    l.apply(
+        &Entry::Apply {
+            state: bought,
+            ts: 1,
+        },
+        &m,
+    )
+    .unwrap();
+    let p = l.positions()["KRW-BTC"];
+    assert_eq!((p.qty, p.cost), (1002, start + btc.quote_amount(180)));
+    l.apply(
+        &Entry::Reserve {
+            order: record(1, 2, Side::Sell, 200, 501),
+        },
+        &m,
+    )
+    .unwrap();
+    let sold = OrderState {
+        status: Status::Filled,
+        filled: 501,
+        cost: 501 * 200,
+        last_trade: 2,
+        ..OrderState::new(order_id(1, 2))
+    };
+    l.apply(&Entry::Apply { state: sold, ts: 2 }, &m).unwrap();
+    let p = l.positions()["KRW-BTC"];
+    let removed = (start + btc.quote_amount(180)) / 2;
+    assert_eq!(p.qty, 501);
+    assert_eq!(
+        p.realised,
+        btc.quote_amount(501 * 200) as i128 - removed as i128
+    );
+    // Snapshots keep positions; one stored before them restores with none.
+    let bytes = bourse_storage::codec::encode(&l).unwrap();
+    assert_eq!(Ledger::decode(&bytes).unwrap(), l);
+    #[derive(Serialize)]
+    struct Old<'a> {
+        balances: &'a BTreeMap<String, Balance>,
+        orders: &'a BTreeMap<u64, OrderRecord>,
+        by_client_id: &'a HashMap<String, u64>,
+        done: &'a VecDeque<u64>,
+        next_order: u32,
+        granted: bool,
+        open: usize,
+    }
+    let old = bourse_storage::codec::encode(&Old {
+        balances: &l.balances,
+        orders: &l.orders,
+        by_client_id: &l.by_client_id,
+        done: &l.done,
+        next_order: l.next_order,
+        granted: l.granted,
+        open: l.open,
+    })
+    .unwrap();
+    let restored = Ledger::decode(&old).unwrap();
+    assert!(restored.positions().is_empty());
+    assert_eq!(restored.balances(), l.balances());
+}
+
+#[test]
 fn a_voided_order_frees_its_client_order_id_and_its_hold() {
     let m = markets();
     let mut l = granted(&m);
@@ -329,6 +417,15 @@ proptest! {
             }
         }
         prop_assert_eq!(totals, grants, "no money created or destroyed");
+        // Each account's position in every market holds exactly its base balance (one
+        // market per base here, every account granted), and what its trades realised plus
+        // what it holds at its cost is what it paid and got: quote spent on the base.
+        for l in &ledgers {
+            for (symbol, p) in l.positions() {
+                let base = &m.get(symbol).unwrap().base;
+                prop_assert_eq!(Some(p.qty), l.totals().get(base).copied(), "{}", symbol);
+            }
+        }
         // Every account agrees with the book about every order it still tracks.
         for l in &ledgers {
             for o in l.orders() {
