@@ -297,3 +297,31 @@ async fn mirror_orders_fill_at_the_feed_price_and_rest_until_it_crosses_them() {
         "{account} {orders}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_mirror_market_prices_orders_at_its_last_price_even_after_its_book_restarts() {
+    // The feed sends nothing: the last price is the start price, 140,000,000.
+    let node = Node::start(
+        "venue-quiet",
+        "[feed]\ntrades_per_sec = 0\n[trading]\nvenue = \"mirror\"\nslippage_bps = 10\n",
+    );
+    let (_, token) = node.register("quiet_alice");
+    let buy = json!({"symbol": "KRW-BTC", "side": "buy", "type": "market", "qty": "0.001"});
+    // The book asks its symbol for the price when it starts: the buy fills at the start
+    // price plus 10 bps (140 ticks of 1,000).
+    let first = common::place_acked(&node, &token, buy.clone(), "quiet-1");
+    assert_eq!(
+        (first["status"].as_str(), first["avg_price"].as_str()),
+        (Some("filled"), Some("140140000")),
+        "{first}"
+    );
+    // A chaos-killed book comes back knowing the price without a feed trade.
+    let (status, body) = node.chaos_kill("book", "KRW-BTC");
+    assert_eq!(status, 200, "{body}");
+    let second = common::place_acked(&node, &token, buy, "quiet-2");
+    assert_eq!(
+        (second["status"].as_str(), second["avg_price"].as_str()),
+        (Some("filled"), Some("140140000")),
+        "{second}"
+    );
+}

@@ -22,7 +22,7 @@ pub mod view;
 
 use crate::account::{Account, AccountMsg};
 use crate::feed::TradeInput;
-use crate::symbol::{Symbol, SymbolMsg, now_ms};
+use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
 use crate::trading::{OrderState, Status, tick_side};
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
@@ -238,6 +238,11 @@ impl Entity for BookEntity {
         let fills: Vec<_> = entity.state.recent_fills().map(fill_trade).collect();
         if !fills.is_empty() && entity.market.venue == Venue::Exchange {
             send_fills(&entity.sharding, &ctx.key, fills);
+        }
+        if entity.market.venue == Venue::Mirror {
+            // A book restarted on its own learns the price from its symbol now, not at the
+            // feed's next trade (which a quiet market may not send for a long time).
+            tokio::spawn(fetch_mark(ctx.sharding.clone(), ctx.key.clone()));
         }
         tracing::info!(
             symbol = %ctx.key,
@@ -631,6 +636,20 @@ fn fill_trade(f: &state::Fill) -> (u64, TradeInput) {
             side: tick_side(f.taker_side),
         },
     )
+}
+
+/// Tells a mirror book its symbol's last price (its start price before any trade).
+async fn fetch_mark(sharding: Sharding, symbol: String) {
+    match sharding.ask::<Symbol>(&symbol, SymbolMsg::Ticker).await {
+        Ok(SymbolReply::Ticker(t)) => {
+            if let Err(e) = sharding.send::<BookEntity>(&symbol, BookMsg::Mark(t.last)) {
+                tracing::debug!(%symbol, error = %e, "the price did not reach the book");
+            }
+        }
+        Ok(_) => {}
+        // The symbol's activation, or the feed's next trade, tells the book instead.
+        Err(e) => tracing::debug!(%symbol, error = %e, "the book could not ask its symbol's price"),
+    }
 }
 
 /// Hands fills to the symbol; one lost here is re-sent by the book's next recovery.
