@@ -231,9 +231,6 @@ impl Entity for Symbol {
             triggers: alerts::load(store.as_ref(), symbol, now - alerts::REPLAY_MS).await?,
         };
         entity.replay_alerts(now - alerts::REPLAY_MS);
-        if let Some((price, _)) = entity.last {
-            entity.mark_book(price);
-        }
         for (interval, c) in closed {
             entity.publish_closed(interval, &c, now);
         }
