@@ -418,8 +418,7 @@ proptest! {
         }
         prop_assert_eq!(totals, grants, "no money created or destroyed");
         // Each account's position in every market holds exactly its base balance (one
-        // market per base here, every account granted), and what its trades realised plus
-        // what it holds at its cost is what it paid and got: quote spent on the base.
+        // market per base here, every account granted).
         for l in &ledgers {
             for (symbol, p) in l.positions() {
                 let base = &m.get(symbol).unwrap().base;
