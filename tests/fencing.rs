@@ -34,7 +34,9 @@ async fn two_nodes_that_both_own_a_symbol_never_both_write() {
             ),
         ]
     };
-    let feed = "[feed]\ntrades_per_sec = 30\n";
+    // Mirror markets: the walk's trades go straight to the ticks this test fences, at the
+    // full rate (the participants' orders would make fewer ticks through fenced books).
+    let feed = "[feed]\ntrades_per_sec = 30\n[trading]\nvenue = \"mirror\"\n";
     let a = Node::start_env("split-a", feed, env("a"), true);
     let b = Node::start_env("split-b", feed, env("b"), true);
     tokio::time::sleep(Duration::from_secs(6)).await;
