@@ -316,7 +316,9 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         None
     };
     if settings.storage.backend == "scylla" {
-        tracing::info!("inbox retention is not built for ScyllaDB: inboxes keep every entry");
+        tracing::info!(
+            "retention is not built for ScyllaDB: inboxes and portfolio histories keep every entry"
+        );
     } else {
         let retention = bourse_storage::retention::InboxRetention {
             keep: Duration::from_secs(u64::from(settings.alerts.inbox_keep_days) * 86_400),

@@ -207,6 +207,7 @@ fn the_document_matches_the_routes_and_the_responses() {
         ("GET", "/api/v1/chat/KRW-NOPE/messages".into(), None),
         ("GET", "/api/v1/account".into(), None),
         ("GET", "/api/v1/portfolio".into(), None),
+        ("GET", "/api/v1/portfolio/history".into(), None),
         ("GET", "/ws".into(), None),
         ("GET", "/sse?channels=nonsense".into(), None),
         ("GET", "/admin/cluster".into(), None),
@@ -289,6 +290,8 @@ fn the_document_matches_the_routes_and_the_responses() {
         ("DELETE", format!("/api/v1/orders/{order_id}"), None),
         ("GET", "/api/v1/account".into(), None),
         ("GET", "/api/v1/portfolio".into(), None),
+        ("GET", "/api/v1/portfolio/history".into(), None),
+        ("GET", "/api/v1/portfolio/history?from=10&to=5".into(), None),
         ("GET", "/api/v1/book/KRW-BTC".into(), None),
         (
             "POST",

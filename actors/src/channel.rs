@@ -1,8 +1,9 @@
 //! Channel names (docs/PROTOCOL.md "Channels"): parsing a client's channel into the entity that
 //! publishes it. The gateway validates with this before anything reaches an entity.
 //!
-//! A private channel (`orders`, `alerts`) is one per user: inside the cluster it is named
-//! `orders@<user>` so hubs and publishers keep users apart; clients only ever see `orders`.
+//! A private channel (`orders`, `alerts`, `portfolio`) is one per user: inside the cluster it
+//! is named `orders@<user>` so hubs and publishers keep users apart; clients only ever see
+//! `orders`.
 
 use crate::session::Private;
 use bourse_config::{Markets, is_symbol_shape};
@@ -19,10 +20,8 @@ pub enum Channel {
     Candles(String, Interval),
     /// `book:S`
     Book(String),
-    /// `orders` of one user (auth).
-    Orders(u64),
-    /// `alerts` of one user (auth).
-    Alerts(u64),
+    /// `orders`, `alerts` or `portfolio` of one user (auth).
+    Private(Private, u64),
     /// `chat:R`
     Chat(String),
 }
@@ -51,15 +50,12 @@ impl Channel {
         markets: &Markets,
         user: Option<u64>,
     ) -> Result<Channel, ChannelError> {
-        let private = match name {
-            "orders" => Some(Channel::Orders as fn(u64) -> Channel),
-            "alerts" => Some(Channel::Alerts as fn(u64) -> Channel),
-            _ => None,
-        };
-        if let Some(make) = private {
-            return user.map(make).ok_or_else(|| {
-                ChannelError::NeedsAuth(format!("channel '{name}' needs a logged-in user"))
-            });
+        if let Some(private) = Private::SUBSCRIBABLE.into_iter().find(|p| p.name() == name) {
+            return user
+                .map(|user| Channel::Private(private, user))
+                .ok_or_else(|| {
+                    ChannelError::NeedsAuth(format!("channel '{name}' needs a logged-in user"))
+                });
         }
         if let Some(room) = name.strip_prefix("chat:") {
             if !crate::room::exists(markets, room) {
@@ -124,9 +120,7 @@ impl Channel {
                 (crate::symbol::KIND, s.clone())
             }
             Channel::Book(s) => (crate::book::KIND, s.clone()),
-            Channel::Orders(user) | Channel::Alerts(user) => {
-                (crate::session::KIND, user.to_string())
-            }
+            Channel::Private(_, user) => (crate::session::KIND, user.to_string()),
             Channel::Chat(room) => (crate::room::KIND, room.clone()),
         }
     }
@@ -138,8 +132,7 @@ impl Channel {
             Channel::Trades(s) => format!("trades:{s}"),
             Channel::Candles(s, i) => format!("candles:{s}:{}", i.as_str()),
             Channel::Book(s) => format!("book:{s}"),
-            Channel::Orders(user) => Private::Orders.channel(*user),
-            Channel::Alerts(user) => Private::Alerts.channel(*user),
+            Channel::Private(private, user) => private.channel(*user),
             Channel::Chat(room) => format!("chat:{room}"),
         }
     }
@@ -147,8 +140,7 @@ impl Channel {
     /// The name clients use.
     pub fn public_name(&self) -> String {
         match self {
-            Channel::Orders(_) => Private::Orders.name().into(),
-            Channel::Alerts(_) => Private::Alerts.name().into(),
+            Channel::Private(private, _) => private.name().into(),
             other => other.name(),
         }
     }
@@ -212,6 +204,12 @@ mod tests {
             Channel::parse_for("alerts", &m, None),
             Err(ChannelError::NeedsAuth(_))
         ));
+        let portfolio = Channel::parse_for("portfolio", &m, Some(7)).unwrap();
+        assert_eq!(portfolio.name(), "portfolio@7");
+        assert!(matches!(
+            Channel::parse_for("portfolio", &m, None),
+            Err(ChannelError::NeedsAuth(_))
+        ));
         for bad in [
             "book:KRW-NOPE",
             "book:",
@@ -219,6 +217,7 @@ mod tests {
             "orders@7",
             "orders:1",
             "alerts@7",
+            "portfolio@7",
             "session",
         ] {
             assert!(

@@ -180,6 +180,17 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
             })
             .await
         });
+    let portfolio_history = warp::path!("api" / "v1" / "portfolio" / "history")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|s: Arc<GatewayState>, a, q| async move {
+            with_user(s, a, |s, user| async move {
+                respond(rest::trading::portfolio_history(&s, user, q).await)
+            })
+            .await
+        });
     let chat_history = warp::path!("api" / "v1" / "chat" / String / "messages")
         .and(warp::get())
         .and(st.clone())
@@ -224,6 +235,8 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .or(account)
         .unify()
         .or(portfolio)
+        .unify()
+        .or(portfolio_history)
         .unify()
         .or(book)
         .unify()

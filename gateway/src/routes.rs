@@ -24,6 +24,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("GET", "/api/v1/account"),
     ("GET", "/api/v1/portfolio"),
+    ("GET", "/api/v1/portfolio/history"),
     ("POST", "/api/v1/orders"),
     ("GET", "/api/v1/orders"),
     ("GET", "/api/v1/orders/{order_id}"),

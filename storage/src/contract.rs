@@ -210,6 +210,7 @@ where
     journals_snapshot_and_fence(store).await;
     users_are_unique(store).await;
     watchlists_are_replaced_whole(store).await;
+    holdings_read_from_their_baseline(store).await;
     chat_pages_newest_first(store).await;
     alerts_fire_once_per_firing(store).await;
     notifications_page_by_time(store).await;
@@ -782,6 +783,82 @@ async fn watchlists_are_replaced_whole(store: &dyn MarketStore) {
     );
     store.submit(set(9_002, &[])).wait().await.expect("emptied");
     assert!(store.watchlist(9_002).await.expect("read").is_empty());
+}
+
+async fn holdings_read_from_their_baseline(store: &dyn MarketStore) {
+    let point = |ts: i64, data: &str| Write::Holdings {
+        user_id: 9_101,
+        ts,
+        data: data.into(),
+    };
+    assert!(
+        store
+            .holdings(9_101, 0, i64::MAX)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    for (ts, data) in [(1_000, "a"), (2_000, "b"), (3_000, "c"), (2_000, "b2")] {
+        store.submit(point(ts, data)).wait().await.expect("point");
+    }
+    store
+        .submit(Write::Holdings {
+            user_id: 9_102,
+            ts: 2_500,
+            data: "other".into(),
+        })
+        .wait()
+        .await
+        .expect("another user's point");
+    let read = |from, to| store.holdings(9_101, from, to);
+    assert_eq!(
+        read(2_500, 10_000).await.expect("read"),
+        [(2_000, "b2".to_string()), (3_000, "c".to_string())],
+        "the point in force at `from` (replaced in place), then the later ones"
+    );
+    assert_eq!(
+        read(2_000, 2_999).await.expect("read"),
+        [(2_000, "b2".to_string())],
+        "a point exactly at `from` is its own baseline; none after `to`"
+    );
+    assert_eq!(
+        read(0, 1_500).await.expect("read"),
+        [(1_000, "a".to_string())],
+        "before the first point, the range starts with the first"
+    );
+}
+
+/// Holdings retention (`Write::PruneHoldings`, SQLite and PostgreSQL): points older than the
+/// cutoff go except each user's newest of them; a second sweep finds nothing.
+pub async fn holdings_retention(store: &dyn MarketStore) {
+    for (user_id, ts) in [(9_201, 100), (9_201, 200), (9_201, 300), (9_202, 100)] {
+        store
+            .submit(Write::Holdings {
+                user_id,
+                ts,
+                data: format!("{user_id}@{ts}"),
+            })
+            .wait()
+            .await
+            .expect("point");
+    }
+    let prune = Write::PruneHoldings { before: 250 };
+    let dropped = store.submit(prune.clone()).value().await.expect("prune");
+    assert_eq!(
+        dropped, 1,
+        "only 9201's point at 100 is superseded before 250"
+    );
+    assert_eq!(
+        store.holdings(9_201, 250, 1_000).await.expect("read"),
+        [(200, "9201@200".to_string()), (300, "9201@300".to_string())],
+        "what the user held at the cutoff is still known"
+    );
+    assert_eq!(
+        store.holdings(9_202, 250, 1_000).await.expect("read"),
+        [(100, "9202@100".to_string())],
+        "a user's only point stays however old"
+    );
+    assert_eq!(store.submit(prune).value().await.expect("again"), 0);
 }
 
 async fn leases_fence_older_epochs(store: &dyn MarketStore) {

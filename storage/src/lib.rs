@@ -180,6 +180,9 @@ pub enum Write {
     DeleteAlert { alert_id: u64 },
     /// Replaces a user's watchlist with `symbols`, in the user's order (last write wins).
     Watchlist { user_id: u64, symbols: Vec<String> },
+    /// What a user holds from `ts` (ms) on (`data`, the account's own encoding); a point
+    /// already stored at `(user_id, ts)` is replaced.
+    Holdings { user_id: u64, ts: i64, data: String },
     /// Puts an entry in a user's inbox; a `(user_id, key)` already stored is left as it is.
     Notify(Notification),
     /// `write`, and, in the same transaction and only if it is applied, `events` into the
@@ -194,6 +197,9 @@ pub enum Write {
     /// `keep_per_user`; the ack's value is how many went. An entry's key is forgotten with
     /// it, so retention must outlast any re-delivery of the event it records.
     PruneInbox { before: i64, keep_per_user: u64 },
+    /// Drops holdings points older than `before` (ms) except each user's newest of them,
+    /// which is still what the user held at `before`; the ack's value is how many went.
+    PruneHoldings { before: i64 },
 }
 
 impl Fence {
@@ -358,6 +364,16 @@ pub trait UserStore: Send + Sync {
 
     /// A user's watchlist, in the order it was written (empty when none was).
     async fn watchlist(&self, user_id: u64) -> Result<Vec<String>, StoreError>;
+
+    /// A user's holdings points `(ts, data)` that say what the user held from `from` to
+    /// `to` (ms): the newest at or before `from`, if any, then every one after it up to
+    /// `to`, oldest first.
+    async fn holdings(
+        &self,
+        user_id: u64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
 }
 
 /// Reads of alert rules, their firings and users' notification inboxes.

@@ -308,8 +308,10 @@ pub(crate) fn rows(write: &Write) -> usize {
         | Write::AlertFired { .. }
         | Write::DeleteAlert { .. }
         | Write::Watchlist { .. }
+        | Write::Holdings { .. }
         | Write::Notify(_)
-        | Write::PruneInbox { .. } => 1,
+        | Write::PruneInbox { .. }
+        | Write::PruneHoldings { .. } => 1,
     }
 }
 

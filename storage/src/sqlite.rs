@@ -144,6 +144,13 @@ const MIGRATIONS: &[&str] = &[
         symbol  TEXT    NOT NULL,
         PRIMARY KEY (user_id, pos)
     ) WITHOUT ROWID;",
+    // 6: what each user held, from each point's time on (the portfolio's value history).
+    "CREATE TABLE holdings (
+        user_id INTEGER NOT NULL,
+        ts      INTEGER NOT NULL,
+        data    TEXT    NOT NULL,
+        PRIMARY KEY (user_id, ts)
+    ) WITHOUT ROWID;",
 ];
 
 /// Readers kept open for concurrent reads.
@@ -506,6 +513,13 @@ fn apply(
             }
             Ok(Ok(0))
         }
+        Write::Holdings { user_id, ts, data } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO holdings (user_id, ts, data) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![*user_id as i64, *ts, data])?;
+            Ok(Ok(0))
+        }
         Write::Notify(n) => {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO notifications (user_id, key, ts, kind, body)
@@ -544,6 +558,12 @@ fn apply(
                 .prepare_cached(&crate::retention::over_cap_delete("?1"))?
                 .execute(params![i64::try_from(*keep_per_user).unwrap_or(i64::MAX)])?;
             Ok(Ok((old + over) as u64))
+        }
+        Write::PruneHoldings { before } => {
+            let gone = tx
+                .prepare_cached(&crate::retention::holdings_prune("?1"))?
+                .execute(params![*before])?;
+            Ok(Ok(gone as u64))
         }
     }
 }
@@ -893,6 +913,22 @@ impl UserStore for SqliteStore {
             let mut stmt =
                 c.prepare_cached("SELECT symbol FROM watchlists WHERE user_id = ?1 ORDER BY pos")?;
             let rows = stmt.query_map(params![user_id as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn holdings(
+        &self,
+        user_id: u64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&crate::retention::holdings_read("?1", "?2", "?3"))?;
+            let rows = stmt.query_map(params![user_id as i64, from, to], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
             rows.collect()
         })
         .await

@@ -85,6 +85,7 @@ async fn sqlite_passes_the_contract() {
     let a = open_sqlite(&path).await;
     contract::outbox_follows_its_writes(a.as_ref()).await;
     contract::inbox_retention(a.as_ref()).await;
+    contract::holdings_retention(a.as_ref()).await;
     let b = open_sqlite(&path).await;
     contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
     contract::two_stores_race(a.as_ref(), b.as_ref()).await;
@@ -119,6 +120,7 @@ async fn postgres_passes_the_contract() {
     let a = open_postgres(&db.url).await;
     contract::outbox_follows_its_writes(a.as_ref()).await;
     contract::inbox_retention(a.as_ref()).await;
+    contract::holdings_retention(a.as_ref()).await;
     let b = open_postgres(&db.url).await;
     contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
     contract::two_stores_race(a.as_ref(), b.as_ref()).await;

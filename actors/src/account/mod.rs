@@ -56,6 +56,9 @@ pub const KIND: &str = "account";
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// A reserved order the book has not confirmed for this long is voided by the clock.
 pub const PENDING_GRACE_MS: i64 = 2_000;
+/// How often an account that holds positions revalues them at the markets' last prices,
+/// publishing its `portfolio` when the value moved.
+pub const REVALUE_EVERY: Duration = Duration::from_secs(5);
 
 /// What an account accepts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,7 +72,7 @@ pub enum AccountMsg {
         open: Option<bool>,
     },
     Balances,
-    /// Balances and positions, for the portfolio.
+    /// What the user holds, for the portfolio.
     Portfolio,
     /// A book's report of one of this account's orders.
     Update(OrderState),
@@ -93,10 +96,7 @@ pub enum AccountReply {
     Order(OrderRecord),
     Orders(Vec<OrderRecord>),
     Balances(BTreeMap<String, Balance>),
-    Portfolio {
-        balances: BTreeMap<String, Balance>,
-        positions: BTreeMap<String, position::Position>,
-    },
+    Portfolio(portfolio::Holdings),
     /// The stored rule, armed.
     AlertCreated(AlertRecord),
     Done,
@@ -130,8 +130,15 @@ pub struct Account {
     seq: u64,
     since_snapshot: u64,
     last_reconcile: Option<Instant>,
-    /// Carries order updates to the user's session (`orders`).
+    /// Carries order updates to the user's session (`orders`, `portfolio`).
     courier: Courier,
+    /// The holdings last stored (`Write::Holdings`); `None` until compared with storage.
+    holdings: Option<portfolio::Holdings>,
+    /// The holdings changed since `portfolio` was last published.
+    revalue: bool,
+    last_valued: Option<Instant>,
+    /// The `portfolio` event last published.
+    published: Option<serde_json::Value>,
 }
 
 /// A ledger's stored layouts, the one before positions included.
@@ -176,6 +183,10 @@ impl Entity for Account {
             seq,
             since_snapshot: replayed as u64,
             last_reconcile: None,
+            holdings: None,
+            revalue: true,
+            last_valued: None,
+            published: None,
         };
         if !account.ledger.granted() {
             let factor = if participants::is_participant(user) {
@@ -194,6 +205,7 @@ impl Entity for Account {
                 EntityError::new(format!("granting demo balances to {}: {e}", ctx.key))
             })?;
         }
+        account.store_holdings_if_new().await;
         Ok(account)
     }
 
@@ -227,10 +239,7 @@ impl Entity for Account {
                     .collect(),
             ),
             AccountMsg::Balances => AccountReply::Balances(self.ledger.balances().clone()),
-            AccountMsg::Portfolio => AccountReply::Portfolio {
-                balances: self.ledger.balances().clone(),
-                positions: self.ledger.positions().clone(),
-            },
+            AccountMsg::Portfolio => AccountReply::Portfolio(self.current_holdings()),
             AccountMsg::CreateAlert { symbol, alert, max } => {
                 self.create_alert(symbol, alert, max).await
             }
@@ -263,6 +272,7 @@ impl Entity for Account {
                 self.absorb(s).await;
             }
         }
+        self.revalue_portfolio().await;
         if self
             .last_reconcile
             .is_some_and(|t| t.elapsed() < RECONCILE_EVERY)
@@ -294,6 +304,26 @@ impl Entity for Account {
         self.write_snapshot();
         self.lease.release().await;
     }
+}
+
+/// Each of `symbols`' last price in ticks, asked of the symbols side by side; a symbol that
+/// does not answer is left out (its position is then valued at cost).
+pub async fn last_prices<'a>(
+    sharding: &Sharding,
+    symbols: impl Iterator<Item = &'a String>,
+) -> BTreeMap<String, u64> {
+    let asks = symbols.map(|symbol| async move {
+        let answer = sharding.ask::<Symbol>(symbol, SymbolMsg::Ticker).await;
+        (symbol.clone(), answer)
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|(symbol, answer)| match answer {
+            Ok(SymbolReply::Ticker(t)) => Some((symbol, t.last)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn not_found(id: u64) -> Refusal {
@@ -604,6 +634,9 @@ impl Account {
             // crash finds its notification already there (the key is the fill's position).
             self.notify_fill(id, filled_before);
         }
+        // The holdings the entry leaves, likewise before it: a durable entry always has its
+        // point of the value history.
+        self.store_holdings(now_ms());
         let write = Write::Journal {
             kind: KIND.into(),
             key: self.key.clone(),
@@ -671,6 +704,89 @@ impl Account {
             kind: "fill".into(),
             body,
         }));
+    }
+
+    fn current_holdings(&self) -> portfolio::Holdings {
+        portfolio::Holdings::of(
+            &self.deps.markets,
+            self.ledger.balances(),
+            self.ledger.positions(),
+        )
+    }
+
+    /// Stores the holdings as a point of the value history at `ts` when they differ from
+    /// the last stored (a simulated participant keeps none).
+    fn store_holdings(&mut self, ts: i64) {
+        if participants::is_participant(self.user) {
+            return;
+        }
+        let now = self.current_holdings();
+        if self.holdings.as_ref() == Some(&now) {
+            return;
+        }
+        let data = match serde_json::to_string(&now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(account = %self.key, error = %e, "encoding holdings failed");
+                return;
+            }
+        };
+        let _ = self.deps.store.submit(Write::Holdings {
+            user_id: self.user,
+            ts,
+            data,
+        });
+        self.holdings = Some(now);
+        self.revalue = true;
+    }
+
+    /// On activation: the newest stored point is compared with what the ledger holds, so
+    /// a point lost to a crash (it follows the journal's order, so only with its entry) is
+    /// written again, and an unchanged account writes nothing.
+    async fn store_holdings_if_new(&mut self) {
+        if participants::is_participant(self.user) || self.holdings.is_some() {
+            return;
+        }
+        let now = now_ms();
+        match self.deps.store.holdings(self.user, now, now).await {
+            Ok(points) => {
+                self.holdings = points
+                    .last()
+                    .and_then(|(_, data)| serde_json::from_str(data).ok());
+                self.store_holdings(now);
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.key, error = %e, "reading the last holdings failed; writing them again");
+                self.store_holdings(now);
+            }
+        }
+    }
+
+    /// Publishes `portfolio` when the holdings changed, and every [`REVALUE_EVERY`] while
+    /// positions are held, if the value at the markets' last prices moved.
+    async fn revalue_portfolio(&mut self) {
+        let Some(holdings) = &self.holdings else {
+            return;
+        };
+        let due = self.revalue
+            || (!holdings.positions.is_empty()
+                && self
+                    .last_valued
+                    .is_none_or(|t| t.elapsed() >= REVALUE_EVERY));
+        if !due {
+            return;
+        }
+        let holdings = holdings.clone();
+        let prices = last_prices(&self.sharding, holdings.positions.keys()).await;
+        self.revalue = false;
+        self.last_valued = Some(Instant::now());
+        let view = portfolio::view(&self.deps.markets, &holdings, &prices);
+        if self.published.as_ref() == Some(&view) {
+            return;
+        }
+        self.courier
+            .send(Private::Portfolio, now_ms(), view.to_string());
+        self.published = Some(view);
     }
 
     fn write_snapshot(&mut self) {

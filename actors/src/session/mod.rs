@@ -1,6 +1,6 @@
 //! The `session` entity (key: the user id): where a user is connected, and the publisher of
-//! the user's private channels, `orders` and `alerts` (inside the cluster `orders@<user>`
-//! and `alerts@<user>`).
+//! the user's private channels, `orders`, `alerts` and `portfolio` (inside the cluster
+//! `orders@<user>` and so on).
 //!
 //! Producers (the user's account, the user's alert rules) hand every private event to the
 //! session through a [`Courier`] (asked until answered, so a dropped cluster link loses
@@ -42,16 +42,22 @@ pub enum Private {
     Orders,
     /// `alerts`: the user's fired alerts.
     Alerts,
+    /// `portfolio`: the user's portfolio, revalued as fills and prices move it.
+    Portfolio,
     /// `session`: carries no events; holding it tells a gateway when to re-attach.
     Session,
 }
 
 impl Private {
+    /// The ones a client subscribes to by name.
+    pub const SUBSCRIBABLE: [Private; 3] = [Private::Orders, Private::Alerts, Private::Portfolio];
+
     /// The client-facing name.
     pub fn name(self) -> &'static str {
         match self {
             Private::Orders => "orders",
             Private::Alerts => "alerts",
+            Private::Portfolio => "portfolio",
             Private::Session => "session",
         }
     }
@@ -64,8 +70,9 @@ impl Private {
     /// The private channel a cluster-internal name belongs to, with its user.
     pub fn parse(channel: &str) -> Option<(Private, u64)> {
         let (name, user) = channel.split_once('@')?;
-        let private = [Private::Orders, Private::Alerts, Private::Session]
+        let private = Private::SUBSCRIBABLE
             .into_iter()
+            .chain([Private::Session])
             .find(|p| p.name() == name)?;
         Some((private, user.parse().ok()?))
     }

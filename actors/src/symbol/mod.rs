@@ -320,11 +320,7 @@ impl Entity for Symbol {
             Channel::Ticker(_) => {
                 Some(view::ticker(&self.market, &self.ticker_stats()).to_string())
             }
-            Channel::Trades(_)
-            | Channel::Book(_)
-            | Channel::Orders(_)
-            | Channel::Alerts(_)
-            | Channel::Chat(_) => None,
+            Channel::Trades(_) | Channel::Book(_) | Channel::Private(..) | Channel::Chat(_) => None,
             Channel::Candles(_, interval) => self
                 .candles
                 .open_candle(*interval)

@@ -9,15 +9,15 @@
 use super::market::{limit, market, number, query};
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use bourse_actors::account::{Account, AccountMsg, AccountReply, portfolio, view};
+use bourse_actors::account::{self, Account, AccountMsg, AccountReply, portfolio, view};
 use bourse_actors::book::engine::{Side, TimeInForce};
 use bourse_actors::book::{BookEntity, BookMsg, BookReply, MAX_DEPTH};
-use bourse_actors::symbol::{Symbol, SymbolMsg, SymbolReply};
 use bourse_actors::trading::{OrderRequest, check_client_order_id, owner_of};
 use bourse_config::{DecimalError, Markets, is_symbol_shape};
+use bourse_storage::Interval;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// An order as a client sends it (`POST /api/v1/orders`, WebSocket `order.place`).
@@ -236,32 +236,93 @@ pub async fn account(state: &GatewayState, user: u64) -> Result<Value, ApiError>
 
 /// `GET /api/v1/portfolio`: the account's positions valued at each market's last price.
 pub async fn portfolio(state: &GatewayState, user: u64) -> Result<Value, ApiError> {
-    let AccountReply::Portfolio {
-        balances,
-        positions,
-    } = ask(state, user, AccountMsg::Portfolio).await?
-    else {
+    let AccountReply::Portfolio(holdings) = ask(state, user, AccountMsg::Portfolio).await? else {
         return Err(unexpected("portfolio"));
     };
-    let asks = positions.keys().map(|symbol| async move {
-        let answer = state
-            .sharding
-            .ask::<Symbol>(symbol, SymbolMsg::Ticker)
-            .await;
-        (symbol.clone(), answer)
-    });
-    let mut prices = BTreeMap::new();
-    for (symbol, answer) in futures_util::future::join_all(asks).await {
-        if let SymbolReply::Ticker(t) = answer? {
-            prices.insert(symbol, t.last);
+    let prices = account::last_prices(&state.sharding, holdings.positions.keys()).await;
+    Ok(portfolio::view(&state.markets, &holdings, &prices))
+}
+
+/// The longest range one history request covers: the week the history is kept.
+const HISTORY_MAX_MS: i64 = 7 * 86_400_000;
+
+fn history_storage(e: bourse_storage::StoreError) -> ApiError {
+    tracing::error!(error = %e, "reading the portfolio's history");
+    ApiError::unavailable("portfolio history storage is unavailable; retry")
+}
+
+/// `GET /api/v1/portfolio/history?from=&to=` (ms; the last 24 hours by default, a week at
+/// most, `to` no later than now): the portfolio's total value at each minute and at `to`,
+/// from what the user held then (the account's holdings points) and each market's last
+/// closed minute candle (at now: its last price).
+pub async fn portfolio_history(
+    state: &GatewayState,
+    user: u64,
+    q: HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    query(&q, &["from", "to"])?;
+    // Nothing is known of the future: `to` stops at now.
+    let now = bourse_actors::symbol::now_ms();
+    let asked_to = number::<i64>(&q, "to")?;
+    let to = asked_to.map_or(now, |to| to.min(now));
+    let from = number::<i64>(&q, "from")?.unwrap_or(to.saturating_sub(86_400_000));
+    if from < 0 || asked_to.is_some_and(|asked| asked < from) {
+        return Err(ApiError::bad_request(
+            "'from' and 'to' must be times in ms with 0 <= from <= to",
+        ));
+    }
+    if from > to {
+        return Ok(serde_json::json!({ "from": from, "to": to, "points": [] }));
+    }
+    if to - from > HISTORY_MAX_MS {
+        return Err(ApiError::bad_request(
+            "'from'..'to' spans at most 7 days (604800000 ms): the history is kept a week",
+        ));
+    }
+    let stored = state
+        .store
+        .holdings(user, from, to)
+        .await
+        .map_err(history_storage)?;
+    let mut points = Vec::with_capacity(stored.len());
+    for (ts, data) in stored {
+        match serde_json::from_str::<portfolio::Holdings>(&data) {
+            Ok(h) => points.push((ts, h)),
+            Err(e) => {
+                tracing::error!(user, ts, error = %e, "a stored holdings point does not decode; skipped")
+            }
         }
     }
-    Ok(portfolio::view(
-        &state.markets,
-        &balances,
-        &positions,
-        &prices,
-    ))
+    let symbols: BTreeSet<&String> = points
+        .iter()
+        .flat_map(|(_, h)| h.positions.keys())
+        .collect();
+    let mut closes = BTreeMap::new();
+    for symbol in symbols {
+        // The newest candle before `from` prices the first minutes; then every one in range.
+        let mut series: Vec<(i64, u64)> = state
+            .store
+            .candles(symbol, Interval::M1, Some(from), 1)
+            .await
+            .map_err(history_storage)?
+            .iter()
+            .map(|c| (c.open_time, c.close))
+            .collect();
+        let in_range = state
+            .store
+            .candles_between(symbol, Interval::M1, from, to)
+            .await
+            .map_err(history_storage)?;
+        series.extend(in_range.iter().map(|c| (c.open_time, c.close)));
+        closes.insert(symbol.clone(), series);
+    }
+    // The point at now is valued at the last prices, as the portfolio is.
+    let live = match asked_to.is_none_or(|asked| asked >= now) {
+        true => Some(account::last_prices(&state.sharding, closes.keys()).await),
+        false => None,
+    };
+    let history = portfolio::history(&state.markets, &points, &closes, (from, to), live.as_ref());
+    Ok(serde_json::json!({ "from": from, "to": to, "points": history }))
 }
 
 /// `GET /api/v1/book/{symbol}?depth=20` → `{"symbol","seq","bids","asks"}`.

@@ -307,6 +307,22 @@ impl UserStore for PgStore {
             .await?;
         Ok(rows.first().map(|r| r.get(0)).unwrap_or_default())
     }
+
+    async fn holdings(
+        &self,
+        user_id: u64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = self
+            .rows(
+                "reading holdings",
+                &crate::retention::holdings_read("$1", "$2", "$3"),
+                &[&(user_id as i64), &from, &to],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }
 
 #[async_trait]

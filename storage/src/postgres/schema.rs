@@ -119,6 +119,13 @@ const MIGRATIONS: &[&str] = &[
         user_id BIGINT PRIMARY KEY,
         symbols TEXT[] NOT NULL
     );",
+    // 6: what each user held, from each point's time on (the portfolio's value history).
+    "CREATE TABLE holdings (
+        user_id BIGINT NOT NULL,
+        ts      BIGINT NOT NULL,
+        data    TEXT   NOT NULL,
+        PRIMARY KEY (user_id, ts)
+    );",
 ];
 
 /// An arbitrary constant naming bourse's migration lock among the database's advisory locks.

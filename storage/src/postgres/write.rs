@@ -395,6 +395,16 @@ async fn apply_one<'a>(
             tx.execute(&stmt, &[&(*user_id as i64), symbols]).await?;
             Ok(Ok(0))
         }
+        Write::Holdings { user_id, ts, data } => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO holdings (user_id, ts, data) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id, ts) DO UPDATE SET data = EXCLUDED.data",
+                )
+                .await?;
+            tx.execute(&stmt, &[&(*user_id as i64), ts, data]).await?;
+            Ok(Ok(0))
+        }
         Write::Notify(n) => {
             let stmt = tx
                 .prepare_cached(
@@ -431,6 +441,12 @@ async fn apply_one<'a>(
             let keep = i64::try_from(*keep_per_user).unwrap_or(i64::MAX);
             let over = tx.execute(&stmt, &[&keep]).await?;
             Ok(Ok(old + over))
+        }
+        Write::PruneHoldings { before } => {
+            let stmt = tx
+                .prepare_cached(&crate::retention::holdings_prune("$1"))
+                .await?;
+            Ok(Ok(tx.execute(&stmt, &[before]).await?))
         }
     }
 }

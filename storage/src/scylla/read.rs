@@ -508,6 +508,33 @@ impl UserStore for ScyllaStore {
             .and_then(|r| r.0)
             .unwrap_or_default())
     }
+
+    async fn holdings(
+        &self,
+        user_id: u64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let user = user_id as i64;
+        // Newest first within the partition: the first at or before `from`, then the rest.
+        let mut points: Vec<(i64, String)> = rows(
+            &self.cs,
+            "SELECT ts, data FROM holdings WHERE user_id = ? AND ts > ? AND ts <= ?",
+            (user, from, to),
+            "reading holdings",
+        )
+        .await?;
+        let before: Vec<(i64, String)> = rows(
+            &self.cs,
+            "SELECT ts, data FROM holdings WHERE user_id = ? AND ts <= ? LIMIT 1",
+            (user, from.min(to)),
+            "reading holdings",
+        )
+        .await?;
+        points.extend(before);
+        points.reverse();
+        Ok(points)
+    }
 }
 
 #[async_trait]

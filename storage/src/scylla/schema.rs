@@ -83,6 +83,10 @@ const TABLES: &[&str] = &[
     // A user's watchlist, replaced whole. A table added without a new version: creating
     // it when missing is all a keyspace of this version needs.
     "CREATE TABLE IF NOT EXISTS watchlists (user_id bigint PRIMARY KEY, symbols list<text>)",
+    // What a user held from each point's time on, newest first (added the same way).
+    "CREATE TABLE IF NOT EXISTS holdings (
+        user_id bigint, ts bigint, data text, PRIMARY KEY ((user_id), ts))
+        WITH CLUSTERING ORDER BY (ts DESC)",
     "CREATE TABLE IF NOT EXISTS bourse_schema (id int PRIMARY KEY, version bigint)",
 ];
 

@@ -197,6 +197,19 @@ impl Writer {
                     Ok(Ok(0))
                 }
             },
+            Write::Holdings { user_id, ts, data } => match fence {
+                Some(_) => Ok(Err(unfenceable("a holdings point"))),
+                None => {
+                    exec(
+                        cs,
+                        "INSERT INTO holdings (user_id, ts, data) VALUES (?, ?, ?)",
+                        (*user_id as i64, *ts, data),
+                        "writing a holdings point",
+                    )
+                    .await?;
+                    Ok(Ok(0))
+                }
+            },
             Write::Notify(n) => match fence {
                 Some(_) => Ok(Err(unfenceable("an inbox entry"))),
                 None => super::alerts::notify(cs, n).await,
@@ -207,8 +220,8 @@ impl Writer {
                 "the Kafka event outbox is built for SQLite and PostgreSQL, not ScyllaDB".into(),
             ))),
             // Deleting by age or rank needs a scan of every user's partition; not built.
-            Write::PruneInbox { .. } => Ok(Err(StoreError::Backend(
-                "inbox retention is built for SQLite and PostgreSQL, not ScyllaDB".into(),
+            Write::PruneInbox { .. } | Write::PruneHoldings { .. } => Ok(Err(StoreError::Backend(
+                "retention is built for SQLite and PostgreSQL, not ScyllaDB".into(),
             ))),
         }
     }
