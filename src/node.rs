@@ -6,6 +6,7 @@ use anyhow::Context;
 use bourse_actors::account::{Account, AccountDeps};
 use bourse_actors::alert::{Alert, AlertDeps};
 use bourse_actors::book::{BookDeps, BookEntity};
+use bourse_actors::rankings::{Rankings, RankingsDeps};
 use bourse_actors::room::{Room, RoomDeps};
 use bourse_actors::session::{Session, SessionDeps};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
@@ -196,6 +197,19 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 store: store.clone(),
                 markets: markets.clone(),
                 events,
+            }),
+            sharding: sharding.clone(),
+            policy,
+            passivate_after,
+        }),
+        region_child::<Rankings>(RegionArgs {
+            deps: Arc::new(RankingsDeps {
+                store: store.clone(),
+                grant: bourse_actors::account::granted(
+                    &markets,
+                    &settings.trading.grant_units(&markets)?,
+                ),
+                markets: markets.clone(),
             }),
             sharding: sharding.clone(),
             policy,

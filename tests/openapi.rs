@@ -191,6 +191,8 @@ fn the_document_matches_the_routes_and_the_responses() {
         ("GET", "/api/v1/symbols?q=btc".into(), None),
         ("GET", "/api/v1/symbols?query=btc".into(), None),
         ("GET", "/api/v1/watchlist".into(), None),
+        ("GET", "/api/v1/rankings".into(), None),
+        ("GET", "/api/v1/rankings?period=month".into(), None),
         ("GET", "/api/v1/ticker/KRW-BTC".into(), None),
         ("GET", "/api/v1/ticker/KRW-NOPE".into(), None),
         ("GET", "/api/v1/ticker/bad".into(), None),
@@ -292,6 +294,7 @@ fn the_document_matches_the_routes_and_the_responses() {
         ("GET", "/api/v1/portfolio".into(), None),
         ("GET", "/api/v1/portfolio/history".into(), None),
         ("GET", "/api/v1/portfolio/history?from=10&to=5".into(), None),
+        ("GET", "/api/v1/rankings?period=all&limit=5".into(), None),
         ("GET", "/api/v1/book/KRW-BTC".into(), None),
         (
             "POST",

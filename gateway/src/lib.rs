@@ -180,6 +180,22 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
             })
             .await
         });
+    let rankings = warp::path!("api" / "v1" / "rankings")
+        .and(warp::get())
+        .and(st.clone())
+        .and(bearer)
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|s: Arc<GatewayState>, a: Option<String>, q| async move {
+            // Public; a token (checked when given) adds the caller's own place.
+            let user = match a {
+                Some(header) => match s.auth.user_of_header(Some(&header)) {
+                    Ok(user) => Some(user),
+                    Err(e) => return reply(&e).into_response(),
+                },
+                None => None,
+            };
+            respond(rest::rankings::rankings(&s, user, q).await)
+        });
     let portfolio_history = warp::path!("api" / "v1" / "portfolio" / "history")
         .and(warp::get())
         .and(st.clone())
@@ -237,6 +253,8 @@ fn trading_routes(st: BoxedFilter<(Arc<GatewayState>,)>) -> BoxedFilter<(Respons
         .or(portfolio)
         .unify()
         .or(portfolio_history)
+        .unify()
+        .or(rankings)
         .unify()
         .or(book)
         .unify()

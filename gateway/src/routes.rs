@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/account"),
     ("GET", "/api/v1/portfolio"),
     ("GET", "/api/v1/portfolio/history"),
+    ("GET", "/api/v1/rankings"),
     ("POST", "/api/v1/orders"),
     ("GET", "/api/v1/orders"),
     ("GET", "/api/v1/orders/{order_id}"),

@@ -826,6 +826,20 @@ async fn holdings_read_from_their_baseline(store: &dyn MarketStore) {
         [(1_000, "a".to_string())],
         "before the first point, the range starts with the first"
     );
+    let mut at = store.holdings_at(2_600).await.expect("everyone's");
+    at.retain(|(user, _, _)| [9_101, 9_102].contains(user));
+    at.sort();
+    assert_eq!(
+        at,
+        [
+            (9_101, 2_000, "b2".to_string()),
+            (9_102, 2_500, "other".to_string())
+        ],
+        "each user's point in force at the time"
+    );
+    let mut at = store.holdings_at(1_500).await.expect("everyone's");
+    at.retain(|(user, _, _)| [9_101, 9_102].contains(user));
+    assert_eq!(at, [(9_101, 1_000, "a".to_string())], "9102 had none yet");
 }
 
 /// Holdings retention (`Write::PruneHoldings`, SQLite and PostgreSQL): points older than the

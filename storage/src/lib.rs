@@ -374,6 +374,10 @@ pub trait UserStore: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, String)>, StoreError>;
+
+    /// Every user's holdings point in force at `ts` (the newest at or before it), as
+    /// `(user_id, ts, data)`: what the rankings are rebuilt from.
+    async fn holdings_at(&self, ts: i64) -> Result<Vec<(u64, i64, String)>, StoreError>;
 }
 
 /// Reads of alert rules, their firings and users' notification inboxes.

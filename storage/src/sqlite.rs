@@ -933,6 +933,17 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn holdings_at(&self, ts: i64) -> Result<Vec<(u64, i64, String)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&crate::retention::holdings_at("?1"))?;
+            let rows = stmt.query_map(params![ts], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -38,6 +38,7 @@ use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
 use crate::participants;
+use crate::rankings::{self, Rankings, RankingsMsg};
 use crate::session::{Courier, Private};
 use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
@@ -304,6 +305,19 @@ impl Entity for Account {
         self.write_snapshot();
         self.lease.release().await;
     }
+}
+
+/// What a new account holds once granted `grants` (balance units per asset): the rankings'
+/// all-time base.
+pub fn granted(markets: &Markets, grants: &[(String, u128)]) -> portfolio::Holdings {
+    let mut ledger = Ledger::default();
+    let grant = Entry::Grant {
+        assets: grants.to_vec(),
+    };
+    if let Err(e) = ledger.apply(&grant, markets) {
+        tracing::error!(error = %e, "the demo grant does not apply to an empty ledger");
+    }
+    portfolio::Holdings::of(markets, ledger.balances(), ledger.positions())
 }
 
 /// Each of `symbols`' last price in ticks, asked of the symbols side by side; a symbol that
@@ -736,6 +750,15 @@ impl Account {
             ts,
             data,
         });
+        // The rankings learn it at once; one lost on the way is read back from storage
+        // when they next rebuild.
+        let told = RankingsMsg::Holdings {
+            user: self.user,
+            holdings: now.clone(),
+        };
+        if let Err(e) = self.sharding.send::<Rankings>(rankings::KEY, told) {
+            tracing::debug!(account = %self.key, error = %e, "the rankings did not take a holdings change");
+        }
         self.holdings = Some(now);
         self.revalue = true;
     }

@@ -51,6 +51,23 @@ impl Holdings {
         }
     }
 
+    /// The total value in `currency` alone at `prices` ([`Holdings::total`]'s entry for it,
+    /// without building the others).
+    pub fn total_in(
+        &self,
+        markets: &Markets,
+        prices: &BTreeMap<String, u64>,
+        currency: &str,
+    ) -> u128 {
+        let mut total = self.cash.get(currency).copied().unwrap_or(0);
+        for (symbol, p) in &self.positions {
+            if markets.get(symbol).is_some_and(|m| m.quote == currency) {
+                total += Holdings::position_value(markets, symbol, p, prices.get(symbol).copied());
+            }
+        }
+        total
+    }
+
     /// The total value per quote currency at `prices` (each market's last price in ticks).
     pub fn total(
         &self,

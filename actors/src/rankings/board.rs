@@ -18,7 +18,7 @@ const BLOCK: usize = 512;
 type Key = (Reverse<i64>, u64);
 
 /// A trader's place in the ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Standing {
     pub user: u64,
     pub score: i64,

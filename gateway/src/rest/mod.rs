@@ -4,5 +4,6 @@ pub mod admin;
 pub mod alerts;
 pub mod chat;
 pub mod market;
+pub mod rankings;
 pub mod trading;
 pub mod watchlist;

@@ -323,6 +323,20 @@ impl UserStore for PgStore {
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+
+    async fn holdings_at(&self, ts: i64) -> Result<Vec<(u64, i64, String)>, StoreError> {
+        let rows = self
+            .rows(
+                "reading everyone's holdings",
+                &crate::retention::holdings_at("$1"),
+                &[&ts],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
+            .collect())
+    }
 }
 
 #[async_trait]

@@ -535,6 +535,21 @@ impl UserStore for ScyllaStore {
         points.reverse();
         Ok(points)
     }
+
+    async fn holdings_at(&self, ts: i64) -> Result<Vec<(u64, i64, String)>, StoreError> {
+        // A scan of every partition, newest first in each: the first row at or before `ts`.
+        let found: Vec<(i64, i64, String)> = rows(
+            &self.cs,
+            "SELECT user_id, ts, data FROM holdings WHERE ts <= ? PER PARTITION LIMIT 1 ALLOW FILTERING",
+            (ts,),
+            "reading everyone's holdings",
+        )
+        .await?;
+        Ok(found
+            .into_iter()
+            .map(|(user, ts, data)| (user as u64, ts, data))
+            .collect())
+    }
 }
 
 #[async_trait]
