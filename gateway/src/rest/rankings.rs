@@ -69,6 +69,6 @@ mod tests {
         assert_eq!(percent(500_000), "50.0000");
         assert_eq!(percent(-123_456), "-12.3456");
         assert_eq!(percent(7), "0.0007");
-        assert_eq!(percent(i64::MIN), "-922337203685.4775");
+        assert_eq!(percent(i64::MIN), "-922337203685477.5808");
     }
 }
