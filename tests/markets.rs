@@ -1,6 +1,6 @@
 //! Markets as users find and follow them (docs/PROTOCOL.md "Market data", "Watchlist"):
-//! symbol search, and watchlists that are durable, shared by every node, and refuse bad
-//! lists without changing the stored one.
+//! symbol search, trading hours, and watchlists that are durable, shared by every node,
+//! and refuse bad lists without changing the stored one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,6 +52,64 @@ fn symbol_search_finds_by_symbol_base_or_quote() {
     );
     let (status, e) = node.get("/api/v1/symbols?search=btc");
     assert_eq!(status, 400, "an unknown parameter is refused: {e}");
+}
+
+#[test]
+fn a_market_outside_its_hours_shows_closed_and_takes_no_orders() {
+    // KRW-BTC's hours name no day, so it never trades; KRW-ETH trades every day all day.
+    let symbol = |s: &str, hours: &str| {
+        format!(
+            "[[symbols]]\nsymbol = \"{s}\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"100000000\"\nhours = \"{hours}\"\n"
+        )
+    };
+    let every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .map(|d| format!("{d} = \"00:00-24:00\"\n"))
+        .concat();
+    let config = format!(
+        "[feed]\nkind = \"none\"\n[trading]\ngrants = {{ KRW = \"1000000000\" }}\n{}{}[hours.never]\ntimezone = \"Asia/Seoul\"\n[hours.always]\ntimezone = \"UTC\"\n{every_day}",
+        symbol("KRW-BTC", "never"),
+        symbol("KRW-ETH", "always"),
+    );
+    let node = Node::start("hours", &config);
+    let (status, all) = node.get("/api/v1/symbols");
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        all[0]["session"],
+        json!({"hours": "never", "open": false, "next_open": null, "next_close": null}),
+        "{all}"
+    );
+    assert_eq!(
+        all[1]["session"],
+        json!({"hours": "always", "open": true, "next_open": null, "next_close": null}),
+        "{all}"
+    );
+    let (_, token) = node.register("hours_user");
+    let order = |s: &str| json!({"symbol": s, "side": "buy", "type": "limit", "price": "90000000", "qty": "0.001"});
+    let (status, e) = node.api(
+        "POST",
+        "/api/v1/orders",
+        Some(&order("KRW-BTC")),
+        Some(&token),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("closed"),
+        "{e}"
+    );
+    let (status, o) = node.api(
+        "POST",
+        "/api/v1/orders",
+        Some(&order("KRW-ETH")),
+        Some(&token),
+    );
+    assert_eq!((status, o["status"].as_str()), (201, Some("new")), "{o}");
+    // The refused order held nothing: only the ETH order's 90,000 KRW is held.
+    let (_, account) = node.api("GET", "/api/v1/account", None, Some(&token));
+    assert_eq!(account["balances"]["KRW"]["held"], "90000", "{account}");
 }
 
 #[test]

@@ -14,9 +14,11 @@ mod market;
 pub use decimal::{DecimalError, Step};
 pub use market::{Market, Markets, Venue, is_symbol_shape};
 
+use hours::{Hours, HoursSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A configuration problem, named by the key that holds it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +62,10 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
     pub upbit: UpbitSettings,
+    /// Named trading hours (`[hours.krx]`) that markets refer to; none: every market
+    /// trades around the clock.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hours: BTreeMap<String, HoursSettings>,
     pub symbols: Vec<SymbolSettings>,
 }
 
@@ -482,6 +488,9 @@ pub struct SymbolSettings {
     /// under the simulator or no feed, `mirror` under Kafka or Upbit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub venue: Option<String>,
+    /// The name of an `[hours.NAME]` table: when the market trades; unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
 }
 
 impl Default for AuthSettings {
@@ -667,6 +676,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             kafka: KafkaSettings::default(),
             upbit: UpbitSettings::default(),
+            hours: BTreeMap::new(),
             symbols: default_symbols(),
         }
     }
@@ -692,6 +702,7 @@ fn default_symbols() -> Vec<SymbolSettings> {
         initial_price: price.into(),
         max_qty: None,
         venue: None,
+        hours: None,
     })
     .collect()
 }
@@ -1113,7 +1124,14 @@ impl Settings {
             None if external => Venue::Mirror,
             None => Venue::Exchange,
         };
-        let markets = Markets::from_settings(&self.symbols, default_venue)?;
+        let mut hours = BTreeMap::new();
+        for (name, h) in &self.hours {
+            hours.insert(
+                name.clone(),
+                Arc::new(Hours::from_settings(&format!("hours.{name}"), h)?),
+            );
+        }
+        let markets = Markets::from_settings(&self.symbols, default_venue, &hours)?;
         if external && let Some(m) = markets.iter().find(|m| m.venue == Venue::Exchange) {
             let key = match self.symbols.iter().position(|s| s.symbol == m.symbol) {
                 Some(i) if self.symbols[i].venue.is_some() => format!("symbols[{i}].venue"),
@@ -1330,6 +1348,34 @@ initial_price = "1000"
         assert_eq!(err.key, "trading.venue");
         let bad = one.replace("venue = \"exchange\"", "venue = \"casino\"");
         assert_eq!(load(&bad, &[]).unwrap_err().key, "symbols[0].venue");
+    }
+
+    #[test]
+    fn markets_name_their_hours() {
+        let two = "[[symbols]]\nsymbol = \"KRW-BTC\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"1000\"\nhours = \"krx\"\n[[symbols]]\nsymbol = \"KRW-ETH\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"1000\"\n[trading]\ngrants = {}\n";
+        let krx = "[hours.krx]\ntimezone = \"Asia/Seoul\"\nmon = \"09:00-15:30\"\n";
+        let (_, m) = load(&format!("{two}{krx}"), &[]).unwrap();
+        let btc = m.get("KRW-BTC").unwrap();
+        assert_eq!(btc.hours.as_ref().map(|(n, _)| n.as_str()), Some("krx"));
+        // Monday 2026-12-07 01:00 UTC is 10:00 in Seoul; 07:00 UTC is 16:00.
+        assert!(btc.is_open(1_796_605_200_000));
+        assert!(!btc.is_open(1_796_626_800_000));
+        assert!(
+            m.get("KRW-ETH").unwrap().is_open(1_796_626_800_000),
+            "no hours: always"
+        );
+        let err = load(two, &[]).unwrap_err();
+        assert_eq!(err.key, "symbols[0].hours");
+        let bad = krx.replace("Asia/Seoul", "Mars/Olympus");
+        assert_eq!(
+            load(&format!("{two}{bad}"), &[]).unwrap_err().key,
+            "hours.krx.timezone"
+        );
+        let bad = krx.replace("09:00-15:30", "15:30-09:00");
+        assert_eq!(
+            load(&format!("{two}{bad}"), &[]).unwrap_err().key,
+            "hours.krx.mon"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The validated market table: each symbol with its price and quantity steps.
 
+use crate::hours::Hours;
 use crate::{ConfigError, Step, SymbolSettings};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Market {
     pub quote_per_tick_lot: u128,
     /// Where the market's price comes from.
     pub venue: Venue,
+    /// When it trades (`symbols[i].hours`, by name); `None`: always.
+    pub hours: Option<(String, Arc<Hours>)>,
 }
 
 /// Where a market's price comes from (docs/DESIGN.md "Venues").
@@ -59,6 +62,11 @@ impl Venue {
 }
 
 impl Market {
+    /// Whether the market trades at `ts_ms` (always, without hours).
+    pub fn is_open(&self, ts_ms: i64) -> bool {
+        self.hours.as_ref().is_none_or(|(_, h)| h.is_open(ts_ms))
+    }
+
     /// `qty` lots as an amount of the base asset (balance units).
     pub fn base_amount(&self, qty: u64) -> u128 {
         u128::from(qty) * self.base_per_lot
@@ -115,6 +123,7 @@ impl Markets {
     pub fn from_settings(
         symbols: &[SymbolSettings],
         default_venue: Venue,
+        hours: &BTreeMap<String, Arc<Hours>>,
     ) -> Result<Markets, ConfigError> {
         let mut by_symbol = BTreeMap::new();
         if symbols.is_empty() {
@@ -160,6 +169,18 @@ impl Markets {
                 })?,
                 None => default_venue,
             };
+            let hours = match &s.hours {
+                Some(name) => {
+                    let h = hours.get(name).ok_or_else(|| {
+                        ConfigError::new(
+                            key("hours"),
+                            format!("no [hours.{name}] table is configured"),
+                        )
+                    })?;
+                    Some((name.clone(), h.clone()))
+                }
+                None => None,
+            };
             let market = Market {
                 symbol: s.symbol.clone(),
                 base: base.to_string(),
@@ -171,6 +192,7 @@ impl Markets {
                 base_per_lot: 1,
                 quote_per_tick_lot: 1,
                 venue,
+                hours,
             };
             if by_symbol.insert(s.symbol.clone(), market).is_some() {
                 return Err(ConfigError::new(
@@ -281,9 +303,11 @@ mod tests {
                 initial_price: "100".into(),
                 max_qty: None,
                 venue: None,
+                hours: None,
             })
             .collect();
-        Markets::from_settings(&settings, super::Venue::Mirror).expect("markets")
+        Markets::from_settings(&settings, super::Venue::Mirror, &Default::default())
+            .expect("markets")
     }
 
     fn found(m: &Markets, q: &str) -> Vec<String> {

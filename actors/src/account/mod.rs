@@ -407,6 +407,15 @@ impl Account {
                 req.symbol
             )));
         };
+        // Outside its trading hours a market takes no orders (reserved orders, held until
+        // the open, are not built yet).
+        if !market.is_open(now_ms()) {
+            return AccountReply::Error(Refusal::Conflict(format!(
+                "market {} is closed (hours '{}'); it takes orders from its next open",
+                market.symbol,
+                market.hours.as_ref().map_or("", |(name, _)| name.as_str())
+            )));
+        }
         // Only an order that can rest counts against the cap.
         if req.may_rest() && self.ledger.open_orders() >= self.deps.max_open_orders {
             return AccountReply::Error(Refusal::BadRequest(format!(

@@ -78,6 +78,12 @@ pub async fn drive(
             tracing::info!(symbol = %market.symbol, "participants stop: the market moved");
             return;
         }
+        // Outside the market's hours the participants rest too (their orders would be
+        // refused); the walk's trades they skip are not made up later.
+        if !market.is_open(crate::symbol::now_ms()) {
+            pacer.due();
+            continue;
+        }
         if tokio::time::Instant::now() >= next_quote {
             next_quote = tokio::time::Instant::now() + refresh;
             // The taker's account is asked too, whether or not it has anything to do: both

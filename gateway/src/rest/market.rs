@@ -72,6 +72,7 @@ pub fn symbols(state: &GatewayState, q: &HashMap<String, String>) -> Result<Valu
             "'q' must be at most {MAX_SEARCH} characters"
         )));
     }
+    let now = bourse_actors::symbol::now_ms();
     Ok(Value::Array(
         state
             .markets
@@ -80,10 +81,27 @@ pub fn symbols(state: &GatewayState, q: &HashMap<String, String>) -> Result<Valu
             .map(|m| {
                 json!({"symbol": m.symbol, "base": m.base, "quote": m.quote,
                        "tick_size": m.tick.to_string(), "lot_size": m.lot.to_string(),
-                       "venue": m.venue.as_str()})
+                       "venue": m.venue.as_str(), "session": session(m, now)})
             })
             .collect(),
     ))
+}
+
+/// A market's trading session at `now`: `{"hours","open","next_open","next_close"}`, all
+/// null but `open: true` for a market that always trades.
+fn session(m: &Market, now: i64) -> Value {
+    match &m.hours {
+        None => json!({"hours": null, "open": true, "next_open": null, "next_close": null}),
+        Some((name, h)) => {
+            let open = h.is_open(now);
+            json!({
+                "hours": name,
+                "open": open,
+                "next_open": if open { None } else { h.next_open(now) },
+                "next_close": if open { h.next_close(now) } else { None },
+            })
+        }
+    }
 }
 
 /// `GET /api/v1/ticker/{symbol}`
