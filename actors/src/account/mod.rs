@@ -58,8 +58,11 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// A reserved order the book has not confirmed for this long is voided by the clock.
 pub const PENDING_GRACE_MS: i64 = 2_000;
 /// How often an account that holds positions revalues them at the markets' last prices,
-/// publishing its `portfolio` when the value moved.
+/// publishing its `portfolio` when the value moved, while someone watches it.
 pub const REVALUE_EVERY: Duration = Duration::from_secs(5);
+/// How long one [`AccountMsg::Watch`] keeps the `portfolio` published: the user's session
+/// repeats it well within this while a connection subscribes.
+pub const WATCH_FOR: Duration = Duration::from_secs(60);
 
 /// What an account accepts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +80,9 @@ pub enum AccountMsg {
     Portfolio,
     /// A book's report of one of this account's orders.
     Update(OrderState),
+    /// A connection subscribes to the user's `portfolio`: publish it for [`WATCH_FOR`]
+    /// (told by the user's session; nobody watching, nothing is valued or sent).
+    Watch,
     /// A new price alert on `symbol`, made through the user's one account so that the
     /// user's creations queue behind each other and the cap of `max` rules holds.
     CreateAlert {
@@ -138,6 +144,11 @@ pub struct Account {
     /// The holdings changed since `portfolio` was last published.
     revalue: bool,
     last_valued: Option<Instant>,
+    /// Until when a subscriber is known to watch `portfolio`.
+    watched_until: Option<Instant>,
+    /// The time of the last stored holdings point: a new one is never stored before it,
+    /// whatever this node's clock says.
+    holdings_ts: i64,
     /// The `portfolio` event last published.
     published: Option<serde_json::Value>,
 }
@@ -187,6 +198,8 @@ impl Entity for Account {
             holdings: None,
             revalue: true,
             last_valued: None,
+            watched_until: None,
+            holdings_ts: i64::MIN,
             published: None,
         };
         if !account.ledger.granted() {
@@ -248,6 +261,15 @@ impl Entity for Account {
                 if owner_of(state.order_id) == self.user {
                     self.absorb(state).await;
                 }
+                AccountReply::Done
+            }
+            AccountMsg::Watch => {
+                if !self.watched() {
+                    // A new watcher: the current portfolio goes out at the next tick.
+                    self.published = None;
+                    self.revalue = true;
+                }
+                self.watched_until = Some(Instant::now() + WATCH_FOR);
                 AccountReply::Done
             }
         }
@@ -754,11 +776,13 @@ impl Account {
                 return;
             }
         };
+        let ts = ts.max(self.holdings_ts.saturating_add(1));
         let _ = self.deps.store.submit(Write::Holdings {
             user_id: self.user,
             ts,
             data,
         });
+        self.holdings_ts = ts;
         // The rankings learn it at once; one lost on the way is read back from storage
         // when they next rebuild.
         let told = RankingsMsg::Holdings {
@@ -780,11 +804,13 @@ impl Account {
             return;
         }
         let now = now_ms();
-        match self.deps.store.holdings(self.user, now, now).await {
+        // Up to the end of time: a point a node with a clock ahead wrote counts too.
+        match self.deps.store.holdings(self.user, now, i64::MAX).await {
             Ok(points) => {
-                self.holdings = points
-                    .last()
-                    .and_then(|(_, data)| serde_json::from_str(data).ok());
+                if let Some((ts, data)) = points.last() {
+                    self.holdings_ts = *ts;
+                    self.holdings = serde_json::from_str(data).ok();
+                }
                 self.store_holdings(now);
             }
             Err(e) => {
@@ -794,9 +820,17 @@ impl Account {
         }
     }
 
-    /// Publishes `portfolio` when the holdings changed, and every [`REVALUE_EVERY`] while
-    /// positions are held, if the value at the markets' last prices moved.
+    /// While watched: publishes `portfolio` when the holdings changed, and every
+    /// [`REVALUE_EVERY`] while positions are held, if the value at the markets' last
+    /// prices moved.
+    fn watched(&self) -> bool {
+        self.watched_until.is_some_and(|t| Instant::now() < t)
+    }
+
     async fn revalue_portfolio(&mut self) {
+        if !self.watched() {
+            return;
+        }
         let Some(holdings) = &self.holdings else {
             return;
         };

@@ -7,9 +7,10 @@
 //! The `rankings` entity (one, key [`KEY`], placed by the ring like any other) holds the
 //! table. Accounts tell it each change of a user's holdings (the same ones they store); it
 //! asks every symbol's price every [`REPRICE_EVERY`]. It keeps nothing of its own: when it
-//! starts (after a kill, a move, or the turn of a day or week) it rebuilds the table from
-//! storage: every user's holdings now and at the day's and the week's start
-//! (`UserStore::holdings_at`), valued at each market's closed minute candle then.
+//! starts (after a kill or a move) it rebuilds the table from storage: every user's
+//! holdings now and at the day's and the week's start (`UserStore::holdings_at`), valued at
+//! each market's closed minute candle then; at the turn of a day it takes the bases again
+//! the same way.
 
 pub mod board;
 pub mod table;
@@ -124,14 +125,14 @@ impl Entity for Rankings {
         let now = now_ms();
         let day = Period::Day.start(now).unwrap_or(0);
         if day > self.day {
-            // A new day (and maybe week): the bases are what users held at its start.
-            match rebuild(&self.deps, &self.sharding, now).await {
-                Ok(table) => self.table = table,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rebuilding the rankings at the turn of the day failed; the returns start from the values now");
-                    self.table.roll(now);
-                }
+            // A new day (and maybe week): every base becomes the value now, then what
+            // storage says each user held at the start, at the prices then. The holdings
+            // stay the table's: one told but not yet stored is not lost.
+            self.table.roll(now);
+            if let Err(e) = set_bases(&self.deps, &mut self.table, now).await {
+                tracing::warn!(error = %e, "reading the day's bases failed; the returns start from the values at the turn");
             }
+            self.table.rescore_all();
             self.day = day;
         }
         let symbols: Vec<String> = self.deps.markets.iter().map(|m| m.symbol.clone()).collect();
@@ -169,8 +170,18 @@ async fn rebuild(deps: &RankingsDeps, sharding: &Sharding, now: i64) -> Result<T
         .unwrap_or_default();
     let mut table = Table::new(deps.markets.clone(), currency, &deps.grant, now);
     for (user, h) in decoded(deps.store.holdings_at(now).await?) {
-        table.set_holdings(user, h);
+        table.load(user, h);
     }
+    set_bases(deps, &mut table, now).await?;
+    let symbols: Vec<String> = deps.markets.iter().map(|m| m.symbol.clone()).collect();
+    table.set_prices(last_prices(sharding, symbols.iter()).await);
+    table.rescore_all();
+    Ok(table)
+}
+
+/// Each trader's day and week bases at `now`: what storage says the trader held when each
+/// began, valued at each market's last closed minute candle then.
+async fn set_bases(deps: &RankingsDeps, table: &mut Table, now: i64) -> Result<(), StoreError> {
     for period in [Period::Day, Period::Week] {
         let Some(start) = period.start(now) else {
             continue;
@@ -189,7 +200,5 @@ async fn rebuild(deps: &RankingsDeps, sharding: &Sharding, now: i64) -> Result<T
             table.set_base(user, period, &h, &prices);
         }
     }
-    let symbols: Vec<String> = deps.markets.iter().map(|m| m.symbol.clone()).collect();
-    table.set_prices(last_prices(sharding, symbols.iter()).await);
-    Ok(table)
+    Ok(())
 }

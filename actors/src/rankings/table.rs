@@ -153,8 +153,8 @@ impl Table {
     }
 
     /// Every trader rescored, the boards built again in one sort each: cheaper than moving
-    /// most traders one at a time.
-    fn rescore_all(&mut self) {
+    /// most traders one at a time (after [`Table::load`] and [`Table::set_base`]).
+    pub fn rescore_all(&mut self) {
         let scores: Vec<(u64, [i64; 3])> = self
             .traders
             .iter()
@@ -168,6 +168,13 @@ impl Table {
     /// `user` now holds `holdings` (a fill changed them, or the user appeared). A new
     /// trader's day and week start from the grant.
     pub fn set_holdings(&mut self, user: u64, holdings: Holdings) {
+        self.load(user, holdings);
+        self.rescore(user);
+    }
+
+    /// [`Table::set_holdings`] without ranking the trader again: for loading many, then
+    /// [`Table::rescore_all`] once.
+    pub fn load(&mut self, user: u64, holdings: Holdings) {
         let base = match self.traders.remove(&user) {
             Some(old) => {
                 for symbol in old.holdings.positions.keys() {
@@ -185,7 +192,6 @@ impl Table {
             }
         }
         self.traders.insert(user, Trader { holdings, base });
-        self.rescore(user);
     }
 
     /// New last prices; every holder of a market whose price moved is rescored.
@@ -236,7 +242,8 @@ impl Table {
     }
 
     /// Sets `user`'s base for `period` (day or week) to `holdings` valued at `prices`: what
-    /// the user held when the period began, at the prices then.
+    /// the user held when the period began, at the prices then. The boards change at the
+    /// next [`Table::rescore_all`].
     pub fn set_base(
         &mut self,
         user: u64,
@@ -251,7 +258,6 @@ impl Table {
         if let Some(t) = self.traders.get_mut(&user) {
             t.base[period.index()] = value;
         }
-        self.rescore(user);
     }
 
     /// The best `n` over `period`.
@@ -342,6 +348,7 @@ mod tests {
             &holding(&m, 500_000, 5, 10_000),
             &BTreeMap::from([("KRW-BTC".to_string(), 10_000)]),
         );
+        t.rescore_all();
         assert_eq!(t.standing(Period::Day, 1).map(|s| s.score), Some(500_000));
         // Selling moves A off the bitcoin holders: a price move no longer changes A.
         t.set_holdings(1, holding(&m, 1_500_000, 0, 0));

@@ -34,6 +34,9 @@ use std::time::Duration;
 
 /// The entity kind name.
 pub const KIND: &str = "session";
+/// How often a session with a `portfolio` subscriber tells the account again (well within
+/// the account's `WATCH_FOR`).
+const WATCH_AGAIN: Duration = Duration::from_secs(20);
 
 /// A user's private channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,8 @@ pub struct Session {
     log: StreamLog,
     connections: BTreeMap<String, BTreeSet<u64>>,
     delivered: Delivered,
+    /// When the account was last told someone watches `portfolio`.
+    watch_told: Option<std::time::Instant>,
 }
 
 impl Entity for Session {
@@ -138,6 +143,7 @@ impl Entity for Session {
             log: StreamLog::new(epoch, deps.replay_events),
             connections: BTreeMap::new(),
             delivered: Delivered::default(),
+            watch_told: None,
         })
     }
 
@@ -169,6 +175,13 @@ impl Entity for Session {
         let sharding = &self.sharding;
         self.connections
             .retain(|node, _| sharding.is_member(node) != Some(false));
+        if self
+            .log
+            .has_subscribers(&Private::Portfolio.channel(self.user))
+            && self.watch_told.is_none_or(|t| t.elapsed() >= WATCH_AGAIN)
+        {
+            self.tell_watched();
+        }
     }
 
     fn subscribe(
@@ -177,7 +190,10 @@ impl Entity for Session {
         _ctx: &EntityContext,
     ) -> Result<StreamGrant, String> {
         match Private::parse(&req.channel) {
-            Some((_, user)) if user == self.user => {
+            Some((private, user)) if user == self.user => {
+                if private == Private::Portfolio {
+                    self.tell_watched();
+                }
                 Ok(self.log.subscribe(&req, now_ms(), None, false))
             }
             _ => Err(format!(
@@ -202,6 +218,18 @@ impl Entity for Session {
 }
 
 impl Session {
+    /// Tells the user's account that `portfolio` has a subscriber, so it keeps publishing.
+    fn tell_watched(&mut self) {
+        self.watch_told = Some(std::time::Instant::now());
+        let key = self.user.to_string();
+        if let Err(e) = self
+            .sharding
+            .send::<crate::account::Account>(&key, crate::account::AccountMsg::Watch)
+        {
+            tracing::debug!(session = %self.key, error = %e, "the account did not take a watch");
+        }
+    }
+
     fn pairs(&self) -> Vec<(String, u64)> {
         self.connections
             .iter()

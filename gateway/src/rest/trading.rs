@@ -265,7 +265,7 @@ pub async fn portfolio_history(
     let now = bourse_actors::symbol::now_ms();
     let asked_to = number::<i64>(&q, "to")?;
     let to = asked_to.map_or(now, |to| to.min(now));
-    let from = number::<i64>(&q, "from")?.unwrap_or(to.saturating_sub(86_400_000));
+    let from = number::<i64>(&q, "from")?.unwrap_or(to.saturating_sub(86_400_000).max(0));
     if from < 0 || asked_to.is_some_and(|asked| asked < from) {
         return Err(ApiError::bad_request(
             "'from' and 'to' must be times in ms with 0 <= from <= to",
