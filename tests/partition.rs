@@ -18,7 +18,7 @@
 mod common;
 
 use common::net::Net;
-use common::{ADMIN_TOKEN, Cluster, Node, WsClient, eventually, totals};
+use common::{ADMIN_TOKEN, Cluster, Node, WsClient, eventually, now_ms, totals};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,12 +101,6 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     eventually(secs, what, || f().then_some(()));
     started.elapsed()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One order as its client saw it: when it was first sent, whether that first attempt was

@@ -6,16 +6,9 @@
 
 mod common;
 
-use common::{Node, WsClient, place_acked};
+use common::{Node, WsClient, now_ms, place_acked};
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use std::time::Duration;
 
 /// The history's points, checked to be in time order, and the total of the last.
 fn history(node: &Node, token: &str, query: &str) -> (Vec<Value>, Value) {

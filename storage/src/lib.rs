@@ -16,6 +16,7 @@ mod queue;
 pub mod records;
 pub mod retention;
 pub mod scylla;
+mod sql;
 pub mod sqlite;
 
 pub use records::{

@@ -925,7 +925,7 @@ impl UserStore for SqliteStore {
         to: i64,
     ) -> Result<Vec<(i64, String)>, StoreError> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&crate::retention::holdings_read("?1", "?2", "?3"))?;
+            let mut stmt = c.prepare_cached(&crate::sql::holdings_read("?1", "?2", "?3"))?;
             let rows = stmt.query_map(params![user_id as i64, from, to], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
@@ -936,7 +936,7 @@ impl UserStore for SqliteStore {
 
     async fn holdings_at(&self, ts: i64) -> Result<Vec<(u64, i64, String)>, StoreError> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&crate::retention::holdings_at("?1"))?;
+            let mut stmt = c.prepare_cached(&crate::sql::holdings_at("?1"))?;
             let rows = stmt.query_map(params![ts], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
             })?;

@@ -1162,3 +1162,10 @@ pub fn certs(dir: &Path, specs: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Milliseconds since the Unix epoch, as the nodes count time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

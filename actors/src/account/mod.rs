@@ -40,7 +40,7 @@ use crate::book::{BookEntity, BookMsg, BookReply};
 use crate::participants;
 use crate::rankings::{self, Rankings, RankingsMsg};
 use crate::session::{Courier, Private};
-use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
+use crate::symbol::{Symbol, SymbolMsg, SymbolReply, last_prices, now_ms};
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
@@ -141,8 +141,8 @@ pub struct Account {
     courier: Courier,
     /// The holdings last stored (`Write::Holdings`); `None` until compared with storage.
     holdings: Option<portfolio::Holdings>,
-    /// The holdings changed since `portfolio` was last published.
-    revalue: bool,
+    /// When `portfolio` was last valued; `None`: value it at the next tick (the holdings
+    /// changed, or a new watcher came).
     last_valued: Option<Instant>,
     /// Until when a subscriber is known to watch `portfolio`.
     watched_until: Option<Instant>,
@@ -196,7 +196,6 @@ impl Entity for Account {
             since_snapshot: replayed as u64,
             last_reconcile: None,
             holdings: None,
-            revalue: true,
             last_valued: None,
             watched_until: None,
             holdings_ts: i64::MIN,
@@ -267,7 +266,7 @@ impl Entity for Account {
                 if !self.watched() {
                     // A new watcher: the current portfolio goes out at the next tick.
                     self.published = None;
-                    self.revalue = true;
+                    self.last_valued = None;
                 }
                 self.watched_until = Some(Instant::now() + WATCH_FOR);
                 AccountReply::Done
@@ -340,26 +339,6 @@ pub fn granted(markets: &Markets, grants: &[(String, u128)]) -> portfolio::Holdi
         tracing::error!(error = %e, "the demo grant does not apply to an empty ledger");
     }
     portfolio::Holdings::of(markets, ledger.balances(), ledger.positions())
-}
-
-/// Each of `symbols`' last price in ticks, asked of the symbols side by side; a symbol that
-/// does not answer is left out (its position is then valued at cost).
-pub async fn last_prices<'a>(
-    sharding: &Sharding,
-    symbols: impl Iterator<Item = &'a String>,
-) -> BTreeMap<String, u64> {
-    let asks = symbols.map(|symbol| async move {
-        let answer = sharding.ask::<Symbol>(symbol, SymbolMsg::Ticker).await;
-        (symbol.clone(), answer)
-    });
-    futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .filter_map(|(symbol, answer)| match answer {
-            Ok(SymbolReply::Ticker(t)) => Some((symbol, t.last)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn not_found(id: u64) -> Refusal {
@@ -679,9 +658,15 @@ impl Account {
             // crash finds its notification already there (the key is the fill's position).
             self.notify_fill(id, filled_before);
         }
-        // The holdings the entry leaves, likewise before it: a durable entry always has its
-        // point of the value history.
-        self.store_holdings(now_ms());
+        // Only a fill or the grant moves what the user holds (a hold moves nothing between
+        // available and held in total): its point of the value history goes likewise before
+        // the entry, so a durable entry always has it.
+        let filled = changed
+            .and_then(|id| self.ledger.order(id))
+            .is_some_and(|o| o.state.filled > filled_before.unwrap_or(0));
+        if filled || matches!(entry, Entry::Grant { .. }) {
+            self.store_holdings(now_ms());
+        }
         let write = Write::Journal {
             kind: KIND.into(),
             key: self.key.clone(),
@@ -793,7 +778,7 @@ impl Account {
             tracing::debug!(account = %self.key, error = %e, "the rankings did not take a holdings change");
         }
         self.holdings = Some(now);
-        self.revalue = true;
+        self.last_valued = None;
     }
 
     /// On activation: the newest stored point is compared with what the ledger holds, so
@@ -820,13 +805,13 @@ impl Account {
         }
     }
 
-    /// While watched: publishes `portfolio` when the holdings changed, and every
-    /// [`REVALUE_EVERY`] while positions are held, if the value at the markets' last
-    /// prices moved.
     fn watched(&self) -> bool {
         self.watched_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// While watched: publishes `portfolio` when the holdings changed, and every
+    /// [`REVALUE_EVERY`] while positions are held, if the value at the markets' last
+    /// prices moved.
     async fn revalue_portfolio(&mut self) {
         if !self.watched() {
             return;
@@ -834,17 +819,15 @@ impl Account {
         let Some(holdings) = &self.holdings else {
             return;
         };
-        let due = self.revalue
-            || (!holdings.positions.is_empty()
-                && self
-                    .last_valued
-                    .is_none_or(|t| t.elapsed() >= REVALUE_EVERY));
+        let due = match self.last_valued {
+            None => true,
+            Some(t) => !holdings.positions.is_empty() && t.elapsed() >= REVALUE_EVERY,
+        };
         if !due {
             return;
         }
         let holdings = holdings.clone();
         let prices = last_prices(&self.sharding, holdings.positions.keys()).await;
-        self.revalue = false;
         self.last_valued = Some(Instant::now());
         let view = portfolio::view(&self.deps.markets, &holdings, &prices);
         if self.published.as_ref() == Some(&view) {

@@ -51,6 +51,19 @@ impl Holdings {
         }
     }
 
+    /// Each position's market's quote currency and its value at `prices`.
+    fn position_values<'a>(
+        &'a self,
+        markets: &'a Markets,
+        prices: &'a BTreeMap<String, u64>,
+    ) -> impl Iterator<Item = (&'a str, u128)> + 'a {
+        self.positions.iter().filter_map(move |(symbol, p)| {
+            let m = markets.get(symbol)?;
+            let value = Holdings::position_value(markets, symbol, p, prices.get(symbol).copied());
+            Some((m.quote.as_str(), value))
+        })
+    }
+
     /// The total value in `currency` alone at `prices` ([`Holdings::total`]'s entry for it,
     /// without building the others).
     pub fn total_in(
@@ -59,13 +72,10 @@ impl Holdings {
         prices: &BTreeMap<String, u64>,
         currency: &str,
     ) -> u128 {
-        let mut total = self.cash.get(currency).copied().unwrap_or(0);
-        for (symbol, p) in &self.positions {
-            if markets.get(symbol).is_some_and(|m| m.quote == currency) {
-                total += Holdings::position_value(markets, symbol, p, prices.get(symbol).copied());
-            }
-        }
-        total
+        let cash = self.cash.get(currency).copied().unwrap_or(0);
+        self.position_values(markets, prices)
+            .filter(|(quote, _)| *quote == currency)
+            .fold(cash, |total, (_, value)| total + value)
     }
 
     /// The total value per quote currency at `prices` (each market's last price in ticks).
@@ -75,14 +85,20 @@ impl Holdings {
         prices: &BTreeMap<String, u64>,
     ) -> BTreeMap<String, u128> {
         let mut total = self.cash.clone();
-        for (symbol, p) in &self.positions {
-            let Some(m) = markets.get(symbol) else {
-                continue;
-            };
-            let value = Holdings::position_value(markets, symbol, p, prices.get(symbol).copied());
-            *total.entry(m.quote.clone()).or_default() += value;
+        for (quote, value) in self.position_values(markets, prices) {
+            *total.entry(quote.to_string()).or_default() += value;
         }
         total
+    }
+
+    /// A stored holdings point (`Write::Holdings` data) of `user` at `ts`; one that does
+    /// not decode is logged and left out.
+    pub fn decode(user: u64, ts: i64, data: &str) -> Option<Holdings> {
+        serde_json::from_str(data)
+            .inspect_err(|e| {
+                tracing::error!(user, ts, error = %e, "a stored holdings point does not decode; skipped");
+            })
+            .ok()
     }
 }
 

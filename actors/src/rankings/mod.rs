@@ -18,9 +18,8 @@ pub mod table;
 pub use board::{Board, Standing};
 pub use table::{Period, Table};
 
-use crate::account::last_prices;
 use crate::account::portfolio::Holdings;
-use crate::symbol::now_ms;
+use crate::symbol::{last_prices, now_ms};
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
 use bourse_storage::{Interval, MarketStore, StoreError};
@@ -145,17 +144,10 @@ impl Entity for Rankings {
     }
 }
 
-/// The stored holdings points of `(user, ts, data)` rows, decoded; a row that does not
-/// decode is skipped with an error logged.
+/// The stored holdings points of `(user, ts, data)` rows, decoded.
 fn decoded(rows: Vec<(u64, i64, String)>) -> impl Iterator<Item = (u64, Holdings)> {
     rows.into_iter()
-        .filter_map(|(user, ts, data)| match serde_json::from_str(&data) {
-            Ok(h) => Some((user, h)),
-            Err(e) => {
-                tracing::error!(user, ts, error = %e, "a stored holdings point does not decode; skipped");
-                None
-            }
-        })
+        .filter_map(|(user, ts, data)| Some((user, Holdings::decode(user, ts, &data)?)))
 }
 
 /// The table from storage at `now`: every user's holdings now, their day's and week's

@@ -146,6 +146,26 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Each of `symbols`' last price in ticks, asked of the symbols side by side; a symbol that
+/// does not answer is left out (a position in it is then valued at cost).
+pub async fn last_prices<'a>(
+    sharding: &Sharding,
+    symbols: impl Iterator<Item = &'a String>,
+) -> std::collections::BTreeMap<String, u64> {
+    let asks = symbols.map(|symbol| async move {
+        let answer = sharding.ask::<Symbol>(symbol, SymbolMsg::Ticker).await;
+        (symbol.clone(), answer)
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|(symbol, answer)| match answer {
+            Ok(SymbolReply::Ticker(t)) => Some((symbol, t.last)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn storage(e: StoreError) -> EntityError {
     EntityError::new(e.to_string())
 }

@@ -9,7 +9,7 @@
 use super::market::{limit, market, number, query};
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use bourse_actors::account::{self, Account, AccountMsg, AccountReply, portfolio, view};
+use bourse_actors::account::{Account, AccountMsg, AccountReply, portfolio, view};
 use bourse_actors::book::engine::{Side, TimeInForce};
 use bourse_actors::book::{BookEntity, BookMsg, BookReply, MAX_DEPTH};
 use bourse_actors::trading::{OrderRequest, check_client_order_id, owner_of};
@@ -239,7 +239,8 @@ pub async fn portfolio(state: &GatewayState, user: u64) -> Result<Value, ApiErro
     let AccountReply::Portfolio(holdings) = ask(state, user, AccountMsg::Portfolio).await? else {
         return Err(unexpected("portfolio"));
     };
-    let prices = account::last_prices(&state.sharding, holdings.positions.keys()).await;
+    let prices =
+        bourse_actors::symbol::last_prices(&state.sharding, holdings.positions.keys()).await;
     Ok(portfolio::view(&state.markets, &holdings, &prices))
 }
 
@@ -284,15 +285,10 @@ pub async fn portfolio_history(
         .holdings(user, from, to)
         .await
         .map_err(history_storage)?;
-    let mut points = Vec::with_capacity(stored.len());
-    for (ts, data) in stored {
-        match serde_json::from_str::<portfolio::Holdings>(&data) {
-            Ok(h) => points.push((ts, h)),
-            Err(e) => {
-                tracing::error!(user, ts, error = %e, "a stored holdings point does not decode; skipped")
-            }
-        }
-    }
+    let points: Vec<(i64, portfolio::Holdings)> = stored
+        .into_iter()
+        .filter_map(|(ts, data)| Some((ts, portfolio::Holdings::decode(user, ts, &data)?)))
+        .collect();
     let symbols: BTreeSet<&String> = points
         .iter()
         .flat_map(|(_, h)| h.positions.keys())
@@ -318,7 +314,7 @@ pub async fn portfolio_history(
     }
     // The point at now is valued at the last prices, as the portfolio is.
     let live = match asked_to.is_none_or(|asked| asked >= now) {
-        true => Some(account::last_prices(&state.sharding, closes.keys()).await),
+        true => Some(bourse_actors::symbol::last_prices(&state.sharding, closes.keys()).await),
         false => None,
     };
     let history = portfolio::history(&state.markets, &points, &closes, (from, to), live.as_ref());

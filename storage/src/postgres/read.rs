@@ -317,7 +317,7 @@ impl UserStore for PgStore {
         let rows = self
             .rows(
                 "reading holdings",
-                &crate::retention::holdings_read("$1", "$2", "$3"),
+                &crate::sql::holdings_read("$1", "$2", "$3"),
                 &[&(user_id as i64), &from, &to],
             )
             .await?;
@@ -328,7 +328,7 @@ impl UserStore for PgStore {
         let rows = self
             .rows(
                 "reading everyone's holdings",
-                &crate::retention::holdings_at("$1"),
+                &crate::sql::holdings_at("$1"),
                 &[&ts],
             )
             .await?;
