@@ -96,6 +96,13 @@ pub async fn stop_signal() {
 
 /// Runs a node until it is told to stop.
 pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Result<Exit> {
+    if settings.node.clock_offset_ms != 0 {
+        bourse_actors::clock::set_offset_ms(settings.node.clock_offset_ms);
+        tracing::warn!(
+            offset_ms = settings.node.clock_offset_ms,
+            "node.clock_offset_ms is set: this node's clock is shifted (for tests only)"
+        );
+    }
     let listener = bind(&settings.gateway.listen, settings.gateway.listen_backlog)?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let (store, db) = bourse_storage::open(&settings.storage, &settings.sqlite_path())
@@ -150,6 +157,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
                 events,
                 price_band_pct: settings.trading.price_band_pct,
                 slippage_bps: settings.trading.slippage_bps,
+                reserve_ms: i64::from(settings.trading.reserve_days) * 86_400_000,
             }),
             sharding: sharding.clone(),
             policy,
@@ -346,6 +354,11 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         ));
     }
     tokio::spawn(become_ready(state.clone(), markets.clone()));
+    tokio::spawn(bourse_actors::book::keep_awake(
+        sharding.clone(),
+        markets.clone(),
+        stop_rx.clone(),
+    ));
     tracing::info!(%node, %addr, storage = %db, "node started");
     print_urls(&node, addr, demo, &settings);
 

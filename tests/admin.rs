@@ -206,9 +206,9 @@ fn admin_endpoints_refuse_without_the_token_and_validate_their_input() {
         let (s, v) = admin(&node, "POST", "/admin/cluster/leave", Some(body.clone()));
         assert_eq!((s, code(&v)), (status, Some(want)), "{body}: {v}");
     }
-    // An entity nobody activated is shown where it would live, not running (symbols are
-    // always on: a ready node runs every symbol it owns; a book starts with its first order).
-    let (s, v) = admin(&node, "GET", "/admin/entities/book/KRW-ETH", None);
+    // An entity nobody activated is shown where it would live, not running (symbols and
+    // books are always on; an account starts with its user's first request).
+    let (s, v) = admin(&node, "GET", "/admin/entities/account/424242", None);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["owner"], "node1");
     assert_eq!(v["active"], false);

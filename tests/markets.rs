@@ -8,6 +8,7 @@ mod common;
 
 use common::{Cluster, Node, WsClient, raw_request};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 fn symbols_of(v: &Value) -> Vec<String> {
     v.as_array()
@@ -54,62 +55,167 @@ fn symbol_search_finds_by_symbol_base_or_quote() {
     assert_eq!(status, 400, "an unknown parameter is refused: {e}");
 }
 
-#[test]
-fn a_market_outside_its_hours_shows_closed_and_takes_no_orders() {
-    // KRW-BTC's hours name no day, so it never trades; KRW-ETH trades every day all day.
+/// 2026-12-03T23:00:00Z: Friday 08:00 in Seoul, an hour before KRX-style hours open.
+const FRI_0800_KST: i64 = 1_796_338_800_000;
+const MIN: i64 = 60_000;
+
+/// A config whose node clock reads `at` (ms since the epoch) now: KRW-BTC trades Monday to
+/// Friday 09:00-15:30 in Seoul, KRW-ETH around the clock; reserved orders wait a day.
+fn hours_config(at: i64) -> String {
     let symbol = |s: &str, hours: &str| {
         format!(
-            "[[symbols]]\nsymbol = \"{s}\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"100000000\"\nhours = \"{hours}\"\n"
+            "[[symbols]]\nsymbol = \"{s}\"\ntick_size = \"1000\"\nlot_size = \"0.0001\"\ninitial_price = \"100000000\"\n{hours}"
         )
     };
-    let every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        .map(|d| format!("{d} = \"00:00-24:00\"\n"))
+    let weekdays = ["mon", "tue", "wed", "thu", "fri"]
+        .map(|d| format!("{d} = \"09:00-15:30\"\n"))
         .concat();
-    let config = format!(
-        "[feed]\nkind = \"none\"\n[trading]\ngrants = {{ KRW = \"1000000000\" }}\n{}{}[hours.never]\ntimezone = \"Asia/Seoul\"\n[hours.always]\ntimezone = \"UTC\"\n{every_day}",
-        symbol("KRW-BTC", "never"),
-        symbol("KRW-ETH", "always"),
-    );
-    let node = Node::start("hours", &config);
+    format!(
+        "[node]\nclock_offset_ms = {}\n[feed]\nkind = \"none\"\n[trading]\nreserve_days = 1\ngrants = {{ KRW = \"1000000000\" }}\n{}{}[hours.krx]\ntimezone = \"Asia/Seoul\"\n{weekdays}",
+        at - common::now_ms(),
+        symbol("KRW-BTC", "hours = \"krx\"\n"),
+        symbol("KRW-ETH", ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_outside_market_hours_are_reserved_opened_at_the_open_and_expire() {
+    let mut node = Node::start("hours", &hours_config(FRI_0800_KST));
     let (status, all) = node.get("/api/v1/symbols");
     assert_eq!(status, 200, "{all}");
+    let opens_at = FRI_0800_KST + 60 * MIN;
     assert_eq!(
         all[0]["session"],
-        json!({"hours": "never", "open": false, "next_open": null, "next_close": null}),
+        json!({"hours": "krx", "open": false, "next_open": opens_at, "next_close": null}),
         "{all}"
     );
     assert_eq!(
         all[1]["session"],
-        json!({"hours": "always", "open": true, "next_open": null, "next_close": null}),
+        json!({"hours": null, "open": true, "next_open": null, "next_close": null}),
         "{all}"
     );
     let (_, token) = node.register("hours_user");
-    let order = |s: &str| json!({"symbol": s, "side": "buy", "type": "limit", "price": "90000000", "qty": "0.001"});
-    let (status, e) = node.api(
-        "POST",
-        "/api/v1/orders",
-        Some(&order("KRW-BTC")),
-        Some(&token),
-    );
+    let mut ws = WsClient::connect(&format!("{}?token={token}", node.ws_url())).await;
+    let r = ws
+        .request("subscribe", json!({"channels": ["orders"]}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let place = |node: &Node, symbol: &str, price: &str, tif: &str| {
+        let body = json!({"symbol": symbol, "side": "buy", "type": "limit", "price": price, "qty": "0.001", "tif": tif});
+        let (status, o) = node.api("POST", "/api/v1/orders", Some(&body), Some(&token));
+        assert_eq!(status, 201, "{o}");
+        o
+    };
+    let held = |node: &Node| {
+        let (_, account) = node.api("GET", "/api/v1/account", None, Some(&token));
+        account["balances"]["KRW"]["held"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let status_of = |node: &Node, o: &Value| {
+        let path = format!("/api/v1/orders/{}", o["order_id"].as_str().unwrap());
+        let (code, v) = node.api("GET", &path, None, Some(&token));
+        assert_eq!(code, 200, "{v}");
+        v["status"].as_str().unwrap().to_string()
+    };
+
+    // Closed: KRW-BTC's orders are reserved, holding their funds, off the book.
+    let gtc = place(&node, "KRW-BTC", "90000000", "gtc");
+    let day = place(&node, "KRW-BTC", "91000000", "day");
+    let dropped = place(&node, "KRW-BTC", "92000000", "gtc");
+    for o in [&gtc, &day, &dropped] {
+        assert_eq!(o["status"], "reserved", "{o}");
+    }
+    assert_eq!(day["tif"], "day");
+    let event = ws
+        .wait_event(Duration::from_secs(5), |e| {
+            e.ch == "orders" && e.data["status"] == "reserved"
+        })
+        .await
+        .expect("a reserved order on the orders channel");
+    assert_eq!(event.data["order_id"], gtc["order_id"]);
+    let path = format!("/api/v1/orders/{}", dropped["order_id"].as_str().unwrap());
+    let (code, cancelled) = node.api("DELETE", &path, None, Some(&token));
     assert_eq!(
-        (status, e["error"]["code"].as_str()),
-        (409, Some("conflict")),
-        "{e}"
+        (code, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
     );
-    assert!(
-        e["error"]["message"].as_str().unwrap().contains("closed"),
-        "{e}"
+    // A book killed (a panic) comes back from its journal with its reserved orders.
+    let (code, killed) = node.chaos_kill("book", "KRW-BTC");
+    assert_eq!(code, 200, "{killed}");
+    let admin = format!("Bearer {}", common::ADMIN_TOKEN);
+    let book_state = |node: &Node| {
+        let url = node.url("/admin/entities/book/KRW-BTC");
+        let (_, v) = common::http(&url, "GET", None, &[("authorization", &admin)]).ok()?;
+        Some(v)
+    };
+    common::eventually(
+        20,
+        "the killed book to come back with two reserved orders",
+        || {
+            node.get("/api/v1/book/KRW-BTC?depth=5");
+            book_state(&node).filter(|v| v["active"] == true && v["state"]["reserved_orders"] == 2)
+        },
     );
-    let (status, o) = node.api(
-        "POST",
-        "/api/v1/orders",
-        Some(&order("KRW-ETH")),
-        Some(&token),
+    assert_eq!(status_of(&node, &gtc), "reserved");
+    // KRW-ETH trades around the clock: its day order rests at once, until 00:00 UTC.
+    let eth_day = place(&node, "KRW-ETH", "90000000", "day");
+    assert_eq!(eth_day["status"], "new", "{eth_day}");
+    assert_eq!(held(&node), "271000", "90,000 + 91,000 + 90,000 KRW");
+    let (_, book) = node.get("/api/v1/book/KRW-BTC?depth=5");
+    assert_eq!(
+        book["bids"],
+        json!([]),
+        "reserved orders are not on the book: {book}"
     );
-    assert_eq!((status, o["status"].as_str()), (201, Some("new")), "{o}");
-    // The refused order held nothing: only the ETH order's 90,000 KRW is held.
-    let (_, account) = node.api("GET", "/api/v1/account", None, Some(&token));
-    assert_eq!(account["balances"]["KRW"]["held"], "90000", "{account}");
+    drop(ws);
+
+    // SIGKILLed, the node comes back at 09:00:30 in Seoul (00:00:30 UTC): the book opens
+    // its reserved orders by itself (nothing asks it: looking does not activate), and the
+    // ETH day order expired with the UTC day.
+    node.restart_with(&hours_config(opens_at + MIN / 2));
+    common::eventually(20, "the KRW-BTC book to open its reserved orders", || {
+        book_state(&node).filter(|v| {
+            v["active"] == true
+                && v["state"]["reserved_orders"] == 0
+                && v["state"]["resting_orders"] == 2
+        })
+    });
+    assert_eq!(status_of(&node, &gtc), "new");
+    assert_eq!(status_of(&node, &day), "new");
+    common::eventually(20, "the ETH day order to expire", || {
+        (status_of(&node, &eth_day) == "expired").then_some(())
+    });
+    let (_, book) = node.get("/api/v1/book/KRW-BTC?depth=5");
+    assert_eq!(
+        book["bids"],
+        json!([["91000000", "0.001"], ["90000000", "0.001"]]),
+        "{book}"
+    );
+    assert_eq!(held(&node), "181000");
+
+    // At 15:31 the close has passed: the day order expired, the gtc one still rests. A new
+    // order is reserved again.
+    let closed_at = FRI_0800_KST + (7 * 60 + 31) * MIN;
+    node.restart_with(&hours_config(closed_at));
+    common::eventually(20, "the day order to expire at the close", || {
+        (status_of(&node, &day) == "expired").then_some(())
+    });
+    assert_eq!(status_of(&node, &gtc), "new");
+    let late = place(&node, "KRW-BTC", "93000000", "gtc");
+    assert_eq!(late["status"], "reserved", "{late}");
+    assert_eq!(held(&node), "183000");
+
+    // Saturday 16:00, a day and a half later with no open between: past
+    // trading.reserve_days the reserved order expired and released its hold.
+    node.restart_with(&hours_config(closed_at + (24 * 60 + 29) * MIN));
+    common::eventually(20, "the reserved order to expire", || {
+        (status_of(&node, &late) == "expired").then_some(())
+    });
+    assert_eq!(status_of(&node, &gtc), "new");
+    assert_eq!(held(&node), "90000");
 }
 
 #[test]

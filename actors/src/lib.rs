@@ -11,11 +11,13 @@
 //! - [`participants`]: the market maker and takers of `exchange` markets (core: `quotes`).
 //! - [`rankings`]: traders ranked by score (core: the `board`).
 //! - [`channel`]: parsing client channel names into publishers.
+//! - [`clock`]: the wall clock entities read (a test may shift it).
 
 pub mod account;
 pub mod alert;
 pub mod book;
 pub mod channel;
+pub mod clock;
 pub mod events;
 pub mod feed;
 pub mod journal;

@@ -29,6 +29,9 @@ pub enum Status {
     Cancelled,
     Rejected,
     Expired,
+    /// Taken while its market was closed: funds held, waiting in its book for the open.
+    /// (Last: stored states decode.)
+    Reserved,
 }
 
 impl Status {
@@ -41,12 +44,16 @@ impl Status {
             Status::Cancelled => "cancelled",
             Status::Rejected => "rejected",
             Status::Expired => "expired",
+            Status::Reserved => "reserved",
         }
     }
 
     /// Whether the order can change no more.
     pub fn is_done(self) -> bool {
-        !matches!(self, Status::New | Status::PartiallyFilled)
+        !matches!(
+            self,
+            Status::New | Status::PartiallyFilled | Status::Reserved
+        )
     }
 }
 
@@ -78,9 +85,12 @@ impl OrderState {
         }
     }
 
-    /// Whether `self` is later than `other` (more filled, or done where it was not).
+    /// Whether `self` is later than `other` (more filled, done where it was not, or
+    /// activated where it was reserved).
     pub fn supersedes(&self, other: &OrderState) -> bool {
-        self.filled > other.filled || (self.status.is_done() && !other.status.is_done())
+        self.filled > other.filled
+            || (self.status.is_done() && !other.status.is_done())
+            || (other.status == Status::Reserved && self.status != Status::Reserved)
     }
 }
 
@@ -99,10 +109,10 @@ pub struct OrderRequest {
 }
 
 impl OrderRequest {
-    /// Whether the order can rest on the book: a good-till-cancelled limit order. Market,
+    /// Whether the order can rest on the book: a good-till-cancelled or day limit order. Market,
     /// IOC and FOK orders are done the moment the book has seen them.
     pub fn may_rest(&self) -> bool {
-        self.price.is_some() && self.tif == crate::book::engine::TimeInForce::Gtc
+        self.price.is_some() && self.tif.rests()
     }
 }
 
@@ -175,6 +185,12 @@ mod tests {
         };
         assert!(b.supersedes(&a) && c.supersedes(&b) && c.supersedes(&a));
         assert!(!a.supersedes(&b) && !b.supersedes(&c) && !c.supersedes(&c));
+        let reserved = OrderState {
+            status: Status::Reserved,
+            ..a
+        };
+        assert!(a.supersedes(&reserved) && b.supersedes(&reserved) && c.supersedes(&reserved));
+        assert!(!reserved.supersedes(&a) && !reserved.supersedes(&reserved));
     }
 
     #[test]

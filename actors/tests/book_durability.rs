@@ -37,6 +37,7 @@ async fn a_book_subscription_waits_until_its_snapshot_is_durable() {
             snapshot_every: 1000,
             price_band_pct: 80,
             slippage_bps: 5,
+            reserve_ms: 86_400_000,
         }),
         sharding: sharding.clone(),
         policy: RestartPolicy {

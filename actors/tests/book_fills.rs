@@ -51,6 +51,7 @@ async fn node(
             snapshot_every: 1,
             price_band_pct: 80,
             slippage_bps: 5,
+            reserve_ms: 86_400_000,
         }),
         sharding: sharding.clone(),
         policy: policy(),

@@ -1,8 +1,8 @@
 //! A market's trading hours: per weekday, one session from open to close in the market's
 //! time zone (seed 004's stock markets); 24/7 (crypto) by default. Pure: time is passed in
 //! as milliseconds since the Unix epoch. A market names its hours (`symbols[i].hours`);
-//! outside them its orders are refused (reserved orders, taken while closed and activated
-//! at the open, are not built yet).
+//! outside them its book reserves orders for the next open and expires day orders at the
+//! close (`actors/src/book`).
 
 use crate::ConfigError;
 use jiff::civil::{Date, Time, Weekday};

@@ -257,6 +257,10 @@ pub struct TradingSettings {
     /// How far from a mirror market's feed price a market order fills, in basis points
     /// (at least one tick): a buy at the price plus this, a sell at the price less it.
     pub slippage_bps: u32,
+    /// Days a reserved order (placed while its market was closed) waits for an open before
+    /// it expires, counted from when it was placed. 3 carries an order placed after a
+    /// Friday close into Monday's session.
+    pub reserve_days: u32,
     /// The venue of every market that names none (`exchange` or `mirror`); unset:
     /// `exchange` under the simulator or no feed, `mirror` under Kafka or Upbit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,6 +320,9 @@ pub struct NodeSettings {
     pub name: String,
     /// Where the embedded store and node-local files live.
     pub data_dir: PathBuf,
+    /// For tests only: shifts this node's clock (market hours, orders, candles, expiry) by
+    /// this many milliseconds, so a test can start a node at a market's open or close.
+    pub clock_offset_ms: i64,
 }
 
 /// Client-facing server limits (docs/PROTOCOL.md "Limits").
@@ -532,6 +539,7 @@ impl Default for TradingSettings {
             max_open_orders: 1000,
             snapshot_every: 10_000,
             slippage_bps: 5,
+            reserve_days: 3,
             venue: None,
         }
     }
@@ -562,6 +570,7 @@ impl Default for NodeSettings {
         NodeSettings {
             name: "node1".into(),
             data_dir: PathBuf::from("./bourse-data"),
+            clock_offset_ms: 0,
         }
     }
 }
@@ -1062,6 +1071,15 @@ impl Settings {
         if !(1..=1000).contains(&self.trading.slippage_bps) {
             return Err(ConfigError::new("trading.slippage_bps", "must be 1..=1000"));
         }
+        if self.node.clock_offset_ms.unsigned_abs() > 10 * 366 * 86_400_000 {
+            return Err(ConfigError::new(
+                "node.clock_offset_ms",
+                "must be within ten years either way (it is for tests)",
+            ));
+        }
+        if !(1..=30).contains(&self.trading.reserve_days) {
+            return Err(ConfigError::new("trading.reserve_days", "must be 1..=30"));
+        }
         positive(
             "chat.messages_per_sec",
             u64::from(self.chat.messages_per_sec),
@@ -1388,6 +1406,10 @@ initial_price = "1000"
             (
                 ("BOURSE_TRADING__SLIPPAGE_BPS", "0"),
                 "trading.slippage_bps",
+            ),
+            (
+                ("BOURSE_TRADING__RESERVE_DAYS", "0"),
+                "trading.reserve_days",
             ),
             (("BOURSE_PARTICIPANTS__DEPTH", "0"), "participants.depth"),
             (

@@ -122,7 +122,7 @@ impl Relay {
             RELAY_LAG.set(0.0);
             return Ok(0);
         };
-        RELAY_LAG.set((bourse_actors::symbol::now_ms() - oldest.ts).max(0) as f64 / 1000.0);
+        RELAY_LAG.set((bourse_actors::clock::now_ms() - oldest.ts).max(0) as f64 / 1000.0);
         let bodies: Vec<String> = pending.iter().map(|(_, e)| envelope(e)).collect();
         let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(pending.len());
         for ((_, e), body) in pending.iter().zip(&bodies) {

@@ -72,6 +72,7 @@ pub async fn book(args: BookArgs) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         price_band_pct: 80,
         slippage_bps: 5,
+        reserve_ms: 86_400_000,
     };
     spawn_region::<BookEntity>(region(book_deps, &sharding, policy), root.get_cell()).await?;
     let symbol_deps = SymbolDeps {

@@ -256,6 +256,13 @@ impl Node {
         self.spawn();
     }
 
+    /// SIGKILLs the node and starts it again with `extra` as its config file.
+    pub fn restart_with(&mut self, extra: &str) {
+        self.kill9();
+        std::fs::write(&self.config, extra).expect("write config");
+        self.spawn();
+    }
+
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;

@@ -60,7 +60,7 @@ pub enum Entry {
     /// The demo balances of a new account.
     Grant { assets: Vec<(String, u128)> },
     /// A new order and its hold (`order.hold_left`).
-    Reserve { order: OrderRecord },
+    Hold { order: OrderRecord },
     /// The book's state of an order.
     Apply { state: OrderState, ts: i64 },
 }
@@ -212,7 +212,7 @@ impl Ledger {
                 self.granted = true;
                 Ok(None)
             }
-            Entry::Reserve { order } => {
+            Entry::Hold { order } => {
                 let market = market(markets, &order.symbol)?;
                 let (asset, amount) =
                     hold_for(market, order.side, order.price.or(order.protect), order.qty);
@@ -246,8 +246,11 @@ impl Ledger {
         };
         if !state.supersedes(&order.state) {
             if order.pending {
-                // The book confirmed the order as it already was: the saga step is done.
+                // The book confirmed the order, as new or as reserved for its market's open
+                // (nothing filled): the saga step is done.
                 order.pending = false;
+                order.state = *state;
+                order.updated_at = ts;
                 return Ok(Some(order.order_id));
             }
             return Ok(None);

@@ -3,8 +3,9 @@
 //! also the coordinator of the order saga (docs/DESIGN.md "Entities"):
 //!
 //! 1. `Place`: a repeated `client_order_id` answers the original order. Otherwise the hold is
-//!    checked (`insufficient_funds`), the order and its hold are journaled (*reserved*), and
-//!    the book is asked to match it.
+//!    checked (`insufficient_funds`), the order and its hold are journaled (*pending*), and
+//!    the book is asked to match it (or, while its market is closed, to keep it *reserved*
+//!    for the open: [`crate::book`]).
 //! 2. The book journals the match before it answers; the account applies the answer (fills,
 //!    release) and journals that before the client hears back.
 //! 3. The counterparties' accounts get the book's reports; settlement is idempotent because
@@ -14,13 +15,13 @@
 //!    only then is the hold released, and the order's `client_order_id` is free again (the
 //!    client was told `unavailable`: a retry places it anew). A void that cannot be
 //!    delivered either leaves the order
-//!    reserved and the client gets `unavailable`; the account's clock retries the void until
+//!    pending and the client gets `unavailable`; the account's clock retries the void until
 //!    the book answers, so the hold is released as soon as that is certain.
 //! 5. Reports lost on the way (a node died) are recovered by reconciliation: on activation
 //!    and every [`RECONCILE_EVERY`], the account asks the books for its open orders' states.
 //!
 //! Every change to the ledger is journaled (epoch-fenced under the account's lease). A hold
-//! (`Reserve`) is durable before the book hears of the order, so no crash can leave a
+//! (`Hold`) is durable before the book hears of the order, so no crash can leave a
 //! matched order without its hold. Applying the book's report (`Apply`) is journaled without
 //! waiting: the book's own journal already holds that state durably, and an account that
 //! lost the entry gets it back by reconciliation; the writer commits in submission order,
@@ -37,10 +38,11 @@ use crate::alert::NewAlert;
 use crate::book::engine::{Kind, Order, Reject, Side};
 use crate::book::state::market_buy_protect;
 use crate::book::{BookEntity, BookMsg, BookReply};
+use crate::clock::now_ms;
 use crate::participants;
 use crate::rankings::{self, Rankings, RankingsMsg};
 use crate::session::{Courier, Private};
-use crate::symbol::{Symbol, SymbolMsg, SymbolReply, last_prices, now_ms};
+use crate::symbol::{Symbol, SymbolMsg, SymbolReply, last_prices};
 use crate::trading::{OrderRequest, OrderState, Refusal, Status, order_id, owner_of};
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
@@ -55,7 +57,8 @@ use std::time::{Duration, Instant};
 pub const KIND: &str = "account";
 /// How often an account asks the books for the state of its open orders.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
-/// A reserved order the book has not confirmed for this long is voided by the clock.
+/// An order held but not yet confirmed by its book (the saga's open step) for this long is
+/// voided by the clock.
 pub const PENDING_GRACE_MS: i64 = 2_000;
 /// How often an account that holds positions revalues them at the markets' last prices,
 /// publishing its `portfolio` when the value moved, while someone watches it.
@@ -384,8 +387,8 @@ impl Account {
         {
             let (id, symbol, pending) = (o.order_id, o.symbol.clone(), o.pending);
             if pending {
-                // The first attempt's outcome is unknown: settle it now, so the retry learns
-                // whether the order stands (its state) or never will (rejected).
+                // The first attempt's outcome is unknown: settle it now: the order stands
+                // (the retry gets its state) or never will (the retry places it anew).
                 if let Ok(BookReply::Order(s)) = self
                     .sharding
                     .ask::<BookEntity>(&symbol, BookMsg::Void(id))
@@ -394,13 +397,18 @@ impl Account {
                     self.absorb(s).await;
                 }
             }
-            return match self.ledger.order(id) {
-                Some(o) => AccountReply::Placed {
-                    order: o.clone(),
-                    created: false,
-                },
-                None => AccountReply::Error(not_found(id)),
-            };
+            match self.ledger.order(id) {
+                // Voided just now: it never reached the book, and its client_order_id is
+                // free again; this request places the order anew (docs/PROTOCOL.md).
+                Some(o) if o.state.status == Status::Rejected && o.state.reject.is_none() => {}
+                Some(o) => {
+                    return AccountReply::Placed {
+                        order: o.clone(),
+                        created: false,
+                    };
+                }
+                None => return AccountReply::Error(not_found(id)),
+            }
         }
         let Some(market) = self.deps.markets.get(&req.symbol).cloned() else {
             return AccountReply::Error(Refusal::BadRequest(format!(
@@ -408,17 +416,10 @@ impl Account {
                 req.symbol
             )));
         };
-        // Outside its trading hours a market takes no orders (reserved orders, held until
-        // the open, are not built yet).
-        if !market.is_open(now_ms()) {
-            return AccountReply::Error(Refusal::Conflict(format!(
-                "market {} is closed (hours '{}'); it takes orders from its next open",
-                market.symbol,
-                market.hours.as_ref().map_or("", |(name, _)| name.as_str())
-            )));
-        }
-        // Only an order that can rest counts against the cap.
-        if req.may_rest() && self.ledger.open_orders() >= self.deps.max_open_orders {
+        // Only an order that can rest is refused by the cap, and any order while its market
+        // is closed: it waits, reserved, for the open.
+        let waits = !market.is_open(now_ms());
+        if (req.may_rest() || waits) && self.ledger.open_orders() >= self.deps.max_open_orders {
             return AccountReply::Error(Refusal::BadRequest(format!(
                 "at most {} open orders per account",
                 self.deps.max_open_orders
@@ -473,7 +474,7 @@ impl Account {
             created_at: now,
             updated_at: now,
         };
-        if let Err(e) = self.record(&Entry::Reserve { order: record }).await {
+        if let Err(e) = self.record(&Entry::Hold { order: record }).await {
             return AccountReply::Error(e);
         }
         let order = Order {

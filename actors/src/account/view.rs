@@ -2,7 +2,7 @@
 //! amount a decimal string through the market's or the asset's step.
 
 use super::ledger::{Balance, OrderRecord};
-use crate::book::engine::{Side, TimeInForce};
+use crate::book::engine::Side;
 use bourse_config::{Markets, Step};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ pub fn order(markets: &Markets, o: &OrderRecord) -> Value {
         "type": if o.price.is_some() { "limit" } else { "market" },
         "price": o.price.map(|p| m.tick.format(p)),
         "qty": m.lot.format(o.qty),
-        "tif": match o.tif { TimeInForce::Gtc => "gtc", TimeInForce::Ioc => "ioc", TimeInForce::Fok => "fok" },
+        "tif": o.tif.as_str(),
         "post_only": o.post_only,
         "status": o.state.status.as_str(),
         "filled_qty": m.lot.format(o.state.filled),

@@ -33,9 +33,45 @@ impl Side {
 /// How long an order may rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TimeInForce {
+    /// Good till cancelled: rests until filled or cancelled.
     Gtc,
+    /// Immediate or cancel: what does not fill at once expires.
     Ioc,
+    /// Fill or kill: fills whole at once or not at all.
     Fok,
+    /// Rests like `Gtc` until its market's close (the UTC day's end for a market trading
+    /// around the clock); the book entity expires it then. (Last: stored orders decode.)
+    Day,
+}
+
+impl TimeInForce {
+    /// Every one, in wire-name order of docs/PROTOCOL.md.
+    pub const ALL: [TimeInForce; 4] = [
+        TimeInForce::Gtc,
+        TimeInForce::Ioc,
+        TimeInForce::Fok,
+        TimeInForce::Day,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Ioc => "ioc",
+            TimeInForce::Fok => "fok",
+            TimeInForce::Day => "day",
+        }
+    }
+
+    /// The one with wire name `name`.
+    pub fn parse(name: &str) -> Option<TimeInForce> {
+        TimeInForce::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Whether what does not fill at once rests on the book.
+    pub fn rests(self) -> bool {
+        matches!(self, TimeInForce::Gtc | TimeInForce::Day)
+    }
 }
 
 /// What kind of order.
@@ -84,6 +120,8 @@ pub enum CancelReason {
     Requested,
     /// Self-trade prevention: the same owner's incoming order would have traded with it.
     SelfTrade,
+    /// Its time in force ran out (a day order at the close): it ends `expired`.
+    Expired,
 }
 
 /// What the engine reports, in order.
@@ -340,13 +378,18 @@ impl Book {
 
     /// Cancels a resting order.
     pub fn cancel(&mut self, id: u64, out: &mut Vec<Event>) -> bool {
+        self.remove(id, CancelReason::Requested, out)
+    }
+
+    /// Takes a resting order off the book for `reason`; false if it does not rest here.
+    pub fn remove(&mut self, id: u64, reason: CancelReason, out: &mut Vec<Event>) -> bool {
         match self.index.get(&id).copied() {
             Some(slot) => {
                 let remaining = self.unlink(slot);
                 out.push(Event::Cancelled {
                     id,
                     remaining,
-                    reason: CancelReason::Requested,
+                    reason,
                 });
                 true
             }
@@ -454,7 +497,7 @@ impl Book {
             return;
         }
         match (o.kind, o.tif) {
-            (Kind::Limit { price }, TimeInForce::Gtc) => {
+            (Kind::Limit { price }, tif) if tif.rests() => {
                 self.push_back(o.id, o.owner, o.side, price, remaining);
                 out.push(Event::Rested {
                     id: o.id,

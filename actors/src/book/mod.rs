@@ -21,8 +21,9 @@ pub mod state;
 pub mod view;
 
 use crate::account::{Account, AccountMsg};
+use crate::clock::now_ms;
 use crate::feed::TradeInput;
-use crate::symbol::{Symbol, SymbolMsg, SymbolReply, now_ms};
+use crate::symbol::{Symbol, SymbolMsg, SymbolReply};
 use crate::trading::{OrderState, Status, tick_side};
 use bourse_cluster::hub::Delivery;
 use bourse_cluster::{
@@ -63,6 +64,10 @@ pub enum BookMsg {
     Quote,
     /// A mirror market's feed price (from its symbol, after each batch of feed trades).
     Mark(u64),
+    /// Nothing: it only keeps the book active where the ring puts it, so that its clock
+    /// opens reserved orders and expires day orders in a market nobody asks about
+    /// ([`keep_awake`]).
+    Wake,
 }
 
 /// What a book answers.
@@ -99,6 +104,8 @@ pub struct BookDeps {
     pub price_band_pct: u32,
     /// `trading.slippage_bps`: how far from a mirror market's feed price the house quotes.
     pub slippage_bps: u32,
+    /// `trading.reserve_days` in ms: how long a reserved order waits for an open.
+    pub reserve_ms: i64,
 }
 
 /// What becomes visible once a journal entry is durable.
@@ -170,12 +177,18 @@ pub struct BookEntity {
     channel: String,
     /// A mirror market's latest feed price (memory only: the commands that use it carry it).
     mark: Option<u64>,
+    /// When the longest-resting day order (resting since `.0`) expires (`.1`): computed
+    /// once per oldest order, not per message.
+    day_due: Option<(i64, i64)>,
 }
 
 impl Entity for BookEntity {
     const KIND: &'static str = KIND;
     // Resting orders must keep matching whether or not anyone asks: never idle-stopped.
     const PASSIVATE_WHEN_IDLE: bool = false;
+    // The clock of market hours: reserved orders meet the book at the open, day orders
+    // and stale reserved ones expire.
+    const TICK_EVERY: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
 
     type Msg = BookMsg;
     type Reply = BookReply;
@@ -227,6 +240,7 @@ impl Entity for BookEntity {
             seq,
             since_snapshot: replayed as u64,
             mark: None,
+            day_due: None,
         };
         // The last reports and fills before a crash may not have reached the accounts and
         // the symbol.
@@ -255,7 +269,11 @@ impl Entity for BookEntity {
     }
 
     async fn handle(&mut self, msg: BookMsg, _ctx: &EntityContext) -> BookReply {
-        // Tells (none are expected) take the same path; their answer is dropped.
+        if let BookMsg::Wake = msg {
+            // Nothing to order behind the journal: no wait for the release queue.
+            return BookReply::Done;
+        }
+        // Tells (a `Mark`) take the same path as asks; their answer is dropped.
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.accept(
             msg,
@@ -273,6 +291,9 @@ impl Entity for BookEntity {
         _ctx: &EntityContext,
         respond: Responder<BookReply>,
     ) {
+        if let BookMsg::Wake = msg {
+            return respond.send(BookReply::Done);
+        }
         self.accept(msg, respond);
     }
 
@@ -320,6 +341,13 @@ impl Entity for BookEntity {
         self.log.unsubscribe(channel, node);
     }
 
+    async fn on_tick(&mut self, _ctx: &EntityContext) {
+        if self.fenced() {
+            return;
+        }
+        self.clock(now_ms());
+    }
+
     fn summary(&self) -> serde_json::Value {
         let tick = &self.market.tick;
         let (bid, ask) = self.state.engine().best();
@@ -328,6 +356,7 @@ impl Entity for BookEntity {
             "lease": self.shared.lease.fence().epoch,
             "journal_seq": self.seq,
             "resting_orders": self.state.engine().len(),
+            "reserved_orders": self.state.reserved().len(),
             "best_bid": bid.map(|p| tick.format(p)),
             "best_ask": ask.map(|p| tick.format(p)),
             "last_price": self.state.last_price().map(|p| tick.format(p)),
@@ -362,9 +391,18 @@ impl BookEntity {
         }
         self.forget_gone_nodes();
         let ts = now_ms();
+        // What is due goes first: no order meets the book ahead of the reserved ones at the
+        // open, and none meets a day order past its close.
+        self.clock(ts);
         let (ack, effects, reply) = match msg {
             BookMsg::Submit(order) => match self.outside_band(&order) {
                 Some(rejected) => (None, Effects::default(), BookReply::Order(rejected)),
+                // Outside its hours the market holds the order for its next open; so it does
+                // while earlier reserved orders still wait (a mirror market before its
+                // feed's first price), so that they meet the book first.
+                None if !self.market.is_open(ts) || self.state.reserved().len() > 0 => {
+                    self.command(Command::Reserve { order, ts })
+                }
                 None if self.market.venue == Venue::Mirror => {
                     return self.submit_mirrored(order, ts, respond);
                 }
@@ -373,6 +411,8 @@ impl BookEntity {
             BookMsg::Mark(_) if self.market.venue == Venue::Exchange => {
                 (None, Effects::default(), BookReply::Done)
             }
+            // Answered before it gets here.
+            BookMsg::Wake => (None, Effects::default(), BookReply::Done),
             BookMsg::Mark(price) => {
                 // Journaled only when it crosses a resting order (else nothing changes).
                 self.mark = Some(price);
@@ -507,6 +547,115 @@ impl BookEntity {
         }
     }
 
+    /// Moves orders on in time at `now`: expires what ran out, then, once the market is
+    /// open, lets the reserved orders meet the book. Runs every second and before every
+    /// message; cheap when nothing is due.
+    fn clock(&mut self, now: i64) {
+        if self.expiry_due(now) {
+            let expired = self.due_to_expire(now);
+            if !expired.is_empty() {
+                tracing::info!(symbol = %self.market.symbol, orders = expired.len(), "orders expired (day orders after the close, reserved ones after trading.reserve_days)");
+                self.run(Command::Expire {
+                    order_ids: expired,
+                    ts: now,
+                });
+            }
+        }
+        if self.state.reserved().len() > 0 && self.market.is_open(now) {
+            self.open(now);
+        }
+    }
+
+    /// Whether the oldest reserved order or the longest-resting day order ran out by `now`.
+    fn expiry_due(&mut self, now: i64) -> bool {
+        let reserved = self
+            .state
+            .reserved()
+            .next()
+            .is_some_and(|(at, _)| at.saturating_add(self.deps.reserve_ms) <= now);
+        let Some(&(since, _)) = self.state.day_orders_by_time().next() else {
+            return reserved;
+        };
+        let ends = match self.day_due {
+            Some((s, ends)) if s == since => ends,
+            _ => {
+                let ends = self.day_ends(since);
+                self.day_due = Some((since, ends));
+                ends
+            }
+        };
+        reserved || ends <= now
+    }
+
+    /// The market opened: the reserved orders meet the book, in the order they came. A
+    /// mirror market waits for its feed's first price (the house quotes around it).
+    fn open(&mut self, ts: i64) {
+        let quotes = match (self.market.venue, self.mark) {
+            (Venue::Exchange, _) => None,
+            (Venue::Mirror, Some(mark)) => Some(house_quotes(mark, self.deps.slippage_bps)),
+            (Venue::Mirror, None) => return,
+        };
+        tracing::info!(
+            symbol = %self.market.symbol,
+            orders = self.state.reserved().len(),
+            "market open: reserved orders go to the book"
+        );
+        self.run(Command::Open { ts, quotes });
+        if let Some(price) = self.mark.filter(|_| self.market.venue == Venue::Mirror) {
+            // As after any mirror order: the price may already cross what now rests.
+            self.run(Command::Mark { price, ts });
+        }
+    }
+
+    /// The orders whose time ran out by `now`: reserved ones older than
+    /// `trading.reserve_days`, and day orders rested before the close that came since.
+    fn due_to_expire(&self, now: i64) -> Vec<u64> {
+        let mut due: Vec<u64> = self
+            .state
+            .reserved()
+            .filter(|(at, _)| at.saturating_add(self.deps.reserve_ms) <= now)
+            .map(|(_, o)| o.id)
+            .collect();
+        // The close after a time never comes before the close after an earlier one: the
+        // longest-resting day orders are due first, and the first one not due ends the list.
+        due.extend(
+            self.state
+                .day_orders_by_time()
+                .take_while(|(since, _)| self.day_ends(*since) <= now)
+                .map(|(_, id)| *id),
+        );
+        due
+    }
+
+    /// When a day order resting since `since` expires: the market's next close, or for a
+    /// market that never closes, the end of that UTC day.
+    fn day_ends(&self, since: i64) -> i64 {
+        const DAY_MS: i64 = 86_400_000;
+        self.market
+            .hours
+            .as_ref()
+            .and_then(|(_, h)| h.next_close(since))
+            .unwrap_or_else(|| {
+                since
+                    .div_euclid(DAY_MS)
+                    .saturating_add(1)
+                    .saturating_mul(DAY_MS)
+            })
+    }
+
+    /// Applies a command of the book's own clock and releases its effects (nobody waits
+    /// for an answer).
+    fn run(&mut self, cmd: Command) {
+        let (ack, effects, _) = self.command(cmd);
+        if ack.is_some() {
+            self.release(Release {
+                ack,
+                effects,
+                answer: None,
+            });
+        }
+    }
+
     /// Queues a release; a book whose release task is gone stops.
     fn release(&mut self, release: Release) {
         if let Err(mpsc::error::SendError(r)) = self.release.send(release) {
@@ -566,10 +715,11 @@ impl BookEntity {
     /// answer carries it) and the fills for the symbol.
     fn effects(&mut self, cmd: &Command, out: &Outcome) -> Effects {
         let ts = cmd.ts();
-        let asked = match *cmd {
+        let asked = match cmd {
             Command::Submit { order, .. } | Command::SubmitAt { order, .. } => order.id,
-            Command::Cancel { order_id, .. } | Command::Void { order_id, .. } => order_id,
-            Command::Mark { .. } => 0,
+            Command::Cancel { order_id, .. } | Command::Void { order_id, .. } => *order_id,
+            Command::Reserve { order, .. } => order.id,
+            Command::Mark { .. } | Command::Open { .. } | Command::Expire { .. } => 0,
         };
         let mut effects = Effects {
             reports: out
@@ -623,6 +773,32 @@ impl BookEntity {
             state: bytes,
         });
         self.since_snapshot = 0;
+    }
+}
+
+/// How often [`keep_awake`] wakes the books a node owns.
+pub const WAKE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps every book this node owns active until `stop`: a book activates when first asked,
+/// and one that moved here (a node failed or left) would otherwise miss its market's open
+/// and close until someone asked about it.
+pub async fn keep_awake(
+    sharding: Sharding,
+    markets: Markets,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        for market in markets.iter() {
+            if sharding.owns(KIND, &market.symbol)
+                && let Err(e) = sharding.send::<BookEntity>(&market.symbol, BookMsg::Wake)
+            {
+                tracing::debug!(symbol = %market.symbol, error = %e, "could not wake a book");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(WAKE_EVERY) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

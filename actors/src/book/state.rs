@@ -6,10 +6,10 @@
 //! recovery; because [`BookState::apply`] depends only on the state and the command, replay
 //! rebuilds exactly the state that acknowledged orders saw.
 
-use super::engine::{Book, Event, Kind, Order, Reject, Resting, Side, TimeInForce};
+use super::engine::{Book, CancelReason, Event, Kind, Order, Reject, Resting, Side, TimeInForce};
 use crate::trading::{OrderState, Status, owner_of};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Finished orders are remembered at least this long (ms of command time), so a late
 /// resubmission or a reconciliation poll still finds them...
@@ -26,7 +26,7 @@ pub const RECENT_FILLS: usize = 1024;
 pub enum Command {
     /// Match an order, then rest what is left if it may.
     Submit { order: Order, ts: i64 },
-    /// The owner cancels a resting order.
+    /// The owner cancels a resting or reserved order.
     Cancel { order_id: u64, owner: u64, ts: i64 },
     /// The owner's account gave up on an order it could not confirm: refuse it for good if it
     /// has not arrived (a tombstone), or report its state if it has.
@@ -44,6 +44,16 @@ pub enum Command {
         bid: u64,
         ask: u64,
     },
+    /// Take an order while the market is closed: its state is `reserved` and it waits,
+    /// unmatched and off the book, for [`Command::Open`].
+    Reserve { order: Order, ts: i64 },
+    /// The market opened: the reserved orders meet the book in the order they came, each
+    /// as [`Command::Submit`] would (as [`Command::SubmitAt`] with the house's `quotes`, a
+    /// bid and an ask, in a mirror market).
+    Open { ts: i64, quotes: Option<(u64, u64)> },
+    /// These orders' time ran out (reserved too long, or day orders at the close): each
+    /// still open one ends `expired`, off the book.
+    Expire { order_ids: Vec<u64>, ts: i64 },
 }
 
 /// The house: the counterparty of a mirror market, the outside market whose price the
@@ -60,7 +70,10 @@ impl Command {
             | Command::Cancel { ts, .. }
             | Command::Void { ts, .. }
             | Command::Mark { ts, .. }
-            | Command::SubmitAt { ts, .. } => ts,
+            | Command::SubmitAt { ts, .. }
+            | Command::Reserve { ts, .. }
+            | Command::Open { ts, .. }
+            | Command::Expire { ts, .. } => ts,
         }
     }
 }
@@ -128,6 +141,20 @@ pub struct Snapshot {
     next_trade: u64,
     last_price: Option<u64>,
     recent_fills: Vec<Fill>,
+    reserved: Vec<(i64, Order)>,
+    day: Vec<(u64, i64)>,
+}
+
+/// A snapshot as stored before markets had hours (no reserved or day orders).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct SnapshotBeforeHours {
+    resting: Vec<Resting>,
+    orders: Vec<(u64, Tracked)>,
+    done: Vec<(i64, u64)>,
+    next_trade: u64,
+    last_price: Option<u64>,
+    recent_fills: Vec<Fill>,
 }
 
 /// A snapshot as stored before it kept the recent fills.
@@ -141,19 +168,35 @@ struct SnapshotBeforeFills {
 }
 
 impl crate::journal::StoredSnapshot for Snapshot {
-    /// Snapshots stored before the recent fills were kept still restore, with none: the
-    /// old layout is the new one without its last field, so it never decodes as the new.
+    /// Snapshots stored before markets had hours restore with no reserved or day orders,
+    /// and those stored before the recent fills were kept with none: each old layout is the
+    /// next one without its last fields, so it never decodes as a newer one.
     fn decode(bytes: &[u8]) -> Result<Snapshot, bourse_storage::codec::CodecError> {
         use bourse_storage::codec::decode;
         decode::<Snapshot>(bytes).or_else(|e| {
-            let old: SnapshotBeforeFills = decode(bytes).map_err(|_| e)?;
+            let old: SnapshotBeforeHours = match decode(bytes) {
+                Ok(old) => old,
+                Err(_) => {
+                    let older: SnapshotBeforeFills = decode(bytes).map_err(|_| e)?;
+                    SnapshotBeforeHours {
+                        resting: older.resting,
+                        orders: older.orders,
+                        done: older.done,
+                        next_trade: older.next_trade,
+                        last_price: older.last_price,
+                        recent_fills: Vec::new(),
+                    }
+                }
+            };
             Ok(Snapshot {
                 resting: old.resting,
                 orders: old.orders,
                 done: old.done,
                 next_trade: old.next_trade,
                 last_price: old.last_price,
-                recent_fills: Vec::new(),
+                recent_fills: old.recent_fills,
+                reserved: Vec::new(),
+                day: Vec::new(),
             })
         })
     }
@@ -169,6 +212,13 @@ pub struct BookState {
     next_trade: u64,
     last_price: Option<u64>,
     recent_fills: VecDeque<Fill>,
+    /// Orders taken while the market was closed, in the order they came, with that time.
+    reserved: Vec<(i64, Order)>,
+    /// Day orders on the book, with when they started resting: the entity expires each at
+    /// the close after that.
+    day: BTreeMap<u64, i64>,
+    /// The same, by time: the oldest first.
+    day_by_time: BTreeSet<(i64, u64)>,
     scratch: Vec<Event>,
 }
 
@@ -181,6 +231,9 @@ impl Default for BookState {
             next_trade: 1,
             last_price: None,
             recent_fills: VecDeque::new(),
+            reserved: Vec::new(),
+            day: BTreeMap::new(),
+            day_by_time: BTreeSet::new(),
             scratch: Vec::new(),
         }
     }
@@ -212,6 +265,21 @@ impl BookState {
         self.orders.get(&order_id)
     }
 
+    /// The reserved orders, in the order they came, with when they came.
+    pub fn reserved(&self) -> impl ExactSizeIterator<Item = &(i64, Order)> {
+        self.reserved.iter()
+    }
+
+    /// The day orders on the book, by id, with when they started resting.
+    pub fn day_orders(&self) -> impl Iterator<Item = (&u64, &i64)> {
+        self.day.iter()
+    }
+
+    /// The day orders on the book as `(since, id)`, the longest resting first.
+    pub fn day_orders_by_time(&self) -> impl Iterator<Item = &(i64, u64)> {
+        self.day_by_time.iter()
+    }
+
     /// Every order the book tracks, open or recently finished.
     pub fn orders(&self) -> impl Iterator<Item = (&u64, &Tracked)> {
         self.orders.iter()
@@ -234,6 +302,9 @@ impl BookState {
                 bid,
                 ask,
             } => self.submit_at(order, ts, bid, ask),
+            Command::Reserve { order, ts } => self.reserve(order, ts),
+            Command::Open { ts, quotes } => self.open(ts, quotes),
+            Command::Expire { ref order_ids, ts } => self.expire(order_ids, ts),
         };
         if outcome.changed {
             self.evict(cmd.ts());
@@ -268,27 +339,129 @@ impl BookState {
         if let Some(t) = self.orders.get(&order.id) {
             return Outcome::unchanged(Answer::Order(t.state));
         }
+        self.track(order);
+        self.place_new(order, ts, Some((bid, ask)))
+    }
+
+    /// Matches a newly tracked order (with the house's `quotes` in a mirror market) and
+    /// answers its state.
+    fn place_new(&mut self, order: Order, ts: i64, quotes: Option<(u64, u64)>) -> Outcome {
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
-        // The house's quotes join the book behind the users' orders at their prices (post
-        // only: they never take), the order matches, and the quotes leave again.
-        let quotes = [
-            house(3, Side::Sell, ask, TimeInForce::Gtc),
-            house(4, Side::Buy, bid, TimeInForce::Gtc),
-        ];
-        for q in quotes {
-            self.engine.place(q, &mut events);
-        }
-        self.track(order);
-        self.engine.place(order, &mut events);
-        for q in quotes {
-            self.engine.cancel(q.id, &mut events);
-        }
+        self.place(order, quotes, &mut events);
         let mut outcome = self.absorb(&events, ts);
         self.scratch = events;
+        self.note_day(&order, ts);
         if let Some(t) = self.orders.get(&order.id) {
             outcome.answer = Answer::Order(t.state);
         }
+        outcome
+    }
+
+    /// Puts a tracked order to the engine. In a mirror market the house's quotes (a bid
+    /// and an ask) join the book behind the users' orders at their prices (post only: they
+    /// never take), the order matches, and the quotes leave again.
+    fn place(&mut self, order: Order, quotes: Option<(u64, u64)>, events: &mut Vec<Event>) {
+        let quotes = quotes.map(|(bid, ask)| {
+            [
+                house(3, Side::Sell, ask, TimeInForce::Gtc),
+                house(4, Side::Buy, bid, TimeInForce::Gtc),
+            ]
+        });
+        for q in quotes.iter().flatten() {
+            self.engine.place(*q, events);
+        }
+        self.engine.place(order, events);
+        for q in quotes.iter().flatten() {
+            self.engine.cancel(q.id, events);
+        }
+    }
+
+    /// Remembers a day order that now rests, for its expiry at the close.
+    fn note_day(&mut self, order: &Order, ts: i64) {
+        if order.tif == TimeInForce::Day
+            && self
+                .orders
+                .get(&order.id)
+                .is_some_and(|t| !t.state.status.is_done())
+        {
+            self.day.insert(order.id, ts);
+            self.day_by_time.insert((ts, order.id));
+        }
+    }
+
+    fn reserve(&mut self, order: Order, ts: i64) -> Outcome {
+        if let Some(t) = self.orders.get(&order.id) {
+            return Outcome::unchanged(Answer::Order(t.state));
+        }
+        self.track(order);
+        let state = OrderState {
+            status: Status::Reserved,
+            ..OrderState::new(order.id)
+        };
+        if let Some(t) = self.orders.get_mut(&order.id) {
+            t.state = state;
+        }
+        self.reserved.push((ts, order));
+        Outcome {
+            changed: true,
+            answer: Answer::Order(state),
+            updates: vec![(order.owner, state)],
+            fills: Vec::new(),
+            levels: Vec::new(),
+        }
+    }
+
+    fn open(&mut self, ts: i64, quotes: Option<(u64, u64)>) -> Outcome {
+        if self.reserved.is_empty() {
+            return Outcome::unchanged(Answer::NotFound);
+        }
+        let reserved = std::mem::take(&mut self.reserved);
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        for (_, order) in &reserved {
+            if let Some(t) = self.orders.get_mut(&order.id) {
+                t.state.status = Status::New;
+            }
+            self.place(*order, quotes, &mut events);
+        }
+        let outcome = self.absorb(&events, ts);
+        self.scratch = events;
+        for (_, order) in &reserved {
+            self.note_day(order, ts);
+        }
+        outcome
+    }
+
+    fn expire(&mut self, order_ids: &[u64], ts: i64) -> Outcome {
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        for &id in order_ids {
+            let Some(t) = self.orders.get(&id) else {
+                continue;
+            };
+            match t.state.status {
+                Status::Reserved => {
+                    let remaining = t.qty;
+                    self.reserved.retain(|(_, o)| o.id != id);
+                    events.push(Event::Cancelled {
+                        id,
+                        remaining,
+                        reason: CancelReason::Expired,
+                    });
+                }
+                s if !s.is_done() => {
+                    self.engine.remove(id, CancelReason::Expired, &mut events);
+                }
+                _ => {}
+            }
+        }
+        if events.is_empty() {
+            self.scratch = events;
+            return Outcome::unchanged(Answer::NotFound);
+        }
+        let outcome = self.absorb(&events, ts);
+        self.scratch = events;
         outcome
     }
 
@@ -312,15 +485,7 @@ impl BookState {
             return Outcome::unchanged(Answer::Order(t.state));
         }
         self.track(order);
-        let mut events = std::mem::take(&mut self.scratch);
-        events.clear();
-        self.engine.place(order, &mut events);
-        let mut outcome = self.absorb(&events, ts);
-        self.scratch = events;
-        if let Some(t) = self.orders.get(&order.id) {
-            outcome.answer = Answer::Order(t.state);
-        }
-        outcome
+        self.place_new(order, ts, None)
     }
 
     fn cancel(&mut self, order_id: u64, owner: u64, ts: i64) -> Outcome {
@@ -332,7 +497,18 @@ impl BookState {
         }
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
-        self.engine.cancel(order_id, &mut events);
+        if t.state.status == Status::Reserved {
+            // Not on the book yet: it leaves the queue for the open.
+            let remaining = t.qty;
+            self.reserved.retain(|(_, o)| o.id != order_id);
+            events.push(Event::Cancelled {
+                id: order_id,
+                remaining,
+                reason: CancelReason::Requested,
+            });
+        } else {
+            self.engine.cancel(order_id, &mut events);
+        }
         let mut outcome = self.absorb(&events, ts);
         self.scratch = events;
         if let Some(t) = self.orders.get(&order_id) {
@@ -420,9 +596,13 @@ impl BookState {
                     }
                     touch(id, &mut touched);
                 }
-                Event::Cancelled { id, .. } => {
+                Event::Cancelled { id, reason, .. } => {
                     if let Some(t) = self.orders.get_mut(&id) {
-                        t.state.status = Status::Cancelled;
+                        t.state.status = if reason == CancelReason::Expired {
+                            Status::Expired
+                        } else {
+                            Status::Cancelled
+                        };
                         if let Some(p) = t.price {
                             levels.push((t.side, p));
                         }
@@ -463,6 +643,9 @@ impl BookState {
             if let Some(t) = self.orders.get(&id) {
                 if t.state.status.is_done() {
                     self.done.push_back((ts, id));
+                    if let Some(since) = self.day.remove(&id) {
+                        self.day_by_time.remove(&(since, id));
+                    }
                 }
                 updates.push((t.owner, t.state));
             }
@@ -505,6 +688,8 @@ impl BookState {
             next_trade: self.next_trade,
             last_price: self.last_price,
             recent_fills: self.recent_fills.iter().copied().collect(),
+            reserved: self.reserved.clone(),
+            day: self.day.iter().map(|(id, ts)| (*id, *ts)).collect(),
         }
     }
 
@@ -517,6 +702,9 @@ impl BookState {
             next_trade: s.next_trade,
             last_price: s.last_price,
             recent_fills: s.recent_fills.into_iter().collect(),
+            reserved: s.reserved,
+            day_by_time: s.day.iter().map(|(id, since)| (*since, *id)).collect(),
+            day: s.day.into_iter().collect(),
             scratch: Vec::new(),
         }
     }

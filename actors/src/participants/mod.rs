@@ -78,9 +78,9 @@ pub async fn drive(
             tracing::info!(symbol = %market.symbol, "participants stop: the market moved");
             return;
         }
-        // Outside the market's hours the participants rest too (their orders would be
-        // refused); the walk's trades they skip are not made up later.
-        if !market.is_open(crate::symbol::now_ms()) {
+        // Outside the market's hours the participants rest too (their orders would wait,
+        // reserved, for the open); the walk's trades they skip are not made up later.
+        if !market.is_open(crate::clock::now_ms()) {
             pacer.due();
             continue;
         }

@@ -19,7 +19,8 @@ pub use board::{Board, Standing};
 pub use table::{Period, Table};
 
 use crate::account::portfolio::Holdings;
-use crate::symbol::{last_prices, now_ms};
+use crate::clock::now_ms;
+use crate::symbol::last_prices;
 use bourse_cluster::{Entity, EntityContext, EntityError, Sharding};
 use bourse_config::Markets;
 use bourse_storage::{Interval, MarketStore, StoreError};

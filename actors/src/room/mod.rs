@@ -10,7 +10,7 @@
 
 pub mod text;
 
-use crate::symbol::now_ms;
+use crate::clock::now_ms;
 use crate::trading::Refusal;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,

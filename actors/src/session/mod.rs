@@ -23,7 +23,7 @@ pub mod courier;
 pub use courier::Courier;
 use courier::Delivered;
 
-use crate::symbol::now_ms;
+use crate::clock::now_ms;
 use bourse_cluster::{
     Entity, EntityContext, EntityError, Sharding, StreamGrant, StreamLog, StreamRequest,
 };

@@ -1,9 +1,10 @@
 //! The symbol's side of price alerts: creating rules, the trigger index rebuilt from storage
 //! on activation, and handing each rule a trade fires to its `alert` entity.
 
-use super::{Symbol, SymbolReply, now_ms};
+use super::{Symbol, SymbolReply};
 use crate::alert::index::TriggerIndex;
 use crate::alert::{Alert, AlertMsg, AlertReply, Condition, NewAlert, armed_from};
+use crate::clock::now_ms;
 use crate::trading::Refusal;
 use bourse_cluster::EntityError;
 use bourse_storage::{Interval, MarketStore, Write};

@@ -18,6 +18,7 @@ use crate::alert::index::TriggerIndex;
 use crate::alert::{Condition, NewAlert};
 use crate::book::{BookEntity, BookMsg};
 use crate::channel::Channel;
+use crate::clock::now_ms;
 use crate::feed::{FeedTrade, TradeInput};
 use crate::trading::Refusal;
 use bourse_cluster::{
@@ -137,13 +138,6 @@ pub struct Symbol {
     last: Option<(u64, i64)>,
     /// Armed price-alert rules on this symbol.
     triggers: TriggerIndex,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Each of `symbols`' last price in ticks, asked of the symbols side by side; a symbol that

@@ -72,7 +72,7 @@ pub fn symbols(state: &GatewayState, q: &HashMap<String, String>) -> Result<Valu
             "'q' must be at most {MAX_SEARCH} characters"
         )));
     }
-    let now = bourse_actors::symbol::now_ms();
+    let now = bourse_actors::clock::now_ms();
     Ok(Value::Array(
         state
             .markets

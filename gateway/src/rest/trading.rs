@@ -101,21 +101,21 @@ pub fn order_request(markets: &Markets, b: PlaceBody) -> Result<OrderRequest, Ap
         )));
     }
     let tif = match b.tif.as_deref() {
-        None | Some("gtc") => TimeInForce::Gtc,
-        Some("ioc") => TimeInForce::Ioc,
-        Some("fok") => TimeInForce::Fok,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "tif must be 'gtc', 'ioc' or 'fok', got '{other}'"
-            )));
-        }
+        None => TimeInForce::Gtc,
+        Some(name) => TimeInForce::parse(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "tif must be 'gtc', 'ioc', 'fok' or 'day', got '{name}'"
+            ))
+        })?,
     };
     let post_only = b.post_only.unwrap_or(false);
     if post_only && price.is_none() {
         return Err(ApiError::bad_request("post_only needs a limit order"));
     }
-    if post_only && tif != TimeInForce::Gtc {
-        return Err(ApiError::bad_request("post_only orders are gtc"));
+    if post_only && !tif.rests() {
+        return Err(ApiError::bad_request(
+            "post_only orders rest: tif 'gtc' or 'day'",
+        ));
     }
     if let Some(c) = &b.client_order_id {
         check_client_order_id(c)?;
@@ -263,7 +263,7 @@ pub async fn portfolio_history(
 ) -> Result<Value, ApiError> {
     query(&q, &["from", "to"])?;
     // Nothing is known of the future: `to` stops at now.
-    let now = bourse_actors::symbol::now_ms();
+    let now = bourse_actors::clock::now_ms();
     let asked_to = number::<i64>(&q, "to")?;
     let to = asked_to.map_or(now, |to| to.min(now));
     let from = number::<i64>(&q, "from")?.unwrap_or(to.saturating_sub(86_400_000).max(0));
@@ -374,6 +374,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.price, r.qty, r.side), (None, 10_000, Side::Sell));
+        let r = order_request(
+            &m,
+            body(r#"{"symbol":"KRW-BTC","side":"buy","type":"limit","price":"1000","qty":"1","tif":"day","post_only":true}"#),
+        )
+        .unwrap();
+        assert_eq!((r.tif, r.post_only), (TimeInForce::Day, true));
     }
 
     #[test]
@@ -429,11 +435,15 @@ mod tests {
                 "type",
             ),
             (
-                r#"{"symbol":"KRW-BTC","side":"buy","type":"limit","price":"1000","qty":"1","tif":"day"}"#,
+                r#"{"symbol":"KRW-BTC","side":"buy","type":"limit","price":"1000","qty":"1","tif":"week"}"#,
                 "tif",
             ),
             (
                 r#"{"symbol":"KRW-BTC","side":"buy","type":"market","qty":"1","post_only":true}"#,
+                "post_only",
+            ),
+            (
+                r#"{"symbol":"KRW-BTC","side":"buy","type":"limit","price":"1000","qty":"1","tif":"ioc","post_only":true}"#,
                 "post_only",
             ),
             (

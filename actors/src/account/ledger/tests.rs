@@ -45,12 +45,95 @@ fn record(user: u64, n: u32, side: Side, price: u64, qty: u64) -> OrderRecord {
 }
 
 #[test]
+fn a_reserved_order_keeps_its_hold_until_the_open_or_its_expiry() {
+    let m = markets();
+    let mut l = granted(&m);
+    for n in [1, 2] {
+        l.apply(
+            &Entry::Hold {
+                order: record(1, n, Side::Buy, 100, 5),
+            },
+            &m,
+        )
+        .unwrap();
+    }
+    let reserved = |n: u32| OrderState {
+        status: Status::Reserved,
+        ..OrderState::new(order_id(1, n))
+    };
+    // The book's answer confirms the order as reserved: no longer pending, still held.
+    for n in [1, 2] {
+        let changed = l
+            .apply(
+                &Entry::Apply {
+                    state: reserved(n),
+                    ts: 1,
+                },
+                &m,
+            )
+            .unwrap();
+        assert_eq!(changed, Some(order_id(1, n)));
+        let o = l.order(order_id(1, n)).unwrap();
+        assert!(!o.pending && o.is_open() && o.state.status == Status::Reserved);
+    }
+    assert_eq!(
+        l.balance("KRW"),
+        Balance {
+            available: 990_000,
+            held: 10_000
+        }
+    );
+    // At the open the first becomes new; a late copy of the reserved state changes nothing.
+    let new = OrderState::new(order_id(1, 1));
+    assert!(
+        l.apply(&Entry::Apply { state: new, ts: 2 }, &m)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(l.order(order_id(1, 1)).unwrap().state.status, Status::New);
+    assert!(
+        l.apply(
+            &Entry::Apply {
+                state: reserved(1),
+                ts: 3
+            },
+            &m
+        )
+        .unwrap()
+        .is_none()
+    );
+    assert_eq!(l.order(order_id(1, 1)).unwrap().state.status, Status::New);
+    // The second expires before any open: its whole hold comes back.
+    let expired = OrderState {
+        status: Status::Expired,
+        ..reserved(2)
+    };
+    l.apply(
+        &Entry::Apply {
+            state: expired,
+            ts: 4,
+        },
+        &m,
+    )
+    .unwrap();
+    assert_eq!(
+        l.balance("KRW"),
+        Balance {
+            available: 995_000,
+            held: 5_000
+        }
+    );
+    assert!(l.holds_add_up(&m));
+    assert_eq!(l.open_orders(), 1);
+}
+
+#[test]
 fn a_buy_holds_quote_and_settles_with_price_improvement() {
     let m = markets();
     let mut l = granted(&m);
     // KRW-BTC: 1 tick × 1 lot = 10 KRW units; price 100 ticks × 5 lots = 5,000 units.
     l.apply(
-        &Entry::Reserve {
+        &Entry::Hold {
             order: record(1, 1, Side::Buy, 100, 5),
         },
         &m,
@@ -123,7 +206,7 @@ fn positions_keep_the_average_cost_from_the_grant_on() {
     );
     // Buy 2 lots at 90 ticks, then sell 502 lots at 200 ticks.
     l.apply(
-        &Entry::Reserve {
+        &Entry::Hold {
             order: record(1, 1, Side::Buy, 100, 2),
         },
         &m,
@@ -147,7 +230,7 @@ fn positions_keep_the_average_cost_from_the_grant_on() {
     let p = l.positions()["KRW-BTC"];
     assert_eq!((p.qty, p.cost), (1002, start + btc.quote_amount(180)));
     l.apply(
-        &Entry::Reserve {
+        &Entry::Hold {
             order: record(1, 2, Side::Sell, 200, 501),
         },
         &m,
@@ -201,7 +284,7 @@ fn a_voided_order_frees_its_client_order_id_and_its_hold() {
     let m = markets();
     let mut l = granted(&m);
     l.apply(
-        &Entry::Reserve {
+        &Entry::Hold {
             order: record(1, 1, Side::Buy, 100, 5),
         },
         &m,
@@ -233,7 +316,7 @@ fn a_voided_order_frees_its_client_order_id_and_its_hold() {
     );
     // A book rejection (post-only) keeps it: the client saw that order.
     l.apply(
-        &Entry::Reserve {
+        &Entry::Hold {
             order: record(1, 2, Side::Buy, 100, 5),
         },
         &m,
@@ -261,7 +344,7 @@ fn a_reserve_beyond_the_balance_is_refused() {
     let mut l = granted(&m);
     let err = l
         .apply(
-            &Entry::Reserve {
+            &Entry::Hold {
                 order: record(1, 1, Side::Sell, 100, 1_001),
             },
             &m,
@@ -356,7 +439,7 @@ proptest! {
                     if l.balance(&asset).available < need {
                         continue; // insufficient_funds: nothing happens
                     }
-                    l.apply(&Entry::Reserve { order: rec }, &m).unwrap();
+                    l.apply(&Entry::Hold { order: rec }, &m).unwrap();
                     let kind = if market { Kind::Market { protect } } else { Kind::Limit { price } };
                     Command::Submit {
                         order: Order { id, owner: user + 1, side, kind, qty, tif: TimeInForce::Gtc, post_only: false },

@@ -114,6 +114,177 @@ fn a_snapshot_stored_before_fills_were_kept_restores_with_none() {
 }
 
 #[test]
+fn a_snapshot_stored_before_markets_had_hours_restores_with_no_reserved_orders() {
+    let mut b = BookState::new();
+    b.apply(&limit(1, 1, Side::Sell, 100, 5));
+    b.apply(&limit(2, 1, Side::Buy, 100, 2));
+    let s = b.snapshot();
+    let old = SnapshotBeforeHours {
+        resting: s.resting.clone(),
+        orders: s.orders.clone(),
+        done: s.done.clone(),
+        next_trade: s.next_trade,
+        last_price: s.last_price,
+        recent_fills: s.recent_fills.clone(),
+    };
+    let bytes = bourse_storage::codec::encode(&old).unwrap();
+    let restored = BookState::restore(Snapshot::decode(&bytes).unwrap());
+    assert_eq!(restored.snapshot(), s, "nothing reserved, no day orders");
+    assert!(
+        bourse_storage::codec::decode::<SnapshotBeforeHours>(
+            &bourse_storage::codec::encode(&s).unwrap()
+        )
+        .is_err(),
+        "the new layout is never mistaken for the old"
+    );
+}
+
+fn reserve(user: u64, n: u32, side: Side, price: u64, qty: u64, tif: TimeInForce) -> Command {
+    Command::Reserve {
+        order: order(user, n, side, Kind::Limit { price }, qty, tif),
+        ts: i64::from(n),
+    }
+}
+
+fn status(b: &BookState, user: u64, n: u32) -> Option<Status> {
+    b.order(order_id(user, n)).map(|t| t.state.status)
+}
+
+#[test]
+fn reserved_orders_wait_off_the_book_and_meet_it_in_the_order_they_came() {
+    let mut b = BookState::new();
+    let out = b.apply(&reserve(1, 1, Side::Sell, 100, 1, TimeInForce::Gtc));
+    let reserved = OrderState {
+        status: Status::Reserved,
+        ..OrderState::new(order_id(1, 1))
+    };
+    assert_eq!(out.answer, Answer::Order(reserved));
+    assert_eq!(out.updates, vec![(1, reserved)]);
+    assert!(out.levels.is_empty(), "nothing on the book");
+    b.apply(&reserve(2, 2, Side::Buy, 101, 2, TimeInForce::Gtc));
+    b.apply(&reserve(3, 3, Side::Sell, 100, 1, TimeInForce::Gtc));
+    // A resubmission (the account retrying) answers the first state.
+    let again = b.apply(&reserve(1, 1, Side::Sell, 100, 1, TimeInForce::Gtc));
+    assert!(!again.changed && again.answer == Answer::Order(reserved));
+    assert_eq!((b.engine().len(), b.reserved().len()), (0, 3));
+
+    let out = b.apply(&Command::Open {
+        ts: 10,
+        quotes: None,
+    });
+    assert!(out.changed && b.reserved().len() == 0);
+    // 1's ask rests first, 2's bid takes it at 100 and rests its second lot at 101,
+    // which 3's ask takes.
+    let fills: Vec<(u64, u64)> = out.fills.iter().map(|f| (f.price, f.qty)).collect();
+    assert_eq!(fills, vec![(100, 1), (101, 1)]);
+    for (user, n) in [(1, 1), (2, 2), (3, 3)] {
+        assert_eq!(status(&b, user, n), Some(Status::Filled), "{user}");
+    }
+    let reported: Vec<u64> = out.updates.iter().map(|(owner, _)| *owner).collect();
+    assert_eq!(
+        reported,
+        vec![1, 2, 3],
+        "every owner hears, in the order they came"
+    );
+    assert!(
+        !b.apply(&Command::Open {
+            ts: 11,
+            quotes: None
+        })
+        .changed,
+        "nothing left to open"
+    );
+}
+
+#[test]
+fn a_reserved_order_can_be_cancelled_or_expire_and_then_never_meets_the_book() {
+    let mut b = BookState::new();
+    b.apply(&reserve(1, 1, Side::Buy, 100, 1, TimeInForce::Gtc));
+    b.apply(&reserve(1, 2, Side::Buy, 100, 1, TimeInForce::Day));
+    b.apply(&reserve(1, 3, Side::Buy, 99, 1, TimeInForce::Gtc));
+    let out = b.apply(&Command::Cancel {
+        order_id: order_id(1, 1),
+        owner: 1,
+        ts: 5,
+    });
+    assert!(matches!(out.answer, Answer::Order(s) if s.status == Status::Cancelled));
+    let out = b.apply(&Command::Expire {
+        order_ids: vec![order_id(1, 2), order_id(1, 1), order_id(9, 9)],
+        ts: 6,
+    });
+    assert_eq!(
+        out.updates
+            .iter()
+            .map(|(_, s)| (s.order_id, s.status))
+            .collect::<Vec<_>>(),
+        vec![(order_id(1, 2), Status::Expired)],
+        "only the open one expires; done and unknown ids change nothing"
+    );
+    assert!(
+        !b.apply(&Command::Expire {
+            order_ids: vec![order_id(1, 2)],
+            ts: 7
+        })
+        .changed
+    );
+    b.apply(&Command::Open {
+        ts: 10,
+        quotes: None,
+    });
+    assert_eq!(
+        b.engine().depth(Side::Buy, 5),
+        vec![(99, 1)],
+        "only the third rests"
+    );
+    assert_eq!(status(&b, 1, 3), Some(Status::New));
+}
+
+#[test]
+fn day_orders_are_listed_while_they_rest_and_expire_off_the_book() {
+    let mut b = BookState::new();
+    let day = |n: u32, side: Side, price: u64, qty: u64| Command::Submit {
+        order: order(1, n, side, Kind::Limit { price }, qty, TimeInForce::Day),
+        ts: i64::from(n) * 10,
+    };
+    b.apply(&day(1, Side::Buy, 100, 2));
+    b.apply(&day(2, Side::Buy, 99, 1));
+    b.apply(&limit(2, 3, Side::Buy, 98, 1));
+    let listed: Vec<(u64, i64)> = b.day_orders().map(|(id, ts)| (*id, *ts)).collect();
+    assert_eq!(
+        listed,
+        vec![(order_id(1, 1), 10), (order_id(1, 2), 20)],
+        "the gtc is not"
+    );
+    // Filled whole, a day order leaves the list.
+    b.apply(&limit(3, 4, Side::Sell, 99, 3));
+    assert_eq!(status(&b, 1, 1), Some(Status::Filled));
+    assert_eq!(status(&b, 1, 2), Some(Status::Filled));
+    assert_eq!(b.day_orders().count(), 0);
+    b.apply(&day(5, Side::Buy, 97, 4));
+    let out = b.apply(&Command::Expire {
+        order_ids: vec![order_id(1, 5)],
+        ts: 100,
+    });
+    assert_eq!(
+        out.levels,
+        vec![(Side::Buy, 97)],
+        "its level changes on book:S"
+    );
+    assert_eq!(status(&b, 1, 5), Some(Status::Expired));
+    assert_eq!(b.engine().depth(Side::Buy, 5), vec![(98, 1)]);
+    assert_eq!(b.day_orders().count(), 0);
+    // A day order reserved while the market was closed is listed once it rests.
+    b.apply(&reserve(1, 6, Side::Sell, 120, 1, TimeInForce::Day));
+    assert_eq!(b.day_orders().count(), 0);
+    b.apply(&Command::Open {
+        ts: 200,
+        quotes: None,
+    });
+    let listed: Vec<(u64, i64)> = b.day_orders().map(|(id, ts)| (*id, *ts)).collect();
+    assert_eq!(listed, vec![(order_id(1, 6), 200)]);
+}
+
+#[test]
 fn fills_update_both_orders_cumulatively() {
     let mut b = BookState::new();
     b.apply(&limit(1, 1, Side::Sell, 100, 5));
@@ -238,7 +409,8 @@ fn command_strategy() -> impl Strategy<Value = Command> {
     let tif = prop_oneof![
         6 => Just(TimeInForce::Gtc),
         1 => Just(TimeInForce::Ioc),
-        1 => Just(TimeInForce::Fok)
+        1 => Just(TimeInForce::Fok),
+        2 => Just(TimeInForce::Day)
     ];
     let submit = (
         1u64..=4,
@@ -288,7 +460,30 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         },
         other => other,
     });
-    prop_oneof![6 => submit, 2 => cancel, 1 => void, 2 => mark, 3 => submit_at]
+    let reserve = submit.clone().prop_map(|c| match c {
+        Command::Submit { order, ts } => Command::Reserve { order, ts },
+        other => other,
+    });
+    let open = prop_oneof![
+        Just(None),
+        (90u64..=100, 1u64..=3).prop_map(|(mark, off)| Some((mark - off, mark + off)))
+    ]
+    .prop_map(|quotes| Command::Open { ts: 0, quotes });
+    let expire =
+        prop::collection::vec((1u64..=4, 1u32..=40), 1..4).prop_map(|ids| Command::Expire {
+            order_ids: ids.into_iter().map(|(u, n)| order_id(u, n)).collect(),
+            ts: 0,
+        });
+    prop_oneof![
+        6 => submit,
+        2 => cancel,
+        1 => void,
+        2 => mark,
+        3 => submit_at,
+        2 => reserve,
+        1 => open,
+        1 => expire
+    ]
 }
 
 fn with_ts(cmd: &Command, ts: i64) -> Command {
@@ -298,7 +493,10 @@ fn with_ts(cmd: &Command, ts: i64) -> Command {
         | Command::Cancel { ts: t, .. }
         | Command::Void { ts: t, .. }
         | Command::Mark { ts: t, .. }
-        | Command::SubmitAt { ts: t, .. } => *t = ts,
+        | Command::SubmitAt { ts: t, .. }
+        | Command::Reserve { ts: t, .. }
+        | Command::Open { ts: t, .. }
+        | Command::Expire { ts: t, .. } => *t = ts,
     }
     c
 }
@@ -336,6 +534,18 @@ proptest! {
             if let (Some(bid), Some(ask)) = live.engine().best() {
                 prop_assert!(bid < ask);
             }
+            // A reserved order is off the book, and every day order listed rests.
+            for (_, o) in live.reserved() {
+                prop_assert_eq!(live.order(o.id).map(|t| t.state.status), Some(Status::Reserved));
+            }
+            for (id, _) in live.day_orders() {
+                let t = live.order(*id);
+                prop_assert!(t.is_some_and(|t| !t.state.status.is_done() && t.price.is_some()));
+            }
+            let by_time: Vec<(u64, i64)> = live.day_orders_by_time().map(|(t, id)| (*id, *t)).collect();
+            let mut by_id: Vec<(u64, i64)> = live.day_orders().map(|(id, t)| (*id, *t)).collect();
+            by_id.sort_by_key(|(id, t)| (*t, *id));
+            prop_assert_eq!(by_time, by_id);
         }
         // Replay of the journal alone.
         let mut replayed = BookState::new();

@@ -13,6 +13,6 @@ pub struct Ping {}
 /// Answers with the server's time.
 pub fn apply(_: Ping) -> Result<Outcome, ApiError> {
     Ok(Outcome::result(
-        json!({"pong": bourse_actors::symbol::now_ms()}),
+        json!({"pong": bourse_actors::clock::now_ms()}),
     ))
 }
