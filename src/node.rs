@@ -474,6 +474,7 @@ fn print_urls(node: &str, addr: std::net::SocketAddr, demo: bool, settings: &Set
         "{title} '{node}' is up; data in {}",
         settings.node.data_dir.display()
     );
+    println!("  browser UI {http}/");
     println!("  REST       {http}/api/v1/symbols");
     println!("  ticker     {http}/api/v1/ticker/KRW-BTC");
     println!("  candles    {http}/api/v1/candles/KRW-BTC?interval=1m");

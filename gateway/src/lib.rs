@@ -20,6 +20,7 @@ pub mod sse_direct;
 pub mod state;
 pub mod subscriptions;
 pub mod ticker_cache;
+pub mod web;
 pub mod ws;
 
 pub use state::GatewayState;
@@ -601,7 +602,17 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
             }
         });
     let admin = admin_routes(st.clone());
+    let page = warp::path::end().and(warp::get()).map(web::index);
+    let ui = warp::path!("ui" / String)
+        .and(warp::get())
+        .map(|name: String| {
+            web::asset(&name).unwrap_or_else(|| reply(&web::missing(&name)).into_response())
+        });
     healthz
+        .or(page)
+        .unify()
+        .or(ui)
+        .unify()
         .or(readyz)
         .unify()
         .or(openapi)

@@ -9,6 +9,8 @@ use warp::http::Method;
 
 /// `(method, path)`; a `{name}` segment matches any one non-empty segment.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/ui/{file}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

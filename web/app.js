@@ -1,0 +1,301 @@
+// The bourse browser UI: a markets list and a page per market (chart, order book, trades,
+// 24h ticker), everything from the public protocol (REST for history, WebSocket streams
+// through bourse.js for the live part). Text from the server is always set as text.
+
+import { Bourse, pageGateway } from "./bourse.js";
+import * as dec from "./decimal.js";
+import * as charts from "./chart.mjs";
+
+const INTERVALS = ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
+const BOOK_LEVELS = 15;
+const TAPE_LENGTH = 40;
+
+const main = document.getElementById("main");
+const connState = document.getElementById("conn");
+const client = new Bourse({
+  urls: [pageGateway()],
+  onState: (s) => {
+    connState.textContent = s;
+    connState.dataset.state = s;
+  },
+});
+
+/** Elements: `el("td", {class: "x"}, "text", child)`; strings become text nodes. */
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+async function rest(path) {
+  const r = await fetch(path, { headers: { accept: "application/json" } });
+  const body = await r.json().catch(() => null);
+  if (!r.ok) throw new Error(body?.error?.message || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+function showError(where, e) {
+  where.replaceChildren(el("p", { class: "error", role: "alert" }, e.message || String(e)));
+}
+
+/** What the current page holds open: stream subscriptions, a chart. */
+let teardown = [];
+function leavePage() {
+  for (const f of teardown.splice(0)) {
+    try {
+      f();
+    } catch (e) {
+      console.warn("leaving a page", e);
+    }
+  }
+}
+
+function changeCell(td, ticker) {
+  const pct = dec.percent(ticker.change_24h, ticker.open_24h);
+  td.textContent = pct === null ? "–" : `${dec.isNegative(ticker.change_24h) ? "" : "+"}${pct}%`;
+  td.className = `num ${dec.isNegative(ticker.change_24h) ? "down" : dec.isZero(ticker.change_24h) ? "" : "up"}`;
+}
+
+// ---- Markets list -------------------------------------------------------------------
+
+async function marketsPage() {
+  main.replaceChildren(el("h1", {}, "Markets"), el("p", { class: "muted" }, "Loading…"));
+  let symbols;
+  try {
+    symbols = await rest("/api/v1/symbols");
+  } catch (e) {
+    return showError(main, e);
+  }
+  const tbody = el("tbody");
+  const table = el(
+    "table",
+    { class: "markets", "aria-label": "markets" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Market"), el("th", { class: "num" }, "Last"), el("th", { class: "num" }, "24h"), el("th", { class: "num" }, "Volume 24h"), el("th", {}, "Session"))),
+    tbody,
+  );
+  main.replaceChildren(el("h1", {}, "Markets"), table);
+  for (const m of symbols) {
+    const last = el("td", { class: "num last" }, "–");
+    const change = el("td", { class: "num" }, "–");
+    const volume = el("td", { class: "num" }, "–");
+    const session = m.session.hours === null ? "24/7" : m.session.open ? "open" : "closed";
+    const row = el(
+      "tr",
+      { "data-symbol": m.symbol },
+      el("td", {}, el("a", { href: `#/market/${m.symbol}` }, m.symbol)),
+      last,
+      change,
+      volume,
+      el("td", {}, session),
+    );
+    tbody.append(row);
+    const show = (t) => {
+      last.textContent = t.last;
+      changeCell(change, t);
+      volume.textContent = t.volume_24h;
+    };
+    rest(`/api/v1/ticker/${m.symbol}`).then(show, () => {});
+    teardown.push(client.subscribe(`ticker:${m.symbol}`, (e) => e.data && show(e.data)));
+  }
+}
+
+// ---- One market ------------------------------------------------------------------------
+
+/** The chart's price format for a market whose prices step by `tick` (a decimal string). */
+function priceFormat(tick) {
+  const places = tick.includes(".") ? tick.split(".")[1].length : 0;
+  return { type: "price", precision: places, minMove: Number(tick) };
+}
+
+function chartPanel(symbol, tick) {
+  const box = el("div", { class: "chart", id: "chart", "aria-label": `${symbol} chart` });
+  const buttons = INTERVALS.map((i) => el("button", { type: "button", "data-interval": i, "aria-pressed": "false" }, i));
+  const bar = el("div", { class: "intervals", role: "group", "aria-label": "interval" }, ...buttons);
+  const panel = el("section", { class: "panel chart-panel" }, bar, box);
+  if (charts.missing || !charts.createChart) {
+    box.replaceChildren(el("p", { class: "error" }, charts.missing || "The chart library is missing."));
+    return { panel, start() {} };
+  }
+  const chart = charts.createChart(box, {
+    autoSize: true,
+    layout: { background: { color: "#ffffff" }, textColor: "#1f2933" },
+    timeScale: { timeVisible: true, secondsVisible: true },
+    rightPriceScale: { scaleMargins: { top: 0.05, bottom: 0.25 } },
+  });
+  const candles = chart.addSeries(charts.CandlestickSeries, {
+    priceFormat: priceFormat(tick),
+    upColor: "#0a8f5a", downColor: "#d6363f", borderVisible: false, wickUpColor: "#0a8f5a", wickDownColor: "#d6363f",
+  });
+  const volume = chart.addSeries(charts.HistogramSeries, { priceFormat: { type: "volume" }, priceScaleId: "volume" });
+  chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+  teardown.push(() => chart.remove());
+
+  let stop = null;
+  let loading = 0;
+  const toBar = (c) => ({ time: Math.floor(c.open_time / 1000), open: Number(c.open), high: Number(c.high), low: Number(c.low), close: Number(c.close) });
+  const toVolume = (c) => ({ time: Math.floor(c.open_time / 1000), value: Number(c.volume), color: dec.compare(c.close, c.open) < 0 ? "#f3b5b9" : "#a7dcc4" });
+  const mark = (c) => {
+    box.dataset.lastClose = c.close;
+    box.dataset.lastOpenTime = String(c.open_time);
+  };
+  async function start(interval) {
+    const mine = ++loading;
+    if (stop) stop();
+    stop = null;
+    for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.interval === interval));
+    box.dataset.interval = interval;
+    delete box.dataset.lastClose;
+    let history;
+    try {
+      history = await rest(`/api/v1/candles/${symbol}?interval=${interval}&limit=500`);
+    } catch (e) {
+      return console.warn(`candles of ${symbol}: ${e.message}`);
+    }
+    if (mine !== loading) return;
+    candles.setData(history.map(toBar));
+    volume.setData(history.map(toVolume));
+    if (history.length) mark(history[history.length - 1]);
+    let newest = history.length ? history[history.length - 1].open_time : 0;
+    stop = client.subscribe(`candles:${symbol}:${interval}`, (e) => {
+      if (!e.data || e.data.open_time < newest) return;
+      newest = e.data.open_time;
+      candles.update(toBar(e.data));
+      volume.update(toVolume(e.data));
+      mark(e.data);
+    });
+  }
+  bar.addEventListener("click", (e) => {
+    const i = e.target?.dataset?.interval;
+    if (i) start(i);
+  });
+  teardown.push(() => stop && stop());
+  return { panel, start };
+}
+
+function bookPanel(symbol) {
+  const bids = new Map();
+  const asks = new Map();
+  const asksBody = el("tbody");
+  const bidsBody = el("tbody");
+  const spread = el("td", { colspan: "2", class: "spread" }, "");
+  const table = el(
+    "table",
+    { class: "book", "aria-label": "order book" },
+    el("thead", {}, el("tr", {}, el("th", { class: "num" }, "Price"), el("th", { class: "num" }, "Qty"))),
+    asksBody,
+    el("tbody", {}, el("tr", {}, spread)),
+    bidsBody,
+  );
+  const render = () => {
+    const sorted = (m, dir) => [...m.entries()].sort((a, b) => dir * dec.compare(a[0], b[0])).slice(0, BOOK_LEVELS);
+    const topAsks = sorted(asks, 1);
+    const topBids = sorted(bids, -1);
+    const widest = [...topAsks, ...topBids].reduce((w, [, q]) => (dec.compare(q, w) > 0 ? q : w), "0");
+    const row = (side, [price, qty]) => {
+      const pct = dec.isZero(widest) ? "0" : dec.percent(qty, widest);
+      const bar = el("div", { class: `depth ${side}` });
+      bar.style.width = `${Math.min(100, Math.max(0, Number(pct)))}%`;
+      return el("tr", { class: side }, el("td", { class: "num price" }, bar, price), el("td", { class: "num" }, qty));
+    };
+    asksBody.replaceChildren(...topAsks.reverse().map((l) => row("ask", l)));
+    bidsBody.replaceChildren(...topBids.map((l) => row("bid", l)));
+    spread.textContent = topAsks.length && topBids.length ? `spread ${dec.sum([topAsks[topAsks.length - 1][0], `-${topBids[0][0]}`])}` : "";
+  };
+  const apply = (levels, side) => {
+    for (const [price, qty] of levels) {
+      if (dec.isZero(qty)) side.delete(price);
+      else side.set(price, qty);
+    }
+  };
+  teardown.push(
+    client.subscribe(`book:${symbol}`, (e) => {
+      if (e.reset) {
+        bids.clear();
+        asks.clear();
+        return render();
+      }
+      if (e.data.type === "snapshot") {
+        bids.clear();
+        asks.clear();
+      }
+      apply(e.data.bids || [], bids);
+      apply(e.data.asks || [], asks);
+      render();
+    }),
+  );
+  return el("section", { class: "panel" }, el("h2", {}, "Order book"), table);
+}
+
+function tapePanel(symbol) {
+  const body = el("tbody");
+  const add = (t, atEnd) => {
+    const time = new Date(t.ts).toISOString().slice(11, 19);
+    const row = el("tr", { class: t.side === "buy" ? "up" : "down" }, el("td", { class: "num" }, t.price), el("td", { class: "num" }, t.qty), el("td", { class: "num muted" }, time));
+    if (atEnd) body.append(row);
+    else body.prepend(row);
+    while (body.children.length > TAPE_LENGTH) body.lastChild.remove();
+  };
+  rest(`/api/v1/trades/${symbol}?limit=${TAPE_LENGTH}`).then((ts) => ts.forEach((t) => add(t, true)), () => {});
+  teardown.push(client.subscribe(`trades:${symbol}`, (e) => e.data && add(e.data, false)));
+  return el(
+    "section",
+    { class: "panel" },
+    el("h2", {}, "Trades"),
+    el("table", { class: "tape", "aria-label": "trades" }, el("thead", {}, el("tr", {}, el("th", { class: "num" }, "Price"), el("th", { class: "num" }, "Qty"), el("th", { class: "num" }, "Time"))), body),
+  );
+}
+
+function tickerBar(symbol) {
+  const last = el("strong", { class: "last" }, "–");
+  const change = el("span", { class: "num" }, "–");
+  const high = el("span", {}, "–");
+  const low = el("span", {}, "–");
+  const volume = el("span", {}, "–");
+  const show = (t) => {
+    last.textContent = t.last;
+    changeCell(change, t);
+    high.textContent = t.high_24h;
+    low.textContent = t.low_24h;
+    volume.textContent = t.volume_24h;
+  };
+  rest(`/api/v1/ticker/${symbol}`).then(show, () => {});
+  teardown.push(client.subscribe(`ticker:${symbol}`, (e) => e.data && show(e.data)));
+  const item = (label, value) => el("span", { class: "stat" }, el("span", { class: "muted" }, label), " ", value);
+  return el("div", { class: "ticker", "aria-label": "24h ticker" }, el("h1", {}, symbol), last, change, item("24h high", high), item("24h low", low), item("24h volume", volume));
+}
+
+async function marketPage(symbol) {
+  let market;
+  try {
+    const found = await rest(`/api/v1/symbols?q=${encodeURIComponent(symbol)}`);
+    market = found.find((m) => m.symbol === symbol);
+    if (!market) throw new Error(`no market ${symbol}`);
+  } catch (e) {
+    return showError(main, e);
+  }
+  const chart = chartPanel(symbol, market.tick_size);
+  main.replaceChildren(
+    tickerBar(symbol),
+    el("div", { class: "market" }, chart.panel, el("div", { class: "side" }, bookPanel(symbol), tapePanel(symbol))),
+  );
+  chart.start("1m");
+}
+
+// ---- Routing -------------------------------------------------------------------------
+
+function route() {
+  leavePage();
+  const hash = location.hash || "#/";
+  const market = hash.match(/^#\/market\/([A-Z0-9]{1,12}-[A-Z0-9]{1,12})$/);
+  if (market) marketPage(market[1]);
+  else marketsPage();
+  main.focus({ preventScroll: true });
+}
+
+window.addEventListener("hashchange", route);
+route();
