@@ -1,8 +1,10 @@
 //! The browser UI in a real browser (docs/PROTOCOL.md is all it speaks): `tests/browser/ui.mjs`
 //! drives Debian's chromium with playwright-core against a node running the simulator. It
 //! checks that the markets list updates live, that a market's chart ends on the candle REST
-//! serves, that its book and trades fill, the interval switcher, keyboard use, a 390-pixel
-//! phone screen, and that no page logs an error.
+//! serves and its trades fill the tape, the interval switcher and keyboard use; that two
+//! users, each in their own page, register, trade with each other and both see the fill
+//! (history, notice), the book and their balances change, and a refusal in the server's
+//! words; a 390-pixel phone screen; and that no page logs an error.
 //!
 //! `scripts/test` installs chromium and runs `npm ci` in `tests/browser`; without them this
 //! test prints SKIPPED, unless `BOURSE_REQUIRE_BROWSER` is set.
@@ -17,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
-fn the_ui_shows_live_markets_charts_books_and_trades_in_chromium() {
+fn the_ui_shows_live_markets_and_two_users_trade_in_chromium() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("BOURSE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let ready = Path::new(&chromium).exists() && dir.join("node_modules/playwright-core").exists();
@@ -27,12 +29,33 @@ fn the_ui_shows_live_markets_charts_books_and_trades_in_chromium() {
             "BOURSE_REQUIRE_BROWSER is set but {chromium} or tests/browser/node_modules is missing"
         );
         println!(
-            "SKIPPED the_ui_shows_live_markets_charts_books_and_trades_in_chromium: no chromium or playwright-core; scripts/test installs them"
+            "SKIPPED the_ui_shows_live_markets_and_two_users_trade_in_chromium: no chromium or playwright-core; scripts/test installs them"
         );
         return;
     }
-    // The simulator's eight markets, trading about ten times a second between them.
-    let node = Node::start("browser", "[feed]\ntrades_per_sec = 10\n");
+    // KRW-ETH follows the simulator's walk (a mirror market); KRW-BTC trades only what its
+    // users trade (no simulated participants), so the two browser users meet each other.
+    let config = r#"
+[feed]
+trades_per_sec = 10
+[participants]
+enabled = false
+[trading]
+grants = { KRW = "100000000", BTC = "1", ETH = "10" }
+[[symbols]]
+symbol = "KRW-BTC"
+tick_size = "1000"
+lot_size = "0.0001"
+initial_price = "100000000"
+venue = "exchange"
+[[symbols]]
+symbol = "KRW-ETH"
+tick_size = "1000"
+lot_size = "0.001"
+initial_price = "5000000"
+venue = "mirror"
+"#;
+    let node = Node::start("browser", config);
     let mut child = Command::new("node")
         .arg(dir.join("ui.mjs"))
         .arg(node.url(""))

@@ -5,6 +5,7 @@
 import { Bourse, pageGateway } from "./bourse.js";
 import * as dec from "./decimal.js";
 import * as charts from "./chart.mjs";
+import { tradingPanel } from "./trading.js";
 
 const INTERVALS = ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
 const BOOK_LEVELS = 15;
@@ -12,13 +13,60 @@ const TAPE_LENGTH = 40;
 
 const main = document.getElementById("main");
 const connState = document.getElementById("conn");
-const client = new Bourse({
-  urls: [pageGateway()],
-  onState: (s) => {
-    connState.textContent = s;
-    connState.dataset.state = s;
-  },
-});
+const who = document.getElementById("who");
+const toasts = document.getElementById("toasts");
+
+/** The logged-in user (`{username, user_id, token}`), kept across reloads. */
+let session = readSession();
+let client = connect();
+
+function readSession() {
+  try {
+    return JSON.parse(localStorage.getItem("bourse.session")) || null;
+  } catch {
+    return null;
+  }
+}
+
+/** A connection as the current user (or anonymous). */
+function connect() {
+  return new Bourse({
+    urls: [pageGateway()],
+    token: session?.token,
+    onState: (s) => {
+      connState.textContent = s;
+      connState.dataset.state = s;
+    },
+  });
+}
+
+function setSession(next) {
+  session = next;
+  if (next) localStorage.setItem("bourse.session", JSON.stringify(next));
+  else localStorage.removeItem("bourse.session");
+  leavePage();
+  client.close();
+  client = connect();
+  renderWho();
+}
+
+function renderWho() {
+  if (session) {
+    who.replaceChildren(
+      el("span", { class: "user" }, session.username),
+      el("button", { type: "button", class: "link", onclick: () => { setSession(null); route(); } }, "Log out"),
+    );
+  } else {
+    who.replaceChildren(el("a", { href: "#/login" }, "Log in"));
+  }
+}
+
+/** A short notice that goes away by itself (fills, placed orders). */
+function toast(text) {
+  const t = el("div", { class: "toast" }, text);
+  toasts.append(t);
+  setTimeout(() => t.remove(), 6000);
+}
 
 /** Elements: `el("td", {class: "x"}, "text", child)`; strings become text nodes. */
 function el(tag, attrs = {}, ...children) {
@@ -32,11 +80,29 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-async function rest(path) {
-  const r = await fetch(path, { headers: { accept: "application/json" } });
+async function rest(path, init = {}) {
+  const headers = { accept: "application/json", ...(init.headers || {}) };
+  const r = await fetch(path, { ...init, headers });
   const body = await r.json().catch(() => null);
-  if (!r.ok) throw new Error(body?.error?.message || `${r.status} ${r.statusText}`);
+  if (!r.ok) {
+    const e = new Error(body?.error?.message || `${r.status} ${r.statusText}`);
+    e.status = r.status;
+    throw e;
+  }
   return body;
+}
+
+/** REST as the logged-in user; an expired login logs out. */
+async function authed(path, init = {}) {
+  try {
+    return await rest(path, { ...init, headers: { authorization: `Bearer ${session?.token}` } });
+  } catch (e) {
+    if (e.status === 401 && session) {
+      setSession(null);
+      route();
+    }
+    throw e;
+  }
 }
 
 function showError(where, e) {
@@ -45,6 +111,8 @@ function showError(where, e) {
 
 /** What the current page holds open: stream subscriptions, a chart. */
 let teardown = [];
+/** Bumped by every route: a page that awaited something checks it is still the one shown. */
+let pageId = 0;
 function leavePage() {
   for (const f of teardown.splice(0)) {
     try {
@@ -64,13 +132,15 @@ function changeCell(td, ticker) {
 // ---- Markets list -------------------------------------------------------------------
 
 async function marketsPage() {
+  const id = pageId;
   main.replaceChildren(el("h1", {}, "Markets"), el("p", { class: "muted" }, "Loading…"));
   let symbols;
   try {
     symbols = await rest("/api/v1/symbols");
   } catch (e) {
-    return showError(main, e);
+    return id === pageId && showError(main, e);
   }
+  if (id !== pageId) return;
   const tbody = el("tbody");
   const table = el(
     "table",
@@ -133,10 +203,14 @@ function chartPanel(symbol, tick) {
   });
   const volume = chart.addSeries(charts.HistogramSeries, { priceFormat: { type: "volume" }, priceScaleId: "volume" });
   chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
-  teardown.push(() => chart.remove());
-
   let stop = null;
   let loading = 0;
+  let disposed = false;
+  teardown.push(() => {
+    disposed = true;
+    if (stop) stop();
+    chart.remove();
+  });
   const toBar = (c) => ({ time: Math.floor(c.open_time / 1000), open: Number(c.open), high: Number(c.high), low: Number(c.low), close: Number(c.close) });
   const toVolume = (c) => ({ time: Math.floor(c.open_time / 1000), value: Number(c.volume), color: dec.compare(c.close, c.open) < 0 ? "#f3b5b9" : "#a7dcc4" });
   const mark = (c) => {
@@ -156,13 +230,13 @@ function chartPanel(symbol, tick) {
     } catch (e) {
       return console.warn(`candles of ${symbol}: ${e.message}`);
     }
-    if (mine !== loading) return;
+    if (disposed || mine !== loading) return;
     candles.setData(history.map(toBar));
     volume.setData(history.map(toVolume));
     if (history.length) mark(history[history.length - 1]);
     let newest = history.length ? history[history.length - 1].open_time : 0;
     stop = client.subscribe(`candles:${symbol}:${interval}`, (e) => {
-      if (!e.data || e.data.open_time < newest) return;
+      if (disposed || !e.data || e.data.open_time < newest) return;
       newest = e.data.open_time;
       candles.update(toBar(e.data));
       volume.update(toVolume(e.data));
@@ -173,7 +247,6 @@ function chartPanel(symbol, tick) {
     const i = e.target?.dataset?.interval;
     if (i) start(i);
   });
-  teardown.push(() => stop && stop());
   return { panel, start };
 }
 
@@ -270,32 +343,79 @@ function tickerBar(symbol) {
 }
 
 async function marketPage(symbol) {
+  const id = pageId;
   let market;
   try {
     const found = await rest(`/api/v1/symbols?q=${encodeURIComponent(symbol)}`);
     market = found.find((m) => m.symbol === symbol);
     if (!market) throw new Error(`no market ${symbol}`);
   } catch (e) {
-    return showError(main, e);
+    return id === pageId && showError(main, e);
   }
+  if (id !== pageId) return;
   const chart = chartPanel(symbol, market.tick_size);
+  const ctx = { el, client, authed, toast, teardown };
+  const trade = session
+    ? tradingPanel(ctx, market)
+    : el("section", { class: "panel trade" }, el("h2", {}, "Trade"), el("p", {}, el("a", { href: `#/login?then=${encodeURIComponent(location.hash)}` }, "Log in"), " to trade."));
+  const hours = market.session.hours === null ? null : market.session.open ? "open" : "closed: orders are reserved for the next open";
   main.replaceChildren(
     tickerBar(symbol),
-    el("div", { class: "market" }, chart.panel, el("div", { class: "side" }, bookPanel(symbol), tapePanel(symbol))),
+    hours ? el("p", { class: "session", "data-open": String(market.session.open) }, `Market hours ${market.session.hours}: ${hours}`) : "",
+    el("div", { class: "market" }, el("div", { class: "left" }, chart.panel, trade), el("div", { class: "side" }, bookPanel(symbol), tapePanel(symbol))),
   );
   chart.start("1m");
+}
+
+// ---- Logging in -------------------------------------------------------------------------
+
+function loginPage(then) {
+  const username = el("input", { name: "username", autocomplete: "username", required: true, "aria-label": "username" });
+  const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true, "aria-label": "password" });
+  const error = el("p", { class: "error form-error", role: "alert" });
+  const go = async (kind) => {
+    error.textContent = "";
+    try {
+      const body = JSON.stringify({ username: username.value.trim(), password: password.value });
+      const r = await rest(`/api/v1/auth/${kind}`, { method: "POST", body, headers: { "content-type": "application/json" } });
+      setSession({ username: username.value.trim(), user_id: r.user_id, token: r.token });
+      const target = then || "#/";
+      if (location.hash === target) route();
+      else location.hash = target;
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  };
+  const form = el(
+    "form",
+    { class: "login panel", "aria-label": "log in or register" },
+    el("label", {}, "Username ", username),
+    el("label", {}, "Password ", password),
+    el("div", { class: "buttons" }, el("button", { type: "submit", name: "login" }, "Log in"), el("button", { type: "button", name: "register", onclick: () => go("register") }, "Register")),
+    error,
+  );
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    go("login");
+  });
+  main.replaceChildren(el("h1", {}, "Log in or register"), el("p", { class: "muted" }, "A new user gets demo balances to trade with."), form);
+  username.focus();
 }
 
 // ---- Routing -------------------------------------------------------------------------
 
 function route() {
   leavePage();
+  pageId += 1;
   const hash = location.hash || "#/";
   const market = hash.match(/^#\/market\/([A-Z0-9]{1,12}-[A-Z0-9]{1,12})$/);
+  const login = hash.match(/^#\/login(?:\?then=(.*))?$/);
   if (market) marketPage(market[1]);
+  else if (login) loginPage(login[1] ? decodeURIComponent(login[1]) : null);
   else marketsPage();
   main.focus({ preventScroll: true });
 }
 
 window.addEventListener("hashchange", route);
+renderWho();
 route();

@@ -10,6 +10,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("app.js", JS, include_bytes!("../../web/app.js")),
     ("bourse.js", JS, include_bytes!("../../web/bourse.js")),
     ("decimal.js", JS, include_bytes!("../../web/decimal.js")),
+    ("trading.js", JS, include_bytes!("../../web/trading.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

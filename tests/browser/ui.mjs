@@ -1,5 +1,6 @@
 // The browser UI in a real browser: Debian's chromium, driven by playwright-core, against a
-// running node. `node tests/browser/ui.mjs http://127.0.0.1:PORT` (tests/browser.rs runs it).
+// running node. `node tests/browser/ui.mjs http://127.0.0.1:PORT` (tests/browser.rs runs it,
+// on a node whose KRW-ETH follows the simulator and whose KRW-BTC only its users trade).
 // Fails on any console error or page error. With BOURSE_SCREENSHOTS=<dir>, saves a
 // screenshot of each page there (docs/ui-*.png are made this way).
 
@@ -37,6 +38,25 @@ function watch(page, name) {
   page.on("pageerror", (e) => errors.push(`${name} page error: ${e.message}`));
 }
 
+/** Registers `name` through the page's login form; the page then shows KRW-BTC. */
+async function user(page, name) {
+  await page.goto(`${base}/#/login?then=${encodeURIComponent("#/market/KRW-BTC")}`);
+  await page.locator('input[name="username"]').fill(name);
+  await page.locator('input[name="password"]').fill("password123");
+  await page.locator('button[name="register"]').click();
+  await until(`${name}'s trading panel`, 15, async () => (await page.locator("form.order-form").count()) === 1);
+  await until(`${name}'s balances`, 15, async () => (await page.locator('dd[data-asset="KRW"]').count()) === 1);
+  return page;
+}
+
+/** Fills the order form and submits it. */
+async function place(page, { side, price, qty }) {
+  await page.locator(`.order-form button[data-side="${side}"]`).click();
+  await page.locator('.order-form input[name="price"]').fill(price);
+  await page.locator('.order-form input[name="qty"]').fill(qty);
+  await page.locator(".order-form button.submit").click();
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.BOURSE_CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
@@ -50,41 +70,71 @@ try {
   await page.goto(base + "/");
   const symbols = await rest("/api/v1/symbols");
   await until("every market's row", 15, async () => (await page.locator("table.markets tbody tr").count()) === symbols.length);
-  const lastCell = page.locator('tr[data-symbol="KRW-BTC"] td.last');
-  const first = await until("KRW-BTC's last price", 15, async () => {
+  const lastCell = page.locator('tr[data-symbol="KRW-ETH"] td.last');
+  const first = await until("KRW-ETH's last price", 15, async () => {
     const t = (await lastCell.textContent()).trim();
     return t !== "–" && t;
   });
-  await until("KRW-BTC's last price to change", 30, async () => (await lastCell.textContent()).trim() !== first);
+  await until("KRW-ETH's last price to change", 30, async () => (await lastCell.textContent()).trim() !== first);
   await until("the connection to show open", 10, async () => (await page.locator("#conn").textContent()) === "open");
   if (shots) await page.screenshot({ path: `${shots}/ui-markets.png` });
 
-  step("a market's page: the chart's last candle is REST's, the book and the tape fill");
-  await page.locator('tr[data-symbol="KRW-BTC"] a').click();
+  step("a market's page: the chart's last candle is REST's, the tape fills");
+  await page.locator('tr[data-symbol="KRW-ETH"] a').click();
   await until("the chart's canvas", 15, async () => (await page.locator("#chart canvas").count()) > 0);
   await until("the chart's last close to equal REST's", 30, async () => {
-    const [before] = await rest("/api/v1/candles/KRW-BTC?interval=1m&limit=1");
+    const [before] = await rest("/api/v1/candles/KRW-ETH?interval=1m&limit=1");
     const shown = await page.locator("#chart").getAttribute("data-last-close");
     const shownAt = await page.locator("#chart").getAttribute("data-last-open-time");
-    const [after] = await rest("/api/v1/candles/KRW-BTC?interval=1m&limit=1");
+    const [after] = await rest("/api/v1/candles/KRW-ETH?interval=1m&limit=1");
     return before && after && before.close === after.close && before.open_time === after.open_time && shown === after.close && shownAt === String(after.open_time);
   });
-  await until("bids and asks in the book", 15, async () => (await page.locator("table.book tr.bid").count()) > 0 && (await page.locator("table.book tr.ask").count()) > 0);
   await until("trades on the tape", 15, async () => (await page.locator("table.tape tbody tr").count()) > 0);
   step("the interval switcher loads 1s candles");
   await page.locator('button[data-interval="1s"]').click();
   await until("1s candles", 15, async () => (await page.locator("#chart").getAttribute("data-interval")) === "1s" && (await page.locator("#chart").getAttribute("data-last-close")) !== null);
-  if (shots) await page.screenshot({ path: `${shots}/ui-market.png` });
-
   step("keyboard: the interval buttons are reachable and work with Enter");
   await page.locator('button[data-interval="5m"]').focus();
   await page.keyboard.press("Enter");
   await until("5m pressed", 10, async () => (await page.locator('button[data-interval="5m"]').getAttribute("aria-pressed")) === "true");
 
+  step("two users register in their own browsers and trade KRW-BTC with each other");
+  const suffix = Date.now().toString(36);
+  const seller = await user(page, `seller_${suffix}`);
+  const buyerPage = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  watch(buyerPage, "buyer");
+  const buyer = await user(buyerPage, `buyer_${suffix}`);
+  await place(seller, { side: "sell", price: "100000000", qty: "0.01" });
+  await until("the seller's open order", 15, async () => (await seller.locator('table.open-orders tr[data-status="new"]').count()) === 1);
+  await until("the ask in both books", 15, async () => {
+    for (const p of [seller, buyer]) {
+      const asks = await p.locator("table.book tr.ask").allTextContents();
+      if (!asks.some((t) => t.includes("100000000") && t.includes("0.01"))) return false;
+    }
+    return true;
+  });
+  // A refusal shows the server's own words.
+  await place(buyer, { side: "buy", price: "100000000", qty: "5000" });
+  await until("the buyer's insufficient funds message", 15, async () => (await buyer.locator(".order-form .form-error").textContent()).includes("needs"));
+  await place(buyer, { side: "buy", price: "100000000", qty: "0.01" });
+  await until("the fill in both users' histories", 15, async () => {
+    const a = await seller.locator('table.order-history tr[data-status="filled"]').count();
+    const b = await buyer.locator('table.order-history tr[data-status="filled"]').count();
+    return a === 1 && b === 1;
+  });
+  await until("the seller's fill notice", 15, async () => (await seller.locator(".toast").allTextContents()).some((t) => t.startsWith("Sold 0.01 KRW-BTC")));
+  await until("both balances changed", 15, async () => {
+    const krw = await seller.locator('dd[data-asset="KRW"]').getAttribute("data-available");
+    const btc = await buyer.locator('dd[data-asset="BTC"]').getAttribute("data-available");
+    return krw === "101000000" && btc === "1.01";
+  });
+  await until("the ask gone from the book", 15, async () => (await buyer.locator("table.book tr.ask").count()) === 0);
+  if (shots) await seller.screenshot({ path: `${shots}/ui-market.png` });
+
   step("a 390-pixel phone: nothing wider than the screen");
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   watch(phone, "phone");
-  for (const path of ["/", "/#/market/KRW-BTC"]) {
+  for (const path of ["/", "/#/market/KRW-ETH"]) {
     await phone.goto(base + path);
     await until(`${path} to render`, 15, async () => (await phone.locator("table").count()) > 0);
     const wide = await phone.evaluate(() => document.documentElement.scrollWidth);
