@@ -52,6 +52,29 @@ async fn a_room_across_three_nodes_orders_persists_and_shows_presence() {
             .await
             .unwrap_or_else(|| panic!("ann sees {who} join"));
     }
+    // A newcomer's first event says who is here already (on another node, too).
+    let mut late = WsClient::connect(&cluster.nodes[2].ws_url()).await;
+    let r = late
+        .request("subscribe", json!({"channels": [format!("chat:{ROOM}")]}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let here = late
+        .wait_event(Duration::from_secs(10), |e| e.data["presence"] == "here")
+        .await
+        .expect("the room's presence snapshot");
+    assert_eq!(
+        here.data["users"],
+        json!(["ann", "ben", "cat"]),
+        "{:?}",
+        here.data
+    );
+    assert_eq!(
+        here.seq,
+        r["result"]["channels"][format!("chat:{ROOM}")]["seq"]
+            .as_u64()
+            .unwrap()
+    );
+    drop(late);
     // Fifteen messages, interleaved across nodes, over WebSocket and REST.
     let mut acked = Vec::new();
     for round in 0..5 {

@@ -6,6 +6,7 @@ import { Bourse, pageGateway } from "./bourse.js";
 import * as dec from "./decimal.js";
 import * as charts from "./chart.mjs";
 import { tradingPanel } from "./trading.js";
+import { chatPanel } from "./chat.js";
 
 const INTERVALS = ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
 const BOOK_LEVELS = 15;
@@ -33,6 +34,10 @@ function connect() {
   return new Bourse({
     urls: [pageGateway()],
     token: session?.token,
+    onUnauthorized: () => {
+      setSession(null);
+      route();
+    },
     onState: (s) => {
       connState.textContent = s;
       connState.dataset.state = s;
@@ -164,7 +169,11 @@ async function marketsPage() {
       el("td", {}, session),
     );
     tbody.append(row);
+    let newest = 0;
     const show = (t) => {
+      // The REST answer may be older than a streamed ticker (cached up to a second).
+      if (t.ts < newest) return;
+      newest = t.ts;
       last.textContent = t.last;
       changeCell(change, t);
       volume.textContent = t.volume_24h;
@@ -236,7 +245,10 @@ function chartPanel(symbol, tick) {
     if (history.length) mark(history[history.length - 1]);
     let newest = history.length ? history[history.length - 1].open_time : 0;
     stop = client.subscribe(`candles:${symbol}:${interval}`, (e) => {
-      if (disposed || !e.data || e.data.open_time < newest) return;
+      if (disposed) return;
+      // Missed updates cannot be replayed: load the history again.
+      if (e.reset) return start(interval);
+      if (!e.data || e.data.open_time < newest) return;
       newest = e.data.open_time;
       candles.update(toBar(e.data));
       volume.update(toVolume(e.data));
@@ -306,12 +318,18 @@ function bookPanel(symbol) {
 
 function tapePanel(symbol) {
   const body = el("tbody");
+  const shown = new Set();
   const add = (t, atEnd) => {
+    if (shown.has(t.trade_id)) return;
+    shown.add(t.trade_id);
     const time = new Date(t.ts).toISOString().slice(11, 19);
-    const row = el("tr", { class: t.side === "buy" ? "up" : "down" }, el("td", { class: "num" }, t.price), el("td", { class: "num" }, t.qty), el("td", { class: "num muted" }, time));
+    const row = el("tr", { class: t.side === "buy" ? "up" : "down", "data-trade": t.trade_id }, el("td", { class: "num" }, t.price), el("td", { class: "num" }, t.qty), el("td", { class: "num muted" }, time));
     if (atEnd) body.append(row);
     else body.prepend(row);
-    while (body.children.length > TAPE_LENGTH) body.lastChild.remove();
+    while (body.children.length > TAPE_LENGTH) {
+      shown.delete(body.lastChild.dataset.trade);
+      body.lastChild.remove();
+    }
   };
   rest(`/api/v1/trades/${symbol}?limit=${TAPE_LENGTH}`).then((ts) => ts.forEach((t) => add(t, true)), () => {});
   teardown.push(client.subscribe(`trades:${symbol}`, (e) => e.data && add(e.data, false)));
@@ -329,7 +347,10 @@ function tickerBar(symbol) {
   const high = el("span", {}, "–");
   const low = el("span", {}, "–");
   const volume = el("span", {}, "–");
+  let newest = 0;
   const show = (t) => {
+    if (t.ts < newest) return;
+    newest = t.ts;
     last.textContent = t.last;
     changeCell(change, t);
     high.textContent = t.high_24h;
@@ -354,7 +375,7 @@ async function marketPage(symbol) {
   }
   if (id !== pageId) return;
   const chart = chartPanel(symbol, market.tick_size);
-  const ctx = { el, client, authed, toast, teardown };
+  const ctx = { el, client, rest, authed, toast, teardown, session };
   const trade = session
     ? tradingPanel(ctx, market)
     : el("section", { class: "panel trade" }, el("h2", {}, "Trade"), el("p", {}, el("a", { href: `#/login?then=${encodeURIComponent(location.hash)}` }, "Log in"), " to trade."));
@@ -362,7 +383,7 @@ async function marketPage(symbol) {
   main.replaceChildren(
     tickerBar(symbol),
     hours ? el("p", { class: "session", "data-open": String(market.session.open) }, `Market hours ${market.session.hours}: ${hours}`) : "",
-    el("div", { class: "market" }, el("div", { class: "left" }, chart.panel, trade), el("div", { class: "side" }, bookPanel(symbol), tapePanel(symbol))),
+    el("div", { class: "market" }, el("div", { class: "left" }, chart.panel, trade), el("div", { class: "side" }, bookPanel(symbol), tapePanel(symbol), chatPanel(ctx, symbol))),
   );
   chart.start("1m");
 }
@@ -404,6 +425,14 @@ function loginPage(then) {
 
 // ---- Routing -------------------------------------------------------------------------
 
+function safeDecode(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return null;
+  }
+}
+
 function route() {
   leavePage();
   pageId += 1;
@@ -411,7 +440,7 @@ function route() {
   const market = hash.match(/^#\/market\/([A-Z0-9]{1,12}-[A-Z0-9]{1,12})$/);
   const login = hash.match(/^#\/login(?:\?then=(.*))?$/);
   if (market) marketPage(market[1]);
-  else if (login) loginPage(login[1] ? decodeURIComponent(login[1]) : null);
+  else if (login) loginPage(login[1] ? safeDecode(login[1]) : null);
   else marketsPage();
   main.focus({ preventScroll: true });
 }

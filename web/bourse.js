@@ -8,12 +8,16 @@
 //
 // What it does for you:
 // - requests and responses matched by `id`; a failed request rejects with a `BourseError`
-//   carrying the server's `code` and `message` as the server words them;
+//   carrying the server's `code` and `message` as the server words them (a request made
+//   while disconnected fails at once with `unavailable`: nothing is sent later behind
+//   your back);
+// - logging in with `auth` on every connection (an expired token is reported, not retried);
 // - subscriptions that survive reconnects: each channel's position (`epoch:seq`) is kept and
 //   sent as `since`, so the server replays what was missed;
-// - gap and epoch detection: a `seq` jump (except on the conflatable `ticker:` channels) or a
-//   new `epoch` makes it re-subscribe the channel afresh, and the handler first gets
-//   `{reset: true}` so it can drop what it built (a book, a tape);
+// - gap and epoch detection: a `seq` jump (except on the conflatable `ticker:` channels)
+//   re-subscribes from the last position; a new `epoch` is followed from its first event,
+//   except a book's, which starts afresh. When a channel starts afresh the handler first
+//   gets `{reset: true}` so it can drop what it built (a book, a tape);
 // - reconnects with exponential backoff and full jitter, moving through the gateways it
 //   knows (`urls`); an application-level `ping` every 15 s finds a dead connection.
 
@@ -39,79 +43,100 @@ export class Bourse {
   /**
    * @param {object} opts
    * @param {string[]} opts.urls WebSocket URLs of the gateways (`ws://host:port/ws`).
-   * @param {string} [opts.token] a login token: the connection is the user's.
+   * @param {string} [opts.token] a login token: each connection logs in with `auth` first.
    * @param {(state: string) => void} [opts.onState] told `connecting`, `open`, `closed`.
+   * @param {(e: BourseError) => void} [opts.onUnauthorized] the token was refused (expired).
    */
-  constructor({ urls, token, onState } = {}) {
+  constructor({ urls, token, onState, onUnauthorized } = {}) {
     if (!urls || urls.length === 0) throw new Error("Bourse needs at least one gateway URL");
     this.urls = urls;
     this.token = token;
     this.onState = onState || (() => {});
+    this.onUnauthorized = onUnauthorized || (() => {});
     this.next = 1;
     this.pending = new Map(); // id -> {resolve, reject}
-    this.queue = []; // frames waiting for the socket
-    this.channels = new Map(); // channel -> {handlers:Set, pos:{epoch,seq}|null}
+    this.channels = new Map(); // channel -> {handlers:Set, pos:{epoch,seq}|null, fresh:boolean}
     this.attempt = 0;
     this.urlIndex = 0;
     this.closed = false;
     this.ws = null;
     this.pingTimer = null;
+    this.retryTimer = null;
     this.connect();
   }
 
   /** The socket's state: `connecting`, `open` or `closed`. */
   get state() {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) return "open";
-    return this.closed ? "closed" : "connecting";
+    if (this.closed) return "closed";
+    return this.open() ? "open" : "connecting";
+  }
+
+  open() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
   }
 
   connect() {
-    const base = this.urls[this.urlIndex % this.urls.length];
-    const url = this.token ? `${base}${base.includes("?") ? "&" : "?"}token=${encodeURIComponent(this.token)}` : base;
+    if (this.closed) return;
+    const url = this.urls[this.urlIndex % this.urls.length];
     this.onState("connecting");
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
       this.onState("open");
+      if (this.token) {
+        // First, so every request after it is the user's (answers come in order).
+        this.request("auth", { token: this.token }).catch((e) => {
+          if (e.code === "unauthorized") this.onUnauthorized(e);
+        });
+      }
       this.resubscribeAll();
-      for (const frame of this.queue.splice(0)) ws.send(frame);
       this.startPing();
     };
-    ws.onmessage = (m) => this.receive(m.data);
-    ws.onclose = () => this.lost();
+    ws.onmessage = (m) => {
+      this.attempt = 0; // the gateway answers: back off from scratch next time
+      this.receive(m.data);
+    };
+    ws.onclose = () => this.lost(ws);
     ws.onerror = () => {}; // onclose follows and reconnects
   }
 
-  /** Sends a request; resolves with its `result`, rejects with a `BourseError`. */
+  /**
+   * Sends a request; resolves with its `result`, rejects with a `BourseError` (code
+   * `unavailable` when not connected or when the connection drops before the answer: the
+   * request may or may not have been carried out, so retry orders with their
+   * `client_order_id`).
+   */
   request(op, fields = {}) {
+    if (!this.open()) {
+      return Promise.reject(new BourseError("unavailable", "not connected to bourse; retry"));
+    }
     const id = this.next++;
-    const frame = JSON.stringify({ id, op, ...fields });
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(frame);
-      else this.queue.push(frame);
+      this.ws.send(JSON.stringify({ id, op, ...fields }));
     });
   }
 
   /**
    * Calls `handler(event)` for every event of `channel` (`{ch, epoch, seq, ts, data}`), and
-   * `handler({reset: true})` before the channel starts afresh. Returns a function that
-   * stops it.
+   * `handler({reset: true})` when the channel starts afresh (what was missed cannot be
+   * replayed: drop what was built from it and take the snapshot that follows). Returns a
+   * function that stops it.
    */
   subscribe(channel, handler) {
     let entry = this.channels.get(channel);
     if (!entry) {
-      entry = { handlers: new Set(), pos: null };
+      entry = { handlers: new Set(), pos: null, fresh: false, resync: false };
       this.channels.set(channel, entry);
-      this.sendSubscribe([channel], false);
+      // Not connected: the next connection subscribes everything held.
+      if (this.open()) this.sendSubscribe([channel]);
     }
     entry.handlers.add(handler);
     return () => {
       entry.handlers.delete(handler);
       if (entry.handlers.size === 0 && this.channels.get(channel) === entry) {
         this.channels.delete(channel);
-        this.request("unsubscribe", { channels: [channel] }).catch(() => {});
+        if (this.open()) this.request("unsubscribe", { channels: [channel] }).catch(() => {});
       }
     };
   }
@@ -120,37 +145,50 @@ export class Bourse {
   close() {
     this.closed = true;
     clearInterval(this.pingTimer);
-    if (this.ws) this.ws.close(1000);
+    clearTimeout(this.retryTimer);
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.close(1000);
+    }
     this.onState("closed");
   }
 
-  sendSubscribe(channels, resume) {
+  /** Subscribes `channels`, each from its last position when it has one. */
+  sendSubscribe(channels) {
     const since = {};
-    if (resume) {
-      for (const ch of channels) {
-        const pos = this.channels.get(ch)?.pos;
-        if (pos) since[ch] = position(pos);
-      }
+    for (const ch of channels) {
+      const pos = this.channels.get(ch)?.pos;
+      if (pos) since[ch] = position(pos);
     }
     const fields = Object.keys(since).length ? { channels, since } : { channels };
+    const settle = () => {
+      for (const ch of channels) {
+        const entry = this.channels.get(ch);
+        if (entry) entry.resync = false;
+      }
+    };
     this.request("subscribe", fields)
       .then((result) => {
+        settle();
         for (const [ch, at] of Object.entries(result.channels || {})) {
           const entry = this.channels.get(ch);
-          if (!entry) continue;
-          if (!at.resumed) {
-            if (entry.pos) this.dispatch(entry, { reset: true });
-            entry.pos = { epoch: at.epoch, seq: at.seq };
-          }
+          if (!entry || at.resumed) continue;
+          if (entry.pos) this.dispatch(entry, { reset: true });
+          // The snapshot that follows carries exactly this seq.
+          entry.pos = { epoch: at.epoch, seq: at.seq };
+          entry.fresh = true;
         }
       })
-      .catch((e) => console.warn(`bourse: subscribing ${channels.join(", ")}: ${e.message}`));
+      .catch((e) => {
+        settle();
+        console.warn(`bourse: subscribing ${channels.join(", ")}: ${e.message}`);
+      });
   }
 
   resubscribeAll() {
     const channels = [...this.channels.keys()];
     // The server takes at most 200 channels per connection; send them in slices.
-    for (let i = 0; i < channels.length; i += 50) this.sendSubscribe(channels.slice(i, i + 50), true);
+    for (let i = 0; i < channels.length; i += 50) this.sendSubscribe(channels.slice(i, i + 50));
   }
 
   receive(text) {
@@ -169,31 +207,38 @@ export class Bourse {
     }
     if (typeof msg.ch !== "string") return;
     const entry = this.channels.get(msg.ch);
-    if (!entry) return;
+    // Being re-subscribed: what comes now is replayed after the answer.
+    if (!entry || entry.resync) return;
     const pos = entry.pos;
     if (pos && msg.epoch !== pos.epoch) {
-      // A new epoch the server did not carry us into: start the channel afresh.
-      this.restart(msg.ch, entry);
+      // The publisher restarted and the server carried the subscription into its new
+      // epoch from the start. A book needs a fresh snapshot; other channels go on.
+      if (msg.seq === 1 && !msg.ch.startsWith("book:")) {
+        entry.pos = { epoch: msg.epoch, seq: msg.seq };
+        entry.fresh = false;
+        this.dispatch(entry, msg);
+      } else {
+        entry.pos = null;
+        entry.resync = true;
+        this.dispatch(entry, { reset: true });
+        this.sendSubscribe([msg.ch]);
+      }
       return;
     }
-    if (pos && msg.seq <= pos.seq && msg.data?.type !== "snapshot") return; // already seen
-    const conflatable = msg.ch.startsWith("ticker:");
-    if (pos && !conflatable && msg.seq > pos.seq + 1 && msg.data?.type !== "snapshot") {
-      this.restart(msg.ch, entry);
-      return;
+    if (pos) {
+      const snapshot = entry.fresh && msg.seq === pos.seq;
+      entry.fresh = false;
+      if (msg.seq <= pos.seq && !snapshot) return; // already seen
+      const conflatable = msg.ch.startsWith("ticker:");
+      if (msg.seq > pos.seq + 1 && !conflatable) {
+        // A gap: the server replays from our position when it still holds it.
+        entry.resync = true;
+        this.sendSubscribe([msg.ch]);
+        return;
+      }
     }
     entry.pos = { epoch: msg.epoch, seq: msg.seq };
     this.dispatch(entry, msg);
-  }
-
-  restart(channel, entry) {
-    entry.pos = null;
-    this.dispatch(entry, { reset: true });
-    this.request("unsubscribe", { channels: [channel] })
-      .catch(() => {})
-      .then(() => {
-        if (this.channels.get(channel) === entry) this.sendSubscribe([channel], false);
-      });
   }
 
   dispatch(entry, event) {
@@ -211,7 +256,12 @@ export class Bourse {
     const ws = this.ws;
     this.pingTimer = setInterval(() => {
       if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
-      const timeout = setTimeout(() => ws.close(4000, "ping timeout"), PING_TIMEOUT_MS);
+      const timeout = setTimeout(() => {
+        // A dead link: do not wait for a closing handshake that will not come.
+        ws.onclose = null;
+        ws.close(4000, "ping timeout");
+        this.lost(ws);
+      }, PING_TIMEOUT_MS);
       this.request("ping").then(
         () => clearTimeout(timeout),
         () => clearTimeout(timeout),
@@ -219,20 +269,20 @@ export class Bourse {
     }, PING_EVERY_MS);
   }
 
-  lost() {
+  lost(ws) {
+    if (ws !== this.ws) return;
+    this.ws = null;
     clearInterval(this.pingTimer);
     for (const { reject } of this.pending.values()) {
       reject(new BourseError("unavailable", "the connection was lost; retry"));
     }
     this.pending.clear();
-    // Queued subscribe frames are rebuilt from `channels` on the next open.
-    this.queue = this.queue.filter((f) => !f.includes('"op":"subscribe"'));
     if (this.closed) return;
     this.onState("connecting");
     this.urlIndex += 1;
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
     this.attempt += 1;
-    setTimeout(() => this.connect(), Math.random() * ceiling);
+    this.retryTimer = setTimeout(() => this.connect(), Math.random() * ceiling);
   }
 }
 

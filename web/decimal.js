@@ -41,15 +41,23 @@ export function format(units, places) {
   return negative ? `-${text}` : text;
 }
 
-/** `part / whole` in percent with two places (`"1.25"`), or `null` when `whole` is 0. */
+/**
+ * `part / whole` in percent with two places (`"1.25"`), rounded half away from zero, or
+ * `null` when `whole` is 0.
+ */
 export function percent(part, whole) {
   const p = parse(part);
   const w = parse(whole);
   const places = Math.max(p.places, w.places);
-  const num = scaled(p, places) * 10000n;
-  const den = scaled(w, places);
+  let num = scaled(p, places) * 10000n;
+  let den = scaled(w, places);
   if (den === 0n) return null;
-  return format(num / den, 2);
+  if (den < 0n) {
+    num = -num;
+    den = -den;
+  }
+  const sign = num < 0n ? -1n : 1n;
+  return format((2n * num + sign * den) / (2n * den), 2);
 }
 
 /** Whether the decimal string is below zero. */

@@ -1,8 +1,30 @@
 // The trading panel of a market page: order entry, balances, open orders with cancel, the
 // order history, and fills arriving live on the user's `orders` channel. Orders go through
 // the WebSocket (`order.place`, `order.cancel`); a refusal shows the server's own words.
+// Each order carries a `client_order_id`, kept while a retry of the same order may follow
+// an `unavailable` answer, so a retry never places a second order.
+
+import * as dec from "./decimal.js";
 
 const HISTORY = 20;
+
+/** A fresh `client_order_id`: 32 random hex digits (works outside secure contexts too). */
+function newClientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function isOpen(o) {
+  return o.status === "new" || o.status === "partially_filled" || o.status === "reserved";
+}
+
+/** Whether `a` is a later state of an order than `b` (states only move forward). */
+function later(a, b) {
+  if (a.updated_at !== b.updated_at) return a.updated_at > b.updated_at;
+  const filled = dec.compare(a.filled_qty, b.filled_qty);
+  if (filled !== 0) return filled > 0;
+  return !isOpen(a) && isOpen(b);
+}
 
 /**
  * @param {object} ctx `{el, client, authed, toast, teardown}` from app.js
@@ -55,18 +77,25 @@ export function tradingPanel(ctx, market) {
     if (price.disabled) price.value = "";
   });
 
+  // The id of an order whose outcome is unknown (`unavailable`), for the same order's retry.
+  let retry = null;
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     error.textContent = "";
     const order = { symbol, side, type: type.value, qty: qty.value.trim(), tif: tif.value, post_only: postOnly.checked };
     if (type.value === "limit") order.price = price.value.trim();
+    const key = JSON.stringify(order);
+    if (!retry || retry.key !== key) retry = { key, id: newClientId() };
+    order.client_order_id = retry.id;
     submit.disabled = true;
     try {
       const placed = await client.request("order.place", order);
+      retry = null;
       upsert(placed);
       toast(`${placed.side} ${placed.qty} ${symbol}: ${placed.status}`);
       refreshBalances();
     } catch (err) {
+      if (err.code !== "unavailable") retry = null;
       error.textContent = err.message;
     } finally {
       submit.disabled = false;
@@ -75,11 +104,11 @@ export function tradingPanel(ctx, market) {
 
   // Orders by id, newest first in each table.
   const orders = new Map();
+  const cancelling = new Set();
   const row = (o) => {
-    const cancel =
-      o.status === "new" || o.status === "partially_filled" || o.status === "reserved"
-        ? el("button", { type: "button", class: "cancel", "aria-label": `cancel order ${o.order_id}`, onclick: () => cancelOrder(o.order_id) }, "Cancel")
-        : "";
+    const cancel = isOpen(o)
+      ? el("button", { type: "button", class: "cancel", disabled: cancelling.has(o.order_id), "aria-label": `cancel order ${o.order_id}`, onclick: () => cancelOrder(o.order_id) }, "Cancel")
+      : "";
     return el(
       "tr",
       { "data-order": o.order_id, "data-status": o.status },
@@ -94,32 +123,39 @@ export function tradingPanel(ctx, market) {
   };
   const render = () => {
     const mine = [...orders.values()].filter((o) => o.symbol === symbol).sort((a, b) => b.created_at - a.created_at || (b.order_id > a.order_id ? 1 : -1));
-    const open = (o) => ["new", "partially_filled", "reserved"].includes(o.status);
-    openBody.replaceChildren(...mine.filter(open).map(row));
-    doneBody.replaceChildren(...mine.filter((o) => !open(o)).slice(0, HISTORY).map(row));
+    openBody.replaceChildren(...mine.filter(isOpen).map(row));
+    doneBody.replaceChildren(...mine.filter((o) => !isOpen(o)).slice(0, HISTORY).map(row));
   };
   const upsert = (o) => {
     const had = orders.get(o.order_id);
-    if (had && had.updated_at > o.updated_at) return;
+    if (had && !later(o, had)) return;
     orders.set(o.order_id, o);
     render();
   };
   async function cancelOrder(id) {
     error.textContent = "";
+    cancelling.add(id);
+    render();
     try {
       upsert(await client.request("order.cancel", { order_id: id }));
       refreshBalances();
     } catch (err) {
       error.textContent = err.message;
+    } finally {
+      cancelling.delete(id);
+      render();
     }
   }
 
   let balanceTimer = null;
+  let balanceAsk = 0;
   async function refreshBalances() {
     clearTimeout(balanceTimer);
     balanceTimer = setTimeout(async () => {
+      const mine = ++balanceAsk;
       try {
         const account = await authed("/api/v1/account");
+        if (mine !== balanceAsk) return; // a newer answer is on its way
         balances.replaceChildren(
           ...[market.quote, market.base].flatMap((asset) => {
             const b = account.balances[asset] || { available: "0", held: "0" };
@@ -146,7 +182,8 @@ export function tradingPanel(ctx, market) {
       const o = e.data;
       const before = orders.get(o.order_id);
       upsert(o);
-      if (o.symbol === symbol) refreshBalances();
+      // Any market's fill can move this one's quote or base balance.
+      refreshBalances();
       if ((o.status === "filled" || o.status === "partially_filled") && before?.filled_qty !== o.filled_qty) {
         toast(`${o.side === "buy" ? "Bought" : "Sold"} ${o.filled_qty} ${o.symbol} at ${o.avg_price} (${o.status.replace("_", " ")})`);
       }

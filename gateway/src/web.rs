@@ -11,6 +11,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("bourse.js", JS, include_bytes!("../../web/bourse.js")),
     ("decimal.js", JS, include_bytes!("../../web/decimal.js")),
     ("trading.js", JS, include_bytes!("../../web/trading.js")),
+    ("chat.js", JS, include_bytes!("../../web/chat.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

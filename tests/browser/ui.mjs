@@ -129,6 +129,17 @@ try {
     return krw === "101000000" && btc === "1.01";
   });
   await until("the ask gone from the book", 15, async () => (await buyer.locator("table.book tr.ask").count()) === 0);
+
+  step("chat: a message from one user reaches the other, and markup stays text");
+  const hostile = "<script>window.__owned = 1</script><b>bold?</b>";
+  await seller.locator('.chat-form input[name="text"]').fill(hostile);
+  await seller.locator(".chat-form button").click();
+  await until("the message in the buyer's room", 15, async () => (await buyer.locator(".chat .messages .text").allTextContents()).includes(hostile));
+  await until("the seller in the buyer's presence list", 15, async () => (await buyer.locator(".chat .presence li").allTextContents()).some((u) => u.startsWith("seller_")));
+  for (const p of [seller, buyer]) {
+    const owned = await p.evaluate(() => window.__owned === 1 || document.querySelector(".chat .messages script, .chat .messages b") !== null);
+    if (owned) throw new Error("chat text was rendered as HTML");
+  }
   if (shots) await seller.screenshot({ path: `${shots}/ui-market.png` });
 
   step("a 390-pixel phone: nothing wider than the screen");

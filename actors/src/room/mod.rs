@@ -198,7 +198,12 @@ impl Entity for Room {
                 req.channel, self.key
             ));
         }
-        Ok(self.log.subscribe(&req, now_ms(), None, false))
+        // Who is here now, so a new subscriber's presence list starts whole; the join and
+        // leave events that follow keep it so.
+        let here = json!({"type": "presence", "presence": "here", "users": self.members.keys().collect::<Vec<_>>()});
+        Ok(self
+            .log
+            .subscribe(&req, now_ms(), Some(here.to_string()), false))
     }
 
     fn unsubscribe(&mut self, channel: &str, node: &str) {
