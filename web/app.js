@@ -7,6 +7,7 @@ import * as dec from "./decimal.js";
 import * as charts from "./chart.mjs";
 import { tradingPanel } from "./trading.js";
 import { chatPanel } from "./chat.js";
+import { alertsPanel, describeAlert, notificationsPage } from "./alerts.js";
 
 const INTERVALS = ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
 const BOOK_LEVELS = 15;
@@ -53,11 +54,40 @@ function setSession(next) {
   client.close();
   client = connect();
   renderWho();
+  watchInbox();
+}
+
+// ---- The user's inbox: fired alerts pop up anywhere; a count of what is unread ----------
+
+const inboxCount = el("span", { class: "badge", "aria-label": "unread notifications" }, "");
+let unread = 0;
+const seenKey = () => `bourse.inboxSeen.${session?.user_id}`;
+
+function setUnread(n) {
+  unread = n;
+  inboxCount.textContent = n ? String(n) : "";
+}
+
+/** Counts what arrived since the inbox was last opened, and listens for more. */
+function watchInbox() {
+  setUnread(0);
+  if (!session) return;
+  const since = Number(localStorage.getItem(seenKey()) || 0);
+  authed(`/api/v1/notifications?since=${since}&limit=500`).then((n) => setUnread(unread + n.length), () => {});
+  client.subscribe("alerts", (e) => {
+    if (!e.data) return;
+    toast(`Alert: ${describeAlert(e.data)}`);
+    setUnread(unread + 1);
+  });
+  client.subscribe("orders", (e) => {
+    if (e.data && (e.data.status === "filled" || e.data.status === "partially_filled")) setUnread(unread + 1);
+  });
 }
 
 function renderWho() {
   if (session) {
     who.replaceChildren(
+      el("a", { href: "#/notifications", class: "inbox-link" }, "Inbox ", inboxCount),
       el("span", { class: "user" }, session.username),
       el("button", { type: "button", class: "link", onclick: () => { setSession(null); route(); } }, "Log out"),
     );
@@ -377,7 +407,7 @@ async function marketPage(symbol) {
   const chart = chartPanel(symbol, market.tick_size);
   const ctx = { el, client, rest, authed, toast, teardown, session };
   const trade = session
-    ? tradingPanel(ctx, market)
+    ? el("div", { class: "stack" }, tradingPanel(ctx, market), alertsPanel(ctx, market))
     : el("section", { class: "panel trade" }, el("h2", {}, "Trade"), el("p", {}, el("a", { href: `#/login?then=${encodeURIComponent(location.hash)}` }, "Log in"), " to trade."));
   const hours = market.session.hours === null ? null : market.session.open ? "open" : "closed: orders are reserved for the next open";
   main.replaceChildren(
@@ -423,6 +453,14 @@ function loginPage(then) {
   username.focus();
 }
 
+async function inboxPage() {
+  const id = pageId;
+  const newest = await notificationsPage({ el, authed }, main);
+  if (id !== pageId) return;
+  if (newest !== null) localStorage.setItem(seenKey(), String(newest));
+  setUnread(0);
+}
+
 // ---- Routing -------------------------------------------------------------------------
 
 function safeDecode(text) {
@@ -439,7 +477,8 @@ function route() {
   const hash = location.hash || "#/";
   const market = hash.match(/^#\/market\/([A-Z0-9]{1,12}-[A-Z0-9]{1,12})$/);
   const login = hash.match(/^#\/login(?:\?then=(.*))?$/);
-  if (market) marketPage(market[1]);
+  if (hash === "#/notifications" && session) inboxPage();
+  else if (market) marketPage(market[1]);
   else if (login) loginPage(login[1] ? safeDecode(login[1]) : null);
   else marketsPage();
   main.focus({ preventScroll: true });
@@ -447,4 +486,5 @@ function route() {
 
 window.addEventListener("hashchange", route);
 renderWho();
+watchInbox();
 route();

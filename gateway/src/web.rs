@@ -12,6 +12,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("decimal.js", JS, include_bytes!("../../web/decimal.js")),
     ("trading.js", JS, include_bytes!("../../web/trading.js")),
     ("chat.js", JS, include_bytes!("../../web/chat.js")),
+    ("alerts.js", JS, include_bytes!("../../web/alerts.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

@@ -142,6 +142,20 @@ try {
   }
   if (shots) await seller.screenshot({ path: `${shots}/ui-market.png` });
 
+  step("alerts: a rule fires, pops up, and lands in the inbox with the fill");
+  await buyer.goto(`${base}/#/market/KRW-ETH`);
+  await until("the alert form", 15, async () => (await buyer.locator("form.alert-form").count()) === 1);
+  await buyer.locator('.alert-form select[name="condition"]').selectOption("above");
+  await buyer.locator('.alert-form input[name="value"]').fill("1000");
+  await buyer.locator(".alert-form button").click();
+  await until("the alert to pop up", 30, async () => (await buyer.locator(".toast").allTextContents()).some((t) => t.startsWith("Alert: KRW-ETH above 1000")));
+  await until("the rule shown as fired", 15, async () => (await buyer.locator('table.alert-rules tr[data-status="fired"]').count()) === 1);
+  await until("an unread count", 10, async () => Number((await buyer.locator(".badge").textContent()) || 0) >= 1);
+  await buyer.locator("a.inbox-link").click();
+  await until("the inbox's alert and fill", 15, async () => (await buyer.locator('.inbox li[data-kind="alert"]').count()) >= 1 && (await buyer.locator('.inbox li[data-kind="fill"]').count()) >= 1);
+  await until("the unread count cleared", 10, async () => ((await buyer.locator(".badge").textContent()) || "") === "");
+  if (shots) await buyer.screenshot({ path: `${shots}/ui-inbox.png` });
+
   step("a 390-pixel phone: nothing wider than the screen");
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   watch(phone, "phone");
