@@ -5,8 +5,9 @@
 //! users, each in their own page, register, trade with each other and both see the fill
 //! (history, notice), the book and their balances change, and a refusal in the server's
 //! words; that a chat message reaches the other user as text, markup included; that an
-//! alert fires, pops up and lands in the inbox beside the fill; a 390-pixel phone screen;
-//! and that no page logs an error.
+//! alert fires, pops up and lands in the inbox beside the fill; the portfolio, the
+//! rankings, search and the watchlist; a 390-pixel phone screen; and that no page logs an
+//! error.
 //!
 //! `scripts/test` installs chromium and runs `npm ci` in `tests/browser`; without them this
 //! test prints SKIPPED, unless `BOURSE_REQUIRE_BROWSER` is set.

@@ -8,6 +8,7 @@ import * as charts from "./chart.mjs";
 import { tradingPanel } from "./trading.js";
 import { chatPanel } from "./chat.js";
 import { alertsPanel, describeAlert, notificationsPage } from "./alerts.js";
+import { portfolioPage, rankingsPage } from "./portfolio.js";
 
 const INTERVALS = ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
 const BOOK_LEVELS = 15;
@@ -87,6 +88,7 @@ function watchInbox() {
 function renderWho() {
   if (session) {
     who.replaceChildren(
+      el("a", { href: "#/portfolio" }, "Portfolio"),
       el("a", { href: "#/notifications", class: "inbox-link" }, "Inbox ", inboxCount),
       el("span", { class: "user" }, session.username),
       el("button", { type: "button", class: "link", onclick: () => { setSession(null); route(); } }, "Log out"),
@@ -176,6 +178,51 @@ async function marketsPage() {
     return id === pageId && showError(main, e);
   }
   if (id !== pageId) return;
+  let watched = [];
+  if (session) {
+    try {
+      watched = (await authed("/api/v1/watchlist")).symbols;
+    } catch {
+      watched = [];
+    }
+    if (id !== pageId) return;
+  }
+  // The watchlist first, in its order, then every other market.
+  const rank = (s) => (watched.includes(s) ? watched.indexOf(s) : watched.length);
+  symbols.sort((a, b) => rank(a.symbol) - rank(b.symbol));
+  const search = el("input", { type: "search", name: "q", placeholder: "Search markets", "aria-label": "search markets", autocomplete: "off" });
+  let searching = 0;
+  search.addEventListener("input", () => {
+    const mine = ++searching;
+    setTimeout(async () => {
+      if (mine !== searching) return;
+      const q = search.value.trim();
+      let found = null;
+      try {
+        found = q ? new Set((await rest(`/api/v1/symbols?q=${encodeURIComponent(q)}`)).map((m) => m.symbol)) : null;
+      } catch {
+        return;
+      }
+      if (mine !== searching) return;
+      for (const row of tbody.children) row.hidden = found !== null && !found.has(row.dataset.symbol);
+    }, 150);
+  });
+  const star = (symbol) => {
+    const on = watched.includes(symbol);
+    const b = el("button", { type: "button", class: "star", "aria-pressed": String(on), "aria-label": `watch ${symbol}` }, on ? "★" : "☆");
+    b.addEventListener("click", async () => {
+      const next = watched.includes(symbol) ? watched.filter((s) => s !== symbol) : [...watched, symbol];
+      try {
+        watched = (await client.request("watchlist.set", { symbols: next })).symbols;
+        const now = watched.includes(symbol);
+        b.textContent = now ? "★" : "☆";
+        b.setAttribute("aria-pressed", String(now));
+      } catch (e) {
+        toast(e.message);
+      }
+    });
+    return b;
+  };
   const tbody = el("tbody");
   const table = el(
     "table",
@@ -183,7 +230,7 @@ async function marketsPage() {
     el("thead", {}, el("tr", {}, el("th", {}, "Market"), el("th", { class: "num" }, "Last"), el("th", { class: "num" }, "24h"), el("th", { class: "num" }, "Volume 24h"), el("th", {}, "Session"))),
     tbody,
   );
-  main.replaceChildren(el("h1", {}, "Markets"), table);
+  main.replaceChildren(el("div", { class: "title-row" }, el("h1", {}, "Markets"), search), table);
   for (const m of symbols) {
     const last = el("td", { class: "num last" }, "–");
     const change = el("td", { class: "num" }, "–");
@@ -192,7 +239,7 @@ async function marketsPage() {
     const row = el(
       "tr",
       { "data-symbol": m.symbol },
-      el("td", {}, el("a", { href: `#/market/${m.symbol}` }, m.symbol)),
+      el("td", {}, session ? star(m.symbol) : "", " ", el("a", { href: `#/market/${m.symbol}` }, m.symbol)),
       last,
       change,
       volume,
@@ -477,7 +524,10 @@ function route() {
   const hash = location.hash || "#/";
   const market = hash.match(/^#\/market\/([A-Z0-9]{1,12}-[A-Z0-9]{1,12})$/);
   const login = hash.match(/^#\/login(?:\?then=(.*))?$/);
+  const ranking = hash.match(/^#\/rankings(?:\/(day|week|all))?$/);
   if (hash === "#/notifications" && session) inboxPage();
+  else if (hash === "#/portfolio" && session) portfolioPage({ el, client, authed, charts, teardown }, main);
+  else if (ranking) rankingsPage({ el, rest, authed, session }, main, ranking[1] || "day");
   else if (market) marketPage(market[1]);
   else if (login) loginPage(login[1] ? safeDecode(login[1]) : null);
   else marketsPage();

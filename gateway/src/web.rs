@@ -13,6 +13,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("trading.js", JS, include_bytes!("../../web/trading.js")),
     ("chat.js", JS, include_bytes!("../../web/chat.js")),
     ("alerts.js", JS, include_bytes!("../../web/alerts.js")),
+    ("portfolio.js", JS, include_bytes!("../../web/portfolio.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

@@ -156,6 +156,29 @@ try {
   await until("the unread count cleared", 10, async () => ((await buyer.locator(".badge").textContent()) || "") === "");
   if (shots) await buyer.screenshot({ path: `${shots}/ui-inbox.png` });
 
+  step("the portfolio shows the bought BTC, its total and a value chart");
+  await buyer.locator('a[href="#/portfolio"]').click();
+  await until("the BTC position", 15, async () => ((await buyer.locator('table.positions tr[data-symbol="KRW-BTC"] td').allTextContents())[1] || "") === "1.01");
+  await until("the value chart", 15, async () => Number((await buyer.locator("#value-chart").getAttribute("data-points")) || 0) >= 1);
+  if (shots) await buyer.screenshot({ path: `${shots}/ui-portfolio.png` });
+
+  step("the rankings list both traders and the caller's place");
+  await buyer.goto(`${base}/#/rankings/all`);
+  await until("two ranked traders and the buyer's place", 20, async () => (await buyer.locator("table.rankings tbody tr").count()) >= 2 && (await buyer.locator(".you").textContent()).startsWith("You: #"));
+
+  step("search and the watchlist: a starred market comes first, after a reload too");
+  await buyer.goto(`${base}/#/`);
+  await until("the markets", 15, async () => (await buyer.locator("table.markets tbody tr").count()) === symbols.length);
+  await buyer.locator('input[name="q"]').fill("eth");
+  await until("only KRW-ETH", 10, async () => {
+    const visible = await buyer.locator("table.markets tbody tr:not([hidden])").evaluateAll((rows) => rows.map((r) => r.dataset.symbol));
+    return visible.length === 1 && visible[0] === "KRW-ETH";
+  });
+  await buyer.locator('button[aria-label="watch KRW-ETH"]').click();
+  await until("the star on", 10, async () => (await buyer.locator('button[aria-label="watch KRW-ETH"]').getAttribute("aria-pressed")) === "true");
+  await buyer.reload();
+  await until("KRW-ETH first", 15, async () => (await buyer.locator("table.markets tbody tr").first().getAttribute("data-symbol")) === "KRW-ETH");
+
   step("a 390-pixel phone: nothing wider than the screen");
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   watch(phone, "phone");
