@@ -6,8 +6,8 @@
 //! (history, notice), the book and their balances change, and a refusal in the server's
 //! words; that a chat message reaches the other user as text, markup included; that an
 //! alert fires, pops up and lands in the inbox beside the fill; the portfolio, the
-//! rankings, search and the watchlist; a 390-pixel phone screen; and that no page logs an
-//! error.
+//! rankings, search and the watchlist; that the cluster view kills an entity and its
+//! stream goes on in a new epoch; a 390-pixel phone screen; and that no page logs an error.
 //!
 //! `scripts/test` installs chromium and runs `npm ci` in `tests/browser`; without them this
 //! test prints SKIPPED, unless `BOURSE_REQUIRE_BROWSER` is set.
@@ -63,6 +63,7 @@ venue = "mirror"
         .arg(dir.join("ui.mjs"))
         .arg(node.url(""))
         .env("BOURSE_CHROMIUM", &chromium)
+        .env("BOURSE_ADMIN_TOKEN", common::ADMIN_TOKEN)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

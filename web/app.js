@@ -9,6 +9,7 @@ import { tradingPanel } from "./trading.js";
 import { chatPanel } from "./chat.js";
 import { alertsPanel, describeAlert, notificationsPage } from "./alerts.js";
 import { portfolioPage, rankingsPage } from "./portfolio.js";
+import { clusterPage } from "./cluster.js";
 
 const INTERVALS = ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"];
 const BOOK_LEVELS = 15;
@@ -526,6 +527,7 @@ function route() {
   const login = hash.match(/^#\/login(?:\?then=(.*))?$/);
   const ranking = hash.match(/^#\/rankings(?:\/(day|week|all))?$/);
   if (hash === "#/notifications" && session) inboxPage();
+  else if (hash === "#/cluster") clusterPage({ el, client, teardown }, main);
   else if (hash === "#/portfolio" && session) portfolioPage({ el, client, authed, charts, teardown }, main);
   else if (ranking) rankingsPage({ el, rest, authed, session }, main, ranking[1] || "day");
   else if (market) marketPage(market[1]);

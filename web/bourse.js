@@ -15,11 +15,12 @@
 // - subscriptions that survive reconnects: each channel's position (`epoch:seq`) is kept and
 //   sent as `since`, so the server replays what was missed;
 // - gap and epoch detection: a `seq` jump (except on the conflatable `ticker:` channels)
-//   re-subscribes from the last position; a new `epoch` is followed from its first event,
-//   except a book's, which starts afresh. When a channel starts afresh the handler first
+//   re-subscribes from the last position; a new `epoch` (the server carries subscriptions
+//   into it) is followed, except a book's, which starts afresh from a new snapshot. When a channel starts afresh the handler first
 //   gets `{reset: true}` so it can drop what it built (a book, a tape);
 // - reconnects with exponential backoff and full jitter, moving through the gateways it
 //   knows (`urls`); an application-level `ping` every 15 s finds a dead connection.
+// Set `globalThis.BOURSE_DEBUG = true` to log every stream event to the console.
 
 /** An error answer of the server: `code` as in docs/PROTOCOL.md "REST". */
 export class BourseError extends Error {
@@ -30,6 +31,7 @@ export class BourseError extends Error {
 }
 
 const PING_EVERY_MS = 15_000;
+const SUBSCRIBE_RETRY_MS = 1_000;
 const PING_TIMEOUT_MS = 10_000;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 10_000;
@@ -182,6 +184,13 @@ export class Bourse {
       .catch((e) => {
         settle();
         console.warn(`bourse: subscribing ${channels.join(", ")}: ${e.message}`);
+        // A publisher restarting or moving refuses for a moment: try again (a lost
+        // connection subscribes everything anew itself; a bad name never succeeds).
+        if (e.code === "bad_request" || e.code === "unauthorized" || !this.open()) return;
+        setTimeout(() => {
+          const still = channels.filter((ch) => this.channels.has(ch));
+          if (still.length && this.open()) this.sendSubscribe(still);
+        }, SUBSCRIBE_RETRY_MS);
       });
   }
 
@@ -206,14 +215,16 @@ export class Bourse {
       return;
     }
     if (typeof msg.ch !== "string") return;
+    if (globalThis.BOURSE_DEBUG) console.debug(`bourse: ${msg.ch} ${msg.epoch}:${msg.seq}`);
     const entry = this.channels.get(msg.ch);
     // Being re-subscribed: what comes now is replayed after the answer.
     if (!entry || entry.resync) return;
     const pos = entry.pos;
     if (pos && msg.epoch !== pos.epoch) {
       // The publisher restarted and the server carried the subscription into its new
-      // epoch from the start. A book needs a fresh snapshot; other channels go on.
-      if (msg.seq === 1 && !msg.ch.startsWith("book:")) {
+      // epoch itself (re-subscribing here would race it). A book needs a fresh snapshot
+      // of the new activation; other channels go on from this event.
+      if (!msg.ch.startsWith("book:")) {
         entry.pos = { epoch: msg.epoch, seq: msg.seq };
         entry.fresh = false;
         this.dispatch(entry, msg);

@@ -14,6 +14,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("chat.js", JS, include_bytes!("../../web/chat.js")),
     ("alerts.js", JS, include_bytes!("../../web/alerts.js")),
     ("portfolio.js", JS, include_bytes!("../../web/portfolio.js")),
+    ("cluster.js", JS, include_bytes!("../../web/cluster.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

@@ -2,7 +2,8 @@
 // running node. `node tests/browser/ui.mjs http://127.0.0.1:PORT` (tests/browser.rs runs it,
 // on a node whose KRW-ETH follows the simulator and whose KRW-BTC only its users trade).
 // Fails on any console error or page error. With BOURSE_SCREENSHOTS=<dir>, saves a
-// screenshot of each page there (docs/ui-*.png are made this way).
+// screenshot of each page there (docs/ui-*.png are made this way); with DEBUG_UI=1 the
+// pages log every stream event, and a failure prints the pages' last console lines.
 
 import { chromium } from "playwright-core";
 
@@ -31,8 +32,11 @@ async function rest(path) {
   return r.json();
 }
 
+const logged = [];
 function watch(page, name) {
+  if (process.env.DEBUG_UI) page.addInitScript(() => (globalThis.BOURSE_DEBUG = true));
   page.on("console", (m) => {
+    logged.push(`${name} ${m.type()}: ${m.text()}`);
     if (m.type() === "error") errors.push(`${name} console: ${m.text()}`);
   });
   page.on("pageerror", (e) => errors.push(`${name} page error: ${e.message}`));
@@ -179,6 +183,24 @@ try {
   await buyer.reload();
   await until("KRW-ETH first", 15, async () => (await buyer.locator("table.markets tbody tr").first().getAttribute("data-symbol")) === "KRW-ETH");
 
+  step("the cluster view: kill a symbol, and its stream goes on in a new epoch");
+  await seller.goto(`${base}/#/cluster`);
+  await seller.locator('input[name="admin-token"]').fill(process.env.BOURSE_ADMIN_TOKEN || "");
+  await seller.locator('form[aria-label="admin token"] button').click();
+  await until("the members", 15, async () => (await seller.locator('table.members tr[data-status="up"]').count()) === 1);
+  await until("entities per node", 15, async () => (await seller.locator("table.entities tbody tr").count()) > 0);
+  await seller.locator('input[name="stream-symbol"]').fill("KRW-ETH");
+  await seller.locator('input[name="stream-symbol"]').dispatchEvent("change");
+  await until("the stream's first event", 15, async () => (await seller.locator(".stream .seq").textContent()) !== "–");
+  await seller.locator('form[aria-label="kill an entity"] select[name="kind"]').selectOption("symbol");
+  await seller.locator('form[aria-label="kill an entity"] input[name="key"]').fill("KRW-ETH");
+  await seller.locator('form[aria-label="kill an entity"] button').click();
+  await until("the kill reported", 10, async () => (await seller.locator(".panel p.muted[role=status]").textContent()).includes("killed symbol/KRW-ETH"));
+  await until("a new epoch on the stream", 30, async () => (await seller.locator(".stream .epochs").textContent()) === "1");
+  const seqAfter = await seller.locator(".stream .seq").textContent();
+  await until("the stream to go on", 15, async () => (await seller.locator(".stream .seq").textContent()) !== seqAfter);
+  if (shots) await seller.screenshot({ path: `${shots}/ui-cluster.png` });
+
   step("a 390-pixel phone: nothing wider than the screen");
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   watch(phone, "phone");
@@ -193,6 +215,7 @@ try {
 } catch (e) {
   failed = true;
   console.error(`FAILED: ${e.message}`);
+  if (logged.length) console.error(`the pages' console:\n${logged.filter((l) => l.includes("KRW-ETH") || !l.includes("bourse: ")).slice(-40).join("\n")}`);
 } finally {
   await browser.close();
 }
