@@ -135,6 +135,8 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     // the supervisor fails and the guardian stops the node.
     // With the relay on, entities write their events to the outbox with their changes.
     let events = settings.kafka.relay_events;
+    // What a new account is granted: the accounts grant it, the rankings measure from it.
+    let grants = settings.trading.grant_units(&markets)?;
     let regions = vec![
         region_child::<Symbol>(RegionArgs {
             deps: Arc::new(SymbolDeps {
@@ -167,7 +169,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
             deps: Arc::new(AccountDeps {
                 store: store.clone(),
                 markets: markets.clone(),
-                grants: settings.trading.grant_units(&markets)?,
+                grants: grants.clone(),
                 market_protect_pct: settings.trading.market_protect_pct,
                 price_band_pct: settings.trading.price_band_pct,
                 max_open_orders: settings.trading.max_open_orders,
@@ -213,10 +215,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         region_child::<Rankings>(RegionArgs {
             deps: Arc::new(RankingsDeps {
                 store: store.clone(),
-                grant: bourse_actors::account::granted(
-                    &markets,
-                    &settings.trading.grant_units(&markets)?,
-                ),
+                grant: bourse_actors::account::granted(&markets, &grants),
                 markets: markets.clone(),
             }),
             sharding: sharding.clone(),

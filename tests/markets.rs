@@ -145,11 +145,9 @@ async fn orders_outside_market_hours_are_reserved_opened_at_the_open_and_expire(
     // A book killed (a panic) comes back from its journal with its reserved orders.
     let (code, killed) = node.chaos_kill("book", "KRW-BTC");
     assert_eq!(code, 200, "{killed}");
-    let admin = format!("Bearer {}", common::ADMIN_TOKEN);
     let book_state = |node: &Node| {
-        let url = node.url("/admin/entities/book/KRW-BTC");
-        let (_, v) = common::http(&url, "GET", None, &[("authorization", &admin)]).ok()?;
-        Some(v)
+        let path = "/admin/entities/book/KRW-BTC";
+        Some(node.api("GET", path, None, Some(common::ADMIN_TOKEN)).1)
     };
     common::eventually(
         20,

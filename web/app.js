@@ -161,6 +161,22 @@ function leavePage() {
   }
 }
 
+/**
+ * Calls `show(ticker)` with the symbol's ticker now (REST) and at each change (`ticker:S`)
+ * while the page lasts, never with one older than it showed (a REST answer may be cached
+ * up to a second).
+ */
+function watchTicker(symbol, show) {
+  let newest = 0;
+  const take = (t) => {
+    if (t.ts < newest) return;
+    newest = t.ts;
+    show(t);
+  };
+  rest(`/api/v1/ticker/${symbol}`).then(take, () => {});
+  teardown.push(client.subscribe(`ticker:${symbol}`, (e) => e.data && take(e.data)));
+}
+
 function changeCell(td, ticker) {
   const pct = dec.percent(ticker.change_24h, ticker.open_24h);
   td.textContent = pct === null ? "–" : `${dec.isNegative(ticker.change_24h) ? "" : "+"}${pct}%`;
@@ -247,17 +263,11 @@ async function marketsPage() {
       el("td", {}, session),
     );
     tbody.append(row);
-    let newest = 0;
-    const show = (t) => {
-      // The REST answer may be older than a streamed ticker (cached up to a second).
-      if (t.ts < newest) return;
-      newest = t.ts;
+    watchTicker(m.symbol, (t) => {
       last.textContent = t.last;
       changeCell(change, t);
       volume.textContent = t.volume_24h;
-    };
-    rest(`/api/v1/ticker/${m.symbol}`).then(show, () => {});
-    teardown.push(client.subscribe(`ticker:${m.symbol}`, (e) => e.data && show(e.data)));
+    });
   }
 }
 
@@ -425,18 +435,13 @@ function tickerBar(symbol) {
   const high = el("span", {}, "–");
   const low = el("span", {}, "–");
   const volume = el("span", {}, "–");
-  let newest = 0;
-  const show = (t) => {
-    if (t.ts < newest) return;
-    newest = t.ts;
+  watchTicker(symbol, (t) => {
     last.textContent = t.last;
     changeCell(change, t);
     high.textContent = t.high_24h;
     low.textContent = t.low_24h;
     volume.textContent = t.volume_24h;
-  };
-  rest(`/api/v1/ticker/${symbol}`).then(show, () => {});
-  teardown.push(client.subscribe(`ticker:${symbol}`, (e) => e.data && show(e.data)));
+  });
   const item = (label, value) => el("span", { class: "stat" }, el("span", { class: "muted" }, label), " ", value);
   return el("div", { class: "ticker", "aria-label": "24h ticker" }, el("h1", {}, symbol), last, change, item("24h high", high), item("24h low", low), item("24h volume", volume));
 }

@@ -85,6 +85,12 @@ impl OrderState {
         }
     }
 
+    /// Whether the book refused it for good because its account gave up on it (a void,
+    /// not a rejection of the order's content): its `client_order_id` is free again.
+    pub fn voided(&self) -> bool {
+        self.status == Status::Rejected && self.reject.is_none()
+    }
+
     /// Whether `self` is later than `other` (more filled, done where it was not, or
     /// activated where it was reserved).
     pub fn supersedes(&self, other: &OrderState) -> bool {

@@ -8,7 +8,7 @@
 
 use super::position::Position;
 use crate::book::engine::{Side, TimeInForce};
-use crate::trading::{OrderState, Status};
+use crate::trading::OrderState;
 use bourse_config::{Market, Markets};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -306,8 +306,7 @@ impl Ledger {
             self.open = self.open.saturating_sub(1);
             // Voided (the book never took it; the client was told `unavailable`): its
             // client_order_id is free again, so a retry places the order anew.
-            if state.status == Status::Rejected
-                && state.reject.is_none()
+            if state.voided()
                 && let Some(c) = &order.client_order_id
                 && self.by_client_id.get(c) == Some(&id)
             {

@@ -400,7 +400,7 @@ impl Account {
             match self.ledger.order(id) {
                 // Voided just now: it never reached the book, and its client_order_id is
                 // free again; this request places the order anew (docs/PROTOCOL.md).
-                Some(o) if o.state.status == Status::Rejected && o.state.reject.is_none() => {}
+                Some(o) if o.state.voided() => {}
                 Some(o) => {
                     return AccountReply::Placed {
                         order: o.clone(),
@@ -653,19 +653,20 @@ impl Account {
             self.stop = true;
             Refusal::Internal(format!("encoding a journal entry: {e}"))
         })?;
-        if let Some(id) = changed {
+        // Whether the entry filled (more of) an order.
+        let filled = changed
+            .and_then(|id| self.ledger.order(id))
+            .filter(|o| o.state.filled > filled_before.unwrap_or(0));
+        if let Some(o) = filled {
             // Into the inbox before the entry that records it: the writer commits in order,
             // so a durable fill always has its notification, and a fill re-applied after a
             // crash finds its notification already there (the key is the fill's position).
-            self.notify_fill(id, filled_before);
+            self.notify_fill(o);
         }
         // Only a fill or the grant moves what the user holds (a hold moves nothing between
         // available and held in total): its point of the value history goes likewise before
         // the entry, so a durable entry always has it.
-        let filled = changed
-            .and_then(|id| self.ledger.order(id))
-            .is_some_and(|o| o.state.filled > filled_before.unwrap_or(0));
-        if filled || matches!(entry, Entry::Grant { .. }) {
+        if filled.is_some() || matches!(entry, Entry::Grant { .. }) {
             self.store_holdings(now_ms());
         }
         let write = Write::Journal {
@@ -717,20 +718,16 @@ impl Account {
         self.courier.send(Private::Orders, now_ms(), data);
     }
 
-    /// Stores a fill of order `order_id` in the user's inbox, when its filled quantity grew
-    /// past `filled_before`.
-    fn notify_fill(&self, order_id: u64, filled_before: Option<u64>) {
-        let Some(o) = self.ledger.order(order_id) else {
-            return;
-        };
-        if o.state.filled <= filled_before.unwrap_or(0) || participants::is_participant(self.user) {
+    /// Stores the fill that brought order `o` to its filled quantity in the user's inbox.
+    fn notify_fill(&self, o: &OrderRecord) {
+        if participants::is_participant(self.user) {
             return;
         }
         let ts = now_ms();
         let body = view::order(&self.deps.markets, o).to_string();
         let _ = self.deps.store.submit(Write::Notify(Notification {
             user_id: self.user,
-            key: format!("fill:{order_id}:{}", o.state.filled),
+            key: format!("fill:{}:{}", o.order_id, o.state.filled),
             ts,
             kind: "fill".into(),
             body,

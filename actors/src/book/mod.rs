@@ -291,9 +291,6 @@ impl Entity for BookEntity {
         _ctx: &EntityContext,
         respond: Responder<BookReply>,
     ) {
-        if let BookMsg::Wake = msg {
-            return respond.send(BookReply::Done);
-        }
         self.accept(msg, respond);
     }
 
@@ -411,7 +408,7 @@ impl BookEntity {
             BookMsg::Mark(_) if self.market.venue == Venue::Exchange => {
                 (None, Effects::default(), BookReply::Done)
             }
-            // Answered before it gets here.
+            // A tell is answered before it gets here; an ask waits for the journal.
             BookMsg::Wake => (None, Effects::default(), BookReply::Done),
             BookMsg::Mark(price) => {
                 // Journaled only when it crosses a resting order (else nothing changes).
@@ -551,40 +548,17 @@ impl BookEntity {
     /// open, lets the reserved orders meet the book. Runs every second and before every
     /// message; cheap when nothing is due.
     fn clock(&mut self, now: i64) {
-        if self.expiry_due(now) {
-            let expired = self.due_to_expire(now);
-            if !expired.is_empty() {
-                tracing::info!(symbol = %self.market.symbol, orders = expired.len(), "orders expired (day orders after the close, reserved ones after trading.reserve_days)");
-                self.run(Command::Expire {
-                    order_ids: expired,
-                    ts: now,
-                });
-            }
+        let expired = self.due_to_expire(now);
+        if !expired.is_empty() {
+            tracing::info!(symbol = %self.market.symbol, orders = expired.len(), "orders expired (day orders after the close, reserved ones after trading.reserve_days)");
+            self.run(Command::Expire {
+                order_ids: expired,
+                ts: now,
+            });
         }
         if self.state.reserved().len() > 0 && self.market.is_open(now) {
             self.open(now);
         }
-    }
-
-    /// Whether the oldest reserved order or the longest-resting day order ran out by `now`.
-    fn expiry_due(&mut self, now: i64) -> bool {
-        let reserved = self
-            .state
-            .reserved()
-            .next()
-            .is_some_and(|(at, _)| at.saturating_add(self.deps.reserve_ms) <= now);
-        let Some(&(since, _)) = self.state.day_orders_by_time().next() else {
-            return reserved;
-        };
-        let ends = match self.day_due {
-            Some((s, ends)) if s == since => ends,
-            _ => {
-                let ends = self.day_ends(since);
-                self.day_due = Some((since, ends));
-                ends
-            }
-        };
-        reserved || ends <= now
     }
 
     /// The market opened: the reserved orders meet the book, in the order they came. A
@@ -609,21 +583,47 @@ impl BookEntity {
 
     /// The orders whose time ran out by `now`: reserved ones older than
     /// `trading.reserve_days`, and day orders rested before the close that came since.
-    fn due_to_expire(&self, now: i64) -> Vec<u64> {
-        let mut due: Vec<u64> = self
+    /// Called before every message: when the oldest of each is not due (the usual case),
+    /// it looks at nothing else.
+    fn due_to_expire(&mut self, now: i64) -> Vec<u64> {
+        let reserve_ms = self.deps.reserve_ms;
+        let ran_out = |at: i64| at.saturating_add(reserve_ms) <= now;
+        let mut due = Vec::new();
+        if self
             .state
             .reserved()
-            .filter(|(at, _)| at.saturating_add(self.deps.reserve_ms) <= now)
-            .map(|(_, o)| o.id)
-            .collect();
-        // The close after a time never comes before the close after an earlier one: the
-        // longest-resting day orders are due first, and the first one not due ends the list.
-        due.extend(
-            self.state
-                .day_orders_by_time()
-                .take_while(|(since, _)| self.day_ends(*since) <= now)
-                .map(|(_, id)| *id),
-        );
+            .next()
+            .is_some_and(|(at, _)| ran_out(*at))
+        {
+            due.extend(
+                self.state
+                    .reserved()
+                    .filter(|(at, _)| ran_out(*at))
+                    .map(|(_, o)| o.id),
+            );
+        }
+        let Some(&(oldest, _)) = self.state.day_orders_by_time().next() else {
+            return due;
+        };
+        let ends = match self.day_due {
+            Some((since, ends)) if since == oldest => ends,
+            _ => {
+                let ends = self.day_ends(oldest);
+                self.day_due = Some((oldest, ends));
+                ends
+            }
+        };
+        if ends <= now {
+            // The close after a time never comes before the close after an earlier one:
+            // the longest-resting day orders are due first, and the first one not due
+            // ends the list.
+            due.extend(
+                self.state
+                    .day_orders_by_time()
+                    .take_while(|(since, _)| self.day_ends(*since) <= now)
+                    .map(|(_, id)| *id),
+            );
+        }
         due
     }
 

@@ -437,23 +437,12 @@ impl BookState {
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         for &id in order_ids {
-            let Some(t) = self.orders.get(&id) else {
-                continue;
-            };
-            match t.state.status {
-                Status::Reserved => {
-                    let remaining = t.qty;
-                    self.reserved.retain(|(_, o)| o.id != id);
-                    events.push(Event::Cancelled {
-                        id,
-                        remaining,
-                        reason: CancelReason::Expired,
-                    });
-                }
-                s if !s.is_done() => {
-                    self.engine.remove(id, CancelReason::Expired, &mut events);
-                }
-                _ => {}
+            if self
+                .orders
+                .get(&id)
+                .is_some_and(|t| !t.state.status.is_done())
+            {
+                self.take_off(id, CancelReason::Expired, &mut events);
             }
         }
         if events.is_empty() {
@@ -497,24 +486,32 @@ impl BookState {
         }
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
-        if t.state.status == Status::Reserved {
-            // Not on the book yet: it leaves the queue for the open.
-            let remaining = t.qty;
-            self.reserved.retain(|(_, o)| o.id != order_id);
-            events.push(Event::Cancelled {
-                id: order_id,
-                remaining,
-                reason: CancelReason::Requested,
-            });
-        } else {
-            self.engine.cancel(order_id, &mut events);
-        }
+        self.take_off(order_id, CancelReason::Requested, &mut events);
         let mut outcome = self.absorb(&events, ts);
         self.scratch = events;
         if let Some(t) = self.orders.get(&order_id) {
             outcome.answer = Answer::Order(t.state);
         }
         outcome
+    }
+
+    /// Takes an open order off the book, or out of the queue for the open when it is
+    /// reserved, for `reason` (the events `absorb` turns into its end).
+    fn take_off(&mut self, id: u64, reason: CancelReason, events: &mut Vec<Event>) {
+        match self.orders.get(&id) {
+            Some(t) if t.state.status == Status::Reserved => {
+                let remaining = t.qty;
+                self.reserved.retain(|(_, o)| o.id != id);
+                events.push(Event::Cancelled {
+                    id,
+                    remaining,
+                    reason,
+                });
+            }
+            _ => {
+                self.engine.remove(id, reason, events);
+            }
+        }
     }
 
     fn void(&mut self, order_id: u64, ts: i64) -> Outcome {

@@ -75,8 +75,6 @@ pub struct Rankings {
     deps: Arc<RankingsDeps>,
     sharding: Sharding,
     table: Table,
-    /// The day's start the table was built for.
-    day: i64,
 }
 
 impl Entity for Rankings {
@@ -98,7 +96,6 @@ impl Entity for Rankings {
             deps: deps.clone(),
             sharding: ctx.sharding.clone(),
             table,
-            day: Period::Day.start(now).unwrap_or(0),
         })
     }
 
@@ -123,21 +120,18 @@ impl Entity for Rankings {
 
     async fn on_tick(&mut self, _ctx: &EntityContext) {
         let now = now_ms();
-        let day = Period::Day.start(now).unwrap_or(0);
-        if day > self.day {
+        if self.table.roll(now) {
             // A new day (and maybe week): every base becomes the value now, then what
             // storage says each user held at the start, at the prices then. The holdings
             // stay the table's: one told but not yet stored is not lost.
-            self.table.roll(now);
             if let Err(e) = set_bases(&self.deps, &mut self.table, now).await {
                 tracing::warn!(error = %e, "reading the day's bases failed; the returns start from the values at the turn");
             }
             self.table.rescore_all();
-            self.day = day;
         }
-        let symbols: Vec<String> = self.deps.markets.iter().map(|m| m.symbol.clone()).collect();
+        let symbols = self.deps.markets.iter().map(|m| &m.symbol);
         self.table
-            .set_prices(last_prices(&self.sharding, symbols.iter()).await);
+            .set_prices(last_prices(&self.sharding, symbols).await);
     }
 
     fn summary(&self) -> serde_json::Value {
@@ -162,12 +156,13 @@ async fn rebuild(deps: &RankingsDeps, sharding: &Sharding, now: i64) -> Result<T
         .map(|m| m.quote.clone())
         .unwrap_or_default();
     let mut table = Table::new(deps.markets.clone(), currency, &deps.grant, now);
+    // Prices first, into the empty table: nobody is scored until the one sort below.
+    let symbols = deps.markets.iter().map(|m| &m.symbol);
+    table.set_prices(last_prices(sharding, symbols).await);
     for (user, h) in decoded(deps.store.holdings_at(now).await?) {
         table.load(user, h);
     }
     set_bases(deps, &mut table, now).await?;
-    let symbols: Vec<String> = deps.markets.iter().map(|m| m.symbol.clone()).collect();
-    table.set_prices(last_prices(sharding, symbols.iter()).await);
     table.rescore_all();
     Ok(table)
 }

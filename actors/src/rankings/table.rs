@@ -94,11 +94,7 @@ pub struct Table {
 impl Table {
     /// An empty table at `now`, valuing in `currency`; `grant` is what a new trader holds.
     pub fn new(markets: Markets, currency: String, grant: &Holdings, now: i64) -> Table {
-        let grant = grant
-            .total(&markets, &BTreeMap::new())
-            .get(&currency)
-            .copied()
-            .unwrap_or(0);
+        let grant = grant.total_in(&markets, &BTreeMap::new(), &currency);
         Table {
             markets,
             currency,
@@ -196,19 +192,25 @@ impl Table {
 
     /// New last prices; every holder of a market whose price moved is rescored.
     pub fn set_prices(&mut self, prices: BTreeMap<String, u64>) {
-        let mut moved = BTreeSet::new();
+        let mut changed = Vec::new();
         for (symbol, price) in prices {
             if self.prices.get(&symbol) != Some(&price) {
-                if let Some(users) = self.holders.get(&symbol) {
-                    moved.extend(users.iter().copied());
-                }
-                self.prices.insert(symbol, price);
+                self.prices.insert(symbol.clone(), price);
+                changed.push(symbol);
             }
         }
-        // Past an eighth of the traders (and a few), one sort beats that many moves.
-        if moved.len() > (self.traders.len() / 8).max(64) {
-            self.rescore_all();
-            return;
+        // Past an eighth of the traders (and a few), one sort beats that many moves: the
+        // count stops as soon as it gets there.
+        let limit = (self.traders.len() / 8).max(64);
+        let mut moved = BTreeSet::new();
+        for symbol in &changed {
+            for user in self.holders.get(symbol).into_iter().flatten() {
+                moved.insert(*user);
+                if moved.len() > limit {
+                    self.rescore_all();
+                    return;
+                }
+            }
         }
         for user in moved {
             self.rescore(user);
@@ -217,7 +219,8 @@ impl Table {
 
     /// At `now`: when a day or a week began since the bases were taken, every trader's base
     /// for it becomes the value now (the holdings and prices at the turn), so every return
-    /// over it starts again from zero. Returns whether anything rolled.
+    /// over it starts again from zero. Returns whether anything rolled. The boards change at
+    /// the next [`Table::rescore_all`] (after the bases storage gives, if any).
     pub fn roll(&mut self, now: i64) -> bool {
         let starts = [Period::Day, Period::Week].map(|p| p.start(now).unwrap_or(0));
         let rolled: Vec<usize> = (0..2).filter(|i| starts[*i] > self.starts[*i]).collect();
@@ -237,7 +240,6 @@ impl Table {
                 }
             }
         }
-        self.rescore_all();
         true
     }
 
@@ -338,6 +340,7 @@ mod tests {
         }
         // The next day: the day's returns start again; the week's and all time's go on.
         assert!(t.roll(11 * DAY_MS));
+        t.rescore_all();
         assert_eq!(t.standing(Period::Day, 1).map(|s| s.score), Some(0));
         assert_eq!(t.standing(Period::All, 1).map(|s| s.score), Some(500_000));
         assert!(!t.roll(11 * DAY_MS + 1), "once a day");
