@@ -10,8 +10,7 @@ const CHART: &str =
     "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.mjs";
 
 /// What the UI imports instead of the chart when it could not be installed.
-const STAND_IN: &str = "// The chart library is missing: this binary was built without npm.\n\
-export const missing = 'The chart library (lightweight-charts) was not installed when this bourse was built. Install Node.js and npm, then rebuild (cargo build runs npm ci in web/).';\n";
+const STAND_IN: &str = "chart-missing.mjs";
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -22,6 +21,7 @@ fn main() {
         web.join("package-lock.json").display()
     );
     println!("cargo:rerun-if-changed={}", web.join(CHART).display());
+    println!("cargo:rerun-if-changed={}", web.join(STAND_IN).display());
     let chart = web.join(CHART);
     if !chart.exists() {
         install(&web);
@@ -32,7 +32,7 @@ fn main() {
             println!(
                 "cargo:warning=the browser UI is built without its chart: npm ci in web/ did not install lightweight-charts"
             );
-            std::fs::write(&out, STAND_IN)
+            std::fs::copy(web.join(STAND_IN), &out).map(|_| ())
         }
     };
     if let Err(e) = written {

@@ -7,18 +7,27 @@
 //! words; that a chat message reaches the other user as text, markup included; that an
 //! alert fires, pops up and lands in the inbox beside the fill; the portfolio, the
 //! rankings, search and the watchlist; that the cluster view kills an entity and its
-//! stream goes on in a new epoch; a 390-pixel phone screen; and that no page logs an error.
+//! stream goes on in a new epoch; that a closed market's order shows as reserved; that after
+//! the node is SIGKILLed and restarted the page reconnects, its streams go on and it trades
+//! again; every page on a 390-pixel phone screen; the page built without npm's chart; and
+//! that no page logs an error.
 //!
-//! `scripts/test` installs chromium and runs `npm ci` in `tests/browser`; without them this
-//! test prints SKIPPED, unless `BOURSE_REQUIRE_BROWSER` is set.
+//!
+//! `tests/browser/client.mjs` runs the UI's client, `web/bourse.js`, in Node.js against two
+//! nodes: it fails over to the second gateway when the first is SIGKILLed and resumes its
+//! streams. `tests/browser/bourse.test.mjs` unit-tests its stream bookkeeping (gaps,
+//! repeats, epochs, resume, ping timeout, backoff) against a scripted socket.
+//!
+//! `scripts/test` installs chromium and runs `npm ci` in `tests/browser`; without them (or
+//! without Node.js) these tests print SKIPPED, unless `BOURSE_REQUIRE_BROWSER` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::Node;
+use common::{Cluster, Node};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -57,38 +66,140 @@ tick_size = "1000"
 lot_size = "0.001"
 initial_price = "5000000"
 venue = "mirror"
+[hours.closed]
+timezone = "UTC"
+[[symbols]]
+symbol = "KRW-XRP"
+tick_size = "1"
+lot_size = "1"
+initial_price = "1000"
+venue = "exchange"
+hours = "closed"
 "#;
-    let node = Node::start("browser", config);
-    let mut child = Command::new("node")
-        .arg(dir.join("ui.mjs"))
+    let mut node = Node::start("browser", config);
+    // ui.mjs creates this file to have the node SIGKILLed and started again; its removal
+    // says the node is back.
+    let restart = node.dir.join("restart-requested");
+    let mut ui = Command::new("node");
+    ui.arg(dir.join("ui.mjs"))
         .arg(node.url(""))
         .env("BOURSE_CHROMIUM", &chromium)
         .env("BOURSE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start node (Node.js)");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the browser test") {
-            break status;
+        .env("BOURSE_RESTART_FILE", &restart);
+    let (status, text) = run_bounded(ui, &node.dir.join("ui.out"), 240, || {
+        if restart.exists() {
+            node.restart();
+            node.wait_ready();
+            std::fs::remove_file(&restart).expect("remove the restart request");
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the browser test did not finish in 240 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let out = child.wait_with_output().expect("browser test output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
+    });
     assert!(
         status.success(),
         "browser test failed:\n{text}\nnode log:\n{}",
         node.log()
     );
+}
+
+#[test]
+fn bourse_js_fails_over_to_another_gateway_and_resumes_its_streams() {
+    let Some(node) = node_js("bourse_js_fails_over_to_another_gateway_and_resumes_its_streams")
+    else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let mut cluster = Cluster::start("bourse-js", 2, "[feed]\ntrades_per_sec = 20\n");
+    cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(20));
+    // One symbol the first node owns and one the second owns (the ring is a function of
+    // the node names, so these are the same on every run).
+    let on = |i: usize| {
+        ["BTC", "ETH", "XRP", "SOL", "DOGE", "ADA", "AVAX", "LINK"]
+            .iter()
+            .map(|s| format!("KRW-{s}"))
+            .find(|s| cluster.owner(0, "symbol", s) == i)
+            .unwrap_or_else(|| panic!("node{} owns no symbol", i + 1))
+    };
+    let (on_a, on_b) = (on(0), on(1));
+    let pid = cluster.nodes[0].pid().expect("node1 runs");
+    let mut client = Command::new(node);
+    client
+        .arg("--experimental-websocket")
+        .arg(dir.join("client.mjs"))
+        .arg(cluster.nodes[0].ws_url())
+        .arg(cluster.nodes[1].ws_url())
+        .arg(pid.to_string())
+        .arg(format!("trades:{on_a}"))
+        .arg(format!("trades:{on_b}"));
+    let out = cluster.data.join("client.out");
+    let (status, text) = run_bounded(client, &out, 120, || {});
+    assert!(
+        status.success(),
+        "client test failed:\n{text}\nnode2 log:\n{}",
+        cluster.nodes[1].log()
+    );
+    assert!(!cluster.nodes[0].alive(), "the client killed node1");
+}
+
+#[test]
+fn bourse_js_unit_tests_pass_in_node() {
+    let Some(node) = node_js("bourse_js_unit_tests_pass_in_node") else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let mut tests = Command::new(node);
+    tests.arg("--test").arg(dir.join("bourse.test.mjs"));
+    let out = common::temp_dir("bourse-js-unit").join("out");
+    let (status, text) = run_bounded(tests, &out, 60, || {});
+    assert!(status.success(), "bourse.js unit tests failed:\n{text}");
+    assert!(
+        text.contains("# fail 0") && !text.contains("# pass 0"),
+        "{text}"
+    );
+}
+
+/// `node` when Node.js is installed; `None` (the test then prints SKIPPED) otherwise, which
+/// fails the test where `BOURSE_REQUIRE_BROWSER` says it must run.
+fn node_js(test: &str) -> Option<&'static str> {
+    if Command::new("node").arg("--version").output().is_ok() {
+        return Some("node");
+    }
+    assert!(
+        std::env::var_os("BOURSE_REQUIRE_BROWSER").is_none(),
+        "BOURSE_REQUIRE_BROWSER is set but Node.js is missing"
+    );
+    println!("SKIPPED {test}: no Node.js");
+    None
+}
+
+/// Runs `cmd` with its output in the file `out`, calling `each` every 200 ms while it runs;
+/// kills it after `secs`. Its exit status and output (printed too).
+fn run_bounded(
+    mut cmd: Command,
+    out: &Path,
+    secs: u64,
+    mut each: impl FnMut(),
+) -> (std::process::ExitStatus, String) {
+    let file = std::fs::File::create(out).expect("create the output file");
+    let err = file.try_clone().expect("clone the output file");
+    let mut child = cmd
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("start node (Node.js)");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node (Node.js)") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(out).unwrap_or_default();
+            panic!("{cmd:?} did not finish in {secs} s:\n{text}");
+        }
+        each();
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    println!("{text}");
+    (status, text)
 }

@@ -419,8 +419,19 @@ function tapePanel(symbol) {
       body.lastChild.remove();
     }
   };
-  rest(`/api/v1/trades/${symbol}?limit=${TAPE_LENGTH}`).then((ts) => ts.forEach((t) => add(t, true)), () => {});
-  teardown.push(client.subscribe(`trades:${symbol}`, (e) => e.data && add(e.data, false)));
+  const load = () => rest(`/api/v1/trades/${symbol}?limit=${TAPE_LENGTH}`).then((ts) => ts.forEach((t) => add(t, true)), () => {});
+  load();
+  teardown.push(
+    client.subscribe(`trades:${symbol}`, (e) => {
+      if (e.reset) {
+        // What was missed cannot be replayed: start the tape again from REST.
+        body.replaceChildren();
+        shown.clear();
+        return load();
+      }
+      if (e.data) add(e.data, false);
+    }),
+  );
   return el(
     "section",
     { class: "panel" },

@@ -117,7 +117,7 @@ export function tradingPanel(ctx, market) {
       el("td", { class: "num" }, o.qty),
       el("td", { class: "num" }, o.filled_qty),
       el("td", { class: "num" }, o.avg_price),
-      el("td", { class: "status" }, o.status.replace("_", " ")),
+      el("td", { class: "status", title: o.status === "reserved" ? "the market is closed: this order meets the book at its next open" : null }, o.status.replace("_", " ")),
       el("td", {}, cancel),
     );
   };

@@ -1,11 +1,15 @@
 // The browser UI in a real browser: Debian's chromium, driven by playwright-core, against a
 // running node. `node tests/browser/ui.mjs http://127.0.0.1:PORT` (tests/browser.rs runs it,
 // on a node whose KRW-ETH follows the simulator and whose KRW-BTC only its users trade).
-// Fails on any console error or page error. With BOURSE_SCREENSHOTS=<dir>, saves a
+// Fails on any console error or page error (network errors only while the node restarts:
+// the test asks tests/browser.rs to restart it by creating the file BOURSE_RESTART_FILE
+// names). With BOURSE_SCREENSHOTS=<dir>, saves a
 // screenshot of each page there (docs/ui-*.png are made this way); with DEBUG_UI=1 the
 // pages log every stream event, and a failure prints the pages' last console lines.
 
 import { chromium } from "playwright-core";
+import { until } from "./until.mjs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 
 const base = process.argv[2];
 if (!base) {
@@ -16,16 +20,6 @@ const shots = process.env.BOURSE_SCREENSHOTS;
 const errors = [];
 const step = (what) => console.log(`- ${what}`);
 
-async function until(what, seconds, probe) {
-  const deadline = Date.now() + seconds * 1000;
-  for (;;) {
-    const got = await probe();
-    if (got) return got;
-    if (Date.now() > deadline) throw new Error(`timed out after ${seconds} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 async function rest(path) {
   const r = await fetch(base + path);
   if (!r.ok) throw new Error(`${path}: ${r.status}`);
@@ -33,11 +27,14 @@ async function rest(path) {
 }
 
 const logged = [];
+// While the node restarts, the pages' failed connections are expected.
+let outage = false;
+const networkError = /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|WebSocket connection to .* failed/;
 function watch(page, name) {
   if (process.env.DEBUG_UI) page.addInitScript(() => (globalThis.BOURSE_DEBUG = true));
   page.on("console", (m) => {
     logged.push(`${name} ${m.type()}: ${m.text()}`);
-    if (m.type() === "error") errors.push(`${name} console: ${m.text()}`);
+    if (m.type() === "error" && !(outage && networkError.test(m.text()))) errors.push(`${name} console: ${m.text()}`);
   });
   page.on("pageerror", (e) => errors.push(`${name} page error: ${e.message}`));
 }
@@ -103,11 +100,24 @@ try {
   await until("5m pressed", 10, async () => (await page.locator('button[data-interval="5m"]').getAttribute("aria-pressed")) === "true");
 
   step("two users register in their own browsers and trade KRW-BTC with each other");
+  // (and the order form is reachable with the keyboard alone: Tab visits each control)
   const suffix = Date.now().toString(36);
   const seller = await user(page, `seller_${suffix}`);
   const buyerPage = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   watch(buyerPage, "buyer");
   const buyer = await user(buyerPage, `buyer_${suffix}`);
+  await seller.locator('.order-form button[data-side="buy"]').focus();
+  const visited = [];
+  for (let i = 0; i < 12; i += 1) {
+    visited.push(await seller.evaluate(() => {
+      const a = document.activeElement;
+      return a.closest("form.order-form") ? a.getAttribute("name") || a.dataset.side || a.className : null;
+    }));
+    await seller.keyboard.press("Tab");
+  }
+  for (const control of ["buy", "sell", "type", "price", "qty", "tif", "post_only", "submit buy"]) {
+    if (!visited.includes(control)) throw new Error(`Tab never reaches the order form's ${control}: ${visited.join(", ")}`);
+  }
   await place(seller, { side: "sell", price: "100000000", qty: "0.01" });
   await until("the seller's open order", 15, async () => (await seller.locator('table.open-orders tr[data-status="new"]').count()) === 1);
   await until("the ask in both books", 15, async () => {
@@ -133,6 +143,21 @@ try {
     return krw === "101000000" && btc === "1.01";
   });
   await until("the ask gone from the book", 15, async () => (await buyer.locator("table.book tr.ask").count()) === 0);
+
+  step("a closed market: the order is reserved, shown as such, and can be cancelled");
+  await seller.goto(`${base}/#/market/KRW-XRP`);
+  await until("the closed session shown", 15, async () => (await seller.locator('p.session[data-open="false"]').count()) === 1);
+  await until("the XRP order form", 15, async () => (await seller.locator("form.order-form").count()) === 1);
+  await place(seller, { side: "buy", price: "1000", qty: "2" });
+  const reserved = seller.locator('table.open-orders tr[data-status="reserved"]');
+  await until("the reserved order", 15, async () => (await reserved.count()) === 1);
+  await until("its hold", 15, async () => (await seller.locator('dd[data-asset="KRW"]').getAttribute("data-held")) === "2000");
+  if ((await reserved.locator("td.status").textContent()) !== "reserved") throw new Error("the reserved order is not shown as reserved");
+  await reserved.locator("button.cancel").click();
+  await until("the cancelled reserved order in the history", 15, async () => (await seller.locator('table.order-history tr[data-status="cancelled"]').count()) === 1);
+  await until("its hold released", 15, async () => (await seller.locator('dd[data-asset="KRW"]').getAttribute("data-held")) === "0");
+  await seller.goto(`${base}/#/market/KRW-BTC`);
+  await until("the seller's KRW-BTC page", 15, async () => (await seller.locator("form.order-form").count()) === 1);
 
   step("chat: a message from one user reaches the other, and markup stays text");
   const hostile = "<script>window.__owned = 1</script><b>bold?</b>";
@@ -201,17 +226,78 @@ try {
   await until("the stream to go on", 15, async () => (await seller.locator(".stream .seq").textContent()) !== seqAfter);
   if (shots) await seller.screenshot({ path: `${shots}/ui-cluster.png` });
 
-  step("a 390-pixel phone: nothing wider than the screen");
+  step("the node is killed and restarts: the page reconnects, resumes its streams and trades again");
+  const restartFile = process.env.BOURSE_RESTART_FILE;
+  if (!restartFile) throw new Error("BOURSE_RESTART_FILE is not set");
+  await buyer.goto(`${base}/#/market/KRW-ETH`);
+  await until("the buyer's tape", 15, async () => (await buyer.locator("table.tape tbody tr").count()) > 0);
+  await buyer.evaluate(() => {
+    const conn = document.getElementById("conn");
+    window.__states = [];
+    new MutationObserver(() => window.__states.push(conn.textContent)).observe(conn, { childList: true, characterData: true, subtree: true });
+  });
+  outage = true;
+  writeFileSync(restartFile, "restart");
+  await until("the restart to be done", 60, async () => !existsSync(restartFile));
+  await until("the page to reconnect", 30, async () => {
+    const states = await buyer.evaluate(() => window.__states);
+    return states.includes("connecting") && states.at(-1) === "open";
+  });
+  outage = false;
+  const restartedAt = Date.now();
+  await until("a trade after the restart on the tape", 30, async () => {
+    const times = await buyer.locator("table.tape tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.trade));
+    const [latest] = await rest("/api/v1/trades/KRW-ETH?limit=1");
+    return latest && latest.ts > restartedAt && times.includes(String(latest.trade_id));
+  });
+  await until("the chart's last close to equal REST's again", 30, async () => {
+    const interval = await buyer.locator("#chart").getAttribute("data-interval");
+    const [before] = await rest(`/api/v1/candles/KRW-ETH?interval=${interval}&limit=1`);
+    const shown = await buyer.locator("#chart").getAttribute("data-last-close");
+    const [after] = await rest(`/api/v1/candles/KRW-ETH?interval=${interval}&limit=1`);
+    return before && after && before.close === after.close && before.open_time === after.open_time && shown === after.close;
+  });
+  await buyer.goto(`${base}/#/market/KRW-BTC`);
+  await until("the buyer's order form", 15, async () => (await buyer.locator("form.order-form").count()) === 1);
+  await place(buyer, { side: "buy", price: "50000000", qty: "0.01" });
+  await until("the buyer's order placed after the restart", 15, async () => {
+    const said = await buyer.locator(".order-form .form-error").textContent();
+    if (said) throw new Error(`the order after the restart was refused: ${said}`);
+    return (await buyer.locator('table.open-orders tr[data-status="new"]').count()) === 1;
+  });
+
+  step("a 390-pixel phone: no page is wider than the screen");
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   watch(phone, "phone");
-  for (const path of ["/", "/#/market/KRW-ETH"]) {
+  await user(phone, `phone_${suffix}`);
+  const pages = {
+    "/#/": "table.markets tbody tr",
+    "/#/market/KRW-ETH": "form.order-form",
+    "/#/portfolio": "table.positions",
+    "/#/rankings/all": "table.rankings",
+    "/#/notifications": "ol.inbox",
+    "/#/cluster": 'form[aria-label="admin token"]',
+    "/#/login": 'input[name="username"]',
+  };
+  for (const [path, shown] of Object.entries(pages)) {
     await phone.goto(base + path);
-    await until(`${path} to render`, 15, async () => (await phone.locator("table").count()) > 0);
+    await until(`${path} to render`, 15, async () => (await phone.locator(shown).count()) > 0);
     const wide = await phone.evaluate(() => document.documentElement.scrollWidth);
     if (wide > 390) throw new Error(`${path} is ${wide} px wide on a 390 px screen`);
+    if (path === "/#/market/KRW-ETH") {
+      await until("the phone's chart", 15, async () => (await phone.locator("#chart canvas").count()) > 0);
+      if (shots) await phone.screenshot({ path: `${shots}/ui-market-phone.png` });
+    }
   }
-  await until("the phone's chart", 15, async () => (await phone.locator("#chart canvas").count()) > 0);
-  if (shots) await phone.screenshot({ path: `${shots}/ui-market-phone.png` });
+
+  step("built without npm: the page says how to get the chart, and the rest works");
+  const bare = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  watch(bare, "no-chart");
+  const standIn = readFileSync(new URL("../../web/chart-missing.mjs", import.meta.url), "utf8");
+  await bare.route("**/ui/chart.mjs", (r) => r.fulfill({ status: 200, contentType: "text/javascript; charset=utf-8", body: standIn }));
+  await bare.goto(`${base}/#/market/KRW-ETH`);
+  await until("the missing chart's message", 15, async () => ((await bare.locator("#chart p.error").textContent().catch(() => "")) || "").includes("npm"));
+  await until("the tape without the chart", 15, async () => (await bare.locator("table.tape tbody tr").count()) > 0);
 } catch (e) {
   failed = true;
   console.error(`FAILED: ${e.message}`);

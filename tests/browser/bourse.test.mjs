@@ -1,0 +1,196 @@
+// Unit tests of web/bourse.js's stream bookkeeping against a scripted WebSocket (no server):
+// what it sends and what its handlers get when the server skips a seq, repeats one, moves to
+// a new epoch, conflates a ticker, or stops answering pings; and its backoff. The whole
+// client against real nodes is tests/browser/ui.mjs and client.mjs.
+//
+//   node --test tests/browser/bourse.test.mjs
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { until } from "./until.mjs";
+
+/** A WebSocket the test drives: it records what the client sends and answers by hand. */
+class FakeSocket {
+  static OPEN = 1;
+  static made = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.made.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  /** The server side: opens the socket. */
+  accept() {
+    this.readyState = FakeSocket.OPEN;
+    this.onopen();
+  }
+  /** The server side: a frame to the client. */
+  push(msg) {
+    this.onmessage({ data: JSON.stringify(msg) });
+  }
+  /** The server side: answers the last request of `op` with `result`. */
+  answer(op, result) {
+    const req = this.sent.findLast((m) => m.op === op);
+    assert.ok(req, `no ${op} was sent`);
+    this.push({ id: req.id, ok: true, result });
+    return req;
+  }
+  drop() {
+    this.readyState = 3;
+    this.onclose();
+  }
+}
+globalThis.WebSocket = FakeSocket;
+const { Bourse } = await import("../../web/bourse.js");
+
+const tick = () => new Promise((r) => setImmediate(r));
+const ev = (ch, epoch, seq, data = { n: seq }) => ({ ch, epoch, seq, ts: 0, data });
+
+/** A client on a fresh fake socket, subscribed to `ch` at `epoch:seq` (snapshot given). */
+async function subscribed(ch, epoch, seq) {
+  FakeSocket.made = [];
+  const client = new Bourse({ urls: ["ws://a/ws", "ws://b/ws"] });
+  const ws = FakeSocket.made[0];
+  ws.accept();
+  const got = [];
+  client.subscribe(ch, (e) => got.push(e.reset ? "reset" : `${e.epoch}:${e.seq}`));
+  ws.answer("subscribe", { channels: { [ch]: { epoch, seq } } });
+  await tick();
+  ws.push(ev(ch, epoch, seq)); // the snapshot carries the granted seq
+  return { client, ws, got };
+}
+
+test("a seq gap re-subscribes from the last position and hides what follows until answered", async () => {
+  const { client, ws, got } = await subscribed("trades:X-Y", "e1", 5);
+  ws.push(ev("trades:X-Y", "e1", 6));
+  ws.push(ev("trades:X-Y", "e1", 8)); // 7 is missing
+  const again = ws.sent.at(-1);
+  assert.equal(again.op, "subscribe");
+  assert.deepEqual(again.since, { "trades:X-Y": "e1:6" });
+  ws.push(ev("trades:X-Y", "e1", 9)); // before the answer: dropped, it comes again
+  ws.answer("subscribe", { channels: { "trades:X-Y": { epoch: "e1", seq: 6, resumed: true } } });
+  await tick();
+  for (const s of [7, 8, 9]) ws.push(ev("trades:X-Y", "e1", s));
+  assert.deepEqual(got, ["e1:5", "e1:6", "e1:7", "e1:8", "e1:9"]);
+  client.close();
+});
+
+test("a repeated seq is dropped; a ticker may skip seqs", async () => {
+  const { client, ws, got } = await subscribed("ticker:X-Y", "e1", 1);
+  ws.push(ev("ticker:X-Y", "e1", 1));
+  ws.push(ev("ticker:X-Y", "e1", 4));
+  assert.deepEqual(got, ["e1:1", "e1:4"]);
+  assert.equal(ws.sent.filter((m) => m.op === "subscribe").length, 1);
+  client.close();
+});
+
+test("a new epoch is followed on a stream, but a book starts afresh from a snapshot", async () => {
+  const trades = await subscribed("trades:X-Y", "e1", 3);
+  trades.ws.push(ev("trades:X-Y", "e2", 1));
+  trades.ws.push(ev("trades:X-Y", "e2", 2));
+  assert.deepEqual(trades.got, ["e1:3", "e2:1", "e2:2"]);
+  trades.client.close();
+
+  const book = await subscribed("book:X-Y", "e1", 3);
+  book.ws.push(ev("book:X-Y", "e2", 7));
+  assert.deepEqual(book.got, ["e1:3", "reset"]);
+  const again = book.ws.sent.at(-1);
+  assert.equal(again.op, "subscribe");
+  assert.equal(again.since, undefined, "a book is not resumed across epochs");
+  book.ws.answer("subscribe", { channels: { "book:X-Y": { epoch: "e2", seq: 9 } } });
+  await tick();
+  book.ws.push(ev("book:X-Y", "e2", 9)); // the new snapshot
+  book.ws.push(ev("book:X-Y", "e2", 10));
+  assert.deepEqual(book.got, ["e1:3", "reset", "e2:9", "e2:10"]);
+  book.client.close();
+});
+
+test("a reconnect goes to the next gateway and resumes every channel by since", async () => {
+  const { client, ws, got } = await subscribed("trades:X-Y", "e1", 5);
+  ws.drop();
+  assert.equal(client.state, "connecting");
+  await until("a second socket", 2, () => FakeSocket.made.length === 2, 10);
+  const next = FakeSocket.made[1];
+  assert.equal(next.url, "ws://b/ws");
+  next.accept();
+  const sub = next.sent.find((m) => m.op === "subscribe");
+  assert.deepEqual(sub.since, { "trades:X-Y": "e1:5" });
+  // The server no longer holds e1:5: the handler hears reset, then the new snapshot.
+  next.answer("subscribe", { channels: { "trades:X-Y": { epoch: "e1", seq: 40 } } });
+  await tick();
+  next.push(ev("trades:X-Y", "e1", 40));
+  assert.deepEqual(got, ["e1:5", "reset", "e1:40"]);
+  client.close();
+});
+
+test("a request while disconnected fails at once with unavailable; a lost one too", async () => {
+  const { client, ws } = await subscribed("trades:X-Y", "e1", 1);
+  const pending = client.request("order.place", { symbol: "X-Y" });
+  ws.drop();
+  await assert.rejects(pending, (e) => e.code === "unavailable");
+  await assert.rejects(client.request("ping"), (e) => e.code === "unavailable");
+  client.close();
+});
+
+test("the backoff's ceiling doubles per failed attempt up to its cap, and resets on an answer", () => {
+  FakeSocket.made = [];
+  const waits = [];
+  const realTimeout = globalThis.setTimeout;
+  const realRandom = Math.random;
+  Math.random = () => 0.999999; // the top of each full-jitter range: the ceiling
+  globalThis.setTimeout = (f, ms) => {
+    waits.push(Math.round(ms));
+    return 0;
+  };
+  try {
+    const client = new Bourse({ urls: ["ws://a/ws"] });
+    for (let i = 0; i < 8; i += 1) {
+      client.ws.drop();
+      client.connect();
+    }
+    assert.deepEqual(waits, [250, 500, 1000, 2000, 4000, 8000, 10000, 10000]);
+    client.ws.accept();
+    client.ws.push({ id: null, ok: true, result: {} });
+    client.ws.drop();
+    assert.equal(waits.at(-1), 250);
+    client.close();
+  } finally {
+    globalThis.setTimeout = realTimeout;
+    Math.random = realRandom;
+  }
+});
+
+test("a ping left unanswered for 10 s drops the connection and moves to the next gateway", () => {
+  FakeSocket.made = [];
+  const intervals = [];
+  const timeouts = [];
+  const [realInterval, realTimeout] = [globalThis.setInterval, globalThis.setTimeout];
+  globalThis.setInterval = (f, ms) => intervals.push({ f, ms });
+  globalThis.setTimeout = (f, ms) => timeouts.push({ f, ms });
+  try {
+    const client = new Bourse({ urls: ["ws://a/ws", "ws://b/ws"] });
+    const ws = FakeSocket.made[0];
+    ws.accept();
+    const every = intervals.at(-1);
+    assert.equal(every.ms, 15000);
+    every.f();
+    assert.equal(ws.sent.at(-1).op, "ping");
+    const deadline = timeouts.at(-1);
+    assert.equal(deadline.ms, 10000);
+    deadline.f();
+    assert.equal(ws.readyState, 3, "the dead socket is closed");
+    assert.equal(client.state, "connecting");
+    timeouts.at(-1).f(); // the backoff's wait is over
+    assert.equal(FakeSocket.made.at(-1).url, "ws://b/ws");
+    client.close();
+  } finally {
+    globalThis.setInterval = realInterval;
+    globalThis.setTimeout = realTimeout;
+  }
+});
