@@ -108,6 +108,20 @@ async fn three_nodes_agree_on_members_and_ring_and_stream_every_symbol_from_ever
             assert_eq!(status, 200, "{body}");
         }
     }
+    // Every cross-node message carried this build's wire version: none was refused.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (_, body) = node.get("/metrics");
+        let text = body.as_str().unwrap_or_default();
+        for reason in ["version", "codec"] {
+            let sample = format!("bourse_cluster_messages_refused_total{{reason=\"{reason}\"}}");
+            assert_eq!(
+                common::metric(text, &sample),
+                Some(0.0),
+                "node{}: {sample}",
+                i + 1
+            );
+        }
+    }
     // Each symbol is active on exactly one node.
     let (status, listed) = cluster.nodes[0].api(
         "GET",

@@ -69,6 +69,17 @@ pub static PEERS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Cluster messages dropped undecoded: `version` (from a peer of another bourse build,
+/// see wire.rs) and `codec` (malformed).
+pub static MESSAGES_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_from_zero(
+        "bourse_cluster_messages_refused_total",
+        "Cluster messages dropped undecoded, by reason (version: a peer of another bourse build; codec: malformed)",
+        "reason",
+        &["version", "codec"],
+    )
+});
+
 /// Messages delivered to entities, by kind.
 pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

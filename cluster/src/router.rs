@@ -77,17 +77,20 @@ impl Actor for Router {
         match message {
             RouterMsg::Cast(bytes) => match wire::decode::<msg::Cast>(&bytes) {
                 Ok(cast) => on_cast(state, cast),
-                Err(e) => tracing::warn!(error = %e, "dropping an undecodable cluster message"),
+                Err(e) => refused(&e),
             },
             RouterMsg::Call(bytes, reply) => {
                 let sharding = state.sharding.clone();
                 tokio::spawn(async move {
                     let answer = match wire::decode::<msg::Call>(&bytes) {
                         Ok(call) => sharding.serve_call(call).await,
-                        Err(e) => msg::Reply::Failed {
-                            retry: false,
-                            message: e.to_string(),
-                        },
+                        Err(e) => {
+                            refused(&e);
+                            msg::Reply::Failed {
+                                retry: false,
+                                message: e.to_string(),
+                            }
+                        }
                     };
                     match wire::encode(&answer) {
                         Ok(bytes) => {
@@ -99,6 +102,21 @@ impl Actor for Router {
             }
         }
         Ok(())
+    }
+}
+
+/// Counts a message dropped undecoded, and logs the 1st, 2nd, 4th, 8th... of each reason:
+/// a peer of another build sends several a second, and one line says what is wrong.
+fn refused(e: &wire::WireError) {
+    let reason = match e {
+        wire::WireError::Version(_) | wire::WireError::Unversioned => "version",
+        wire::WireError::Codec(_) => "codec",
+    };
+    let counter = crate::metrics::MESSAGES_REFUSED.with_label_values(&[reason]);
+    counter.inc();
+    let seen = counter.get();
+    if seen.is_power_of_two() {
+        tracing::warn!(error = %e, seen, "dropping an undecodable cluster message");
     }
 }
 

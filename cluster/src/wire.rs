@@ -2,6 +2,10 @@
 //! without touching callers. bincode 2 with its serde adapter, standard config, and a limit:
 //! a length that claims more than [`MAX_MESSAGE`] bytes is an error before anything is
 //! allocated (without it, a frame claiming a string of 200 TB aborted the process).
+//!
+//! Every message starts with [`TAG`] and this build's [`VERSION`], so nodes of builds whose
+//! messages differ refuse each other's messages with an error that says so (and therefore
+//! never see each other as members) instead of misreading them.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,22 +23,55 @@ fn config() -> Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE>()
 }
 
+/// The first byte of every message. No message of a build before wire versions starts with
+/// it: those are bare bincode, whose first value is a variable-length integer, and such an
+/// integer never begins with `0xFF`.
+const TAG: u8 = 0xFF;
+
+/// The layout of the messages this build speaks, the byte after [`TAG`]. Raise it whenever
+/// a message crossing nodes changes its layout: a cluster then runs one version at a time
+/// (docs/OPERATIONS.md "Upgrades").
+pub const VERSION: u8 = 1;
+
 /// A message that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
-#[error("wire codec: {0}")]
-pub struct WireError(String);
+pub enum WireError {
+    /// From a peer of another build: nothing of it was read.
+    #[error(
+        "wire codec: a peer speaks cluster wire version {0}, this node version {VERSION}: run one bourse version across the cluster"
+    )]
+    Version(u8),
+    /// From a peer older than wire versions.
+    #[error(
+        "wire codec: a message without a wire version (a peer older than this node's wire version {VERSION}): run one bourse version across the cluster"
+    )]
+    Unversioned,
+    #[error("wire codec: {0}")]
+    Codec(String),
+}
 
 /// Encodes a message for another node.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| WireError(e.to_string()))
+    let mut out = vec![TAG, VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| WireError::Codec(e.to_string()))?;
+    Ok(out)
 }
 
 /// Decodes a message from another node; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| WireError(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(WireError(format!("{} trailing bytes", bytes.len() - used)));
+    let body = match bytes {
+        [TAG, VERSION, body @ ..] => body,
+        [TAG, other, ..] => return Err(WireError::Version(*other)),
+        _ => return Err(WireError::Unversioned),
+    };
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| WireError::Codec(e.to_string()))?;
+    if used != body.len() {
+        return Err(WireError::Codec(format!(
+            "{} trailing bytes",
+            body.len() - used
+        )));
     }
     Ok(value)
 }
@@ -47,7 +84,7 @@ mod tests {
     #[test]
     fn a_length_past_the_limit_is_an_error_not_an_allocation() {
         // A request whose channel name claims 2^40 bytes.
-        let mut bytes = vec![253];
+        let mut bytes = vec![TAG, VERSION, 253];
         bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
         let err = decode::<StreamRequest>(&bytes).unwrap_err().to_string();
         assert!(err.contains("imit"), "{err}");
@@ -69,6 +106,27 @@ mod tests {
         longer.push(0);
         assert!(decode::<StreamRequest>(&longer).is_err());
         assert!(decode::<StreamRequest>(&[0xff, 0xff]).is_err());
+        assert!(decode::<StreamRequest>(&[]).is_err());
+    }
+
+    #[test]
+    fn a_message_of_another_version_or_none_is_refused_saying_so() {
+        let req = StreamRequest {
+            channel: "trades:KRW-BTC".into(),
+            node: "node1".into(),
+            since: None,
+        };
+        let mut newer = encode(&req).unwrap();
+        newer[1] = VERSION + 1;
+        let err = decode::<StreamRequest>(&newer).unwrap_err();
+        assert!(matches!(err, WireError::Version(v) if v == VERSION + 1));
+        assert!(err.to_string().contains("run one bourse version"), "{err}");
+        // What a build before wire versions sent: bare bincode.
+        let bare = bincode::serde::encode_to_vec(&req, config()).unwrap();
+        assert!(matches!(
+            decode::<StreamRequest>(&bare).unwrap_err(),
+            WireError::Unversioned
+        ));
     }
 }
 

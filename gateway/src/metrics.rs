@@ -124,6 +124,7 @@ pub async fn render(state: &GatewayState) -> Result<String, ApiError> {
     sample_process();
     LazyLock::force(&bourse_cluster::metrics::FANOUT);
     LazyLock::force(&bourse_cluster::metrics::PEERS_REFUSED);
+    LazyLock::force(&bourse_cluster::metrics::MESSAGES_REFUSED);
     LazyLock::force(&bourse_storage::metrics::BATCH_SECONDS);
     let mut out = Vec::new();
     TextEncoder::new()
