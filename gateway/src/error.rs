@@ -108,6 +108,12 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new("internal", m)
     }
+    /// 500: an entity answered `asked` with a reply that request never gets (a bug on this
+    /// node): logged with what it said; the client learns only that it failed.
+    pub fn wrong_reply(asked: &str, reply: &dyn std::fmt::Debug) -> Self {
+        tracing::error!(asked, ?reply, "an entity answered with the wrong reply");
+        Self::internal("internal error")
+    }
 
     /// The HTTP status of the code.
     pub fn status(&self) -> StatusCode {

@@ -84,10 +84,7 @@ pub async fn create(state: &GatewayState, user: u64, body: CreateBody) -> Result
     {
         AccountReply::AlertCreated(r) => Ok(alert::view(&state.markets, &r)),
         AccountReply::Error(e) => Err(e.into()),
-        _ => {
-            tracing::error!("account answered an alert creation with the wrong reply");
-            Err(ApiError::internal("internal error"))
-        }
+        other => Err(ApiError::wrong_reply("account: create an alert", &other)),
     }
 }
 
@@ -119,10 +116,7 @@ pub async fn delete(state: &GatewayState, user: u64, raw: &str) -> Result<Value,
     {
         AlertReply::Rule(r) => Ok(alert::view(&state.markets, &r)),
         AlertReply::Error(e) => Err(e.into()),
-        AlertReply::Rearm(_) => {
-            tracing::error!("alert answered a delete with the wrong reply");
-            Err(ApiError::internal("internal error"))
-        }
+        other @ AlertReply::Rearm(_) => Err(ApiError::wrong_reply("alert: delete", &other)),
     }
 }
 

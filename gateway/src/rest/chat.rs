@@ -74,9 +74,6 @@ pub async fn post(
     match state.sharding.ask::<Room>(room, msg).await? {
         RoomReply::Sent(m) => Ok(room::view(&m)),
         RoomReply::Error(e) => Err(e.into()),
-        _ => {
-            tracing::error!("room answered a post with the wrong reply");
-            Err(ApiError::internal("internal error"))
-        }
+        other => Err(ApiError::wrong_reply("room: post", &other)),
     }
 }

@@ -54,11 +54,6 @@ pub fn market<'a>(state: &'a GatewayState, symbol: &str) -> Result<&'a Market, A
         .ok_or_else(|| ApiError::not_found(format!("unknown symbol '{symbol}'")))
 }
 
-fn unexpected(reply: SymbolReply) -> ApiError {
-    tracing::error!(?reply, "symbol answered with the wrong reply");
-    ApiError::internal("internal error")
-}
-
 /// Longest `q` of a symbol search: longer than any symbol.
 pub const MAX_SEARCH: usize = 32;
 
@@ -125,7 +120,7 @@ pub async fn ticker(
             state.ticker_cache.put(&symbol, &ticker).await;
             Ok(ticker)
         }
-        other => Err(unexpected(other)),
+        other => Err(ApiError::wrong_reply("symbol", &other)),
     }
 }
 
@@ -144,7 +139,7 @@ pub async fn trades(
         .await?
     {
         SymbolReply::Trades(t) => Ok(Value::Array(t.iter().map(|t| view::trade(m, t)).collect())),
-        other => Err(unexpected(other)),
+        other => Err(ApiError::wrong_reply("symbol", &other)),
     }
 }
 
@@ -176,7 +171,7 @@ pub async fn candles(
             .await?
         {
             SymbolReply::OpenCandle(c) => c,
-            other => return Err(unexpected(other)),
+            other => return Err(ApiError::wrong_reply("symbol", &other)),
         }
     } else {
         None

@@ -52,10 +52,7 @@ pub async fn rankings(
             "traders": traders.iter().map(standing).collect::<Vec<_>>(),
             "you": you.as_ref().map(standing),
         })),
-        RankingsReply::Done => {
-            tracing::error!("the rankings answered a read with Done");
-            Err(ApiError::internal("internal error"))
-        }
+        other @ RankingsReply::Done => Err(ApiError::wrong_reply("rankings: top", &other)),
     }
 }
 

@@ -154,11 +154,6 @@ async fn ask(state: &GatewayState, user: u64, msg: AccountMsg) -> Result<Account
     }
 }
 
-fn unexpected(what: &str) -> ApiError {
-    tracing::error!("{what}: the account answered with the wrong reply");
-    ApiError::internal("internal error")
-}
-
 /// Places an order; `(created, order)`: false when a `client_order_id` matched.
 pub async fn place(
     state: &GatewayState,
@@ -170,7 +165,7 @@ pub async fn place(
         AccountReply::Placed { order, created } => {
             Ok((created, view::order(&state.markets, &order)))
         }
-        _ => Err(unexpected("place")),
+        other => Err(ApiError::wrong_reply("account: place", &other)),
     }
 }
 
@@ -179,7 +174,7 @@ pub async fn cancel(state: &GatewayState, user: u64, raw_id: &str) -> Result<Val
     let id = order_id_of(user, raw_id)?;
     match ask(state, user, AccountMsg::Cancel(id)).await? {
         AccountReply::Order(o) => Ok(view::order(&state.markets, &o)),
-        _ => Err(unexpected("cancel")),
+        other => Err(ApiError::wrong_reply("account: cancel", &other)),
     }
 }
 
@@ -188,7 +183,7 @@ pub async fn get(state: &GatewayState, user: u64, raw_id: &str) -> Result<Value,
     let id = order_id_of(user, raw_id)?;
     match ask(state, user, AccountMsg::Get(id)).await? {
         AccountReply::Order(o) => Ok(view::order(&state.markets, &o)),
-        _ => Err(unexpected("get")),
+        other => Err(ApiError::wrong_reply("account: get", &other)),
     }
 }
 
@@ -222,7 +217,7 @@ pub async fn list(
                 .map(|o| view::order(&state.markets, o))
                 .collect(),
         )),
-        _ => Err(unexpected("list")),
+        other => Err(ApiError::wrong_reply("account: list", &other)),
     }
 }
 
@@ -230,14 +225,15 @@ pub async fn list(
 pub async fn account(state: &GatewayState, user: u64) -> Result<Value, ApiError> {
     match ask(state, user, AccountMsg::Balances).await? {
         AccountReply::Balances(b) => Ok(view::balances(&state.markets, &b)),
-        _ => Err(unexpected("account")),
+        other => Err(ApiError::wrong_reply("account: account", &other)),
     }
 }
 
 /// `GET /api/v1/portfolio`: the account's positions valued at each market's last price.
 pub async fn portfolio(state: &GatewayState, user: u64) -> Result<Value, ApiError> {
-    let AccountReply::Portfolio(holdings) = ask(state, user, AccountMsg::Portfolio).await? else {
-        return Err(unexpected("portfolio"));
+    let holdings = match ask(state, user, AccountMsg::Portfolio).await? {
+        AccountReply::Portfolio(holdings) => holdings,
+        other => return Err(ApiError::wrong_reply("account: portfolio", &other)),
     };
     let prices =
         bourse_actors::symbol::last_prices(&state.sharding, holdings.positions.keys()).await;
@@ -343,7 +339,7 @@ pub async fn book(
         BookReply::Depth { seq, bids, asks } => {
             Ok(bourse_actors::book::view::depth(m, seq, &bids, &asks))
         }
-        _ => Err(unexpected("book")),
+        other => Err(ApiError::wrong_reply("book: depth", &other)),
     }
 }
 
