@@ -86,7 +86,7 @@ hours = "closed"
         .env("BOURSE_CHROMIUM", &chromium)
         .env("BOURSE_ADMIN_TOKEN", common::ADMIN_TOKEN)
         .env("BOURSE_RESTART_FILE", &restart);
-    let (status, text) = run_bounded(ui, &node.dir.join("ui.out"), 240, || {
+    let (status, text) = run_bounded(ui, &node.dir.join("ui.out"), 300, || {
         if restart.exists() {
             node.restart();
             node.wait_ready();
@@ -146,7 +146,10 @@ fn bourse_js_unit_tests_pass_in_node() {
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let mut tests = Command::new(node);
-    tests.arg("--test").arg(dir.join("bourse.test.mjs"));
+    tests
+        .arg("--test")
+        .arg("--test-reporter=tap")
+        .arg(dir.join("bourse.test.mjs"));
     let out = common::temp_dir("bourse-js-unit").join("out");
     let (status, text) = run_bounded(tests, &out, 60, || {});
     assert!(status.success(), "bourse.js unit tests failed:\n{text}");
@@ -156,17 +159,25 @@ fn bourse_js_unit_tests_pass_in_node() {
     );
 }
 
-/// `node` when Node.js is installed; `None` (the test then prints SKIPPED) otherwise, which
-/// fails the test where `BOURSE_REQUIRE_BROWSER` says it must run.
+/// `node` when a Node.js with a WebSocket (20.10 and later, with `--experimental-websocket`)
+/// is installed; `None` (the test then prints SKIPPED) otherwise, which fails the test where
+/// `BOURSE_REQUIRE_BROWSER` says it must run.
 fn node_js(test: &str) -> Option<&'static str> {
-    if Command::new("node").arg("--version").output().is_ok() {
+    let probe = Command::new("node")
+        .args([
+            "--experimental-websocket",
+            "-e",
+            "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
+        ])
+        .output();
+    if probe.is_ok_and(|out| out.status.success()) {
         return Some("node");
     }
     assert!(
         std::env::var_os("BOURSE_REQUIRE_BROWSER").is_none(),
-        "BOURSE_REQUIRE_BROWSER is set but Node.js is missing"
+        "BOURSE_REQUIRE_BROWSER is set but Node.js (20.10 or later) is missing"
     );
-    println!("SKIPPED {test}: no Node.js");
+    println!("SKIPPED {test}: no Node.js 20.10 or later");
     None
 }
 
@@ -196,7 +207,12 @@ fn run_bounded(
             let text = std::fs::read_to_string(out).unwrap_or_default();
             panic!("{cmd:?} did not finish in {secs} s:\n{text}");
         }
-        each();
+        // A failure in `each` must not leave Node.js (and its browser) running.
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut each)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic);
+        }
         std::thread::sleep(Duration::from_millis(200));
     };
     let text = std::fs::read_to_string(out).unwrap_or_default();

@@ -419,7 +419,12 @@ function tapePanel(symbol) {
       body.lastChild.remove();
     }
   };
-  const load = () => rest(`/api/v1/trades/${symbol}?limit=${TAPE_LENGTH}`).then((ts) => ts.forEach((t) => add(t, true)), () => {});
+  // Each load's number: an answer that arrives after a newer reset is dropped.
+  let loads = 0;
+  const load = () => {
+    const mine = ++loads;
+    rest(`/api/v1/trades/${symbol}?limit=${TAPE_LENGTH}`).then((ts) => mine === loads && ts.forEach((t) => add(t, true)), () => {});
+  };
   load();
   teardown.push(
     client.subscribe(`trades:${symbol}`, (e) => {

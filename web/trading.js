@@ -168,16 +168,22 @@ export function tradingPanel(ctx, market) {
     }, 150);
   }
 
-  refreshBalances();
-  Promise.all([
-    authed(`/api/v1/orders?symbol=${symbol}&status=open&limit=100`),
-    authed(`/api/v1/orders?symbol=${symbol}&status=done&limit=${HISTORY}`),
-  ]).then(
-    ([open, done]) => [...open, ...done].forEach(upsert),
-    (err) => (error.textContent = err.message),
-  );
+  // The orders from REST: at the start, and when the orders channel starts afresh (what
+  // was missed cannot be replayed).
+  const loadOrders = () => {
+    refreshBalances();
+    Promise.all([
+      authed(`/api/v1/orders?symbol=${symbol}&status=open&limit=100`),
+      authed(`/api/v1/orders?symbol=${symbol}&status=done&limit=${HISTORY}`),
+    ]).then(
+      ([open, done]) => [...open, ...done].forEach(upsert),
+      (err) => (error.textContent = err.message),
+    );
+  };
+  loadOrders();
   ctx.teardown.push(
     client.subscribe("orders", (e) => {
+      if (e.reset) return loadOrders();
       if (!e.data) return;
       const o = e.data;
       const before = orders.get(o.order_id);

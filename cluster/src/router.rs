@@ -9,6 +9,7 @@ use crate::sharding::Sharding;
 use crate::wire::{self, msg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The group of every node's router.
 pub const ROUTERS_GROUP: &str = "bourse.routers";
@@ -108,13 +109,15 @@ impl Actor for Router {
 /// Counts a message dropped undecoded, and logs the 1st, 2nd, 4th, 8th... of each reason:
 /// a peer of another build sends several a second, and one line says what is wrong.
 fn refused(e: &wire::WireError) {
-    let reason = match e {
-        wire::WireError::Version(_) | wire::WireError::Unversioned => "version",
-        wire::WireError::Codec(_) => "codec",
+    static SEEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    let (reason, i) = match e {
+        wire::WireError::Version(_) | wire::WireError::Unversioned => ("version", 0),
+        wire::WireError::Codec(_) => ("codec", 1),
     };
-    let counter = crate::metrics::MESSAGES_REFUSED.with_label_values(&[reason]);
-    counter.inc();
-    let seen = counter.get();
+    crate::metrics::MESSAGES_REFUSED
+        .with_label_values(&[reason])
+        .inc();
+    let seen = SEEN[i].fetch_add(1, Ordering::Relaxed) + 1;
     if seen.is_power_of_two() {
         tracing::warn!(error = %e, seen, "dropping an undecodable cluster message");
     }

@@ -30,7 +30,7 @@ const TAG: u8 = 0xFF;
 
 /// The layout of the messages this build speaks, the byte after [`TAG`]. Raise it whenever
 /// a message crossing nodes changes its layout: a cluster then runs one version at a time
-/// (docs/OPERATIONS.md "Upgrades").
+/// (docs/OPERATIONS.md "A cluster", on upgrades).
 pub const VERSION: u8 = 1;
 
 /// A message that could not be encoded or decoded.
@@ -107,6 +107,10 @@ mod tests {
         assert!(decode::<StreamRequest>(&longer).is_err());
         assert!(decode::<StreamRequest>(&[0xff, 0xff]).is_err());
         assert!(decode::<StreamRequest>(&[]).is_err());
+        assert!(matches!(
+            decode::<StreamRequest>(&[TAG, VERSION, 0xff]),
+            Err(WireError::Codec(_))
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@ async function rest(path) {
 const logged = [];
 // While the node restarts, the pages' failed connections are expected.
 let outage = false;
-const networkError = /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|WebSocket connection to .* failed/;
+const networkError = /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|WebSocket connection to .* failed|status of 50[23]/;
 function watch(page, name) {
   if (process.env.DEBUG_UI) page.addInitScript(() => (globalThis.BOURSE_DEBUG = true));
   page.on("console", (m) => {
@@ -243,7 +243,6 @@ try {
     const states = await buyer.evaluate(() => window.__states);
     return states.includes("connecting") && states.at(-1) === "open";
   });
-  outage = false;
   const restartedAt = Date.now();
   await until("a trade after the restart on the tape", 30, async () => {
     const times = await buyer.locator("table.tape tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.trade));
@@ -257,6 +256,7 @@ try {
     const [after] = await rest(`/api/v1/candles/KRW-ETH?interval=${interval}&limit=1`);
     return before && after && before.close === after.close && before.open_time === after.open_time && shown === after.close;
   });
+  outage = false;
   await buyer.goto(`${base}/#/market/KRW-BTC`);
   await until("the buyer's order form", 15, async () => (await buyer.locator("form.order-form").count()) === 1);
   await place(buyer, { side: "buy", price: "50000000", qty: "0.01" });
@@ -273,8 +273,8 @@ try {
   const pages = {
     "/#/": "table.markets tbody tr",
     "/#/market/KRW-ETH": "form.order-form",
-    "/#/portfolio": "table.positions",
-    "/#/rankings/all": "table.rankings",
+    "/#/portfolio": "table.positions tbody tr",
+    "/#/rankings/all": "table.rankings tbody tr",
     "/#/notifications": "ol.inbox",
     "/#/cluster": 'form[aria-label="admin token"]',
     "/#/login": 'input[name="username"]',
