@@ -102,10 +102,9 @@ hours = "closed"
 
 #[test]
 fn bourse_js_fails_over_to_another_gateway_and_resumes_its_streams() {
-    let Some(node) = node_js("bourse_js_fails_over_to_another_gateway_and_resumes_its_streams")
-    else {
+    if !node_js("bourse_js_fails_over_to_another_gateway_and_resumes_its_streams") {
         return;
-    };
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let mut cluster = Cluster::start("bourse-js", 2, "[feed]\ntrades_per_sec = 20\n");
     cluster.wait_converged(&[0, 1], &["node1", "node2"], Duration::from_secs(20));
@@ -120,7 +119,7 @@ fn bourse_js_fails_over_to_another_gateway_and_resumes_its_streams() {
     };
     let (on_a, on_b) = (on(0), on(1));
     let pid = cluster.nodes[0].pid().expect("node1 runs");
-    let mut client = Command::new(node);
+    let mut client = Command::new("node");
     client
         .arg("--experimental-websocket")
         .arg(dir.join("client.mjs"))
@@ -141,11 +140,11 @@ fn bourse_js_fails_over_to_another_gateway_and_resumes_its_streams() {
 
 #[test]
 fn bourse_js_unit_tests_pass_in_node() {
-    let Some(node) = node_js("bourse_js_unit_tests_pass_in_node") else {
+    if !node_js("bourse_js_unit_tests_pass_in_node") {
         return;
-    };
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let mut tests = Command::new(node);
+    let mut tests = Command::new("node");
     tests
         .arg("--test")
         .arg("--test-reporter=tap")
@@ -159,10 +158,10 @@ fn bourse_js_unit_tests_pass_in_node() {
     );
 }
 
-/// `node` when a Node.js with a WebSocket (20.10 and later, with `--experimental-websocket`)
-/// is installed; `None` (the test then prints SKIPPED) otherwise, which fails the test where
-/// `BOURSE_REQUIRE_BROWSER` says it must run.
-fn node_js(test: &str) -> Option<&'static str> {
+/// Whether a Node.js with a WebSocket (20.10 and later, with `--experimental-websocket`) is
+/// installed; without one the test prints SKIPPED, or fails where `BOURSE_REQUIRE_BROWSER`
+/// says it must run.
+fn node_js(test: &str) -> bool {
     let probe = Command::new("node")
         .args([
             "--experimental-websocket",
@@ -171,14 +170,14 @@ fn node_js(test: &str) -> Option<&'static str> {
         ])
         .output();
     if probe.is_ok_and(|out| out.status.success()) {
-        return Some("node");
+        return true;
     }
     assert!(
         std::env::var_os("BOURSE_REQUIRE_BROWSER").is_none(),
         "BOURSE_REQUIRE_BROWSER is set but Node.js (20.10 or later) is missing"
     );
     println!("SKIPPED {test}: no Node.js 20.10 or later");
-    None
+    false
 }
 
 /// Runs `cmd` with its output in the file `out`, calling `each` every 200 ms while it runs;

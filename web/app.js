@@ -548,7 +548,7 @@ function route() {
   const login = hash.match(/^#\/login(?:\?then=(.*))?$/);
   const ranking = hash.match(/^#\/rankings(?:\/(day|week|all))?$/);
   if (hash === "#/notifications" && session) inboxPage();
-  else if (hash === "#/cluster") clusterPage({ el, client, teardown }, main);
+  else if (hash === "#/cluster") clusterPage({ el, client, rest, teardown }, main);
   else if (hash === "#/portfolio" && session) portfolioPage({ el, client, authed, charts, teardown }, main);
   else if (ranking) rankingsPage({ el, rest, authed, session }, main, ranking[1] || "day");
   else if (market) marketPage(market[1]);

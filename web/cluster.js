@@ -5,26 +5,21 @@
 const KINDS = ["symbol", "book", "account", "room", "session", "alert", "rankings"];
 const TOKEN_KEY = "bourse.adminToken";
 
-/** `ctx`: `{el, client, teardown}`. */
+/** `ctx`: `{el, client, rest, teardown}`. */
 export function clusterPage(ctx, main) {
   const { el } = ctx;
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) return askToken(ctx, main);
+  /** An admin request with the token; a refused token is forgotten. */
   const admin = async (path, body) => {
-    const init = { headers: { authorization: `Bearer ${token}`, accept: "application/json" } };
-    if (body !== undefined) {
-      init.method = "POST";
-      init.body = JSON.stringify(body);
-      init.headers["content-type"] = "application/json";
+    const headers = { authorization: `Bearer ${token}` };
+    const init = body === undefined ? { headers } : { method: "POST", body: JSON.stringify(body), headers: { ...headers, "content-type": "application/json" } };
+    try {
+      return await ctx.rest(path, init);
+    } catch (e) {
+      if (e.status === 403) sessionStorage.removeItem(TOKEN_KEY);
+      throw e;
     }
-    const r = await fetch(path, init);
-    const answer = await r.json().catch(() => null);
-    if (r.status === 403) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      throw new Error(answer?.error?.message || "the admin token was refused");
-    }
-    if (!r.ok) throw new Error(answer?.error?.message || `${r.status}`);
-    return answer;
   };
 
   const members = el("tbody");
