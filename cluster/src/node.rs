@@ -118,6 +118,7 @@ pub async fn start(
         entities: 0,
         serving: true,
         hears: Vec::new(),
+        agreed: Vec::new(),
     };
     let up = Arc::new(AtomicBool::new(false));
     let membership_args = MembershipArgs {
