@@ -18,7 +18,7 @@
 //! until the view has settled.
 
 use crate::contacts::{Contact, Contacts};
-use crate::quorum::{Quorum, Report, Verdict};
+use crate::quorum::{Quorum, Verdict};
 use crate::router::cast_to_peers;
 use crate::sharding::Sharding;
 use crate::wire;
@@ -71,9 +71,6 @@ pub struct MemberInfo {
     /// compare it with what they hear to find members that lost each other while both
     /// are heard by others (docs/DESIGN.md "Partitions").
     pub hears: Vec<String>,
-    /// The membership it last agreed on, sorted: a peer serves only with a majority of
-    /// this too (docs/DESIGN.md "Partitions").
-    pub agreed: Vec<String>,
 }
 
 /// One member as this node sees it.
@@ -494,24 +491,17 @@ impl MembershipState {
         if self.args.me.status == Status::Up {
             heard.insert(self.args.me.node.clone());
         }
-        let reports: BTreeMap<String, Report> = self
+        let reports: BTreeMap<String, BTreeSet<String>> = self
             .peers
             .values()
-            .map(|p| {
-                let report = Report {
-                    hears: p.info.hears.iter().cloned().collect(),
-                    agreed: p.info.agreed.iter().cloned().collect(),
-                };
-                (p.info.node.clone(), report)
-            })
+            .filter(|p| heard.contains(&p.info.node))
+            .map(|p| (p.info.node.clone(), p.info.hears.iter().cloned().collect()))
             .collect();
         let me = self.args.me.node.clone();
         let judgement = self
             .quorum()
             .judge_views(&me, &heard, &reports, Instant::now());
         self.args.me.hears = heard.iter().cloned().collect();
-        let agreed = self.quorum().agreed().iter().cloned().collect();
-        self.args.me.agreed = agreed;
         let store_ok = self.args.store_ok.load(Ordering::Relaxed);
         if judgement.verdict != self.verdict || judgement.left_out != self.left_out {
             let agreed = self.quorum().agreed().clone();

@@ -20,12 +20,6 @@
 //! the most cut pairs, the highest-named of a tie) until those left all hear each other
 //! ([`left_out`]). A member left out stands down; the others leave it out of the ring.
 //!
-//! Members also announce the membership they agreed on, and a node serves only with a
-//! majority of its own agreed set and of every set its agreed members announced: members
-//! adopt a joiner or drop a silent member a heartbeat or so apart, and a cut in between
-//! must not let two sides count against different sets. A silent member leaves the agreed
-//! set only once no member this node hears still hears it.
-//!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,15 +38,6 @@ pub enum Verdict {
 
 /// Two members that do not hear each other, the lower-named first.
 pub type Pair = (String, String);
-
-/// What a peer said in its last heartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
-    /// The `up` members it hears (itself included when it is up).
-    pub hears: BTreeSet<String>,
-    /// The membership it last agreed on.
-    pub agreed: BTreeSet<String>,
-}
 
 /// The pairs of members that do not hear each other, from `views`: for each member whose
 /// view is known, the `up` members it hears (itself included). A pair is cut when either
@@ -138,9 +123,6 @@ pub struct Quorum {
     heard_since: Option<Instant>,
     /// The cut pairs seen now, and since when each has been seen without a break.
     cut_since: BTreeMap<Pair, Instant>,
-    /// Members known gone (see [`Quorum::forget`]), until heard again: they count in no
-    /// membership a peer announced either.
-    forgotten: BTreeSet<String>,
 }
 
 impl Quorum {
@@ -152,7 +134,6 @@ impl Quorum {
             heard: BTreeSet::new(),
             heard_since: None,
             cut_since: BTreeMap::new(),
-            forgotten: BTreeSet::new(),
         }
     }
 
@@ -170,35 +151,26 @@ impl Quorum {
     /// counts towards a majority.
     pub fn forget(&mut self, node: &str) {
         self.agreed.remove(node);
-        self.forgotten.insert(node.to_string());
     }
 
-    /// Judges what `me` hears (`heard`, itself included when it is up) against what its
-    /// peers said last (`reports`: every peer heard of, heard now or not) at `now`:
-    /// - members in a cut pair (from what `me` hears and what the members it hears say they
-    ///   hear) that has held for `stable_after` are left out as [`left_out`] picks them (a
-    ///   member noticed silent by one node a tick before another is no cut); if `me` is one
-    ///   of them it stands aside ([`Verdict::LeftOut`], its agreed membership untouched);
-    /// - otherwise it serves only with a majority of its agreed membership *and* of every
-    ///   membership its agreed members last announced: members adopt a joiner or drop a
-    ///   silent member a heartbeat or so apart, and a cut in between must not let two
-    ///   sides each count against a different set;
-    /// - a silent member leaves the agreed membership only once no member it hears still
-    ///   hears it, so two members that lost each other still count each other;
-    /// - the ring leaves out the members left out.
+    /// Judges what `me` hears (`heard`, itself included when it is up) and what the members
+    /// it hears say they hear (`reports`) at `now`: members in a cut pair that has held for
+    /// `stable_after` are left out as [`left_out`] picks them (a member just noticed
+    /// silent by one node and not yet by another is no cut), `me` stands aside
+    /// ([`Verdict::LeftOut`], its agreed membership untouched) if it is one of them, and
+    /// otherwise the rest is judged by [`Quorum::judge`], the ring without those left out.
     pub fn judge_views(
         &mut self,
         me: &str,
         heard: &BTreeSet<String>,
-        reports: &BTreeMap<String, Report>,
+        reports: &BTreeMap<String, BTreeSet<String>>,
         now: Instant,
     ) -> Judgement {
         let mut views: BTreeMap<String, BTreeSet<String>> = reports
             .iter()
             .filter(|(node, _)| heard.contains(*node) && node.as_str() != me)
-            .map(|(node, r)| (node.clone(), r.hears.clone()))
+            .map(|(node, hears)| (node.clone(), hears.clone()))
             .collect();
-        let elsewhere: BTreeSet<String> = views.values().flatten().cloned().collect();
         if heard.contains(me) {
             views.insert(me.to_string(), heard.clone());
         }
@@ -221,38 +193,16 @@ impl Quorum {
                 left_out: out,
             };
         }
-        self.forgotten.retain(|n| !heard.contains(n));
-        let others: Vec<BTreeSet<String>> = self
-            .agreed
-            .iter()
-            .filter(|m| m.as_str() != me)
-            .filter_map(|m| reports.get(m))
-            .map(|r| r.agreed.difference(&self.forgotten).cloned().collect())
-            .filter(|a: &BTreeSet<String>| !a.is_empty())
-            .collect();
-        let mut judgement = self.judge_with(heard, &elsewhere, &others, now);
+        let mut judgement = self.judge(heard, now);
         judgement.ring.retain(|n| !out.contains(n));
         judgement.left_out = out;
         judgement
     }
 
     /// Judges `heard` (the `up` members heard now, this node included when it is up) at
-    /// `now`, knowing nothing of its peers. Serving with every agreed member heard, or with
-    /// a view stable for `stable_after`, makes the heard members the agreed membership.
+    /// `now`. Serving with every agreed member heard, or with a view stable for
+    /// `stable_after`, makes the heard members the agreed membership.
     pub fn judge(&mut self, heard: &BTreeSet<String>, now: Instant) -> Judgement {
-        self.judge_with(heard, &BTreeSet::new(), &[], now)
-    }
-
-    /// [`Quorum::judge`], where `elsewhere` are the members the members this node hears say
-    /// they hear (a silent member still heard elsewhere stays agreed) and `others` the
-    /// memberships its agreed members announced (it serves only with a majority of each).
-    fn judge_with(
-        &mut self,
-        heard: &BTreeSet<String>,
-        elsewhere: &BTreeSet<String>,
-        others: &[BTreeSet<String>],
-        now: Instant,
-    ) -> Judgement {
         if self.heard_since.is_none() || &self.heard != heard {
             self.heard = heard.clone();
             self.heard_since = Some(now);
@@ -260,32 +210,26 @@ impl Quorum {
         let stable = self
             .heard_since
             .is_some_and(|since| now.saturating_duration_since(since) >= self.stable_after);
-        let serve = std::iter::once(&self.agreed)
-            .chain(others)
-            .all(|set| decide(set, heard) == Verdict::Serve);
-        if !serve {
+        let verdict = decide(&self.agreed, heard);
+        if verdict == Verdict::StandDown {
             return Judgement {
-                verdict: Verdict::StandDown,
+                verdict,
                 ring: Vec::new(),
                 left_out: BTreeSet::new(),
             };
         }
         let silent: Vec<String> = self.agreed.difference(heard).cloned().collect();
         if silent.is_empty() || stable {
-            self.agreed = heard
-                .iter()
-                .chain(silent.iter().filter(|n| elsewhere.contains(*n)))
-                .cloned()
-                .collect();
+            self.agreed = heard.clone();
             return Judgement {
-                verdict: Verdict::Serve,
+                verdict,
                 ring: heard.iter().cloned().collect(),
                 left_out: BTreeSet::new(),
             };
         }
         let ring: BTreeSet<String> = heard.iter().cloned().chain(silent).collect();
         Judgement {
-            verdict: Verdict::Serve,
+            verdict,
             ring: ring.into_iter().collect(),
             left_out: BTreeSet::new(),
         }
@@ -373,124 +317,6 @@ mod tests {
         assert_eq!(j.ring, ["a"]);
     }
 
-    /// Reports of peers that hear `hears` and agreed on `agreed`.
-    fn reports(of: &[(&str, &[&str], &[&str])]) -> BTreeMap<String, Report> {
-        of.iter()
-            .map(|(n, hears, agreed)| {
-                (
-                    n.to_string(),
-                    Report {
-                        hears: set(hears),
-                        agreed: set(agreed),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_joiner_adopted_by_some_members_first_does_not_let_two_sides_serve() {
-        let t = Instant::now();
-        let (old, new): (&[&str], &[&str]) = (&["a", "b", "c"], &["a", "b", "c", "d"]);
-        // d joined: a and d agreed on it, b and c not yet, when a and d are cut from b and
-        // c. Each judges with what its peers said last.
-        let last = reports(&[
-            ("a", new, new),
-            ("b", new, old),
-            ("c", new, old),
-            ("d", new, new),
-        ]);
-        let mut serving = BTreeSet::new();
-        for (me, agreed, side) in [
-            ("a", new, &["a", "d"]),
-            ("d", new, &["a", "d"]),
-            ("b", old, &["b", "c"]),
-            ("c", old, &["b", "c"]),
-        ] {
-            let mut q = Quorum::new(Duration::from_secs(2));
-            q.judge(&set(agreed), t);
-            let mine: BTreeMap<String, Report> = last
-                .iter()
-                .filter(|(n, _)| n.as_str() != me)
-                .map(|(n, r)| (n.clone(), r.clone()))
-                .collect();
-            for secs in [1, 3, 30] {
-                let j = q.judge_views(me, &set(side), &mine, t + Duration::from_secs(secs));
-                if j.verdict == Verdict::Serve {
-                    serving.insert(side.to_vec());
-                }
-            }
-        }
-        // Half of {a, b, c, d} with the lowest-named, and two of {a, b, c}: each side counts
-        // against the other's set too, so neither serves (a rare race; safe, not available).
-        assert!(serving.len() <= 1, "{serving:?}");
-        // Once every member announced the same set, the side with a majority of it serves.
-        let agreed = reports(&[("b", new, new), ("c", new, new), ("d", new, new)]);
-        let mut q = Quorum::new(Duration::from_secs(2));
-        q.judge(&set(new), t);
-        let j = q.judge_views(
-            "a",
-            &set(&["a", "b", "c"]),
-            &agreed,
-            t + Duration::from_secs(1),
-        );
-        assert_eq!(j.verdict, Verdict::Serve);
-    }
-
-    #[test]
-    fn a_member_known_gone_counts_in_no_announced_membership() {
-        let t = Instant::now();
-        let mut q = Quorum::new(Duration::from_secs(2));
-        q.judge(&set(&["a", "b", "c"]), t);
-        // b and c hang for good; c said last it agreed on all three.
-        let last = reports(&[
-            ("b", &["a", "b", "c"], &["a", "b", "c"]),
-            ("c", &["a", "b", "c"], &["a", "b", "c"]),
-        ]);
-        let alone = set(&["a"]);
-        let j = q.judge_views("a", &alone, &last, t + Duration::from_secs(1));
-        assert_eq!(j.verdict, Verdict::StandDown);
-        // An operator downs b: a is half of {a, c}, the lowest-named, in its own agreed
-        // set and in c's without b.
-        q.forget("b");
-        let j = q.judge_views("a", &alone, &last, t + Duration::from_secs(2));
-        assert_eq!(j.verdict, Verdict::Serve);
-    }
-
-    #[test]
-    fn a_member_silent_here_but_heard_elsewhere_stays_agreed() {
-        let t = Instant::now();
-        let mut q = Quorum::new(Duration::from_secs(2));
-        q.judge(&set(&["a", "b", "c"]), t);
-        // a lost c; b still hears c (c stands aside).
-        let hears = reports(&[("b", &["a", "b", "c"], &["a", "b", "c"])]);
-        for secs in [1, 3, 10] {
-            let j = q.judge_views(
-                "a",
-                &set(&["a", "b"]),
-                &hears,
-                t + Duration::from_secs(secs),
-            );
-            assert_eq!(j.verdict, Verdict::Serve);
-        }
-        assert_eq!(q.agreed(), &set(&["a", "b", "c"]), "c is still agreed");
-        // Then a loses b too: one of three, it stands down (b and c serve on their side).
-        let j = q.judge_views(
-            "a",
-            &set(&["a"]),
-            &BTreeMap::new(),
-            t + Duration::from_secs(20),
-        );
-        assert_eq!(j.verdict, Verdict::StandDown);
-        let j = q.judge_views(
-            "a",
-            &set(&["a"]),
-            &BTreeMap::new(),
-            t + Duration::from_secs(40),
-        );
-        assert_eq!(j.verdict, Verdict::StandDown);
-    }
-
     #[test]
     fn a_forgotten_member_leaves_the_ring_at_once() {
         let t = Instant::now();
@@ -505,20 +331,6 @@ mod tests {
     fn views(of: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
         of.iter()
             .map(|(n, hears)| (n.to_string(), set(hears)))
-            .collect()
-    }
-
-    /// Reports that say only whom each peer hears.
-    fn hearing(views: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, Report> {
-        views
-            .iter()
-            .map(|(n, hears)| {
-                let report = Report {
-                    hears: hears.clone(),
-                    agreed: BTreeSet::new(),
-                };
-                (n.clone(), report)
-            })
             .collect()
     }
 
@@ -543,7 +355,7 @@ mod tests {
             nodes
                 .get_mut(me)
                 .unwrap()
-                .judge_views(me, &hears[me], &hearing(&hears), t + at)
+                .judge_views(me, &hears[me], &hears, t + at)
         };
         // Just noticed: nobody moves anything yet.
         for me in ["a", "b", "c"] {
@@ -572,7 +384,7 @@ mod tests {
             let j = nodes.get_mut(me).unwrap().judge_views(
                 me,
                 &all,
-                &hearing(&healed),
+                &healed,
                 t + Duration::from_secs(4),
             );
             assert_eq!(j.verdict, Verdict::Serve, "{me}");
@@ -588,14 +400,14 @@ mod tests {
         q.judge(&set(&["a", "b", "c"]), t);
         // a died: c notices first, while b still says it hears a; b notices a tick later.
         let stale = views(&[("b", &["a", "b", "c"])]);
-        let j = q.judge_views("c", &set(&["b", "c"]), &hearing(&stale), t + tick);
+        let j = q.judge_views("c", &set(&["b", "c"]), &stale, t + tick);
         assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge_views("c", &set(&["b", "c"]), &hearing(&stale), t + 2 * tick);
+        let j = q.judge_views("c", &set(&["b", "c"]), &stale, t + 2 * tick);
         assert!(j.left_out.is_empty());
         let fresh = views(&[("b", &["b", "c"])]);
-        let j = q.judge_views("c", &set(&["b", "c"]), &hearing(&fresh), t + 3 * tick);
+        let j = q.judge_views("c", &set(&["b", "c"]), &fresh, t + 3 * tick);
         assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge_views("c", &set(&["b", "c"]), &hearing(&fresh), t + 6 * tick);
+        let j = q.judge_views("c", &set(&["b", "c"]), &fresh, t + 6 * tick);
         assert_eq!(j.ring, ["b", "c"]);
         assert!(j.left_out.is_empty());
     }
@@ -701,8 +513,8 @@ mod tests {
             for me in quorate {
                 let mut q = Quorum::new(Duration::from_secs(2));
                 q.judge(&agreed, t);
-                q.judge_views(me, &all[me], &hearing(&seen(me)), t);
-                let j = q.judge_views(me, &all[me], &hearing(&seen(me)), t + Duration::from_secs(3));
+                q.judge_views(me, &all[me], &seen(me), t);
+                let j = q.judge_views(me, &all[me], &seen(me), t + Duration::from_secs(3));
                 prop_assert_eq!(&j.left_out, &left_out(&cut_pairs(&seen(me))));
                 if j.verdict == Verdict::Serve {
                     serving.push(me.clone());
@@ -712,47 +524,6 @@ mod tests {
                 for y in &serving {
                     prop_assert!(hears(x, y), "{} and {} both serve", x, y);
                 }
-            }
-        }
-
-        /// A member joins and the others adopt it one by one; a cut into two sides at any
-        /// point of that lets at most one side serve, and exactly one once all adopted it.
-        #[test]
-        fn a_cut_while_members_adopt_a_joiner_keeps_one_side(names in members(), adopted in proptest::collection::vec(any::<bool>(), 9), cut in proptest::collection::vec(any::<bool>(), 9), joiner in 0usize..9) {
-            let joiner = names[joiner % names.len()].clone();
-            let all: BTreeSet<String> = names.iter().cloned().collect();
-            let mut old = all.clone();
-            old.remove(&joiner);
-            prop_assume!(!old.is_empty());
-            let at = |n: &String| names.iter().position(|m| m == n).unwrap_or(0);
-            let agreed_of = |n: &String| if *n == joiner || adopted[at(n)] { all.clone() } else { old.clone() };
-            let side = |n: &String| cut[at(n)];
-            let t = Instant::now();
-            let mut serving_sides = BTreeSet::new();
-            for me in &names {
-                let mine: BTreeSet<String> = names.iter().filter(|n| side(n) == side(me)).cloned().collect();
-                let reports: BTreeMap<String, Report> = names
-                    .iter()
-                    .filter(|n| *n != me)
-                    .map(|n| {
-                        let hears = if side(n) == side(me) { mine.clone() } else { all.clone() };
-                        (n.clone(), Report { hears, agreed: agreed_of(n) })
-                    })
-                    .collect();
-                let mut q = Quorum::new(Duration::from_secs(2));
-                q.judge(&agreed_of(me), t);
-                let mut verdict = Verdict::StandDown;
-                for secs in [1, 3, 30] {
-                    verdict = q.judge_views(me, &mine, &reports, t + Duration::from_secs(secs)).verdict;
-                }
-                if verdict == Verdict::Serve {
-                    serving_sides.insert(side(me));
-                }
-            }
-            prop_assert!(serving_sides.len() <= 1, "both sides serve");
-            let sides = names.iter().map(&side).collect::<BTreeSet<_>>().len();
-            if names.iter().all(|n| agreed_of(n) == all) && sides == 2 {
-                prop_assert_eq!(serving_sides.len(), 1, "no side serves though all agreed");
             }
         }
 
