@@ -67,10 +67,6 @@ pub struct MemberInfo {
     /// majority, or its store unreachable). Peers leave it out of the ring but still count
     /// it towards a majority: it is reachable.
     pub serving: bool,
-    /// The `up` members this node hears (itself included when it is up), sorted: peers
-    /// compare it with what they hear to find members that lost each other while both
-    /// are heard by others (docs/DESIGN.md "Partitions").
-    pub hears: Vec<String>,
 }
 
 /// One member as this node sees it.
@@ -82,8 +78,6 @@ pub struct MemberView {
     pub status: Status,
     pub entities: u64,
     pub serving: bool,
-    /// The `up` members it said it hears, in its last heartbeat.
-    pub hears: Vec<String>,
     /// Milliseconds since its last heartbeat (0 for this node).
     pub last_heartbeat_ms: u64,
 }
@@ -98,9 +92,6 @@ pub struct ClusterView {
     pub serving: bool,
     /// The membership this node last agreed on, which a majority is counted against.
     pub agreed: Vec<String>,
-    /// Members left out of the ring because some members they should hear they do not
-    /// (this node among them, when it stands aside).
-    pub left_out: Vec<String>,
 }
 
 /// Messages to the membership actor.
@@ -193,8 +184,6 @@ pub struct MembershipState {
     woke: Option<Instant>,
     /// Peers whose session closed while they were up, until one is made again.
     relinking: BTreeSet<String>,
-    /// The members the last judgement left out (see [`crate::quorum::left_out`]).
-    left_out: BTreeSet<String>,
 }
 
 /// The membership actor.
@@ -221,7 +210,6 @@ impl Actor for Membership {
             waiting_logged: false,
             woke: None,
             relinking: BTreeSet::new(),
-            left_out: BTreeSet::new(),
             args,
         };
         state.recompute();
@@ -491,45 +479,20 @@ impl MembershipState {
         if self.args.me.status == Status::Up {
             heard.insert(self.args.me.node.clone());
         }
-        let reports: BTreeMap<String, BTreeSet<String>> = self
-            .peers
-            .values()
-            .filter(|p| heard.contains(&p.info.node))
-            .map(|p| (p.info.node.clone(), p.info.hears.iter().cloned().collect()))
-            .collect();
-        let me = self.args.me.node.clone();
-        let judgement = self
-            .quorum()
-            .judge_views(&me, &heard, &reports, Instant::now());
-        self.args.me.hears = heard.iter().cloned().collect();
+        let judgement = self.quorum().judge(&heard, Instant::now());
         let store_ok = self.args.store_ok.load(Ordering::Relaxed);
-        if judgement.verdict != self.verdict || judgement.left_out != self.left_out {
+        if judgement.verdict != self.verdict {
+            self.verdict = judgement.verdict;
             let agreed = self.quorum().agreed().clone();
-            let left_out = &judgement.left_out;
             match judgement.verdict {
                 Verdict::StandDown => tracing::error!(
                     heard = ?heard, agreed = ?agreed,
                     "cut off from the majority of the cluster: this node stands down and owns nothing until it hears a majority again"
                 ),
-                Verdict::LeftOut => tracing::error!(
-                    heard = ?heard, ?left_out,
-                    "this node does not hear members that members it hears do hear: it stands aside and owns nothing, so that the members left all hear each other, until the cut heals"
-                ),
-                Verdict::Serve if !left_out.is_empty() => tracing::warn!(
-                    heard = ?heard, ?left_out,
-                    "members that do not hear each other: the ring leaves out those picked to stand aside"
-                ),
-                Verdict::Serve if self.verdict == Verdict::StandDown => {
+                Verdict::Serve => {
                     tracing::warn!(heard = ?heard, "a majority of the cluster is heard again: this node serves")
                 }
-                Verdict::Serve if self.verdict == Verdict::LeftOut => {
-                    tracing::warn!(heard = ?heard, "this node hears every member the others hear again: it serves")
-                }
-                Verdict::Serve => tracing::info!("every member hears every other again"),
             }
-            self.verdict = judgement.verdict;
-            self.left_out = judgement.left_out.clone();
-            crate::metrics::LEFT_OUT.set(self.left_out.len() as i64);
         }
         // Just woken from a pause: its entities may run elsewhere already, and what it knows
         // of its peers is as old as the pause.
@@ -584,7 +547,6 @@ impl MembershipState {
             status: me.status,
             entities: me.entities,
             serving: me.serving,
-            hears: me.hears.clone(),
             last_heartbeat_ms: 0,
         }];
         members.extend(self.peers.values().map(|p| MemberView {
@@ -594,7 +556,6 @@ impl MembershipState {
             status: p.info.status,
             entities: p.info.entities,
             serving: p.info.serving,
-            hears: p.info.hears.clone(),
             last_heartbeat_ms: p.last_seen.elapsed().as_millis() as u64,
         }));
         members.sort_by(|a, b| a.node.cmp(&b.node));
@@ -603,7 +564,6 @@ impl MembershipState {
             members,
             serving: me.serving,
             agreed: self.quorum().agreed().iter().cloned().collect(),
-            left_out: self.left_out.iter().cloned().collect(),
         }
     }
 }

@@ -117,7 +117,6 @@ pub async fn start(
         },
         entities: 0,
         serving: true,
-        hears: Vec::new(),
     };
     let up = Arc::new(AtomicBool::new(false));
     let membership_args = MembershipArgs {

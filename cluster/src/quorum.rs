@@ -11,77 +11,16 @@
 //! stable for `stable_after`, because peers cut off at the same moment are noticed a tick
 //! or two apart and the agreed membership must not shrink between those ticks.
 //!
-//!
-//! A cut need not split the cluster into sides: two members may lose each other while a
-//! third still hears both. Each of the two then hears a majority, and each would drop the
-//! other and serve with a ring of its own. So every member also says whom it hears, and a
-//! node judges the pairs of members that do not hear each other ([`cut_pairs`]): once a
-//! cut pair has held for `stable_after`, members are left out one at a time (the one in
-//! the most cut pairs, the highest-named of a tie) until those left all hear each other
-//! ([`left_out`]). A member left out stands down; the others leave it out of the ring.
-//!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// Whether a node may own entities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Serve,
-    /// It hears less than a majority of the agreed membership.
     StandDown,
-    /// It hears a majority, but not every member that members it hears hear, and it is the
-    /// one picked to stand aside (see [`left_out`]).
-    LeftOut,
-}
-
-/// Two members that do not hear each other, the lower-named first.
-pub type Pair = (String, String);
-
-/// The pairs of members that do not hear each other, from `views`: for each member whose
-/// view is known, the `up` members it hears (itself included). A pair is cut when either
-/// side's view is known and lacks the other; members known only from others' views count,
-/// so a member a peer hears and this node does not is cut from this node.
-pub fn cut_pairs(views: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Pair> {
-    let known: BTreeSet<&String> = views.keys().chain(views.values().flatten()).collect();
-    let lacks = |x: &String, y: &String| views.get(x).is_some_and(|v| !v.contains(y));
-    let mut cuts = BTreeSet::new();
-    for a in &known {
-        for b in
-            known.range::<&String, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-        {
-            if lacks(a, b) || lacks(b, a) {
-                cuts.insert(((*a).clone(), (*b).clone()));
-            }
-        }
-    }
-    cuts
-}
-
-/// The members to leave out so that the rest all hear each other: the member in the most
-/// of `cuts` (the highest-named of a tie, so the lowest-named, which breaks even splits,
-/// stays), then again over what remains, until no cut is left. Every node that knows the
-/// same cuts leaves out the same members, without talking.
-pub fn left_out(cuts: &BTreeSet<Pair>) -> BTreeSet<String> {
-    let mut cuts: Vec<&Pair> = cuts.iter().collect();
-    let mut out = BTreeSet::new();
-    loop {
-        let mut count: BTreeMap<&String, usize> = BTreeMap::new();
-        for (a, b) in &cuts {
-            *count.entry(a).or_default() += 1;
-            *count.entry(b).or_default() += 1;
-        }
-        let Some(worst) = count
-            .into_iter()
-            .max_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(y.0)))
-            .map(|(n, _)| n.clone())
-        else {
-            return out;
-        };
-        cuts.retain(|(a, b)| *a != worst && *b != worst);
-        out.insert(worst);
-    }
 }
 
 /// Keep-majority: `heard` against `agreed` (members of `heard` outside `agreed` do not
@@ -110,8 +49,6 @@ pub struct Judgement {
     /// The members to build the ring over: empty when standing down; the heard members plus
     /// the silent agreed ones while the view settles; the heard members once it has.
     pub ring: Vec<String>,
-    /// The members left out so that the rest hear each other (see [`left_out`]).
-    pub left_out: BTreeSet<String>,
 }
 
 /// A node's quorum bookkeeping.
@@ -121,8 +58,6 @@ pub struct Quorum {
     agreed: BTreeSet<String>,
     heard: BTreeSet<String>,
     heard_since: Option<Instant>,
-    /// The cut pairs seen now, and since when each has been seen without a break.
-    cut_since: BTreeMap<Pair, Instant>,
 }
 
 impl Quorum {
@@ -133,7 +68,6 @@ impl Quorum {
             agreed: BTreeSet::new(),
             heard: BTreeSet::new(),
             heard_since: None,
-            cut_since: BTreeMap::new(),
         }
     }
 
@@ -153,52 +87,6 @@ impl Quorum {
         self.agreed.remove(node);
     }
 
-    /// Judges what `me` hears (`heard`, itself included when it is up) and what the members
-    /// it hears say they hear (`reports`) at `now`: members in a cut pair that has held for
-    /// `stable_after` are left out as [`left_out`] picks them (a member just noticed
-    /// silent by one node and not yet by another is no cut), `me` stands aside
-    /// ([`Verdict::LeftOut`], its agreed membership untouched) if it is one of them, and
-    /// otherwise the rest is judged by [`Quorum::judge`], the ring without those left out.
-    pub fn judge_views(
-        &mut self,
-        me: &str,
-        heard: &BTreeSet<String>,
-        reports: &BTreeMap<String, BTreeSet<String>>,
-        now: Instant,
-    ) -> Judgement {
-        let mut views: BTreeMap<String, BTreeSet<String>> = reports
-            .iter()
-            .filter(|(node, _)| heard.contains(*node) && node.as_str() != me)
-            .map(|(node, hears)| (node.clone(), hears.clone()))
-            .collect();
-        if heard.contains(me) {
-            views.insert(me.to_string(), heard.clone());
-        }
-        let seen = cut_pairs(&views);
-        self.cut_since.retain(|pair, _| seen.contains(pair));
-        for pair in seen {
-            self.cut_since.entry(pair).or_insert(now);
-        }
-        let held: BTreeSet<Pair> = self
-            .cut_since
-            .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) >= self.stable_after)
-            .map(|(pair, _)| pair.clone())
-            .collect();
-        let out = left_out(&held);
-        if out.contains(me) {
-            return Judgement {
-                verdict: Verdict::LeftOut,
-                ring: Vec::new(),
-                left_out: out,
-            };
-        }
-        let mut judgement = self.judge(heard, now);
-        judgement.ring.retain(|n| !out.contains(n));
-        judgement.left_out = out;
-        judgement
-    }
-
     /// Judges `heard` (the `up` members heard now, this node included when it is up) at
     /// `now`. Serving with every agreed member heard, or with a view stable for
     /// `stable_after`, makes the heard members the agreed membership.
@@ -215,7 +103,6 @@ impl Quorum {
             return Judgement {
                 verdict,
                 ring: Vec::new(),
-                left_out: BTreeSet::new(),
             };
         }
         let silent: Vec<String> = self.agreed.difference(heard).cloned().collect();
@@ -224,14 +111,12 @@ impl Quorum {
             return Judgement {
                 verdict,
                 ring: heard.iter().cloned().collect(),
-                left_out: BTreeSet::new(),
             };
         }
         let ring: BTreeSet<String> = heard.iter().cloned().chain(silent).collect();
         Judgement {
             verdict,
             ring: ring.into_iter().collect(),
-            left_out: BTreeSet::new(),
         }
     }
 }
@@ -328,131 +213,6 @@ mod tests {
         assert_eq!(j.ring, ["n2"]);
     }
 
-    fn views(of: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
-        of.iter()
-            .map(|(n, hears)| (n.to_string(), set(hears)))
-            .collect()
-    }
-
-    #[test]
-    fn of_two_members_that_lose_each_other_the_higher_named_stands_aside() {
-        let t = Instant::now();
-        let all = set(&["a", "b", "c"]);
-        // a and c no longer hear each other; b hears both.
-        let hears = views(&[
-            ("a", &["a", "b"]),
-            ("b", &["a", "b", "c"]),
-            ("c", &["b", "c"]),
-        ]);
-        let mut nodes: BTreeMap<&str, Quorum> = ["a", "b", "c"]
-            .into_iter()
-            .map(|n| (n, Quorum::new(Duration::from_secs(2))))
-            .collect();
-        for q in nodes.values_mut() {
-            q.judge(&all, t);
-        }
-        let judge = |nodes: &mut BTreeMap<&str, Quorum>, me: &str, at: Duration| {
-            nodes
-                .get_mut(me)
-                .unwrap()
-                .judge_views(me, &hears[me], &hears, t + at)
-        };
-        // Just noticed: nobody moves anything yet.
-        for me in ["a", "b", "c"] {
-            let j = judge(&mut nodes, me, Duration::from_secs(1));
-            assert_eq!(j.verdict, Verdict::Serve, "{me}");
-            assert_eq!(j.ring, ["a", "b", "c"], "{me}");
-        }
-        // Held for the settling time: c stands aside, a and b build one ring.
-        let j = judge(&mut nodes, "c", Duration::from_secs(3));
-        assert_eq!(j.verdict, Verdict::LeftOut);
-        assert!(j.ring.is_empty());
-        assert_eq!(nodes["c"].agreed(), &all, "standing aside shrinks nothing");
-        for me in ["a", "b"] {
-            let j = judge(&mut nodes, me, Duration::from_secs(3));
-            assert_eq!(j.verdict, Verdict::Serve, "{me}");
-            assert_eq!(j.ring, ["a", "b"], "{me}");
-            assert_eq!(j.left_out, set(&["c"]), "{me}");
-        }
-        // Healed: c serves again at once, with everyone.
-        let healed = views(&[
-            ("a", &["a", "b", "c"]),
-            ("b", &["a", "b", "c"]),
-            ("c", &["a", "b", "c"]),
-        ]);
-        for me in ["a", "b", "c"] {
-            let j = nodes.get_mut(me).unwrap().judge_views(
-                me,
-                &all,
-                &healed,
-                t + Duration::from_secs(4),
-            );
-            assert_eq!(j.verdict, Verdict::Serve, "{me}");
-            assert_eq!(j.ring, ["a", "b", "c"], "{me}");
-        }
-    }
-
-    #[test]
-    fn a_death_noticed_a_tick_apart_is_no_cut() {
-        let t = Instant::now();
-        let tick = Duration::from_millis(500);
-        let mut q = Quorum::new(4 * tick);
-        q.judge(&set(&["a", "b", "c"]), t);
-        // a died: c notices first, while b still says it hears a; b notices a tick later.
-        let stale = views(&[("b", &["a", "b", "c"])]);
-        let j = q.judge_views("c", &set(&["b", "c"]), &stale, t + tick);
-        assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge_views("c", &set(&["b", "c"]), &stale, t + 2 * tick);
-        assert!(j.left_out.is_empty());
-        let fresh = views(&[("b", &["b", "c"])]);
-        let j = q.judge_views("c", &set(&["b", "c"]), &fresh, t + 3 * tick);
-        assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge_views("c", &set(&["b", "c"]), &fresh, t + 6 * tick);
-        assert_eq!(j.ring, ["b", "c"]);
-        assert!(j.left_out.is_empty());
-    }
-
-    #[test]
-    fn the_member_in_most_cuts_goes_first() {
-        // d lost a, b and c; a and c lost each other too.
-        let cuts: BTreeSet<Pair> = [("a", "d"), ("b", "d"), ("c", "d"), ("a", "c")]
-            .into_iter()
-            .map(|(x, y)| (x.to_string(), y.to_string()))
-            .collect();
-        assert_eq!(left_out(&cuts), set(&["c", "d"]));
-        assert!(left_out(&BTreeSet::new()).is_empty());
-    }
-
-    /// What each of `names` hears, by `hears`.
-    fn views_of(
-        names: &[String],
-        hears: &impl Fn(&String, &String) -> bool,
-    ) -> BTreeMap<String, BTreeSet<String>> {
-        names
-            .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    names.iter().filter(|m| hears(n, m)).cloned().collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// A random cluster's links: which pairs of `names` hear each other.
-    fn linked(names: &[String], cut: &[bool]) -> impl Fn(&String, &String) -> bool {
-        let index: BTreeMap<String, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
-        let cut = cut.to_vec();
-        move |x, y| {
-            let (i, j) = (index[x].min(index[y]), index[x].max(index[y]));
-            i == j || !cut[i * 9 + j]
-        }
-    }
-
     fn members() -> impl Strategy<Value = Vec<String>> {
         proptest::collection::btree_set("[a-f][0-9]", 1..9).prop_map(|s| s.into_iter().collect())
     }
@@ -472,58 +232,6 @@ mod tests {
             prop_assert!(serving <= 1);
             if sides.len() <= 2 {
                 prop_assert_eq!(serving, 1);
-            }
-        }
-
-        /// Whatever links are cut, the members not left out all hear each other.
-        #[test]
-        fn those_not_left_out_hear_each_other(names in members(), cut in proptest::collection::vec(proptest::bool::weighted(0.2), 81)) {
-            let hears = linked(&names, &cut);
-            let all = views_of(&names, &hears);
-            let out = left_out(&cut_pairs(&all));
-            let kept: Vec<&String> = names.iter().filter(|n| !out.contains(*n)).collect();
-            prop_assert!(!kept.is_empty());
-            for x in &kept {
-                for y in &kept {
-                    prop_assert!(hears(x, y), "{} and {} are both kept", x, y);
-                }
-            }
-        }
-
-        /// Members that hear a majority and see the same cuts (from what they hear and what
-        /// those they hear say) leave out the same members, and two members that both serve
-        /// then hear each other.
-        #[test]
-        fn members_that_see_the_same_cuts_agree(names in members(), cut in proptest::collection::vec(proptest::bool::weighted(0.15), 81)) {
-            let hears = linked(&names, &cut);
-            let all = views_of(&names, &hears);
-            let agreed: BTreeSet<String> = names.iter().cloned().collect();
-            let quorate: Vec<&String> = names
-                .iter()
-                .filter(|me| decide(&agreed, &all[*me]) == Verdict::Serve)
-                .collect();
-            // What each sees: its own view and those of the members it hears.
-            let seen = |me: &String| -> BTreeMap<String, BTreeSet<String>> {
-                all.iter().filter(|(n, _)| all[me].contains(*n)).map(|(n, v)| (n.clone(), v.clone())).collect()
-            };
-            let cuts: BTreeSet<BTreeSet<Pair>> = quorate.iter().map(|me| cut_pairs(&seen(me))).collect();
-            prop_assume!(cuts.len() <= 1);
-            let t = Instant::now();
-            let mut serving = Vec::new();
-            for me in quorate {
-                let mut q = Quorum::new(Duration::from_secs(2));
-                q.judge(&agreed, t);
-                q.judge_views(me, &all[me], &seen(me), t);
-                let j = q.judge_views(me, &all[me], &seen(me), t + Duration::from_secs(3));
-                prop_assert_eq!(&j.left_out, &left_out(&cut_pairs(&seen(me))));
-                if j.verdict == Verdict::Serve {
-                    serving.push(me.clone());
-                }
-            }
-            for x in &serving {
-                for y in &serving {
-                    prop_assert!(hears(x, y), "{} and {} both serve", x, y);
-                }
             }
         }
 

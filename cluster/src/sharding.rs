@@ -349,7 +349,7 @@ impl Sharding {
                 .load(std::sync::atomic::Ordering::Relaxed) =>
             {
                 Err(AskError::Unavailable(format!(
-                    "{kind}/{key} (this node stands down: cut off from the cluster's majority, or from part of it)"
+                    "{kind}/{key} (this node is cut off from the cluster's majority)"
                 )))
             }
             None => Err(AskError::Unavailable(format!(
