@@ -12,8 +12,12 @@ export function clusterPage(ctx, main) {
   if (!token) return askToken(ctx, main);
   /** An admin request with the token; a refused token is forgotten. */
   const admin = async (path, body) => {
-    const headers = { authorization: `Bearer ${token}` };
-    const init = body === undefined ? { headers } : { method: "POST", body: JSON.stringify(body), headers: { ...headers, "content-type": "application/json" } };
+    const init = { headers: { authorization: `Bearer ${token}` } };
+    if (body !== undefined) {
+      init.method = "POST";
+      init.body = JSON.stringify(body);
+      init.headers["content-type"] = "application/json";
+    }
     try {
       return await ctx.rest(path, init);
     } catch (e) {

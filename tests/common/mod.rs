@@ -661,6 +661,24 @@ impl WsClient {
         }
     }
 
+    /// Reads events until `done` holds of what was read, for at most `timeout`; whether
+    /// it held.
+    pub async fn pump_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&WsClient) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.pump(left.min(Duration::from_millis(100))).await;
+        }
+        true
+    }
+
     /// Waits until an event matches or time runs out.
     pub async fn wait_event(
         &mut self,
