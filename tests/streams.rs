@@ -271,3 +271,66 @@ async fn websocket_since_replays_from_the_entity() {
         "{r}"
     );
 }
+
+/// With `gateway.write_delay_ms` a connection gathers what comes within the delay into one
+/// write: every event still arrives, in order, with no gap, on WebSocket and SSE alike, and
+/// requests are answered between the batches without holding the events back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_delay_batches_events_and_loses_none() {
+    let node = Node::start(
+        "write-delay",
+        "[feed]\ntrades_per_sec = 50\n[gateway]\nwrite_delay_ms = 200\n",
+    );
+    let port = node.port;
+    let sse = tokio::task::spawn_blocking(move || {
+        read_sse(
+            port,
+            "/sse?channels=trades:KRW-ETH",
+            None,
+            Duration::from_secs(4),
+            100_000,
+        )
+    });
+    let mut ws = WsClient::connect(&node.ws_url()).await;
+    let r = ws
+        .request("subscribe", json!({"channels": ["trades:KRW-ETH"]}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    ws.pump(Duration::from_secs(1)).await;
+    // Requests far faster than the delay: each answered, and the events still flow (a
+    // request does not restart the delay).
+    let before = ws.events.len();
+    for _ in 0..40 {
+        let r = ws.request("ping", json!({})).await;
+        assert_eq!(r["ok"], true, "answered while events are held back: {r}");
+        ws.pump(Duration::from_millis(50)).await;
+    }
+    let during = ws.events.len() - before;
+    assert!(
+        during >= 40,
+        "events kept coming during the requests: {during}"
+    );
+    ws.pump(Duration::from_secs(1)).await;
+    assert!(ws.closed.is_none(), "{:?}", ws.closed);
+    let trades: Vec<_> = ws
+        .events
+        .iter()
+        .filter(|e| e.ch == "trades:KRW-ETH")
+        .cloned()
+        .collect();
+    assert!(
+        trades.len() >= 80,
+        "about 50 trades/s for 4 s: {}",
+        trades.len()
+    );
+    assert_eq!(assert_continuity(&trades), 0, "one epoch, no gaps");
+
+    let (status, events) = sse.await.unwrap();
+    assert_eq!(status, 200);
+    let events: Vec<common::Event> = events
+        .iter()
+        .map(|e| common::Event::from_json(&e.data).expect("SSE data is the stream event"))
+        .collect();
+    assert!(events.len() >= 80, "{}", events.len());
+    assert_eq!(assert_continuity(&events), 0, "SSE: one epoch, no gaps");
+}

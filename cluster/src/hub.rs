@@ -8,9 +8,11 @@
 
 use crate::clients::{ClientView, Clients};
 use crate::stream::StreamEvent;
+use futures_util::FutureExt;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -74,6 +76,9 @@ struct OutboxInner {
     resyncs: Vec<Resync>,
     overflowed: bool,
     killed: bool,
+    /// When a cancelled lingering wait would have ended: the next wait ends then too, so
+    /// requests arriving faster than the linger cannot hold the events back for ever.
+    linger_until: Option<tokio::time::Instant>,
 }
 
 /// What a drain found beside the frames.
@@ -113,6 +118,17 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
+/// A lingering wait: dropped before its deadline, it leaves the deadline to the next wait.
+struct Lingering<'a>(&'a Outbox, Option<tokio::time::Instant>);
+
+impl Drop for Lingering<'_> {
+    fn drop(&mut self) {
+        if let Some(until) = self.1 {
+            self.0.lock().linger_until = Some(until);
+        }
+    }
+}
+
 impl Outbox {
     /// An empty outbox holding at most `capacity` non-conflatable frames.
     pub fn new(capacity: usize) -> Arc<Outbox> {
@@ -125,7 +141,7 @@ impl Outbox {
 
     /// Queues a frame; returns false once the outbox has overflowed.
     pub fn push(&self, frame: Arc<Frame>) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         if inner.overflowed {
             return false;
         }
@@ -143,7 +159,7 @@ impl Outbox {
 
     /// Asks the connection to re-subscribe `channel` in `epoch`.
     pub fn push_resync(&self, resync: Resync) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         if !inner.resyncs.contains(&resync) {
             inner.resyncs.push(resync);
         }
@@ -154,14 +170,14 @@ impl Outbox {
     /// Asks the connection to die as a crashing one would (a chaos request): it learns on
     /// its next drain, woken like any push.
     pub fn kill(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).killed = true;
+        self.lock().killed = true;
         self.notify.notify_one();
     }
 
     /// Moves every pending frame into `out` (queue order, then conflated channels) and every
     /// pending resync into `resyncs`; says whether the connection goes on.
     pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, resyncs: &mut Vec<Resync>) -> Drained {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         out.extend(inner.queue.drain(..));
         out.extend(inner.conflated.drain().map(|(_, f)| f));
         resyncs.append(&mut inner.resyncs);
@@ -174,14 +190,37 @@ impl Outbox {
         }
     }
 
-    /// Waits until something was pushed since the last drain.
-    pub async fn wait(&self) {
-        self.notify.notified().await;
+    /// Waits until something was pushed since the last drain, then `linger` longer, so
+    /// that what is pushed meanwhile goes out in the same socket write: a connection trades
+    /// up to `linger` of latency for fewer writes (zero writes at once). Cancel-safe: a
+    /// wait dropped while it lingers leaves its deadline to the next one.
+    pub async fn wait(&self, linger: Duration) {
+        let saved = self.lock().linger_until.take();
+        let until = match saved {
+            Some(until) => until,
+            None => {
+                self.notify.notified().await;
+                if linger.is_zero() {
+                    return;
+                }
+                tokio::time::Instant::now() + linger
+            }
+        };
+        let mut pending = Lingering(self, Some(until));
+        tokio::time::sleep_until(until).await;
+        pending.1 = None;
+        // What was pushed while lingering is drained next: its wake-up is spent here.
+        let _ = self.notify.notified().now_or_never();
+    }
+
+    /// The state; a panic elsewhere while holding it leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Frames waiting now (for metrics and tests).
     pub fn len(&self) -> usize {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.lock();
         inner.queue.len() + inner.conflated.len()
     }
 
@@ -417,6 +456,55 @@ mod tests {
             "third trade overflowed a queue of two"
         );
         assert!(!out.push(Arc::new(Frame::encode(&event("trades:A-B", 6, false)))));
+    }
+
+    #[tokio::test]
+    async fn a_lingering_wait_gathers_pushes_into_one_wake_and_survives_cancellation() {
+        let out = Outbox::new(8);
+        let linger = Duration::from_secs(1);
+        let frame = |seq| Arc::new(Frame::encode(&event("trades:A-B", seq, false)));
+        out.push(frame(1));
+        let waiting = tokio::spawn({
+            let out = out.clone();
+            async move { out.wait(linger).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        out.push(frame(2));
+        assert!(!waiting.is_finished(), "still lingering after 20 ms of 1 s");
+        let woke = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(matches!(woke, Ok(Ok(()))), "done once the linger ran out");
+        let mut got = Vec::new();
+        out.drain_into(&mut got, &mut Vec::new());
+        assert_eq!(
+            got.len(),
+            2,
+            "the push made while lingering is in the same drain"
+        );
+        let spent = tokio::time::timeout(Duration::from_millis(100), out.wait(Duration::ZERO));
+        assert!(
+            spent.await.is_err(),
+            "its wake-up was spent: nothing new, no wake"
+        );
+
+        // Waits cancelled while lingering (a request came) keep the first one's deadline:
+        // requests faster than the linger cannot hold the frame back for ever.
+        out.push(frame(3));
+        let linger = Duration::from_millis(300);
+        let mut cancelled = 0;
+        while tokio::time::timeout(Duration::from_millis(50), out.wait(linger))
+            .await
+            .is_err()
+        {
+            cancelled += 1;
+            assert!(
+                cancelled < 40,
+                "the deadline moved with every cancelled wait"
+            );
+        }
+        assert!(cancelled >= 1);
+        let mut got = Vec::new();
+        out.drain_into(&mut got, &mut Vec::new());
+        assert_eq!(got.len(), 1);
     }
 
     #[test]

@@ -29,6 +29,8 @@ struct Live {
     outbox: Arc<Outbox>,
     queue: VecDeque<Arc<Frame>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// `gateway.write_delay_ms`: how long a woken stream waits for more events.
+    write_delay: Duration,
 }
 
 /// Subscribes the requested channels and returns the event stream.
@@ -81,6 +83,7 @@ pub async fn open(
         outbox,
         queue,
         shutdown: state.shutdown.clone(),
+        write_delay: Duration::from_millis(state.settings.write_delay_ms),
     };
     let events = futures_util::stream::unfold(live, |mut live| async move {
         loop {
@@ -92,7 +95,7 @@ pub async fn open(
             }
             tokio::select! {
                 // Boxed: an idle stream does not carry a resync's state.
-                _ = live.outbox.wait() => match Box::pin(live.subs.next_frames()).await {
+                _ = live.outbox.wait(live.write_delay) => match Box::pin(live.subs.next_frames()).await {
                     Some(frames) => live.queue.extend(frames),
                     None => {
                         tracing::debug!("sse client too slow; ending its stream");

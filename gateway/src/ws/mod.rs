@@ -128,6 +128,7 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
     }
     let mut shutdown = state.shutdown.clone();
     let idle = Duration::from_secs(settings.idle_timeout_s);
+    let write_delay = Duration::from_millis(settings.write_delay_ms);
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));
     ping.tick().await;
     let mut last_heard = Instant::now();
@@ -175,7 +176,7 @@ pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, Stri
                         }
                     }
                 }
-                _ = outbox.wait() => {
+                _ = outbox.wait(write_delay) => {
                     let Some(frames) = conn.subs.next_frames().await else {
                         break Some((POLICY, "slow_consumer"));
                     };
