@@ -6,6 +6,8 @@
 //!   orders `unavailable`); the two others take its entities over once and serve every
 //!   order; each stream changes epoch at most once per move of its entity; every
 //!   acknowledged order is stored, money is conserved, and the healed cluster converges.
+//! - A link between two nodes down past the heartbeat timeout, back before the settling
+//!   time: no ring changes, no stream changes epoch.
 //! - Four nodes split 2 + 2: exactly one side (the one with `node1`) serves.
 //! - A node cut off from the store alone stands down and routes its clients to the others,
 //!   who take its entities; it serves again when the store is back.
@@ -53,6 +55,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn cluster_on_netns(
     name: &str,
     n: usize,
+    settings: &[(&str, &str)],
 ) -> Option<(Net, bourse_storage::contract::ScratchDatabase, Cluster)> {
     let admin = bourse_storage::contract::postgres_server(name)?;
     let net = Net::create(n);
@@ -61,13 +64,14 @@ async fn cluster_on_netns(
         return None;
     }
     let db = bourse_storage::contract::ScratchDatabase::create(&admin, name).await;
-    let env = vec![
+    let mut env = vec![
         ("BOURSE_STORAGE__BACKEND".to_string(), "postgres".into()),
         (
             "BOURSE_STORAGE__URL".to_string(),
             db.url.replace("127.0.0.1", &net.store_addr),
         ),
     ];
+    env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cluster = Cluster::start_on_hosts(name, net.hosts.clone(), FEED, env);
     let names: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -175,7 +179,9 @@ async fn watch(node: &Node, stop: std::sync::Arc<AtomicBool>) -> tokio::task::Jo
     let r = ws.request("subscribe", json!({"channels": channels})).await;
     assert!(r.get("error").is_none(), "{r}");
     tokio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
+        // A closed socket pumps without waiting: stop then, or a failing test would spin
+        // here instead of ending.
+        while !stop.load(Ordering::Relaxed) && ws.closed.is_none() {
             ws.pump(Duration::from_millis(200)).await;
         }
         ws
@@ -197,7 +203,7 @@ fn epoch_changes(ws: &WsClient) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
     let _serial = SERIAL.lock().await;
-    let Some((net, db, mut cluster)) = cluster_on_netns("partition3", 3).await else {
+    let Some((net, db, mut cluster)) = cluster_on_netns("partition3", 3, &[]).await else {
         return;
     };
     let names = ["node1", "node2", "node3"];
@@ -420,10 +426,82 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
     drop(net);
 }
 
+/// A link down longer than the heartbeat timeout but back before the settling time ends:
+/// the two nodes mark each other `down` and hear each other again, and nothing else
+/// happens: every ring keeps all three, no stream changes epoch. (Before, each dropped the
+/// other once the blip's view settled and took it back once it had settled again, so
+/// their entities moved twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_blip_shorter_than_the_settling_time_moves_nothing() {
+    let _serial = SERIAL.lock().await;
+    // A settling time well past TCP's retransmission after the heal (about 3 s after the
+    // first lost packet), so the link is back before it runs out.
+    let settings = [("BOURSE_CLUSTER__STABLE_AFTER_MS", "8000")];
+    let Some((net, db, mut cluster)) = cluster_on_netns("partition_blip", 3, &settings).await
+    else {
+        return;
+    };
+    let names = ["node1", "node2", "node3"];
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let stop_watch = std::sync::Arc::new(AtomicBool::new(false));
+    let watchers = [
+        watch(a, stop_watch.clone()).await,
+        watch(b, stop_watch.clone()).await,
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (saw_down, rings) = tokio::task::block_in_place(|| {
+        net.cut(0, 2);
+        let cut_at = Instant::now();
+        let (mut saw_down, mut rings) = (false, BTreeSet::new());
+        // Past the heartbeat timeout (2 s, checked every 500 ms), short of the settling time.
+        let heal_at = Duration::from_millis(2_800);
+        let mut healed = false;
+        while cut_at.elapsed() < Duration::from_secs(16) {
+            if !healed && cut_at.elapsed() >= heal_at {
+                net.heal(0, 2);
+                healed = true;
+            }
+            for (n, other) in [(a, "node3"), (c, "node1")] {
+                let v = view(n);
+                saw_down |= member(&v, other).is_some_and(|m| m["status"] == "down");
+                rings.insert(ring(&v));
+                assert_eq!(v["serving"], true, "{v}");
+            }
+            rings.insert(ring(&view(b)));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (saw_down, rings)
+    });
+    assert!(
+        saw_down,
+        "node1 and node3 marked each other down during the blip (else it tested nothing)"
+    );
+    assert_eq!(
+        rings,
+        BTreeSet::from([names.map(String::from).to_vec()]),
+        "every ring kept all three throughout"
+    );
+    stop_watch.store(true, Ordering::Relaxed);
+    for w in watchers {
+        let ws = w.await.unwrap();
+        assert!(ws.events.len() > 50, "streams ran: {}", ws.events.len());
+        for (ch, changes) in epoch_changes(&ws) {
+            assert_eq!(changes, 0, "{ch} changed epoch during a blip");
+        }
+    }
+    cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(30));
+    for n in &mut cluster.nodes {
+        assert!(n.alive(), "a node died:\n{}", n.log());
+    }
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_even_split_leaves_exactly_one_side_serving() {
     let _serial = SERIAL.lock().await;
-    let Some((net, db, cluster)) = cluster_on_netns("partition22", 4).await else {
+    let Some((net, db, cluster)) = cluster_on_netns("partition22", 4, &[]).await else {
         return;
     };
     let names = ["node1", "node2", "node3", "node4"];
@@ -493,7 +571,7 @@ async fn an_even_split_leaves_exactly_one_side_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_loses_its_store_stands_down_and_routes_to_the_others() {
     let _serial = SERIAL.lock().await;
-    let Some((net, db, cluster)) = cluster_on_netns("partition_store", 3).await else {
+    let Some((net, db, cluster)) = cluster_on_netns("partition_store", 3, &[]).await else {
         return;
     };
     let names = ["node1", "node2", "node3"];

@@ -164,7 +164,8 @@ struct Peer {
     /// Since when it has been heard without a break. A member back from `down` rejoins the
     /// ring only once this is `stable_after` old: after a partition heals, the heartbeats
     /// queued on its connection arrive in a burst, and the stale ones among them must not
-    /// flip the ring back and forth.
+    /// flip the ring back and forth. (A member still agreed on, heard again by a node that
+    /// serves, counts at once: `Quorum::counts_at_once`.)
     heard_since: Instant,
 }
 
@@ -470,12 +471,19 @@ impl MembershipState {
                 .set(n as i64);
         }
         let stable_after = self.stable_after();
-        let mut heard: BTreeSet<String> = self
-            .peers
-            .values()
-            .filter(|p| p.info.status == Status::Up && p.heard_since.elapsed() >= stable_after)
-            .map(|p| p.info.node.clone())
-            .collect();
+        let serving_before = self.args.me.serving;
+        let mut heard: BTreeSet<String> = {
+            let quorum = self.quorum();
+            self.peers
+                .values()
+                .filter(|p| {
+                    p.info.status == Status::Up
+                        && (p.heard_since.elapsed() >= stable_after
+                            || quorum.counts_at_once(&p.info.node, serving_before))
+                })
+                .map(|p| p.info.node.clone())
+                .collect()
+        };
         if self.args.me.status == Status::Up {
             heard.insert(self.args.me.node.clone());
         }

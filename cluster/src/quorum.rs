@@ -81,6 +81,18 @@ impl Quorum {
         &self.agreed
     }
 
+    /// Whether `node`, heard again after going silent, counts as heard before it has been
+    /// heard for `stable_after` (a member rejoining after a partition must hold that long
+    /// first, on both sides, so both switch rings together). It counts at once when it
+    /// never left the agreed membership and this node serves: a blip longer than the
+    /// heartbeat timeout but shorter than the settling time then leaves the ring as it was,
+    /// instead of dropping the member when the blip's view settles and taking it back a
+    /// moment later (its entities moving twice). A node standing down, or one that has
+    /// dropped the member, waits for it to settle.
+    pub fn counts_at_once(&self, node: &str, serving: bool) -> bool {
+        serving && self.agreed.contains(node)
+    }
+
     /// `node` left for sure (it announced leaving, or its process is gone): it no longer
     /// counts towards a majority.
     pub fn forget(&mut self, node: &str) {
@@ -200,6 +212,28 @@ mod tests {
         assert_eq!(j.verdict, Verdict::Serve);
         let j = q.judge(&set(&["a"]), t + Duration::from_secs(7));
         assert_eq!(j.ring, ["a"]);
+    }
+
+    #[test]
+    fn a_member_back_within_the_settling_time_never_leaves_the_ring() {
+        let t = Instant::now();
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&set(&["a", "b", "c"]), t);
+        // a stops hearing c for longer than the heartbeat timeout, less than the settling
+        // time; c is back (not settled yet) at 1.5 s.
+        q.judge(&set(&["a", "b"]), t + Duration::from_millis(500));
+        assert!(q.counts_at_once("c", true));
+        for ms in [1_500, 2_600, 5_000] {
+            let j = q.judge(&set(&["a", "b", "c"]), t + Duration::from_millis(ms));
+            assert_eq!(j.ring, ["a", "b", "c"], "at {ms} ms");
+        }
+        assert_eq!(q.agreed(), &set(&["a", "b", "c"]));
+        // A node standing down, and one that dropped the member, wait for it to settle.
+        assert!(!q.counts_at_once("c", false));
+        q.judge(&set(&["a", "b"]), t + Duration::from_secs(6));
+        q.judge(&set(&["a", "b"]), t + Duration::from_secs(9));
+        assert_eq!(q.agreed(), &set(&["a", "b"]));
+        assert!(!q.counts_at_once("c", true));
     }
 
     #[test]
