@@ -7,7 +7,8 @@
 //!   order; each stream changes epoch at most once per move of its entity; every
 //!   acknowledged order is stored, money is conserved, and the healed cluster converges.
 //! - A link between two nodes down past the heartbeat timeout, back before the settling
-//!   time: no ring changes, no stream changes epoch.
+//!   time (its sessions kept, or reset): no ring changes, no stream changes epoch, every
+//!   stream published across it goes on.
 //! - Four nodes split 2 + 2: exactly one side (the one with `node1`) serves.
 //! - A node cut off from the store alone stands down and routes its clients to the others,
 //!   who take its entities; it serves again when the store is back.
@@ -426,55 +427,84 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
     drop(net);
 }
 
-/// A link down longer than the heartbeat timeout but back before the settling time ends:
-/// the two nodes mark each other `down` and hear each other again, and nothing else
+/// A link down longer than the heartbeat timeout but back before the settling time ends
+/// (between two of three nodes; the third hears both): the two mark each other `down` and hear each other again, and nothing else
 /// happens: every ring keeps all three, no stream changes epoch. (Before, each dropped the
 /// other once the blip's view settled and took it back once it had settled again, so
 /// their entities moved twice.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_blip_shorter_than_the_settling_time_moves_nothing() {
+    link_blip("partition_blip", false).await;
+}
+
+/// The same blip, with the sessions between the two reset while they are `down` to each
+/// other (a middlebox dropping the flow): they are made again after the heal, and the
+/// streams published across them repair without a ring move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_blip_that_resets_its_sessions_moves_nothing_and_streams_go_on() {
+    link_blip("partition_blip_reset", true).await;
+}
+
+async fn link_blip(name: &str, reset: bool) {
     let _serial = SERIAL.lock().await;
-    // A settling time well past TCP's retransmission after the heal (about 3 s after the
-    // first lost packet), so the link is back before it runs out.
+    // A settling time well past TCP's retransmission and the dialer's retry after the heal
+    // (a few seconds), so the link is back before it runs out.
     let settings = [("BOURSE_CLUSTER__STABLE_AFTER_MS", "8000")];
-    let Some((net, db, mut cluster)) = cluster_on_netns("partition_blip", 3, &settings).await
-    else {
+    let Some((net, db, mut cluster)) = cluster_on_netns(name, 3, &settings).await else {
         return;
     };
     let names = ["node1", "node2", "node3"];
-    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    // The blipped link joins the node publishing KRW-XRP (j) and another (i); the third
+    // (k) hears both. Watched on i and k: the streams j publishes (of the markets the
+    // simulator trades: the others trade only when a test trades).
+    let j = cluster.owner(0, "symbol", "KRW-XRP");
+    let i = if j == 0 { 1 } else { 0 };
+    let k = 3 - i - j;
+    let across: Vec<String> = SYMBOLS
+        .iter()
+        .filter(|s| ORDERS.iter().all(|(traded, _, _)| traded != *s))
+        .filter(|s| cluster.owner(0, "symbol", s) == j)
+        .map(|s| format!("trades:{s}"))
+        .collect();
+    let nodes = &cluster.nodes;
     let stop_watch = std::sync::Arc::new(AtomicBool::new(false));
     let watchers = [
-        watch(a, stop_watch.clone()).await,
-        watch(b, stop_watch.clone()).await,
+        watch(&nodes[i], stop_watch.clone()).await,
+        watch(&nodes[k], stop_watch.clone()).await,
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (saw_down, rings) = tokio::task::block_in_place(|| {
-        net.cut(0, 2);
+    let (saw_down, rings, healed_ms) = tokio::task::block_in_place(|| {
+        net.cut(i, j);
         let cut_at = Instant::now();
-        let (mut saw_down, mut rings) = (false, BTreeSet::new());
+        let (mut saw_down, mut rings) = ([false, false], BTreeSet::new());
         // Past the heartbeat timeout (2 s, checked every 500 ms), short of the settling time.
         let heal_at = Duration::from_millis(2_800);
-        let mut healed = false;
+        let mut healed_ms = None;
         while cut_at.elapsed() < Duration::from_secs(16) {
-            if !healed && cut_at.elapsed() >= heal_at {
-                net.heal(0, 2);
-                healed = true;
+            if healed_ms.is_none() && cut_at.elapsed() >= heal_at {
+                if reset {
+                    net.reset(i, j);
+                }
+                net.heal(i, j);
+                healed_ms = Some(now_ms());
             }
-            for (n, other) in [(a, "node3"), (c, "node1")] {
-                let v = view(n);
-                saw_down |= member(&v, other).is_some_and(|m| m["status"] == "down");
+            for (seen, (n, other)) in [(i, j), (j, i)].into_iter().enumerate() {
+                let v = view(&nodes[n]);
+                saw_down[seen] |= member(&v, names[other]).is_some_and(|m| m["status"] == "down");
                 rings.insert(ring(&v));
                 assert_eq!(v["serving"], true, "{v}");
             }
-            rings.insert(ring(&view(b)));
+            rings.insert(ring(&view(&nodes[k])));
             std::thread::sleep(Duration::from_millis(100));
         }
-        (saw_down, rings)
+        (saw_down, rings, healed_ms.unwrap())
     });
-    assert!(
+    assert_eq!(
         saw_down,
-        "node1 and node3 marked each other down during the blip (else it tested nothing)"
+        [true, true],
+        "{} and {} each marked the other down during the blip (else it tested nothing)",
+        names[i],
+        names[j]
     );
     assert_eq!(
         rings,
@@ -482,11 +512,20 @@ async fn a_link_blip_shorter_than_the_settling_time_moves_nothing() {
         "every ring kept all three throughout"
     );
     stop_watch.store(true, Ordering::Relaxed);
-    for w in watchers {
+    for (w, watcher) in watchers.into_iter().zip([i, k]) {
         let ws = w.await.unwrap();
-        assert!(ws.events.len() > 50, "streams ran: {}", ws.events.len());
         for (ch, changes) in epoch_changes(&ws) {
             assert_eq!(changes, 0, "{ch} changed epoch during a blip");
+        }
+        // Every stream j publishes went on after the heal, on both watchers.
+        for ch in &across {
+            let last = ws.events.iter().filter(|e| &e.ch == ch).map(|e| e.ts).max();
+            assert!(
+                last.is_some_and(|ts| ts > healed_ms + 5_000),
+                "{ch} (published on {}) on {}: last event at {last:?}, healed at {healed_ms}",
+                names[j],
+                names[watcher]
+            );
         }
     }
     cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(30));

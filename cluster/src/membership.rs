@@ -232,6 +232,7 @@ impl Actor for Membership {
                 }
                 state.args.contacts.learn(&info.node, &info.addr);
                 let before = state.peers.get(&info.node).map(|p| p.info.status);
+                let back = before == Some(Status::Down) && info.status != Status::Down;
                 if before != Some(info.status) {
                     tracing::info!(node = %info.node, status = info.status.as_str(), "member status");
                 }
@@ -245,8 +246,9 @@ impl Actor for Membership {
                     // First contact: nothing to settle.
                     None => now.checked_sub(state.stable_after()).unwrap_or(now),
                 };
+                let node = info.node.clone();
                 state.peers.insert(
-                    info.node.clone(),
+                    node.clone(),
                     Peer {
                         info,
                         last_seen: now,
@@ -254,6 +256,14 @@ impl Actor for Membership {
                     },
                 );
                 state.recompute();
+                if back {
+                    // Back from `down`: its publishers may have dropped this node (a
+                    // session lost meanwhile was made again while it was down, which
+                    // repairs nothing), and when it rejoins without a ring move
+                    // (`Quorum::counts_at_once`) no new epoch would repair them either.
+                    tracing::info!(%node, "member heard again; repairing the streams it publishes");
+                    state.args.sharding.relinked(&node);
+                }
             }
             MembershipMsg::SessionClosed(node) => match state.peers.get(&node) {
                 // It said it would go: this is its exit.
@@ -271,8 +281,8 @@ impl Actor for Membership {
             },
             MembershipMsg::SessionOpened(node) => {
                 // Back without having been down: what crossed the lost session is gone,
-                // and its publishers dropped this node. (A member back from down comes
-                // back through the ring, whose moves start new epochs.)
+                // and its publishers dropped this node. (A member back from down is
+                // repaired when it is heard again.)
                 if state.relinking.remove(&node)
                     && state
                         .peers

@@ -83,7 +83,7 @@ impl Quorum {
 
     /// Whether `node`, heard again after going silent, counts as heard before it has been
     /// heard for `stable_after` (a member rejoining after a partition must hold that long
-    /// first, on both sides, so both switch rings together). It counts at once when it
+    /// first, so stale heartbeats arriving in a burst cannot flip the ring). It counts at once when it
     /// never left the agreed membership and this node serves: a blip longer than the
     /// heartbeat timeout but shorter than the settling time then leaves the ring as it was,
     /// instead of dropping the member when the blip's view settles and taking it back a

@@ -165,6 +165,35 @@ impl Net {
         self.route("del", b, a);
     }
 
+    /// Destroys the TCP sockets between hosts `a` and `b` on both ends (`ss -K`), as a
+    /// middlebox reset would: each end sees its sessions to the other close.
+    pub fn reset(&self, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let ns = self.hosts[from]
+                .netns
+                .as_deref()
+                .expect("resetting links needs namespaces");
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "ss",
+                    "-K",
+                    "-t",
+                    "dst",
+                    &self.hosts[to].addr,
+                ])
+                .output()
+                .expect("run ss");
+            assert!(
+                out.status.success(),
+                "ss -K in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Cuts host `i` off from the store's address (and only that).
     pub fn cut_store(&self, i: usize) {
         self.blackhole("add", i, &self.store_addr);
