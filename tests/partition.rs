@@ -428,10 +428,10 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
 }
 
 /// A link down longer than the heartbeat timeout but back before the settling time ends
-/// (between two of three nodes; the third hears both): the two mark each other `down` and hear each other again, and nothing else
-/// happens: every ring keeps all three, no stream changes epoch. (Before, each dropped the
-/// other once the blip's view settled and took it back once it had settled again, so
-/// their entities moved twice.)
+/// (between two of three nodes; the third hears both): the two mark each other `down` and
+/// hear each other again, and nothing else happens: every ring keeps all three, no stream
+/// changes epoch. (Before, each dropped the other once the blip's view settled and took it
+/// back once it had settled again, so their entities moved twice.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_blip_shorter_than_the_settling_time_moves_nothing() {
     link_blip("partition_blip", false).await;

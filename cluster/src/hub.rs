@@ -195,7 +195,12 @@ impl Outbox {
     /// up to `linger` of latency for fewer writes (zero writes at once). Cancel-safe: a
     /// wait dropped while it lingers leaves its deadline to the next one.
     pub async fn wait(&self, linger: Duration) {
-        let saved = self.lock().linger_until.take();
+        // Only a lingering wait can have left a deadline: a zero one takes no lock here.
+        let saved = if linger.is_zero() {
+            None
+        } else {
+            self.lock().linger_until.take()
+        };
         let until = match saved {
             Some(until) => until,
             None => {

@@ -83,12 +83,12 @@ impl Quorum {
 
     /// Whether `node`, heard again after going silent, counts as heard before it has been
     /// heard for `stable_after` (a member rejoining after a partition must hold that long
-    /// first, so stale heartbeats arriving in a burst cannot flip the ring). It counts at once when it
-    /// never left the agreed membership and this node serves: a blip longer than the
-    /// heartbeat timeout but shorter than the settling time then leaves the ring as it was,
-    /// instead of dropping the member when the blip's view settles and taking it back a
-    /// moment later (its entities moving twice). A node standing down, or one that has
-    /// dropped the member, waits for it to settle.
+    /// first, so stale heartbeats arriving in a burst cannot flip the ring). It counts at
+    /// once when it never left the agreed membership and this node serves: a blip longer
+    /// than the heartbeat timeout but shorter than the settling time then leaves the ring
+    /// as it was, instead of dropping the member when the blip's view settles and taking it
+    /// back a moment later (its entities moving twice). A node standing down, or one that
+    /// has dropped the member, waits for it to settle.
     pub fn counts_at_once(&self, node: &str, serving: bool) -> bool {
         serving && self.agreed.contains(node)
     }

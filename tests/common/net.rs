@@ -169,28 +169,20 @@ impl Net {
     /// middlebox reset would: each end sees its sessions to the other close.
     pub fn reset(&self, a: usize, b: usize) {
         for (from, to) in [(a, b), (b, a)] {
-            let ns = self.hosts[from]
-                .netns
-                .as_deref()
-                .expect("resetting links needs namespaces");
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "ss",
-                    "-K",
-                    "-t",
-                    "dst",
-                    &self.hosts[to].addr,
-                ])
-                .output()
-                .expect("run ss");
-            assert!(
-                out.status.success(),
-                "ss -K in {ns}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let dst = &self.hosts[to].addr;
+            let ss = [
+                "netns",
+                "exec",
+                self.netns(from),
+                "ss",
+                "-K",
+                "-t",
+                "dst",
+                dst,
+            ];
+            if let Err(e) = ip(&ss) {
+                panic!("{e}");
+            }
         }
     }
 
@@ -208,13 +200,17 @@ impl Net {
         self.blackhole(op, from, &self.hosts[to].addr);
     }
 
-    fn blackhole(&self, op: &str, from: usize, addr: &str) {
-        let ns = self.hosts[from]
+    /// Host `i`'s namespace (links are cut and reset inside it).
+    fn netns(&self, i: usize) -> &str {
+        self.hosts[i]
             .netns
             .as_deref()
-            .expect("cutting links needs namespaces");
+            .expect("cutting links needs namespaces")
+    }
+
+    fn blackhole(&self, op: &str, from: usize, addr: &str) {
         let target = format!("{addr}/32");
-        if let Err(e) = ip(&["-n", ns, "route", op, "blackhole", &target]) {
+        if let Err(e) = ip(&["-n", self.netns(from), "route", op, "blackhole", &target]) {
             panic!("{e}");
         }
     }
