@@ -9,6 +9,7 @@
 use crate::clients::{ClientView, Clients};
 use crate::stream::StreamEvent;
 use futures_util::FutureExt;
+use indexmap::IndexMap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -241,7 +242,9 @@ pub type ConnId = u64;
 struct ChannelSubs {
     /// The publishing entity, `(kind, key)`.
     publisher: (String, String),
-    subscribers: Vec<(ConnId, Arc<Outbox>)>,
+    /// By connection: a subscribe or unsubscribe costs the same with 10 subscribers or
+    /// 100,000 (a connect storm onto one channel), and delivery walks a dense array.
+    subscribers: IndexMap<ConnId, Arc<Outbox>>,
 }
 
 /// The node's hub.
@@ -300,7 +303,7 @@ impl Hub {
             let mut out: BTreeMap<ConnId, Vec<String>> = BTreeMap::new();
             let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
             for (name, subs) in channels.iter() {
-                for (conn, _) in &subs.subscribers {
+                for conn in subs.subscribers.keys() {
                     if wanted.contains(conn) {
                         out.entry(*conn).or_default().push(name.clone());
                     }
@@ -324,22 +327,24 @@ impl Hub {
         outbox: Arc<Outbox>,
     ) {
         let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        let subs = channels
-            .entry(channel.to_string())
-            .or_insert_with(|| ChannelSubs {
-                publisher: (kind.to_string(), key.to_string()),
-                subscribers: Vec::new(),
-            });
-        if !subs.subscribers.iter().any(|(c, _)| *c == conn) {
-            subs.subscribers.push((conn, outbox));
+        if let Some(subs) = channels.get_mut(channel) {
+            subs.subscribers.entry(conn).or_insert(outbox);
+            return;
         }
+        channels.insert(
+            channel.to_string(),
+            ChannelSubs {
+                publisher: (kind.to_string(), key.to_string()),
+                subscribers: IndexMap::from([(conn, outbox)]),
+            },
+        );
     }
 
     /// Removes a local subscriber. The publisher learns lazily, on its next event here.
     pub fn unsubscribe(&self, channel: &str, conn: ConnId) {
         let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
         if let Some(subs) = channels.get_mut(channel) {
-            subs.subscribers.retain(|(c, _)| *c != conn);
+            subs.subscribers.swap_remove(&conn);
             if subs.subscribers.is_empty() {
                 channels.remove(channel);
             }
@@ -354,7 +359,7 @@ impl Hub {
         };
         let timer = crate::metrics::FANOUT.start_timer();
         let frame = Arc::new(Frame::encode(event));
-        for (_, outbox) in &subs.subscribers {
+        for outbox in subs.subscribers.values() {
             outbox.push(frame.clone());
         }
         timer.observe_duration();
@@ -379,7 +384,7 @@ impl Hub {
             if !relinked(&subs.publisher.0, &subs.publisher.1) {
                 continue;
             }
-            for (_, outbox) in &subs.subscribers {
+            for outbox in subs.subscribers.values() {
                 outbox.push_resync(Resync {
                     channel: channel.clone(),
                     epoch: String::new(),
@@ -397,7 +402,7 @@ impl Hub {
             if subs.publisher.0 != kind || subs.publisher.1 != key {
                 continue;
             }
-            for (_, outbox) in &subs.subscribers {
+            for outbox in subs.subscribers.values() {
                 outbox.push_resync(Resync {
                     channel: channel.clone(),
                     epoch: epoch.to_string(),
@@ -533,12 +538,52 @@ mod tests {
             Arc::ptr_eq(&fa[0], &fb[0]),
             "one encoding shared by both connections"
         );
-        hub.unsubscribe("trades:A-B", 1);
-        hub.unsubscribe("trades:A-B", 2);
+        // Subscribing again changes nothing; leaving takes out that connection alone.
+        hub.subscribe("trades:A-B", "symbol", "A-B", 1, a.clone());
         assert_eq!(
             hub.deliver(&event("trades:A-B", 3, false)),
+            Delivery::Delivered(2)
+        );
+        assert_eq!((a.len(), b.len()), (1, 1));
+        hub.unsubscribe("trades:A-B", 1);
+        assert_eq!(
+            hub.deliver(&event("trades:A-B", 4, false)),
+            Delivery::Delivered(1)
+        );
+        assert_eq!((a.len(), b.len()), (1, 2));
+        hub.unsubscribe("trades:A-B", 2);
+        assert_eq!(
+            hub.deliver(&event("trades:A-B", 5, false)),
             Delivery::NoSubscribers
         );
+    }
+
+    #[test]
+    fn a_crowded_channel_takes_and_drops_subscribers_in_any_order() {
+        let hub = Hub::new("n1");
+        let outboxes: Vec<Arc<Outbox>> = (0..1000).map(|_| Outbox::new(4)).collect();
+        for (conn, outbox) in outboxes.iter().enumerate() {
+            hub.subscribe(
+                "trades:A-B",
+                "symbol",
+                "A-B",
+                conn as ConnId,
+                outbox.clone(),
+            );
+        }
+        // Every third leaves, from the middle out.
+        for conn in (0..1000).filter(|c| c % 3 == 0).rev() {
+            hub.unsubscribe("trades:A-B", conn as ConnId);
+        }
+        assert_eq!(
+            hub.deliver(&event("trades:A-B", 1, false)),
+            Delivery::Delivered(666)
+        );
+        for (conn, outbox) in outboxes.iter().enumerate() {
+            let wanted = usize::from(conn % 3 != 0);
+            assert_eq!(outbox.len(), wanted, "connection {conn}");
+        }
+        assert_eq!(hub.subscriptions_by_kind()["symbol"], 666);
     }
 
     #[test]
