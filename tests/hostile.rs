@@ -498,7 +498,76 @@ fn heads_over_the_limits_are_refused(port: u16, path: &str, join: &str) {
     assert_eq!((status, code(&body).as_str()), (431, "too_large"), "{body}");
 }
 
-/// `GET /sse` opening a connection is served outside hyper (gateway/src/sse_direct.rs); on a
+/// `GET /ws` opening a connection is served outside hyper and warp (gateway/src/direct.rs);
+/// on a reused keep-alive connection it goes through them. Both answer alike: the same
+/// limits, refusals and error bodies, RFC 6455's accept key, and a frame the client sent
+/// right behind its request head is read and answered.
+#[test]
+fn websocket_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
+    let node = Node::start("hostile-ws", "");
+    heads_over_the_limits_are_refused(node.port, "/ws?a=b", "&");
+    let upgrade = "connection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\
+                   sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // `{"id":1,"op":"ping"}` in one masked text frame (mask key 0: the payload as is).
+    let ping = br#"{"id":1,"op":"ping"}"#;
+    let mut frame = vec![0x81, 0x80 | ping.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(ping);
+    // One request (behind a `GET /healthz` on the same connection when `reused`), and
+    // what came back: the head, and the body or the frames' bytes as text.
+    let exchange = |reused: bool, target: &str, headers: &str, behind: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        if reused {
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        }
+        let mut request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes();
+        request.extend_from_slice(behind);
+        s.write_all(&request).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            let text = String::from_utf8_lossy(&got);
+            let answered = text.contains("\"pong\"")
+                || (text.contains("{\"error\"") && text.trim_end().ends_with('}'));
+            if answered {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (head.to_ascii_lowercase(), rest.to_string())
+    };
+    for (path, reused) in [("direct", false), ("hyper", true)] {
+        let (head, body) = exchange(reused, "/ws", "", b"");
+        assert!(head.starts_with("http/1.1 400"), "{path}: {head}");
+        assert_eq!(code(&body), "bad_request", "{path}: {body}");
+        let (head, body) = exchange(reused, "/ws?token=bad", upgrade, b"");
+        assert!(head.starts_with("http/1.1 401"), "{path}: {head}");
+        assert_eq!(code(&body), "unauthorized", "{path}: {body}");
+        let (head, frames) = exchange(reused, "/ws", upgrade, &frame);
+        assert!(head.starts_with("http/1.1 101"), "{path}: {head}");
+        // The example of RFC 6455 section 1.3.
+        assert!(
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{path}: {head}"
+        );
+        assert!(
+            frames.contains(r#""id":1"#) && frames.contains(r#""pong""#),
+            "{path}: the frame sent behind the head was not answered: {frames:?}"
+        );
+    }
+}
+
+/// `GET /sse` opening a connection is served outside hyper (gateway/src/direct.rs); on a
 /// reused keep-alive connection it goes through hyper. Both answer alike: the same limits
 /// and error bodies, the same event text, and a silent client is closed.
 #[test]

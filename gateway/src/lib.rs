@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod auth;
 pub mod body;
+pub mod direct;
 pub mod error;
 pub mod limits;
 pub mod metrics;
@@ -16,7 +17,6 @@ pub mod server;
 pub mod shared_connections;
 pub mod shared_limits;
 pub mod sse;
-pub mod sse_direct;
 pub mod state;
 pub mod subscriptions;
 pub mod ticker_cache;
@@ -705,8 +705,9 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
     }
     let policy = cors(&state.settings.cors_origins);
     let cors_on = policy.is_some();
-    // SSE outside hyper, unless a CORS policy must answer (hyper's path applies it).
-    let direct_sse = (!cors_on).then(|| state.clone());
+    // SSE and WebSocket outside hyper, unless a CORS policy must answer (hyper's path
+    // applies it).
+    let direct = (!cors_on).then(|| state.clone());
     let filter = match policy {
         Some(policy) => routes(state)
             .with(policy)
@@ -716,8 +717,5 @@ pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) 
             .boxed(),
         None => routes(state),
     };
-    server::run(
-        filter, listener, admission, direct_sse, timeout, cors_on, stop,
-    )
-    .await;
+    server::run(filter, listener, admission, direct, timeout, cors_on, stop).await;
 }

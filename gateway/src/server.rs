@@ -15,6 +15,7 @@
 //!   `bourse_gateway_client_errors_total{kind}`, never an ERROR line a client can flood.
 
 use crate::admission::{Admission, Refused};
+use crate::direct::First;
 use crate::error::{ApiError, reply};
 use crate::routes::{self, Lookup};
 use crate::state::GatewayState;
@@ -85,7 +86,7 @@ fn error_response(status: StatusCode, e: ApiError) -> Response {
 }
 
 /// The answer owed to a request head over the limits (414 for the target, 431 for the
-/// headers), for hyper's path here and the direct SSE path (sse_direct.rs) alike.
+/// headers), for hyper's path here and the direct stream path (direct.rs) alike.
 pub fn head_over_limits(
     target_bytes: usize,
     headers: usize,
@@ -204,12 +205,12 @@ impl Refuser {
 
 /// Serves `filter` on `listener` until `stop` resolves, then stops accepting and waits for
 /// open connections to finish (WebSockets close themselves on the same signal). With
-/// `direct_sse`, a connection that opens with `GET /sse` is served by sse_direct.rs.
+/// `direct`, a connection that opens with `GET /sse` or `GET /ws` is served by direct.rs.
 pub async fn run<F>(
     filter: F,
     listener: tokio::net::TcpListener,
     admission: Arc<Admission>,
-    direct_sse: Option<Arc<GatewayState>>,
+    direct: Option<Arc<GatewayState>>,
     header_read_timeout: Duration,
     cors: bool,
     stop: impl std::future::Future<Output = ()>,
@@ -250,8 +251,7 @@ pub async fn run<F>(
             }
         };
         let service = service.clone();
-        let (builder, watcher, direct_sse) =
-            (builder.clone(), graceful.watcher(), direct_sse.clone());
+        let (builder, watcher, direct) = (builder.clone(), graceful.watcher(), direct.clone());
         let (admission, refuser) = (admission.clone(), refuser.clone());
         tokio::spawn(async move {
             // The cluster-wide count, where Redis keeps one. Boxed: the connection's task
@@ -259,16 +259,23 @@ pub async fn run<F>(
             if let Err(limit) = Box::pin(admission.claim(&ticket)).await {
                 return refuser.refuse(stream, limit);
             }
-            if let Some(state) = direct_sse {
+            if let Some(state) = direct {
                 let mut stopping = state.shutdown.clone();
                 let first = tokio::select! {
-                    first = crate::sse_direct::is_sse(&stream, header_read_timeout) => first,
+                    first = crate::direct::first_request(&stream, header_read_timeout) => first,
                     // A stopping node waits for no request that has not started.
                     _ = stopping.wait_for(|stop| *stop) => return,
                 };
+                // Each way of serving boxed, so that the task holding a connection for
+                // hours is sized for the way it took, not the largest.
                 match first {
-                    Some(true) => return crate::sse_direct::serve(stream, state, ticket).await,
-                    Some(false) => {}
+                    Some(First::Sse) => {
+                        return Box::pin(crate::direct::serve_sse(stream, state, ticket)).await;
+                    }
+                    Some(First::Ws) => {
+                        return Box::pin(crate::direct::serve_ws(stream, state, ticket)).await;
+                    }
+                    Some(First::Other) => {}
                     None => {
                         CLIENT_ERRORS.with_label_values(&["header_timeout"]).inc();
                         return;
@@ -299,7 +306,7 @@ pub async fn run<F>(
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), guarded)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            if let Err(e) = Box::pin(watcher.watch(conn)).await {
                 let kind = client_fault(&*e);
                 CLIENT_ERRORS.with_label_values(&[kind]).inc();
                 tracing::debug!(error = %e, %addr, kind, "connection ended by a client fault");

@@ -4,7 +4,7 @@
 //! channel's position; with several channels each starts from a fresh snapshot). A comment
 //! keeps the connection alive every `sse_keepalive_s`; a client too slow for its queue has
 //! its stream ended (it reconnects with `Last-Event-ID`). A connection that opens with the
-//! request is served by sse_direct.rs outside hyper; the warp route serves the others.
+//! request is served by direct.rs outside hyper; the warp route serves the others.
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
@@ -121,7 +121,7 @@ pub async fn open(
     Ok(contained)
 }
 
-/// The keep-alive comment's text, for the streams served outside warp (sse_direct.rs).
+/// The keep-alive comment's text, for the streams served outside warp (direct.rs).
 pub fn keep_alive_comment() -> String {
     Event::default().comment(KEEP_ALIVE).to_string()
 }

@@ -23,10 +23,11 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use upgrade::Socket;
 
 /// Close codes (RFC 6455).
 const GOING_AWAY: u16 = 1001;
@@ -113,8 +114,12 @@ fn response(id: &Value, result: Result<Value, ApiError>) -> String {
     .to_string()
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(ws: Socket, state: Arc<GatewayState>, user: Option<(u64, String)>) {
+/// Serves one WebSocket until it closes: over hyper's upgraded connection (the warp
+/// route) or the raw TCP stream (direct.rs).
+pub async fn serve<S>(ws: WebSocketStream<S>, state: Arc<GatewayState>, user: Option<(u64, String)>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut tx, mut rx) = ws.split();
     let settings = state.settings.clone();
     let outbox = Outbox::new(settings.outbound_queue);

@@ -10,6 +10,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -17,7 +18,7 @@ use warp::Reply;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-/// A server-side WebSocket.
+/// A server-side WebSocket over hyper's upgraded connection (the warp route).
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Bytes a socket reads at a time: client requests are small JSON objects.
@@ -56,7 +57,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 }
 
 /// The `Sec-WebSocket-Accept` value for a valid upgrade request, or why it is not one.
-fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+pub(crate) fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
     let malformed = || {
         ApiError::bad_request(
             "a WebSocket upgrade needs Connection: Upgrade, Upgrade: websocket, \
@@ -75,6 +76,15 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(malformed)?;
     HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| malformed())
+}
+
+/// The WebSocket on `io` after the `101` answer: `rest` is what the client sent after its
+/// request head (frames it did not wait to send), read first.
+pub async fn socket<S>(io: S, rest: Vec<u8>, max_frame: usize) -> WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    WebSocketStream::from_partially_read(io, rest, Role::Server, Some(config(max_frame))).await
 }
 
 /// Answers an upgrade request: `101 Switching Protocols`, after which `serve` runs on the
@@ -104,13 +114,7 @@ where
         let _ticket = ticket;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config(max_frame)),
-                )
-                .await;
-                serve(socket).await;
+                serve(socket(TokioIo::new(upgraded), Vec::new(), max_frame).await).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
