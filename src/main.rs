@@ -14,6 +14,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Every node allocates per connection, per request and per event from many threads; see
+/// Cargo.toml for why not glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// bourse: a distributed actor runtime for real-time markets.
 ///
 /// Every symbol is a supervised actor; the gateway serves live tickers, trades and candles
