@@ -9,9 +9,11 @@
 //! path applies), the request comes here. Everything else — and a stream request on a
 //! reused keep-alive connection — goes through hyper and the warp route, which answer the
 //! same: the same head limits (414, 431), the same `sse::open` and WebSocket handshake
-//! checks with their error bodies, the same event text (warp's `Event`) and keep-alive
-//! comment, the same `?token=` login. An error answer closes the connection; an SSE
-//! response has no length and the connection closes when the stream ends.
+//! checks (an upgrade over HTTP/1.1 alone, as hyper) with their error bodies, the same
+//! event text (warp's `Event`) and keep-alive comment, the same `?token=` login. An error
+//! answer closes the connection (after reading what the client still sends for a moment,
+//! so that the close is no reset); an SSE response has no length and the connection closes
+//! when the stream ends.
 
 use crate::admission::Ticket;
 use crate::error::ApiError;
@@ -28,6 +30,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// How long a connection answered and closed here is still read, so that it is not reset.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Which stream a connection's first bytes ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +78,8 @@ fn error_response(status: StatusCode, e: &ApiError) -> Vec<u8> {
 
 /// What a request head says, or the answer owed for one that breaks a limit.
 struct Head {
+    /// HTTP/1.1 (a WebSocket needs it), not 1.0.
+    http11: bool,
     query: HashMap<String, String>,
     headers: HeaderMap,
     /// Bytes the client sent after the head (a WebSocket frame it did not wait to send).
@@ -91,14 +98,20 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, Option<(StatusCode, A
             CLIENT_ERRORS.with_label_values(&["incomplete"]).inc();
             return Err(None);
         }
-        // Only the new bytes, and the three before them, can complete the blank line.
+        // Only the new bytes, and the three before them, can complete the blank line (its
+        // line ends CRLF, or a bare LF as httparse and hyper accept).
         let from = raw.len().saturating_sub(3);
         raw.extend_from_slice(&chunk[..n]);
-        if raw[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+        let tail = &raw[from..];
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n") {
             break;
         }
         if raw.len() > limit {
-            return Err(Some(headers_too_large()));
+            // Too long to read whole: 414 when the request line alone is over its limit.
+            let line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+            return Err(Some(
+                head_over_limits(line, 0, 0).unwrap_or_else(headers_too_large),
+            ));
         }
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -120,9 +133,12 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, Option<(StatusCode, A
     if let Some(refusal) = head_over_limits(target.len(), req.headers.len(), header_bytes) {
         return Err(Some(refusal));
     }
-    // As the warp route: a query that does not parse is no query.
+    // As the warp route: a query that does not parse is no query, and a fragment is no
+    // part of it.
     let query = target
-        .split_once('?')
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
         .and_then(|(_, q)| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
     // Names and values as hyper would take them; a field neither accepts is left out, as
@@ -138,6 +154,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, Option<(StatusCode, A
         })
         .collect();
     Ok(Head {
+        http11: req.version == Some(1),
         query,
         headers,
         rest: raw.split_off(head_len),
@@ -182,6 +199,12 @@ async fn handshake(
     state: &GatewayState,
 ) -> Option<(Vec<u8>, Option<(u64, String)>)> {
     let head = head_or_answer(stream, state).await?;
+    if !head.http11 {
+        // As hyper, which upgrades HTTP/1.1 alone.
+        let e = ApiError::bad_request("this connection cannot be upgraded (HTTP/1.1 only)");
+        answer_and_close(stream, &error_response(e.status(), &e)).await;
+        return None;
+    }
     // In the warp route's order: a bad token is refused before the handshake is checked.
     let opened = head
         .query
@@ -276,6 +299,13 @@ async fn answer_and_close(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(bytes).await?;
         stream.shutdown().await
+    })
+    .await;
+    // What the client still sends is read and dropped for a moment: a socket closed with
+    // unread bytes is reset, and a reset can destroy the answer before the client reads it.
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
 }
