@@ -232,7 +232,9 @@ impl Actor for Membership {
                 }
                 state.args.contacts.learn(&info.node, &info.addr);
                 let before = state.peers.get(&info.node).map(|p| p.info.status);
-                let back = before == Some(Status::Down) && info.status != Status::Down;
+                // Back from `down`: named here, as `info` moves into the peer table.
+                let back = (before == Some(Status::Down) && info.status != Status::Down)
+                    .then(|| info.node.clone());
                 if before != Some(info.status) {
                     tracing::info!(node = %info.node, status = info.status.as_str(), "member status");
                 }
@@ -246,9 +248,8 @@ impl Actor for Membership {
                     // First contact: nothing to settle.
                     None => now.checked_sub(state.stable_after()).unwrap_or(now),
                 };
-                let node = info.node.clone();
                 state.peers.insert(
-                    node.clone(),
+                    info.node.clone(),
                     Peer {
                         info,
                         last_seen: now,
@@ -256,7 +257,7 @@ impl Actor for Membership {
                     },
                 );
                 state.recompute();
-                if back {
+                if let Some(node) = back {
                     // Back from `down`: its publishers may have dropped this node (a
                     // session lost meanwhile was made again while it was down, which
                     // repairs nothing), and when it rejoins without a ring move

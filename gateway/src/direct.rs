@@ -199,19 +199,13 @@ async fn handshake(
     state: &GatewayState,
 ) -> Option<(Vec<u8>, Option<(u64, String)>)> {
     let head = head_or_answer(stream, state).await?;
-    if !head.http11 {
-        // As hyper, which upgrades HTTP/1.1 alone.
-        let e = ApiError::bad_request("this connection cannot be upgraded (HTTP/1.1 only)");
-        answer_and_close(stream, &error_response(e.status(), &e)).await;
-        return None;
-    }
-    // In the warp route's order: a bad token is refused before the handshake is checked.
-    let opened = head
-        .query
-        .get("token")
-        .map(|t| state.auth.identity(t))
-        .transpose()
-        .and_then(|user| Ok((upgrade::accept_key(&head.headers)?, user)));
+    // In the warp route's order: its checks, then whether the connection can upgrade.
+    let opened =
+        upgrade::open(&head.headers, head.query.get("token"), &state.auth).and_then(|opened| {
+            head.http11
+                .then_some(opened)
+                .ok_or_else(upgrade::not_upgradable)
+        });
     let (accept, user) = match opened {
         Ok(opened) => opened,
         Err(e) => {

@@ -580,12 +580,12 @@ fn routes(state: Arc<GatewayState>) -> BoxedFilter<(Response,)> {
         .and(query)
         .map(|headers, pending, ticket, s: Arc<GatewayState>, q: Query| {
             // `?token=` logs the connection in; a bad token is refused before the upgrade.
-            let user = match q.get("token").map(|t| s.auth.identity(t)).transpose() {
-                Ok(u) => u,
+            let (accept, user) = match ws::upgrade::open(&headers, q.get("token"), &s.auth) {
+                Ok(opened) => opened,
                 Err(e) => return reply(&e).into_response(),
             };
             let max = s.settings.max_frame_bytes;
-            ws::upgrade::accept(&headers, pending, ticket, max, move |socket| {
+            ws::upgrade::accept(accept, pending, ticket, max, move |socket| {
                 ws::serve(socket, s, user)
             })
         });

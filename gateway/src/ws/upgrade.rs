@@ -5,6 +5,7 @@
 //! arrives whole: the buffer grows for it) and coalesces its writes up to `WRITE_BUFFER`.
 
 use crate::admission::Ticket;
+use crate::auth::Auth;
 use crate::error::{ApiError, reply};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -56,8 +57,26 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
     })
 }
 
+/// The checks of an upgrade request both paths make (the warp route and direct.rs), in
+/// the order they answer them: a bad `?token=` (401), then a malformed handshake (400).
+/// The `Sec-WebSocket-Accept` value and the user the token logs in.
+pub fn open(
+    headers: &HeaderMap,
+    token: Option<&String>,
+    auth: &Auth,
+) -> Result<(HeaderValue, Option<(u64, String)>), ApiError> {
+    let user = token.map(|t| auth.identity(t)).transpose()?;
+    Ok((accept_key(headers)?, user))
+}
+
+/// The answer to an upgrade on a connection that cannot switch protocols: hyper upgrades
+/// HTTP/1.1 alone, and direct.rs does as hyper.
+pub fn not_upgradable() -> ApiError {
+    ApiError::bad_request("this connection cannot be upgraded (HTTP/1.1 only)")
+}
+
 /// The `Sec-WebSocket-Accept` value for a valid upgrade request, or why it is not one.
-pub(crate) fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
     let malformed = || {
         ApiError::bad_request(
             "a WebSocket upgrade needs Connection: Upgrade, Upgrade: websocket, \
@@ -87,10 +106,11 @@ where
     WebSocketStream::from_partially_read(io, rest, Role::Server, Some(config(max_frame))).await
 }
 
-/// Answers an upgrade request: `101 Switching Protocols`, after which `serve` runs on the
-/// socket (holding the connection's admission ticket), or the error response.
+/// Answers an upgrade request that passed [`open`], with its accept value: `101 Switching
+/// Protocols`, after which `serve` runs on the socket (holding the connection's admission
+/// ticket), or the error response.
 pub fn accept<F, Fut>(
-    headers: &HeaderMap,
+    accept: HeaderValue,
     pending: Option<Pending>,
     ticket: Option<Arc<Ticket>>,
     max_frame: usize,
@@ -100,15 +120,8 @@ where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let accept = match accept_key(headers) {
-        Ok(a) => a,
-        Err(e) => return reply(&e).into_response(),
-    };
     let Some(on_upgrade) = pending.and_then(|p| p.0.lock().ok()?.take()) else {
-        return reply(&ApiError::bad_request(
-            "this connection cannot be upgraded (HTTP/1.1 only)",
-        ))
-        .into_response();
+        return reply(&not_upgradable()).into_response();
     };
     tokio::spawn(async move {
         let _ticket = ticket;
