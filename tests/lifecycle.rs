@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Node, WsClient, free_port, temp_dir};
+use futures_util::SinkExt;
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -63,6 +64,57 @@ async fn a_client_too_slow_for_trades_is_closed_with_slow_consumer() {
     // Everything delivered before the close was in order.
     assert_eq!(common::assert_continuity(&ws.events), 0);
     // A fresh client is fine.
+    let mut fresh = WsClient::connect(&node.ws_url()).await;
+    assert_eq!(fresh.request("ping", json!({})).await["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_dropped() {
+    let node = Node::start("deaf", "[feed]\nkind = \"none\"\n");
+    let open = |node: &Node| {
+        let (_, text) = node.get("/metrics");
+        common::metric(
+            text.as_str().unwrap_or_default(),
+            "bourse_gateway_connections",
+        )
+    };
+    // A small receive window: the server's answers back up after a few kilobytes.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = format!("127.0.0.1:{}", node.port).parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(node.ws_url(), stream)
+        .await
+        .unwrap();
+    // Requests (a kilobyte each, every one answered: ok, refused or rate-limited) until the
+    // server, stuck writing answers nobody reads, stops taking them.
+    let pad = "x".repeat(1000);
+    let request = tokio_tungstenite::tungstenite::Message::text(
+        json!({"id": 1, "op": "ping", "pad": pad}).to_string(),
+    );
+    let mut sent = 0;
+    while sent < 200_000 {
+        match tokio::time::timeout(Duration::from_secs(2), ws.send(request.clone())).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    assert!(
+        sent < 200_000,
+        "the server read {sent} requests whose answers nobody read"
+    );
+    assert_eq!(open(&node), Some(1.0));
+    // The server gives up on a client that accepts nothing for its write timeout (10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while open(&node) != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a client that reads nothing is still connected after 40 s: {}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The node serves others.
     let mut fresh = WsClient::connect(&node.ws_url()).await;
     assert_eq!(fresh.request("ping", json!({})).await["ok"], true);
 }

@@ -7,8 +7,10 @@
 //! timer (a client silent for `idle_timeout_s` is closed). Oversize frames are refused by
 //! the WebSocket layer and close with 1009, text that is not UTF-8 with 1007, other
 //! protocol violations with 1002; a client's Close frame is answered with one (RFC 6455
-//! section 5.5.1). A panic in the loop closes this connection alone with 1011 and is
-//! counted in `bourse_gateway_connection_panics_total`.
+//! section 5.5.1). Every write (an answer, stream frames, a ping) that the socket takes
+//! nothing of for `WRITE_TIMEOUT` drops the client: one that sends requests and never reads
+//! their answers cannot hold its task for ever. A panic in the loop closes this connection
+//! alone with 1011 and is counted in `bourse_gateway_connection_panics_total`.
 
 pub mod ops;
 pub mod upgrade;
@@ -114,13 +116,23 @@ fn response(id: &Value, result: Result<Value, ApiError>) -> String {
     .to_string()
 }
 
+/// What woke a connection's loop.
+enum Woke {
+    Shutdown,
+    Incoming(Option<Result<Message, WsError>>),
+    Outbox,
+    Ping,
+}
+
 /// Serves one WebSocket until it closes: over hyper's upgraded connection (the warp
 /// route) or the raw TCP stream (direct.rs).
-pub async fn serve<S>(ws: WebSocketStream<S>, state: Arc<GatewayState>, user: Option<(u64, String)>)
-where
+pub async fn serve<S>(
+    mut ws: WebSocketStream<S>,
+    state: Arc<GatewayState>,
+    user: Option<(u64, String)>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut tx, mut rx) = ws.split();
     let settings = state.settings.clone();
     let outbox = Outbox::new(settings.outbound_queue);
     let mut conn = Connection {
@@ -137,16 +149,26 @@ where
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));
     ping.tick().await;
     let mut last_heard = Instant::now();
+    // One loop owns the socket: it waits for whichever comes first (the read is
+    // cancel-safe: a frame half read stays in the WebSocket layer), then writes.
     let run = async {
         loop {
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
-                        break Some((GOING_AWAY, "server shutting down"));
+                        Woke::Shutdown
+                    } else {
+                        continue;
                     }
                 }
-                incoming = rx.next() => {
+                incoming = ws.next() => Woke::Incoming(incoming),
+                _ = outbox.wait(write_delay) => Woke::Outbox,
+                _ = ping.tick() => Woke::Ping,
+            };
+            match woke {
+                Woke::Shutdown => break Some((GOING_AWAY, "server shutting down")),
+                Woke::Incoming(incoming) => {
                     let msg = match incoming {
                         None => break None,
                         Some(Ok(m)) => m,
@@ -158,53 +180,49 @@ where
                     last_heard = Instant::now();
                     if msg.is_close() {
                         // The WebSocket layer queued the answering Close frame; send it.
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.close()).await;
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, SinkExt::close(&mut ws)).await;
                         break None;
                     }
                     let reply = match &msg {
                         // Boxed: an idle connection does not carry a request's state in its task.
                         Message::Text(text) => Some(Box::pin(handle_text(&mut conn, text)).await),
-                        Message::Binary(_) => Some((response(&Value::Null, Err(ApiError::bad_request("binary frames are not supported; send JSON text"))), Vec::new())),
+                        Message::Binary(_) => Some((
+                            response(
+                                &Value::Null,
+                                Err(ApiError::bad_request(
+                                    "binary frames are not supported; send JSON text",
+                                )),
+                            ),
+                            Vec::new(),
+                        )),
                         _ => None, // ping/pong: answered by the WebSocket layer
                     };
                     if let Some((text, frames)) = reply {
-                        if tx.feed(Message::text(text)).await.is_err() {
-                            break None;
-                        }
-                        for f in frames {
-                            if tx.feed(Message::Text(f.json.clone())).await.is_err() {
-                                break;
-                            }
-                        }
-                        if tx.flush().await.is_err() {
+                        let reply = std::iter::once(Message::text(text))
+                            .chain(frames.iter().map(|f| Message::Text(f.json.clone())));
+                        if !write(&mut ws, reply).await {
                             break None;
                         }
                     }
                 }
-                _ = outbox.wait(write_delay) => {
+                Woke::Outbox => {
                     let Some(frames) = conn.subs.next_frames().await else {
                         break Some((POLICY, "slow_consumer"));
                     };
-                    let write = async {
-                        for f in frames {
-                            tx.feed(Message::Text(f.json.clone())).await?;
-                        }
-                        tx.flush().await
-                    };
-                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => {
-                            tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
-                            break None;
-                        }
+                    if !write(
+                        &mut ws,
+                        frames.iter().map(|f| Message::Text(f.json.clone())),
+                    )
+                    .await
+                    {
+                        break None;
                     }
                 }
-                _ = ping.tick() => {
+                Woke::Ping => {
                     if last_heard.elapsed() > idle {
                         break Some((NORMAL, "idle timeout"));
                     }
-                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    if !write(&mut ws, std::iter::once(Message::Ping(Default::default()))).await {
                         break None;
                     }
                 }
@@ -226,11 +244,37 @@ where
                 code: code.into(),
                 reason: reason.into(),
             };
-            let _ = tx.send(Message::Close(Some(frame))).await;
-            let _ = tx.close().await;
+            let _ = ws.send(Message::Close(Some(frame))).await;
+            let _ = SinkExt::close(&mut ws).await;
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, bye).await;
     }
+}
+
+/// Writes `messages` in one flush; false when the connection is gone or accepted nothing
+/// for [`WRITE_TIMEOUT`]. A write the socket takes at once (the usual case) arms no timer.
+async fn write<S>(ws: &mut WebSocketStream<S>, messages: impl Iterator<Item = Message>) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let written = async {
+        for m in messages {
+            ws.feed(m).await?;
+        }
+        ws.flush().await
+    };
+    let mut written = std::pin::pin!(written);
+    let done = match written.as_mut().now_or_never() {
+        Some(done) => done,
+        None => match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
+                return false;
+            }
+        },
+    };
+    done.is_ok()
 }
 
 async fn handle_text(conn: &mut Connection, text: &str) -> (String, Vec<Arc<Frame>>) {
