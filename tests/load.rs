@@ -43,7 +43,9 @@ fn load_connections_holds_websocket_and_sse_clients_and_reports_them() {
     // Two URLs (the same gateway twice): clients are spread over them in turn.
     let url = format!("http://127.0.0.1:{}", node.port);
     let plots = node.dir.join("plots");
-    for transport in ["ws", "sse"] {
+    // SSE clients connect at most 4 at a time: a client that kept its place after
+    // connecting would stall the rest.
+    for (transport, in_flight) in [("ws", "0"), ("sse", "4")] {
         let r = load(
             &node,
             &[
@@ -59,10 +61,13 @@ fn load_connections_holds_websocket_and_sse_clients_and_reports_them() {
                 "2",
                 "--transport",
                 transport,
+                "--in-flight",
+                in_flight,
                 "--channel",
                 "trades:KRW-BTC",
             ],
         );
+        assert_eq!(r["in_flight"], in_flight.parse::<u64>().unwrap(), "{r}");
         assert_eq!(r["connected"], 60, "{transport}: {r}");
         assert_eq!(r["failed"], serde_json::json!({}), "{transport}: {r}");
         assert_eq!(r["connect"]["count"], 60, "{transport}: {r}");

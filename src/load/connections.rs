@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit as Slot, Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message, protocol::WebSocketConfig};
 
 /// How the clients connect.
@@ -35,6 +35,11 @@ pub struct ConnectionsArgs {
     /// New connections per second; 0 opens them all at once (a connect storm).
     #[arg(long, default_value_t = 1000)]
     pub rate: u32,
+    /// At most this many clients connecting and subscribing at a time (0: no bound): with
+    /// `--rate 0`, clients connect as fast as the gateways answer, and each client's
+    /// latency is the gateway's, not time queued behind the rest of the storm.
+    #[arg(long, default_value_t = 0)]
+    pub in_flight: usize,
     /// WebSocket (`/ws`) or Server-Sent Events (`/sse`).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
@@ -209,7 +214,9 @@ pub(super) async fn ws_request(ws: &mut ClientSocket, request: &Value) -> Result
     Err("closed_before_subscribed".to_string())
 }
 
-async fn ws_client(target: usize, addr: String, shared: Arc<Shared>) {
+/// A WebSocket client: connects and subscribes (holding `slot`, its place among those
+/// connecting at a time, until then), then reads its channel until told to stop.
+async fn ws_client(target: usize, addr: String, shared: Arc<Shared>, slot: Option<Slot>) {
     let started = Instant::now();
     let attempt = async {
         let mut ws = ws_open(&addr).await?;
@@ -218,12 +225,13 @@ async fn ws_client(target: usize, addr: String, shared: Arc<Shared>) {
         ws_request(&mut ws, &subscribe).await?;
         Ok::<_, String>((ws, connect_us, micros(started)))
     };
-    let (mut ws, connect_us, subscribed_us) =
-        match tokio::time::timeout(shared.timeout, attempt).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(kind)) => return fail(&shared, kind),
-            Err(_) => return fail(&shared, "timeout".into()),
-        };
+    let attempt = tokio::time::timeout(shared.timeout, attempt).await;
+    drop(slot);
+    let (mut ws, connect_us, subscribed_us) = match attempt {
+        Ok(Ok(done)) => done,
+        Ok(Err(kind)) => return fail(&shared, kind),
+        Err(_) => return fail(&shared, "timeout".into()),
+    };
     let _ = shared.outcomes.send(Outcome::Connected {
         target,
         connect_us,
@@ -280,7 +288,8 @@ impl DataLines {
     }
 }
 
-async fn sse_client(target: usize, addr: String, shared: Arc<Shared>) {
+/// An SSE client, as [`ws_client`].
+async fn sse_client(target: usize, addr: String, shared: Arc<Shared>, slot: Option<Slot>) {
     let started = Instant::now();
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(&addr)
@@ -322,7 +331,9 @@ async fn sse_client(target: usize, addr: String, shared: Arc<Shared>) {
         let us = micros(started);
         Ok((stream, head.split_off(end), us))
     };
-    let (mut stream, rest, us) = match tokio::time::timeout(shared.timeout, attempt).await {
+    let attempt = tokio::time::timeout(shared.timeout, attempt).await;
+    drop(slot);
+    let (mut stream, rest, us) = match attempt {
         Ok(Ok(done)) => done,
         Ok(Err(kind)) => return fail(&shared, kind),
         Err(_) => return fail(&shared, "timeout".into()),
@@ -364,6 +375,8 @@ pub struct CrowdSpec {
     pub clients: usize,
     /// New connections per second; 0 for all at once.
     pub rate: u32,
+    /// Most clients connecting at a time; 0 for no bound.
+    pub in_flight: usize,
     pub transport: Transport,
     pub channel: String,
     /// Seconds one client may take to connect and subscribe.
@@ -393,11 +406,14 @@ impl Crowd {
     /// says), spread over `targets` in turn; prints the connect figures as it goes.
     pub async fn connect(spec: &CrowdSpec, targets: &[Target]) -> anyhow::Result<Crowd> {
         let clients = super::within_socket_budget(spec.clients);
-        let pace = if spec.rate == 0 {
+        let mut pace = if spec.rate == 0 {
             "all at once".to_string()
         } else {
             format!("{}/s", spec.rate)
         };
+        if spec.in_flight > 0 {
+            pace = format!("{pace}, at most {} connecting at a time", spec.in_flight);
+        }
         println!(
             "connecting {clients} {} clients on {} to {} gateway(s), {pace}",
             spec.transport.name(),
@@ -421,6 +437,7 @@ impl Crowd {
             let shared = shared.clone();
             let addrs: Vec<String> = targets.iter().map(|t| t.addr.clone()).collect();
             let (rate, transport) = (spec.rate, spec.transport);
+            let gate = (spec.in_flight > 0).then(|| Arc::new(Semaphore::new(spec.in_flight)));
             tokio::spawn(async move {
                 let mut tasks = Vec::with_capacity(clients);
                 for i in 0..clients {
@@ -428,11 +445,16 @@ impl Crowd {
                         let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
                         tokio::time::sleep_until(due.into()).await;
                     }
+                    // The gate is never closed: a permit always comes.
+                    let slot = match &gate {
+                        Some(gate) => gate.clone().acquire_owned().await.ok(),
+                        None => None,
+                    };
                     let (target, shared) = (i % addrs.len(), shared.clone());
                     let addr = addrs[target].clone();
                     tasks.push(match transport {
-                        Transport::Ws => tokio::spawn(ws_client(target, addr, shared)),
-                        Transport::Sse => tokio::spawn(sse_client(target, addr, shared)),
+                        Transport::Ws => tokio::spawn(ws_client(target, addr, shared, slot)),
+                        Transport::Sse => tokio::spawn(sse_client(target, addr, shared, slot)),
                     });
                 }
                 tasks
@@ -506,6 +528,7 @@ impl Crowd {
             "channel": spec.channel,
             "clients": clients,
             "rate": spec.rate,
+            "in_flight": spec.in_flight,
             "connected": connected,
             "failed": failures,
             "attempt_seconds": attempt_secs,
@@ -605,6 +628,7 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     let spec = CrowdSpec {
         clients: args.clients,
         rate: args.rate,
+        in_flight: args.in_flight,
         transport: args.transport,
         channel: args.channel.clone(),
         timeout: args.timeout,

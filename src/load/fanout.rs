@@ -89,6 +89,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let spec = CrowdSpec {
         clients: args.clients,
         rate: args.rate,
+        in_flight: 0,
         transport: Transport::Ws,
         channel: args.channel.clone(),
         timeout: args.timeout,
