@@ -533,6 +533,7 @@ fn heads_over_the_limits_are_refused(port: u16, path: &str, join: &str) {
 fn websocket_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
     let node = Node::start("hostile-ws", "");
     heads_over_the_limits_are_refused(node.port, "/ws?a=b", "&");
+    let (_, token) = node.register("fragment");
     let upgrade = "connection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\
                    sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     // `{"id":1,"op":"ping"}` in one masked text frame (mask key 0: the payload as is).
@@ -541,7 +542,10 @@ fn websocket_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
     frame.extend_from_slice(ping);
     // One request (behind a `GET /healthz` on the same connection when `reused`), and
     // what came back: the head, and the body or the frames' bytes as text.
-    let exchange = |reused: bool, version: &str, target: &str, headers: &str, behind: &[u8]| {
+    let request_head = |version: &str, target: &str, headers: &str| {
+        format!("GET {target} {version}\r\nHost: x\r\n{headers}\r\n")
+    };
+    let exchange = |reused: bool, head: String, behind: &[u8]| {
         let mut s = TcpStream::connect(("127.0.0.1", node.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -550,8 +554,7 @@ fn websocket_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
             let answer = read_until(&mut s, |t| t.trim_end().ends_with('}'));
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
-        let mut request =
-            format!("GET {target} {version}\r\nHost: x\r\n{headers}\r\n").into_bytes();
+        let mut request = head.into_bytes();
         request.extend_from_slice(behind);
         s.write_all(&request).unwrap();
         let text = read_until(&mut s, |t| {
@@ -564,19 +567,23 @@ fn websocket_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
         // The direct path closes after an error; hyper keeps the connection for the next
         // request: which of the two answered.
         let closes = |head: &str| head.contains("connection: close");
-        let (head, body) = exchange(reused, "HTTP/1.1", "/ws", "", b"");
+        let (head, body) = exchange(reused, request_head("HTTP/1.1", "/ws", ""), b"");
         assert!(head.starts_with("http/1.1 400"), "{path}: {head}");
         assert_eq!(code(&body), "bad_request", "{path}: {body}");
         assert_eq!(closes(&head), !reused, "{path}: {head}");
-        let (head, body) = exchange(reused, "HTTP/1.1", "/ws?token=bad", upgrade, b"");
+        let (head, body) = exchange(
+            reused,
+            request_head("HTTP/1.1", "/ws?token=bad", upgrade),
+            b"",
+        );
         assert!(head.starts_with("http/1.1 401"), "{path}: {head}");
         assert_eq!(code(&body), "unauthorized", "{path}: {body}");
         assert_eq!(closes(&head), !reused, "{path}: {head}");
         // HTTP/1.0 cannot upgrade.
-        let (head, body) = exchange(reused, "HTTP/1.0", "/ws", upgrade, b"");
+        let (head, body) = exchange(reused, request_head("HTTP/1.0", "/ws", upgrade), b"");
         assert!(head.contains(" 400 "), "{path}: {head}");
         assert_eq!(code(&body), "bad_request", "{path}: {body}");
-        let (head, frames) = exchange(reused, "HTTP/1.1", "/ws", upgrade, &frame);
+        let (head, frames) = exchange(reused, request_head("HTTP/1.1", "/ws", upgrade), &frame);
         assert!(head.starts_with("http/1.1 101"), "{path}: {head}");
         // The example of RFC 6455 section 1.3.
         assert!(
@@ -587,6 +594,17 @@ fn websocket_gets_the_same_answers_on_a_fresh_and_on_a_reused_connection() {
             frames.contains(r#""id":1"#) && frames.contains(r#""pong""#),
             "{path}: the frame sent behind the head was not answered: {frames:?}"
         );
+        // Lines ending in a bare LF (RFC 9112 section 2.2 lets a server take them).
+        let bare = request_head("HTTP/1.1", "/ws", upgrade).replace("\r\n", "\n");
+        let (head_lf, frames) = exchange(reused, bare, &frame);
+        assert!(head_lf.starts_with("http/1.1 101"), "{path}: {head_lf}");
+        assert!(frames.contains(r#""pong""#), "{path}: {frames:?}");
+        // A fragment is no part of the query: the token before it logs in.
+        let target = format!("/ws?token={token}#frag");
+        let (head_frag, frames) =
+            exchange(reused, request_head("HTTP/1.1", &target, upgrade), &frame);
+        assert!(head_frag.starts_with("http/1.1 101"), "{path}: {head_frag}");
+        assert!(frames.contains(r#""pong""#), "{path}: {frames:?}");
     }
 }
 
