@@ -37,7 +37,9 @@ pub struct ConnectionsArgs {
     pub rate: u32,
     /// At most this many clients connecting and subscribing at a time (0: no bound): with
     /// `--rate 0`, clients connect as fast as the gateways answer, and each client's
-    /// latency is the gateway's, not time queued behind the rest of the storm.
+    /// latency is the gateway's, not time queued behind the rest of the storm. With a
+    /// `--rate`, a client whose time came while every place was taken starts as soon as one
+    /// frees.
     #[arg(long, default_value_t = 0)]
     pub in_flight: usize,
     /// WebSocket (`/ws`) or Server-Sent Events (`/sse`).
@@ -437,7 +439,8 @@ impl Crowd {
             let shared = shared.clone();
             let addrs: Vec<String> = targets.iter().map(|t| t.addr.clone()).collect();
             let (rate, transport) = (spec.rate, spec.transport);
-            let gate = (spec.in_flight > 0).then(|| Arc::new(Semaphore::new(spec.in_flight)));
+            let places = spec.in_flight.min(Semaphore::MAX_PERMITS);
+            let gate = (places > 0).then(|| Arc::new(Semaphore::new(places)));
             tokio::spawn(async move {
                 let mut tasks = Vec::with_capacity(clients);
                 for i in 0..clients {

@@ -7,9 +7,9 @@
 //! timer (a client silent for `idle_timeout_s` is closed). Oversize frames are refused by
 //! the WebSocket layer and close with 1009, text that is not UTF-8 with 1007, other
 //! protocol violations with 1002; a client's Close frame is answered with one (RFC 6455
-//! section 5.5.1). Every write (an answer, stream frames, a ping) that the socket takes
-//! nothing of for `WRITE_TIMEOUT` drops the client: one that sends requests and never reads
-//! their answers cannot hold its task for ever. A panic in the loop closes this connection
+//! section 5.5.1). A write (an answer, stream frames, a ping) of which the socket takes a
+//! step (a message, or the flush) in no less than `WRITE_TIMEOUT` drops the client: one that
+//! sends requests and never reads their answers cannot hold its task for ever. A panic in the loop closes this connection
 //! alone with 1011 and is counted in `bourse_gateway_connection_panics_total`.
 
 pub mod ops;
@@ -251,22 +251,28 @@ pub async fn serve<S>(
     }
 }
 
-/// Writes `messages` in one flush; false when the connection is gone or accepted nothing
-/// for [`WRITE_TIMEOUT`]. A write the socket takes at once (the usual case) arms no timer.
+/// Writes `messages` in one flush; false when the connection is gone or a step of the
+/// write (a message, or the flush) took more than [`WRITE_TIMEOUT`]: a client reading
+/// slowly but steadily keeps up, one that accepts nothing is dropped.
 async fn write<S>(ws: &mut WebSocketStream<S>, messages: impl Iterator<Item = Message>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let written = async {
-        for m in messages {
-            ws.feed(m).await?;
+    for m in messages {
+        if !in_time(ws.feed(m)).await {
+            return false;
         }
-        ws.flush().await
-    };
-    let mut written = std::pin::pin!(written);
-    let done = match written.as_mut().now_or_never() {
+    }
+    in_time(ws.flush()).await
+}
+
+/// Whether one write step succeeded within [`WRITE_TIMEOUT`]. A step the socket takes at
+/// once (the usual case) arms no timer.
+async fn in_time(step: impl Future<Output = Result<(), WsError>>) -> bool {
+    let mut step = std::pin::pin!(step);
+    let done = match step.as_mut().now_or_never() {
         Some(done) => done,
-        None => match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        None => match tokio::time::timeout(WRITE_TIMEOUT, step).await {
             Ok(done) => done,
             Err(_) => {
                 tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
