@@ -31,9 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-/// How long a connection answered and closed here is still read, so that it is not reset.
-const LINGER: Duration = Duration::from_secs(1);
-
 /// Which stream a connection's first bytes ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum First {
@@ -288,18 +285,8 @@ pub async fn serve_sse(mut stream: TcpStream, state: Arc<GatewayState>, ticket: 
     }
 }
 
-/// Writes `bytes` (bounded in time) and closes the connection.
+/// Writes `bytes` (bounded in time) and closes the connection gently.
 async fn answer_and_close(stream: &mut TcpStream, bytes: &[u8]) {
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(bytes).await?;
-        stream.shutdown().await
-    })
-    .await;
-    // What the client still sends is read and dropped for a moment: a socket closed with
-    // unread bytes is reset, and a reset can destroy the answer before the client reads it.
-    let mut sink = [0u8; 1024];
-    let _ = tokio::time::timeout(LINGER, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await;
+    crate::server::close_gently(stream).await;
 }

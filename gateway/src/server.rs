@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tower_service::Service;
 use warp::Reply;
 use warp::http::{HeaderValue, Method, Request, StatusCode, header};
@@ -38,6 +39,23 @@ use warp::reply::Response;
 /// A WebSocket or SSE client whose socket accepts nothing for this long is dropped: a
 /// consumer that never reads must not pin its connection forever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection the server closes is still read, so that its close is no reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection the server ends (after its last answer or Close frame): sends FIN,
+/// then reads and drops what the client still sends for up to [`LINGER`]. A socket closed
+/// with unread bytes is reset, and a reset can destroy the last answer before the client
+/// reads it (RFC 9112 section 9.6; RFC 6455 section 7.1.1 has the server close the TCP
+/// connection after the closing handshake).
+pub async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
 
 /// Longest request target (path and query), bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;

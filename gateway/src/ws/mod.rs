@@ -248,6 +248,9 @@ pub async fn serve<S>(
             let _ = SinkExt::close(&mut ws).await;
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, bye).await;
+        // The client's answering Close, or the rest of a frame it was sending, is read
+        // and dropped: a close with unread bytes would be a reset.
+        crate::server::close_gently(ws.get_mut()).await;
     }
 }
 
