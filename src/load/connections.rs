@@ -216,6 +216,28 @@ pub(super) async fn ws_request(ws: &mut ClientSocket, request: &Value) -> Result
     Err("closed_before_subscribed".to_string())
 }
 
+/// Runs a client's connect-and-subscribe `attempt` within the client timeout, then gives
+/// up its `slot`; a failure is reported (by kind, or `timeout`) and is `None`.
+async fn connected<T>(
+    shared: &Shared,
+    slot: Option<Slot>,
+    attempt: impl Future<Output = Result<T, String>>,
+) -> Option<T> {
+    let attempt = tokio::time::timeout(shared.timeout, attempt).await;
+    drop(slot);
+    match attempt {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(kind)) => {
+            fail(shared, kind);
+            None
+        }
+        Err(_) => {
+            fail(shared, "timeout".into());
+            None
+        }
+    }
+}
+
 /// A WebSocket client: connects and subscribes (holding `slot`, its place among those
 /// connecting at a time, until then), then reads its channel until told to stop.
 async fn ws_client(target: usize, addr: String, shared: Arc<Shared>, slot: Option<Slot>) {
@@ -227,12 +249,8 @@ async fn ws_client(target: usize, addr: String, shared: Arc<Shared>, slot: Optio
         ws_request(&mut ws, &subscribe).await?;
         Ok::<_, String>((ws, connect_us, micros(started)))
     };
-    let attempt = tokio::time::timeout(shared.timeout, attempt).await;
-    drop(slot);
-    let (mut ws, connect_us, subscribed_us) = match attempt {
-        Ok(Ok(done)) => done,
-        Ok(Err(kind)) => return fail(&shared, kind),
-        Err(_) => return fail(&shared, "timeout".into()),
+    let Some((mut ws, connect_us, subscribed_us)) = connected(&shared, slot, attempt).await else {
+        return;
     };
     let _ = shared.outcomes.send(Outcome::Connected {
         target,
@@ -333,12 +351,8 @@ async fn sse_client(target: usize, addr: String, shared: Arc<Shared>, slot: Opti
         let us = micros(started);
         Ok((stream, head.split_off(end), us))
     };
-    let attempt = tokio::time::timeout(shared.timeout, attempt).await;
-    drop(slot);
-    let (mut stream, rest, us) = match attempt {
-        Ok(Ok(done)) => done,
-        Ok(Err(kind)) => return fail(&shared, kind),
-        Err(_) => return fail(&shared, "timeout".into()),
+    let Some((mut stream, rest, us)) = connected(&shared, slot, attempt).await else {
+        return;
     };
     let _ = shared.outcomes.send(Outcome::Connected {
         target,

@@ -7,10 +7,10 @@
 //! timer (a client silent for `idle_timeout_s` is closed). Oversize frames are refused by
 //! the WebSocket layer and close with 1009, text that is not UTF-8 with 1007, other
 //! protocol violations with 1002; a client's Close frame is answered with one (RFC 6455
-//! section 5.5.1). A write (an answer, stream frames, a ping) of which the socket takes a
-//! step (a message, or the flush) in no less than `WRITE_TIMEOUT` drops the client: one that
-//! sends requests and never reads their answers cannot hold its task for ever. A panic in the loop closes this connection
-//! alone with 1011 and is counted in `bourse_gateway_connection_panics_total`.
+//! section 5.5.1). A client whose socket takes no step of a write (an answer, stream frames,
+//! a ping) for `WRITE_TIMEOUT` is dropped: one that sends requests and never reads their
+//! answers cannot hold its task for ever. A panic in the loop closes this connection alone
+//! with 1011 and is counted in `bourse_gateway_connection_panics_total`.
 
 pub mod ops;
 pub mod upgrade;
@@ -239,14 +239,12 @@ pub async fn serve<S>(
         }
     };
     if let Some((code, reason)) = close {
-        let bye = async {
-            let frame = CloseFrame {
-                code: code.into(),
-                reason: reason.into(),
-            };
-            let _ = ws.send(Message::Close(Some(frame))).await;
-            let _ = SinkExt::close(&mut ws).await;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
         };
+        // Sending the Close flushes it.
+        let bye = ws.send(Message::Close(Some(frame)));
         let _ = tokio::time::timeout(WRITE_TIMEOUT, bye).await;
         // The client's answering Close, or the rest of a frame it was sending, is read
         // and dropped: a close with unread bytes would be a reset.
