@@ -221,9 +221,16 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 cell(&v["node"]),
                 v["ring"]["members"]
             );
+            let left_out = v["left_out"].as_array().map_or(0, Vec::len);
+            if left_out > 0 {
+                println!(
+                    "standing aside (they lost a member that others still hear): {}",
+                    v["left_out"]
+                );
+            }
             if v["serving"] == json!(false) {
                 println!(
-                    "{} is cut off from the majority of {} and owns nothing",
+                    "{} stands down (cut off from the majority of {}, standing aside, or without its store) and owns nothing",
                     cell(&v["node"]),
                     v["agreed"]
                 );

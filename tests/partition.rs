@@ -9,6 +9,8 @@
 //! - A link between two nodes down past the heartbeat timeout, back before the settling
 //!   time (its sessions kept, or reset): no ring changes, no stream changes epoch, every
 //!   stream published across it goes on.
+//! - Two nodes losing each other while a third hears both: the higher-named stands aside,
+//!   the other two serve one ring, and only its entities move.
 //! - Four nodes split 2 + 2: exactly one side (the one with `node1`) serves.
 //! - A node cut off from the store alone stands down and routes its clients to the others,
 //!   who take its entities; it serves again when the store is back.
@@ -146,17 +148,22 @@ fn place(node: &Node, token: &str, body: &Value) -> Placed {
     }
 }
 
-/// Pairs of crossing orders, seller through `sell_via`, buyer through `buy_via`, until
-/// `stop`; every one acknowledged.
+/// Pairs of crossing orders through the two (trader, node) pairs, which swap sides every
+/// round (so neither runs out of money), until `stop`; every one acknowledged.
 fn trade(
     tag: &str,
-    (sell_via, seller): (&Node, &str),
-    (buy_via, buyer): (&Node, &str),
+    first: (&Node, &str),
+    second: (&Node, &str),
     stop: &AtomicBool,
 ) -> Vec<(String, Placed)> {
     let mut placed = Vec::new();
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
+        let ((sell_via, seller), (buy_via, buyer)) = if i % 4 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
         for (symbol, price, qty) in ORDERS {
             i += 1;
             let order = |side: &str| {
@@ -201,6 +208,118 @@ fn epoch_changes(ws: &WsClient) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// The node owning each watched stream's entity.
+fn owners(cluster: &Cluster) -> BTreeMap<String, usize> {
+    let symbols = SYMBOLS
+        .iter()
+        .map(|s| (format!("trades:{s}"), cluster.owner(0, "symbol", s)));
+    let books = ORDERS
+        .iter()
+        .map(|(s, _, _)| (format!("book:{s}"), cluster.owner(0, "book", s)));
+    symbols.chain(books).collect()
+}
+
+/// What every whole-system partition test checks at the end, through the protocol:
+/// streams without a gap inside an epoch and at most `moves(channel)` epoch changes each,
+/// every trade a client saw stored as seen, every acknowledged order stored once and no
+/// other, and money conserved.
+fn assert_consistent(
+    a: &Node,
+    clients: &[WsClient],
+    placed: &[&Vec<(String, Placed)>],
+    tokens: &[&str],
+    granted: &BTreeMap<String, i128>,
+    moves: impl Fn(&str) -> usize,
+    cut_ms: i64,
+) {
+    // Streams: no gap inside an epoch; at most one epoch change per move of the entity.
+    for ws in clients {
+        for (ch, changes) in epoch_changes(ws) {
+            let moves = moves(&ch);
+            let epochs: Vec<(String, u64, i64)> = ws.events.iter().filter(|e| e.ch == ch).fold(
+                Vec::new(),
+                |mut out: Vec<(String, u64, i64)>, e| {
+                    if out.last().is_none_or(|l| l.0 != e.epoch) {
+                        out.push((e.epoch.clone(), e.seq, e.ts - cut_ms));
+                    }
+                    out
+                },
+            );
+            assert!(
+                changes <= moves,
+                "{ch}: {changes} epoch changes for {moves} moves of its entity; \
+                 (epoch, first seq, ms after the cut): {epochs:?}"
+            );
+        }
+        assert!(
+            ws.events.len() > 100,
+            "the stream carried events: {}",
+            ws.events.len()
+        );
+    }
+    // Every trade a client saw is stored as seen.
+    for ws in clients {
+        for s in ["KRW-BTC", "KRW-ETH"] {
+            let (_, stored) = a.get(&format!("/api/v1/trades/{s}?limit=1000"));
+            let stored: HashMap<String, Value> = stored
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t["trade_id"].to_string(), t.clone()))
+                .collect();
+            for e in ws.events.iter().filter(|e| e.ch == format!("trades:{s}")) {
+                let id = e.data["trade_id"].to_string();
+                let Some(t) = stored.get(&id) else {
+                    // Older than the newest 1000: not checked.
+                    continue;
+                };
+                for field in ["price", "qty", "side"] {
+                    assert_eq!(
+                        t[field], e.data[field],
+                        "{s} trade {id}: stored {t}, seen {}",
+                        e.data
+                    );
+                }
+            }
+        }
+    }
+    // Every acknowledged order is stored, once, and no other.
+    for &token in tokens {
+        let acked: BTreeSet<String> = placed
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter(|(t, _)| t == token)
+            .map(|(_, p)| p.ack["order_id"].as_str().unwrap().to_string())
+            .collect();
+        let (_, stored) = a.api("GET", "/api/v1/orders?limit=1000", None, Some(token));
+        let stored: BTreeSet<String> = stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(stored, acked, "stored orders are the acknowledged ones");
+    }
+    // Money is conserved.
+    let after_totals = totals(a, tokens);
+    assert_eq!(
+        &after_totals, granted,
+        "available + held per asset is unchanged"
+    );
+}
+
+/// The members an `/admin/cluster` view says should stand aside.
+fn left_out(v: &Value) -> Vec<String> {
+    v["left_out"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
     let _serial = SERIAL.lock().await;
@@ -210,13 +329,7 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
     let names = ["node1", "node2", "node3"];
     // Who owns what before: the cut node's entities move twice (away and back), the
     // others' never.
-    let mut owner_before = BTreeMap::new();
-    for s in SYMBOLS {
-        owner_before.insert(format!("trades:{s}"), cluster.owner(0, "symbol", s));
-    }
-    for (s, _, _) in ORDERS {
-        owner_before.insert(format!("book:{s}"), cluster.owner(0, "book", s));
-    }
+    let owner_before = owners(&cluster);
 
     let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
     let (_, m_sell) = a.register("p3_major_seller");
@@ -340,82 +453,146 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
         minority_first_ok
     );
 
-    // Streams: no gap inside an epoch; at most one epoch change per move of the entity.
-    for ws in &clients {
-        for (ch, changes) in epoch_changes(ws) {
-            let moves = if owner_before[&ch] == 2 { 2 } else { 0 };
-            let epochs: Vec<(String, u64, i64)> = ws.events.iter().filter(|e| e.ch == ch).fold(
-                Vec::new(),
-                |mut out: Vec<(String, u64, i64)>, e| {
-                    if out.last().is_none_or(|l| l.0 != e.epoch) {
-                        out.push((e.epoch.clone(), e.seq, e.ts - cut_ms));
-                    }
-                    out
-                },
-            );
-            assert!(
-                changes <= moves,
-                "{ch}: {changes} epoch changes for {moves} moves of its entity; \
-                 (epoch, first seq, ms after the cut): {epochs:?}"
-            );
-        }
-        assert!(
-            ws.events.len() > 100,
-            "the stream carried events: {}",
-            ws.events.len()
-        );
-    }
-    // Every trade a client saw is stored as seen.
-    for ws in &clients {
-        for s in ["KRW-BTC", "KRW-ETH"] {
-            let (_, stored) = a.get(&format!("/api/v1/trades/{s}?limit=1000"));
-            let stored: HashMap<String, Value> = stored
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| (t["trade_id"].to_string(), t.clone()))
-                .collect();
-            for e in ws.events.iter().filter(|e| e.ch == format!("trades:{s}")) {
-                let id = e.data["trade_id"].to_string();
-                let Some(t) = stored.get(&id) else {
-                    // Older than the newest 1000: not checked.
-                    continue;
-                };
-                for field in ["price", "qty", "side"] {
-                    assert_eq!(
-                        t[field], e.data[field],
-                        "{s} trade {id}: stored {t}, seen {}",
-                        e.data
-                    );
-                }
-            }
-        }
-    }
-    // Every acknowledged order is stored, once, and no other.
-    for token in tokens {
-        let acked: BTreeSet<String> = majority
-            .iter()
-            .chain(minority.iter())
-            .filter(|(t, _)| t == token)
-            .map(|(_, p)| p.ack["order_id"].as_str().unwrap().to_string())
-            .collect();
-        let (_, stored) = a.api("GET", "/api/v1/orders?limit=1000", None, Some(token));
-        let stored: BTreeSet<String> = stored
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["order_id"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(stored, acked, "stored orders are the acknowledged ones");
-    }
-    // Money is conserved.
-    let after_totals = totals(a, &tokens);
-    assert_eq!(
-        after_totals, granted,
-        "available + held per asset is unchanged"
+    assert_consistent(
+        a,
+        &clients,
+        &[&majority, &minority],
+        &tokens,
+        &granted,
+        |ch| if owner_before[ch] == 2 { 2 } else { 0 },
+        cut_ms,
     );
     println!(
         "partition: converged {healed_in:?} after healing; {} + {} stream events; money conserved",
+        clients[0].events.len(),
+        clients[1].events.len()
+    );
+    for n in &mut cluster.nodes {
+        assert!(n.alive(), "a node died:\n{}", n.log());
+    }
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
+
+/// Two nodes of three lose each other (the node1-node3 link cut) while node2 still hears
+/// both: node3, the higher-named, stands aside; node1 and node2 serve one ring without it
+/// and every order after that is acknowledged at once; nothing flips while the link stays
+/// cut; the healed cluster converges with node3 serving again, and only node3's entities
+/// moved (away and back, once each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_nodes_that_lose_each_other_one_stands_aside_and_the_rest_serve_one_ring() {
+    let _serial = SERIAL.lock().await;
+    let Some((net, db, mut cluster)) = cluster_on_netns("partition_link", 3, &[]).await else {
+        return;
+    };
+    let names = ["node1", "node2", "node3"];
+    let owner_before = owners(&cluster);
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (_, seller) = a.register("pl_seller");
+    let (_, buyer) = b.register("pl_buyer");
+    let tokens = [seller.as_str(), buyer.as_str()];
+    let granted = totals(a, &tokens);
+    let stop_watch = std::sync::Arc::new(AtomicBool::new(false));
+    let watchers = [
+        watch(a, stop_watch.clone()).await,
+        watch(b, stop_watch.clone()).await,
+    ];
+    let stop_trading = AtomicBool::new(false);
+    let (placed, cut_ms, detected) = std::thread::scope(|s| {
+        let trading = s.spawn(|| trade("pl", (a, &seller), (b, &buyer), &stop_trading));
+        std::thread::sleep(Duration::from_secs(3));
+
+        // node1 and node3 lose each other; node2 still hears both.
+        net.cut(0, 2);
+        let cut_ms = now_ms();
+        let took = wait_for(
+            30,
+            "node3 stands aside and the others serve without it",
+            || {
+                let v3 = view(c);
+                v3["serving"] == false
+                    && left_out(&v3) == ["node3"]
+                    && [a, b].iter().all(|n| {
+                        let v = view(n);
+                        ring(&v) == ["node1", "node2"]
+                            && v["serving"] == true
+                            && left_out(&v) == ["node3"]
+                    })
+            },
+        );
+        let detected = Instant::now();
+        println!("link cut: node3 aside, node1 and node2 on one ring {took:?} after the cut");
+        c.assert_logged("does not hear members that members it hears do hear");
+        assert_eq!(left_out(&view(c)), ["node3"]);
+        assert_eq!(c.get("/readyz").0, 503, "node3 is not ready while aside");
+        let v = view(b);
+        assert_eq!(left_out(&v), ["node3"], "{v}");
+        let m3 = member(&v, "node3").unwrap();
+        assert_eq!(
+            (&m3["status"], &m3["serving"]),
+            (&json!("up"), &json!(false)),
+            "node2 still hears node3, which stands aside: {v}"
+        );
+        let (_, metrics) = b.api("GET", "/metrics", None, Some(ADMIN_TOKEN));
+        let metrics = metrics.as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            common::metric(&metrics, "bourse_cluster_left_out"),
+            Some(1.0),
+            "{metrics}"
+        );
+        // It holds: no ring flips back and forth while the link stays cut.
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_millis(500));
+            for (n, name) in [(a, "node1"), (b, "node2")] {
+                let v = view(n);
+                assert_eq!(ring(&v), ["node1", "node2"], "{name}: {v}");
+            }
+            let v = view(c);
+            assert!(v["serving"] == false && ring(&v).is_empty(), "node3: {v}");
+        }
+
+        net.heal(0, 2);
+        let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
+        println!("link cut: converged {healed_in:?} after the link came back");
+        wait_for(10, "every node serves and leaves no one out", || {
+            cluster
+                .views(&[0, 1, 2])
+                .iter()
+                .all(|v| v["serving"] == true && left_out(v).is_empty())
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        stop_trading.store(true, Ordering::Relaxed);
+        (trading.join().unwrap(), cut_ms, detected)
+    });
+    stop_watch.store(true, Ordering::Relaxed);
+    let mut clients = Vec::new();
+    for w in watchers {
+        clients.push(w.await.unwrap());
+    }
+    let refused: Vec<&Value> = placed
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| p.sent >= detected && !p.first_ok)
+        .map(|p| &p.ack)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "orders refused once node3 stood aside: {refused:?}"
+    );
+    // node3's entities move away and back; the others' never.
+    assert_consistent(
+        a,
+        &clients,
+        &[&placed],
+        &tokens,
+        &granted,
+        |ch| if owner_before[ch] == 2 { 2 } else { 0 },
+        cut_ms,
+    );
+    println!(
+        "link cut: {} orders; {} + {} stream events; money conserved",
+        placed.len(),
         clients[0].events.len(),
         clients[1].events.len()
     );

@@ -67,6 +67,30 @@ pub struct MemberInfo {
     /// majority, or its store unreachable). Peers leave it out of the ring but still count
     /// it towards a majority: it is reachable.
     pub serving: bool,
+    /// The `up` members this node hears (itself included when it is up), sorted: peers
+    /// compare it with what they hear to find members that lost each other while others
+    /// hear both, and keep in their rings a member they lost that it still hears
+    /// (docs/DESIGN.md "Partitions").
+    pub hears: Vec<Heard>,
+    /// Which run of the sender's membership actor sent it (random per start): with `seq`,
+    /// tells a stale heartbeat from a fresh one.
+    pub incarnation: u64,
+    /// Counts the heartbeats of one incarnation. A heartbeat not newer than the last one
+    /// taken from the same incarnation is dropped: after a cut heals, a session made again
+    /// can carry fresh heartbeats while the old one still delivers those queued during the
+    /// cut, and a stale one read last would flip what the sender is known to hear and serve.
+    pub seq: u64,
+}
+
+/// A member another member hears, and whether that member last said it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heard {
+    pub node: String,
+    /// Whether it last said it serves, to the sender. A node drops a member from its ring
+    /// as soon as the member or any member heard now that hears it says it does not serve,
+    /// so a member that stands aside leaves every ring at about the same moment, whether
+    /// its peers hear it directly or only through others.
+    pub serving: bool,
 }
 
 /// One member as this node sees it.
@@ -78,6 +102,8 @@ pub struct MemberView {
     pub status: Status,
     pub entities: u64,
     pub serving: bool,
+    /// The `up` members it said it hears, in its last heartbeat.
+    pub hears: Vec<String>,
     /// Milliseconds since its last heartbeat (0 for this node).
     pub last_heartbeat_ms: u64,
 }
@@ -92,6 +118,9 @@ pub struct ClusterView {
     pub serving: bool,
     /// The membership this node last agreed on, which a majority is counted against.
     pub agreed: Vec<String>,
+    /// The members that should stand aside, as this node sees the cuts: each lost a member
+    /// that others still hear (this node among them, when it stands aside).
+    pub left_out: Vec<String>,
 }
 
 /// Messages to the membership actor.
@@ -185,6 +214,8 @@ pub struct MembershipState {
     woke: Option<Instant>,
     /// Peers whose session closed while they were up, until one is made again.
     relinking: BTreeSet<String>,
+    /// The members the last judgement left out (see [`crate::quorum::left_out`]).
+    left_out: BTreeSet<String>,
 }
 
 /// The membership actor.
@@ -202,6 +233,9 @@ impl Actor for Membership {
         args: MembershipArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
+        let mut args = args;
+        args.me.incarnation = fastrand::u64(..);
+        args.me.seq = 0;
         let mut state = MembershipState {
             started: Instant::now(),
             last_tick: Instant::now(),
@@ -211,6 +245,7 @@ impl Actor for Membership {
             waiting_logged: false,
             woke: None,
             relinking: BTreeSet::new(),
+            left_out: BTreeSet::new(),
             args,
         };
         state.recompute();
@@ -228,6 +263,13 @@ impl Actor for Membership {
             MembershipMsg::Heartbeat(info) => {
                 if info.node == state.args.me.node {
                     tracing::error!(node = %info.node, addr = %info.addr, "another node uses this node's name");
+                    return Ok(());
+                }
+                if let Some(p) = state.peers.get(&info.node)
+                    && p.info.incarnation == info.incarnation
+                    && p.info.seq >= info.seq
+                {
+                    tracing::debug!(node = %info.node, seq = info.seq, "a stale heartbeat; dropped");
                     return Ok(());
                 }
                 state.args.contacts.learn(&info.node, &info.addr);
@@ -450,7 +492,8 @@ impl MembershipState {
 
     /// Sends this node's info (which says where it listens), and where the other members
     /// it hears listen, to every peer router.
-    fn announce(&self) {
+    fn announce(&mut self) {
+        self.args.me.seq += 1;
         let me = &self.args.me;
         let contacts = self
             .peers
@@ -469,6 +512,10 @@ impl MembershipState {
     }
 
     /// Recomputes the ring members; on a change, installs the new ring and logs it once.
+    /// When what this node announces (whom it hears, whether it serves) changes, it
+    /// announces it at once: its peers drop a member standing aside on its word or on the
+    /// word of the members that hear it, and the sooner they all hear it the closer their
+    /// rings change together.
     fn recompute(&mut self) {
         for status in [Status::Joining, Status::Up, Status::Leaving, Status::Down] {
             let n = self
@@ -481,8 +528,12 @@ impl MembershipState {
                 .with_label_values(&[status.as_str()])
                 .set(n as i64);
         }
+        let announced = (self.args.me.serving, self.args.me.hears.clone());
         let stable_after = self.stable_after();
         let serving_before = self.args.me.serving;
+        let me_up = self.args.me.status == Status::Up;
+        let me = self.args.me.node.clone();
+        // Who counts (heard long enough), and who is heard at all now.
         let mut heard: BTreeSet<String> = {
             let quorum = self.quorum();
             self.peers
@@ -495,23 +546,64 @@ impl MembershipState {
                 .map(|p| p.info.node.clone())
                 .collect()
         };
-        if self.args.me.status == Status::Up {
-            heard.insert(self.args.me.node.clone());
+        let mut hearing: BTreeSet<String> = self
+            .peers
+            .values()
+            .filter(|p| p.info.status == Status::Up)
+            .map(|p| p.info.node.clone())
+            .collect();
+        if me_up {
+            heard.insert(me.clone());
+            hearing.insert(me.clone());
         }
-        let judgement = self.quorum().judge(&heard, Instant::now());
+        // What the members heard now say they hear.
+        let reports: BTreeMap<String, BTreeSet<String>> = self
+            .peers
+            .values()
+            .filter(|p| hearing.contains(&p.info.node))
+            .map(|p| {
+                let hears = p.info.hears.iter().map(|h| h.node.clone()).collect();
+                (p.info.node.clone(), hears)
+            })
+            .collect();
+        let judgement = self
+            .quorum()
+            .judge_views(&me, &heard, &hearing, &reports, Instant::now());
         let store_ok = self.args.store_ok.load(Ordering::Relaxed);
         if judgement.verdict != self.verdict {
-            self.verdict = judgement.verdict;
             let agreed = self.quorum().agreed().clone();
-            match judgement.verdict {
-                Verdict::StandDown => tracing::error!(
+            let left_out = &judgement.left_out;
+            match (self.verdict, judgement.verdict) {
+                (_, Verdict::StandDown) => tracing::error!(
                     heard = ?heard, agreed = ?agreed,
                     "cut off from the majority of the cluster: this node stands down and owns nothing until it hears a majority again"
                 ),
-                Verdict::Serve => {
+                (_, Verdict::StandAside) => tracing::error!(
+                    hearing = ?hearing, ?left_out,
+                    "this node does not hear members that members it hears do hear: it stands aside and owns nothing, so that the members left all hear each other, until the cut heals"
+                ),
+                (Verdict::StandAside, Verdict::Serve) => tracing::warn!(
+                    hearing = ?hearing,
+                    "this node hears every member the others hear again: it serves"
+                ),
+                (_, Verdict::Serve) => {
                     tracing::warn!(heard = ?heard, "a majority of the cluster is heard again: this node serves")
                 }
             }
+            self.verdict = judgement.verdict;
+        }
+        if judgement.left_out != self.left_out {
+            let left_out = &judgement.left_out;
+            if left_out.is_empty() {
+                tracing::info!("every member hears every other again");
+            } else {
+                tracing::warn!(
+                    ?left_out,
+                    "members that do not hear each other: those picked stand aside"
+                );
+            }
+            self.left_out = judgement.left_out.clone();
+            crate::metrics::LEFT_OUT.set(self.left_out.len() as i64);
         }
         // Just woken from a pause: its entities may run elsewhere already, and what it knows
         // of its peers is as old as the pause.
@@ -528,21 +620,43 @@ impl MembershipState {
                 tracing::warn!("this node serves again");
             }
         }
+        self.args.me.hears = hearing
+            .iter()
+            .map(|node| Heard {
+                node: node.clone(),
+                serving: if *node == me {
+                    serving
+                } else {
+                    self.peers.get(node).is_some_and(|p| p.info.serving)
+                },
+            })
+            .collect();
         crate::metrics::STOOD_DOWN.set(i64::from(!serving));
         self.args.sharding.set_cut_off(!quorate);
-        self.args.up.store(
-            self.args.me.status == Status::Up && serving,
-            Ordering::Relaxed,
-        );
-        // Members that stand down own nothing: the ring is built over the others.
+        self.args.up.store(me_up && serving, Ordering::Relaxed);
+        // Members that stand down own nothing: the ring is built over the others. A member
+        // counts as serving only if it says so (as last heard, directly) and no member heard
+        // now that hears it says otherwise: after a cut heals, heartbeats queued on its link
+        // arrive in a burst, the stale ones saying it serves, while those who heard it all
+        // along know better.
         let mut up = if settling { Vec::new() } else { judgement.ring };
         up.retain(|n| {
-            if *n == self.args.me.node {
-                serving
-            } else {
-                self.peers.get(n).is_none_or(|p| p.info.serving)
+            if *n == me {
+                return serving;
             }
+            let says = self.peers.get(n).is_none_or(|p| p.info.serving);
+            let others_say = self
+                .peers
+                .values()
+                .filter(|p| p.info.node != *n && hearing.contains(&p.info.node))
+                .flat_map(|p| p.info.hears.iter())
+                .filter(|h| h.node == *n)
+                .all(|h| h.serving);
+            says && others_say
         });
+        if (self.args.me.serving, &self.args.me.hears) != (announced.0, &announced.1) {
+            self.announce();
+        }
         if self.ring_members.as_ref() == Some(&up) {
             return;
         }
@@ -566,6 +680,7 @@ impl MembershipState {
             status: me.status,
             entities: me.entities,
             serving: me.serving,
+            hears: me.hears.iter().map(|h| h.node.clone()).collect(),
             last_heartbeat_ms: 0,
         }];
         members.extend(self.peers.values().map(|p| MemberView {
@@ -575,6 +690,7 @@ impl MembershipState {
             status: p.info.status,
             entities: p.info.entities,
             serving: p.info.serving,
+            hears: p.info.hears.iter().map(|h| h.node.clone()).collect(),
             last_heartbeat_ms: p.last_seen.elapsed().as_millis() as u64,
         }));
         members.sort_by(|a, b| a.node.cmp(&b.node));
@@ -583,6 +699,7 @@ impl MembershipState {
             members,
             serving: me.serving,
             agreed: self.quorum().agreed().iter().cloned().collect(),
+            left_out: self.left_out.iter().cloned().collect(),
         }
     }
 }

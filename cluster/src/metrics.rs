@@ -54,7 +54,16 @@ pub fn latency_buckets() -> Vec<f64> {
 pub static STOOD_DOWN: LazyLock<IntGauge> = LazyLock::new(|| {
     registered(IntGauge::new(
         "bourse_cluster_stood_down",
-        "1 while this node owns nothing: it hears less than a majority of the agreed membership, its store does not answer, or it has just woken from a pause",
+        "1 while this node owns nothing: it hears less than a majority of the agreed membership, it stands aside (it lost a member that members it hears still hear), its store does not answer, or it has just woken from a pause",
+    ))
+});
+
+/// Members that should stand aside as this node sees the cuts (see `quorum::left_out`):
+/// non-zero means a link between two hosts is down while others hear both ends.
+pub static LEFT_OUT: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "bourse_cluster_left_out",
+        "Members that should stand aside, as this node sees it: each lost a member that others still hear",
     ))
 });
 

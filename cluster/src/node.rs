@@ -117,6 +117,9 @@ pub async fn start(
         },
         entities: 0,
         serving: true,
+        hears: Vec::new(),
+        incarnation: 0,
+        seq: 0,
     };
     let up = Arc::new(AtomicBool::new(false));
     let membership_args = MembershipArgs {

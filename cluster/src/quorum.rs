@@ -11,16 +11,78 @@
 //! stable for `stable_after`, because peers cut off at the same moment are noticed a tick
 //! or two apart and the agreed membership must not shrink between those ticks.
 //!
+//! A cut need not split the cluster into sides: two members may lose each other while a
+//! third still hears both. Each of the two then hears a majority, and each would drop the
+//! other and serve with a ring of its own. So every member also says whom it hears, and a
+//! node finds the pairs of members that do not hear each other ([`cut_pairs`]). A member
+//! still heard by a member this node hears is *kept*: it stays in the agreed membership
+//! and the ring (without counting towards a majority) however long this node has not heard
+//! it. Once a cut pair has held for `stable_after`, members are left out one at a time (the
+//! one in the most cut pairs, the highest-named of a tie) until those left all hear each
+//! other ([`left_out`]); a node that finds itself left out *stands aside* (owns nothing,
+//! says it does not serve), and the others drop it from their rings on hearing that, not
+//! on their own clocks, so it owns nothing before anyone takes its entities over.
+//!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Whether a node may own entities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Serve,
+    /// It hears less than a majority of the agreed membership.
     StandDown,
+    /// It hears a majority, but it lost a member that members it hears still hear, and it
+    /// is the one picked to stand aside (see [`left_out`]).
+    StandAside,
+}
+
+/// Two members that do not hear each other, the lower-named first.
+pub type Pair = (String, String);
+
+/// The pairs of members that do not hear each other, from `views`: for each member whose
+/// view is known, the `up` members it hears (itself included). A pair is cut when either
+/// side's view is known and lacks the other; members known only from others' views count,
+/// so a member a peer hears and this node does not is cut from this node.
+pub fn cut_pairs(views: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Pair> {
+    let known: BTreeSet<&String> = views.keys().chain(views.values().flatten()).collect();
+    let lacks = |x: &String, y: &String| views.get(x).is_some_and(|v| !v.contains(y));
+    let mut cuts = BTreeSet::new();
+    for a in &known {
+        for b in known.iter().filter(|b| a < *b) {
+            if lacks(a, b) || lacks(b, a) {
+                cuts.insert(((*a).clone(), (*b).clone()));
+            }
+        }
+    }
+    cuts
+}
+
+/// The members to leave out so that the rest all hear each other: the member in the most
+/// of `cuts` (the highest-named of a tie, so the lowest-named, which breaks even splits,
+/// stays), then again over what remains, until no cut is left. Every node that knows the
+/// same cuts leaves out the same members, without talking.
+pub fn left_out(cuts: &BTreeSet<Pair>) -> BTreeSet<String> {
+    let mut cuts: Vec<&Pair> = cuts.iter().collect();
+    let mut out = BTreeSet::new();
+    loop {
+        let mut count: BTreeMap<&String, usize> = BTreeMap::new();
+        for (a, b) in &cuts {
+            *count.entry(a).or_default() += 1;
+            *count.entry(b).or_default() += 1;
+        }
+        let Some(worst) = count
+            .into_iter()
+            .max_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(y.0)))
+            .map(|(n, _)| n.clone())
+        else {
+            return out;
+        };
+        cuts.retain(|(a, b)| *a != worst && *b != worst);
+        out.insert(worst);
+    }
 }
 
 /// Keep-majority: `heard` against `agreed` (members of `heard` outside `agreed` do not
@@ -46,9 +108,13 @@ pub fn decide(agreed: &BTreeSet<String>, heard: &BTreeSet<String>) -> Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judgement {
     pub verdict: Verdict,
-    /// The members to build the ring over: empty when standing down; the heard members plus
-    /// the silent agreed ones while the view settles; the heard members once it has.
+    /// The members to build the ring over: empty when standing down or aside; the heard
+    /// and kept members plus the silent agreed ones while the view settles; the heard and
+    /// kept members once it has.
     pub ring: Vec<String>,
+    /// The members that should stand aside so that the rest all hear each other, as this
+    /// node sees the cuts (see [`left_out`]).
+    pub left_out: BTreeSet<String>,
 }
 
 /// A node's quorum bookkeeping.
@@ -58,6 +124,9 @@ pub struct Quorum {
     agreed: BTreeSet<String>,
     heard: BTreeSet<String>,
     heard_since: Option<Instant>,
+    /// The cut pairs seen lately: since when each has been seen (without a gap longer than
+    /// `stable_after`), and when last.
+    cuts: BTreeMap<Pair, (Instant, Instant)>,
 }
 
 impl Quorum {
@@ -68,6 +137,7 @@ impl Quorum {
             agreed: BTreeSet::new(),
             heard: BTreeSet::new(),
             heard_since: None,
+            cuts: BTreeMap::new(),
         }
     }
 
@@ -99,10 +169,100 @@ impl Quorum {
         self.agreed.remove(node);
     }
 
+    /// Judges what `me` hears against what the members it hears say they hear, at `now`:
+    /// - `heard`: the `up` members heard long enough to count (a member back from `down`
+    ///   counts after `stable_after`), `me` included when it is up;
+    /// - `hearing`: those heard at all now, `me` included when it is up;
+    /// - `reports`: for each member of `hearing` but `me`, the members it says it hears.
+    ///
+    /// Cut pairs (from `hearing` and `reports`) that have held for `stable_after` pick the
+    /// members left out ([`left_out`]): a member noticed silent by one node a tick before
+    /// another is no cut, nor is a link back within that time. A pair that shows again
+    /// within a quarter of `stable_after` of its last sighting keeps its age, and a pair
+    /// held is released only once it has not shown for that long, so a member standing
+    /// aside does not serve on a blip of its own view or on stale heartbeats read in a
+    /// burst. If `me` is left out it stands aside (its
+    /// agreed membership untouched, its view to settle again afterwards). Otherwise `heard`
+    /// is judged as [`Quorum::judge`] does, keeping every member reachable at all (heard
+    /// now, or heard by a member heard now).
+    pub fn judge_views(
+        &mut self,
+        me: &str,
+        heard: &BTreeSet<String>,
+        hearing: &BTreeSet<String>,
+        reports: &BTreeMap<String, BTreeSet<String>>,
+        now: Instant,
+    ) -> Judgement {
+        let mut views: BTreeMap<String, BTreeSet<String>> = reports
+            .iter()
+            .filter(|(node, _)| hearing.contains(*node) && node.as_str() != me)
+            .map(|(node, hears)| (node.clone(), hears.clone()))
+            .collect();
+        let kept: BTreeSet<String> = hearing
+            .iter()
+            .chain(views.values().flatten())
+            .cloned()
+            .collect();
+        if hearing.contains(me) {
+            views.insert(me.to_string(), hearing.clone());
+        }
+        let seen = cut_pairs(&views);
+        let stable_after = self.stable_after;
+        // A pair keeps its age through gaps shorter than this, and a pair held stays held
+        // until it has not shown for this long: when a cut heals, the heartbeats queued on
+        // the link arrive in a burst, in order, the older ones still saying the link is
+        // down, and a member standing aside must not serve and stand aside again as they
+        // are read (nor on a blip of its own view).
+        let release = stable_after / 4;
+        for pair in &seen {
+            let sighting = self.cuts.entry(pair.clone()).or_insert((now, now));
+            if now.saturating_duration_since(sighting.1) > release {
+                *sighting = (now, now);
+            }
+            sighting.1 = now;
+        }
+        self.cuts
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) <= release);
+        let held: BTreeSet<Pair> = self
+            .cuts
+            .iter()
+            .filter(|(_, (since, last))| {
+                now.saturating_duration_since(*since) >= stable_after
+                    && now.saturating_duration_since(*last) <= release
+            })
+            .map(|(pair, _)| pair.clone())
+            .collect();
+        let out = left_out(&held);
+        if out.contains(me) {
+            // Its view must settle again once it is back, before a silent member drops.
+            self.heard_since = None;
+            return Judgement {
+                verdict: Verdict::StandAside,
+                ring: Vec::new(),
+                left_out: out,
+            };
+        }
+        let mut judgement = self.judge_keeping(heard, &kept, now);
+        judgement.left_out = out;
+        judgement
+    }
+
     /// Judges `heard` (the `up` members heard now, this node included when it is up) at
-    /// `now`. Serving with every agreed member heard, or with a view stable for
-    /// `stable_after`, makes the heard members the agreed membership.
+    /// `now`, as [`Quorum::judge_keeping`] with nothing kept.
     pub fn judge(&mut self, heard: &BTreeSet<String>, now: Instant) -> Judgement {
+        self.judge_keeping(heard, &BTreeSet::new(), now)
+    }
+
+    /// Judges `heard` at `now`. Serving with every agreed member heard or kept, or with a
+    /// view stable for `stable_after`, makes the heard members, and the agreed members in
+    /// `kept` (reachable, through another member if not directly), the agreed membership;
+    /// kept members never count towards a majority.
+    pub fn judge_keeping(
+        &mut self,
+        heard: &BTreeSet<String>,
+        kept: &BTreeSet<String>,
+        now: Instant,
+    ) -> Judgement {
         if self.heard_since.is_none() || &self.heard != heard {
             self.heard = heard.clone();
             self.heard_since = Some(now);
@@ -115,20 +275,28 @@ impl Quorum {
             return Judgement {
                 verdict,
                 ring: Vec::new(),
+                left_out: BTreeSet::new(),
             };
         }
-        let silent: Vec<String> = self.agreed.difference(heard).cloned().collect();
-        if silent.is_empty() || stable {
-            self.agreed = heard.clone();
+        let silent: BTreeSet<String> = self.agreed.difference(heard).cloned().collect();
+        let staying: BTreeSet<String> = heard
+            .iter()
+            .chain(silent.intersection(kept))
+            .cloned()
+            .collect();
+        if silent.is_subset(kept) || stable {
+            self.agreed = staying.clone();
             return Judgement {
                 verdict,
-                ring: heard.iter().cloned().collect(),
+                ring: staying.into_iter().collect(),
+                left_out: BTreeSet::new(),
             };
         }
         let ring: BTreeSet<String> = heard.iter().cloned().chain(silent).collect();
         Judgement {
             verdict,
             ring: ring.into_iter().collect(),
+            left_out: BTreeSet::new(),
         }
     }
 }
@@ -247,6 +415,251 @@ mod tests {
         assert_eq!(j.ring, ["n2"]);
     }
 
+    /// Judges `me`'s view every 250 ms (as heartbeats and ticks would) from `from` to `to`
+    /// after `t`; the last judgement.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_until(
+        q: &mut Quorum,
+        me: &str,
+        heard: &BTreeSet<String>,
+        hearing: &BTreeSet<String>,
+        reports: &BTreeMap<String, BTreeSet<String>>,
+        t: Instant,
+        from: Duration,
+        to: Duration,
+    ) -> Judgement {
+        let step = Duration::from_millis(250);
+        let mut at = from;
+        loop {
+            let j = q.judge_views(me, heard, hearing, reports, t + at);
+            if at >= to {
+                return j;
+            }
+            at = (at + step).min(to);
+        }
+    }
+
+    fn views(of: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+        of.iter()
+            .map(|(n, hears)| (n.to_string(), set(hears)))
+            .collect()
+    }
+
+    #[test]
+    fn of_two_members_that_lose_each_other_the_higher_named_stands_aside() {
+        let t = Instant::now();
+        let all = set(&["a", "b", "c"]);
+        // a and c no longer hear each other; b hears both.
+        let hears = views(&[
+            ("a", &["a", "b"]),
+            ("b", &["a", "b", "c"]),
+            ("c", &["b", "c"]),
+        ]);
+        let mut nodes: BTreeMap<&str, Quorum> = ["a", "b", "c"]
+            .into_iter()
+            .map(|n| (n, Quorum::new(Duration::from_secs(2))))
+            .collect();
+        for q in nodes.values_mut() {
+            q.judge(&all, t);
+        }
+        let judge = |nodes: &mut BTreeMap<&str, Quorum>, me: &str, from: u64, to: u64| {
+            judge_until(
+                nodes.get_mut(me).unwrap(),
+                me,
+                &hears[me],
+                &hears[me],
+                &hears,
+                t,
+                Duration::from_secs(from),
+                Duration::from_secs(to),
+            )
+        };
+        // Just noticed: nobody moves anything yet.
+        for me in ["a", "b", "c"] {
+            let j = judge(&mut nodes, me, 1, 1);
+            assert_eq!(j.verdict, Verdict::Serve, "{me}");
+            assert_eq!(j.ring, ["a", "b", "c"], "{me}");
+        }
+        // Held for the settling time: c stands aside; a and b agree on it, and keep it in
+        // their agreed membership and ring (membership drops it on its word that it does
+        // not serve), a past the settling time of its own view too.
+        let j = judge(&mut nodes, "c", 1, 3);
+        assert_eq!(j.verdict, Verdict::StandAside);
+        assert!(j.ring.is_empty());
+        assert_eq!(nodes["c"].agreed(), &all, "standing aside shrinks nothing");
+        for me in ["a", "b"] {
+            for (from, to) in [(1, 3), (3, 4)] {
+                let j = judge(&mut nodes, me, from, to);
+                assert_eq!(j.verdict, Verdict::Serve, "{me}");
+                assert_eq!(j.left_out, set(&["c"]), "{me}");
+                assert_eq!(j.ring, ["a", "b", "c"], "{me} keeps c: b hears it");
+                assert_eq!(nodes[me].agreed(), &all, "{me}");
+            }
+        }
+        // Healed: c serves again at once, with everyone.
+        let healed = views(&[
+            ("a", &["a", "b", "c"]),
+            ("b", &["a", "b", "c"]),
+            ("c", &["a", "b", "c"]),
+        ]);
+        for me in ["a", "b", "c"] {
+            let j = nodes.get_mut(me).unwrap().judge_views(
+                me,
+                &all,
+                &all,
+                &healed,
+                t + Duration::from_secs(5),
+            );
+            assert_eq!(j.verdict, Verdict::Serve, "{me}");
+            assert_eq!(j.ring, ["a", "b", "c"], "{me}");
+            assert!(j.left_out.is_empty(), "{me}");
+        }
+    }
+
+    #[test]
+    fn a_member_reachable_only_through_others_is_kept_but_makes_no_majority() {
+        let t = Instant::now();
+        let all = set(&["a", "b", "c", "d", "e"]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        // a hears only b, which still hears c: two of five, whatever b relays.
+        let ab = set(&["a", "b"]);
+        let reports = views(&[("b", &["a", "b", "c"])]);
+        for secs in [1, 3, 30] {
+            let j = q.judge_views("a", &ab, &ab, &reports, t + Duration::from_secs(secs));
+            assert_eq!(j.verdict, Verdict::StandDown, "at {secs} s");
+        }
+        // Three of five heard, d kept through c: d stays agreed and in the ring; e, which
+        // nobody hears, is dropped once the view settles.
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        let abc = set(&["a", "b", "c"]);
+        let reports = views(&[("b", &["a", "b", "c"]), ("c", &["a", "b", "c", "d"])]);
+        let j = q.judge_views("a", &abc, &abc, &reports, t + Duration::from_secs(1));
+        assert_eq!(j.ring, ["a", "b", "c", "d", "e"]);
+        let j = q.judge_views("a", &abc, &abc, &reports, t + Duration::from_secs(4));
+        assert_eq!(j.verdict, Verdict::Serve);
+        assert_eq!(j.ring, ["a", "b", "c", "d"]);
+        assert_eq!(q.agreed(), &set(&["a", "b", "c", "d"]));
+    }
+
+    #[test]
+    fn a_death_noticed_a_tick_apart_is_no_cut() {
+        let t = Instant::now();
+        let tick = Duration::from_millis(500);
+        let mut q = Quorum::new(4 * tick);
+        q.judge(&set(&["a", "b", "c"]), t);
+        let bc = set(&["b", "c"]);
+        // a died: c notices first, while b still says it hears a; b notices a tick later.
+        let stale = views(&[("b", &["a", "b", "c"])]);
+        let j = q.judge_views("c", &bc, &bc, &stale, t + tick);
+        assert_eq!(j.verdict, Verdict::Serve);
+        let j = q.judge_views("c", &bc, &bc, &stale, t + 2 * tick);
+        assert!(j.left_out.is_empty());
+        let fresh = views(&[("b", &["b", "c"])]);
+        let j = q.judge_views("c", &bc, &bc, &fresh, t + 3 * tick);
+        assert_eq!(j.verdict, Verdict::Serve);
+        let j = q.judge_views("c", &bc, &bc, &fresh, t + 6 * tick);
+        assert_eq!(j.ring, ["b", "c"]);
+        assert!(j.left_out.is_empty());
+    }
+
+    #[test]
+    fn a_link_back_before_the_settling_time_is_no_cut_and_a_blip_keeps_a_member_aside() {
+        let t = Instant::now();
+        let s = |secs: f64| t + Duration::from_secs_f64(secs);
+        let all = set(&["a", "b", "c"]);
+        let bc = set(&["b", "c"]);
+        let b_hears_all = views(&[("b", &["a", "b", "c"]), ("a", &["a", "b", "c"])]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        // c lost a for a moment: a is down for c, then heard again at once, though it
+        // counts (heard) only after the settling time.
+        q.judge_views("c", &bc, &bc, &b_hears_all, s(0.0));
+        let j = q.judge_views("c", &bc, &all, &b_hears_all, s(0.5));
+        assert_eq!(j.verdict, Verdict::Serve);
+        let j = q.judge_views("c", &bc, &all, &b_hears_all, s(2.5));
+        assert_eq!(j.verdict, Verdict::Serve, "a link back is no cut");
+        assert!(j.left_out.is_empty());
+        // A lasting cut: c stands aside; a blip of its own view (it loses b for a moment,
+        // so sees no cut at all) does not let it serve when the cut shows again.
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        let only_b = views(&[("b", &["a", "b", "c"])]);
+        let secs = Duration::from_secs_f64;
+        let j = judge_until(&mut q, "c", &bc, &bc, &only_b, t, secs(0.0), secs(2.0));
+        assert_eq!(j.verdict, Verdict::StandAside);
+        let c = set(&["c"]);
+        q.judge_views("c", &c, &c, &BTreeMap::new(), s(2.2));
+        let j = q.judge_views("c", &bc, &bc, &only_b, s(2.4));
+        assert_eq!(j.verdict, Verdict::StandAside, "the cut keeps its age");
+        // Healed, but a stale heartbeat read in the burst still shows the cut: c serves
+        // only once the cut has not shown for a quarter of the settling time.
+        let healed = views(&[("b", &["a", "b", "c"]), ("a", &["a", "b", "c"])]);
+        let stale = views(&[("b", &["a", "b", "c"]), ("a", &["a", "b"])]);
+        let j = q.judge_views("c", &bc, &all, &healed, s(2.6));
+        assert_eq!(j.verdict, Verdict::StandAside, "just healed");
+        let j = q.judge_views("c", &bc, &all, &stale, s(2.61));
+        assert_eq!(j.verdict, Verdict::StandAside, "a stale heartbeat");
+        let j = q.judge_views("c", &bc, &all, &healed, s(2.62));
+        assert_eq!(j.verdict, Verdict::StandAside);
+        let j = q.judge_views("c", &bc, &all, &healed, s(3.2));
+        assert_eq!(j.verdict, Verdict::Serve, "the cut no longer shows");
+        // An old sighting gives a new cut no age.
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        let j = judge_until(&mut q, "c", &bc, &bc, &only_b, t, secs(0.0), secs(2.0));
+        assert_eq!(j.verdict, Verdict::StandAside);
+        q.judge_views("c", &all, &all, &healed, s(3.0));
+        let j = q.judge_views("c", &bc, &bc, &only_b, s(4.0));
+        assert_eq!(
+            j.verdict,
+            Verdict::Serve,
+            "a cut seen again after a while starts anew"
+        );
+    }
+
+    #[test]
+    fn the_member_in_most_cuts_goes_first() {
+        // d lost a, b and c; a and c lost each other too.
+        let cuts: BTreeSet<Pair> = [("a", "d"), ("b", "d"), ("c", "d"), ("a", "c")]
+            .into_iter()
+            .map(|(x, y)| (x.to_string(), y.to_string()))
+            .collect();
+        assert_eq!(left_out(&cuts), set(&["c", "d"]));
+        assert!(left_out(&BTreeSet::new()).is_empty());
+    }
+
+    /// What each of `names` hears, by `hears`.
+    fn views_of(
+        names: &[String],
+        hears: &impl Fn(&String, &String) -> bool,
+    ) -> BTreeMap<String, BTreeSet<String>> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    names.iter().filter(|m| hears(n, m)).cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// A random cluster's links: which pairs of `names` hear each other.
+    fn linked(names: &[String], cut: &[bool]) -> impl Fn(&String, &String) -> bool {
+        let index: BTreeMap<String, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let cut = cut.to_vec();
+        move |x, y| {
+            let (i, j) = (index[x].min(index[y]), index[x].max(index[y]));
+            i == j || !cut[i * 9 + j]
+        }
+    }
+
     fn members() -> impl Strategy<Value = Vec<String>> {
         proptest::collection::btree_set("[a-f][0-9]", 1..9).prop_map(|s| s.into_iter().collect())
     }
@@ -266,6 +679,86 @@ mod tests {
             prop_assert!(serving <= 1);
             if sides.len() <= 2 {
                 prop_assert_eq!(serving, 1);
+            }
+        }
+
+        /// Whatever links are cut, the members not left out all hear each other.
+        #[test]
+        fn those_not_left_out_hear_each_other(names in members(), cut in proptest::collection::vec(proptest::bool::weighted(0.2), 81)) {
+            let hears = linked(&names, &cut);
+            let all = views_of(&names, &hears);
+            let out = left_out(&cut_pairs(&all));
+            let kept: Vec<&String> = names.iter().filter(|n| !out.contains(*n)).collect();
+            prop_assert!(!kept.is_empty());
+            for x in &kept {
+                for y in &kept {
+                    prop_assert!(hears(x, y), "{} and {} are both kept", x, y);
+                }
+            }
+        }
+
+        /// Members that hear a majority and see the same cuts (from what they hear and what
+        /// those they hear say) leave out the same members, and two members that both serve
+        /// then hear each other.
+        #[test]
+        fn members_that_see_the_same_cuts_agree(names in members(), cut in proptest::collection::vec(proptest::bool::weighted(0.15), 81)) {
+            let hears = linked(&names, &cut);
+            let all = views_of(&names, &hears);
+            let agreed: BTreeSet<String> = names.iter().cloned().collect();
+            let quorate: Vec<&String> = names
+                .iter()
+                .filter(|me| decide(&agreed, &all[*me]) == Verdict::Serve)
+                .collect();
+            // What each sees: the views of the members it hears, its own among them.
+            let seen = |me: &String| -> BTreeMap<String, BTreeSet<String>> {
+                all.iter().filter(|(n, _)| all[me].contains(*n)).map(|(n, v)| (n.clone(), v.clone())).collect()
+            };
+            let cuts: BTreeSet<BTreeSet<Pair>> = quorate.iter().map(|me| cut_pairs(&seen(me))).collect();
+            prop_assume!(cuts.len() <= 1);
+            let t = Instant::now();
+            let mut serving = Vec::new();
+            for me in quorate {
+                let mut q = Quorum::new(Duration::from_secs(2));
+                q.judge(&agreed, t);
+                let j = judge_until(&mut q, me, &all[me], &all[me], &seen(me), t, Duration::ZERO, Duration::from_secs(3));
+                prop_assert_eq!(&j.left_out, &left_out(&cut_pairs(&seen(me))));
+                if j.verdict == Verdict::Serve {
+                    serving.push(me.clone());
+                }
+            }
+            for x in &serving {
+                for y in &serving {
+                    prop_assert!(hears(x, y), "{} and {} both serve", x, y);
+                }
+            }
+        }
+
+        /// However links are cut, members that hear each other only through others never
+        /// make two sides that both hear a majority: judged with what every member it hears
+        /// relays, at most one group of members that all hear each other serves.
+        #[test]
+        fn relayed_members_never_make_two_majorities(names in members(), cut in proptest::collection::vec(proptest::bool::weighted(0.3), 81)) {
+            let hears = linked(&names, &cut);
+            let all = views_of(&names, &hears);
+            let agreed: BTreeSet<String> = names.iter().cloned().collect();
+            let t = Instant::now();
+            let mut serving = Vec::new();
+            for me in &names {
+                let seen: BTreeMap<String, BTreeSet<String>> = all.iter().filter(|(n, _)| all[me].contains(*n)).map(|(n, v)| (n.clone(), v.clone())).collect();
+                let mut q = Quorum::new(Duration::from_secs(2));
+                q.judge(&agreed, t);
+                let j = judge_until(&mut q, me, &all[me], &all[me], &seen, t, Duration::ZERO, Duration::from_secs(7));
+                if j.verdict == Verdict::Serve {
+                    serving.push(me.clone());
+                }
+            }
+            // Any two serving members hear a majority each; two majorities of one agreed
+            // set overlap, so no two disjoint groups serve.
+            for x in &serving {
+                for y in &serving {
+                    let common = all[x].intersection(&all[y]).count();
+                    prop_assert!(common > 0 || x == y, "{} and {} serve with nothing in common", x, y);
+                }
             }
         }
 

@@ -349,7 +349,7 @@ impl Sharding {
                 .load(std::sync::atomic::Ordering::Relaxed) =>
             {
                 Err(AskError::Unavailable(format!(
-                    "{kind}/{key} (this node is cut off from the cluster's majority)"
+                    "{kind}/{key} (this node stands down: cut off from the cluster's majority, or standing aside)"
                 )))
             }
             None => Err(AskError::Unavailable(format!(
