@@ -178,6 +178,16 @@ fn trade(
     placed
 }
 
+/// Sets its flag when dropped: a test failing inside a thread scope still stops the traders
+/// it started (the scope waits for them), so it ends instead of trading for ever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A WebSocket client on `node` subscribed to every symbol's trades and the traded books,
 /// pumped on its own task until `stop`.
 async fn watch(node: &Node, stop: std::sync::Arc<AtomicBool>) -> tokio::task::JoinHandle<WsClient> {
@@ -351,6 +361,7 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
     ];
     let stop_trading = AtomicBool::new(false);
     let (majority, minority, cut_at, cut_ms, detected, healed_in) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop_trading);
         let majority = s.spawn(|| trade("maj", (a, &m_sell), (b, &m_buy), &stop_trading));
         let minority = s.spawn(|| trade("min", (c, &c_sell), (c, &c_buy), &stop_trading));
         std::thread::sleep(Duration::from_secs(3));
@@ -500,6 +511,7 @@ async fn of_two_nodes_that_lose_each_other_one_stands_aside_and_the_rest_serve_o
     ];
     let stop_trading = AtomicBool::new(false);
     let (placed, cut_ms, detected) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop_trading);
         let trading = s.spawn(|| trade("pl", (a, &seller), (b, &buyer), &stop_trading));
         std::thread::sleep(Duration::from_secs(3));
 
