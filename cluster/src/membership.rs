@@ -644,15 +644,19 @@ impl MembershipState {
             if *n == me {
                 return serving;
             }
-            let says = self.peers.get(n).is_none_or(|p| p.info.serving);
-            let others_say = self
+            let mut relayed = self
                 .peers
                 .values()
                 .filter(|p| p.info.node != *n && hearing.contains(&p.info.node))
                 .flat_map(|p| p.info.hears.iter())
                 .filter(|h| h.node == *n)
-                .all(|h| h.serving);
-            says && others_say
+                .peekable();
+            let heard_directly = hearing.contains(n);
+            // What a member no longer heard said last is as old as the silence: those who
+            // still hear it know better.
+            let says = (heard_directly || relayed.peek().is_none())
+                && self.peers.get(n).is_some_and(|p| !p.info.serving);
+            !says && relayed.all(|h| h.serving)
         });
         if (self.args.me.serving, &self.args.me.hears) != (announced.0, &announced.1) {
             self.announce();

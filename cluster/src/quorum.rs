@@ -117,16 +117,64 @@ pub struct Judgement {
     pub left_out: BTreeSet<String>,
 }
 
+/// One cut pair as a node has seen it: since when (its age), and since when it has been
+/// absent from the node's judgements, if it is.
+#[derive(Debug, Clone)]
+struct Sighting {
+    since: Instant,
+    absent_since: Option<Instant>,
+}
+
+impl Sighting {
+    fn new(now: Instant) -> Sighting {
+        Sighting {
+            since: now,
+            absent_since: None,
+        }
+    }
+
+    /// Records one judgement: seen again after an absence longer than `release`, the pair
+    /// starts a new age.
+    fn judge(&mut self, seen: bool, now: Instant, release: Duration) {
+        match (seen, self.absent_since) {
+            (true, Some(absent)) => {
+                if now.saturating_duration_since(absent) > release {
+                    self.since = now;
+                }
+                self.absent_since = None;
+            }
+            (false, None) => self.absent_since = Some(now),
+            _ => {}
+        }
+    }
+
+    /// Absent for longer than `release`: forgotten.
+    fn released(&self, now: Instant, release: Duration) -> bool {
+        self.absent_since
+            .is_some_and(|absent| now.saturating_duration_since(absent) > release)
+    }
+
+    /// Seen for `stable_after`, and not absent for longer than the release time (the
+    /// caller drops those first).
+    fn held(&self, now: Instant, stable_after: Duration) -> bool {
+        now.saturating_duration_since(self.since) >= stable_after
+    }
+}
+
 /// A node's quorum bookkeeping.
 #[derive(Debug, Clone)]
 pub struct Quorum {
     stable_after: Duration,
     agreed: BTreeSet<String>,
-    heard: BTreeSet<String>,
-    heard_since: Option<Instant>,
-    /// The cut pairs seen lately: since when each has been seen (without a gap longer than
-    /// `stable_after`), and when last.
-    cuts: BTreeMap<Pair, (Instant, Instant)>,
+    /// The silent agreed members no member heard still hears, and since when that set has
+    /// held (`None`: to be judged anew).
+    droppable: BTreeSet<String>,
+    droppable_since: Option<Instant>,
+    /// The cut pairs seen lately (see [`Sighting`]).
+    cuts: BTreeMap<Pair, Sighting>,
+    /// Members known gone for sure ([`Quorum::forget`]), until heard again: a peer slower
+    /// to notice still says it hears one, and that is no cut.
+    gone: BTreeSet<String>,
 }
 
 impl Quorum {
@@ -135,9 +183,10 @@ impl Quorum {
         Quorum {
             stable_after,
             agreed: BTreeSet::new(),
-            heard: BTreeSet::new(),
-            heard_since: None,
+            droppable: BTreeSet::new(),
+            droppable_since: None,
             cuts: BTreeMap::new(),
+            gone: BTreeSet::new(),
         }
     }
 
@@ -167,6 +216,7 @@ impl Quorum {
     /// counts towards a majority.
     pub fn forget(&mut self, node: &str) {
         self.agreed.remove(node);
+        self.gone.insert(node.to_string());
     }
 
     /// Judges what `me` hears against what the members it hears say they hear, at `now`:
@@ -177,11 +227,12 @@ impl Quorum {
     ///
     /// Cut pairs (from `hearing` and `reports`) that have held for `stable_after` pick the
     /// members left out ([`left_out`]): a member noticed silent by one node a tick before
-    /// another is no cut, nor is a link back within that time. A pair that shows again
-    /// within a quarter of `stable_after` of its last sighting keeps its age, and a pair
-    /// held is released only once it has not shown for that long, so a member standing
-    /// aside does not serve on a blip of its own view or on stale heartbeats read in a
-    /// burst. If `me` is left out it stands aside (its
+    /// another is no cut, nor is a link back within that time, nor a pair with a member
+    /// known gone ([`Quorum::forget`]: a peer slower to notice still hears it). A pair
+    /// absent from this node's judgements for less than a quarter of `stable_after` keeps
+    /// its age, and a pair held is released only once it has been absent that long, so a
+    /// member standing aside does not serve on a blip of its own view or on stale
+    /// heartbeats read in a burst. If `me` is left out it stands aside (its
     /// agreed membership untouched, its view to settle again afterwards). Otherwise `heard`
     /// is judged as [`Quorum::judge`] does, keeping every member reachable at all (heard
     /// now, or heard by a member heard now).
@@ -193,10 +244,15 @@ impl Quorum {
         reports: &BTreeMap<String, BTreeSet<String>>,
         now: Instant,
     ) -> Judgement {
+        self.gone.retain(|n| !hearing.contains(n));
+        let gone = &self.gone;
         let mut views: BTreeMap<String, BTreeSet<String>> = reports
             .iter()
             .filter(|(node, _)| hearing.contains(*node) && node.as_str() != me)
-            .map(|(node, hears)| (node.clone(), hears.clone()))
+            .map(|(node, hears)| {
+                let hears = hears.iter().filter(|n| !gone.contains(*n)).cloned();
+                (node.clone(), hears.collect())
+            })
             .collect();
         let kept: BTreeSet<String> = hearing
             .iter()
@@ -208,34 +264,32 @@ impl Quorum {
         }
         let seen = cut_pairs(&views);
         let stable_after = self.stable_after;
-        // A pair keeps its age through gaps shorter than this, and a pair held stays held
-        // until it has not shown for this long: when a cut heals, the heartbeats queued on
-        // the link arrive in a burst, in order, the older ones still saying the link is
+        // A pair keeps its age through absences shorter than this, and a pair held stays
+        // held until it has been absent this long: when a cut heals, the heartbeats queued
+        // on the link arrive in a burst, in order, the older ones still saying the link is
         // down, and a member standing aside must not serve and stand aside again as they
-        // are read (nor on a blip of its own view).
+        // are read (nor on a blip of its own view). Absence is what a judgement saw, not
+        // the time between judgements, which follows the heartbeat.
         let release = stable_after / 4;
+        self.cuts.retain(|pair, sighting| {
+            sighting.judge(seen.contains(pair), now, release);
+            !sighting.released(now, release)
+        });
         for pair in &seen {
-            let sighting = self.cuts.entry(pair.clone()).or_insert((now, now));
-            if now.saturating_duration_since(sighting.1) > release {
-                *sighting = (now, now);
-            }
-            sighting.1 = now;
+            self.cuts
+                .entry(pair.clone())
+                .or_insert_with(|| Sighting::new(now));
         }
-        self.cuts
-            .retain(|_, (_, last)| now.saturating_duration_since(*last) <= release);
         let held: BTreeSet<Pair> = self
             .cuts
             .iter()
-            .filter(|(_, (since, last))| {
-                now.saturating_duration_since(*since) >= stable_after
-                    && now.saturating_duration_since(*last) <= release
-            })
+            .filter(|(_, sighting)| sighting.held(now, stable_after))
             .map(|(pair, _)| pair.clone())
             .collect();
         let out = left_out(&held);
         if out.contains(me) {
             // Its view must settle again once it is back, before a silent member drops.
-            self.heard_since = None;
+            self.droppable_since = None;
             return Judgement {
                 verdict: Verdict::StandAside,
                 ring: Vec::new(),
@@ -253,22 +307,26 @@ impl Quorum {
         self.judge_keeping(heard, &BTreeSet::new(), now)
     }
 
-    /// Judges `heard` at `now`. Serving with every agreed member heard or kept, or with a
-    /// view stable for `stable_after`, makes the heard members, and the agreed members in
-    /// `kept` (reachable, through another member if not directly), the agreed membership;
-    /// kept members never count towards a majority.
+    /// Judges `heard` at `now`. Serving with every agreed member heard or kept, or with the
+    /// set of the others (silent, and heard by no member heard) unchanged for
+    /// `stable_after`, makes the heard members, and the agreed members in `kept` (reachable,
+    /// through another member if not directly), the agreed membership; kept members never
+    /// count towards a majority. A member that stops being kept waits its `stable_after`
+    /// like one that just went silent.
     pub fn judge_keeping(
         &mut self,
         heard: &BTreeSet<String>,
         kept: &BTreeSet<String>,
         now: Instant,
     ) -> Judgement {
-        if self.heard_since.is_none() || &self.heard != heard {
-            self.heard = heard.clone();
-            self.heard_since = Some(now);
+        let silent: BTreeSet<String> = self.agreed.difference(heard).cloned().collect();
+        let droppable: BTreeSet<String> = silent.difference(kept).cloned().collect();
+        if self.droppable_since.is_none() || self.droppable != droppable {
+            self.droppable = droppable;
+            self.droppable_since = Some(now);
         }
         let stable = self
-            .heard_since
+            .droppable_since
             .is_some_and(|since| now.saturating_duration_since(since) >= self.stable_after);
         let verdict = decide(&self.agreed, heard);
         if verdict == Verdict::StandDown {
@@ -278,13 +336,12 @@ impl Quorum {
                 left_out: BTreeSet::new(),
             };
         }
-        let silent: BTreeSet<String> = self.agreed.difference(heard).cloned().collect();
         let staying: BTreeSet<String> = heard
             .iter()
             .chain(silent.intersection(kept))
             .cloned()
             .collect();
-        if silent.is_subset(kept) || stable {
+        if self.droppable.is_empty() || stable {
             self.agreed = staying.clone();
             return Judgement {
                 verdict,
@@ -496,20 +553,18 @@ mod tests {
                 assert_eq!(nodes[me].agreed(), &all, "{me}");
             }
         }
-        // Healed: c serves again at once, with everyone.
         let healed = views(&[
             ("a", &["a", "b", "c"]),
             ("b", &["a", "b", "c"]),
             ("c", &["a", "b", "c"]),
         ]);
+        // Healed: c serves again, with everyone, once the cut has been absent a quarter of
+        // the settling time (stale heartbeats may still show it in between).
         for me in ["a", "b", "c"] {
-            let j = nodes.get_mut(me).unwrap().judge_views(
-                me,
-                &all,
-                &all,
-                &healed,
-                t + Duration::from_secs(5),
-            );
+            let q = nodes.get_mut(me).unwrap();
+            let j = q.judge_views(me, &all, &all, &healed, t + Duration::from_secs(5));
+            assert_eq!(j.left_out, set(&["c"]), "{me}: just healed");
+            let j = q.judge_views(me, &all, &all, &healed, t + Duration::from_millis(5_600));
             assert_eq!(j.verdict, Verdict::Serve, "{me}");
             assert_eq!(j.ring, ["a", "b", "c"], "{me}");
             assert!(j.left_out.is_empty(), "{me}");
@@ -559,9 +614,72 @@ mod tests {
         let fresh = views(&[("b", &["b", "c"])]);
         let j = q.judge_views("c", &bc, &bc, &fresh, t + 3 * tick);
         assert_eq!(j.verdict, Verdict::Serve);
+        // Dropped once nobody hears it, after the settling time from then.
         let j = q.judge_views("c", &bc, &bc, &fresh, t + 6 * tick);
+        assert_eq!(j.ring, ["a", "b", "c"]);
+        let j = q.judge_views("c", &bc, &bc, &fresh, t + 7 * tick);
         assert_eq!(j.ring, ["b", "c"]);
         assert!(j.left_out.is_empty());
+    }
+
+    #[test]
+    fn a_member_known_gone_makes_no_cut_with_a_peer_slower_to_notice() {
+        let t = Instant::now();
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&set(&["a", "b", "c"]), t);
+        // a was killed: its port refused b's redial at once, while c only notices by the
+        // heartbeat timeout, seconds later, and says it hears a until then.
+        q.forget("a");
+        let bc = set(&["b", "c"]);
+        let slow = views(&[("c", &["a", "b", "c"])]);
+        let j = judge_until(
+            &mut q,
+            "b",
+            &bc,
+            &bc,
+            &slow,
+            t,
+            Duration::ZERO,
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            j.verdict,
+            Verdict::Serve,
+            "b, higher-named than a, does not stand aside"
+        );
+        assert!(j.left_out.is_empty());
+        assert_eq!(j.ring, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_member_no_longer_kept_waits_the_settling_time_before_it_drops() {
+        let t = Instant::now();
+        let s = |ms: u64| t + Duration::from_millis(ms);
+        let all = set(&["a", "b", "c"]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        // a lost c long ago; b still hears it: kept.
+        let ab = set(&["a", "b"]);
+        let b_hears_c = views(&[("b", &["a", "b", "c"])]);
+        judge_until(
+            &mut q,
+            "a",
+            &ab,
+            &ab,
+            &b_hears_c,
+            t,
+            Duration::ZERO,
+            Duration::from_secs(10),
+        );
+        assert_eq!(q.agreed(), &all);
+        // b's link to c blips: c is no longer kept, but stays agreed until that has held.
+        let b_lost_c = views(&[("b", &["a", "b"])]);
+        let j = q.judge_views("a", &ab, &ab, &b_lost_c, s(10_500));
+        assert_eq!(j.ring, ["a", "b", "c"]);
+        assert_eq!(q.agreed(), &all, "a blip of a relay drops nothing at once");
+        let j = q.judge_views("a", &ab, &ab, &b_hears_c, s(11_000));
+        assert_eq!(j.ring, ["a", "b", "c"]);
+        assert_eq!(q.agreed(), &all);
     }
 
     #[test]
