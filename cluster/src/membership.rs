@@ -281,7 +281,7 @@ impl Actor for Membership {
                     tracing::info!(node = %info.node, status = info.status.as_str(), "member status");
                 }
                 if info.status == Status::Leaving {
-                    state.quorum().forget(&info.node);
+                    state.quorum().forget(&info.node, Instant::now());
                 }
                 let now = Instant::now();
                 let heard_since = match state.peers.get(&info.node) {
@@ -355,7 +355,7 @@ impl Actor for Membership {
                 state.args.me.status = status;
                 if status == Status::Leaving {
                     let me = state.args.me.node.clone();
-                    state.quorum().forget(&me);
+                    state.quorum().forget(&me, Instant::now());
                 }
                 state.recompute();
                 state.announce();
@@ -391,7 +391,7 @@ impl MembershipState {
         if let Some(peer) = self.peers.get_mut(node) {
             peer.info.status = Status::Down;
         }
-        self.quorum().forget(node);
+        self.quorum().forget(node, Instant::now());
         self.recompute();
     }
 
@@ -635,10 +635,11 @@ impl MembershipState {
         self.args.sharding.set_cut_off(!quorate);
         self.args.up.store(me_up && serving, Ordering::Relaxed);
         // Members that stand down own nothing: the ring is built over the others. A member
-        // counts as serving only if it says so (as last heard, directly) and no member heard
-        // now that hears it says otherwise: after a cut heals, heartbeats queued on its link
-        // arrive in a burst, the stale ones saying it serves, while those who heard it all
-        // along know better.
+        // counts as serving unless it said it does not (while heard, or when no member heard
+        // hears it: a silent member's last word is as old as its silence) or a member heard
+        // now that hears it says so: after a cut heals, heartbeats queued on its link arrive
+        // in a burst, the stale ones saying it serves, while those who heard it all along
+        // know better.
         let mut up = if settling { Vec::new() } else { judgement.ring };
         up.retain(|n| {
             if *n == me {

@@ -172,9 +172,11 @@ pub struct Quorum {
     droppable_since: Option<Instant>,
     /// The cut pairs seen lately (see [`Sighting`]).
     cuts: BTreeMap<Pair, Sighting>,
-    /// Members known gone for sure ([`Quorum::forget`]), until heard again: a peer slower
-    /// to notice still says it hears one, and that is no cut.
-    gone: BTreeSet<String>,
+    /// Members known gone for sure ([`Quorum::forget`]), and when: a peer slower to notice
+    /// still says it hears one, and that is no cut. Kept until heard again or for
+    /// `stable_after` (the slowest peer has timed it out by then, and a member back and
+    /// heard by others, not by this node, is then a cut again).
+    gone: BTreeMap<String, Instant>,
 }
 
 impl Quorum {
@@ -186,7 +188,7 @@ impl Quorum {
             droppable: BTreeSet::new(),
             droppable_since: None,
             cuts: BTreeMap::new(),
-            gone: BTreeSet::new(),
+            gone: BTreeMap::new(),
         }
     }
 
@@ -214,9 +216,9 @@ impl Quorum {
 
     /// `node` left for sure (it announced leaving, or its process is gone): it no longer
     /// counts towards a majority.
-    pub fn forget(&mut self, node: &str) {
+    pub fn forget(&mut self, node: &str, now: Instant) {
         self.agreed.remove(node);
-        self.gone.insert(node.to_string());
+        self.gone.insert(node.to_string(), now);
     }
 
     /// Judges what `me` hears against what the members it hears say they hear, at `now`:
@@ -228,7 +230,8 @@ impl Quorum {
     /// Cut pairs (from `hearing` and `reports`) that have held for `stable_after` pick the
     /// members left out ([`left_out`]): a member noticed silent by one node a tick before
     /// another is no cut, nor is a link back within that time, nor a pair with a member
-    /// known gone ([`Quorum::forget`]: a peer slower to notice still hears it). A pair
+    /// known gone ([`Quorum::forget`], for `stable_after` after: a peer slower to notice
+    /// still hears it). A pair
     /// absent from this node's judgements for less than a quarter of `stable_after` keeps
     /// its age, and a pair held is released only once it has been absent that long, so a
     /// member standing aside does not serve on a blip of its own view or on stale
@@ -244,13 +247,16 @@ impl Quorum {
         reports: &BTreeMap<String, BTreeSet<String>>,
         now: Instant,
     ) -> Judgement {
-        self.gone.retain(|n| !hearing.contains(n));
+        let stable_after = self.stable_after;
+        self.gone.retain(|n, at| {
+            !hearing.contains(n) && now.saturating_duration_since(*at) < stable_after
+        });
         let gone = &self.gone;
         let mut views: BTreeMap<String, BTreeSet<String>> = reports
             .iter()
             .filter(|(node, _)| hearing.contains(*node) && node.as_str() != me)
             .map(|(node, hears)| {
-                let hears = hears.iter().filter(|n| !gone.contains(*n)).cloned();
+                let hears = hears.iter().filter(|n| !gone.contains_key(*n)).cloned();
                 (node.clone(), hears.collect())
             })
             .collect();
@@ -263,7 +269,6 @@ impl Quorum {
             views.insert(me.to_string(), hearing.clone());
         }
         let seen = cut_pairs(&views);
-        let stable_after = self.stable_after;
         // A pair keeps its age through absences shorter than this, and a pair held stays
         // held until it has been absent this long: when a cut heals, the heartbeats queued
         // on the link arrive in a burst, in order, the older ones still saying the link is
@@ -466,7 +471,7 @@ mod tests {
         let t = Instant::now();
         let mut q = Quorum::new(Duration::from_secs(2));
         q.judge(&set(&["n1", "n2"]), t);
-        q.forget("n1");
+        q.forget("n1", t);
         let j = q.judge(&set(&["n2"]), t + Duration::from_millis(1));
         assert_eq!(j.verdict, Verdict::Serve);
         assert_eq!(j.ring, ["n2"]);
@@ -629,7 +634,7 @@ mod tests {
         q.judge(&set(&["a", "b", "c"]), t);
         // a was killed: its port refused b's redial at once, while c only notices by the
         // heartbeat timeout, seconds later, and says it hears a until then.
-        q.forget("a");
+        q.forget("a", t);
         let bc = set(&["b", "c"]);
         let slow = views(&[("c", &["a", "b", "c"])]);
         let j = judge_until(
@@ -640,7 +645,7 @@ mod tests {
             &slow,
             t,
             Duration::ZERO,
-            Duration::from_secs(3),
+            Duration::from_millis(2_500),
         );
         assert_eq!(
             j.verdict,
@@ -649,6 +654,23 @@ mod tests {
         );
         assert!(j.left_out.is_empty());
         assert_eq!(j.ring, ["b", "c"]);
+        // a came back, but b still cannot hear it while c does: a real cut, held once it has
+        // shown for the settling time.
+        let j = judge_until(
+            &mut q,
+            "b",
+            &bc,
+            &bc,
+            &slow,
+            t,
+            Duration::from_millis(2_500),
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            j.verdict,
+            Verdict::StandAside,
+            "b, the higher-named end of the cut"
+        );
     }
 
     #[test]
