@@ -318,6 +318,13 @@ fn assert_consistent(
     );
 }
 
+/// Every node of `cluster` still runs: a partition must kill none.
+fn assert_all_alive(cluster: &mut Cluster) {
+    for n in &mut cluster.nodes {
+        assert!(n.alive(), "a node died:\n{}", n.log());
+    }
+}
+
 /// The members an `/admin/cluster` view says should stand aside.
 fn left_out(v: &Value) -> Vec<String> {
     v["left_out"]
@@ -478,9 +485,7 @@ async fn a_node_cut_off_stands_down_and_the_majority_serves_everything() {
         clients[0].events.len(),
         clients[1].events.len()
     );
-    for n in &mut cluster.nodes {
-        assert!(n.alive(), "a node died:\n{}", n.log());
-    }
+    assert_all_alive(&mut cluster);
     drop(cluster);
     drop(db);
     drop(net);
@@ -608,9 +613,7 @@ async fn of_two_nodes_that_lose_each_other_one_stands_aside_and_the_rest_serve_o
         clients[0].events.len(),
         clients[1].events.len()
     );
-    for n in &mut cluster.nodes {
-        assert!(n.alive(), "a node died:\n{}", n.log());
-    }
+    assert_all_alive(&mut cluster);
     drop(cluster);
     drop(db);
     drop(net);
@@ -718,9 +721,7 @@ async fn link_blip(name: &str, reset: bool) {
         }
     }
     cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(30));
-    for n in &mut cluster.nodes {
-        assert!(n.alive(), "a node died:\n{}", n.log());
-    }
+    assert_all_alive(&mut cluster);
     drop(cluster);
     drop(db);
     drop(net);

@@ -786,6 +786,17 @@ mod tests {
             .collect()
     }
 
+    /// What `me` sees of `all`: the views of the members it hears, its own among them.
+    fn seen_by(
+        all: &BTreeMap<String, BTreeSet<String>>,
+        me: &String,
+    ) -> BTreeMap<String, BTreeSet<String>> {
+        all.iter()
+            .filter(|(n, _)| all[me].contains(*n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
     /// A random cluster's links: which pairs of `names` hear each other.
     fn linked(names: &[String], cut: &[bool]) -> impl Fn(&String, &String) -> bool {
         let index: BTreeMap<String, usize> = names
@@ -849,10 +860,7 @@ mod tests {
                 .iter()
                 .filter(|me| decide(&agreed, &all[*me]) == Verdict::Serve)
                 .collect();
-            // What each sees: the views of the members it hears, its own among them.
-            let seen = |me: &String| -> BTreeMap<String, BTreeSet<String>> {
-                all.iter().filter(|(n, _)| all[me].contains(*n)).map(|(n, v)| (n.clone(), v.clone())).collect()
-            };
+            let seen = |me: &String| seen_by(&all, me);
             let cuts: BTreeSet<BTreeSet<Pair>> = quorate.iter().map(|me| cut_pairs(&seen(me))).collect();
             prop_assume!(cuts.len() <= 1);
             let t = Instant::now();
@@ -884,7 +892,7 @@ mod tests {
             let t = Instant::now();
             let mut serving = Vec::new();
             for me in &names {
-                let seen: BTreeMap<String, BTreeSet<String>> = all.iter().filter(|(n, _)| all[me].contains(*n)).map(|(n, v)| (n.clone(), v.clone())).collect();
+                let seen = seen_by(&all, me);
                 let mut q = Quorum::new(Duration::from_secs(2));
                 q.judge(&agreed, t);
                 let j = judge_until(&mut q, me, &all[me], &all[me], &seen, t, Duration::ZERO, Duration::from_secs(7));
