@@ -336,22 +336,16 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     } else {
         None
     };
-    if settings.storage.backend == "scylla" {
-        tracing::info!(
-            "retention is not built for ScyllaDB: inboxes and portfolio histories keep every entry"
-        );
-    } else {
-        let retention = bourse_storage::retention::InboxRetention {
-            keep: Duration::from_secs(u64::from(settings.alerts.inbox_keep_days) * 86_400),
-            max_per_user: settings.alerts.inbox_max_per_user as u64,
-            every: Duration::from_secs(settings.alerts.inbox_sweep_every_s),
-        };
-        tokio::spawn(bourse_storage::retention::run(
-            store.clone(),
-            retention,
-            stop_rx.clone(),
-        ));
-    }
+    let retention = bourse_storage::retention::InboxRetention {
+        keep: Duration::from_secs(u64::from(settings.alerts.inbox_keep_days) * 86_400),
+        max_per_user: settings.alerts.inbox_max_per_user as u64,
+        every: Duration::from_secs(settings.alerts.inbox_sweep_every_s),
+    };
+    tokio::spawn(bourse_storage::retention::run(
+        store.clone(),
+        retention,
+        stop_rx.clone(),
+    ));
     tokio::spawn(become_ready(state.clone(), markets.clone()));
     tokio::spawn(bourse_actors::book::keep_awake(
         sharding.clone(),

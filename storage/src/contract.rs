@@ -669,7 +669,7 @@ async fn notifications_page_by_time(store: &dyn MarketStore) {
     );
 }
 
-/// Inbox retention (`Write::PruneInbox`, SQLite and PostgreSQL): entries older than the
+/// Inbox retention (`Write::PruneInbox`): entries older than the
 /// cutoff go, then each user keeps only the newest; a second sweep finds nothing.
 pub async fn inbox_retention(store: &dyn MarketStore) {
     let note = |user_id: u64, key: &str, ts: i64| crate::Notification {
@@ -842,7 +842,7 @@ async fn holdings_read_from_their_baseline(store: &dyn MarketStore) {
     assert_eq!(at, [(9_101, 1_000, "a".to_string())], "9102 had none yet");
 }
 
-/// Holdings retention (`Write::PruneHoldings`, SQLite and PostgreSQL): points older than the
+/// Holdings retention (`Write::PruneHoldings`): points older than the
 /// cutoff go except each user's newest of them; a second sweep finds nothing.
 pub async fn holdings_retention(store: &dyn MarketStore) {
     for (user_id, ts) in [(9_201, 100), (9_201, 200), (9_201, 300), (9_202, 100)] {

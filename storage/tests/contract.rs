@@ -60,6 +60,8 @@ async fn scylla_passes_the_contract() {
         .expect("drop old keyspace");
     contract::run_all(|| open_scylla(&nodes, &keyspace)).await;
     let a = open_scylla(&nodes, &keyspace).await;
+    contract::inbox_retention(a.as_ref()).await;
+    contract::holdings_retention(a.as_ref()).await;
     let b = open_scylla(&nodes, &keyspace).await;
     contract::two_stores_fence(a.as_ref(), b.as_ref()).await;
     contract::two_stores_race(a.as_ref(), b.as_ref()).await;

@@ -16,6 +16,7 @@
 mod alerts;
 mod fence;
 mod read;
+mod retention;
 mod schema;
 mod write;
 

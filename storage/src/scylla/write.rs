@@ -219,10 +219,11 @@ impl Writer {
             Write::WithEvents { .. } | Write::Relayed { .. } => Ok(Err(StoreError::Backend(
                 "the Kafka event outbox is built for SQLite and PostgreSQL, not ScyllaDB".into(),
             ))),
-            // Deleting by age or rank needs a scan of every user's partition; not built.
-            Write::PruneInbox { .. } | Write::PruneHoldings { .. } => Ok(Err(StoreError::Backend(
-                "retention is built for SQLite and PostgreSQL, not ScyllaDB".into(),
-            ))),
+            Write::PruneInbox {
+                before,
+                keep_per_user,
+            } => super::retention::prune_inbox(cs, *before, *keep_per_user).await,
+            Write::PruneHoldings { before } => super::retention::prune_holdings(cs, *before).await,
         }
     }
 

@@ -1,0 +1,123 @@
+//! Retention on ScyllaDB (`Write::PruneInbox`, `Write::PruneHoldings`): the same rules as
+//! SQLite's and PostgreSQL's, applied one user's partition at a time.
+//!
+//! No statement deletes across partitions by age or rank, so a sweep lists the users
+//! (`SELECT DISTINCT` of the partition key, paged) and reads each one's partition. That is
+//! a scan of the table's partition keys once per `alerts.inbox_sweep_every_s` (an hour by
+//! default): fine for the inboxes of a trading platform's users, not for a table of
+//! billions of partitions, where TTLs would be the tool (and would change what the limits
+//! mean: an age at write time, no count).
+
+use super::write::Answer;
+use super::{Cs, exec, rows};
+use std::collections::HashMap;
+
+/// Drops each user's inbox entries older than `before` and those past the user's newest
+/// `keep` (newest by time, then key, as SQL's sweep ranks them). Only *shown* entries
+/// count towards the cap: an entry is shown where its key was claimed at its time
+/// (`alerts::notify`). An entry without that claim is the leftover of a replay or of a crash
+/// between the two writes; it goes once it is older than `before` (a younger one may be
+/// a notify whose claim is on its way). A dropped entry's claim goes first, then the
+/// entry: a crash between the two leaves an old unclaimed entry, which the next sweep
+/// drops, never a claim that shows nothing. Returns how many entries went.
+pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
+    let users: Vec<(i64,)> = rows(
+        cs,
+        "SELECT DISTINCT user_id FROM notifications",
+        (),
+        "listing inboxes",
+    )
+    .await?;
+    let mut dropped = 0u64;
+    for (user,) in users {
+        // Oldest first in the partition (ts, key ascending); ranked newest first below.
+        let mut entries: Vec<(i64, String)> = rows(
+            cs,
+            "SELECT ts, key FROM notifications WHERE user_id = ?",
+            (user,),
+            "reading an inbox for retention",
+        )
+        .await?;
+        entries.reverse();
+        let claims: HashMap<String, i64> = rows::<(String, Option<i64>)>(
+            cs,
+            "SELECT key, ts FROM notification_keys WHERE user_id = ?",
+            (user,),
+            "reading inbox keys for retention",
+        )
+        .await?
+        .into_iter()
+        .filter_map(|(key, ts)| Some((key, ts?)))
+        .collect();
+        let mut shown = 0u64;
+        for (ts, key) in entries {
+            let claimed = claims.get(&key) == Some(&ts);
+            let drop = if claimed {
+                shown += 1;
+                ts < before || shown > keep
+            } else {
+                ts < before
+            };
+            if !drop {
+                continue;
+            }
+            if claimed {
+                exec(
+                    cs,
+                    "DELETE FROM notification_keys WHERE user_id = ? AND key = ?",
+                    (user, &key),
+                    "dropping an inbox key",
+                )
+                .await?;
+            }
+            exec(
+                cs,
+                "DELETE FROM notifications WHERE user_id = ? AND ts = ? AND key = ?",
+                (user, ts, &key),
+                "dropping an inbox entry",
+            )
+            .await?;
+            dropped += 1;
+        }
+    }
+    Ok(Ok(dropped))
+}
+
+/// Drops each user's holdings points older than `before` except the newest of them, which
+/// is what the user held at `before` (the value history's base): one range delete per user
+/// with more than one such point. Returns how many points went.
+pub(super) async fn prune_holdings(cs: &Cs, before: i64) -> Answer {
+    let users: Vec<(i64,)> = rows(
+        cs,
+        "SELECT DISTINCT user_id FROM holdings",
+        (),
+        "listing holdings",
+    )
+    .await?;
+    let mut dropped = 0u64;
+    for (user,) in users {
+        // Newest first (the table's clustering order): the first is the one in force.
+        let old: Vec<(i64,)> = rows(
+            cs,
+            "SELECT ts FROM holdings WHERE user_id = ? AND ts <= ?",
+            (user, before),
+            "reading holdings for retention",
+        )
+        .await?;
+        let Some(&(in_force,)) = old.first() else {
+            continue;
+        };
+        if old.len() < 2 {
+            continue;
+        }
+        exec(
+            cs,
+            "DELETE FROM holdings WHERE user_id = ? AND ts < ?",
+            (user, in_force),
+            "dropping holdings points",
+        )
+        .await?;
+        dropped += old.len() as u64 - 1;
+    }
+    Ok(Ok(dropped))
+}
