@@ -557,13 +557,13 @@ impl MembershipState {
             hearing.insert(me.clone());
         }
         // What the members heard now say they hear.
-        let reports: BTreeMap<String, BTreeSet<String>> = self
+        let reports: BTreeMap<&str, BTreeSet<&str>> = self
             .peers
             .values()
             .filter(|p| hearing.contains(&p.info.node))
             .map(|p| {
-                let hears = p.info.hears.iter().map(|h| h.node.clone()).collect();
-                (p.info.node.clone(), hears)
+                let hears = p.info.hears.iter().map(|h| h.node.as_str()).collect();
+                (p.info.node.as_str(), hears)
             })
             .collect();
         let judgement = self
@@ -640,24 +640,28 @@ impl MembershipState {
         // now that hears it says so: after a cut heals, heartbeats queued on its link arrive
         // in a burst, the stale ones saying it serves, while those who heard it all along
         // know better.
+        // What the members heard now relay of each member: whether all of them say it
+        // serves (one pass over their lists, not one per ring member).
+        let mut relayed: HashMap<&str, bool> = HashMap::new();
+        for p in self.peers.values() {
+            if !hearing.contains(&p.info.node) {
+                continue;
+            }
+            for h in p.info.hears.iter().filter(|h| h.node != p.info.node) {
+                *relayed.entry(h.node.as_str()).or_insert(true) &= h.serving;
+            }
+        }
         let mut up = if settling { Vec::new() } else { judgement.ring };
         up.retain(|n| {
             if *n == me {
                 return serving;
             }
-            let mut relayed = self
-                .peers
-                .values()
-                .filter(|p| p.info.node != *n && hearing.contains(&p.info.node))
-                .flat_map(|p| p.info.hears.iter())
-                .filter(|h| h.node == *n)
-                .peekable();
-            let heard_directly = hearing.contains(n);
+            let relays = relayed.get(n.as_str()).copied();
             // What a member no longer heard said last is as old as the silence: those who
             // still hear it know better.
-            let says = (heard_directly || relayed.peek().is_none())
+            let says = (hearing.contains(n) || relays.is_none())
                 && self.peers.get(n).is_some_and(|p| !p.info.serving);
-            !says && relayed.all(|h| h.serving)
+            !says && relays.unwrap_or(true)
         });
         if (self.args.me.serving, &self.args.me.hears) != (announced.0, &announced.1) {
             self.announce();

@@ -46,18 +46,65 @@ pub type Pair = (String, String);
 /// view is known, the `up` members it hears (itself included). A pair is cut when either
 /// side's view is known and lacks the other; members known only from others' views count,
 /// so a member a peer hears and this node does not is cut from this node.
-pub fn cut_pairs(views: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Pair> {
-    let known: BTreeSet<&String> = views.keys().chain(views.values().flatten()).collect();
-    let lacks = |x: &String, y: &String| views.get(x).is_some_and(|v| !v.contains(y));
+///
+/// Every node judges on each heartbeat it receives, so this walks sorted lists (each view
+/// against every member named anywhere) instead of looking pairs up: quadratic in the
+/// members with a small constant, not in pairs times lookups.
+pub fn cut_pairs<K, V>(views: &BTreeMap<K, BTreeSet<V>>) -> BTreeSet<Pair>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let known = named(views);
     let mut cuts = BTreeSet::new();
-    for a in &known {
-        for b in known.iter().filter(|b| a < *b) {
-            if lacks(a, b) || lacks(b, a) {
-                cuts.insert(((*a).clone(), (*b).clone()));
+    for (x, view) in views {
+        let x = x.as_ref();
+        let mut heard = view.iter().map(AsRef::as_ref).peekable();
+        for &y in &known {
+            while heard.next_if(|h| *h < y).is_some() {}
+            if heard.next_if_eq(&y).is_some() || y == x {
+                continue;
             }
+            let (a, b) = if x < y { (x, y) } else { (y, x) };
+            cuts.insert((a.to_string(), b.to_string()));
         }
     }
     cuts
+}
+
+/// Every member `views` names (whose view it is, or whom a view hears), in order: a sorted
+/// union merged view by view.
+fn named<K, V>(views: &BTreeMap<K, BTreeSet<V>>) -> Vec<&str>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut known: Vec<&str> = views.keys().map(AsRef::as_ref).collect();
+    known.sort_unstable();
+    for view in views.values() {
+        known = union(&known, view.iter().map(AsRef::as_ref));
+    }
+    known
+}
+
+/// The sorted union of sorted `a` and sorted `b`.
+fn union<'a>(a: &[&'a str], b: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut a = a.iter().copied().peekable();
+    let mut b = b.peekable();
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                b.next();
+                a.next()
+            }
+            (Some(x), Some(y)) if x < y => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => return out,
+        };
+        out.extend(next);
+    }
 }
 
 /// The members to leave out so that the rest all hear each other: the member in the most
@@ -239,34 +286,40 @@ impl Quorum {
     /// agreed membership untouched, its view to settle again afterwards). Otherwise `heard`
     /// is judged as [`Quorum::judge`] does, keeping every member reachable at all (heard
     /// now, or heard by a member heard now).
-    pub fn judge_views(
+    pub fn judge_views<K, V>(
         &mut self,
         me: &str,
         heard: &BTreeSet<String>,
         hearing: &BTreeSet<String>,
-        reports: &BTreeMap<String, BTreeSet<String>>,
+        reports: &BTreeMap<K, BTreeSet<V>>,
         now: Instant,
-    ) -> Judgement {
+    ) -> Judgement
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
         let stable_after = self.stable_after;
         self.gone.retain(|n, at| {
             !hearing.contains(n) && now.saturating_duration_since(*at) < stable_after
         });
         let gone = &self.gone;
-        let mut views: BTreeMap<String, BTreeSet<String>> = reports
+        let mut views: BTreeMap<&str, BTreeSet<&str>> = reports
             .iter()
-            .filter(|(node, _)| hearing.contains(*node) && node.as_str() != me)
+            .map(|(node, hears)| (node.as_ref(), hears))
+            .filter(|(node, _)| hearing.contains(*node) && *node != me)
             .map(|(node, hears)| {
-                let hears = hears.iter().filter(|n| !gone.contains_key(*n)).cloned();
-                (node.clone(), hears.collect())
+                let hears = hears.iter().map(AsRef::as_ref);
+                (node, hears.filter(|n| !gone.contains_key(*n)).collect())
             })
             .collect();
-        let kept: BTreeSet<String> = hearing
-            .iter()
-            .chain(views.values().flatten())
-            .cloned()
-            .collect();
+        let mut kept: BTreeSet<String> = hearing.clone();
+        for member in named(&views) {
+            if !kept.contains(member) {
+                kept.insert(member.to_string());
+            }
+        }
         if hearing.contains(me) {
-            views.insert(me.to_string(), hearing.clone());
+            views.insert(me, hearing.iter().map(String::as_str).collect());
         }
         let seen = cut_pairs(&views);
         // A pair keeps its age through absences shorter than this, and a pair held stays
@@ -730,7 +783,7 @@ mod tests {
         let j = judge_until(&mut q, "c", &bc, &bc, &only_b, t, secs(0.0), secs(2.0));
         assert_eq!(j.verdict, Verdict::StandAside);
         let c = set(&["c"]);
-        q.judge_views("c", &c, &c, &BTreeMap::new(), s(2.2));
+        q.judge_views("c", &c, &c, &views(&[]), s(2.2));
         let j = q.judge_views("c", &bc, &bc, &only_b, s(2.4));
         assert_eq!(j.verdict, Verdict::StandAside, "the cut keeps its age");
         // Healed, but a stale heartbeat read in the burst still shows the cut: c serves
@@ -816,6 +869,29 @@ mod tests {
     }
 
     proptest! {
+        /// The merge walk finds exactly the pairs a lookup of every pair finds, with views
+        /// that name members no view belongs to.
+        #[test]
+        fn cut_pairs_match_a_lookup_of_every_pair(
+            views in proptest::collection::btree_map(
+                "[a-f]",
+                proptest::collection::btree_set("[a-h]", 0..8),
+                0..6,
+            ),
+        ) {
+            let known: BTreeSet<&String> = views.keys().chain(views.values().flatten()).collect();
+            let lacks = |x: &String, y: &String| views.get(x).is_some_and(|v| !v.contains(y));
+            let mut reference = BTreeSet::new();
+            for a in &known {
+                for b in known.iter().filter(|b| a < *b) {
+                    if lacks(a, b) || lacks(b, a) {
+                        reference.insert(((*a).clone(), (*b).clone()));
+                    }
+                }
+            }
+            prop_assert_eq!(cut_pairs(&views), reference);
+        }
+
         /// However the agreed members are cut into sides, at most one side serves; with two
         /// sides, exactly one does.
         #[test]
