@@ -216,6 +216,8 @@ pub struct ScyllaStore {
     target: String,
     queue: Submitter,
     cs: Arc<Cs>,
+    /// Where retention sweeps run, beside the write queue (see [`retention`]).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -257,7 +259,12 @@ impl ScyllaStore {
         schema::migrate(&cs, keyspace, replication_factor).await?;
         let (queue, rx, stats) = Submitter::new();
         tokio::spawn(writer_loop(cs.clone(), rx, batch_max.max(1), stats));
-        Ok(ScyllaStore { target, queue, cs })
+        Ok(ScyllaStore {
+            target,
+            queue,
+            cs,
+            runtime: tokio::runtime::Handle::current(),
+        })
     }
 
     /// `host:port,…/keyspace` this store is connected to.
@@ -308,7 +315,29 @@ async fn writer_loop(
 #[async_trait]
 impl MarketStore for ScyllaStore {
     fn submit(&self, write: Write) -> Ack {
-        self.queue.submit(write)
+        // A sweep reads every user's partition: it runs on its own, so the writes queued
+        // behind it neither wait for it nor fail with it.
+        let sweep = match write {
+            Write::PruneInbox {
+                before,
+                keep_per_user,
+            } => Some((Some(keep_per_user), before)),
+            Write::PruneHoldings { before } => Some((None, before)),
+            _ => None,
+        };
+        let Some((keep, before)) = sweep else {
+            return self.queue.submit(write);
+        };
+        let (reply, ack) = Ack::pair();
+        let cs = self.cs.clone();
+        self.runtime.spawn(async move {
+            let swept = match keep {
+                Some(keep) => retention::prune_inbox(&cs, before, keep).await,
+                None => retention::prune_holdings(&cs, before).await,
+            };
+            let _ = reply.send(swept.and_then(|outcome| outcome));
+        });
+        ack
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

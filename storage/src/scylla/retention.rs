@@ -2,11 +2,13 @@
 //! SQLite's and PostgreSQL's, applied one user's partition at a time.
 //!
 //! No statement deletes across partitions by age or rank, so a sweep lists the users
-//! (`SELECT DISTINCT` of the partition key, paged) and reads each one's partition. That is
-//! a scan of the table's partition keys once per `alerts.inbox_sweep_every_s` (an hour by
-//! default): fine for the inboxes of a trading platform's users, not for a table of
-//! billions of partitions, where TTLs would be the tool (and would change what the limits
-//! mean: an age at write time, no count).
+//! (`SELECT DISTINCT` of the partition key, paged) and reads each one's partition: a few
+//! requests per user, once per `alerts.inbox_sweep_every_s` (an hour by default). Fine for
+//! the inboxes of a trading platform's users, not for a table of billions of partitions,
+//! where TTLs would be the tool (and would change what the limits mean: an age at write
+//! time, no count). The store runs a sweep beside its write queue, not in it
+//! ([`super::ScyllaStore`]): it needs no place in the write order, and the writes behind it
+//! must not wait for it, nor fail with it.
 
 use super::write::Answer;
 use super::{Cs, exec, rows};
@@ -18,8 +20,14 @@ use std::collections::HashMap;
 /// (`alerts::notify`). An entry without that claim is the leftover of a replay or of a crash
 /// between the two writes; it goes once it is older than `before` (a younger one may be
 /// a notify whose claim is on its way). A dropped entry's claim goes first, then the
-/// entry: a crash between the two leaves an old unclaimed entry, which the next sweep
-/// drops, never a claim that shows nothing. Returns how many entries went.
+/// entry: a crash between the two leaves an entry no read shows, which goes once it is
+/// older than `before`. The entries older than `before` go in one range delete (one
+/// tombstone, not one per entry, at the end of the partition that reads start from).
+/// Returns how many entries went, hidden leftovers included.
+///
+/// A claim can outlive its entry in one case: a notify replayed with a time already past
+/// `before`, whose entry this sweep drops before its claim lands. Such a claim shows
+/// nothing and is never dropped (a few bytes).
 pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
     let users: Vec<(i64,)> = rows(
         cs,
@@ -50,15 +58,11 @@ pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
         .filter_map(|(key, ts)| Some((key, ts?)))
         .collect();
         let mut shown = 0u64;
+        let mut old = 0u64;
         for (ts, key) in entries {
             let claimed = claims.get(&key) == Some(&ts);
-            let drop = if claimed {
-                shown += 1;
-                ts < before || shown > keep
-            } else {
-                ts < before
-            };
-            if !drop {
+            shown += u64::from(claimed);
+            if ts >= before && !(claimed && shown > keep) {
                 continue;
             }
             if claimed {
@@ -70,6 +74,10 @@ pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
                 )
                 .await?;
             }
+            if ts < before {
+                old += 1;
+                continue;
+            }
             exec(
                 cs,
                 "DELETE FROM notifications WHERE user_id = ? AND ts = ? AND key = ?",
@@ -78,6 +86,16 @@ pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
             )
             .await?;
             dropped += 1;
+        }
+        if old > 0 {
+            exec(
+                cs,
+                "DELETE FROM notifications WHERE user_id = ? AND ts < ?",
+                (user, before),
+                "dropping old inbox entries",
+            )
+            .await?;
+            dropped += old;
         }
     }
     Ok(Ok(dropped))

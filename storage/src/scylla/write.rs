@@ -219,11 +219,17 @@ impl Writer {
             Write::WithEvents { .. } | Write::Relayed { .. } => Ok(Err(StoreError::Backend(
                 "the Kafka event outbox is built for SQLite and PostgreSQL, not ScyllaDB".into(),
             ))),
+            // ScyllaStore::submit runs sweeps beside the queue; one wrapped in a fence gets
+            // here, and its failure is its own, never the batch's.
             Write::PruneInbox {
                 before,
                 keep_per_user,
-            } => super::retention::prune_inbox(cs, *before, *keep_per_user).await,
-            Write::PruneHoldings { before } => super::retention::prune_holdings(cs, *before).await,
+            } => Ok(super::retention::prune_inbox(cs, *before, *keep_per_user)
+                .await
+                .and_then(|outcome| outcome)),
+            Write::PruneHoldings { before } => Ok(super::retention::prune_holdings(cs, *before)
+                .await
+                .and_then(|outcome| outcome)),
         }
     }
 
