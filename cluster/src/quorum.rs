@@ -25,6 +25,7 @@
 //!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -52,14 +53,14 @@ pub type Pair = (String, String);
 /// members with a small constant, not in pairs times lookups.
 pub fn cut_pairs<K, V>(views: &BTreeMap<K, BTreeSet<V>>) -> BTreeSet<Pair>
 where
-    K: AsRef<str>,
-    V: AsRef<str>,
+    K: Borrow<str>,
+    V: Borrow<str>,
 {
     let known = named(views);
     let mut cuts = BTreeSet::new();
     for (x, view) in views {
-        let x = x.as_ref();
-        let mut heard = view.iter().map(AsRef::as_ref).peekable();
+        let x: &str = x.borrow();
+        let mut heard = view.iter().map(Borrow::<str>::borrow).peekable();
         for &y in &known {
             while heard.next_if(|h| *h < y).is_some() {}
             if heard.next_if_eq(&y).is_some() || y == x {
@@ -76,13 +77,13 @@ where
 /// union merged view by view.
 fn named<K, V>(views: &BTreeMap<K, BTreeSet<V>>) -> Vec<&str>
 where
-    K: AsRef<str>,
-    V: AsRef<str>,
+    K: Borrow<str>,
+    V: Borrow<str>,
 {
-    let mut known: Vec<&str> = views.keys().map(AsRef::as_ref).collect();
+    let mut known: Vec<&str> = views.keys().map(Borrow::<str>::borrow).collect();
     known.sort_unstable();
     for view in views.values() {
-        known = union(&known, view.iter().map(AsRef::as_ref));
+        known = union(&known, view.iter().map(Borrow::<str>::borrow));
     }
     known
 }
@@ -295,8 +296,8 @@ impl Quorum {
         now: Instant,
     ) -> Judgement
     where
-        K: AsRef<str>,
-        V: AsRef<str>,
+        K: Borrow<str>,
+        V: Borrow<str>,
     {
         let stable_after = self.stable_after;
         self.gone.retain(|n, at| {
@@ -305,10 +306,10 @@ impl Quorum {
         let gone = &self.gone;
         let mut views: BTreeMap<&str, BTreeSet<&str>> = reports
             .iter()
-            .map(|(node, hears)| (node.as_ref(), hears))
+            .map(|(node, hears)| (Borrow::<str>::borrow(node), hears))
             .filter(|(node, _)| hearing.contains(*node) && *node != me)
             .map(|(node, hears)| {
-                let hears = hears.iter().map(AsRef::as_ref);
+                let hears = hears.iter().map(Borrow::<str>::borrow);
                 (node, hears.filter(|n| !gone.contains_key(*n)).collect())
             })
             .collect();

@@ -119,6 +119,16 @@ impl Submitter {
         result
     }
 
+    /// Whether the queue stopped accepting writes ([`Submitter::close`], or a writer gone):
+    /// work a backend does beside the queue is refused then too.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|tx| tx.is_closed())
+    }
+
     /// Batch statistics so far.
     pub(crate) fn stats(&self) -> WriterStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())

@@ -329,6 +329,10 @@ impl MarketStore for ScyllaStore {
             return self.queue.submit(write);
         };
         let (reply, ack) = Ack::pair();
+        if self.queue.is_closed() {
+            let _ = reply.send(Err(StoreError::Closed));
+            return ack;
+        }
         let cs = self.cs.clone();
         self.runtime.spawn(async move {
             let swept = match keep {

@@ -3,7 +3,8 @@
 //!
 //! No statement deletes across partitions by age or rank, so a sweep lists the users
 //! (`SELECT DISTINCT` of the partition key, paged) and reads each one's partition: a few
-//! requests per user, once per `alerts.inbox_sweep_every_s` (an hour by default). Fine for
+//! requests per user, and one per dropped entry whose key was claimed, once per
+//! `alerts.inbox_sweep_every_s` (an hour by default). Fine for
 //! the inboxes of a trading platform's users, not for a table of billions of partitions,
 //! where TTLs would be the tool (and would change what the limits mean: an age at write
 //! time, no count). The store runs a sweep beside its write queue, not in it
@@ -26,7 +27,8 @@ use std::collections::HashMap;
 /// Returns how many entries went, hidden leftovers included.
 ///
 /// A claim can outlive its entry in one case: a notify replayed with a time already past
-/// `before`, whose entry this sweep drops before its claim lands. Such a claim shows
+/// `before`, whose entry this sweep drops (by the range delete, even one written after the
+/// partition was read, and then not counted) before its claim lands. Such a claim shows
 /// nothing and is never dropped (a few bytes).
 pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
     let users: Vec<(i64,)> = rows(
