@@ -225,10 +225,6 @@ pub struct Quorum {
     /// `stable_after` (the slowest peer has timed it out by then, and a member back and
     /// heard by others, not by this node, is then a cut again).
     gone: BTreeMap<String, Instant>,
-    /// Whether the last judgement served, and since when this node, having served, has
-    /// heard less than a majority: it serves on for [`Quorum::grace`] first.
-    served: bool,
-    short_since: Option<Instant>,
 }
 
 impl Quorum {
@@ -241,19 +237,7 @@ impl Quorum {
             droppable_since: None,
             cuts: BTreeMap::new(),
             gone: BTreeMap::new(),
-            served: false,
-            short_since: None,
         }
-    }
-
-    /// How long a node that served goes on serving once it hears less than a majority:
-    /// half the settling time, so it stands down well before the others take its entities
-    /// over (they wait the whole settling time after noticing its silence), and a node cut
-    /// off on all its links for less than the heartbeat timeout and this long never stands
-    /// down: its entities stay where they are, instead of moving away when it is heard
-    /// again saying it stands down and back once it serves.
-    pub fn grace(&self) -> Duration {
-        self.stable_after / 2
     }
 
     /// How long a view must hold before silent members are dropped.
@@ -365,7 +349,6 @@ impl Quorum {
         if out.contains(me) {
             // Its view must settle again once it is back, before a silent member drops.
             self.droppable_since = None;
-            self.served = false;
             return Judgement {
                 verdict: Verdict::StandAside,
                 ring: Vec::new(),
@@ -406,26 +389,12 @@ impl Quorum {
             .is_some_and(|since| now.saturating_duration_since(since) >= self.stable_after);
         let verdict = decide(&self.agreed, heard);
         if verdict == Verdict::StandDown {
-            let short_since = *self.short_since.get_or_insert(now);
-            if self.served && now.saturating_duration_since(short_since) < self.grace() {
-                // Serving on, owning what it owned: every agreed member stays in the ring
-                // and the agreed membership is left as it is.
-                let ring: BTreeSet<String> = heard.iter().chain(&self.agreed).cloned().collect();
-                return Judgement {
-                    verdict: Verdict::Serve,
-                    ring: ring.into_iter().collect(),
-                    left_out: BTreeSet::new(),
-                };
-            }
-            self.served = false;
             return Judgement {
                 verdict,
                 ring: Vec::new(),
                 left_out: BTreeSet::new(),
             };
         }
-        self.short_since = None;
-        self.served = true;
         let staying: BTreeSet<String> = heard
             .iter()
             .chain(silent.intersection(kept))
@@ -486,37 +455,6 @@ mod tests {
     }
 
     #[test]
-    fn a_node_that_served_serves_on_through_a_blip_shorter_than_the_grace() {
-        let t = Instant::now();
-        let ms = Duration::from_millis;
-        let all = set(&["a", "b", "c"]);
-        let alone = set(&["c"]);
-        let mut q = Quorum::new(Duration::from_secs(2));
-        assert_eq!(q.grace(), ms(1_000));
-        q.judge(&all, t);
-        // Cut off on every link: it hears no one from 2 s on, and everyone again at 2.9 s.
-        for at in [2_000, 2_500, 2_900] {
-            let j = q.judge(&alone, t + ms(at));
-            assert_eq!((j.verdict, j.ring.len()), (Verdict::Serve, 3), "at {at} ms");
-        }
-        let j = q.judge(&all, t + ms(3_000));
-        assert_eq!((j.verdict, j.ring.len()), (Verdict::Serve, 3));
-        // A second cut has a grace of its own, then it stands down; nothing agreed shrank.
-        let j = q.judge(&alone, t + ms(5_000));
-        assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge(&alone, t + ms(6_000));
-        assert_eq!(j.verdict, Verdict::StandDown);
-        assert_eq!(q.agreed(), &all);
-        // Once it stood down it stays down while it hears no majority: the grace is spent.
-        let mut q = Quorum::new(Duration::from_secs(2));
-        q.judge(&all, t);
-        q.judge(&alone, t + ms(2_000));
-        q.judge(&alone, t + ms(3_000));
-        let j = q.judge(&alone, t + ms(3_100));
-        assert_eq!(j.verdict, Verdict::StandDown);
-    }
-
-    #[test]
     fn a_cut_noticed_a_tick_apart_does_not_shrink_the_agreed_set_in_between() {
         let t = Instant::now();
         let tick = Duration::from_millis(500);
@@ -530,12 +468,7 @@ mod tests {
             ["a", "b", "c"],
             "a stays in the ring until the view settles"
         );
-        // Alone: it serves on, owning what it owned, for the grace (half the settling
-        // time), then stands down.
         let j = q.judge(&set(&["c"]), t + 2 * tick);
-        assert_eq!(j.verdict, Verdict::Serve, "within the grace");
-        assert_eq!(j.ring, ["a", "b", "c"], "nothing moves within the grace");
-        let j = q.judge(&set(&["c"]), t + 4 * tick);
         assert_eq!(j.verdict, Verdict::StandDown);
         assert!(j.ring.is_empty());
         // Long after, still down: the agreed set never shrank to c's side.
@@ -703,17 +636,10 @@ mod tests {
         let all = set(&["a", "b", "c", "d", "e"]);
         let mut q = Quorum::new(Duration::from_secs(2));
         q.judge(&all, t);
-        // a hears only b, which still hears c: two of five, whatever b relays (past the
-        // grace a node that served has).
+        // a hears only b, which still hears c: two of five, whatever b relays.
         let ab = set(&["a", "b"]);
         let reports = views(&[("b", &["a", "b", "c"])]);
-        let j = q.judge_views("a", &ab, &ab, &reports, t + Duration::from_secs(1));
-        assert_eq!(
-            (j.verdict, j.ring.len()),
-            (Verdict::Serve, 5),
-            "within the grace"
-        );
-        for secs in [3, 30] {
+        for secs in [1, 3, 30] {
             let j = q.judge_views("a", &ab, &ab, &reports, t + Duration::from_secs(secs));
             assert_eq!(j.verdict, Verdict::StandDown, "at {secs} s");
         }
