@@ -161,9 +161,25 @@ try {
 
   step("chat: a message from one user reaches the other, and markup stays text");
   const hostile = "<script>window.__owned = 1</script><b>bold?</b>";
+  // The seller's room is live once its presence snapshot (with the buyer in it) arrived.
+  await until("the buyer in the seller's presence list", 15, async () => (await seller.locator(".chat .presence li").allTextContents()).some((u) => u.startsWith("buyer_")));
   await seller.locator('.chat-form input[name="text"]').fill(hostile);
   await seller.locator(".chat-form button").click();
-  await until("the message in the buyer's room", 15, async () => (await buyer.locator(".chat .messages .text").allTextContents()).includes(hostile));
+  // What each side shows, for a failure's message: a refused send shows its error.
+  const chatState = async () => {
+    const error = await seller.locator(".chat-form .form-error").textContent();
+    const input = await seller.locator('.chat-form input[name="text"]').inputValue();
+    const mine = await seller.locator(".chat .messages .text").allTextContents();
+    const theirs = await buyer.locator(".chat .messages .text").allTextContents();
+    return JSON.stringify({ error, input, seller_sees: mine.slice(-3), buyer_sees: theirs.slice(-3) });
+  };
+  const arrived = (p) => async () => (await p.locator(".chat .messages .text").allTextContents()).includes(hostile);
+  await until("the message in the seller's own room", 15, arrived(seller)).catch(async (e) => {
+    throw new Error(`${e.message}: ${await chatState()}`);
+  });
+  await until("the message in the buyer's room", 15, arrived(buyer)).catch(async (e) => {
+    throw new Error(`${e.message}: ${await chatState()}`);
+  });
   await until("the seller in the buyer's presence list", 15, async () => (await buyer.locator(".chat .presence li").allTextContents()).some((u) => u.startsWith("seller_")));
   for (const p of [seller, buyer]) {
     const owned = await p.evaluate(() => window.__owned === 1 || document.querySelector(".chat .messages script, .chat .messages b") !== null);
