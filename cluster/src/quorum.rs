@@ -56,12 +56,20 @@ where
     K: Borrow<str>,
     V: Borrow<str>,
 {
-    let known = named(views);
+    cuts_among(views, &named(views))
+}
+
+/// [`cut_pairs`] with `known`, every member `views` names ([`named`]), already listed.
+fn cuts_among<K, V>(views: &BTreeMap<K, BTreeSet<V>>, known: &[&str]) -> BTreeSet<Pair>
+where
+    K: Borrow<str>,
+    V: Borrow<str>,
+{
     let mut cuts = BTreeSet::new();
     for (x, view) in views {
         let x: &str = x.borrow();
         let mut heard = view.iter().map(Borrow::<str>::borrow).peekable();
-        for &y in &known {
+        for &y in known {
             while heard.next_if(|h| *h < y).is_some() {}
             if heard.next_if_eq(&y).is_some() || y == x {
                 continue;
@@ -313,16 +321,19 @@ impl Quorum {
                 (node, hears.filter(|n| !gone.contains_key(*n)).collect())
             })
             .collect();
+        if hearing.contains(me) {
+            views.insert(me, hearing.iter().map(String::as_str).collect());
+        }
+        // Every member reachable at all: heard now, or heard by a member heard now (this
+        // node's own view adds only members it hears).
+        let known = named(&views);
         let mut kept: BTreeSet<String> = hearing.clone();
-        for member in named(&views) {
+        for &member in &known {
             if !kept.contains(member) {
                 kept.insert(member.to_string());
             }
         }
-        if hearing.contains(me) {
-            views.insert(me, hearing.iter().map(String::as_str).collect());
-        }
-        let seen = cut_pairs(&views);
+        let seen = cuts_among(&views, &known);
         // A pair keeps its age through absences shorter than this, and a pair held stays
         // held until it has been absent this long: when a cut heals, the heartbeats queued
         // on the link arrive in a burst, in order, the older ones still saying the link is

@@ -173,13 +173,12 @@ try {
     const theirs = await buyer.locator(".chat .messages .text").allTextContents();
     return JSON.stringify({ error, input, seller_sees: mine.slice(-3), buyer_sees: theirs.slice(-3) });
   };
-  const arrived = (p) => async () => (await p.locator(".chat .messages .text").allTextContents()).includes(hostile);
-  await until("the message in the seller's own room", 15, arrived(seller)).catch(async (e) => {
-    throw new Error(`${e.message}: ${await chatState()}`);
-  });
-  await until("the message in the buyer's room", 15, arrived(buyer)).catch(async (e) => {
-    throw new Error(`${e.message}: ${await chatState()}`);
-  });
+  const arrives = (where, p) =>
+    until(`the message in the ${where} room`, 15, async () => (await p.locator(".chat .messages .text").allTextContents()).includes(hostile)).catch(async (e) => {
+      throw new Error(`${e.message}: ${await chatState()}`);
+    });
+  await arrives("seller's own", seller);
+  await arrives("buyer's", buyer);
   await until("the seller in the buyer's presence list", 15, async () => (await buyer.locator(".chat .presence li").allTextContents()).some((u) => u.startsWith("seller_")));
   for (const p of [seller, buyer]) {
     const owned = await p.evaluate(() => window.__owned === 1 || document.querySelector(".chat .messages script, .chat .messages b") !== null);

@@ -339,7 +339,7 @@ impl MarketStore for ScyllaStore {
                 Some(keep) => retention::prune_inbox(&cs, before, keep).await,
                 None => retention::prune_holdings(&cs, before).await,
             };
-            let _ = reply.send(swept.and_then(|outcome| outcome));
+            let _ = reply.send(swept);
         });
         ack
     }

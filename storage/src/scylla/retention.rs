@@ -11,9 +11,21 @@
 //! ([`super::ScyllaStore`]): it needs no place in the write order, and the writes behind it
 //! must not wait for it, nor fail with it.
 
-use super::write::Answer;
 use super::{Cs, exec, rows};
+use crate::StoreError;
 use std::collections::HashMap;
+
+/// The users with a partition in `table` (`SELECT DISTINCT` of its partition key, paged).
+async fn users(cs: &Cs, table: &str) -> Result<Vec<i64>, StoreError> {
+    let found: Vec<(i64,)> = rows(
+        cs,
+        format!("SELECT DISTINCT user_id FROM {table}"),
+        (),
+        &format!("listing the users of {table}"),
+    )
+    .await?;
+    Ok(found.into_iter().map(|(user,)| user).collect())
+}
 
 /// Drops each user's inbox entries older than `before` and those past the user's newest
 /// `keep` (newest by time, then key, as SQL's sweep ranks them). Only *shown* entries
@@ -30,16 +42,9 @@ use std::collections::HashMap;
 /// `before`, whose entry this sweep drops (by the range delete, even one written after the
 /// partition was read, and then not counted) before its claim lands. Such a claim shows
 /// nothing and is never dropped (a few bytes).
-pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
-    let users: Vec<(i64,)> = rows(
-        cs,
-        "SELECT DISTINCT user_id FROM notifications",
-        (),
-        "listing inboxes",
-    )
-    .await?;
+pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Result<u64, StoreError> {
     let mut dropped = 0u64;
-    for (user,) in users {
+    for user in users(cs, "notifications").await? {
         // Oldest first in the partition (ts, key ascending); ranked newest first below.
         let mut entries: Vec<(i64, String)> = rows(
             cs,
@@ -100,22 +105,15 @@ pub(super) async fn prune_inbox(cs: &Cs, before: i64, keep: u64) -> Answer {
             dropped += old;
         }
     }
-    Ok(Ok(dropped))
+    Ok(dropped)
 }
 
 /// Drops each user's holdings points older than `before` except the newest of them, which
 /// is what the user held at `before` (the value history's base): one range delete per user
 /// with more than one such point. Returns how many points went.
-pub(super) async fn prune_holdings(cs: &Cs, before: i64) -> Answer {
-    let users: Vec<(i64,)> = rows(
-        cs,
-        "SELECT DISTINCT user_id FROM holdings",
-        (),
-        "listing holdings",
-    )
-    .await?;
+pub(super) async fn prune_holdings(cs: &Cs, before: i64) -> Result<u64, StoreError> {
     let mut dropped = 0u64;
-    for (user,) in users {
+    for user in users(cs, "holdings").await? {
         // Newest first (the table's clustering order): the first is the one in force.
         let old: Vec<(i64,)> = rows(
             cs,
@@ -139,5 +137,5 @@ pub(super) async fn prune_holdings(cs: &Cs, before: i64) -> Answer {
         .await?;
         dropped += old.len() as u64 - 1;
     }
-    Ok(Ok(dropped))
+    Ok(dropped)
 }

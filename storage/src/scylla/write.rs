@@ -224,12 +224,10 @@ impl Writer {
             Write::PruneInbox {
                 before,
                 keep_per_user,
-            } => Ok(super::retention::prune_inbox(cs, *before, *keep_per_user)
-                .await
-                .and_then(|outcome| outcome)),
-            Write::PruneHoldings { before } => Ok(super::retention::prune_holdings(cs, *before)
-                .await
-                .and_then(|outcome| outcome)),
+            } => Ok(super::retention::prune_inbox(cs, *before, *keep_per_user).await),
+            Write::PruneHoldings { before } => {
+                Ok(super::retention::prune_holdings(cs, *before).await)
+            }
         }
     }
 
