@@ -283,6 +283,53 @@ async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
     assert!(err.to_string().contains("storage.url"), "{err}");
 }
 
+/// A node whose link to the server is cut in the middle of a batch leaves its transaction
+/// open on the server, holding the lease rows the batch locked. A take-over on another node
+/// must not wait on them for longer than its retries last: the server ends the silent
+/// session (`idle_in_transaction_session_timeout` in the store's session options).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_over_is_not_held_up_by_a_writer_cut_off_mid_batch() {
+    let Some(admin) = contract::postgres_server("postgres_cut_mid_batch") else {
+        return;
+    };
+    let db = ScratchDatabase::create(&admin, "cut_mid_batch").await;
+    let a = open_postgres(&db.url).await;
+    a.acquire_lease("book", "C-GONE", "node-a")
+        .await
+        .expect("a takes the lease");
+    // Node a's writer, as the server sees it once the link is cut after the batch locked
+    // the lease row: the same session settings, a transaction open, nothing more coming.
+    let mut config: tokio_postgres::Config = db.url.parse().expect("url");
+    config.options(bourse_storage::postgres::SESSION_OPTIONS);
+    let (mut side, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("side connection");
+    tokio::spawn(connection);
+    let tx = side.transaction().await.expect("begin");
+    let locked = tx
+        .query(
+            "SELECT epoch FROM leases WHERE kind = 'book' AND key = 'C-GONE' FOR NO KEY UPDATE",
+            &[],
+        )
+        .await
+        .expect("lock the lease row");
+    assert_eq!(locked.len(), 1);
+    let b = open_postgres(&db.url).await;
+    let started = std::time::Instant::now();
+    let taken = b.acquire_lease("book", "C-GONE", "node-b").await;
+    println!(
+        "take-over after a writer cut mid-batch: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        taken.is_ok(),
+        "the take-over waited out the silent writer: {taken:?}"
+    );
+    let ended = tx.query("SELECT 1", &[]).await;
+    assert!(ended.is_err(), "the server ended the silent transaction");
+}
+
 /// Closes every server connection to database `db` (what a server restart or a network cut
 /// does to the store's pool).
 async fn cut_connections(admin: &str, db: &str) -> u64 {

@@ -31,10 +31,14 @@ const RETRIES: usize = 5;
 /// How long one batch may take end to end; past it the outcome is unknown, the connection
 /// is dropped and the batch fails (its leases halt, see [`crate::queue`]).
 const BATCH_DEADLINE: Duration = Duration::from_secs(30);
-/// Session settings: no statement, lock wait or open transaction may hang a connection
-/// (a lock wait that times out is retried like a deadlock).
-const SESSION_OPTIONS: &str = "-c statement_timeout=20s -c lock_timeout=5s \
-                               -c idle_in_transaction_session_timeout=60s";
+/// Session settings of every connection the store opens: no statement, lock wait or open
+/// transaction may hang a connection (a lock wait that times out is retried like a
+/// deadlock). A batch never idles inside its transaction, so the server ends one that has
+/// for 5 s: a node whose link to the server was cut mid-batch holds lease row locks until
+/// then, and a take-over elsewhere waits for them (without this it waited for the server's
+/// TCP to notice, and gave up after its retries).
+pub const SESSION_OPTIONS: &str = "-c statement_timeout=20s -c lock_timeout=5s \
+                                   -c idle_in_transaction_session_timeout=5s";
 /// A peer that stops answering is noticed by TCP within about this long.
 const TCP_TIMEOUT: Duration = Duration::from_secs(20);
 
