@@ -254,31 +254,13 @@ impl Subscriptions {
     /// Subscribes (or re-subscribes, at the client's request) one channel. Registers with
     /// the hub first, so no live event can fall between the grant and the first live frame.
     /// The grant sets the channel's position: a client asking again asks for that replay.
-    ///
-    /// A grant from an activation older than the one the connection holds, or than the
-    /// client's `since`, is refused `unavailable` (the client asks again): it comes from a
-    /// publisher being replaced, reached by a stale route. Taking it would move the
-    /// position backwards, and the newer epoch's frames would then start it over from that
-    /// epoch's first event: the client would get those events twice.
     pub async fn subscribe(
         &mut self,
         channel: &Channel,
         since: Option<Cursor>,
     ) -> Result<Granted, ApiError> {
-        let name = channel.name();
-        let held = self.positions.get(&name).map(|p| p.epoch.clone());
-        let asked = since.as_ref().map(|c| c.epoch.clone());
         let grant = self.request(channel, since).await?;
-        if let Some(newer) = newer_known(&grant.epoch, [&held, &asked]) {
-            tracing::info!(channel = %name, epoch = %grant.epoch, %newer, "a subscribe reached an older activation of the publisher; refused");
-            if !self.positions.contains_key(&name) {
-                self.state.hub.unsubscribe(&name, self.conn);
-            }
-            return Err(ApiError::unavailable(format!(
-                "channel '{}': its publisher is moving to a new activation; subscribe again",
-                channel.public_name()
-            )));
-        }
+        let name = channel.name();
         if !self.positions.contains_key(&name) {
             self.presence(channel, true);
         }
@@ -544,16 +526,6 @@ impl Drop for Subscriptions {
     }
 }
 
-/// The first of `known` epochs (the one a connection holds, the one a client resumes from)
-/// newer than `granted`: a grant in `granted` came from an activation being replaced.
-fn newer_known<'a>(granted: &str, known: [&'a Option<String>; 2]) -> Option<&'a str> {
-    known
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .find(|e| epoch_newer(e, granted))
-}
-
 /// Parses a resume point: `"epoch:seq"`, `{"epoch","seq"}`, or a bare seq (taken to be in
 /// the publisher's current epoch, as docs/PROTOCOL.md allows; prefer a form with the epoch).
 pub fn parse_cursor(v: &Value) -> Result<Option<Cursor>, String> {
@@ -714,20 +686,6 @@ mod tests {
         let newer = pos.advance(&asked("e10", 0), &g);
         assert_eq!(newer.map(seqs), Some(vec![1]));
         assert_eq!((pos.epoch.as_str(), pos.seq), ("e10", 1));
-    }
-
-    #[test]
-    fn a_subscribe_granted_by_an_older_activation_is_refused() {
-        let (none, e1, e2) = (None, Some("e1".to_string()), Some("e2".to_string()));
-        // Held e2, the client's gap repair reached e1 (being replaced).
-        assert_eq!(newer_known("e1", [&e2, &none]), Some("e2"));
-        // A new connection resuming from e2 reached e1.
-        assert_eq!(newer_known("e1", [&none, &e2]), Some("e2"));
-        // The same or a newer epoch is taken; a bare seq (no epoch) compares with nothing.
-        assert_eq!(newer_known("e2", [&e2, &e1]), None);
-        assert_eq!(newer_known("e3", [&e2, &e2]), None);
-        assert_eq!(newer_known("e1", [&none, &Some(String::new())]), None);
-        assert_eq!(newer_known("e1", [&none, &none]), None);
     }
 
     #[test]
