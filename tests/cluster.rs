@@ -349,6 +349,15 @@ async fn a_fourth_node_joins_under_load_and_takes_about_a_quarter() {
         "only 200 or a retryable 503: {outcomes:?}"
     );
     assert!(outcomes.get(&200).copied().unwrap_or(0) > 50);
+    // Every member has said it adopted node4 by now: no membership is joint any more.
+    for v in cluster.views(&[0, 1, 2, node4]) {
+        assert_eq!(
+            v["agreed"],
+            json!(["node1", "node2", "node3", "node4"]),
+            "{v}"
+        );
+        assert_eq!(v["joint"], json!([]), "{v}");
+    }
     let views = cluster.views(&[node4]);
     let moved = views[0]["members"]
         .as_array()

@@ -47,13 +47,15 @@ fn judge(c: &mut Criterion) {
             let start = Instant::now();
             let mut quorum = Quorum::new(Duration::from_secs(2));
             // Agree on everyone first, as a running cluster has.
-            quorum.judge_views(&names[0], &heard, &heard, &reports, start);
+            quorum.judge_views(&names[0], &heard, &heard, &reports, &reports, start);
             let label = if cut { "one_link_cut" } else { "all_linked" };
             let mut now = start;
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
                 b.iter(|| {
                     now += Duration::from_millis(1);
-                    black_box(quorum.judge_views(&names[0], &heard, &heard, &reports, now))
+                    black_box(
+                        quorum.judge_views(&names[0], &heard, &heard, &reports, &reports, now),
+                    )
                 })
             });
         }

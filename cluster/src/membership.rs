@@ -30,6 +30,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Lists of members by member, borrowed from the peer table: whom each member heard says
+/// it hears, or what it agreed on.
+type Lists<'a> = BTreeMap<&'a str, BTreeSet<&'a str>>;
+
 /// A member's lifecycle status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +76,10 @@ pub struct MemberInfo {
     /// hear both, and keep in their rings a member they lost that it still hears
     /// (docs/DESIGN.md "Partitions").
     pub hears: Vec<Heard>,
+    /// The membership this node last agreed on, sorted: a member whose agreed membership
+    /// grew counts against the one before too until every member says it adopted the
+    /// growth (docs/DESIGN.md "Partitions", the join race).
+    pub agreed: Vec<String>,
     /// Which run of the sender's membership actor sent it (random per start): with `seq`,
     /// tells a stale heartbeat from a fresh one.
     pub incarnation: u64,
@@ -118,6 +126,9 @@ pub struct ClusterView {
     pub serving: bool,
     /// The membership this node last agreed on, which a majority is counted against.
     pub agreed: Vec<String>,
+    /// The membership before `agreed` grew, which needs a majority too until every member
+    /// has said it adopted the growth (empty when there is none).
+    pub joint: Vec<String>,
     /// The members that should stand aside, as this node sees the cuts: each lost a member
     /// that others still hear (this node among them, when it stands aside).
     pub left_out: Vec<String>,
@@ -528,7 +539,11 @@ impl MembershipState {
                 .with_label_values(&[status.as_str()])
                 .set(n as i64);
         }
-        let announced = (self.args.me.serving, self.args.me.hears.clone());
+        let announced = (
+            self.args.me.serving,
+            self.args.me.hears.clone(),
+            self.args.me.agreed.clone(),
+        );
         let stable_after = self.stable_after();
         let serving_before = self.args.me.serving;
         let me_up = self.args.me.status == Status::Up;
@@ -556,26 +571,33 @@ impl MembershipState {
             heard.insert(me.clone());
             hearing.insert(me.clone());
         }
-        // What the members heard now say they hear.
-        let reports: BTreeMap<&str, BTreeSet<&str>> = self
+        // What the members heard now say they hear, and what they last agreed on.
+        let (reports, adopted): (Lists, Lists) = self
             .peers
             .values()
             .filter(|p| hearing.contains(&p.info.node))
             .map(|p| {
+                let node = p.info.node.as_str();
                 let hears = p.info.hears.iter().map(|h| h.node.as_str()).collect();
-                (p.info.node.as_str(), hears)
+                let agreed = p.info.agreed.iter().map(String::as_str).collect();
+                ((node, hears), (node, agreed))
             })
-            .collect();
-        let judgement = self
-            .quorum()
-            .judge_views(&me, &heard, &hearing, &reports, Instant::now());
+            .unzip();
+        let judgement =
+            self.quorum()
+                .judge_views(&me, &heard, &hearing, &reports, &adopted, Instant::now());
+        let agreed: Vec<String> = self.quorum().agreed().iter().cloned().collect();
+        self.args.me.agreed = agreed;
         let store_ok = self.args.store_ok.load(Ordering::Relaxed);
         if judgement.verdict != self.verdict {
-            let agreed = self.quorum().agreed().clone();
+            let (agreed, joint) = {
+                let quorum = self.quorum();
+                (quorum.agreed().clone(), quorum.previous().cloned())
+            };
             let left_out = &judgement.left_out;
             match (self.verdict, judgement.verdict) {
                 (_, Verdict::StandDown) => tracing::error!(
-                    heard = ?heard, agreed = ?agreed,
+                    heard = ?heard, agreed = ?agreed, joint = ?joint,
                     "cut off from the majority of the cluster: this node stands down and owns nothing until it hears a majority again"
                 ),
                 (_, Verdict::StandAside) => tracing::error!(
@@ -663,7 +685,10 @@ impl MembershipState {
                 && self.peers.get(n).is_some_and(|p| !p.info.serving);
             !says && relays.unwrap_or(true)
         });
-        if (self.args.me.serving, &self.args.me.hears) != (announced.0, &announced.1) {
+        let me_now = &self.args.me;
+        if (me_now.serving, &me_now.hears, &me_now.agreed)
+            != (announced.0, &announced.1, &announced.2)
+        {
             self.announce();
         }
         if self.ring_members.as_ref() == Some(&up) {
@@ -703,11 +728,21 @@ impl MembershipState {
             last_heartbeat_ms: p.last_seen.elapsed().as_millis() as u64,
         }));
         members.sort_by(|a, b| a.node.cmp(&b.node));
+        // One lock: a guard taken in the literal would live to its end.
+        let (agreed, joint) = {
+            let quorum = self.quorum();
+            let joint = quorum.previous().map(|p| p.iter().cloned().collect());
+            (
+                quorum.agreed().iter().cloned().collect(),
+                joint.unwrap_or_default(),
+            )
+        };
         ClusterView {
             node: me.node.clone(),
             members,
             serving: me.serving,
-            agreed: self.quorum().agreed().iter().cloned().collect(),
+            agreed,
+            joint,
             left_out: self.left_out.iter().cloned().collect(),
         }
     }

@@ -118,6 +118,7 @@ pub async fn start(
         entities: 0,
         serving: true,
         hears: Vec::new(),
+        agreed: Vec::new(),
         incarnation: 0,
         seq: 0,
     };

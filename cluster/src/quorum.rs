@@ -23,6 +23,16 @@
 //! says it does not serve), and the others drop it from their rings on hearing that, not
 //! on their own clocks, so it owns nothing before anyone takes its entities over.
 //!
+//! The agreed membership grows (a node joins, or one dropped is back) on each member at a
+//! slightly different moment. A cut in between could let the members that grew count
+//! against the new membership and the others against the old one: two members of a four
+//! joined by a fourth could hold an even split of the new set, with its lowest member,
+//! while the other two hold a majority of the old three, and both sides would serve. So a
+//! membership that grew is *joint* with the one before ([`Quorum::previous`]): the node
+//! serves only with a majority of both, until every member of the new one says, in its
+//! heartbeats, that it has adopted it. A node that joins judges against the memberships
+//! its peers report (without itself) the same way.
+//!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
 use std::borrow::Borrow;
@@ -53,8 +63,8 @@ pub type Pair = (String, String);
 /// members with a small constant, not in pairs times lookups.
 pub fn cut_pairs<K, V>(views: &BTreeMap<K, BTreeSet<V>>) -> BTreeSet<Pair>
 where
-    K: Borrow<str>,
-    V: Borrow<str>,
+    K: Borrow<str> + Ord,
+    V: Borrow<str> + Ord,
 {
     cuts_among(views, &named(views))
 }
@@ -62,8 +72,8 @@ where
 /// [`cut_pairs`] with `known`, every member `views` names ([`named`]), already listed.
 fn cuts_among<K, V>(views: &BTreeMap<K, BTreeSet<V>>, known: &[&str]) -> BTreeSet<Pair>
 where
-    K: Borrow<str>,
-    V: Borrow<str>,
+    K: Borrow<str> + Ord,
+    V: Borrow<str> + Ord,
 {
     let mut cuts = BTreeSet::new();
     for (x, view) in views {
@@ -85,8 +95,8 @@ where
 /// union merged view by view.
 fn named<K, V>(views: &BTreeMap<K, BTreeSet<V>>) -> Vec<&str>
 where
-    K: Borrow<str>,
-    V: Borrow<str>,
+    K: Borrow<str> + Ord,
+    V: Borrow<str> + Ord,
 {
     let mut known: Vec<&str> = views.keys().map(Borrow::<str>::borrow).collect();
     known.sort_unstable();
@@ -139,6 +149,31 @@ pub fn left_out(cuts: &BTreeSet<Pair>) -> BTreeSet<String> {
         cuts.retain(|(a, b)| *a != worst && *b != worst);
         out.insert(worst);
     }
+}
+
+/// What a node agreeing for the first time grew from: the agreed memberships its peers
+/// report, each without the node itself, in common (none reported: `None`, a cold start
+/// with nothing to respect).
+fn reported_base<K, V>(me: &str, adopted: &BTreeMap<K, BTreeSet<V>>) -> Option<BTreeSet<String>>
+where
+    K: Borrow<str> + Ord,
+    V: Borrow<str> + Ord,
+{
+    let mut reports = adopted
+        .values()
+        .filter(|theirs| !theirs.is_empty())
+        .map(|theirs| {
+            theirs
+                .iter()
+                .map(Borrow::<str>::borrow)
+                .filter(|m| *m != me)
+        });
+    let first: BTreeSet<&str> = reports.next()?.collect();
+    let common = reports.fold(first, |common, theirs| {
+        let theirs: BTreeSet<&str> = theirs.collect();
+        common.intersection(&theirs).copied().collect()
+    });
+    Some(common.into_iter().map(str::to_string).collect())
 }
 
 /// Keep-majority: `heard` against `agreed` (members of `heard` outside `agreed` do not
@@ -233,6 +268,10 @@ pub struct Quorum {
     /// `stable_after` (the slowest peer has timed it out by then, and a member back and
     /// heard by others, not by this node, is then a cut again).
     gone: BTreeMap<String, Instant>,
+    /// The membership before the agreed one last grew, while a member of the agreed one
+    /// may still count against it (see the module's comment): a majority of it is needed
+    /// too. `None` once every member has said it adopted the growth.
+    previous: Option<BTreeSet<String>>,
 }
 
 impl Quorum {
@@ -245,6 +284,7 @@ impl Quorum {
             droppable_since: None,
             cuts: BTreeMap::new(),
             gone: BTreeMap::new(),
+            previous: None,
         }
     }
 
@@ -256,6 +296,58 @@ impl Quorum {
     /// The membership last agreed on.
     pub fn agreed(&self) -> &BTreeSet<String> {
         &self.agreed
+    }
+
+    /// The membership before the agreed one grew, while it still needs a majority too
+    /// (until every member of the agreed one says it adopted it).
+    pub fn previous(&self) -> Option<&BTreeSet<String>> {
+        self.previous.as_ref()
+    }
+
+    /// Keep-majority over the agreed membership and, while it is joint, the previous one.
+    fn decide(&self, heard: &BTreeSet<String>) -> Verdict {
+        match (decide(&self.agreed, heard), &self.previous) {
+            (Verdict::Serve, Some(previous)) => decide(previous, heard),
+            (verdict, _) => verdict,
+        }
+    }
+
+    /// Makes `staying` the agreed membership. Members it drops leave the previous one too
+    /// (they were silent for the settling time, or are gone for sure); when it grows, the
+    /// membership it grew from must keep a majority as well until every member has adopted
+    /// the growth (a node agreeing for the first time grew from what its peers report,
+    /// set before its first verdict).
+    fn adopt<K, V>(
+        &mut self,
+        me: &str,
+        staying: BTreeSet<String>,
+        adopted: &BTreeMap<K, BTreeSet<V>>,
+    ) where
+        K: Borrow<str> + Ord,
+        V: Borrow<str> + Ord,
+    {
+        if let Some(previous) = &mut self.previous {
+            previous.retain(|m| staying.contains(m) || !self.agreed.contains(m));
+        }
+        let grew = staying.iter().any(|m| !self.agreed.contains(m));
+        if grew && self.previous.is_none() && !self.agreed.is_empty() {
+            self.previous = Some(self.agreed.intersection(&staying).cloned().collect());
+        }
+        self.agreed = staying;
+        // Joint until every other member says its agreed membership holds what was added.
+        if let Some(previous) = &self.previous {
+            let all_adopted = self.agreed.iter().filter(|m| *m != me).all(|m| {
+                adopted.get(m.as_str()).is_some_and(|theirs| {
+                    self.agreed
+                        .iter()
+                        .filter(|a| !previous.contains(*a))
+                        .all(|a| theirs.contains(a.as_str()))
+                })
+            });
+            if all_adopted {
+                self.previous = None;
+            }
+        }
     }
 
     /// Whether `node`, heard again after going silent, counts as heard before it has been
@@ -274,6 +366,9 @@ impl Quorum {
     /// counts towards a majority.
     pub fn forget(&mut self, node: &str, now: Instant) {
         self.agreed.remove(node);
+        if let Some(previous) = &mut self.previous {
+            previous.remove(node);
+        }
         self.gone.insert(node.to_string(), now);
     }
 
@@ -301,11 +396,12 @@ impl Quorum {
         heard: &BTreeSet<String>,
         hearing: &BTreeSet<String>,
         reports: &BTreeMap<K, BTreeSet<V>>,
+        adopted: &BTreeMap<K, BTreeSet<V>>,
         now: Instant,
     ) -> Judgement
     where
-        K: Borrow<str>,
-        V: Borrow<str>,
+        K: Borrow<str> + Ord,
+        V: Borrow<str> + Ord,
     {
         let stable_after = self.stable_after;
         self.gone.retain(|n, at| {
@@ -366,15 +462,17 @@ impl Quorum {
                 left_out: out,
             };
         }
-        let mut judgement = self.judge_keeping(heard, &kept, now);
+        let mut judgement = self.judge_keeping(me, heard, &kept, adopted, now);
         judgement.left_out = out;
         judgement
     }
 
     /// Judges `heard` (the `up` members heard now, this node included when it is up) at
-    /// `now`, as [`Quorum::judge_keeping`] with nothing kept.
+    /// `now`, as [`Quorum::judge_keeping`] with nothing kept and no member's agreed
+    /// membership known.
     pub fn judge(&mut self, heard: &BTreeSet<String>, now: Instant) -> Judgement {
-        self.judge_keeping(heard, &BTreeSet::new(), now)
+        let adopted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        self.judge_keeping("", heard, &BTreeSet::new(), &adopted, now)
     }
 
     /// Judges `heard` at `now`. Serving with every agreed member heard or kept, or with the
@@ -382,13 +480,20 @@ impl Quorum {
     /// `stable_after`, makes the heard members, and the agreed members in `kept` (reachable,
     /// through another member if not directly), the agreed membership; kept members never
     /// count towards a majority. A member that stops being kept waits its `stable_after`
-    /// like one that just went silent.
-    pub fn judge_keeping(
+    /// like one that just went silent. `adopted` holds the agreed membership each member
+    /// heard now last reported (see [`Quorum::previous`]).
+    pub fn judge_keeping<K, V>(
         &mut self,
+        me: &str,
         heard: &BTreeSet<String>,
         kept: &BTreeSet<String>,
+        adopted: &BTreeMap<K, BTreeSet<V>>,
         now: Instant,
-    ) -> Judgement {
+    ) -> Judgement
+    where
+        K: Borrow<str> + Ord,
+        V: Borrow<str> + Ord,
+    {
         let silent: BTreeSet<String> = self.agreed.difference(heard).cloned().collect();
         let droppable: BTreeSet<String> = silent.difference(kept).cloned().collect();
         if self.droppable_since.is_none() || self.droppable != droppable {
@@ -398,7 +503,14 @@ impl Quorum {
         let stable = self
             .droppable_since
             .is_some_and(|since| now.saturating_duration_since(since) >= self.stable_after);
-        let verdict = decide(&self.agreed, heard);
+        if self.agreed.is_empty() {
+            // Not agreed yet (it just joined): what its peers agree on counts already, and
+            // follows them while this node stands down (kept when none reports any more).
+            if let Some(base) = reported_base(me, adopted) {
+                self.previous = Some(base);
+            }
+        }
+        let verdict = self.decide(heard);
         if verdict == Verdict::StandDown {
             return Judgement {
                 verdict,
@@ -412,7 +524,7 @@ impl Quorum {
             .cloned()
             .collect();
         if self.droppable.is_empty() || stable {
-            self.agreed = staying.clone();
+            self.adopt(me, staying.clone(), adopted);
             return Judgement {
                 verdict,
                 ring: staying.into_iter().collect(),
@@ -558,7 +670,7 @@ mod tests {
         let step = Duration::from_millis(250);
         let mut at = from;
         loop {
-            let j = q.judge_views(me, heard, hearing, reports, t + at);
+            let j = q.judge_views(me, heard, hearing, reports, &BTreeMap::new(), t + at);
             if at >= to {
                 return j;
             }
@@ -632,9 +744,23 @@ mod tests {
         // the settling time (stale heartbeats may still show it in between).
         for me in ["a", "b", "c"] {
             let q = nodes.get_mut(me).unwrap();
-            let j = q.judge_views(me, &all, &all, &healed, t + Duration::from_secs(5));
+            let j = q.judge_views(
+                me,
+                &all,
+                &all,
+                &healed,
+                &BTreeMap::new(),
+                t + Duration::from_secs(5),
+            );
             assert_eq!(j.left_out, set(&["c"]), "{me}: just healed");
-            let j = q.judge_views(me, &all, &all, &healed, t + Duration::from_millis(5_600));
+            let j = q.judge_views(
+                me,
+                &all,
+                &all,
+                &healed,
+                &BTreeMap::new(),
+                t + Duration::from_millis(5_600),
+            );
             assert_eq!(j.verdict, Verdict::Serve, "{me}");
             assert_eq!(j.ring, ["a", "b", "c"], "{me}");
             assert!(j.left_out.is_empty(), "{me}");
@@ -651,7 +777,14 @@ mod tests {
         let ab = set(&["a", "b"]);
         let reports = views(&[("b", &["a", "b", "c"])]);
         for secs in [1, 3, 30] {
-            let j = q.judge_views("a", &ab, &ab, &reports, t + Duration::from_secs(secs));
+            let j = q.judge_views(
+                "a",
+                &ab,
+                &ab,
+                &reports,
+                &BTreeMap::new(),
+                t + Duration::from_secs(secs),
+            );
             assert_eq!(j.verdict, Verdict::StandDown, "at {secs} s");
         }
         // Three of five heard, d kept through c: d stays agreed and in the ring; e, which
@@ -660,9 +793,23 @@ mod tests {
         q.judge(&all, t);
         let abc = set(&["a", "b", "c"]);
         let reports = views(&[("b", &["a", "b", "c"]), ("c", &["a", "b", "c", "d"])]);
-        let j = q.judge_views("a", &abc, &abc, &reports, t + Duration::from_secs(1));
+        let j = q.judge_views(
+            "a",
+            &abc,
+            &abc,
+            &reports,
+            &BTreeMap::new(),
+            t + Duration::from_secs(1),
+        );
         assert_eq!(j.ring, ["a", "b", "c", "d", "e"]);
-        let j = q.judge_views("a", &abc, &abc, &reports, t + Duration::from_secs(4));
+        let j = q.judge_views(
+            "a",
+            &abc,
+            &abc,
+            &reports,
+            &BTreeMap::new(),
+            t + Duration::from_secs(4),
+        );
         assert_eq!(j.verdict, Verdict::Serve);
         assert_eq!(j.ring, ["a", "b", "c", "d"]);
         assert_eq!(q.agreed(), &set(&["a", "b", "c", "d"]));
@@ -677,17 +824,17 @@ mod tests {
         let bc = set(&["b", "c"]);
         // a died: c notices first, while b still says it hears a; b notices a tick later.
         let stale = views(&[("b", &["a", "b", "c"])]);
-        let j = q.judge_views("c", &bc, &bc, &stale, t + tick);
+        let j = q.judge_views("c", &bc, &bc, &stale, &BTreeMap::new(), t + tick);
         assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge_views("c", &bc, &bc, &stale, t + 2 * tick);
+        let j = q.judge_views("c", &bc, &bc, &stale, &BTreeMap::new(), t + 2 * tick);
         assert!(j.left_out.is_empty());
         let fresh = views(&[("b", &["b", "c"])]);
-        let j = q.judge_views("c", &bc, &bc, &fresh, t + 3 * tick);
+        let j = q.judge_views("c", &bc, &bc, &fresh, &BTreeMap::new(), t + 3 * tick);
         assert_eq!(j.verdict, Verdict::Serve);
         // Dropped once nobody hears it, after the settling time from then.
-        let j = q.judge_views("c", &bc, &bc, &fresh, t + 6 * tick);
+        let j = q.judge_views("c", &bc, &bc, &fresh, &BTreeMap::new(), t + 6 * tick);
         assert_eq!(j.ring, ["a", "b", "c"]);
-        let j = q.judge_views("c", &bc, &bc, &fresh, t + 7 * tick);
+        let j = q.judge_views("c", &bc, &bc, &fresh, &BTreeMap::new(), t + 7 * tick);
         assert_eq!(j.ring, ["b", "c"]);
         assert!(j.left_out.is_empty());
     }
@@ -761,10 +908,10 @@ mod tests {
         assert_eq!(q.agreed(), &all);
         // b's link to c blips: c is no longer kept, but stays agreed until that has held.
         let b_lost_c = views(&[("b", &["a", "b"])]);
-        let j = q.judge_views("a", &ab, &ab, &b_lost_c, s(10_500));
+        let j = q.judge_views("a", &ab, &ab, &b_lost_c, &BTreeMap::new(), s(10_500));
         assert_eq!(j.ring, ["a", "b", "c"]);
         assert_eq!(q.agreed(), &all, "a blip of a relay drops nothing at once");
-        let j = q.judge_views("a", &ab, &ab, &b_hears_c, s(11_000));
+        let j = q.judge_views("a", &ab, &ab, &b_hears_c, &BTreeMap::new(), s(11_000));
         assert_eq!(j.ring, ["a", "b", "c"]);
         assert_eq!(q.agreed(), &all);
     }
@@ -780,10 +927,10 @@ mod tests {
         q.judge(&all, t);
         // c lost a for a moment: a is down for c, then heard again at once, though it
         // counts (heard) only after the settling time.
-        q.judge_views("c", &bc, &bc, &b_hears_all, s(0.0));
-        let j = q.judge_views("c", &bc, &all, &b_hears_all, s(0.5));
+        q.judge_views("c", &bc, &bc, &b_hears_all, &BTreeMap::new(), s(0.0));
+        let j = q.judge_views("c", &bc, &all, &b_hears_all, &BTreeMap::new(), s(0.5));
         assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge_views("c", &bc, &all, &b_hears_all, s(2.5));
+        let j = q.judge_views("c", &bc, &all, &b_hears_all, &BTreeMap::new(), s(2.5));
         assert_eq!(j.verdict, Verdict::Serve, "a link back is no cut");
         assert!(j.left_out.is_empty());
         // A lasting cut: c stands aside; a blip of its own view (it loses b for a moment,
@@ -795,33 +942,107 @@ mod tests {
         let j = judge_until(&mut q, "c", &bc, &bc, &only_b, t, secs(0.0), secs(2.0));
         assert_eq!(j.verdict, Verdict::StandAside);
         let c = set(&["c"]);
-        q.judge_views("c", &c, &c, &views(&[]), s(2.2));
-        let j = q.judge_views("c", &bc, &bc, &only_b, s(2.4));
+        q.judge_views("c", &c, &c, &views(&[]), &BTreeMap::new(), s(2.2));
+        let j = q.judge_views("c", &bc, &bc, &only_b, &BTreeMap::new(), s(2.4));
         assert_eq!(j.verdict, Verdict::StandAside, "the cut keeps its age");
         // Healed, but a stale heartbeat read in the burst still shows the cut: c serves
         // only once the cut has not shown for a quarter of the settling time.
         let healed = views(&[("b", &["a", "b", "c"]), ("a", &["a", "b", "c"])]);
         let stale = views(&[("b", &["a", "b", "c"]), ("a", &["a", "b"])]);
-        let j = q.judge_views("c", &bc, &all, &healed, s(2.6));
+        let j = q.judge_views("c", &bc, &all, &healed, &BTreeMap::new(), s(2.6));
         assert_eq!(j.verdict, Verdict::StandAside, "just healed");
-        let j = q.judge_views("c", &bc, &all, &stale, s(2.61));
+        let j = q.judge_views("c", &bc, &all, &stale, &BTreeMap::new(), s(2.61));
         assert_eq!(j.verdict, Verdict::StandAside, "a stale heartbeat");
-        let j = q.judge_views("c", &bc, &all, &healed, s(2.62));
+        let j = q.judge_views("c", &bc, &all, &healed, &BTreeMap::new(), s(2.62));
         assert_eq!(j.verdict, Verdict::StandAside);
-        let j = q.judge_views("c", &bc, &all, &healed, s(3.2));
+        let j = q.judge_views("c", &bc, &all, &healed, &BTreeMap::new(), s(3.2));
         assert_eq!(j.verdict, Verdict::Serve, "the cut no longer shows");
         // An old sighting gives a new cut no age.
         let mut q = Quorum::new(Duration::from_secs(2));
         q.judge(&all, t);
         let j = judge_until(&mut q, "c", &bc, &bc, &only_b, t, secs(0.0), secs(2.0));
         assert_eq!(j.verdict, Verdict::StandAside);
-        q.judge_views("c", &all, &all, &healed, s(3.0));
-        let j = q.judge_views("c", &bc, &bc, &only_b, s(4.0));
+        q.judge_views("c", &all, &all, &healed, &BTreeMap::new(), s(3.0));
+        let j = q.judge_views("c", &bc, &bc, &only_b, &BTreeMap::new(), s(4.0));
         assert_eq!(
             j.verdict,
             Verdict::Serve,
             "a cut seen again after a while starts anew"
         );
+    }
+
+    #[test]
+    fn a_membership_that_grew_needs_a_majority_of_the_one_before_until_all_adopted_it() {
+        let t = Instant::now();
+        let ms = |ms: u64| t + Duration::from_millis(ms);
+        let (old, all) = (set(&["a", "b", "c"]), set(&["a", "b", "c", "d"]));
+        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let agreed = |of: &[(&str, &BTreeSet<String>)]| -> BTreeMap<String, BTreeSet<String>> {
+            of.iter()
+                .map(|(n, s)| (n.to_string(), (*s).clone()))
+                .collect()
+        };
+        // a hears d join before b and c do (they still agree on a, b, c).
+        let mut a = Quorum::new(Duration::from_secs(2));
+        a.judge_views("a", &old, &old, &none, &none, ms(0));
+        let before = agreed(&[("b", &old), ("c", &old), ("d", &all)]);
+        let j = a.judge_views("a", &all, &all, &none, &before, ms(100));
+        assert_eq!(j.verdict, Verdict::Serve);
+        assert_eq!((a.agreed(), a.previous()), (&all, Some(&old)));
+        // Cut a and d from b and c now: half of the new membership with its lowest member,
+        // but a third of the old one, which b and c still count against (and serve by).
+        let ad = set(&["a", "d"]);
+        let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(200));
+        assert_eq!(
+            j.verdict,
+            Verdict::StandDown,
+            "joint: a needs two of a, b, c"
+        );
+        let mut b = Quorum::new(Duration::from_secs(2));
+        b.judge_views("b", &old, &old, &none, &none, ms(0));
+        let bc = set(&["b", "c"]);
+        let j = b.judge_views("b", &bc, &bc, &none, &agreed(&[("c", &old)]), ms(200));
+        assert_eq!(j.verdict, Verdict::Serve);
+        // Healed, and every member says it adopted d: the old membership no longer counts.
+        let adopted = agreed(&[("b", &all), ("c", &all), ("d", &all)]);
+        a.judge_views("a", &all, &all, &none, &before, ms(300));
+        assert_eq!(a.previous(), Some(&old), "b and c have not said so yet");
+        a.judge_views("a", &all, &all, &none, &adopted, ms(400));
+        assert_eq!(a.previous(), None);
+        let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(500));
+        assert_eq!(
+            j.verdict,
+            Verdict::Serve,
+            "an even split, with the lowest member"
+        );
+        // A member forgotten leaves the previous membership too.
+        let mut a = Quorum::new(Duration::from_secs(2));
+        a.judge_views("a", &old, &old, &none, &none, ms(0));
+        a.judge_views("a", &all, &all, &none, &before, ms(100));
+        a.forget("c", ms(150));
+        assert_eq!(a.previous(), Some(&set(&["a", "b"])));
+    }
+
+    #[test]
+    fn a_joining_member_counts_against_what_its_peers_agreed_on() {
+        let t = Instant::now();
+        let (old, all) = (set(&["a", "b", "c"]), set(&["a", "b", "c", "d"]));
+        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // d agrees for the first time while only a has adopted it.
+        let reports: BTreeMap<String, BTreeSet<String>> = [("a", &all), ("b", &old), ("c", &old)]
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s.clone()))
+            .collect();
+        let mut d = Quorum::new(Duration::from_secs(2));
+        d.judge_views("d", &all, &all, &none, &reports, t);
+        assert_eq!((d.agreed(), d.previous()), (&all, Some(&old)));
+        let ad = set(&["a", "d"]);
+        let j = d.judge_views("d", &ad, &ad, &none, &none, t + Duration::from_millis(100));
+        assert_eq!(j.verdict, Verdict::StandDown);
+        // A cold start (no member agreed on anything yet) has nothing to respect.
+        let mut d = Quorum::new(Duration::from_secs(2));
+        d.judge_views("d", &all, &all, &none, &none, t);
+        assert_eq!(d.previous(), None);
     }
 
     #[test]
@@ -874,6 +1095,11 @@ mod tests {
             let (i, j) = (index[x].min(index[y]), index[x].max(index[y]));
             i == j || !cut[i * 9 + j]
         }
+    }
+
+    /// Whether `m` has said anything yet (it is judged and heard from then on).
+    fn quorums_has(m: &String, said: &BTreeMap<String, BTreeSet<String>>) -> bool {
+        said.contains_key(m)
     }
 
     fn members() -> impl Strategy<Value = Vec<String>> {
@@ -965,6 +1191,71 @@ mod tests {
             for x in &serving {
                 for y in &serving {
                     prop_assert!(hears(x, y), "{} and {} both serve", x, y);
+                }
+            }
+        }
+
+        /// A member joins a running cluster, and each member first hears it at its own round
+        /// (its heartbeats reaching the others a round later); then the cluster is cut in
+        /// two. Until the sides have settled (3 s, past `stable_after`, when the serving
+        /// side drops the other), at most one of them has a member serving.
+        #[test]
+        fn a_member_joining_as_the_cluster_splits_leaves_one_side_serving(
+            names in members(),
+            joiner in "[a-g]j",
+            hears_at in proptest::collection::vec(0u32..4, 9),
+            cut_at in 0u32..6,
+            side in proptest::collection::vec(any::<bool>(), 10),
+        ) {
+            let old: BTreeSet<String> = names.iter().cloned().collect();
+            let everyone: Vec<String> = names.iter().cloned().chain([joiner.clone()]).collect();
+            let index = |n: &String| everyone.iter().position(|m| m == n).unwrap_or(0);
+            let t = Instant::now();
+            let round = |r: u32| t + Duration::from_millis(100 * u64::from(r));
+            let mut quorums: BTreeMap<String, Quorum> = BTreeMap::new();
+            for n in &names {
+                let mut q = Quorum::new(Duration::from_secs(2));
+                q.judge(&old, t);
+                quorums.insert(n.clone(), q);
+            }
+            // What each member last said it agreed on.
+            let mut said: BTreeMap<String, BTreeSet<String>> =
+                names.iter().map(|n| (n.clone(), old.clone())).collect();
+            let mut served: Vec<String> = names.clone();
+            for r in 1..=cut_at + 30 {
+                let cut = r > cut_at;
+                let linked = |x: &String, y: &String| {
+                    let joined = |m: &String| *m == joiner || r >= hears_at[index(m)];
+                    let (x_side, y_side) = (side[index(x)], side[index(y)]);
+                    x == y || ((x != &joiner && y != &joiner) || (joined(x) && joined(y)))
+                        && (!cut || x_side == y_side)
+                };
+                // The joiner turns up once it hears a member that serves.
+                if !quorums.contains_key(&joiner) && served.iter().any(|m| linked(&joiner, m)) {
+                    quorums.insert(joiner.clone(), Quorum::new(Duration::from_secs(2)));
+                }
+                let mut now_said = said.clone();
+                let mut serving = Vec::new();
+                for (me, q) in quorums.iter_mut() {
+                    let hearing: BTreeSet<String> =
+                        everyone.iter().filter(|m| linked(me, m) && (quorums_has(m, &said) || *m == me)).cloned().collect();
+                    let adopted: BTreeMap<String, BTreeSet<String>> = said
+                        .iter()
+                        .filter(|(n, _)| *n != me && hearing.contains(*n))
+                        .map(|(n, s)| (n.clone(), s.clone()))
+                        .collect();
+                    let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                    let j = q.judge_views(me, &hearing, &hearing, &none, &adopted, round(r));
+                    now_said.insert(me.clone(), q.agreed().clone());
+                    if j.verdict == Verdict::Serve {
+                        serving.push(me.clone());
+                    }
+                }
+                said = now_said;
+                served = serving.clone();
+                if cut {
+                    let sides: BTreeSet<bool> = serving.iter().map(|n| side[index(n)]).collect();
+                    prop_assert!(sides.len() <= 1, "round {}: both sides serve: {:?}", r, serving);
                 }
             }
         }

@@ -31,7 +31,7 @@ const TAG: u8 = 0xFF;
 /// The layout of the messages this build speaks, the byte after [`TAG`]. Raise it whenever
 /// a message crossing nodes changes its layout: a cluster then runs one version at a time
 /// (docs/OPERATIONS.md "A cluster", on upgrades).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// A message that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

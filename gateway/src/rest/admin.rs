@@ -177,6 +177,7 @@ pub async fn cluster(state: Arc<GatewayState>) -> Result<Value, ApiError> {
         "members": view.members,
         "serving": view.serving,
         "agreed": view.agreed,
+        "joint": view.joint,
         "left_out": view.left_out,
         "ring": {"vnodes_per_node": ring.vnodes(), "members": ring.members(), "owners": owners},
     }))
