@@ -126,9 +126,9 @@ pub struct ClusterView {
     pub serving: bool,
     /// The membership this node last agreed on, which a majority is counted against.
     pub agreed: Vec<String>,
-    /// The membership before `agreed` grew, which needs a majority too until every member
-    /// has said it adopted the growth (empty when there is none).
-    pub joint: Vec<String>,
+    /// The memberships that need a majority besides `agreed`: the one it grew from and
+    /// those members report that differ from it, until every member reports `agreed`.
+    pub joint: Vec<Vec<String>>,
     /// The members that should stand aside, as this node sees the cuts: each lost a member
     /// that others still hear (this node among them, when it stands aside).
     pub left_out: Vec<String>,
@@ -592,7 +592,7 @@ impl MembershipState {
         if judgement.verdict != self.verdict {
             let (agreed, joint) = {
                 let quorum = self.quorum();
-                (quorum.agreed().clone(), quorum.previous().cloned())
+                (quorum.agreed().clone(), quorum.joint().to_vec())
             };
             let left_out = &judgement.left_out;
             match (self.verdict, judgement.verdict) {
@@ -731,11 +731,8 @@ impl MembershipState {
         // One lock: a guard taken in the literal would live to its end.
         let (agreed, joint) = {
             let quorum = self.quorum();
-            let joint = quorum.previous().map(|p| p.iter().cloned().collect());
-            (
-                quorum.agreed().iter().cloned().collect(),
-                joint.unwrap_or_default(),
-            )
+            let joint = quorum.joint().iter().map(|m| m.iter().cloned().collect());
+            (quorum.agreed().iter().cloned().collect(), joint.collect())
         };
         ClusterView {
             node: me.node.clone(),

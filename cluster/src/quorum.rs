@@ -23,15 +23,16 @@
 //! says it does not serve), and the others drop it from their rings on hearing that, not
 //! on their own clocks, so it owns nothing before anyone takes its entities over.
 //!
-//! The agreed membership grows (a node joins, or one dropped is back) on each member at a
-//! slightly different moment. A cut in between could let the members that grew count
-//! against the new membership and the others against the old one: two members of a four
-//! joined by a fourth could hold an even split of the new set, with its lowest member,
-//! while the other two hold a majority of the old three, and both sides would serve. So a
-//! membership that grew is *joint* with the one before ([`Quorum::previous`]): the node
-//! serves only with a majority of both, until every member of the new one says, in its
-//! heartbeats, that it has adopted it. A node that joins judges against the memberships
-//! its peers report (without itself) the same way.
+//! Members change their agreed membership (a node joins, one dropped is back, a silent one
+//! is dropped) each at its own moment. A cut in between could let some count against the
+//! new membership and the others against the old one: two members of three joined by a
+//! fourth could hold an even split of the new set, with its lowest member, while the other
+//! two hold a majority of the old three, and both sides would serve. So a node's agreed
+//! membership is *joint* ([`Quorum::joint`]) with the one it grew from and with every other
+//! one a member it hears reports (heartbeats carry the sender's agreed membership): it
+//! serves only with a majority of each, until every other member of its own reports exactly
+//! it. A node that just joined, or is back after the others dropped it, counts against what
+//! they report the same way.
 //!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
@@ -151,31 +152,6 @@ pub fn left_out(cuts: &BTreeSet<Pair>) -> BTreeSet<String> {
     }
 }
 
-/// What a node agreeing for the first time grew from: the agreed memberships its peers
-/// report, each without the node itself, in common (none reported: `None`, a cold start
-/// with nothing to respect).
-fn reported_base<K, V>(me: &str, adopted: &BTreeMap<K, BTreeSet<V>>) -> Option<BTreeSet<String>>
-where
-    K: Borrow<str> + Ord,
-    V: Borrow<str> + Ord,
-{
-    let mut reports = adopted
-        .values()
-        .filter(|theirs| !theirs.is_empty())
-        .map(|theirs| {
-            theirs
-                .iter()
-                .map(Borrow::<str>::borrow)
-                .filter(|m| *m != me)
-        });
-    let first: BTreeSet<&str> = reports.next()?.collect();
-    let common = reports.fold(first, |common, theirs| {
-        let theirs: BTreeSet<&str> = theirs.collect();
-        common.intersection(&theirs).copied().collect()
-    });
-    Some(common.into_iter().map(str::to_string).collect())
-}
-
 /// Keep-majority: `heard` against `agreed` (members of `heard` outside `agreed` do not
 /// count). Nothing agreed yet means nothing to lose: serve.
 pub fn decide(agreed: &BTreeSet<String>, heard: &BTreeSet<String>) -> Verdict {
@@ -268,10 +244,10 @@ pub struct Quorum {
     /// `stable_after` (the slowest peer has timed it out by then, and a member back and
     /// heard by others, not by this node, is then a cut again).
     gone: BTreeMap<String, Instant>,
-    /// The membership before the agreed one last grew, while a member of the agreed one
-    /// may still count against it (see the module's comment): a majority of it is needed
-    /// too. `None` once every member has said it adopted the growth.
-    previous: Option<BTreeSet<String>>,
+    /// Memberships that need a majority too (see the module's comment): the one the agreed
+    /// membership grew from, and those members heard reported that differ from it. Cleared
+    /// once every other member of the agreed membership reports exactly it.
+    joint: Vec<BTreeSet<String>>,
 }
 
 impl Quorum {
@@ -284,7 +260,7 @@ impl Quorum {
             droppable_since: None,
             cuts: BTreeMap::new(),
             gone: BTreeMap::new(),
-            previous: None,
+            joint: Vec::new(),
         }
     }
 
@@ -298,25 +274,53 @@ impl Quorum {
         &self.agreed
     }
 
-    /// The membership before the agreed one grew, while it still needs a majority too
-    /// (until every member of the agreed one says it adopted it).
-    pub fn previous(&self) -> Option<&BTreeSet<String>> {
-        self.previous.as_ref()
+    /// The memberships that need a majority besides the agreed one (empty when every
+    /// member agrees on it).
+    pub fn joint(&self) -> &[BTreeSet<String>] {
+        &self.joint
     }
 
-    /// Keep-majority over the agreed membership and, while it is joint, the previous one.
+    /// Keep-majority over the agreed membership and every joint one.
     fn decide(&self, heard: &BTreeSet<String>) -> Verdict {
-        match (decide(&self.agreed, heard), &self.previous) {
-            (Verdict::Serve, Some(previous)) => decide(previous, heard),
-            (verdict, _) => verdict,
+        let verdict = decide(&self.agreed, heard);
+        if verdict == Verdict::Serve
+            && self
+                .joint
+                .iter()
+                .all(|m| decide(m, heard) == Verdict::Serve)
+        {
+            Verdict::Serve
+        } else {
+            Verdict::StandDown
         }
     }
 
-    /// Makes `staying` the agreed membership. Members it drops leave the previous one too
-    /// (they were silent for the settling time, or are gone for sure); when it grows, the
-    /// membership it grew from must keep a majority as well until every member has adopted
-    /// the growth (a node agreeing for the first time grew from what its peers report,
-    /// set before its first verdict).
+    /// Makes each membership the members heard report (`adopted`) joint, unless it is the
+    /// agreed one or joint already. A member may count against it: until it reports this
+    /// node's, a majority of it is needed too.
+    fn note_reports<K, V>(&mut self, adopted: &BTreeMap<K, BTreeSet<V>>)
+    where
+        K: Borrow<str> + Ord,
+        V: Borrow<str> + Ord,
+    {
+        for theirs in adopted.values().filter(|theirs| !theirs.is_empty()) {
+            let same = |m: &BTreeSet<String>| {
+                theirs
+                    .iter()
+                    .map(Borrow::<str>::borrow)
+                    .eq(m.iter().map(String::as_str))
+            };
+            if !same(&self.agreed) && !self.joint.iter().any(same) {
+                let owned = theirs.iter().map(|m| Borrow::<str>::borrow(m).to_string());
+                self.joint.push(owned.collect());
+            }
+        }
+    }
+
+    /// Makes `staying` the agreed membership. Members it drops leave the joint memberships
+    /// too (they were silent for the settling time, or are gone for sure); when it grows,
+    /// the membership it grew from becomes joint. Every joint membership is let go once
+    /// every other member of the agreed one reports exactly it.
     fn adopt<K, V>(
         &mut self,
         me: &str,
@@ -326,27 +330,32 @@ impl Quorum {
         K: Borrow<str> + Ord,
         V: Borrow<str> + Ord,
     {
-        if let Some(previous) = &mut self.previous {
-            previous.retain(|m| staying.contains(m) || !self.agreed.contains(m));
+        for joint in &mut self.joint {
+            joint.retain(|m| staying.contains(m) || !self.agreed.contains(m));
         }
         let grew = staying.iter().any(|m| !self.agreed.contains(m));
-        if grew && self.previous.is_none() && !self.agreed.is_empty() {
-            self.previous = Some(self.agreed.intersection(&staying).cloned().collect());
+        if grew && !self.agreed.is_empty() {
+            let from: BTreeSet<String> = self.agreed.intersection(&staying).cloned().collect();
+            if !self.joint.contains(&from) {
+                self.joint.push(from);
+            }
         }
         self.agreed = staying;
-        // Joint until every other member says its agreed membership holds what was added.
-        if let Some(previous) = &self.previous {
-            let all_adopted = self.agreed.iter().filter(|m| *m != me).all(|m| {
-                adopted.get(m.as_str()).is_some_and(|theirs| {
-                    self.agreed
-                        .iter()
-                        .filter(|a| !previous.contains(*a))
-                        .all(|a| theirs.contains(a.as_str()))
-                })
-            });
-            if all_adopted {
-                self.previous = None;
-            }
+        let agreed = &self.agreed;
+        self.joint.retain(|m| !m.is_empty() && m != agreed);
+        if self.joint.is_empty() {
+            return;
+        }
+        let all_agree = agreed.iter().filter(|m| *m != me).all(|m| {
+            adopted.get(m.as_str()).is_some_and(|theirs| {
+                theirs
+                    .iter()
+                    .map(Borrow::<str>::borrow)
+                    .eq(agreed.iter().map(String::as_str))
+            })
+        });
+        if all_agree {
+            self.joint.clear();
         }
     }
 
@@ -366,8 +375,8 @@ impl Quorum {
     /// counts towards a majority.
     pub fn forget(&mut self, node: &str, now: Instant) {
         self.agreed.remove(node);
-        if let Some(previous) = &mut self.previous {
-            previous.remove(node);
+        for joint in &mut self.joint {
+            joint.remove(node);
         }
         self.gone.insert(node.to_string(), now);
     }
@@ -481,7 +490,7 @@ impl Quorum {
     /// through another member if not directly), the agreed membership; kept members never
     /// count towards a majority. A member that stops being kept waits its `stable_after`
     /// like one that just went silent. `adopted` holds the agreed membership each member
-    /// heard now last reported (see [`Quorum::previous`]).
+    /// heard now last reported (see [`Quorum::joint`]).
     pub fn judge_keeping<K, V>(
         &mut self,
         me: &str,
@@ -503,13 +512,7 @@ impl Quorum {
         let stable = self
             .droppable_since
             .is_some_and(|since| now.saturating_duration_since(since) >= self.stable_after);
-        if self.agreed.is_empty() {
-            // Not agreed yet (it just joined): what its peers agree on counts already, and
-            // follows them while this node stands down (kept when none reports any more).
-            if let Some(base) = reported_base(me, adopted) {
-                self.previous = Some(base);
-            }
-        }
+        self.note_reports(adopted);
         let verdict = self.decide(heard);
         if verdict == Verdict::StandDown {
             return Judgement {
@@ -988,7 +991,7 @@ mod tests {
         let before = agreed(&[("b", &old), ("c", &old), ("d", &all)]);
         let j = a.judge_views("a", &all, &all, &none, &before, ms(100));
         assert_eq!(j.verdict, Verdict::Serve);
-        assert_eq!((a.agreed(), a.previous()), (&all, Some(&old)));
+        assert_eq!((a.agreed(), a.joint()), (&all, &[old.clone()][..]));
         // Cut a and d from b and c now: half of the new membership with its lowest member,
         // but a third of the old one, which b and c still count against (and serve by).
         let ad = set(&["a", "d"]);
@@ -1006,21 +1009,79 @@ mod tests {
         // Healed, and every member says it adopted d: the old membership no longer counts.
         let adopted = agreed(&[("b", &all), ("c", &all), ("d", &all)]);
         a.judge_views("a", &all, &all, &none, &before, ms(300));
-        assert_eq!(a.previous(), Some(&old), "b and c have not said so yet");
+        assert_eq!(
+            a.joint(),
+            std::slice::from_ref(&old),
+            "b and c have not said so yet"
+        );
         a.judge_views("a", &all, &all, &none, &adopted, ms(400));
-        assert_eq!(a.previous(), None);
+        assert!(a.joint().is_empty());
         let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(500));
         assert_eq!(
             j.verdict,
             Verdict::Serve,
             "an even split, with the lowest member"
         );
-        // A member forgotten leaves the previous membership too.
+        // A member forgotten leaves the joint membership too.
         let mut a = Quorum::new(Duration::from_secs(2));
         a.judge_views("a", &old, &old, &none, &none, ms(0));
         a.judge_views("a", &all, &all, &none, &before, ms(100));
         a.forget("c", ms(150));
-        assert_eq!(a.previous(), Some(&set(&["a", "b"])));
+        assert_eq!(a.joint(), [set(&["a", "b"])]);
+        // Members that agree on more than a does count against theirs too: a saw d join,
+        // b and c saw d and e (whom a does not hear yet). Cut a and d from the rest.
+        let mut a = Quorum::new(Duration::from_secs(2));
+        a.judge_views("a", &old, &old, &none, &none, ms(0));
+        let five = set(&["a", "b", "c", "d", "e"]);
+        let more = agreed(&[("b", &five), ("c", &five), ("d", &all)]);
+        a.judge_views("a", &all, &all, &none, &more, ms(100));
+        a.judge_views("a", &all, &all, &none, &more, ms(200));
+        assert_eq!(
+            a.joint(),
+            [five.clone(), old.clone()],
+            "b's and c's, and where a grew from"
+        );
+        let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(300));
+        assert_eq!(j.verdict, Verdict::StandDown);
+    }
+
+    #[test]
+    fn a_member_back_after_the_others_dropped_it_counts_against_what_they_agree_on() {
+        let t = Instant::now();
+        let (abc, all) = (set(&["a", "b", "c"]), set(&["a", "b", "c", "d"]));
+        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // d stood down while a, b and c dropped it; it still agrees on all four. It hears
+        // them again (they have not taken it back yet), then loses b and c.
+        let mut d = Quorum::new(Duration::from_secs(2));
+        d.judge(&all, t);
+        let reports: BTreeMap<String, BTreeSet<String>> = ["a", "b", "c"]
+            .into_iter()
+            .map(|n| (n.to_string(), abc.clone()))
+            .collect();
+        let j = d.judge_views(
+            "d",
+            &all,
+            &all,
+            &none,
+            &reports,
+            t + Duration::from_millis(100),
+        );
+        assert_eq!(j.verdict, Verdict::Serve);
+        let ad = set(&["a", "d"]);
+        let only_a: BTreeMap<String, BTreeSet<String>> = [("a".to_string(), abc.clone())].into();
+        let j = d.judge_views(
+            "d",
+            &ad,
+            &ad,
+            &none,
+            &only_a,
+            t + Duration::from_millis(200),
+        );
+        assert_eq!(
+            j.verdict,
+            Verdict::StandDown,
+            "one of a, b, c: not a majority of theirs"
+        );
     }
 
     #[test]
@@ -1035,14 +1096,19 @@ mod tests {
             .collect();
         let mut d = Quorum::new(Duration::from_secs(2));
         d.judge_views("d", &all, &all, &none, &reports, t);
-        assert_eq!((d.agreed(), d.previous()), (&all, Some(&old)));
+        assert_eq!(d.agreed(), &all);
+        assert_eq!(
+            d.joint(),
+            std::slice::from_ref(&old),
+            "b's and c's (a's is d's own)"
+        );
         let ad = set(&["a", "d"]);
         let j = d.judge_views("d", &ad, &ad, &none, &none, t + Duration::from_millis(100));
         assert_eq!(j.verdict, Verdict::StandDown);
         // A cold start (no member agreed on anything yet) has nothing to respect.
         let mut d = Quorum::new(Duration::from_secs(2));
         d.judge_views("d", &all, &all, &none, &none, t);
-        assert_eq!(d.previous(), None);
+        assert!(d.joint().is_empty());
     }
 
     #[test]
@@ -1095,11 +1161,6 @@ mod tests {
             let (i, j) = (index[x].min(index[y]), index[x].max(index[y]));
             i == j || !cut[i * 9 + j]
         }
-    }
-
-    /// Whether `m` has said anything yet (it is judged and heard from then on).
-    fn quorums_has(m: &String, said: &BTreeMap<String, BTreeSet<String>>) -> bool {
-        said.contains_key(m)
     }
 
     fn members() -> impl Strategy<Value = Vec<String>> {
@@ -1195,50 +1256,74 @@ mod tests {
             }
         }
 
-        /// A member joins a running cluster, and each member first hears it at its own round
-        /// (its heartbeats reaching the others a round later); then the cluster is cut in
-        /// two. Until the sides have settled (3 s, past `stable_after`, when the serving
-        /// side drops the other), at most one of them has a member serving.
+        /// Members join a running cluster (up to two, each `joining` for two rounds before it
+        /// turns up on hearing a member that serves), or one the others dropped while it
+        /// stood down comes back; each link to a newcomer forms at its own round, and
+        /// heartbeats (with the sender's agreed membership) arrive a round later. Then the
+        /// cluster is cut in two. Until the sides have settled (3 s, past `stable_after`, when
+        /// the serving side drops the other), at most one side has a member serving.
         #[test]
-        fn a_member_joining_as_the_cluster_splits_leaves_one_side_serving(
+        fn members_joining_or_back_as_the_cluster_splits_leave_one_side_serving(
             names in members(),
-            joiner in "[a-g]j",
-            hears_at in proptest::collection::vec(0u32..4, 9),
-            cut_at in 0u32..6,
-            side in proptest::collection::vec(any::<bool>(), 10),
+            joiners in proptest::collection::btree_set("[a-g]j", 0..3),
+            back in any::<bool>(),
+            links_at in proptest::collection::vec(0u32..8, 121),
+            cut_at in 0u32..12,
+            side in proptest::collection::vec(any::<bool>(), 11),
         ) {
-            let old: BTreeSet<String> = names.iter().cloned().collect();
-            let everyone: Vec<String> = names.iter().cloned().chain([joiner.clone()]).collect();
+            // The highest-named: alone, it stands down, and the others drop it (with two
+            // members, the lower one alone would serve and never be dropped).
+            let returning = names.last().filter(|_| back && names.len() > 1).cloned();
+            prop_assume!(returning.is_some() || !joiners.is_empty());
+            let everyone: Vec<String> = names.iter().chain(&joiners).cloned().collect();
             let index = |n: &String| everyone.iter().position(|m| m == n).unwrap_or(0);
+            let newcomer = |n: &String| joiners.contains(n) || returning.as_ref() == Some(n);
             let t = Instant::now();
             let round = |r: u32| t + Duration::from_millis(100 * u64::from(r));
+            let old: BTreeSet<String> = names.iter().cloned().collect();
             let mut quorums: BTreeMap<String, Quorum> = BTreeMap::new();
             for n in &names {
                 let mut q = Quorum::new(Duration::from_secs(2));
-                q.judge(&old, t);
+                // The others dropped the returning member; it still agrees on everyone.
+                let agreed: BTreeSet<String> = old
+                    .iter()
+                    .filter(|m| returning.as_ref() != Some(*m) || returning.as_ref() == Some(n))
+                    .cloned()
+                    .collect();
+                q.judge(&agreed, t);
                 quorums.insert(n.clone(), q);
             }
-            // What each member last said it agreed on.
+            // What each member last said it agreed on; when each newcomer first heard anyone.
             let mut said: BTreeMap<String, BTreeSet<String>> =
-                names.iter().map(|n| (n.clone(), old.clone())).collect();
-            let mut served: Vec<String> = names.clone();
+                quorums.iter().map(|(n, q)| (n.clone(), q.agreed().clone())).collect();
+            let mut contact: BTreeMap<String, u32> = BTreeMap::new();
+            let mut served: BTreeSet<String> = names.iter().filter(|n| !newcomer(n)).cloned().collect();
             for r in 1..=cut_at + 30 {
                 let cut = r > cut_at;
                 let linked = |x: &String, y: &String| {
-                    let joined = |m: &String| *m == joiner || r >= hears_at[index(m)];
-                    let (x_side, y_side) = (side[index(x)], side[index(y)]);
-                    x == y || ((x != &joiner && y != &joiner) || (joined(x) && joined(y)))
-                        && (!cut || x_side == y_side)
+                    let (i, j) = (index(x).min(index(y)), index(x).max(index(y)));
+                    let formed = !(newcomer(x) || newcomer(y)) || r >= links_at[i * 11 + j];
+                    x == y || (formed && (!cut || side[index(x)] == side[index(y)]))
                 };
-                // The joiner turns up once it hears a member that serves.
-                if !quorums.contains_key(&joiner) && served.iter().any(|m| linked(&joiner, m)) {
-                    quorums.insert(joiner.clone(), Quorum::new(Duration::from_secs(2)));
+                for j in &joiners {
+                    if !contact.contains_key(j) && names.iter().any(|m| linked(j, m)) {
+                        contact.insert(j.clone(), r);
+                        quorums.insert(j.clone(), Quorum::new(Duration::from_secs(2)));
+                    }
                 }
+                // Up: a member, a returning one, or a joiner two rounds after it first heard
+                // anyone that now hears a member that served.
+                let up = |n: &String| {
+                    !joiners.contains(n)
+                        || contact.get(n).is_some_and(|c| r >= c + 2)
+                            && served.iter().any(|m| linked(n, m))
+                };
+                let ups: BTreeSet<String> = everyone.iter().filter(|n| quorums.contains_key(*n) && up(n)).cloned().collect();
                 let mut now_said = said.clone();
-                let mut serving = Vec::new();
+                let mut serving = BTreeSet::new();
                 for (me, q) in quorums.iter_mut() {
                     let hearing: BTreeSet<String> =
-                        everyone.iter().filter(|m| linked(me, m) && (quorums_has(m, &said) || *m == me)).cloned().collect();
+                        ups.iter().filter(|m| linked(me, m)).cloned().collect();
                     let adopted: BTreeMap<String, BTreeSet<String>> = said
                         .iter()
                         .filter(|(n, _)| *n != me && hearing.contains(*n))
@@ -1247,8 +1332,8 @@ mod tests {
                     let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
                     let j = q.judge_views(me, &hearing, &hearing, &none, &adopted, round(r));
                     now_said.insert(me.clone(), q.agreed().clone());
-                    if j.verdict == Verdict::Serve {
-                        serving.push(me.clone());
+                    if j.verdict == Verdict::Serve && ups.contains(me) {
+                        serving.insert(me.clone());
                     }
                 }
                 said = now_said;

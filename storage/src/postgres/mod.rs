@@ -35,8 +35,8 @@ const BATCH_DEADLINE: Duration = Duration::from_secs(30);
 /// transaction may hang a connection (a lock wait that times out is retried like a
 /// deadlock). A batch never idles inside its transaction, so the server ends one that has
 /// for 5 s: a node whose link to the server was cut mid-batch holds lease row locks until
-/// then, and a take-over elsewhere waits for them (without this it waited for the server's
-/// TCP to notice, and gave up after its retries).
+/// then, and a take-over elsewhere waits for them (at the 60 s this was before, longer than
+/// the take-over's retries last: it failed after 25 s).
 pub const SESSION_OPTIONS: &str = "-c statement_timeout=20s -c lock_timeout=5s \
                                    -c idle_in_transaction_session_timeout=5s";
 /// A peer that stops answering is noticed by TCP within about this long.
