@@ -28,11 +28,12 @@
 //! new membership and the others against the old one: two members of three joined by a
 //! fourth could hold an even split of the new set, with its lowest member, while the other
 //! two hold a majority of the old three, and both sides would serve. So a node's agreed
-//! membership is *joint* ([`Quorum::joint`]) with the one it grew from and with every other
-//! one a member it hears reports (heartbeats carry the sender's agreed membership): it
-//! serves only with a majority of each, until every other member of its own reports exactly
-//! it. A node that just joined, or is back after the others dropped it, counts against what
-//! they report the same way.
+//! membership is *joint* ([`Quorum::joint`]) with the one it changed from and with every
+//! other one a member it hears reports (heartbeats carry the sender's agreed membership):
+//! it serves only with a majority of each, until every other member of its own reports
+//! exactly it. A node that just joined, or is back after the others dropped it, counts
+//! against what they report the same way. Members that left for sure count in none of
+//! them.
 //!
 //! Pure: no actors and no I/O; time comes in as an argument.
 
@@ -248,6 +249,10 @@ pub struct Quorum {
     /// membership grew from, and those members heard reported that differ from it. Cleared
     /// once every other member of the agreed membership reports exactly it.
     joint: Vec<BTreeSet<String>>,
+    /// Members that left for sure ([`Quorum::forget`]), until heard again: a member that
+    /// stood down while they left still reports them, and they no longer count in what
+    /// it reports (they cannot be on any side).
+    left: BTreeSet<String>,
 }
 
 impl Quorum {
@@ -261,6 +266,7 @@ impl Quorum {
             cuts: BTreeMap::new(),
             gone: BTreeMap::new(),
             joint: Vec::new(),
+            left: BTreeSet::new(),
         }
     }
 
@@ -303,24 +309,26 @@ impl Quorum {
         K: Borrow<str> + Ord,
         V: Borrow<str> + Ord,
     {
-        for theirs in adopted.values().filter(|theirs| !theirs.is_empty()) {
-            let same = |m: &BTreeSet<String>| {
+        let left = &self.left;
+        for theirs in adopted.values() {
+            let theirs = || {
                 theirs
                     .iter()
                     .map(Borrow::<str>::borrow)
-                    .eq(m.iter().map(String::as_str))
+                    .filter(|m| !left.contains(*m))
             };
-            if !same(&self.agreed) && !self.joint.iter().any(same) {
-                let owned = theirs.iter().map(|m| Borrow::<str>::borrow(m).to_string());
-                self.joint.push(owned.collect());
+            let same = |m: &BTreeSet<String>| theirs().eq(m.iter().map(String::as_str));
+            if theirs().next().is_some() && !same(&self.agreed) && !self.joint.iter().any(same) {
+                self.joint.push(theirs().map(str::to_string).collect());
             }
         }
     }
 
     /// Makes `staying` the agreed membership. Members it drops leave the joint memberships
-    /// too (they were silent for the settling time, or are gone for sure); when it grows,
-    /// the membership it grew from becomes joint. Every joint membership is let go once
-    /// every other member of the agreed one reports exactly it.
+    /// noted before (they were silent for the settling time); when it drops members, the
+    /// membership it dropped them from becomes joint, and when it grows, the one it grew
+    /// from. Every joint membership is let go once every other member of the agreed one
+    /// reports exactly it.
     fn adopt<K, V>(
         &mut self,
         me: &str,
@@ -333,10 +341,13 @@ impl Quorum {
         for joint in &mut self.joint {
             joint.retain(|m| staying.contains(m) || !self.agreed.contains(m));
         }
+        // Dropped: the others may not have dropped them yet, and count against the whole
+        // membership. Grown: those that have not adopted the growth count against the rest.
+        let dropped = self.agreed.iter().any(|m| !staying.contains(m));
         let grew = staying.iter().any(|m| !self.agreed.contains(m));
-        if grew && !self.agreed.is_empty() {
-            let from: BTreeSet<String> = self.agreed.intersection(&staying).cloned().collect();
-            if !self.joint.contains(&from) {
+        let grown_from: BTreeSet<String> = self.agreed.intersection(&staying).cloned().collect();
+        for (changed, from) in [(dropped, self.agreed.clone()), (grew, grown_from)] {
+            if changed && !from.is_empty() && !self.joint.contains(&from) {
                 self.joint.push(from);
             }
         }
@@ -378,6 +389,7 @@ impl Quorum {
         for joint in &mut self.joint {
             joint.remove(node);
         }
+        self.left.insert(node.to_string());
         self.gone.insert(node.to_string(), now);
     }
 
@@ -416,6 +428,7 @@ impl Quorum {
         self.gone.retain(|n, at| {
             !hearing.contains(n) && now.saturating_duration_since(*at) < stable_after
         });
+        self.left.retain(|n| !hearing.contains(n));
         let gone = &self.gone;
         let mut views: BTreeMap<&str, BTreeSet<&str>> = reports
             .iter()
@@ -617,11 +630,57 @@ mod tests {
         let j = q.judge(&set(&["a", "b"]), t + Duration::from_secs(3));
         assert_eq!(j.ring, ["a", "b"]);
         assert_eq!(q.agreed(), &set(&["a", "b"]));
-        // Then b goes silent too: a is the lower of two, so it keeps serving alone.
+        // Until b says it dropped c too, a, b and c stay joint: b might still count c, and
+        // b and c would then be two of three.
+        let before = q.clone();
         let j = q.judge(&set(&["a"]), t + Duration::from_secs(4));
+        assert_eq!(j.verdict, Verdict::StandDown, "b may not have dropped c");
+        // Once b says so, that goes, and when b goes silent too, a is the lower of two and
+        // keeps serving alone.
+        let mut q = before;
+        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let b_dropped_c: BTreeMap<String, BTreeSet<String>> =
+            [("b".to_string(), set(&["a", "b"]))].into();
+        let ab = set(&["a", "b"]);
+        q.judge_views(
+            "a",
+            &ab,
+            &ab,
+            &none,
+            &b_dropped_c,
+            t + Duration::from_millis(3_500),
+        );
+        assert!(q.joint().is_empty());
+        let a = set(&["a"]);
+        let j = q.judge_views("a", &a, &a, &none, &none, t + Duration::from_secs(4));
         assert_eq!(j.verdict, Verdict::Serve);
-        let j = q.judge(&set(&["a"]), t + Duration::from_secs(7));
+        let j = q.judge_views("a", &a, &a, &none, &none, t + Duration::from_secs(7));
         assert_eq!(j.ring, ["a"]);
+    }
+
+    #[test]
+    fn members_that_left_for_sure_do_not_count_in_what_others_report() {
+        // g stood down, cut off, while c, d, e and f left for good and the others dropped
+        // g. Back, g still reports all seven; a and b, with g, are a majority of what is
+        // left of that.
+        let t = Instant::now();
+        let seven = set(&["a", "b", "c", "d", "e", "f", "g"]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&set(&["a", "b", "c", "d", "e", "f"]), t);
+        for gone in ["c", "d", "e", "f"] {
+            q.forget(gone, t);
+        }
+        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let ab = set(&["a", "b"]);
+        let b_agrees: BTreeMap<String, BTreeSet<String>> = [("b".to_string(), ab.clone())].into();
+        q.judge_views("a", &ab, &ab, &none, &b_agrees, t + Duration::from_secs(1));
+        assert!(q.joint().is_empty());
+        let abg = set(&["a", "b", "g"]);
+        let g_back: BTreeMap<String, BTreeSet<String>> =
+            [("b".to_string(), ab.clone()), ("g".to_string(), seven)].into();
+        let j = q.judge_views("a", &abg, &abg, &none, &g_back, t + Duration::from_secs(2));
+        assert_eq!(j.verdict, Verdict::Serve);
+        assert_eq!(q.joint(), std::slice::from_ref(&ab));
     }
 
     #[test]
