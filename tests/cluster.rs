@@ -18,15 +18,25 @@ fn trades_channels() -> Vec<String> {
     SYMBOLS.iter().map(|s| format!("trades:KRW-{s}")).collect()
 }
 
-/// Subscribes one client per node to every symbol's trades.
+/// Subscribes one client per node to every symbol's trades. Right after a node is lost a
+/// symbol moving to a survivor may answer `unavailable` for a while, and a client retries
+/// then, as PROTOCOL says (for at most 15 s here).
 async fn clients(cluster: &Cluster, nodes: &[usize]) -> Vec<WsClient> {
     let mut out = Vec::new();
     for &i in nodes {
         let mut ws = WsClient::connect(&cluster.nodes[i].ws_url()).await;
-        let r = ws
-            .request("subscribe", json!({"channels": trades_channels()}))
-            .await;
-        assert_eq!(r["ok"], true, "node{}: {r}", i + 1);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = ws
+                .request("subscribe", json!({"channels": trades_channels()}))
+                .await;
+            if r["ok"] == true {
+                break;
+            }
+            let retry = r["error"]["code"] == "unavailable" && Instant::now() < deadline;
+            assert!(retry, "node{}: {r}", i + 1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         out.push(ws);
     }
     out

@@ -250,8 +250,9 @@ pub struct Quorum {
     /// once every other member of the agreed membership reports exactly it.
     joint: Vec<BTreeSet<String>>,
     /// Members that left for sure ([`Quorum::forget`]), until heard again: a member that
-    /// stood down while they left still reports them, and they no longer count in what
-    /// it reports (they cannot be on any side).
+    /// stood down while they left still reports them, and they no longer count in what it
+    /// reports, unless it hears them (a refused port seen from this node alone proves
+    /// nothing about a member others still hear).
     left: BTreeSet<String>,
 }
 
@@ -309,16 +310,10 @@ impl Quorum {
         K: Borrow<str> + Ord,
         V: Borrow<str> + Ord,
     {
-        let left = &self.left;
-        for theirs in adopted.values() {
-            let theirs = || {
-                theirs
-                    .iter()
-                    .map(Borrow::<str>::borrow)
-                    .filter(|m| !left.contains(*m))
-            };
+        for theirs in adopted.values().filter(|theirs| !theirs.is_empty()) {
+            let theirs = || theirs.iter().map(Borrow::<str>::borrow);
             let same = |m: &BTreeSet<String>| theirs().eq(m.iter().map(String::as_str));
-            if theirs().next().is_some() && !same(&self.agreed) && !self.joint.iter().any(same) {
+            if !same(&self.agreed) && !self.joint.iter().any(same) {
                 self.joint.push(theirs().map(str::to_string).collect());
             }
         }
@@ -484,7 +479,25 @@ impl Quorum {
                 left_out: out,
             };
         }
-        let mut judgement = self.judge_keeping(me, heard, &kept, adopted, now);
+        let mut judgement = if self.left.is_empty() {
+            self.judge_keeping(me, heard, &kept, adopted, now)
+        } else {
+            // What members report without those gone for sure that they do not hear.
+            let left = &self.left;
+            let adopted: BTreeMap<&str, BTreeSet<&str>> = adopted
+                .iter()
+                .map(|(node, theirs)| {
+                    let node: &str = node.borrow();
+                    let hears = reports.get(node);
+                    let counted = theirs
+                        .iter()
+                        .map(Borrow::<str>::borrow)
+                        .filter(|m| !left.contains(*m) || hears.is_some_and(|h| h.contains(*m)));
+                    (node, counted.collect())
+                })
+                .collect();
+            self.judge_keeping(me, heard, &kept, &adopted, now)
+        };
         judgement.left_out = out;
         judgement
     }
@@ -678,9 +691,34 @@ mod tests {
         let abg = set(&["a", "b", "g"]);
         let g_back: BTreeMap<String, BTreeSet<String>> =
             [("b".to_string(), ab.clone()), ("g".to_string(), seven)].into();
-        let j = q.judge_views("a", &abg, &abg, &none, &g_back, t + Duration::from_secs(2));
+        let hears: BTreeMap<String, BTreeSet<String>> = [
+            ("b".to_string(), abg.clone()),
+            ("g".to_string(), abg.clone()),
+        ]
+        .into();
+        let j = q.judge_views("a", &abg, &abg, &hears, &g_back, t + Duration::from_secs(2));
         assert_eq!(j.verdict, Verdict::Serve);
         assert_eq!(q.joint(), std::slice::from_ref(&ab));
+        // A member this node found gone that another still hears still counts in that
+        // one's membership: a's dial to c was refused, but b hears c.
+        let abc = set(&["a", "b", "c"]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&abc, t);
+        q.forget("c", t);
+        let b_hears_c: BTreeMap<String, BTreeSet<String>> = [("b".to_string(), abc.clone())].into();
+        let j = q.judge_views(
+            "a",
+            &ab,
+            &ab,
+            &b_hears_c,
+            &b_hears_c,
+            t + Duration::from_secs(1),
+        );
+        assert_eq!(j.verdict, Verdict::Serve);
+        assert_eq!(q.joint(), std::slice::from_ref(&abc));
+        let a = set(&["a"]);
+        let j = q.judge_views("a", &a, &a, &none, &none, t + Duration::from_millis(1_100));
+        assert_eq!(j.verdict, Verdict::StandDown, "b and c may be two of three");
     }
 
     #[test]
