@@ -539,11 +539,7 @@ impl MembershipState {
                 .with_label_values(&[status.as_str()])
                 .set(n as i64);
         }
-        let announced = (
-            self.args.me.serving,
-            self.args.me.hears.clone(),
-            self.args.me.agreed.clone(),
-        );
+        let announced = (self.args.me.serving, self.args.me.hears.clone());
         let stable_after = self.stable_after();
         let serving_before = self.args.me.serving;
         let me_up = self.args.me.status == Status::Up;
@@ -586,8 +582,16 @@ impl MembershipState {
         let judgement =
             self.quorum()
                 .judge_views(&me, &heard, &hearing, &reports, &adopted, Instant::now());
-        let agreed: Vec<String> = self.quorum().agreed().iter().cloned().collect();
-        self.args.me.agreed = agreed;
+        let agreed = {
+            let quorum = self.quorum();
+            // Cloned only when it changed: this runs on every heartbeat received.
+            (!quorum.agreed().iter().eq(&self.args.me.agreed))
+                .then(|| quorum.agreed().iter().cloned().collect())
+        };
+        let agreed_changed = agreed.is_some();
+        if let Some(agreed) = agreed {
+            self.args.me.agreed = agreed;
+        }
         let store_ok = self.args.store_ok.load(Ordering::Relaxed);
         if judgement.verdict != self.verdict {
             let (agreed, joint) = {
@@ -685,9 +689,8 @@ impl MembershipState {
                 && self.peers.get(n).is_some_and(|p| !p.info.serving);
             !says && relays.unwrap_or(true)
         });
-        let me_now = &self.args.me;
-        if (me_now.serving, &me_now.hears, &me_now.agreed)
-            != (announced.0, &announced.1, &announced.2)
+        if agreed_changed
+            || (self.args.me.serving, &self.args.me.hears) != (announced.0, &announced.1)
         {
             self.announce();
         }

@@ -340,9 +340,13 @@ impl Quorum {
         // membership. Grown: those that have not adopted the growth count against the rest.
         let dropped = self.agreed.iter().any(|m| !staying.contains(m));
         let grew = staying.iter().any(|m| !self.agreed.contains(m));
-        let grown_from: BTreeSet<String> = self.agreed.intersection(&staying).cloned().collect();
-        for (changed, from) in [(dropped, self.agreed.clone()), (grew, grown_from)] {
-            if changed && !from.is_empty() && !self.joint.contains(&from) {
+        // Built only on a change: this runs on every judgement while serving.
+        if dropped && !self.joint.contains(&self.agreed) {
+            self.joint.push(self.agreed.clone());
+        }
+        if grew {
+            let from: BTreeSet<String> = self.agreed.intersection(&staying).cloned().collect();
+            if !from.is_empty() && !self.joint.contains(&from) {
                 self.joint.push(from);
             }
         }
@@ -479,7 +483,15 @@ impl Quorum {
                 left_out: out,
             };
         }
-        let mut judgement = if self.left.is_empty() {
+        // Filtered only when a report names a member gone for sure (a copy of every report
+        // per judgement otherwise, for as long as the process remembers one that left).
+        let left = &self.left;
+        let names_left = adopted.values().any(|theirs| {
+            theirs
+                .iter()
+                .any(|m| left.contains(Borrow::<str>::borrow(m)))
+        });
+        let mut judgement = if !names_left {
             self.judge_keeping(me, heard, &kept, adopted, now)
         } else {
             // What members report without those gone for sure that they do not hear.
@@ -651,10 +663,9 @@ mod tests {
         // Once b says so, that goes, and when b goes silent too, a is the lower of two and
         // keeps serving alone.
         let mut q = before;
-        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let b_dropped_c: BTreeMap<String, BTreeSet<String>> =
-            [("b".to_string(), set(&["a", "b"]))].into();
+        let none = views(&[]);
         let ab = set(&["a", "b"]);
+        let b_dropped_c = said(&[("b", &ab)]);
         q.judge_views(
             "a",
             &ab,
@@ -683,19 +694,14 @@ mod tests {
         for gone in ["c", "d", "e", "f"] {
             q.forget(gone, t);
         }
-        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let none = views(&[]);
         let ab = set(&["a", "b"]);
-        let b_agrees: BTreeMap<String, BTreeSet<String>> = [("b".to_string(), ab.clone())].into();
+        let b_agrees = said(&[("b", &ab)]);
         q.judge_views("a", &ab, &ab, &none, &b_agrees, t + Duration::from_secs(1));
         assert!(q.joint().is_empty());
         let abg = set(&["a", "b", "g"]);
-        let g_back: BTreeMap<String, BTreeSet<String>> =
-            [("b".to_string(), ab.clone()), ("g".to_string(), seven)].into();
-        let hears: BTreeMap<String, BTreeSet<String>> = [
-            ("b".to_string(), abg.clone()),
-            ("g".to_string(), abg.clone()),
-        ]
-        .into();
+        let g_back = said(&[("b", &ab), ("g", &seven)]);
+        let hears = said(&[("b", &abg), ("g", &abg)]);
         let j = q.judge_views("a", &abg, &abg, &hears, &g_back, t + Duration::from_secs(2));
         assert_eq!(j.verdict, Verdict::Serve);
         assert_eq!(q.joint(), std::slice::from_ref(&ab));
@@ -705,7 +711,7 @@ mod tests {
         let mut q = Quorum::new(Duration::from_secs(2));
         q.judge(&abc, t);
         q.forget("c", t);
-        let b_hears_c: BTreeMap<String, BTreeSet<String>> = [("b".to_string(), abc.clone())].into();
+        let b_hears_c = said(&[("b", &abc)]);
         let j = q.judge_views(
             "a",
             &ab,
@@ -781,6 +787,13 @@ mod tests {
     fn views(of: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
         of.iter()
             .map(|(n, hears)| (n.to_string(), set(hears)))
+            .collect()
+    }
+
+    /// What each member says of a set (whom it hears, or what it agreed on).
+    fn said(of: &[(&str, &BTreeSet<String>)]) -> BTreeMap<String, BTreeSet<String>> {
+        of.iter()
+            .map(|(n, s)| (n.to_string(), (*s).clone()))
             .collect()
     }
 
@@ -1076,23 +1089,18 @@ mod tests {
         let t = Instant::now();
         let ms = |ms: u64| t + Duration::from_millis(ms);
         let (old, all) = (set(&["a", "b", "c"]), set(&["a", "b", "c", "d"]));
-        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let agreed = |of: &[(&str, &BTreeSet<String>)]| -> BTreeMap<String, BTreeSet<String>> {
-            of.iter()
-                .map(|(n, s)| (n.to_string(), (*s).clone()))
-                .collect()
-        };
+        let none = views(&[]);
         // a hears d join before b and c do (they still agree on a, b, c).
         let mut a = Quorum::new(Duration::from_secs(2));
         a.judge_views("a", &old, &old, &none, &none, ms(0));
-        let before = agreed(&[("b", &old), ("c", &old), ("d", &all)]);
+        let before = said(&[("b", &old), ("c", &old), ("d", &all)]);
         let j = a.judge_views("a", &all, &all, &none, &before, ms(100));
         assert_eq!(j.verdict, Verdict::Serve);
         assert_eq!((a.agreed(), a.joint()), (&all, &[old.clone()][..]));
         // Cut a and d from b and c now: half of the new membership with its lowest member,
         // but a third of the old one, which b and c still count against (and serve by).
         let ad = set(&["a", "d"]);
-        let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(200));
+        let j = a.judge_views("a", &ad, &ad, &none, &said(&[("d", &all)]), ms(200));
         assert_eq!(
             j.verdict,
             Verdict::StandDown,
@@ -1101,10 +1109,10 @@ mod tests {
         let mut b = Quorum::new(Duration::from_secs(2));
         b.judge_views("b", &old, &old, &none, &none, ms(0));
         let bc = set(&["b", "c"]);
-        let j = b.judge_views("b", &bc, &bc, &none, &agreed(&[("c", &old)]), ms(200));
+        let j = b.judge_views("b", &bc, &bc, &none, &said(&[("c", &old)]), ms(200));
         assert_eq!(j.verdict, Verdict::Serve);
         // Healed, and every member says it adopted d: the old membership no longer counts.
-        let adopted = agreed(&[("b", &all), ("c", &all), ("d", &all)]);
+        let adopted = said(&[("b", &all), ("c", &all), ("d", &all)]);
         a.judge_views("a", &all, &all, &none, &before, ms(300));
         assert_eq!(
             a.joint(),
@@ -1113,7 +1121,7 @@ mod tests {
         );
         a.judge_views("a", &all, &all, &none, &adopted, ms(400));
         assert!(a.joint().is_empty());
-        let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(500));
+        let j = a.judge_views("a", &ad, &ad, &none, &said(&[("d", &all)]), ms(500));
         assert_eq!(
             j.verdict,
             Verdict::Serve,
@@ -1130,7 +1138,7 @@ mod tests {
         let mut a = Quorum::new(Duration::from_secs(2));
         a.judge_views("a", &old, &old, &none, &none, ms(0));
         let five = set(&["a", "b", "c", "d", "e"]);
-        let more = agreed(&[("b", &five), ("c", &five), ("d", &all)]);
+        let more = said(&[("b", &five), ("c", &five), ("d", &all)]);
         a.judge_views("a", &all, &all, &none, &more, ms(100));
         a.judge_views("a", &all, &all, &none, &more, ms(200));
         assert_eq!(
@@ -1138,7 +1146,7 @@ mod tests {
             [five.clone(), old.clone()],
             "b's and c's, and where a grew from"
         );
-        let j = a.judge_views("a", &ad, &ad, &none, &agreed(&[("d", &all)]), ms(300));
+        let j = a.judge_views("a", &ad, &ad, &none, &said(&[("d", &all)]), ms(300));
         assert_eq!(j.verdict, Verdict::StandDown);
     }
 
@@ -1146,15 +1154,12 @@ mod tests {
     fn a_member_back_after_the_others_dropped_it_counts_against_what_they_agree_on() {
         let t = Instant::now();
         let (abc, all) = (set(&["a", "b", "c"]), set(&["a", "b", "c", "d"]));
-        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let none = views(&[]);
         // d stood down while a, b and c dropped it; it still agrees on all four. It hears
         // them again (they have not taken it back yet), then loses b and c.
         let mut d = Quorum::new(Duration::from_secs(2));
         d.judge(&all, t);
-        let reports: BTreeMap<String, BTreeSet<String>> = ["a", "b", "c"]
-            .into_iter()
-            .map(|n| (n.to_string(), abc.clone()))
-            .collect();
+        let reports = said(&[("a", &abc), ("b", &abc), ("c", &abc)]);
         let j = d.judge_views(
             "d",
             &all,
@@ -1165,7 +1170,7 @@ mod tests {
         );
         assert_eq!(j.verdict, Verdict::Serve);
         let ad = set(&["a", "d"]);
-        let only_a: BTreeMap<String, BTreeSet<String>> = [("a".to_string(), abc.clone())].into();
+        let only_a = said(&[("a", &abc)]);
         let j = d.judge_views(
             "d",
             &ad,
@@ -1185,12 +1190,9 @@ mod tests {
     fn a_joining_member_counts_against_what_its_peers_agreed_on() {
         let t = Instant::now();
         let (old, all) = (set(&["a", "b", "c"]), set(&["a", "b", "c", "d"]));
-        let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let none = views(&[]);
         // d agrees for the first time while only a has adopted it.
-        let reports: BTreeMap<String, BTreeSet<String>> = [("a", &all), ("b", &old), ("c", &old)]
-            .into_iter()
-            .map(|(n, s)| (n.to_string(), s.clone()))
-            .collect();
+        let reports = said(&[("a", &all), ("b", &old), ("c", &old)]);
         let mut d = Quorum::new(Duration::from_secs(2));
         d.judge_views("d", &all, &all, &none, &reports, t);
         assert_eq!(d.agreed(), &all);
@@ -1426,7 +1428,7 @@ mod tests {
                         .filter(|(n, _)| *n != me && hearing.contains(*n))
                         .map(|(n, s)| (n.clone(), s.clone()))
                         .collect();
-                    let none: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                    let none = views(&[]);
                     let j = q.judge_views(me, &hearing, &hearing, &none, &adopted, round(r));
                     now_said.insert(me.clone(), q.agreed().clone());
                     if j.verdict == Verdict::Serve && ups.contains(me) {
