@@ -24,6 +24,29 @@ use tokio::sync::watch;
 /// Events a session keeps per private channel (`orders`, `alerts`) for resume.
 const SESSION_REPLAY_EVENTS: usize = 64;
 
+/// The lease kind of the nodes' beats in the store.
+const BEAT_KIND: &str = "bourse.node";
+
+/// The store as the membership's witness: a node beats by taking a lease of its own again
+/// (its epoch grows), and a member's last beat is that lease's epoch.
+struct StoreWitness(Arc<dyn bourse_storage::MarketStore>);
+
+#[async_trait::async_trait]
+impl bourse_cluster::witness::Witness for StoreWitness {
+    async fn beat(&self, me: &str) -> Result<(), String> {
+        self.0
+            .acquire_lease(BEAT_KIND, me, me)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn last_beat(&self, node: &str) -> Result<Option<u64>, String> {
+        let lease = self.0.lease(BEAT_KIND, node).await;
+        Ok(lease.map_err(|e| e.to_string())?.map(|(_, epoch)| epoch))
+    }
+}
+
 /// How the node ended.
 pub enum Exit {
     /// Asked to stop, and stopped cleanly.
@@ -247,6 +270,10 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         Duration::from_millis(settings.cluster.heartbeat_ms),
         Duration::from_millis(settings.cluster.heartbeat_timeout_ms),
     );
+    let shared_store = bourse_cluster::witness::SharedStore {
+        ok: store_ok,
+        witness: Arc::new(StoreWitness(store.clone())),
+    };
     let cluster = bourse_cluster::node::start(
         &settings.cluster,
         &node,
@@ -254,7 +281,7 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
         sharding.clone(),
         root.get_cell(),
         policy,
-        store_ok,
+        shared_store,
     )
     .await
     .context("starting cluster services")?;

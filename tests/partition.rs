@@ -12,10 +12,12 @@
 //! - Two nodes losing each other while a third hears both: the higher-named stands aside,
 //!   the other two serve one ring, and only its entities move.
 //! - Four nodes split 2 + 2: exactly one side (the one with `node1`) serves.
+//! - One node of three cut off by a rejecting firewall, which refuses every connection as
+//!   if the processes were gone: it stands down, and the others serve.
 //! - A node cut off from the store alone stands down and routes its clients to the others,
 //!   who take its entities; it serves again when the store is back.
 //!
-//! Needs root, `ip` and a PostgreSQL server (`BOURSE_TEST_POSTGRES_URL`); without them it
+//! Needs root, `ip`, `nft` and a PostgreSQL server (`BOURSE_TEST_POSTGRES_URL`); without them it
 //! prints SKIPPED, unless `BOURSE_REQUIRE_NETNS` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -792,6 +794,65 @@ async fn an_even_split_leaves_exactly_one_side_serving() {
     println!("split 2+2: converged {healed_in:?} after healing");
     let (_, orders) = cluster.nodes[3].api("GET", "/api/v1/orders", None, Some(&token));
     assert_eq!(orders.as_array().map(Vec::len), Some(2), "{orders}");
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
+
+/// A rejecting firewall (TCP resets) cuts node1 off: each side sees the other's port
+/// refuse connections, as if its process were gone, but the store still sees every node
+/// beat. node1, the lowest-named, loses its peers one refusal at a time and must not serve
+/// on what is left; node2 and node3 serve everything, and the healed cluster converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_by_a_rejecting_firewall_stands_down() {
+    let _serial = SERIAL.lock().await;
+    let Some((net, db, cluster)) = cluster_on_netns("partition_reject", 3, &[]).await else {
+        return;
+    };
+    let names = ["node1", "node2", "node3"];
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (_, token) = b.register("pr_trader");
+    net.reject(0, 1);
+    net.reject(0, 2);
+    let cut_at = Instant::now();
+    wait_for(30, "node1 stands down", || view(a)["serving"] == false);
+    wait_for(30, "node2 and node3 serve over the two of them", || {
+        cluster
+            .views(&[1, 2])
+            .iter()
+            .all(|v| v["serving"] == true && ring(v) == ["node2", "node3"])
+    });
+    println!(
+        "reject: node1 stood down and the others serve {:?} after the cut",
+        cut_at.elapsed()
+    );
+    // Past the time the store's beats take to call a member gone, and more: node1's
+    // peers beat on, so it never serves, nor do the others take it back.
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_secs(10) {
+        let v = view(a);
+        assert_eq!(v["serving"], false, "node1 serves behind the firewall: {v}");
+        assert!(ring(&v).is_empty(), "node1 owns something: {v}");
+        for v in cluster.views(&[1, 2]) {
+            assert_eq!(ring(&v), ["node2", "node3"], "{v}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    a.assert_logged("this node would stand down without it");
+    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit",
+                       "price": "140000000", "qty": "0.001"});
+    let (status, v) = a.api("POST", "/api/v1/orders", Some(&order), Some(&token));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (503, &json!("unavailable")),
+        "{v}"
+    );
+    let (status, v) = b.api("POST", "/api/v1/orders", Some(&order), Some(&token));
+    assert!(matches!(status, 200 | 201), "{status} {v}");
+    net.unreject(0, 1);
+    net.unreject(0, 2);
+    let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
+    println!("reject: converged {healed_in:?} after healing");
     drop(cluster);
     drop(db);
     drop(net);

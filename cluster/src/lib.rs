@@ -11,6 +11,7 @@
 //!   and how they are dialed and authenticated.
 //! - [`wire`]: the cross-node codec.
 //! - [`metrics`]: the runtime's Prometheus metrics.
+//! - [`witness`]: what the shared store says of members this node cannot hear.
 //! - [`probe`]: a diagnostic entity for measuring routing.
 
 pub mod clients;
@@ -31,6 +32,7 @@ pub mod sharding;
 pub mod stream;
 pub mod tls;
 pub mod wire;
+pub mod witness;
 
 pub use entity::{Entity, EntityContext, EntityError, Responder};
 pub use hub::{Delivery, Frame, Hub, Outbox, Resync};

@@ -11,9 +11,10 @@
 //!
 //! The ring is what [`Quorum`] allows: a node that hears less than a majority of the last
 //! agreed membership (half, without its lowest-named member) stands down with an empty
-//! ring, owning nothing and not ready, until it hears a majority again. A peer whose
-//! session closed and whose port refuses connections (or that announced `leaving`) has
-//! exited: it is forgotten at once.
+//! ring, owning nothing and not ready, until it hears a majority again. A peer that
+//! announced `leaving` has exited: it is forgotten at once. One whose session closed and
+//! whose port refuses connections has most likely exited: it leaves the ring at once, and
+//! it is forgotten once its beat in the shared store stops ([`crate::witness`]).
 //! Silence is not proof of death (a cut network looks the same), so a silent peer counts
 //! until the view has settled.
 
@@ -22,6 +23,7 @@ use crate::quorum::{Quorum, Verdict};
 use crate::router::cast_to_peers;
 use crate::sharding::Sharding;
 use crate::wire;
+use crate::witness::{self, Beats, SharedStore, Sign};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeEventSubscription, node::NodeServerSessionInformation};
 use serde::{Deserialize, Serialize};
@@ -142,9 +144,18 @@ pub enum MembershipMsg {
     SessionClosed(String),
     /// A session to a node authenticated.
     SessionOpened(String),
-    /// A node's cluster port refused a connection: its process is gone, now, not after
-    /// the timeout.
+    /// A node's cluster port refused a connection: its process is most likely gone, now,
+    /// not after the timeout (see [`crate::witness`] for why only most likely).
     PortClosed(String),
+    /// A read of `node`'s beat in the shared store, sent and answered when said.
+    Beat {
+        node: String,
+        beat: Result<Option<u64>, String>,
+        sent: Instant,
+        answered: Instant,
+    },
+    /// This node's own beat landed in the store, or failed.
+    Beaten,
     /// Where the members a peer hears listen.
     Contacts(Vec<Contact>),
     /// An operator declared this node gone for good (see [`down`]).
@@ -155,6 +166,10 @@ pub enum MembershipMsg {
 }
 
 impl ractor::Message for MembershipMsg {}
+
+/// How long the beat of a member forgotten on the store's word is still read, in case it
+/// grows again (see [`crate::witness`]).
+const BURIED_WATCH: Duration = Duration::from_secs(60);
 
 /// The membership actor's registered name: the node server's events and the admin API
 /// find the current one by it (it is restarted under the cluster supervisor).
@@ -191,9 +206,8 @@ pub struct MembershipArgs {
     /// Kept outside the actor so a restarted membership actor keeps the agreed membership
     /// (a fresh one would serve on whatever it hears).
     pub quorum: Arc<Mutex<Quorum>>,
-    /// Whether the store answers (`bourse_storage::health::watch`); while it does not,
-    /// this node stands down and routes to the others.
-    pub store_ok: Arc<AtomicBool>,
+    /// Whether the store answers, and what it witnesses of the members.
+    pub store: SharedStore,
     /// Where every node heard of listens, for the dialer.
     pub contacts: Contacts,
 }
@@ -227,6 +241,27 @@ pub struct MembershipState {
     relinking: BTreeSet<String>,
     /// The members the last judgement left out (see [`crate::quorum::left_out`]).
     left_out: BTreeSet<String>,
+    /// Members whose port refused this node, with their beats in the store, until heard
+    /// again (see [`crate::witness`]).
+    watched: BTreeMap<String, Watched>,
+    /// Members forgotten on the store's word whose beat grew again: while there is one,
+    /// this node stands down.
+    revived: BTreeSet<String>,
+    /// Beat reads in flight, and whether this node's own beat is.
+    reading: BTreeSet<String>,
+    beating: bool,
+    /// Whether this node holds (see [`MembershipState::recompute`]).
+    holding: bool,
+}
+
+/// A member whose port refused this node.
+#[derive(Default)]
+struct Watched {
+    beats: Beats,
+    /// When it was forgotten on the store's word that its beat stopped.
+    buried: Option<Instant>,
+    /// Its beat grew since it refused this node: it lives.
+    beats_on: bool,
 }
 
 /// The membership actor.
@@ -257,6 +292,11 @@ impl Actor for Membership {
             woke: None,
             relinking: BTreeSet::new(),
             left_out: BTreeSet::new(),
+            watched: BTreeMap::new(),
+            revived: BTreeSet::new(),
+            reading: BTreeSet::new(),
+            beating: false,
+            holding: false,
             args,
         };
         state.recompute();
@@ -265,12 +305,15 @@ impl Actor for Membership {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MembershipMsg::Tick => state.tick().await,
+            MembershipMsg::Tick => {
+                state.tick().await;
+                state.witness(&myself);
+            }
             MembershipMsg::Heartbeat(info) => {
                 if info.node == state.args.me.node {
                     tracing::error!(node = %info.node, addr = %info.addr, "another node uses this node's name");
@@ -284,6 +327,9 @@ impl Actor for Membership {
                     return Ok(());
                 }
                 state.args.contacts.learn(&info.node, &info.addr);
+                // Heard: what the store says of it no longer matters.
+                state.watched.remove(&info.node);
+                state.revived.remove(&info.node);
                 let before = state.peers.get(&info.node).map(|p| p.info.status);
                 // Back from `down`: named here, as `info` moves into the peer table.
                 let back = (before == Some(Status::Down) && info.status != Status::Down)
@@ -321,7 +367,7 @@ impl Actor for Membership {
             }
             MembershipMsg::SessionClosed(node) => match state.peers.get(&node) {
                 // It said it would go: this is its exit.
-                Some(p) if p.info.status == Status::Leaving => state.gone(&node, "left"),
+                Some(p) if p.info.status == Status::Leaving => state.forget(&node, "left"),
                 // A killed process's host closes its sessions, but so can the network (a
                 // reset, a middlebox): the dialer redials at once, and only a port that
                 // refuses the connection marks the peer down (`PortClosed`). Otherwise
@@ -347,11 +393,16 @@ impl Actor for Membership {
                     state.args.sharding.relinked(&node);
                 }
             }
-            // Its port refuses connections: its process is gone (a cut network drops or
-            // times out the dial instead).
-            MembershipMsg::PortClosed(node) => {
-                state.gone(&node, "its cluster port refuses connections")
-            }
+            // Its port refuses connections: its process is most likely gone (a cut network
+            // drops or times out the dial instead; a rejecting firewall refuses it too).
+            MembershipMsg::PortClosed(node) => state.refused(&node),
+            MembershipMsg::Beat {
+                node,
+                beat,
+                sent,
+                answered,
+            } => state.witnessed(node, beat, sent, answered),
+            MembershipMsg::Beaten => state.beating = false,
             MembershipMsg::Down(node) if node == state.args.me.node => {
                 tracing::warn!("an operator downed this node; ignored: a node cannot down itself");
             }
@@ -384,18 +435,6 @@ impl MembershipState {
         self.args.quorum.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `node`'s process is gone, for `why`: it is `down` and no longer counts towards a
-    /// majority.
-    fn gone(&mut self, node: &str, why: &str) {
-        if self
-            .peers
-            .get(node)
-            .is_some_and(|p| p.info.status != Status::Down)
-        {
-            self.forget(node, why);
-        }
-    }
-
     /// Marks `node` `down` and stops counting it towards a majority, for `why`.
     fn forget(&mut self, node: &str, why: &str) {
         tracing::warn!(%node, why, "member gone; marking it down");
@@ -408,6 +447,142 @@ impl MembershipState {
 
     fn stable_after(&self) -> Duration {
         self.quorum().stable_after()
+    }
+
+    /// `node`'s port refused this node: it is `down` at once. If this node serves without
+    /// it, it leaves the agreed membership at once too ([`Quorum::lose`]: the one before
+    /// stays joint); if this node would stand down without it, it counts until the store
+    /// says it is gone. Either way its beat is read from now on (see [`crate::witness`]).
+    fn refused(&mut self, node: &str) {
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        if peer.info.status == Status::Down {
+            return;
+        }
+        peer.info.status = Status::Down;
+        // Watched before the judgement, which may hold on it.
+        self.watched.insert(node.to_string(), Watched::default());
+        self.recompute();
+        if self.verdict == Verdict::Serve {
+            tracing::warn!(%node, "member's cluster port refuses connections; marking it down and dropping it");
+            self.quorum().lose(node, Instant::now());
+            self.recompute();
+        } else {
+            tracing::warn!(
+                %node,
+                "member's cluster port refuses connections; marking it down: this node would stand down without it, so it counts until its beat in the store stops"
+            );
+        }
+    }
+
+    /// Beats this node's own beat into the store and reads those of the members watched,
+    /// one of each in flight at a time. Only a clustered node beats.
+    fn witness(&mut self, myself: &ActorRef<MembershipMsg>) {
+        if self.args.me.addr.is_empty() {
+            return;
+        }
+        let timeout = self.args.timeout;
+        if !self.beating {
+            self.beating = true;
+            let (witness, me, myself) = (
+                self.args.store.witness.clone(),
+                self.args.me.node.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, witness.beat(&me)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "this node's beat failed"),
+                    Err(_) => tracing::debug!("this node's beat timed out"),
+                }
+                let _ = myself.cast(MembershipMsg::Beaten);
+            });
+        }
+        // A member forgotten on the store's word is read on for a while: a beat that grows
+        // again says it lived (see `witnessed`).
+        self.watched.retain(|node, w| {
+            let keep = w.buried.is_none_or(|at| at.elapsed() < BURIED_WATCH);
+            keep || self.revived.contains(node)
+        });
+        for node in self.watched.keys() {
+            if !self.reading.insert(node.clone()) {
+                continue;
+            }
+            let (witness, node, myself) = (
+                self.args.store.witness.clone(),
+                node.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let beat = match tokio::time::timeout(timeout, witness.last_beat(&node)).await {
+                    Ok(beat) => beat,
+                    Err(_) => Err("timed out".to_string()),
+                };
+                let answered = Instant::now();
+                let _ = myself.cast(MembershipMsg::Beat {
+                    node,
+                    beat,
+                    sent,
+                    answered,
+                });
+            });
+        }
+    }
+
+    /// A read of `node`'s beat came back: a refused member whose beat stood still is
+    /// forgotten; one forgotten that way whose beat grows again makes this node stand
+    /// down until it is heard, or its beat stops again.
+    fn witnessed(
+        &mut self,
+        node: String,
+        beat: Result<Option<u64>, String>,
+        sent: Instant,
+        answered: Instant,
+    ) {
+        self.reading.remove(&node);
+        let beat = match beat {
+            Ok(beat) => beat,
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "reading a member's beat failed");
+                return;
+            }
+        };
+        let dead_after = witness::dead_after(self.args.timeout);
+        let Some(watched) = self.watched.get_mut(&node) else {
+            return;
+        };
+        let sign = watched.beats.read(beat, sent, answered, dead_after);
+        match (watched.buried.is_some(), sign) {
+            (false, Sign::Still) => {
+                watched.buried = Some(Instant::now());
+                self.forget(
+                    &node,
+                    "its cluster port refused connections and its beat in the store stopped",
+                );
+            }
+            (false, Sign::Beating) if !watched.beats_on => {
+                watched.beats_on = true;
+                tracing::warn!(
+                    %node,
+                    "a member whose port refused this node beats in the store: a cut refuses the connections"
+                );
+                self.recompute();
+            }
+            (true, Sign::Beating) if self.revived.insert(node.clone()) => {
+                tracing::error!(
+                    %node,
+                    "a member forgotten as gone beats in the store again: this node stands down until it hears it, or its beat stops"
+                );
+                self.recompute();
+            }
+            (true, Sign::Still) if self.revived.remove(&node) => {
+                tracing::warn!(%node, "the member's beat in the store stopped again");
+                self.recompute();
+            }
+            _ => {}
+        }
     }
 
     async fn tick(&mut self) {
@@ -582,6 +757,45 @@ impl MembershipState {
         let judgement =
             self.quorum()
                 .judge_views(&me, &heard, &hearing, &reports, &adopted, Instant::now());
+        // A member that refused this node a moment ago has most likely died, but may sit
+        // behind a rejecting firewall. Until the store says which, a node that served, and
+        // would serve if those members were gone, holds: it keeps its ring and what it
+        // owns, and takes nothing new (a survivor of two does not stop its own entities for
+        // the lowest-named member's death). Once one of them beats, it stands down.
+        let unproven: Vec<&String> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| w.buried.is_none() && !w.beats_on)
+            .map(|(node, _)| node)
+            .collect();
+        let holding = judgement.verdict == Verdict::StandDown
+            && serving_before
+            && !unproven.is_empty()
+            && self.ring_members.is_some()
+            && {
+                let now = Instant::now();
+                let mut without = self.quorum().clone();
+                for node in &unproven {
+                    without.forget(node, now);
+                }
+                let verdict = without.judge_views(&me, &heard, &hearing, &reports, &adopted, now);
+                verdict.verdict == Verdict::Serve
+            };
+        if holding != self.holding {
+            self.holding = holding;
+            if holding {
+                tracing::warn!(
+                    refused = ?unproven,
+                    "members refused this node and it would stand down without them: it holds its ring and takes nothing new until the store says whether they are gone"
+                );
+            } else if judgement.verdict == Verdict::StandDown && self.verdict == Verdict::StandDown
+            {
+                tracing::error!(
+                    heard = ?heard,
+                    "a member that refused this node lives: this node stands down and owns nothing until it hears a majority again"
+                );
+            }
+        }
         let agreed = {
             let quorum = self.quorum();
             // Cloned only when it changed: this runs on every heartbeat received.
@@ -592,7 +806,7 @@ impl MembershipState {
         if let Some(agreed) = agreed {
             self.args.me.agreed = agreed;
         }
-        let store_ok = self.args.store_ok.load(Ordering::Relaxed);
+        let store_ok = self.args.store.ok.load(Ordering::Relaxed);
         if judgement.verdict != self.verdict {
             let (agreed, joint) = {
                 let quorum = self.quorum();
@@ -600,6 +814,8 @@ impl MembershipState {
             };
             let left_out = &judgement.left_out;
             match (self.verdict, judgement.verdict) {
+                // Said when the hold ends.
+                (_, Verdict::StandDown) if holding => {}
                 (_, Verdict::StandDown) => tracing::error!(
                     heard = ?heard, agreed = ?agreed, joint = ?joint,
                     "cut off from the majority of the cluster: this node stands down and owns nothing until it hears a majority again"
@@ -634,7 +850,9 @@ impl MembershipState {
         // Just woken from a pause: its entities may run elsewhere already, and what it knows
         // of its peers is as old as the pause.
         let settling = self.woke.is_some_and(|woke| woke.elapsed() < stable_after);
-        let quorate = judgement.verdict == Verdict::Serve && !settling;
+        let quorate = (judgement.verdict == Verdict::Serve || holding)
+            && !settling
+            && self.revived.is_empty();
         let serving = quorate && store_ok;
         if self.args.me.serving != serving {
             self.args.me.serving = serving;
@@ -677,7 +895,11 @@ impl MembershipState {
                 *relayed.entry(h.node.as_str()).or_insert(true) &= h.serving;
             }
         }
-        let mut up = if settling { Vec::new() } else { judgement.ring };
+        let mut up = match (settling, holding) {
+            (true, _) => Vec::new(),
+            (false, true) => self.ring_members.clone().unwrap_or_default(),
+            (false, false) => judgement.ring,
+        };
         up.retain(|n| {
             if *n == me {
                 return serving;

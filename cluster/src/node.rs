@@ -14,6 +14,7 @@ use crate::quorum::Quorum;
 use crate::router::{Router, RouterState};
 use crate::sharding::Sharding;
 use crate::tls::Tls;
+use crate::witness::SharedStore;
 use bourse_config::{ClusterSettings, ConfigError};
 use bourse_supervision::{ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs};
 use ractor::{Actor, ActorCell, ActorRef};
@@ -83,7 +84,8 @@ impl ClusterNode {
 
 /// Starts membership and the router (under their own supervisor, restarting with
 /// `policy`), and, when `settings.listen` is set, the node server and the seed
-/// connections. `store_ok` says whether the store answers (the node stands down while not). The supervisor and the node server are linked to `supervisor`.
+/// connections. `store` says whether the store answers (the node stands down while not) and what it
+/// witnesses of the members. The supervisor and the node server are linked to `supervisor`.
 pub async fn start(
     settings: &ClusterSettings,
     node: &str,
@@ -91,7 +93,7 @@ pub async fn start(
     sharding: Sharding,
     supervisor: ActorCell,
     policy: RestartPolicy,
-    store_ok: Arc<AtomicBool>,
+    store: SharedStore,
 ) -> Result<ClusterNode, StartError> {
     let listen: Option<SocketAddr> = match &settings.listen {
         Some(l) => Some(l.parse().map_err(|_| {
@@ -131,7 +133,7 @@ pub async fn start(
         quorum: Arc::new(Mutex::new(Quorum::new(Duration::from_millis(
             settings.stable_after_ms,
         )))),
-        store_ok,
+        store,
         // Long enough to meet the seeds and hear from their members before taking a
         // share of the ring: fewer moves while a node joins.
         join_grace: heartbeat * 4,

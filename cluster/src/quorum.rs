@@ -6,8 +6,10 @@
 //! agreed on. More than half of it heard: serve. Exactly half: serve only if the lowest-named
 //! agreed member is heard (every node picks the same side without talking). Less: stand
 //! down, owning nothing, until a majority is heard again. Members that left for sure (a
-//! clean leave, or a process whose port refuses connections once its session closed) are forgotten at once and
-//! no longer count; a member that just went silent still counts until the view has been
+//! clean leave, an operator's `down`, or a process the shared store saw die) are forgotten
+//! and no longer count. A member whose port refuses connections once its session closed is
+//! most likely gone, but a rejecting firewall says the same: it is *lost* ([`Quorum::lose`]),
+//! leaving the agreed membership at once while the one before stays joint. A member that just went silent still counts until the view has been
 //! stable for `stable_after`, because peers cut off at the same moment are noticed a tick
 //! or two apart and the agreed membership must not shrink between those ticks.
 //!
@@ -381,8 +383,24 @@ impl Quorum {
         serving && self.agreed.contains(node)
     }
 
-    /// `node` left for sure (it announced leaving, or its process is gone): it no longer
-    /// counts towards a majority.
+    /// `node`'s cluster port refused a connection: most likely its process is gone, but a
+    /// firewall that rejects says the same of one that lives on. It leaves the agreed
+    /// membership at once (its entities move now), and the membership it left stays joint
+    /// until every other member reports the smaller one or [`Quorum::forget`] confirms it
+    /// gone (the store's word, see [`crate::witness`]): a node cut off by such a firewall
+    /// loses its peers one refusal at a time, and must not end up serving on the few left.
+    pub fn lose(&mut self, node: &str, now: Instant) {
+        if self.agreed.contains(node) && !self.joint.contains(&self.agreed) {
+            self.joint.push(self.agreed.clone());
+        }
+        self.agreed.remove(node);
+        self.left.insert(node.to_string());
+        self.gone.insert(node.to_string(), now);
+    }
+
+    /// `node` left for sure (it announced leaving, an operator downed it, or the store says
+    /// its process is gone): it no longer counts towards a majority, nor in any joint
+    /// membership.
     pub fn forget(&mut self, node: &str, now: Instant) {
         self.agreed.remove(node);
         for joint in &mut self.joint {
@@ -758,6 +776,51 @@ mod tests {
         let j = q.judge(&set(&["n2"]), t + Duration::from_millis(1));
         assert_eq!(j.verdict, Verdict::Serve);
         assert_eq!(j.ring, ["n2"]);
+    }
+
+    #[test]
+    fn a_member_cut_off_by_refusals_one_at_a_time_does_not_serve_on_what_is_left() {
+        // A rejecting firewall cuts n1 off: n2's port refuses it first, then n3's. n1 still
+        // hears n3 when n2 refuses, so it serves and loses n2 at once; but when n3 refuses
+        // too, the membership n2 left stays joint, and n1, with one of its three, stands
+        // down (without the joint membership it would hold the even split of n1 and n3,
+        // with its lowest member, while n2 and n3 serve on the other side).
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&set(&["n1", "n2", "n3"]), t);
+        q.lose("n2", ms(1));
+        let j = q.judge(&set(&["n1", "n3"]), ms(2));
+        assert_eq!(j.verdict, Verdict::Serve);
+        assert_eq!(
+            j.ring,
+            ["n1", "n3"],
+            "a lost member leaves the ring at once"
+        );
+        assert_eq!(q.agreed(), &set(&["n1", "n3"]));
+        q.lose("n3", ms(3));
+        assert_eq!(q.judge(&set(&["n1"]), ms(4)).verdict, Verdict::StandDown);
+        // Once the store says they are gone, it serves on what is left.
+        q.forget("n2", ms(5000));
+        q.forget("n3", ms(5000));
+        assert_eq!(q.judge(&set(&["n1"]), ms(5001)).verdict, Verdict::Serve);
+    }
+
+    #[test]
+    fn the_membership_a_lost_member_left_is_let_go_once_the_others_report_the_smaller_one() {
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let all = set(&["n1", "n2", "n3"]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        q.lose("n3", ms(1));
+        let (heard, kept) = (set(&["n1", "n2"]), BTreeSet::new());
+        let n2_has_not = said(&[("n2", &all)]);
+        q.judge_keeping("n1", &heard, &kept, &n2_has_not, ms(2));
+        assert_eq!(q.joint(), std::slice::from_ref(&all), "n2 still counts n3");
+        let n2_lost_it_too = said(&[("n2", &heard)]);
+        q.judge_keeping("n1", &heard, &kept, &n2_lost_it_too, ms(3));
+        assert!(q.joint().is_empty(), "{:?}", q.joint());
     }
 
     /// Judges `me`'s view every 250 ms (as heartbeats and ticks would) from `from` to `to`

@@ -38,6 +38,36 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Runs `nft args` in namespace `ns`, with `stdin` as its input.
+fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    use std::io::Write;
+    let what = format!("nft {} in {ns}", args.join(" "));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("{what}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 impl Net {
     /// Namespaces when this process may make them, loopback addresses otherwise.
     pub fn create(n: usize) -> Net {
@@ -181,6 +211,33 @@ impl Net {
                 dst,
             ];
             if let Err(e) = ip(&ss) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    /// Cuts the link between hosts `a` and `b` both ways with a rejecting firewall (nft,
+    /// `reject with tcp reset` on each one's output to the other): their sessions are
+    /// reset and every redial is refused, so each sees the other's port refuse
+    /// connections, as if its process were gone. Panics without `nft`.
+    pub fn reject(&self, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let (ns, table) = (self.netns(from), format!("reject{to}"));
+            let rule = format!(
+                "table inet {table} {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {} meta l4proto tcp reject with tcp reset\n }}\n}}\n",
+                self.hosts[to].addr
+            );
+            if let Err(e) = nft(ns, &["-f", "-"], Some(&rule)) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    /// Heals what [`Net::reject`] cut.
+    pub fn unreject(&self, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let table = format!("reject{to}");
+            if let Err(e) = nft(self.netns(from), &["delete", "table", "inet", &table], None) {
                 panic!("{e}");
             }
         }

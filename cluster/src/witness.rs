@@ -1,0 +1,152 @@
+//! What the shared store witnesses of a member this node cannot hear.
+//!
+//! A peer whose cluster port refuses connections has usually exited, but a firewall that
+//! rejects (a TCP reset) says the same of a process that lives on. A node that forgot such
+//! a peer at its word, when it would otherwise stand down, could serve on a membership the
+//! peer still counts itself in, and both sides of the cut would serve. So every clustered
+//! node beats in the store its peers share (it takes a lease of its own again every
+//! heartbeat: the epoch grows), and a refused peer that would change this node's verdict
+//! is forgotten only once its beat has not grown between two of this node's reads at least
+//! [`dead_after`] apart. Until then, a node that served and would serve without it holds
+//! what it owns (see the membership's `recompute`), and stands down once its beat grows. A
+//! forgotten peer whose beat grows again (read for a minute after) was alive after all:
+//! this node stands down until it hears it, or its beat stops again.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// The store's side of the witness (implemented over the node's store).
+#[async_trait]
+pub trait Witness: Send + Sync + 'static {
+    /// Records that `me` is alive now.
+    async fn beat(&self, me: &str) -> Result<(), String>;
+    /// `node`'s latest beat (`None`: it never beat).
+    async fn last_beat(&self, node: &str) -> Result<Option<u64>, String>;
+}
+
+/// What the membership knows of the shared store.
+#[derive(Clone)]
+pub struct SharedStore {
+    /// Whether the store answers (`bourse_storage::health::watch`); while it does not,
+    /// this node stands down and routes to the others.
+    pub ok: Arc<AtomicBool>,
+    pub witness: Arc<dyn Witness>,
+}
+
+/// How long a member's beat must stand still, between two reads, before the store's word
+/// is that it is gone: the heartbeat timeout, four beats or more at the defaults. A beat
+/// held up longer behind a slow store is taken for a death only if its port refused this
+/// node too (a rejecting firewall and a slow store at once), and its next beat undoes it.
+pub fn dead_after(heartbeat_timeout: Duration) -> Duration {
+    heartbeat_timeout
+}
+
+/// What one read of a member's beat showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Too soon to tell: the first read, or its beat stood still for less than
+    /// [`dead_after`].
+    Unknown,
+    /// Its beat grew since the read before: it lives.
+    Beating,
+    /// Its beat stood still for at least [`dead_after`].
+    Still,
+}
+
+/// One member's beats as this node read them.
+#[derive(Debug, Clone, Default)]
+pub struct Beats {
+    /// The beat read last and when that read was answered, once read.
+    since: Option<(Option<u64>, Instant)>,
+}
+
+impl Beats {
+    /// Notes a read of `beat` sent at `sent` and answered at `answered`. A beat unchanged
+    /// since a read answered at least `dead_after` before this one was sent is still:
+    /// no beat landed in between, whatever the two reads' own delays.
+    pub fn read(
+        &mut self,
+        beat: Option<u64>,
+        sent: Instant,
+        answered: Instant,
+        dead_after: Duration,
+    ) -> Sign {
+        match self.since {
+            Some((last, at)) if last == beat => {
+                if sent.saturating_duration_since(at) >= dead_after {
+                    Sign::Still
+                } else {
+                    Sign::Unknown
+                }
+            }
+            Some(_) => {
+                self.since = Some((beat, answered));
+                Sign::Beating
+            }
+            None => {
+                self.since = Some((beat, answered));
+                Sign::Unknown
+            }
+        }
+    }
+
+    /// The beat read last.
+    pub fn last(&self) -> Option<Option<u64>> {
+        self.since.map(|(beat, _)| beat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEAD: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn a_beat_that_stands_still_long_enough_is_still() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut beats = Beats::default();
+        assert_eq!(beats.read(Some(7), ms(0), ms(10), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(Some(7), ms(2000), ms(2010), DEAD), Sign::Unknown);
+        // Sent 4 s after the first read was answered: nothing landed in between.
+        assert_eq!(beats.read(Some(7), ms(4010), ms(4020), DEAD), Sign::Still);
+        assert_eq!(beats.last(), Some(Some(7)));
+    }
+
+    #[test]
+    fn the_time_counts_from_the_first_answer_to_the_last_send() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut beats = Beats::default();
+        // A slow first read: its answer, not its send, starts the time.
+        beats.read(Some(7), ms(0), ms(1000), DEAD);
+        assert_eq!(beats.read(Some(7), ms(4500), ms(4600), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(Some(7), ms(5000), ms(5100), DEAD), Sign::Still);
+    }
+
+    #[test]
+    fn a_beat_that_grows_starts_the_time_again() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut beats = Beats::default();
+        beats.read(Some(7), ms(0), ms(10), DEAD);
+        assert_eq!(beats.read(Some(8), ms(3000), ms(3010), DEAD), Sign::Beating);
+        assert_eq!(beats.read(Some(8), ms(5000), ms(5010), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(Some(8), ms(7010), ms(7020), DEAD), Sign::Still);
+        assert_eq!(beats.read(Some(9), ms(8000), ms(8010), DEAD), Sign::Beating);
+    }
+
+    #[test]
+    fn a_member_that_never_beat_is_still_after_the_time() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut beats = Beats::default();
+        assert_eq!(beats.read(None, ms(0), ms(10), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(None, ms(4010), ms(4020), DEAD), Sign::Still);
+        // Its first beat: it lives.
+        assert_eq!(beats.read(Some(1), ms(5000), ms(5010), DEAD), Sign::Beating);
+    }
+}
