@@ -258,7 +258,11 @@ pub struct MembershipState {
 #[derive(Default)]
 struct Watched {
     beats: Beats,
-    /// When it was forgotten on the store's word that its beat stopped.
+    /// Dropped at once, this node serving without it ([`Quorum::lose`]): its beat only
+    /// says when the membership it left stops being joint.
+    lost: bool,
+    /// When it was forgotten on the store's word that its beat stopped (it was counted
+    /// until then).
     buried: Option<Instant>,
     /// Its beat grew since it refused this node: it lives.
     beats_on: bool,
@@ -327,6 +331,21 @@ impl Actor for Membership {
                     return Ok(());
                 }
                 state.args.contacts.learn(&info.node, &info.addr);
+                // A member whose port refused this node, heard from a new run: the run
+                // that refused is gone for sure (a survivor of two counting it would
+                // otherwise stand down as it comes back, and it would stay `joining`,
+                // hearing no member that serves).
+                let restarted = state.watched.contains_key(&info.node)
+                    && state
+                        .peers
+                        .get(&info.node)
+                        .is_some_and(|p| p.info.incarnation != info.incarnation);
+                if restarted {
+                    state.forget(
+                        &info.node,
+                        "a new run of it is heard: the one that refused connections is gone",
+                    );
+                }
                 // Heard: what the store says of it no longer matters.
                 state.watched.remove(&info.node);
                 state.revived.remove(&info.node);
@@ -435,9 +454,12 @@ impl MembershipState {
         self.args.quorum.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks `node` `down` and stops counting it towards a majority, for `why`.
+    /// Marks `node` `down` and stops counting it towards a majority, for `why`. What the
+    /// store said of it no longer matters.
     fn forget(&mut self, node: &str, why: &str) {
         tracing::warn!(%node, why, "member gone; marking it down");
+        self.watched.remove(node);
+        self.revived.remove(node);
         if let Some(peer) = self.peers.get_mut(node) {
             peer.info.status = Status::Down;
         }
@@ -454,19 +476,26 @@ impl MembershipState {
     /// stays joint); if this node would stand down without it, it counts until the store
     /// says it is gone. Either way its beat is read from now on (see [`crate::witness`]).
     fn refused(&mut self, node: &str) {
-        let Some(peer) = self.peers.get_mut(node) else {
-            return;
-        };
-        if peer.info.status == Status::Down {
+        let unknown = !self.peers.contains_key(node);
+        match self.peers.get_mut(node) {
+            Some(peer) if peer.info.status != Status::Down => peer.info.status = Status::Down,
+            Some(_) => return,
+            None => {}
+        }
+        // Agreed on but not in the peer table: this actor was restarted since. It is
+        // watched, or nothing would ever forget it.
+        if unknown && (self.watched.contains_key(node) || !self.quorum().agreed().contains(node)) {
             return;
         }
-        peer.info.status = Status::Down;
         // Watched before the judgement, which may hold on it.
         self.watched.insert(node.to_string(), Watched::default());
         self.recompute();
         if self.verdict == Verdict::Serve {
             tracing::warn!(%node, "member's cluster port refuses connections; marking it down and dropping it");
             self.quorum().lose(node, Instant::now());
+            if let Some(watched) = self.watched.get_mut(node) {
+                watched.lost = true;
+            }
             self.recompute();
         } else {
             tracing::warn!(
@@ -556,11 +585,17 @@ impl MembershipState {
         let sign = watched.beats.read(beat, sent, answered, dead_after);
         match (watched.buried.is_some(), sign) {
             (false, Sign::Still) => {
-                watched.buried = Some(Instant::now());
+                let mut watched = std::mem::take(watched);
                 self.forget(
                     &node,
                     "its cluster port refused connections and its beat in the store stopped",
                 );
+                // One that was counted until now is read on: a beat that grows again says
+                // it lived, behind a cut, and this node served on its absence.
+                if !watched.lost {
+                    watched.buried = Some(Instant::now());
+                    self.watched.insert(node, watched);
+                }
             }
             (false, Sign::Beating) if !watched.beats_on => {
                 watched.beats_on = true;

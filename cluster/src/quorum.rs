@@ -394,7 +394,7 @@ impl Quorum {
             self.joint.push(self.agreed.clone());
         }
         self.agreed.remove(node);
-        self.left.insert(node.to_string());
+        // Not `left`: it may live, and a member that reports it still counts it.
         self.gone.insert(node.to_string(), now);
     }
 
@@ -821,6 +821,24 @@ mod tests {
         let n2_lost_it_too = said(&[("n2", &heard)]);
         q.judge_keeping("n1", &heard, &kept, &n2_lost_it_too, ms(3));
         assert!(q.joint().is_empty(), "{:?}", q.joint());
+    }
+
+    #[test]
+    fn a_lost_member_counts_in_what_others_report_even_when_they_do_not_hear_it() {
+        // Unlike a member gone for sure: a lost one may live behind a rejecting firewall,
+        // and n3, which lost sight of n2 for a moment but still counts it, does not agree
+        // with n1 on the smaller membership.
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let all = set(&["n1", "n2", "n3"]);
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&all, t);
+        q.lose("n2", ms(1));
+        let heard = set(&["n1", "n3"]);
+        let hears = views(&[("n3", &["n1", "n3"])]);
+        let adopted = said(&[("n3", &all)]);
+        q.judge_views("n1", &heard, &heard, &hears, &adopted, ms(2));
+        assert_eq!(q.joint(), std::slice::from_ref(&all));
     }
 
     /// Judges `me`'s view every 250 ms (as heartbeats and ticks would) from `from` to `to`

@@ -49,7 +49,8 @@ pub enum Sign {
     /// Too soon to tell: the first read, or its beat stood still for less than
     /// [`dead_after`].
     Unknown,
-    /// Its beat grew since the read before: it lives.
+    /// Its beat grew twice since the first read: it lives (a process killed with a beat
+    /// in flight makes it grow once more, never twice).
     Beating,
     /// Its beat stood still for at least [`dead_after`].
     Still,
@@ -60,6 +61,8 @@ pub enum Sign {
 pub struct Beats {
     /// The beat read last and when that read was answered, once read.
     since: Option<(Option<u64>, Instant)>,
+    /// Whether it grew once already.
+    grew: bool,
 }
 
 impl Beats {
@@ -83,7 +86,11 @@ impl Beats {
             }
             Some(_) => {
                 self.since = Some((beat, answered));
-                Sign::Beating
+                if std::mem::replace(&mut self.grew, true) {
+                    Sign::Beating
+                } else {
+                    Sign::Unknown
+                }
             }
             None => {
                 self.since = Some((beat, answered));
@@ -128,15 +135,20 @@ mod tests {
     }
 
     #[test]
-    fn a_beat_that_grows_starts_the_time_again() {
+    fn a_beat_that_grows_starts_the_time_again_and_lives_once_it_grew_twice() {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut beats = Beats::default();
         beats.read(Some(7), ms(0), ms(10), DEAD);
-        assert_eq!(beats.read(Some(8), ms(3000), ms(3010), DEAD), Sign::Beating);
-        assert_eq!(beats.read(Some(8), ms(5000), ms(5010), DEAD), Sign::Unknown);
-        assert_eq!(beats.read(Some(8), ms(7010), ms(7020), DEAD), Sign::Still);
+        // Once: perhaps the last beat of a process killed with it in flight.
+        assert_eq!(beats.read(Some(8), ms(500), ms(510), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(Some(8), ms(4000), ms(4010), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(Some(8), ms(4510), ms(4520), DEAD), Sign::Still);
         assert_eq!(beats.read(Some(9), ms(8000), ms(8010), DEAD), Sign::Beating);
+        assert_eq!(
+            beats.read(Some(10), ms(8500), ms(8510), DEAD),
+            Sign::Beating
+        );
     }
 
     #[test]
@@ -146,7 +158,7 @@ mod tests {
         let mut beats = Beats::default();
         assert_eq!(beats.read(None, ms(0), ms(10), DEAD), Sign::Unknown);
         assert_eq!(beats.read(None, ms(4010), ms(4020), DEAD), Sign::Still);
-        // Its first beat: it lives.
-        assert_eq!(beats.read(Some(1), ms(5000), ms(5010), DEAD), Sign::Beating);
+        assert_eq!(beats.read(Some(1), ms(5000), ms(5010), DEAD), Sign::Unknown);
+        assert_eq!(beats.read(Some(2), ms(5500), ms(5510), DEAD), Sign::Beating);
     }
 }
