@@ -10,6 +10,7 @@ use bourse_actors::rankings::{Rankings, RankingsDeps};
 use bourse_actors::room::{Room, RoomDeps};
 use bourse_actors::session::{Session, SessionDeps};
 use bourse_actors::symbol::{Symbol, SymbolDeps};
+use bourse_cluster::witness::Beat;
 use bourse_cluster::{Hub, RegionArgs, Sharding, guardian, region_child};
 use bourse_config::{ConfigError, LogSettings, Markets, Settings};
 use bourse_gateway::GatewayState;
@@ -28,22 +29,29 @@ const SESSION_REPLAY_EVENTS: usize = 64;
 const BEAT_KIND: &str = "bourse.node";
 
 /// The store as the membership's witness: a node beats by taking a lease of its own again
-/// (its epoch grows), and a member's last beat is that lease's epoch.
+/// (its epoch grows, its owner names the run), and a member's last beat is that lease.
 struct StoreWitness(Arc<dyn bourse_storage::MarketStore>);
 
 #[async_trait::async_trait]
 impl bourse_cluster::witness::Witness for StoreWitness {
-    async fn beat(&self, me: &str) -> Result<(), String> {
+    async fn beat(&self, me: &str, run: u64) -> Result<(), String> {
+        // The run rides in the lease's owner, as hex.
         self.0
-            .acquire_lease(BEAT_KIND, me, me)
+            .acquire_lease(BEAT_KIND, me, &format!("{run:016x}"))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
-    async fn last_beat(&self, node: &str) -> Result<Option<u64>, String> {
+    async fn last_beat(&self, node: &str) -> Result<Option<Beat>, String> {
         let lease = self.0.lease(BEAT_KIND, node).await;
-        Ok(lease.map_err(|e| e.to_string())?.map(|(_, epoch)| epoch))
+        Ok(lease
+            .map_err(|e| e.to_string())?
+            .map(|(owner, epoch)| Beat {
+                // An owner no run wrote (never, short of another build) reads as run 0.
+                run: u64::from_str_radix(&owner, 16).unwrap_or(0),
+                epoch,
+            }))
     }
 }
 

@@ -23,12 +23,12 @@ use crate::quorum::{Quorum, Verdict};
 use crate::router::cast_to_peers;
 use crate::sharding::Sharding;
 use crate::wire;
-use crate::witness::{self, Beats, SharedStore, Sign};
+use crate::witness::{self, Beat, Beats, SharedStore, Sign};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeEventSubscription, node::NodeServerSessionInformation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,10 +82,10 @@ pub struct MemberInfo {
     /// grew counts against the one before too until every member says it adopted the
     /// growth (docs/DESIGN.md "Partitions", the join race).
     pub agreed: Vec<String>,
-    /// Which run of the sender's membership actor sent it (random per start): with `seq`,
-    /// tells a stale heartbeat from a fresh one.
+    /// Which run of the sender's process sent it (random per start): with `seq`, tells a
+    /// stale heartbeat from a fresh one, and a member restarted from one that lives on.
     pub incarnation: u64,
-    /// Counts the heartbeats of one incarnation. A heartbeat not newer than the last one
+    /// Counts the heartbeats of one incarnation (across restarts of the membership actor). A heartbeat not newer than the last one
     /// taken from the same incarnation is dropped: after a cut heals, a session made again
     /// can carry fresh heartbeats while the old one still delivers those queued during the
     /// cut, and a stale one read last would flip what the sender is known to hear and serve.
@@ -150,12 +150,10 @@ pub enum MembershipMsg {
     /// A read of `node`'s beat in the shared store, sent and answered when said.
     Beat {
         node: String,
-        beat: Result<Option<u64>, String>,
+        beat: Result<Option<Beat>, String>,
         sent: Instant,
         answered: Instant,
     },
-    /// This node's own beat landed in the store, or failed.
-    Beaten,
     /// Where the members a peer hears listen.
     Contacts(Vec<Contact>),
     /// An operator declared this node gone for good (see [`down`]).
@@ -170,6 +168,9 @@ impl ractor::Message for MembershipMsg {}
 /// How long the beat of a member forgotten on the store's word is still read, in case it
 /// grows again (see [`crate::witness`]).
 const BURIED_WATCH: Duration = Duration::from_secs(60);
+
+/// How many heartbeat timeouts a node holds on a refused member at most (see `recompute`).
+const HOLD_TIMEOUTS: u32 = 4;
 
 /// The membership actor's registered name: the node server's events and the admin API
 /// find the current one by it (it is restarted under the cluster supervisor).
@@ -208,6 +209,9 @@ pub struct MembershipArgs {
     pub quorum: Arc<Mutex<Quorum>>,
     /// Whether the store answers, and what it witnesses of the members.
     pub store: SharedStore,
+    /// The last heartbeat's `seq`, kept outside the actor: a restarted membership actor
+    /// goes on counting, so its peers do not drop its heartbeats as stale.
+    pub seq: Arc<AtomicU64>,
     /// Where every node heard of listens, for the dialer.
     pub contacts: Contacts,
 }
@@ -247,16 +251,19 @@ pub struct MembershipState {
     /// Members forgotten on the store's word whose beat grew again: while there is one,
     /// this node stands down.
     revived: BTreeSet<String>,
-    /// Beat reads in flight, and whether this node's own beat is.
+    /// Beat reads in flight.
     reading: BTreeSet<String>,
-    beating: bool,
     /// Whether this node holds (see [`MembershipState::recompute`]).
     holding: bool,
 }
 
 /// A member whose port refused this node.
-#[derive(Default)]
 struct Watched {
+    /// The run that refused (its incarnation), if known: a beat from another run says it
+    /// is gone.
+    run: Option<u64>,
+    /// When it refused: reads sent before are of an earlier watch.
+    since: Instant,
     beats: Beats,
     /// Dropped at once, this node serving without it ([`Quorum::lose`]): its beat only
     /// says when the membership it left stops being joint.
@@ -284,8 +291,7 @@ impl Actor for Membership {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
         let mut args = args;
-        args.me.incarnation = fastrand::u64(..);
-        args.me.seq = 0;
+        args.me.seq = args.seq.load(Ordering::Relaxed);
         let mut state = MembershipState {
             started: Instant::now(),
             last_tick: Instant::now(),
@@ -299,7 +305,6 @@ impl Actor for Membership {
             watched: BTreeMap::new(),
             revived: BTreeSet::new(),
             reading: BTreeSet::new(),
-            beating: false,
             holding: false,
             args,
         };
@@ -421,7 +426,6 @@ impl Actor for Membership {
                 sent,
                 answered,
             } => state.witnessed(node, beat, sent, answered),
-            MembershipMsg::Beaten => state.beating = false,
             MembershipMsg::Down(node) if node == state.args.me.node => {
                 tracing::warn!("an operator downed this node; ignored: a node cannot down itself");
             }
@@ -476,19 +480,29 @@ impl MembershipState {
     /// stays joint); if this node would stand down without it, it counts until the store
     /// says it is gone. Either way its beat is read from now on (see [`crate::witness`]).
     fn refused(&mut self, node: &str) {
-        let unknown = !self.peers.contains_key(node);
-        match self.peers.get_mut(node) {
-            Some(peer) if peer.info.status != Status::Down => peer.info.status = Status::Down,
-            Some(_) => return,
-            None => {}
-        }
         // Agreed on but not in the peer table: this actor was restarted since. It is
         // watched, or nothing would ever forget it.
-        if unknown && (self.watched.contains_key(node) || !self.quorum().agreed().contains(node)) {
-            return;
-        }
+        let unknown_agreed =
+            !self.watched.contains_key(node) && self.quorum().agreed().contains(node);
+        let run = match self.peers.get_mut(node) {
+            Some(peer) if peer.info.status != Status::Down => {
+                peer.info.status = Status::Down;
+                Some(peer.info.incarnation)
+            }
+            Some(_) => return,
+            None if unknown_agreed => None,
+            None => return,
+        };
         // Watched before the judgement, which may hold on it.
-        self.watched.insert(node.to_string(), Watched::default());
+        let watched = Watched {
+            run,
+            since: Instant::now(),
+            beats: Beats::default(),
+            lost: false,
+            buried: None,
+            beats_on: false,
+        };
+        self.watched.insert(node.to_string(), watched);
         self.recompute();
         if self.verdict == Verdict::Serve {
             tracing::warn!(%node, "member's cluster port refuses connections; marking it down and dropping it");
@@ -505,35 +519,15 @@ impl MembershipState {
         }
     }
 
-    /// Beats this node's own beat into the store and reads those of the members watched,
-    /// one of each in flight at a time. Only a clustered node beats.
+    /// Reads the beats of the members watched, one read of each in flight at a time. A
+    /// member forgotten on the store's word is read on for [`BURIED_WATCH`]: a beat that
+    /// lives again says it lived, behind a cut (see `witnessed`).
     fn witness(&mut self, myself: &ActorRef<MembershipMsg>) {
-        if self.args.me.addr.is_empty() {
-            return;
-        }
-        let timeout = self.args.timeout;
-        if !self.beating {
-            self.beating = true;
-            let (witness, me, myself) = (
-                self.args.store.witness.clone(),
-                self.args.me.node.clone(),
-                myself.clone(),
-            );
-            tokio::spawn(async move {
-                match tokio::time::timeout(timeout, witness.beat(&me)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::debug!(error = %e, "this node's beat failed"),
-                    Err(_) => tracing::debug!("this node's beat timed out"),
-                }
-                let _ = myself.cast(MembershipMsg::Beaten);
-            });
-        }
-        // A member forgotten on the store's word is read on for a while: a beat that grows
-        // again says it lived (see `witnessed`).
         self.watched.retain(|node, w| {
             let keep = w.buried.is_none_or(|at| at.elapsed() < BURIED_WATCH);
             keep || self.revived.contains(node)
         });
+        let timeout = self.args.timeout;
         for node in self.watched.keys() {
             if !self.reading.insert(node.clone()) {
                 continue;
@@ -560,13 +554,16 @@ impl MembershipState {
         }
     }
 
-    /// A read of `node`'s beat came back: a refused member whose beat stood still is
-    /// forgotten; one forgotten that way whose beat grows again makes this node stand
-    /// down until it is heard, or its beat stops again.
+    /// A read of `node`'s beat came back. A beat from another run than the one that
+    /// refused says that one is gone: it is forgotten. A beat that stood still gets it
+    /// forgotten too, unless another member this node does not hear is known to live (a
+    /// cut, then, and a stalled beat behind it proves less than it seems). One forgotten
+    /// that way whose beat lives again is *revived*: this node stands down if it would
+    /// not serve counting it (see `recompute`), until it hears it or its beat stops again.
     fn witnessed(
         &mut self,
         node: String,
-        beat: Result<Option<u64>, String>,
+        beat: Result<Option<Beat>, String>,
         sent: Instant,
         answered: Instant,
     ) {
@@ -579,23 +576,51 @@ impl MembershipState {
             }
         };
         let dead_after = witness::dead_after(self.args.timeout);
+        let live_elsewhere = self
+            .watched
+            .iter()
+            .any(|(n, w)| *n != node && w.buried.is_none() && w.beats_on)
+            || self.revived.iter().any(|n| *n != node);
         let Some(watched) = self.watched.get_mut(&node) else {
             return;
         };
-        let sign = watched.beats.read(beat, sent, answered, dead_after);
+        if sent < watched.since {
+            return;
+        }
+        if let (Some(run), Some(beat)) = (watched.run, beat)
+            && beat.run != run
+        {
+            if watched.buried.is_none() {
+                self.forget(
+                    &node,
+                    "a new run of it beats in the store: the one that refused connections is gone",
+                );
+            } else {
+                // Buried already; the new run is no sign of the old one.
+                self.watched.remove(&node);
+                if self.revived.remove(&node) {
+                    self.recompute();
+                }
+            }
+            return;
+        }
+        let sign = watched
+            .beats
+            .read(beat.map(|b| b.epoch), sent, answered, dead_after);
         match (watched.buried.is_some(), sign) {
+            (false, Sign::Still) if live_elsewhere => {
+                tracing::debug!(%node, "its beat stood still, but a member behind the same cut lives: not forgotten");
+            }
             (false, Sign::Still) => {
-                let mut watched = std::mem::take(watched);
+                let Some(mut watched) = self.watched.remove(&node) else {
+                    return;
+                };
                 self.forget(
                     &node,
                     "its cluster port refused connections and its beat in the store stopped",
                 );
-                // One that was counted until now is read on: a beat that grows again says
-                // it lived, behind a cut, and this node served on its absence.
-                if !watched.lost {
-                    watched.buried = Some(Instant::now());
-                    self.watched.insert(node, watched);
-                }
+                watched.buried = Some(Instant::now());
+                self.watched.insert(node, watched);
             }
             (false, Sign::Beating) if !watched.beats_on => {
                 watched.beats_on = true;
@@ -608,7 +633,7 @@ impl MembershipState {
             (true, Sign::Beating) if self.revived.insert(node.clone()) => {
                 tracing::error!(
                     %node,
-                    "a member forgotten as gone beats in the store again: this node stands down until it hears it, or its beat stops"
+                    "a member forgotten as gone beats in the store again: it lives behind a cut"
                 );
                 self.recompute();
             }
@@ -714,7 +739,7 @@ impl MembershipState {
     /// Sends this node's info (which says where it listens), and where the other members
     /// it hears listen, to every peer router.
     fn announce(&mut self) {
-        self.args.me.seq += 1;
+        self.args.me.seq = self.args.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let me = &self.args.me;
         let contacts = self
             .peers
@@ -797,10 +822,13 @@ impl MembershipState {
         // would serve if those members were gone, holds: it keeps its ring and what it
         // owns, and takes nothing new (a survivor of two does not stop its own entities for
         // the lowest-named member's death). Once one of them beats, it stands down.
+        // (Not for ever: reads that keep failing, the store otherwise answering, must not
+        // hold a ring with a dead member's share in it.)
+        let hold_limit = self.args.timeout * HOLD_TIMEOUTS;
         let unproven: Vec<&String> = self
             .watched
             .iter()
-            .filter(|(_, w)| w.buried.is_none() && !w.beats_on)
+            .filter(|(_, w)| w.buried.is_none() && !w.beats_on && w.since.elapsed() < hold_limit)
             .map(|(node, _)| node)
             .collect();
         let holding = judgement.verdict == Verdict::StandDown
@@ -885,9 +913,10 @@ impl MembershipState {
         // Just woken from a pause: its entities may run elsewhere already, and what it knows
         // of its peers is as old as the pause.
         let settling = self.woke.is_some_and(|woke| woke.elapsed() < stable_after);
-        let quorate = (judgement.verdict == Verdict::Serve || holding)
-            && !settling
-            && self.revived.is_empty();
+        // A member forgotten on the store's word that lives after all counts again here.
+        let revived =
+            !self.revived.is_empty() && !self.quorum().serves_counting(&heard, &self.revived);
+        let quorate = (judgement.verdict == Verdict::Serve || holding) && !settling && !revived;
         let serving = quorate && store_ok;
         if self.args.me.serving != serving {
             self.args.me.serving = serving;

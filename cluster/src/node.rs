@@ -121,10 +121,19 @@ pub async fn start(
         serving: true,
         hears: Vec::new(),
         agreed: Vec::new(),
-        incarnation: 0,
+        incarnation: fastrand::u64(..),
         seq: 0,
     };
     let up = Arc::new(AtomicBool::new(false));
+    if clustered {
+        crate::witness::beat_on(
+            store.witness.clone(),
+            me.node.clone(),
+            me.incarnation,
+            heartbeat,
+            Duration::from_millis(settings.heartbeat_timeout_ms),
+        );
+    }
     let membership_args = MembershipArgs {
         me,
         sharding: sharding.clone(),
@@ -134,6 +143,7 @@ pub async fn start(
             settings.stable_after_ms,
         )))),
         store,
+        seq: Arc::default(),
         // Long enough to meet the seeds and hear from their members before taking a
         // share of the ring: fewer moves while a node joins.
         join_grace: heartbeat * 4,

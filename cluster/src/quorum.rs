@@ -304,6 +304,14 @@ impl Quorum {
         }
     }
 
+    /// Whether `heard` would serve were `also` counted again (members forgotten on the
+    /// store's word that turned out to live, see [`crate::witness`]): a majority of every
+    /// membership, and of the agreed one with them.
+    pub fn serves_counting(&self, heard: &BTreeSet<String>, also: &BTreeSet<String>) -> bool {
+        let with: BTreeSet<String> = self.agreed.union(also).cloned().collect();
+        self.decide(heard) == Verdict::Serve && decide(&with, heard) == Verdict::Serve
+    }
+
     /// Makes each membership the members heard report (`adopted`) joint, unless it is the
     /// agreed one or joint already. A member may count against it: until it reports this
     /// node's, a majority of it is needed too.
@@ -821,6 +829,24 @@ mod tests {
         let n2_lost_it_too = said(&[("n2", &heard)]);
         q.judge_keeping("n1", &heard, &kept, &n2_lost_it_too, ms(3));
         assert!(q.joint().is_empty(), "{:?}", q.joint());
+    }
+
+    #[test]
+    fn a_member_forgotten_on_the_stores_word_that_lives_counts_again_only_where_it_matters() {
+        let t = Instant::now();
+        // The survivor of two served once the store said n1 was gone: n1 living after all
+        // takes that back.
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&set(&["n1", "n2"]), t);
+        q.forget("n1", t);
+        q.judge(&set(&["n2"]), t);
+        assert!(!q.serves_counting(&set(&["n2"]), &set(&["n1"])));
+        // Two of three that forgot the third still hold a majority counting it.
+        let mut q = Quorum::new(Duration::from_secs(2));
+        q.judge(&set(&["n1", "n2", "n3"]), t);
+        q.forget("n3", t);
+        q.judge(&set(&["n1", "n2"]), t);
+        assert!(q.serves_counting(&set(&["n1", "n2"]), &set(&["n3"])));
     }
 
     #[test]

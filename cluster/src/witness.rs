@@ -20,10 +20,42 @@ use std::time::{Duration, Instant};
 /// The store's side of the witness (implemented over the node's store).
 #[async_trait]
 pub trait Witness: Send + Sync + 'static {
-    /// Records that `me` is alive now.
-    async fn beat(&self, me: &str) -> Result<(), String>;
+    /// Records that run `run` of `me` is alive now.
+    async fn beat(&self, me: &str, run: u64) -> Result<(), String>;
     /// `node`'s latest beat (`None`: it never beat).
-    async fn last_beat(&self, node: &str) -> Result<Option<u64>, String>;
+    async fn last_beat(&self, node: &str) -> Result<Option<Beat>, String>;
+}
+
+/// One beat of a node: which run of it beat (its incarnation), and a count that grows
+/// with every beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    pub run: u64,
+    pub epoch: u64,
+}
+
+/// Beats run `run` of node `me` into the store every `every` for as long as the process
+/// lives, one beat at a time, each given up after `timeout`: from a task of its own, as a
+/// membership tick held up by a slow region must not look like a death.
+pub fn beat_on(
+    witness: Arc<dyn Witness>,
+    me: String,
+    run: u64,
+    every: Duration,
+    timeout: Duration,
+) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match tokio::time::timeout(timeout, witness.beat(&me, run)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "this node's beat failed"),
+                Err(_) => tracing::debug!("this node's beat timed out"),
+            }
+        }
+    });
 }
 
 /// What the membership knows of the shared store.
