@@ -576,11 +576,18 @@ impl MembershipState {
             }
         };
         let dead_after = witness::dead_after(self.args.timeout);
-        let live_elsewhere = self
-            .watched
-            .iter()
-            .any(|(n, w)| *n != node && w.buried.is_none() && w.beats_on)
-            || self.revived.iter().any(|n| *n != node);
+        // Only members that count in this node's judgement: one lost whose membership the
+        // others have all let go says nothing of this node's side.
+        let live_elsewhere = {
+            let quorum = self.quorum();
+            let counted = |n: &str| {
+                quorum.agreed().contains(n) || quorum.joint().iter().any(|j| j.contains(n))
+            };
+            self.watched
+                .iter()
+                .any(|(n, w)| *n != node && w.buried.is_none() && w.beats_on && counted(n))
+                || self.revived.iter().any(|n| *n != node)
+        };
         let Some(watched) = self.watched.get_mut(&node) else {
             return;
         };
@@ -869,7 +876,7 @@ impl MembershipState {
         if let Some(agreed) = agreed {
             self.args.me.agreed = agreed;
         }
-        let store_ok = self.args.store.ok.load(Ordering::Relaxed);
+        let store_ok = self.args.store.usable();
         if judgement.verdict != self.verdict {
             let (agreed, joint) = {
                 let quorum = self.quorum();
