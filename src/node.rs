@@ -280,7 +280,6 @@ pub async fn run(settings: Settings, markets: Markets, demo: bool) -> anyhow::Re
     );
     let shared_store = bourse_cluster::witness::SharedStore {
         ok: store_ok,
-        beats_land: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         witness: Arc::new(StoreWitness(store.clone())),
     };
     let cluster = bourse_cluster::node::start(

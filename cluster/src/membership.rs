@@ -586,6 +586,7 @@ impl MembershipState {
             self.watched
                 .iter()
                 .any(|(n, w)| *n != node && w.buried.is_none() && w.beats_on && counted(n))
+                // (A revived member was forgotten: it is in none of them, and counts.)
                 || self.revived.iter().any(|n| *n != node)
         };
         let Some(watched) = self.watched.get_mut(&node) else {
@@ -876,7 +877,7 @@ impl MembershipState {
         if let Some(agreed) = agreed {
             self.args.me.agreed = agreed;
         }
-        let store_ok = self.args.store.usable();
+        let store_ok = self.args.store.ok.load(Ordering::Relaxed);
         if judgement.verdict != self.verdict {
             let (agreed, joint) = {
                 let quorum = self.quorum();

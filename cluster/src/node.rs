@@ -127,7 +127,7 @@ pub async fn start(
     let up = Arc::new(AtomicBool::new(false));
     if clustered {
         crate::witness::beat_on(
-            &store,
+            store.witness.clone(),
             me.node.clone(),
             me.incarnation,
             heartbeat,

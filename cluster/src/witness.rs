@@ -14,7 +14,7 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// The store's side of the witness (implemented over the node's store).
@@ -36,39 +36,23 @@ pub struct Beat {
 
 /// Beats run `run` of node `me` into the store every `every` for as long as the process
 /// lives, one beat at a time, each given up after `timeout`: from a task of its own, as a
-/// membership tick held up by a slow region must not look like a death. Two beats in a
-/// row that fail or time out clear `store.beats_land` (this node stands down: a write
-/// queue stuck behind its own load, reads still answering, would let its peers take it
-/// for dead while it served), the next that lands sets it again; logged once per change.
-pub fn beat_on(store: &SharedStore, me: String, run: u64, every: Duration, timeout: Duration) {
-    let (witness, lands) = (store.witness.clone(), store.beats_land.clone());
+/// membership tick held up by a slow region must not look like a death.
+pub fn beat_on(
+    witness: Arc<dyn Witness>,
+    me: String,
+    run: u64,
+    every: Duration,
+    timeout: Duration,
+) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failures = 0u32;
         loop {
             ticks.tick().await;
-            let beat = tokio::time::timeout(timeout, witness.beat(&me, run)).await;
-            failures = match &beat {
-                Ok(Ok(())) => 0,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "this node's beat failed");
-                    failures + 1
-                }
-                Err(_) => {
-                    tracing::debug!("this node's beat timed out");
-                    failures + 1
-                }
-            };
-            let ok = failures < 2;
-            if lands.swap(ok, Ordering::Relaxed) != ok {
-                if ok {
-                    tracing::warn!("this node's beats land in the store again");
-                } else {
-                    tracing::error!(
-                        "this node's beats do not land in the store: it stands down, as its peers may take it for dead"
-                    );
-                }
+            match tokio::time::timeout(timeout, witness.beat(&me, run)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "this node's beat failed"),
+                Err(_) => tracing::debug!("this node's beat timed out"),
             }
         }
     });
@@ -80,17 +64,7 @@ pub struct SharedStore {
     /// Whether the store answers (`bourse_storage::health::watch`); while it does not,
     /// this node stands down and routes to the others.
     pub ok: Arc<AtomicBool>,
-    /// Whether this node's beats land ([`beat_on`]); while they do not, it stands down
-    /// too: its peers may take it for dead.
-    pub beats_land: Arc<AtomicBool>,
     pub witness: Arc<dyn Witness>,
-}
-
-impl SharedStore {
-    /// Whether this node may serve as far as the store goes.
-    pub fn usable(&self) -> bool {
-        self.ok.load(Ordering::Relaxed) && self.beats_land.load(Ordering::Relaxed)
-    }
 }
 
 /// How long a member's beat must stand still, between two reads, before the store's word
@@ -166,54 +140,6 @@ impl Beats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A store whose beats fail while `failing` is set.
-    struct Flaky {
-        failing: AtomicBool,
-    }
-
-    #[async_trait]
-    impl Witness for Flaky {
-        async fn beat(&self, _me: &str, _run: u64) -> Result<(), String> {
-            if self.failing.load(Ordering::Relaxed) {
-                Err("refused".into())
-            } else {
-                Ok(())
-            }
-        }
-        async fn last_beat(&self, _node: &str) -> Result<Option<Beat>, String> {
-            Ok(None)
-        }
-    }
-
-    #[tokio::test]
-    async fn a_node_whose_beats_do_not_land_says_so_until_one_does() {
-        let flaky = Arc::new(Flaky {
-            failing: AtomicBool::new(true),
-        });
-        let store = SharedStore {
-            ok: Arc::new(AtomicBool::new(true)),
-            beats_land: Arc::new(AtomicBool::new(true)),
-            witness: flaky.clone(),
-        };
-        let ms = Duration::from_millis;
-        beat_on(&store, "n1".into(), 1, ms(10), ms(100));
-        let waited = |want: bool| {
-            let store = store.clone();
-            async move {
-                for _ in 0..500 {
-                    if store.usable() == want {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                false
-            }
-        };
-        assert!(waited(false).await, "two failed beats: not usable");
-        flaky.failing.store(false, Ordering::Relaxed);
-        assert!(waited(true).await, "a beat landed: usable again");
-    }
 
     const DEAD: Duration = Duration::from_secs(4);
 
