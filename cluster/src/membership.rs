@@ -23,7 +23,7 @@ use crate::quorum::{Quorum, Verdict};
 use crate::router::cast_to_peers;
 use crate::sharding::Sharding;
 use crate::wire;
-use crate::witness::{self, Beat, Beats, SharedStore, Sign};
+use crate::witness::{Beat, Beats, SharedStore, Sign};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeEventSubscription, node::NodeServerSessionInformation};
 use serde::{Deserialize, Serialize};
@@ -85,8 +85,9 @@ pub struct MemberInfo {
     /// Which run of the sender's process sent it (random per start): with `seq`, tells a
     /// stale heartbeat from a fresh one, and a member restarted from one that lives on.
     pub incarnation: u64,
-    /// Counts the heartbeats of one incarnation (across restarts of the membership actor). A heartbeat not newer than the last one
-    /// taken from the same incarnation is dropped: after a cut heals, a session made again
+    /// Counts the heartbeats of one incarnation (across restarts of the membership actor).
+    /// A heartbeat not newer than the last one taken from the same incarnation is
+    /// dropped: after a cut heals, a session made again
     /// can carry fresh heartbeats while the old one still delivers those queued during the
     /// cut, and a stale one read last would flip what the sender is known to hear and serve.
     pub seq: u64,
@@ -248,9 +249,6 @@ pub struct MembershipState {
     /// Members whose port refused this node, with their beats in the store, until heard
     /// again (see [`crate::witness`]).
     watched: BTreeMap<String, Watched>,
-    /// Members forgotten on the store's word whose beat grew again: while there is one,
-    /// this node stands down.
-    revived: BTreeSet<String>,
     /// Beat reads in flight.
     reading: BTreeSet<String>,
     /// Whether this node holds (see [`MembershipState::recompute`]).
@@ -273,6 +271,24 @@ struct Watched {
     buried: Option<Instant>,
     /// Its beat grew since it refused this node: it lives.
     beats_on: bool,
+    /// Buried, and its beat grew again: it lived after all, and counts again where that
+    /// would make this node stand down (see `recompute`).
+    revived: bool,
+}
+
+impl Watched {
+    /// Run `run` (when known) refused this node just now.
+    fn new(run: Option<u64>) -> Watched {
+        Watched {
+            run,
+            since: Instant::now(),
+            beats: Beats::default(),
+            lost: false,
+            buried: None,
+            beats_on: false,
+            revived: false,
+        }
+    }
 }
 
 /// The membership actor.
@@ -303,7 +319,6 @@ impl Actor for Membership {
             relinking: BTreeSet::new(),
             left_out: BTreeSet::new(),
             watched: BTreeMap::new(),
-            revived: BTreeSet::new(),
             reading: BTreeSet::new(),
             holding: false,
             args,
@@ -340,11 +355,11 @@ impl Actor for Membership {
                 // that refused is gone for sure (a survivor of two counting it would
                 // otherwise stand down as it comes back, and it would stay `joining`,
                 // hearing no member that serves).
-                let restarted = state.watched.contains_key(&info.node)
-                    && state
-                        .peers
-                        .get(&info.node)
-                        .is_some_and(|p| p.info.incarnation != info.incarnation);
+                let restarted = state
+                    .watched
+                    .get(&info.node)
+                    .and_then(|w| w.run)
+                    .is_some_and(|run| run != info.incarnation);
                 if restarted {
                     state.forget(
                         &info.node,
@@ -353,7 +368,6 @@ impl Actor for Membership {
                 }
                 // Heard: what the store says of it no longer matters.
                 state.watched.remove(&info.node);
-                state.revived.remove(&info.node);
                 let before = state.peers.get(&info.node).map(|p| p.info.status);
                 // Back from `down`: named here, as `info` moves into the peer table.
                 let back = (before == Some(Status::Down) && info.status != Status::Down)
@@ -463,7 +477,6 @@ impl MembershipState {
     fn forget(&mut self, node: &str, why: &str) {
         tracing::warn!(%node, why, "member gone; marking it down");
         self.watched.remove(node);
-        self.revived.remove(node);
         if let Some(peer) = self.peers.get_mut(node) {
             peer.info.status = Status::Down;
         }
@@ -494,15 +507,7 @@ impl MembershipState {
             None => return,
         };
         // Watched before the judgement, which may hold on it.
-        let watched = Watched {
-            run,
-            since: Instant::now(),
-            beats: Beats::default(),
-            lost: false,
-            buried: None,
-            beats_on: false,
-        };
-        self.watched.insert(node.to_string(), watched);
+        self.watched.insert(node.to_string(), Watched::new(run));
         self.recompute();
         if self.verdict == Verdict::Serve {
             tracing::warn!(%node, "member's cluster port refuses connections; marking it down and dropping it");
@@ -523,10 +528,8 @@ impl MembershipState {
     /// member forgotten on the store's word is read on for [`BURIED_WATCH`]: a beat that
     /// lives again says it lived, behind a cut (see `witnessed`).
     fn witness(&mut self, myself: &ActorRef<MembershipMsg>) {
-        self.watched.retain(|node, w| {
-            let keep = w.buried.is_none_or(|at| at.elapsed() < BURIED_WATCH);
-            keep || self.revived.contains(node)
-        });
+        self.watched
+            .retain(|_, w| w.revived || w.buried.is_none_or(|at| at.elapsed() < BURIED_WATCH));
         let timeout = self.args.timeout;
         for node in self.watched.keys() {
             if !self.reading.insert(node.clone()) {
@@ -575,7 +578,8 @@ impl MembershipState {
                 return;
             }
         };
-        let dead_after = witness::dead_after(self.args.timeout);
+        // A beat standing still this long is the store's word of a death.
+        let dead_after = self.args.timeout;
         // Only members that count in this node's judgement: one lost whose membership the
         // others have all let go says nothing of this node's side.
         let live_elsewhere = {
@@ -583,11 +587,10 @@ impl MembershipState {
             let counted = |n: &str| {
                 quorum.agreed().contains(n) || quorum.joint().iter().any(|j| j.contains(n))
             };
-            self.watched
-                .iter()
-                .any(|(n, w)| *n != node && w.buried.is_none() && w.beats_on && counted(n))
-                // (A revived member was forgotten: it is in none of them, and counts.)
-                || self.revived.iter().any(|n| *n != node)
+            // (A revived member was forgotten: it is in none of them, and counts.)
+            self.watched.iter().any(|(n, w)| {
+                *n != node && (w.revived || (w.buried.is_none() && w.beats_on && counted(n)))
+            })
         };
         let Some(watched) = self.watched.get_mut(&node) else {
             return;
@@ -603,12 +606,9 @@ impl MembershipState {
                     &node,
                     "a new run of it beats in the store: the one that refused connections is gone",
                 );
-            } else {
+            } else if self.watched.remove(&node).is_some_and(|w| w.revived) {
                 // Buried already; the new run is no sign of the old one.
-                self.watched.remove(&node);
-                if self.revived.remove(&node) {
-                    self.recompute();
-                }
+                self.recompute();
             }
             return;
         }
@@ -638,14 +638,16 @@ impl MembershipState {
                 );
                 self.recompute();
             }
-            (true, Sign::Beating) if self.revived.insert(node.clone()) => {
+            (true, Sign::Beating) if !watched.revived => {
+                watched.revived = true;
                 tracing::error!(
                     %node,
                     "a member forgotten as gone beats in the store again: it lives behind a cut"
                 );
                 self.recompute();
             }
-            (true, Sign::Still) if self.revived.remove(&node) => {
+            (true, Sign::Still) if watched.revived => {
+                watched.revived = false;
                 tracing::warn!(%node, "the member's beat in the store stopped again");
                 self.recompute();
             }
@@ -832,26 +834,26 @@ impl MembershipState {
         // the lowest-named member's death). Once one of them beats, it stands down.
         // (Not for ever: reads that keep failing, the store otherwise answering, must not
         // hold a ring with a dead member's share in it.)
+        // (Listed only when it may hold: this runs on every heartbeat received.)
+        let may_hold = judgement.verdict == Verdict::StandDown && serving_before;
         let hold_limit = self.args.timeout * HOLD_TIMEOUTS;
         let unproven: Vec<&String> = self
             .watched
             .iter()
-            .filter(|(_, w)| w.buried.is_none() && !w.beats_on && w.since.elapsed() < hold_limit)
+            .filter(|(_, w)| {
+                may_hold && w.buried.is_none() && !w.beats_on && w.since.elapsed() < hold_limit
+            })
             .map(|(node, _)| node)
             .collect();
-        let holding = judgement.verdict == Verdict::StandDown
-            && serving_before
-            && !unproven.is_empty()
-            && self.ring_members.is_some()
-            && {
-                let now = Instant::now();
-                let mut without = self.quorum().clone();
-                for node in &unproven {
-                    without.forget(node, now);
-                }
-                let verdict = without.judge_views(&me, &heard, &hearing, &reports, &adopted, now);
-                verdict.verdict == Verdict::Serve
-            };
+        let holding = may_hold && !unproven.is_empty() && self.ring_members.is_some() && {
+            let now = Instant::now();
+            let mut without = self.quorum().clone();
+            for node in &unproven {
+                without.forget(node, now);
+            }
+            let verdict = without.judge_views(&me, &heard, &hearing, &reports, &adopted, now);
+            verdict.verdict == Verdict::Serve
+        };
         if holding != self.holding {
             self.holding = holding;
             if holding {
@@ -922,8 +924,13 @@ impl MembershipState {
         // of its peers is as old as the pause.
         let settling = self.woke.is_some_and(|woke| woke.elapsed() < stable_after);
         // A member forgotten on the store's word that lives after all counts again here.
-        let revived =
-            !self.revived.is_empty() && !self.quorum().serves_counting(&heard, &self.revived);
+        let revived: BTreeSet<String> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| w.revived)
+            .map(|(node, _)| node.clone())
+            .collect();
+        let revived = !revived.is_empty() && !self.quorum().serves_counting(&heard, &revived);
         let quorate = (judgement.verdict == Verdict::Serve || holding) && !settling && !revived;
         let serving = quorate && store_ok;
         if self.args.me.serving != serving {

@@ -312,6 +312,13 @@ impl Quorum {
         self.decide(heard) == Verdict::Serve && decide(&with, heard) == Verdict::Serve
     }
 
+    /// Makes `membership` joint, unless it is empty or joint already.
+    fn join(&mut self, membership: BTreeSet<String>) {
+        if !membership.is_empty() && !self.joint.contains(&membership) {
+            self.joint.push(membership);
+        }
+    }
+
     /// Makes each membership the members heard report (`adopted`) joint, unless it is the
     /// agreed one or joint already. A member may count against it: until it reports this
     /// node's, a majority of it is needed too.
@@ -351,14 +358,11 @@ impl Quorum {
         let dropped = self.agreed.iter().any(|m| !staying.contains(m));
         let grew = staying.iter().any(|m| !self.agreed.contains(m));
         // Built only on a change: this runs on every judgement while serving.
-        if dropped && !self.joint.contains(&self.agreed) {
-            self.joint.push(self.agreed.clone());
+        if dropped {
+            self.join(self.agreed.clone());
         }
         if grew {
-            let from: BTreeSet<String> = self.agreed.intersection(&staying).cloned().collect();
-            if !from.is_empty() && !self.joint.contains(&from) {
-                self.joint.push(from);
-            }
+            self.join(self.agreed.intersection(&staying).cloned().collect());
         }
         self.agreed = staying;
         let agreed = &self.agreed;
@@ -398,8 +402,8 @@ impl Quorum {
     /// gone (the store's word, see [`crate::witness`]): a node cut off by such a firewall
     /// loses its peers one refusal at a time, and must not end up serving on the few left.
     pub fn lose(&mut self, node: &str, now: Instant) {
-        if self.agreed.contains(node) && !self.joint.contains(&self.agreed) {
-            self.joint.push(self.agreed.clone());
+        if self.agreed.contains(node) {
+            self.join(self.agreed.clone());
         }
         self.agreed.remove(node);
         // Not `left`: it may live, and a member that reports it still counts it.
@@ -521,7 +525,6 @@ impl Quorum {
             self.judge_keeping(me, heard, &kept, adopted, now)
         } else {
             // What members report without those gone for sure that they do not hear.
-            let left = &self.left;
             let adopted: BTreeMap<&str, BTreeSet<&str>> = adopted
                 .iter()
                 .map(|(node, theirs)| {

@@ -5,12 +5,13 @@
 //! a peer at its word, when it would otherwise stand down, could serve on a membership the
 //! peer still counts itself in, and both sides of the cut would serve. So every clustered
 //! node beats in the store its peers share (it takes a lease of its own again every
-//! heartbeat: the epoch grows), and a refused peer that would change this node's verdict
-//! is forgotten only once its beat has not grown between two of this node's reads at least
-//! [`dead_after`] apart. Until then, a node that served and would serve without it holds
-//! what it owns (see the membership's `recompute`), and stands down once its beat grows. A
-//! forgotten peer whose beat grows again (read for a minute after) was alive after all:
-//! this node stands down until it hears it, or its beat stops again.
+//! heartbeat: the epoch grows, the owner names the process's run), and a refused peer that
+//! would change this node's verdict is forgotten only once its beat has not grown between
+//! two of this node's reads at least the heartbeat timeout apart. Until then, a node that
+//! served and would serve without it holds what it owns (see the membership's
+//! `recompute`), and stands down once its beat lives. A forgotten peer whose beat lives
+//! again (read for a minute after) counts again wherever that would make this node stand
+//! down, until it is heard, or its beat stops again.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -67,24 +68,17 @@ pub struct SharedStore {
     pub witness: Arc<dyn Witness>,
 }
 
-/// How long a member's beat must stand still, between two reads, before the store's word
-/// is that it is gone: the heartbeat timeout, four beats or more at the defaults. A beat
-/// held up longer behind a slow store is taken for a death only if its port refused this
-/// node too (a rejecting firewall and a slow store at once), and its next beat undoes it.
-pub fn dead_after(heartbeat_timeout: Duration) -> Duration {
-    heartbeat_timeout
-}
-
 /// What one read of a member's beat showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sign {
     /// Too soon to tell: the first read, or its beat stood still for less than
-    /// [`dead_after`].
+    /// `dead_after`.
     Unknown,
     /// Its beat grew twice since the first read: it lives (a process killed with a beat
     /// in flight makes it grow once more, never twice).
     Beating,
-    /// Its beat stood still for at least [`dead_after`].
+    /// Its beat stood still for at least `dead_after` (the membership passes the heartbeat
+    /// timeout, four beats or more at the defaults).
     Still,
 }
 
