@@ -29,7 +29,9 @@ const SESSION_REPLAY_EVENTS: usize = 64;
 const BEAT_KIND: &str = "bourse.node";
 
 /// The store as the membership's witness: a node beats by taking a lease of its own again
-/// (its epoch grows, its owner names the run), and a member's last beat is that lease.
+/// (its epoch grows, its owner names the run), at once, beside its write queue (a beat held
+/// up behind its entities' writes would read as a death), and a member's last beat is that
+/// lease.
 struct StoreWitness(Arc<dyn bourse_storage::MarketStore>);
 
 #[async_trait::async_trait]
@@ -37,7 +39,7 @@ impl bourse_cluster::witness::Witness for StoreWitness {
     async fn beat(&self, me: &str, run: u64) -> Result<(), String> {
         // The run rides in the lease's owner, as hex.
         self.0
-            .acquire_lease(BEAT_KIND, me, &format!("{run:016x}"))
+            .acquire_lease_now(BEAT_KIND, me, &format!("{run:016x}"))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

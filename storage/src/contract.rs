@@ -207,6 +207,7 @@ where
     candles_upsert_and_page(store).await;
     flush_is_a_barrier(store).await;
     leases_fence_older_epochs(store).await;
+    leases_taken_now_share_the_epochs(store).await;
     journals_snapshot_and_fence(store).await;
     users_are_unique(store).await;
     watchlists_are_replaced_whole(store).await;
@@ -349,6 +350,13 @@ async fn closed_store_refuses_writes(store: &dyn MarketStore) {
     assert!(
         result.is_err(),
         "a write after close is refused, not lost silently"
+    );
+    let now = store
+        .acquire_lease_now("bourse.node", "C-CLOSED", "r1")
+        .await;
+    assert!(
+        matches!(now, Err(StoreError::Closed)),
+        "a lease taken at once after close is refused: {now:?}"
     );
 }
 
@@ -948,6 +956,74 @@ async fn leases_fence_older_epochs(store: &dyn MarketStore) {
         store.lease("symbol", "C-LEASE").await.expect("read"),
         Some((String::new(), second.epoch))
     );
+}
+
+/// A lease taken at once, beside the queue, and one taken through it count one sequence of
+/// epochs: each takes the next, and the lease names the newest owner.
+async fn leases_taken_now_share_the_epochs(store: &dyn MarketStore) {
+    let (kind, key) = ("bourse.node", "C-NOW");
+    let first = store
+        .acquire_lease_now(kind, key, "r1")
+        .await
+        .expect("first");
+    assert_eq!(first, 1, "a new lease starts at epoch 1");
+    assert_eq!(
+        store.lease(kind, key).await.expect("read"),
+        Some(("r1".into(), 1))
+    );
+    let second = store
+        .acquire_lease_now(kind, key, "r2")
+        .await
+        .expect("second");
+    let queued = store.acquire_lease(kind, key, "r3").await.expect("queued");
+    let third = store
+        .acquire_lease_now(kind, key, "r4")
+        .await
+        .expect("third");
+    assert_eq!((second, queued.epoch, third), (2, 3, 4));
+    assert_eq!(
+        store.lease(kind, key).await.expect("read"),
+        Some(("r4".into(), 4))
+    );
+}
+
+/// While another connection holds the lease row a fenced batch must lock (`hold` takes
+/// `book/C-ASIDE`'s row, `release` lets it go), the batch waits, and a lease taken at once
+/// does not wait with it. For a backend that locks rows: PostgreSQL (SQLite locks the whole
+/// file, so there a lease taken at once waits only for the lock, never for the queue).
+pub async fn a_lease_taken_now_waits_for_no_batch(
+    store: &dyn MarketStore,
+    hold: impl std::future::Future<Output = ()>,
+    release: impl std::future::Future<Output = ()>,
+) {
+    let fence = store
+        .acquire_lease("book", "C-ASIDE", "node-a")
+        .await
+        .expect("lease");
+    hold.await;
+    let held = store.submit(Write::Ticks(vec![tick("C-ASIDE", 1, 1)]).fenced(&fence));
+    // Less than PostgreSQL's lock_timeout in the store's sessions (5 s): a lease that
+    // waited on the batch would still be waiting.
+    let now = tokio::time::timeout(
+        std::time::Duration::from_secs(4),
+        store.acquire_lease_now("bourse.node", "C-ASIDE", "r1"),
+    )
+    .await
+    .expect("a lease taken at once does not wait for the held batch")
+    .expect("lease taken");
+    assert_eq!(now, 1);
+    assert!(
+        store
+            .ticks_since("C-ASIDE", 0)
+            .await
+            .expect("read")
+            .is_empty(),
+        "the batch was still held while the lease was taken"
+    );
+    release.await;
+    held.wait()
+        .await
+        .expect("the held batch commits once the row is free");
 }
 
 /// Two stores on one database, as two node processes that both believe they own a key:

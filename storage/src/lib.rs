@@ -451,6 +451,18 @@ pub trait MarketStore:
         })
     }
 
+    /// Takes the lease of `kind/key` for `owner` at once, beside the ordered queue; returns
+    /// the new epoch. It waits on nothing this process submitted, so it suits only a lease
+    /// no write is fenced by: a node's beat (the cluster's witness) takes its own lease this
+    /// way every heartbeat, and a queue held up behind a slow batch, or behind another
+    /// node's row locks during a take-over, must not read as the node's death.
+    async fn acquire_lease_now(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<u64, StoreError>;
+
     /// Takes an entity over for `node`: everything this process submitted before is durable
     /// first (so a restart here reads its own writes), then the lease, which fences every
     /// earlier activation, here or on another node.

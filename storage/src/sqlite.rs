@@ -163,6 +163,9 @@ pub struct SqliteStore {
     path: PathBuf,
     queue: Submitter,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// A write connection of its own for [`MarketStore::acquire_lease_now`], opened on first
+    /// use (a store whose node never beats never opens it).
+    leaser: Arc<Mutex<Option<Connection>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -240,6 +243,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             queue,
             readers: Arc::new(Mutex::new(readers)),
+            leaser: Arc::default(),
         })
     }
 
@@ -683,6 +687,36 @@ impl MarketStore for SqliteStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.queue.flush().await
+    }
+
+    async fn acquire_lease_now(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<u64, StoreError> {
+        if self.queue.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let (kind, key, owner) = (kind.to_string(), key.to_string(), owner.to_string());
+        let (slot, path) = (self.leaser.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = match slot.as_mut() {
+                Some(conn) => conn,
+                None => slot.insert(open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?),
+            };
+            conn.prepare_cached(
+                "INSERT INTO leases (kind, key, owner, epoch) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (kind, key) DO UPDATE SET owner = ?3, epoch = epoch + 1
+                 RETURNING epoch",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![kind, key, owner], |r| r.get::<_, i64>(0)))
+            .map(|epoch| epoch as u64)
+            .map_err(|e| backend(&format!("taking the lease {kind}/{key}"), e))
+        })
+        .await
+        .map_err(|e| backend("lease task", e))?
     }
 
     async fn close(&self) -> Result<(), StoreError> {

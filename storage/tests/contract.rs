@@ -148,6 +148,23 @@ async fn postgres_passes_the_contract() {
         },
     )
     .await;
+    // The admin connection holds the lease row of C-ASIDE, as another node's take-over
+    // would.
+    contract::a_lease_taken_now_waits_for_no_batch(
+        a.as_ref(),
+        async {
+            side.batch_execute(
+                "BEGIN; SELECT epoch FROM leases
+                 WHERE kind = 'book' AND key = 'C-ASIDE' FOR UPDATE",
+            )
+            .await
+            .expect("lock the lease row");
+        },
+        async {
+            side.batch_execute("COMMIT").await.expect("release the row");
+        },
+    )
+    .await;
     drop((a, b));
     // A second connect finds the schema current and migrates nothing.
     open_postgres(&db.url).await.close().await.expect("close");

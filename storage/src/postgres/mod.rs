@@ -251,6 +251,31 @@ impl MarketStore for PgStore {
         self.queue.flush().await
     }
 
+    /// One statement on a reader connection, in a transaction of its own: it locks only its
+    /// own row, never waits for this process's batch.
+    async fn acquire_lease_now(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<u64, StoreError> {
+        if self.queue.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let row = self
+            .reader()
+            .await?
+            .query_one(
+                "INSERT INTO leases (kind, key, owner, epoch) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (kind, key) DO UPDATE SET owner = $3, epoch = leases.epoch + 1
+                 RETURNING epoch",
+                &[&kind, &key, &owner],
+            )
+            .await
+            .map_err(|e| pg(&format!("taking the lease {kind}/{key}"), e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         self.queue.close().await
     }

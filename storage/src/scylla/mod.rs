@@ -348,6 +348,19 @@ impl MarketStore for ScyllaStore {
         self.queue.flush().await
     }
 
+    /// The same lightweight transaction a queued take-over runs, on the shared session.
+    async fn acquire_lease_now(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> Result<u64, StoreError> {
+        if self.queue.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        write::acquire(&self.cs, kind, key, owner).await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         self.queue.close().await
     }

@@ -590,7 +590,7 @@ async fn read_lease(cs: &Cs, kind: &str, key: &str) -> Result<(String, Option<u6
 
 /// Takes the lease: read the epoch, then compare-and-set it one higher, again if another
 /// take-over got there first; then fences the partitions older epochs registered.
-async fn acquire(cs: &Cs, kind: &str, key: &str, node: &str) -> Result<u64, StoreError> {
+pub(super) async fn acquire(cs: &Cs, kind: &str, key: &str, node: &str) -> Result<u64, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let (_, epoch) = read_lease(cs, kind, key).await?;
         let next = epoch.unwrap_or(0) + 1;
