@@ -267,10 +267,17 @@ struct Dialing {
     tls: Option<Tls>,
 }
 
+/// The longest wait between dials of a peer that does not answer. Short, because the
+/// redial is how a healed cut or a restarted node is found (at 5 s, convergence after a
+/// rejecting firewall was lifted took about 7 s), and cheap: a refused dial costs a SYN and
+/// its reset, a blackholed one runs bounded beside the others.
+const MAX_REDIAL: Duration = Duration::from_secs(1);
+
 /// Keeps a session to every node this one knows of: its seeds until it has met them, and
 /// every member it hears of (see [`Contacts`]). Runs a round at once when a new node is
-/// learned, every 2 s when all are connected, and with backoff (200 ms to 5 s) while some
-/// do not answer. Dials run side by side, each bounded, so a blackholed peer delays no one.
+/// learned, every 2 s when all are connected, and with backoff (200 ms to [`MAX_REDIAL`])
+/// while some do not answer. Dials run side by side, each bounded, so a blackholed peer
+/// delays no one.
 async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
     let mut backoff = Duration::from_millis(200);
     let mut failing: HashMap<String, String> = HashMap::new();
@@ -339,7 +346,7 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
         backoff = if targets.is_empty() {
             Duration::from_secs(2)
         } else {
-            (backoff * 2).min(Duration::from_secs(5))
+            (backoff * 2).min(MAX_REDIAL)
         };
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
