@@ -704,7 +704,13 @@ impl MarketStore for SqliteStore {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
             let conn = match slot.as_mut() {
                 Some(conn) => conn,
-                None => slot.insert(open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?),
+                None => {
+                    let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+                    // As the writer's: a lease taken at once need not survive a power cut.
+                    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+                        .map_err(|e| backend("configuring the lease connection", e))?;
+                    slot.insert(conn)
+                }
             };
             conn.prepare_cached(
                 "INSERT INTO leases (kind, key, owner, epoch) VALUES (?1, ?2, ?3, 1)

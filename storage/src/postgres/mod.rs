@@ -262,18 +262,20 @@ impl MarketStore for PgStore {
         if self.queue.is_closed() {
             return Err(StoreError::Closed);
         }
-        let row = self
-            .reader()
-            .await?
-            .query_one(
+        let context = format!("taking the lease {kind}/{key}");
+        let rows = self
+            .rows(
+                &context,
                 "INSERT INTO leases (kind, key, owner, epoch) VALUES ($1, $2, $3, 1)
                  ON CONFLICT (kind, key) DO UPDATE SET owner = $3, epoch = leases.epoch + 1
                  RETURNING epoch",
                 &[&kind, &key, &owner],
             )
-            .await
-            .map_err(|e| pg(&format!("taking the lease {kind}/{key}"), e))?;
-        Ok(row.get::<_, i64>(0) as u64)
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(row.get::<_, i64>(0) as u64),
+            None => Err(StoreError::Backend(format!("{context}: no epoch returned"))),
+        }
     }
 
     async fn close(&self) -> Result<(), StoreError> {
