@@ -1085,15 +1085,23 @@ impl NodeEventSubscription for NodeEvents {
         let mut sessions = self.authenticated.lock().unwrap_or_else(|p| p.into_inner());
         let Some(peer) = sessions.remove(&ses.actor.get_id()) else {
             drop(sessions);
+            // A misconfigured peer is redialled every second or so: said once a minute.
+            let say = |why: &str| {
+                ses.peer_addr
+                    .parse::<std::net::SocketAddr>()
+                    .map_or(true, |a| crate::tls::first_refusal_this_minute(a.ip(), why))
+            };
             if ses.is_server {
                 crate::metrics::PEERS_REFUSED
                     .with_label_values(&["cookie"])
                     .inc();
-                tracing::warn!(peer = %ses.peer_addr, "cluster peer refused: authentication failed (wrong cookie?)");
-            } else {
+                if say("cookie") {
+                    tracing::warn!(peer = %ses.peer_addr, "cluster peer refused: authentication failed (wrong cookie?); said once a minute per address, counted in bourse_cluster_peers_refused_total");
+                }
+            } else if say("refused us") {
                 // Closed by the peer before authenticating (a duplicate session closes
                 // after it authenticated, so is not this).
-                tracing::warn!(peer = %ses.peer_addr, "the cluster peer refused this node: a wrong cookie, or (with TLS) a certificate it does not accept");
+                tracing::warn!(peer = %ses.peer_addr, "the cluster peer refused this node: a wrong cookie, or (with TLS) a certificate it does not accept; said once a minute per address");
             }
             return;
         };

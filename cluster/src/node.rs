@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Handles to this node's cluster services.
 #[derive(Clone)]
@@ -131,7 +131,6 @@ pub async fn start(
             me.node.clone(),
             me.incarnation,
             heartbeat,
-            Duration::from_millis(settings.heartbeat_timeout_ms),
         );
     }
     let membership_args = MembershipArgs {
@@ -267,20 +266,24 @@ struct Dialing {
     tls: Option<Tls>,
 }
 
-/// The longest wait between dials of a peer that does not answer. Short, because the
-/// redial is how a healed cut or a restarted node is found (at 5 s, convergence after a
+/// The longest wait between rounds of dials while a peer does not answer. Short, because
+/// the redial is how a healed cut or a restarted node is found (at 5 s, convergence after a
 /// rejecting firewall was lifted took about 7 s), and cheap: a refused dial costs a SYN and
-/// its reset, a blackholed one runs bounded beside the others.
+/// its reset.
 const MAX_REDIAL: Duration = Duration::from_secs(1);
 
 /// Keeps a session to every node this one knows of: its seeds until it has met them, and
 /// every member it hears of (see [`Contacts`]). Runs a round at once when a new node is
-/// learned, every 2 s when all are connected, and with backoff (200 ms to [`MAX_REDIAL`])
-/// while some do not answer. Dials run side by side, each bounded, so a blackholed peer
-/// delays no one.
+/// learned, every 2 s when all are connected, and with backoff (200 ms doubling to
+/// [`MAX_REDIAL`]) between rounds while some do not answer. Dials run side by side, each
+/// bounded; a round ends with its slowest dial, so a blackholed peer (its dial given up
+/// after 5 s) stretches the rounds, and the redial of the others, to about 6 s.
 async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
     let mut backoff = Duration::from_millis(200);
     let mut failing: HashMap<String, String> = HashMap::new();
+    // When each address was last said connected: a session the peer then refuses (a wrong
+    // cookie) is dialled again every second, and said connected once a minute.
+    let mut connected: HashMap<String, Instant> = HashMap::new();
     loop {
         let sessions = match server
             .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
@@ -327,7 +330,13 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
             let e = match result {
                 Ok(()) => {
                     failing.remove(&addr);
-                    tracing::info!(%addr, "connected to cluster peer");
+                    connected.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+                    if connected.contains_key(&addr) {
+                        tracing::debug!(%addr, "connected to cluster peer again");
+                    } else {
+                        tracing::info!(%addr, "connected to cluster peer");
+                        connected.insert(addr.clone(), Instant::now());
+                    }
                     continue;
                 }
                 Err(e) => e,
@@ -343,13 +352,16 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
                 tracing::debug!(%addr, error = %e, "cluster peer not reachable yet");
             }
         }
-        backoff = if targets.is_empty() {
+        let wait = if targets.is_empty() {
+            backoff = Duration::from_millis(200);
             Duration::from_secs(2)
         } else {
-            (backoff * 2).min(MAX_REDIAL)
+            let wait = backoff;
+            backoff = (backoff * 2).min(MAX_REDIAL);
+            wait
         };
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(wait) => {}
             () = dialing.contacts.news() => {
                 backoff = Duration::from_millis(200);
                 // Let the new peer's session authenticate before counting it missing.

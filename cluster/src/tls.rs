@@ -152,18 +152,28 @@ pub async fn serve(listener: TcpListener, server: ActorRef<NodeServerMessage>, t
 }
 
 /// Refusals already logged, by peer IP and reason, and when: a misconfigured node retries
-/// every few seconds, and one line a minute says as much.
+/// every second or so, and one line a minute says as much.
 static LOGGED: LazyLock<Mutex<HashMap<(IpAddr, String), Instant>>> =
     LazyLock::new(Default::default);
+
+/// Whether a refusal of `peer` for `why` is to be logged: the first in a minute per address
+/// and reason is (TLS refusals here, wrong cookies in the membership).
+pub(crate) fn first_refusal_this_minute(peer: IpAddr, why: &str) -> bool {
+    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    logged.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+    let key = (peer, why.to_string());
+    if logged.len() >= 1024 || logged.contains_key(&key) {
+        return false;
+    }
+    logged.insert(key, Instant::now());
+    true
+}
 
 fn refused(peer: SocketAddr, why: &str) {
     crate::metrics::PEERS_REFUSED
         .with_label_values(&["tls"])
         .inc();
-    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
-    logged.retain(|_, at| at.elapsed() < Duration::from_secs(60));
-    if logged.len() < 1024 && !logged.contains_key(&(peer.ip(), why.to_string())) {
-        logged.insert((peer.ip(), why.to_string()), Instant::now());
+    if first_refusal_this_minute(peer.ip(), why) {
         tracing::warn!(%peer, reason = %why, "cluster peer refused: TLS handshake failed (no certificate from the cluster's CA?); said once a minute per address and reason, counted in bourse_cluster_peers_refused_total");
     }
 }

@@ -36,24 +36,19 @@ pub struct Beat {
 }
 
 /// Beats run `run` of node `me` into the store every `every` for as long as the process
-/// lives, one beat at a time, each given up after `timeout`: from a task of its own, as a
-/// membership tick held up by a slow region must not look like a death.
-pub fn beat_on(
-    witness: Arc<dyn Witness>,
-    me: String,
-    run: u64,
-    every: Duration,
-    timeout: Duration,
-) {
+/// lives: from a task of its own, as a membership tick held up by a slow region must not
+/// look like a death. One beat at a time, each awaited to its end (the store's own
+/// timeouts bound it), never given up: a beat abandoned while the server still ran it
+/// could land beside the next, and a process killed then would grow twice after its death,
+/// which reads as alive.
+pub fn beat_on(witness: Arc<dyn Witness>, me: String, run: u64, every: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match tokio::time::timeout(timeout, witness.beat(&me, run)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "this node's beat failed"),
-                Err(_) => tracing::debug!("this node's beat timed out"),
+            if let Err(e) = witness.beat(&me, run).await {
+                tracing::debug!(error = %e, "this node's beat failed");
             }
         }
     });

@@ -1,10 +1,12 @@
 //! The embedded default store: SQLite in WAL mode.
 //!
-//! One dedicated writer thread per process owns the only write connection and commits
+//! One dedicated writer thread per process owns the queue's write connection and commits
 //! everything submitted since its last commit in one transaction (up to `batch_max` rows), so
 //! ingest costs one fsync-free WAL append per batch rather than per row. Readers use a small
-//! pool of their own connections and run beside the writer (WAL lets them). Several node
-//! processes may share one file: a short-step busy handler makes their writers take turns.
+//! pool of their own connections and run beside the writer (WAL lets them); a lease taken at
+//! once (a node's beat) has a write connection of its own, and waits only for SQLite's write
+//! lock. Several node processes may share one file: a short-step busy handler makes their
+//! writers take turns.
 
 use crate::queue::{self, Batch, Halted, Op, Reply, Submitter, WriterStats};
 use crate::records::{

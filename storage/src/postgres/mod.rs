@@ -6,7 +6,8 @@
 //! compare-and-set on the `leases` row inside the batch's transaction; a fenced write first
 //! share-locks its lease row, so a newer activation's take-over waits for the batch and can
 //! never interleave with it (see [`write`]). Reads run on a small pool of their own
-//! connections. Deadlocks between nodes' batches (PostgreSQL aborts one) are retried; a lost
+//! connections, and a lease taken at once (a node's beat) on one connection of its own.
+//! Deadlocks between nodes' batches (PostgreSQL aborts one) are retried; a lost
 //! connection fails its batch and the next batch reconnects.
 
 mod read;
@@ -61,6 +62,9 @@ pub struct PgStore {
     target: String,
     queue: Submitter,
     readers: Pool,
+    /// One connection of its own for [`MarketStore::acquire_lease_now`] (a node's beat):
+    /// reads queued up in the readers' pool must not hold a beat up.
+    leaser: Pool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -152,6 +156,7 @@ impl PgStore {
         ));
         Ok(PgStore {
             readers: pool(&config, readers)?,
+            leaser: pool(&config, 1)?,
             target,
             queue,
         })
@@ -251,8 +256,8 @@ impl MarketStore for PgStore {
         self.queue.flush().await
     }
 
-    /// One statement on a reader connection, in a transaction of its own: it locks only its
-    /// own row, never waits for this process's batch.
+    /// One statement on a connection of its own, in a transaction of its own: it locks only
+    /// its own row, never waits for this process's batch nor for its reads.
     async fn acquire_lease_now(
         &self,
         kind: &str,
@@ -263,19 +268,20 @@ impl MarketStore for PgStore {
             return Err(StoreError::Closed);
         }
         let context = format!("taking the lease {kind}/{key}");
-        let rows = self
-            .rows(
-                &context,
+        let client = connection(&self.leaser, &self.target).await?;
+        let stmt = client
+            .prepare_cached(
                 "INSERT INTO leases (kind, key, owner, epoch) VALUES ($1, $2, $3, 1)
                  ON CONFLICT (kind, key) DO UPDATE SET owner = $3, epoch = leases.epoch + 1
                  RETURNING epoch",
-                &[&kind, &key, &owner],
             )
-            .await?;
-        match rows.first() {
-            Some(row) => Ok(row.get::<_, i64>(0) as u64),
-            None => Err(StoreError::Backend(format!("{context}: no epoch returned"))),
-        }
+            .await
+            .map_err(|e| pg(&context, e))?;
+        let row = client
+            .query_one(&stmt, &[&kind, &key, &owner])
+            .await
+            .map_err(|e| pg(&context, e))?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

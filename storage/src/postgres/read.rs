@@ -15,7 +15,7 @@ use tokio_postgres::types::ToSql;
 
 impl PgStore {
     /// Runs a prepared query on a reader connection.
-    pub(super) async fn rows(
+    async fn rows(
         &self,
         context: &str,
         sql: &str,
