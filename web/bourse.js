@@ -17,7 +17,11 @@
 // - gap and epoch detection: a `seq` jump (except on the conflatable `ticker:` channels)
 //   re-subscribes from the last position; a new `epoch` (the server carries subscriptions
 //   into it) is followed, except a book's, which starts afresh from a new snapshot. When a channel starts afresh the handler first
-//   gets `{reset: true}` so it can drop what it built (a book, a tape);
+//   gets `{reset: true}` so it can drop what it built (a book, a tape); an answer at a
+//   position the channel already passed in the same epoch is no fresh start;
+// - a subscribe refused for a moment (a publisher moving, the connection's request rate)
+//   is asked again, together with every other channel waiting, by one timer that backs off
+//   from 0.5 s to 8 s;
 // - reconnects with exponential backoff and full jitter, moving through the gateways it
 //   knows (`urls`); an application-level `ping` every 15 s finds a dead connection.
 // Set `globalThis.BOURSE_DEBUG = true` to log every stream event to the console.
@@ -31,7 +35,8 @@ export class BourseError extends Error {
 }
 
 const PING_EVERY_MS = 15_000;
-const SUBSCRIBE_RETRY_MS = 1_000;
+const SUBSCRIBE_RETRY_MS = 500;
+const SUBSCRIBE_RETRY_CAP_MS = 8_000;
 const PING_TIMEOUT_MS = 10_000;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 10_000;
@@ -64,6 +69,12 @@ export class Bourse {
     this.ws = null;
     this.pingTimer = null;
     this.retryTimer = null;
+    // Channels whose subscribe failed, asked again together by one timer that backs off
+    // while the answers keep failing (a retry per failure would multiply, and a
+    // connection over its request rate would stay there).
+    this.retrying = new Set();
+    this.subscribeRetry = null;
+    this.subscribeFailures = 0;
     this.connect();
   }
 
@@ -148,6 +159,7 @@ export class Bourse {
     this.closed = true;
     clearInterval(this.pingTimer);
     clearTimeout(this.retryTimer);
+    this.stopRetrying();
     if (this.ws) {
       this.ws.onclose = null;
       this.ws.close(1000);
@@ -172,9 +184,14 @@ export class Bourse {
     this.request("subscribe", fields)
       .then((result) => {
         settle();
+        this.subscribeFailures = 0;
         for (const [ch, at] of Object.entries(result.channels || {})) {
           const entry = this.channels.get(ch);
           if (!entry || at.resumed) continue;
+          // Already at or past the answered position of this epoch (the server carried
+          // the channel into it while this request was on its way): nothing was missed,
+          // and what comes up to the position held is dropped as seen.
+          if (entry.pos && entry.pos.epoch === at.epoch && entry.pos.seq >= at.seq) continue;
           if (entry.pos) this.dispatch(entry, { reset: true });
           // The snapshot that follows carries exactly this seq.
           entry.pos = { epoch: at.epoch, seq: at.seq };
@@ -184,17 +201,42 @@ export class Bourse {
       .catch((e) => {
         settle();
         console.warn(`bourse: subscribing ${channels.join(", ")}: ${e.message}`);
-        // A publisher restarting or moving refuses for a moment: try again (a lost
-        // connection subscribes everything anew itself; a bad name never succeeds).
+        // A publisher restarting or moving refuses for a moment, a burst of requests
+        // meets the connection's rate: try again (a lost connection subscribes everything
+        // anew itself; a bad name never succeeds).
         if (e.code === "bad_request" || e.code === "unauthorized" || !this.open()) return;
-        setTimeout(() => {
-          const still = channels.filter((ch) => this.channels.has(ch));
-          if (still.length && this.open()) this.sendSubscribe(still);
-        }, SUBSCRIBE_RETRY_MS);
+        this.retryLater(channels);
       });
   }
 
+  /**
+   * Asks `channels` again later, with every other channel waiting for it: after
+   * `SUBSCRIBE_RETRY_MS` doubling per failed answer up to `SUBSCRIBE_RETRY_CAP_MS`
+   * (jittered in its upper half), from scratch once a subscribe succeeds.
+   */
+  retryLater(channels) {
+    for (const ch of channels) this.retrying.add(ch);
+    if (this.subscribeRetry !== null) return;
+    const ceiling = Math.min(SUBSCRIBE_RETRY_CAP_MS, SUBSCRIBE_RETRY_MS * 2 ** this.subscribeFailures);
+    this.subscribeFailures += 1;
+    this.subscribeRetry = setTimeout(() => {
+      this.subscribeRetry = null;
+      const still = [...this.retrying].filter((ch) => this.channels.has(ch));
+      this.retrying.clear();
+      if (still.length && this.open()) this.sendSubscribe(still);
+    }, ceiling / 2 + (Math.random() * ceiling) / 2);
+  }
+
+  /** Drops the pending retry (a new connection subscribes everything anew). */
+  stopRetrying() {
+    clearTimeout(this.subscribeRetry);
+    this.subscribeRetry = null;
+    this.retrying.clear();
+    this.subscribeFailures = 0;
+  }
+
   resubscribeAll() {
+    this.stopRetrying();
     const channels = [...this.channels.keys()];
     // The server takes at most 200 channels per connection; send them in slices.
     for (let i = 0; i < channels.length; i += 50) this.sendSubscribe(channels.slice(i, i + 50));

@@ -194,3 +194,73 @@ test("a ping left unanswered for 10 s drops the connection and moves to the next
     globalThis.setTimeout = realTimeout;
   }
 });
+
+test("an answer behind the position the server already carried a channel to is no reset", async () => {
+  const { client, ws, got } = await subscribed("trades:X-Y", "e1", 5);
+  ws.drop();
+  await until("a second socket", 2, () => FakeSocket.made.length === 2, 10);
+  const next = FakeSocket.made[1];
+  next.accept();
+  // The publisher moved: the gateway carries the channel into the new epoch while the
+  // client's subscribe (since e1:5) is on its way, and answers it at that epoch's seq 6.
+  next.push(ev("trades:X-Y", "e2", 6));
+  next.answer("subscribe", { channels: { "trades:X-Y": { epoch: "e2", seq: 6 } } });
+  await tick();
+  next.push(ev("trades:X-Y", "e2", 6)); // what follows the answer, already seen
+  next.push(ev("trades:X-Y", "e2", 7));
+  assert.deepEqual(got, ["e1:5", "e2:6", "e2:7"]);
+  client.close();
+});
+
+test("failed subscribes wait for one timer that backs off, and a success resets it", async () => {
+  FakeSocket.made = [];
+  const timeouts = [];
+  const [realTimeout, realRandom, realWarn] = [globalThis.setTimeout, Math.random, console.warn];
+  Math.random = () => 0.999999; // the top of each jitter range: the ceiling
+  console.warn = () => {};
+  globalThis.setTimeout = (f, ms) => timeouts.push({ f, ms: Math.round(ms) });
+  try {
+    const client = new Bourse({ urls: ["ws://a/ws"] });
+    const ws = FakeSocket.made[0];
+    ws.accept();
+    const refuse = (req, code) =>
+      ws.push({ id: req.id, ok: false, error: { code, message: "refused" } });
+    client.subscribe("trades:A-B", () => {});
+    client.subscribe("trades:C-D", () => {});
+    const [first, second] = ws.sent.filter((m) => m.op === "subscribe");
+    refuse(first, "unavailable");
+    refuse(second, "unavailable");
+    await tick();
+    assert.deepEqual(
+      timeouts.map((t) => t.ms),
+      [500],
+      "two failures, one timer",
+    );
+    const waits = [];
+    for (let i = 0; i < 6; i += 1) {
+      const retry = timeouts.shift();
+      waits.push(retry.ms);
+      retry.f();
+      const req = ws.sent.at(-1);
+      assert.deepEqual(req.channels, ["trades:A-B", "trades:C-D"], "one request for both");
+      refuse(req, "rate_limited");
+      await tick();
+    }
+    assert.deepEqual(waits, [500, 1000, 2000, 4000, 8000, 8000]);
+    const retry = timeouts.shift();
+    retry.f();
+    ws.answer("subscribe", {
+      channels: { "trades:A-B": { epoch: "e1", seq: 1 }, "trades:C-D": { epoch: "e1", seq: 1 } },
+    });
+    await tick();
+    client.subscribe("trades:E-F", () => {});
+    refuse(ws.sent.at(-1), "unavailable");
+    await tick();
+    assert.equal(timeouts.at(-1).ms, 500, "from scratch after a success");
+    client.close();
+  } finally {
+    globalThis.setTimeout = realTimeout;
+    Math.random = realRandom;
+    console.warn = realWarn;
+  }
+});
