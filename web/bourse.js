@@ -21,7 +21,8 @@
 //   position the channel already passed in the same epoch is no fresh start;
 // - a subscribe refused for a moment (a publisher moving, the connection's request rate)
 //   is asked again, together with every other channel waiting, by one timer that backs off
-//   from 0.5 s to 8 s;
+//   (a wait of 0.25-0.5 s at first, doubling per failed answer to 4-8 s); a channel being
+//   re-subscribed after a gap or a book's new epoch shows nothing until it is answered;
 // - reconnects with exponential backoff and full jitter, moving through the gateways it
 //   knows (`urls`); an application-level `ping` every 15 s finds a dead connection.
 // Set `globalThis.BOURSE_DEBUG = true` to log every stream event to the console.
@@ -199,13 +200,15 @@ export class Bourse {
         }
       })
       .catch((e) => {
-        settle();
         console.warn(`bourse: subscribing ${channels.join(", ")}: ${e.message}`);
-        // A publisher restarting or moving refuses for a moment, a burst of requests
-        // meets the connection's rate: try again (a lost connection subscribes everything
-        // anew itself; a bad name never succeeds).
-        if (e.code === "bad_request" || e.code === "unauthorized" || !this.open()) return;
-        this.retryLater(channels);
+        // A bad name or a refused user never succeeds: the channels go on as they are.
+        if (e.code === "bad_request" || e.code === "unauthorized") return settle();
+        // A lost connection subscribes everything anew itself. A publisher restarting or
+        // moving refuses for a moment, a burst of requests meets the connection's rate:
+        // try again. Meanwhile a channel being re-subscribed (a gap, a book's new epoch)
+        // still hides what comes: a book would otherwise fold deltas with no snapshot,
+        // and each gap would send a subscribe of its own.
+        if (this.open()) this.retryLater(channels);
       });
   }
 

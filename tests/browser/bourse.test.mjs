@@ -1,7 +1,7 @@
 // Unit tests of web/bourse.js's stream bookkeeping against a scripted WebSocket (no server):
 // what it sends and what its handlers get when the server skips a seq, repeats one, moves to
-// a new epoch, conflates a ticker, or stops answering pings; and its backoff. The whole
-// client against real nodes is tests/browser/ui.mjs and client.mjs.
+// a new epoch, conflates a ticker, refuses a subscribe, or stops answering pings; and its
+// backoffs. The whole client against real nodes is tests/browser/ui.mjs and client.mjs.
 //
 //   node --test tests/browser/bourse.test.mjs
 
@@ -65,6 +65,24 @@ async function subscribed(ch, epoch, seq) {
   ws.push(ev(ch, epoch, seq)); // the snapshot carries the granted seq
   return { client, ws, got };
 }
+
+/** Runs `body` with setTimeout captured into the list it is given (and warnings muted). */
+async function withTimers(body) {
+  const timeouts = [];
+  const [realTimeout, realWarn] = [globalThis.setTimeout, console.warn];
+  console.warn = () => {};
+  globalThis.setTimeout = (f, ms) => timeouts.push({ f, ms });
+  try {
+    await body(timeouts);
+  } finally {
+    globalThis.setTimeout = realTimeout;
+    console.warn = realWarn;
+  }
+}
+
+/** The server side: refuses request `req` with `code`. */
+const refuse = (ws, req, code) =>
+  ws.push({ id: req.id, ok: false, error: { code, message: "refused" } });
 
 test("a seq gap re-subscribes from the last position and hides what follows until answered", async () => {
   const { client, ws, got } = await subscribed("trades:X-Y", "e1", 5);
@@ -223,13 +241,11 @@ test("failed subscribes wait for one timer that backs off, and a success resets 
     const client = new Bourse({ urls: ["ws://a/ws"] });
     const ws = FakeSocket.made[0];
     ws.accept();
-    const refuse = (req, code) =>
-      ws.push({ id: req.id, ok: false, error: { code, message: "refused" } });
     client.subscribe("trades:A-B", () => {});
     client.subscribe("trades:C-D", () => {});
     const [first, second] = ws.sent.filter((m) => m.op === "subscribe");
-    refuse(first, "unavailable");
-    refuse(second, "unavailable");
+    refuse(ws, first, "unavailable");
+    refuse(ws, second, "unavailable");
     await tick();
     assert.deepEqual(
       timeouts.map((t) => t.ms),
@@ -243,7 +259,7 @@ test("failed subscribes wait for one timer that backs off, and a success resets 
       retry.f();
       const req = ws.sent.at(-1);
       assert.deepEqual(req.channels, ["trades:A-B", "trades:C-D"], "one request for both");
-      refuse(req, "rate_limited");
+      refuse(ws, req, "rate_limited");
       await tick();
     }
     assert.deepEqual(waits, [500, 1000, 2000, 4000, 8000, 8000]);
@@ -254,7 +270,7 @@ test("failed subscribes wait for one timer that backs off, and a success resets 
     });
     await tick();
     client.subscribe("trades:E-F", () => {});
-    refuse(ws.sent.at(-1), "unavailable");
+    refuse(ws, ws.sent.at(-1), "unavailable");
     await tick();
     assert.equal(timeouts.at(-1).ms, 500, "from scratch after a success");
     client.close();
@@ -263,4 +279,44 @@ test("failed subscribes wait for one timer that backs off, and a success resets 
     Math.random = realRandom;
     console.warn = realWarn;
   }
+});
+
+test("a book whose new-epoch subscribe is refused folds no delta until its snapshot", async () => {
+  const { client, ws, got } = await subscribed("book:X-Y", "e1", 5);
+  await withTimers(async (timeouts) => {
+    ws.push(ev("book:X-Y", "e2", 2)); // a new epoch: reset, and a subscribe for a snapshot
+    refuse(ws, ws.sent.at(-1), "unavailable");
+    await tick();
+    ws.push(ev("book:X-Y", "e2", 3)); // the gateway carried the channel on: a delta
+    timeouts.shift().f();
+    const again = ws.sent.at(-1);
+    assert.equal(again.op, "subscribe");
+    assert.equal(again.since, undefined, "still no position in the new epoch");
+    ws.answer("subscribe", { channels: { "book:X-Y": { epoch: "e2", seq: 4 } } });
+    await tick();
+    ws.push(ev("book:X-Y", "e2", 4)); // the snapshot
+    ws.push(ev("book:X-Y", "e2", 5));
+  });
+  assert.deepEqual(got, ["e1:5", "reset", "e2:4", "e2:5"]);
+  client.close();
+});
+
+test("a gap whose re-subscribe is refused waits for the retry, not a subscribe per event", async () => {
+  const { client, ws, got } = await subscribed("trades:X-Y", "e1", 5);
+  await withTimers(async (timeouts) => {
+    ws.push(ev("trades:X-Y", "e1", 7)); // 6 is missing
+    refuse(ws, ws.sent.at(-1), "rate_limited");
+    await tick();
+    const sent = ws.sent.length;
+    for (const s of [8, 9, 10]) ws.push(ev("trades:X-Y", "e1", s));
+    assert.equal(ws.sent.length, sent, "no subscribe of their own");
+    assert.equal(timeouts.length, 1);
+    timeouts.shift().f();
+    assert.deepEqual(ws.sent.at(-1).since, { "trades:X-Y": "e1:5" });
+    ws.answer("subscribe", { channels: { "trades:X-Y": { epoch: "e1", seq: 5, resumed: true } } });
+    await tick();
+    for (const s of [6, 7, 8, 9, 10]) ws.push(ev("trades:X-Y", "e1", s)); // the replay
+  });
+  assert.deepEqual(got, ["e1:5", "e1:6", "e1:7", "e1:8", "e1:9", "e1:10"]);
+  client.close();
 });
