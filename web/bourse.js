@@ -20,9 +20,10 @@
 //   gets `{reset: true}` so it can drop what it built (a book, a tape); an answer at a
 //   position the channel already passed in the same epoch is no fresh start;
 // - a subscribe refused for a moment (a publisher moving, the connection's request rate)
-//   is asked again, together with every other channel waiting, by one timer that backs off
-//   (a wait of 0.25-0.5 s at first, doubling per failed answer to 4-8 s); a channel being
-//   re-subscribed after a gap or a book's new epoch shows nothing until it is answered;
+//   is asked again, when every other channel waiting is, each in a request of its own, by
+//   one timer that backs off (a wait of 0.25-0.5 s at first, doubling per failed answer to
+//   4-8 s); a channel being re-subscribed after a gap or a book's new epoch shows nothing
+//   until it is answered;
 // - reconnects with exponential backoff and full jitter, moving through the gateways it
 //   knows (`urls`); an application-level `ping` every 15 s finds a dead connection.
 // Set `globalThis.BOURSE_DEBUG = true` to log every stream event to the console.
@@ -201,8 +202,11 @@ export class Bourse {
       })
       .catch((e) => {
         console.warn(`bourse: subscribing ${channels.join(", ")}: ${e.message}`);
-        // A bad name or a refused user never succeeds: the channels go on as they are.
-        if (e.code === "bad_request" || e.code === "unauthorized") return settle();
+        // A bad name or a refused user never succeeds: asked alone, the channel goes on
+        // as it is. The server refuses a whole request at its first failing channel, so
+        // channels refused together are asked again each alone.
+        const never = e.code === "bad_request" || e.code === "unauthorized";
+        if (never && channels.length === 1) return settle();
         // A lost connection subscribes everything anew itself. A publisher restarting or
         // moving refuses for a moment, a burst of requests meets the connection's rate:
         // try again. Meanwhile a channel being re-subscribed (a gap, a book's new epoch)
@@ -213,8 +217,9 @@ export class Bourse {
   }
 
   /**
-   * Asks `channels` again later, with every other channel waiting for it: after
-   * `SUBSCRIBE_RETRY_MS` doubling per failed answer up to `SUBSCRIBE_RETRY_CAP_MS`
+   * Asks `channels` again later, when every other channel waiting is asked, each in a
+   * request of its own (one channel refused for good must not hold the others back):
+   * after `SUBSCRIBE_RETRY_MS` doubling per failed answer up to `SUBSCRIBE_RETRY_CAP_MS`
    * (jittered in its upper half), from scratch once a subscribe succeeds.
    */
   retryLater(channels) {
@@ -226,7 +231,8 @@ export class Bourse {
       this.subscribeRetry = null;
       const still = [...this.retrying].filter((ch) => this.channels.has(ch));
       this.retrying.clear();
-      if (still.length && this.open()) this.sendSubscribe(still);
+      if (!this.open()) return;
+      for (const ch of still) this.sendSubscribe([ch]);
     }, ceiling / 2 + (Math.random() * ceiling) / 2);
   }
 

@@ -256,18 +256,24 @@ test("failed subscribes wait for one timer that backs off, and a success resets 
     for (let i = 0; i < 6; i += 1) {
       const retry = timeouts.shift();
       waits.push(retry.ms);
+      const before = ws.sent.length;
       retry.f();
-      const req = ws.sent.at(-1);
-      assert.deepEqual(req.channels, ["trades:A-B", "trades:C-D"], "one request for both");
-      refuse(ws, req, "rate_limited");
+      const asked = ws.sent.slice(before);
+      assert.deepEqual(
+        asked.map((r) => r.channels),
+        [["trades:A-B"], ["trades:C-D"]],
+        "both at once, each alone",
+      );
+      for (const req of asked) refuse(ws, req, "rate_limited");
       await tick();
+      assert.equal(timeouts.length, 1, "one timer");
     }
     assert.deepEqual(waits, [500, 1000, 2000, 4000, 8000, 8000]);
-    const retry = timeouts.shift();
-    retry.f();
-    ws.answer("subscribe", {
-      channels: { "trades:A-B": { epoch: "e1", seq: 1 }, "trades:C-D": { epoch: "e1", seq: 1 } },
-    });
+    const before = ws.sent.length;
+    timeouts.shift().f();
+    for (const req of ws.sent.slice(before)) {
+      ws.push({ id: req.id, ok: true, result: { channels: { [req.channels[0]]: { epoch: "e1", seq: 1 } } } });
+    }
     await tick();
     client.subscribe("trades:E-F", () => {});
     refuse(ws, ws.sent.at(-1), "unavailable");
@@ -318,5 +324,53 @@ test("a gap whose re-subscribe is refused waits for the retry, not a subscribe p
     for (const s of [6, 7, 8, 9, 10]) ws.push(ev("trades:X-Y", "e1", s)); // the replay
   });
   assert.deepEqual(got, ["e1:5", "e1:6", "e1:7", "e1:8", "e1:9", "e1:10"]);
+  client.close();
+});
+
+test("a channel refused for good holds back no channel asked with it", async () => {
+  const { client, ws, got } = await subscribed("trades:A-B", "e1", 5);
+  await withTimers(async (timeouts) => {
+    client.subscribe("book:C-D", () => {});
+    refuse(ws, ws.sent.at(-1), "internal"); // its publisher never answers
+    await tick();
+    ws.push(ev("trades:A-B", "e1", 7)); // 6 is missing: A is re-subscribed, and refused once
+    refuse(ws, ws.sent.at(-1), "rate_limited");
+    await tick();
+    const before = ws.sent.length;
+    timeouts.shift().f();
+    const [book, trades] = ws.sent.slice(before);
+    assert.deepEqual([book.channels, trades.channels], [["book:C-D"], ["trades:A-B"]]);
+    refuse(ws, book, "internal");
+    ws.push({ id: trades.id, ok: true, result: { channels: { "trades:A-B": { epoch: "e1", seq: 5, resumed: true } } } });
+    await tick();
+    for (const s of [6, 7, 8]) ws.push(ev("trades:A-B", "e1", s));
+    assert.deepEqual(got, ["e1:5", "e1:6", "e1:7", "e1:8"]);
+    timeouts.shift().f();
+    assert.deepEqual(ws.sent.at(-1).channels, ["book:C-D"], "only the refused one is asked again");
+  });
+  client.close();
+});
+
+test("a request refused for one bad channel is asked again channel by channel", async () => {
+  const { client, ws } = await subscribed("trades:A-B", "e1", 5);
+  await withTimers(async (timeouts) => {
+    client.subscribe("book:C-D", () => {});
+    client.subscribe("trades:E-F", () => {});
+    client.resubscribeAll(); // all three in one request, refused for one bad name
+    const all = ws.sent.at(-1);
+    assert.equal(all.channels.length, 3);
+    refuse(ws, all, "bad_request");
+    await tick();
+    const before = ws.sent.length;
+    timeouts.shift().f();
+    const alone = ws.sent.slice(before);
+    assert.deepEqual(
+      alone.map((r) => r.channels),
+      all.channels.map((c) => [c]),
+    );
+    refuse(ws, alone[1], "bad_request"); // the bad one, alone: given up
+    await tick();
+    assert.equal(timeouts.length, 0, "a channel refused by name alone is not asked again");
+  });
   client.close();
 });
