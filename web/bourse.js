@@ -71,8 +71,8 @@ export class Bourse {
     this.ws = null;
     this.pingTimer = null;
     this.retryTimer = null;
-    // Channels whose subscribe failed, asked again together by one timer that backs off
-    // while the answers keep failing (a retry per failure would multiply, and a
+    // Channels whose subscribe failed, asked again (each alone) when one timer that backs
+    // off while the answers keep failing fires (a retry per failure would multiply, and a
     // connection over its request rate would stay there).
     this.retrying = new Set();
     this.subscribeRetry = null;

@@ -129,6 +129,16 @@ impl Submitter {
             .is_none_or(|tx| tx.is_closed())
     }
 
+    /// `Err(Closed)` once the queue stopped accepting writes: what a backend does beside the
+    /// queue is refused then too.
+    pub(crate) fn ensure_open(&self) -> Result<(), StoreError> {
+        if self.is_closed() {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Batch statistics so far.
     pub(crate) fn stats(&self) -> WriterStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())

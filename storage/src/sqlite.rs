@@ -368,15 +368,7 @@ fn apply(
             }
             apply(tx, write)
         }
-        Write::AcquireLease { kind, key, node } => {
-            let epoch = lease_epoch(tx, kind, key)?.unwrap_or(0) + 1;
-            tx.prepare_cached(
-                "INSERT INTO leases (kind, key, owner, epoch) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, key) DO UPDATE SET owner = ?3, epoch = ?4",
-            )?
-            .execute(params![kind, key, node, epoch as i64])?;
-            Ok(Ok(epoch))
-        }
+        Write::AcquireLease { kind, key, node } => Ok(Ok(take_lease(tx, kind, key, node)?)),
         Write::ReleaseLease { kind, key, epoch } => {
             tx.prepare_cached(
                 "UPDATE leases SET owner = '' WHERE kind = ?1 AND key = ?2 AND epoch = ?3",
@@ -600,6 +592,18 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
     })
 }
 
+/// Takes the lease of `kind/key` for `owner` (the queue's take-over and a lease taken at
+/// once alike): its epoch one higher, 1 for a new one; returns the new epoch.
+fn take_lease(c: &Connection, kind: &str, key: &str, owner: &str) -> rusqlite::Result<u64> {
+    c.prepare_cached(
+        "INSERT INTO leases (kind, key, owner, epoch) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (kind, key) DO UPDATE SET owner = ?3, epoch = epoch + 1
+         RETURNING epoch",
+    )?
+    .query_row(params![kind, key, owner], |r| r.get::<_, i64>(0))
+    .map(|epoch| epoch as u64)
+}
+
 fn lease_epoch(
     tx: &rusqlite::Transaction<'_>,
     kind: &str,
@@ -697,9 +701,7 @@ impl MarketStore for SqliteStore {
         key: &str,
         owner: &str,
     ) -> Result<u64, StoreError> {
-        if self.queue.is_closed() {
-            return Err(StoreError::Closed);
-        }
+        self.queue.ensure_open()?;
         let (kind, key, owner) = (kind.to_string(), key.to_string(), owner.to_string());
         let (slot, path) = (self.leaser.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || {
@@ -714,14 +716,8 @@ impl MarketStore for SqliteStore {
                     slot.insert(conn)
                 }
             };
-            conn.prepare_cached(
-                "INSERT INTO leases (kind, key, owner, epoch) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT (kind, key) DO UPDATE SET owner = ?3, epoch = epoch + 1
-                 RETURNING epoch",
-            )
-            .and_then(|mut stmt| stmt.query_row(params![kind, key, owner], |r| r.get::<_, i64>(0)))
-            .map(|epoch| epoch as u64)
-            .map_err(|e| backend(&format!("taking the lease {kind}/{key}"), e))
+            take_lease(conn, &kind, &key, &owner)
+                .map_err(|e| backend(&format!("taking the lease {kind}/{key}"), e))
         })
         .await
         .map_err(|e| backend("lease task", e))?

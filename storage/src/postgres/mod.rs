@@ -264,9 +264,7 @@ impl MarketStore for PgStore {
         key: &str,
         owner: &str,
     ) -> Result<u64, StoreError> {
-        if self.queue.is_closed() {
-            return Err(StoreError::Closed);
-        }
+        self.queue.ensure_open()?;
         let context = format!("taking the lease {kind}/{key}");
         let client = connection(&self.leaser, &self.target).await?;
         let stmt = client

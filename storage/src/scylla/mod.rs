@@ -355,9 +355,7 @@ impl MarketStore for ScyllaStore {
         key: &str,
         owner: &str,
     ) -> Result<u64, StoreError> {
-        if self.queue.is_closed() {
-            return Err(StoreError::Closed);
-        }
+        self.queue.ensure_open()?;
         write::acquire(&self.cs, kind, key, owner).await
     }
 
