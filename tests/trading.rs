@@ -835,8 +835,29 @@ async fn an_unreachable_book_gives_unavailable_and_the_hold_comes_back() {
         200
     );
 
+    // A symbol whose publisher stays up, and a WebSocket that asks for its ticker and the
+    // book's together once the book's node hangs.
+    let live = ["KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA"]
+        .into_iter()
+        .find(|s| cluster.owner(0, "symbol", s) != book_node)
+        .expect("some symbol away from the book's node");
+    let ticker = format!("ticker:{live}");
+    let mut ws = WsClient::connect(&format!("{}?token={token}", node.ws_url())).await;
+    // Its publisher is running before the cut (the request below must not be the first
+    // to start it).
+    let warm = ws.request("subscribe", json!({"channels": [ticker]})).await;
+    assert_eq!(warm["ok"], true, "{warm}");
+    let cold = ws
+        .request("unsubscribe", json!({"channels": [ticker]}))
+        .await;
+    assert_eq!(cold["result"]["unsubscribed"], json!([ticker]), "{cold}");
+    ws.pump(Duration::from_millis(200)).await;
+    ws.events.clear();
+
     // The book's node hangs (SIGSTOP: its TCP sessions stay open, it answers nothing).
     cluster.nodes[book_node].signal("STOP");
+    let both = json!({"id": "both", "op": "subscribe", "channels": [ticker, "book:KRW-BTC"]});
+    ws.send_raw(both.to_string()).await;
     let (status, v) = node.api(
         "POST",
         "/api/v1/orders",
@@ -848,6 +869,43 @@ async fn an_unreachable_book_gives_unavailable_and_the_hold_comes_back() {
         (503, Some("unavailable")),
         "{v}"
     );
+    // The subscribe is refused whole: the ticker granted before the book is dropped again
+    // (before, the connection kept it and got its live events with no snapshot).
+    let refused = ws.wait_response("both", Duration::from_secs(10)).await;
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("channel 'book:KRW-BTC'"), "{refused}");
+    let node_name = format!("node{}", via + 1);
+    let (_, listed) = node.api(
+        "GET",
+        &format!("/admin/connections?node={node_name}"),
+        None,
+        Some(common::ADMIN_TOKEN),
+    );
+    // This test's WebSocket is the node's only client connection.
+    let held: Vec<&Value> = listed["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .flat_map(|c| c["channels"].as_array().into_iter().flatten())
+        .collect();
+    assert!(
+        !held
+            .iter()
+            .any(|c| **c == json!(ticker) || *c == "book:KRW-BTC"),
+        "a refused subscribe left channels held: {listed}"
+    );
+    assert!(
+        ws.events.is_empty(),
+        "events of a refused subscribe: {:?}",
+        ws.events
+    );
+    // The connection stays usable: the ticker alone is granted, its snapshot first.
+    let alone = ws.request("subscribe", json!({"channels": [ticker]})).await;
+    assert_eq!(alone["result"]["subscribed"], json!([ticker]), "{alone}");
+    ws.wait_event(Duration::from_secs(5), |e| e.ch == ticker)
+        .await
+        .expect("the ticker's snapshot");
 
     // The hold comes back once the book, failed over to a survivor, confirms the order never
     // stands. (The hung node stays stopped: woken now, it could still take the order it

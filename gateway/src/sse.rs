@@ -73,11 +73,13 @@ pub async fn open(
         })?),
         _ => None,
     };
-    let mut queue = VecDeque::new();
-    for channel in &channels {
-        let granted = subs.subscribe(channel, since.clone()).await?;
-        queue.extend(granted.frames);
-    }
+    let wanted = channels.into_iter().map(|c| (c, since.clone())).collect();
+    let queue: VecDeque<_> = subs
+        .subscribe_all(wanted)
+        .await?
+        .into_iter()
+        .flat_map(|g| g.frames)
+        .collect();
     let live = Live {
         subs,
         outbox,

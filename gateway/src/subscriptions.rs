@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+#[derive(Clone)]
 struct Position {
     channel: Channel,
     epoch: String,
@@ -240,8 +241,10 @@ impl Subscriptions {
     pub fn check_room(&self, channels: &[Channel]) -> Result<(), ApiError> {
         let new = channels
             .iter()
-            .filter(|c| !self.positions.contains_key(&c.name()))
-            .count();
+            .map(Channel::name)
+            .filter(|n| !self.positions.contains_key(n))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         let max = self.state.settings.max_channels;
         if self.positions.len() + new > max {
             return Err(ApiError::bad_request(format!(
@@ -254,26 +257,77 @@ impl Subscriptions {
     /// Subscribes (or re-subscribes, at the client's request) one channel. Registers with
     /// the hub first, so no live event can fall between the grant and the first live frame.
     /// The grant sets the channel's position: a client asking again asks for that replay.
-    pub async fn subscribe(
+    /// Returns whether the user should join the channel's room (a chat channel not held
+    /// before, or granted by a newer activation of its room, which starts with no members).
+    async fn subscribe(
         &mut self,
         channel: &Channel,
         since: Option<Cursor>,
-    ) -> Result<Granted, ApiError> {
+    ) -> Result<(Granted, bool), ApiError> {
         let grant = self.request(channel, since).await?;
-        let name = channel.name();
-        if !self.positions.contains_key(&name) {
+        let position = Position {
+            channel: channel.clone(),
+            epoch: grant.epoch.clone(),
+            seq: grant.seq,
+            retrying: Default::default(),
+        };
+        let join = match self.positions.insert(channel.name(), position) {
+            Some(held) => epoch_newer(&grant.epoch, &held.epoch),
+            None => true,
+        };
+        Ok((Granted::new(channel, &grant, grant.events.iter()), join))
+    }
+
+    /// Subscribes every channel of one request, in order, or none of them: when one is
+    /// refused, the channels this request added are dropped again and those it asked again
+    /// go back to the positions they held, so a client told of the error holds what it held
+    /// before and gets no live events of a channel whose snapshot or replay it never saw.
+    /// Live frames sent meanwhile wait in the outbox and are filtered against the restored
+    /// positions (a gap is repaired, a new epoch resynced). Chat presence is joined only
+    /// once all are granted, so a refused request shows no one coming and going. A channel
+    /// named twice is subscribed once.
+    pub async fn subscribe_all(
+        &mut self,
+        wanted: Vec<(Channel, Option<Cursor>)>,
+    ) -> Result<Vec<Granted>, ApiError> {
+        let mut before: Vec<(String, Option<Position>)> = Vec::with_capacity(wanted.len());
+        let mut granted = Vec::with_capacity(wanted.len());
+        let mut joins = Vec::new();
+        for (channel, since) in wanted {
+            let name = channel.name();
+            if before.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            before.push((name.clone(), self.positions.get(&name).cloned()));
+            match self.subscribe(&channel, since).await {
+                Ok((g, join)) => {
+                    granted.push(g);
+                    if join {
+                        joins.push(channel);
+                    }
+                }
+                Err(mut e) => {
+                    for (name, held) in before {
+                        match held {
+                            Some(pos) => {
+                                self.positions.insert(name, pos);
+                            }
+                            None => {
+                                if self.positions.remove(&name).is_some() {
+                                    self.state.hub.unsubscribe(&name, self.conn);
+                                }
+                            }
+                        }
+                    }
+                    e.message = format!("channel '{}': {}", channel.public_name(), e.message);
+                    return Err(e);
+                }
+            }
+        }
+        for channel in &joins {
             self.presence(channel, true);
         }
-        self.positions.insert(
-            name,
-            Position {
-                channel: channel.clone(),
-                epoch: grant.epoch.clone(),
-                seq: grant.seq,
-                retrying: Default::default(),
-            },
-        );
-        Ok(Granted::new(channel, &grant, grant.events.iter()))
+        Ok(granted)
     }
 
     /// Asks the channel's publisher for a grant, registered with the hub first. A channel

@@ -1,6 +1,7 @@
 //! `{"id","op":"subscribe","channels":[..],"since"?:{"<channel>":<position>}}`.
 //!
-//! All channel names are checked before any is subscribed, so a bad name changes nothing.
+//! All channel names are checked before any is subscribed, and a channel refused by its
+//! publisher drops those the request granted before it: a refused request changes nothing.
 //! The result is `{"subscribed":[..],"channels":{"<ch>":{"epoch","seq","resumed"}}}`; each
 //! channel's snapshot or replay follows the response.
 
@@ -20,7 +21,7 @@ pub struct Subscribe {
     since: Map<String, Value>,
 }
 
-/// Subscribes every channel, in order.
+/// Subscribes every channel, in order, or none.
 pub async fn apply(conn: &mut Connection, req: Subscribe) -> Result<Outcome, ApiError> {
     if req.channels.is_empty() {
         return Err(ApiError::bad_request("subscribe: 'channels' is empty"));
@@ -48,8 +49,11 @@ pub async fn apply(conn: &mut Connection, req: Subscribe) -> Result<Outcome, Api
     let mut subscribed = Vec::new();
     let mut positions = Map::new();
     let mut frames = Vec::new();
-    for (channel, cursor) in channels.iter().zip(since) {
-        let granted = conn.subs.subscribe(channel, cursor).await?;
+    for granted in conn
+        .subs
+        .subscribe_all(channels.into_iter().zip(since).collect())
+        .await?
+    {
         positions.insert(granted.channel.clone(), granted.position);
         subscribed.push(Value::String(granted.channel));
         frames.extend(granted.frames);
