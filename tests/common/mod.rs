@@ -608,7 +608,7 @@ impl WsClient {
 
     /// Waits for the response with `id` (as a string key).
     pub async fn wait_response(&mut self, id: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(r) = self.responses.remove(id) {
                 return r;
@@ -618,47 +618,51 @@ impl WsClient {
                 "closed before response {id}: {:?}",
                 self.closed
             );
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no response to {id}");
-            self.pump(left.min(Duration::from_millis(200))).await;
+            assert!(self.read_one(deadline).await, "no response to {id}");
         }
     }
 
-    /// Reads frames for up to `dur`, sorting them into responses and events.
+    /// Reads frames for `dur`, sorting them into responses and events.
     pub async fn pump(&mut self, dur: Duration) {
         let deadline = tokio::time::Instant::now() + dur;
-        while self.closed.is_none() {
-            let next = tokio::time::timeout_at(deadline, self.socket.next()).await;
-            let Ok(msg) = next else { return };
-            match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
-                    if let Some(id) = v.get("id") {
-                        let key = match id {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        self.responses.insert(key, v);
-                    } else if let Some(e) = Event::from_json(&v) {
-                        self.events.push(e);
-                    } else {
-                        panic!("unexpected frame {v}");
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    self.closed = Some(match frame {
-                        Some(f) => Closed::Code(u16::from(f.code), f.reason.to_string()),
-                        None => Closed::NoFrame,
-                    });
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    if self.closed.is_none() {
-                        self.closed = Some(Closed::NoFrame);
-                    }
+        while self.read_one(deadline).await {}
+    }
+
+    /// Reads one frame into responses or events; false once `deadline` passes or the
+    /// socket closed. Callers waiting for something check after each frame, so a wait ends
+    /// as soon as what it waits for arrives.
+    async fn read_one(&mut self, deadline: tokio::time::Instant) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let Ok(msg) = tokio::time::timeout_at(deadline, self.socket.next()).await else {
+            return false;
+        };
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                if let Some(id) = v.get("id") {
+                    let key = match id {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    self.responses.insert(key, v);
+                } else if let Some(e) = Event::from_json(&v) {
+                    self.events.push(e);
+                } else {
+                    panic!("unexpected frame {v}");
                 }
             }
+            Some(Ok(Message::Close(frame))) => {
+                self.closed = Some(match frame {
+                    Some(f) => Closed::Code(u16::from(f.code), f.reason.to_string()),
+                    None => Closed::NoFrame,
+                });
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => self.closed = Some(Closed::NoFrame),
         }
+        true
     }
 
     /// Reads events until `done` holds of what was read, for at most `timeout`; whether
@@ -668,13 +672,11 @@ impl WsClient {
         timeout: Duration,
         done: impl Fn(&WsClient) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         while !done(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
+            if !self.read_one(deadline).await {
+                return done(self);
             }
-            self.pump(left.min(Duration::from_millis(100))).await;
         }
         true
     }
@@ -685,18 +687,16 @@ impl WsClient {
         timeout: Duration,
         pred: impl Fn(&Event) -> bool,
     ) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut seen = 0;
         loop {
             if let Some(e) = self.events[seen..].iter().find(|e| pred(e)) {
                 return Some(e.clone());
             }
             seen = self.events.len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.closed.is_some() {
+            if !self.read_one(deadline).await {
                 return None;
             }
-            self.pump(left.min(Duration::from_millis(200))).await;
         }
     }
 
