@@ -248,13 +248,15 @@ async fn websocket_since_replays_from_the_entity() {
     assert!(seen.len() > 20);
     let cut = &seen[seen.len() - 15];
     let mut b = WsClient::connect(&node.ws_url()).await;
+    // Named twice, the channel is subscribed (and replayed) once.
     let r = b
-        .request("subscribe", json!({"channels": ["trades:KRW-SOL"], "since": {"trades:KRW-SOL": format!("{}:{}", cut.epoch, cut.seq)}}))
+        .request("subscribe", json!({"channels": ["trades:KRW-SOL", "trades:KRW-SOL"], "since": {"trades:KRW-SOL": format!("{}:{}", cut.epoch, cut.seq)}}))
         .await;
     assert_eq!(
         r["result"]["channels"]["trades:KRW-SOL"]["resumed"], true,
         "{r}"
     );
+    assert_eq!(r["result"]["subscribed"], json!(["trades:KRW-SOL"]), "{r}");
     b.pump(Duration::from_millis(500)).await;
     assert_eq!(b.events[0].seq, cut.seq + 1);
     assert_eq!(b.events[0].data, seen[seen.len() - 14].data);
