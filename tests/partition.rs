@@ -14,6 +14,8 @@
 //! - Four nodes split 2 + 2: exactly one side (the one with `node1`) serves.
 //! - One node of three cut off by a rejecting firewall, which refuses every connection as
 //!   if the processes were gone: it stands down, and the others serve.
+//! - Such a firewall on one link only: the higher-named end stands aside, as with a silent
+//!   link, and the other two serve one ring.
 //! - A node cut off from the store alone stands down and routes its clients to the others,
 //!   who take its entities; it serves again when the store is back.
 //!
@@ -853,6 +855,59 @@ async fn a_node_cut_off_by_a_rejecting_firewall_stands_down() {
     net.unreject(0, 2);
     let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
     println!("reject: converged {healed_in:?} after healing");
+    drop(cluster);
+    drop(db);
+    drop(net);
+}
+
+/// A rejecting firewall on one link only (node1 and node3 refuse each other; node2 hears
+/// both): each of the two sees the other's port refuse, as if its process were gone, yet
+/// the store says it beats and node2 still hears it. The cut pair is seen as with a silent
+/// link: node3 stands aside, node1 and node2 serve one ring, and it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejecting_firewall_on_one_link_makes_one_end_stand_aside() {
+    let _serial = SERIAL.lock().await;
+    let Some((net, db, cluster)) = cluster_on_netns("partition_reject_link", 3, &[]).await else {
+        return;
+    };
+    let names = ["node1", "node2", "node3"];
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (_, token) = b.register("prl_trader");
+    net.reject(0, 2);
+    let took = wait_for(
+        30,
+        "node3 stands aside and the others serve without it",
+        || {
+            let v3 = view(c);
+            v3["serving"] == false
+                && [a, b].iter().all(|n| {
+                    let v = view(n);
+                    ring(&v) == ["node1", "node2"] && v["serving"] == true
+                })
+        },
+    );
+    println!("one-link reject: node3 aside, node1 and node2 on one ring {took:?} after the cut");
+    // It holds: no ring flips while the firewall stays.
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_secs(6) {
+        for (n, name) in [(a, "node1"), (b, "node2")] {
+            let v = view(n);
+            assert_eq!(ring(&v), ["node1", "node2"], "{name}: {v}");
+            assert_eq!(v["serving"], true, "{name}: {v}");
+        }
+        let v = view(c);
+        assert!(v["serving"] == false && ring(&v).is_empty(), "node3: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit",
+                       "price": "140000000", "qty": "0.001"});
+    for n in [a, b] {
+        let (status, v) = n.api("POST", "/api/v1/orders", Some(&order), Some(&token));
+        assert!(matches!(status, 200 | 201), "{status} {v}");
+    }
+    net.unreject(0, 2);
+    let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
+    println!("one-link reject: converged {healed_in:?} after healing");
     drop(cluster);
     drop(db);
     drop(net);
