@@ -73,7 +73,7 @@ async fn order_reaches(cluster: &Cluster, via: usize, token: &str, clients: &mut
         })
         .await
         .unwrap_or_else(|| panic!("order {id} not seen: {:?}", ws.events));
-        ws.pump(Duration::from_millis(100)).await;
+        ws.pump(Duration::from_millis(300)).await;
         let seen = ws
             .events
             .iter()

@@ -895,6 +895,8 @@ async fn an_unreachable_book_gives_unavailable_and_the_hold_comes_back() {
             .any(|c| **c == json!(ticker) || *c == "book:KRW-BTC"),
         "a refused subscribe left channels held: {listed}"
     );
+    // Live ticker events after the refusal would come behind its answer.
+    ws.pump(Duration::from_millis(300)).await;
     assert!(
         ws.events.is_empty(),
         "events of a refused subscribe: {:?}",
