@@ -307,15 +307,14 @@ impl Subscriptions {
                     }
                 }
                 Err(mut e) => {
+                    // The refused channel among them: registered with the hub, never held.
                     for (name, held) in before {
                         match held {
                             Some(pos) => {
                                 self.positions.insert(name, pos);
                             }
                             None => {
-                                if self.positions.remove(&name).is_some() {
-                                    self.state.hub.unsubscribe(&name, self.conn);
-                                }
+                                self.forget(&name);
                             }
                         }
                     }
@@ -330,10 +329,10 @@ impl Subscriptions {
         Ok(granted)
     }
 
-    /// Asks the channel's publisher for a grant, registered with the hub first. A channel
-    /// not held before is unregistered again when the publisher cannot be reached.
+    /// Asks the channel's publisher for a grant, registered with the hub first (a refused
+    /// subscribe unregisters it again: [`Subscriptions::subscribe_all`]).
     async fn request(
-        &mut self,
+        &self,
         channel: &Channel,
         since: Option<Cursor>,
     ) -> Result<StreamGrant, ApiError> {
@@ -342,7 +341,7 @@ impl Subscriptions {
         let hub = &self.state.hub;
         hub.subscribe(&name, kind, &key, self.conn, self.outbox.clone());
         let req = StreamRequest {
-            channel: name.clone(),
+            channel: name,
             node: hub.node().to_string(),
             since,
         };
@@ -350,23 +349,23 @@ impl Subscriptions {
             .sharding
             .subscribe(kind, &key, req)
             .await
-            .map_err(|e| {
-                if !self.positions.contains_key(&name) {
-                    self.state.hub.unsubscribe(&name, self.conn);
-                }
-                e.into()
-            })
+            .map_err(ApiError::from)
     }
 
     /// Drops a channel; false when it was not held.
     pub fn unsubscribe(&mut self, name: &str) -> bool {
-        if let Some(pos) = self.positions.remove(name) {
-            self.state.hub.unsubscribe(name, self.conn);
-            self.presence(&pos.channel, false);
-            true
-        } else {
-            false
-        }
+        let Some(pos) = self.forget(name) else {
+            return false;
+        };
+        self.presence(&pos.channel, false);
+        true
+    }
+
+    /// Drops a channel's position and its registration with the hub (either may be
+    /// missing), without telling its room.
+    fn forget(&mut self, name: &str) -> Option<Position> {
+        self.state.hub.unsubscribe(name, self.conn);
+        self.positions.remove(name)
     }
 
     /// Whether a live frame goes to the client: a channel still held, in the epoch the
