@@ -166,11 +166,6 @@ impl PgStore {
     pub fn target(&self) -> &str {
         &self.target
     }
-
-    /// A reader connection.
-    async fn reader(&self) -> Result<Client, StoreError> {
-        connection(&self.readers, &self.target).await
-    }
 }
 
 async fn writer_loop(
@@ -266,20 +261,20 @@ impl MarketStore for PgStore {
     ) -> Result<u64, StoreError> {
         self.queue.ensure_open()?;
         let context = format!("taking the lease {kind}/{key}");
-        let client = connection(&self.leaser, &self.target).await?;
-        let stmt = client
-            .prepare_cached(
+        let rows = self
+            .rows_on(
+                &self.leaser,
+                &context,
                 "INSERT INTO leases (kind, key, owner, epoch) VALUES ($1, $2, $3, 1)
                  ON CONFLICT (kind, key) DO UPDATE SET owner = $3, epoch = leases.epoch + 1
                  RETURNING epoch",
+                &[&kind, &key, &owner],
             )
-            .await
-            .map_err(|e| pg(&context, e))?;
-        let row = client
-            .query_one(&stmt, &[&kind, &key, &owner])
-            .await
-            .map_err(|e| pg(&context, e))?;
-        Ok(row.get::<_, i64>(0) as u64)
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(row.get::<_, i64>(0) as u64),
+            None => Err(StoreError::Backend(format!("{context}: no epoch returned"))),
+        }
     }
 
     async fn close(&self) -> Result<(), StoreError> {

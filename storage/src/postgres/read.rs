@@ -1,6 +1,6 @@
 //! Reads, by domain, each on a pooled reader connection with a cached prepared statement.
 
-use super::{PgStore, pg};
+use super::{PgStore, connection, pg};
 use crate::records::{
     AlertFiring, AlertRecord, AlertStatus, Candle, ChatMessage, Interval, Notification,
     OutboxEvent, Side, Tick,
@@ -10,6 +10,7 @@ use crate::{
     UserStore,
 };
 use async_trait::async_trait;
+use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -21,7 +22,18 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.reader().await?;
+        self.rows_on(&self.readers, context, sql, params).await
+    }
+
+    /// Runs a prepared query on a connection of `pool` (the readers', or the beat's own).
+    pub(super) async fn rows_on(
+        &self,
+        pool: &Pool,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = connection(pool, &self.target).await?;
         let stmt = client
             .prepare_cached(sql)
             .await
