@@ -28,6 +28,7 @@ pub mod quorum;
 pub mod region;
 pub mod ring;
 pub mod router;
+mod said;
 pub mod sharding;
 pub mod stream;
 pub mod tls;

@@ -1089,7 +1089,9 @@ impl NodeEventSubscription for NodeEvents {
             let say = |why: &str| {
                 ses.peer_addr
                     .parse::<std::net::SocketAddr>()
-                    .map_or(true, |a| crate::tls::first_refusal_this_minute(a.ip(), why))
+                    .map_or(true, |a| {
+                        crate::said::first_this_minute(format!("{why} {}", a.ip()))
+                    })
             };
             if ses.is_server {
                 crate::metrics::PEERS_REFUSED

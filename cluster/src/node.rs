@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Handles to this node's cluster services.
 #[derive(Clone)]
@@ -281,9 +281,6 @@ const MAX_REDIAL: Duration = Duration::from_secs(1);
 async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
     let mut backoff = Duration::from_millis(200);
     let mut failing: HashMap<String, String> = HashMap::new();
-    // When each address was last said connected: a session the peer then refuses (a wrong
-    // cookie) is dialled again every second, and said connected once a minute.
-    let mut connected: HashMap<String, Instant> = HashMap::new();
     loop {
         let sessions = match server
             .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
@@ -330,12 +327,12 @@ async fn keep_connected(server: ActorRef<NodeServerMessage>, dialing: Dialing) {
             let e = match result {
                 Ok(()) => {
                     failing.remove(&addr);
-                    connected.retain(|_, at| at.elapsed() < Duration::from_secs(60));
-                    if connected.contains_key(&addr) {
-                        tracing::debug!(%addr, "connected to cluster peer again");
-                    } else {
+                    // A session the peer then refuses (a wrong cookie) is dialled again
+                    // every second: said once a minute.
+                    if crate::said::first_this_minute(format!("connected {addr}")) {
                         tracing::info!(%addr, "connected to cluster peer");
-                        connected.insert(addr.clone(), Instant::now());
+                    } else {
+                        tracing::debug!(%addr, "connected to cluster peer again");
                     }
                     continue;
                 }

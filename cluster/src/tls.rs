@@ -11,11 +11,10 @@
 use bourse_config::{ClusterTls, ConfigError};
 use ractor::ActorRef;
 use ractor_cluster::{NetworkStream, NodeServerMessage};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
@@ -151,29 +150,11 @@ pub async fn serve(listener: TcpListener, server: ActorRef<NodeServerMessage>, t
     }
 }
 
-/// Refusals already logged, by peer IP and reason, and when: a misconfigured node retries
-/// every second or so, and one line a minute says as much.
-static LOGGED: LazyLock<Mutex<HashMap<(IpAddr, String), Instant>>> =
-    LazyLock::new(Default::default);
-
-/// Whether a refusal of `peer` for `why` is to be logged: the first in a minute per address
-/// and reason is (TLS refusals here, wrong cookies in the membership).
-pub(crate) fn first_refusal_this_minute(peer: IpAddr, why: &str) -> bool {
-    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
-    logged.retain(|_, at| at.elapsed() < Duration::from_secs(60));
-    let key = (peer, why.to_string());
-    if logged.len() >= 1024 || logged.contains_key(&key) {
-        return false;
-    }
-    logged.insert(key, Instant::now());
-    true
-}
-
 fn refused(peer: SocketAddr, why: &str) {
     crate::metrics::PEERS_REFUSED
         .with_label_values(&["tls"])
         .inc();
-    if first_refusal_this_minute(peer.ip(), why) {
+    if crate::said::first_this_minute(format!("tls {} {why}", peer.ip())) {
         tracing::warn!(%peer, reason = %why, "cluster peer refused: TLS handshake failed (no certificate from the cluster's CA?); said once a minute per address and reason, counted in bourse_cluster_peers_refused_total");
     }
 }
