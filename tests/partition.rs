@@ -96,6 +96,31 @@ fn member<'a>(v: &'a Value, node: &str) -> Option<&'a Value> {
     v["members"].as_array()?.iter().find(|m| m["node"] == node)
 }
 
+/// Asserts for `dur` that no ring flips while a cut lasts: each of `serving` serves over
+/// `members`, each of `aside` serves nothing.
+fn assert_holds(dur: Duration, serving: &[&Node], members: &[&str], aside: &[&Node]) {
+    let held = Instant::now();
+    while held.elapsed() < dur {
+        for n in serving {
+            let v = view(n);
+            assert!(v["serving"] == true && ring(&v) == members, "{v}");
+        }
+        for n in aside {
+            let v = view(n);
+            assert!(
+                v["serving"] == false && ring(&v).is_empty(),
+                "serves behind the cut: {v}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A small buy any trader can afford.
+fn small_buy() -> Value {
+    json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit", "price": "140000000", "qty": "0.001"})
+}
+
 fn ring(v: &Value) -> Vec<String> {
     v["ring"]["members"]
         .as_array()
@@ -563,15 +588,7 @@ async fn of_two_nodes_that_lose_each_other_one_stands_aside_and_the_rest_serve_o
             "{metrics}"
         );
         // It holds: no ring flips back and forth while the link stays cut.
-        for _ in 0..12 {
-            std::thread::sleep(Duration::from_millis(500));
-            for (n, name) in [(a, "node1"), (b, "node2")] {
-                let v = view(n);
-                assert_eq!(ring(&v), ["node1", "node2"], "{name}: {v}");
-            }
-            let v = view(c);
-            assert!(v["serving"] == false && ring(&v).is_empty(), "node3: {v}");
-        }
+        assert_holds(Duration::from_secs(6), &[a, b], &["node1", "node2"], &[c]);
 
         net.heal(0, 2);
         let healed_in = cluster.wait_converged(&[0, 1, 2], &names, Duration::from_secs(60));
@@ -812,7 +829,7 @@ async fn a_node_cut_off_by_a_rejecting_firewall_stands_down() {
         return;
     };
     let names = ["node1", "node2", "node3"];
-    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
     let (_, token) = b.register("pr_trader");
     net.reject(0, 1);
     net.reject(0, 2);
@@ -830,19 +847,9 @@ async fn a_node_cut_off_by_a_rejecting_firewall_stands_down() {
     );
     // Past the time the store's beats take to call a member gone, and more: node1's
     // peers beat on, so it never serves, nor do the others take it back.
-    let held = Instant::now();
-    while held.elapsed() < Duration::from_secs(10) {
-        let v = view(a);
-        assert_eq!(v["serving"], false, "node1 serves behind the firewall: {v}");
-        assert!(ring(&v).is_empty(), "node1 owns something: {v}");
-        for v in cluster.views(&[1, 2]) {
-            assert_eq!(ring(&v), ["node2", "node3"], "{v}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    assert_holds(Duration::from_secs(10), &[b, c], &["node2", "node3"], &[a]);
     a.assert_logged("this node would stand down without it");
-    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit",
-                       "price": "140000000", "qty": "0.001"});
+    let order = small_buy();
     let (status, v) = a.api("POST", "/api/v1/orders", Some(&order), Some(&token));
     assert_eq!(
         (status, &v["error"]["code"]),
@@ -888,21 +895,9 @@ async fn a_rejecting_firewall_on_one_link_makes_one_end_stand_aside() {
     );
     println!("one-link reject: node3 aside, node1 and node2 on one ring {took:?} after the cut");
     // It holds: no ring flips while the firewall stays.
-    let held = Instant::now();
-    while held.elapsed() < Duration::from_secs(6) {
-        for (n, name) in [(a, "node1"), (b, "node2")] {
-            let v = view(n);
-            assert_eq!(ring(&v), ["node1", "node2"], "{name}: {v}");
-            assert_eq!(v["serving"], true, "{name}: {v}");
-        }
-        let v = view(c);
-        assert!(v["serving"] == false && ring(&v).is_empty(), "node3: {v}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let order = json!({"symbol": "KRW-BTC", "side": "buy", "type": "limit",
-                       "price": "140000000", "qty": "0.001"});
+    assert_holds(Duration::from_secs(6), &[a, b], &["node1", "node2"], &[c]);
     for n in [a, b] {
-        let (status, v) = n.api("POST", "/api/v1/orders", Some(&order), Some(&token));
+        let (status, v) = n.api("POST", "/api/v1/orders", Some(&small_buy()), Some(&token));
         assert!(matches!(status, 200 | 201), "{status} {v}");
     }
     net.unreject(0, 2);
