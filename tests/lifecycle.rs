@@ -79,13 +79,7 @@ async fn a_client_that_never_reads_its_answers_is_dropped() {
         )
     };
     // A small receive window: the server's answers back up after a few kilobytes.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr = format!("127.0.0.1:{}", node.port).parse().unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(node.ws_url(), stream)
-        .await
-        .unwrap();
+    let mut ws = common::ws_small_window(&node).await;
     // Requests (a kilobyte each, every one answered: ok, refused or rate-limited) until the
     // server, stuck writing answers nobody reads, stops taking them.
     let pad = "x".repeat(1000);

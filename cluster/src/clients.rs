@@ -36,7 +36,16 @@ pub struct ClientView {
 /// The registry of a node's connections.
 #[derive(Default)]
 pub struct Clients {
-    map: RwLock<BTreeMap<ConnId, Arc<Client>>>,
+    map: RwLock<Registry>,
+}
+
+/// The connections, and whether the node is stopping: both under one lock, so that a
+/// connection registering while [`Clients::close_all`] runs is either closed by it or
+/// finds the flag set.
+#[derive(Default)]
+struct Registry {
+    open: BTreeMap<ConnId, Arc<Client>>,
+    closing: bool,
 }
 
 /// A connection's place in the registry, released on drop.
@@ -60,7 +69,12 @@ impl Clients {
             user: Mutex::new(None),
             outbox,
         });
-        self.write().insert(id, client.clone());
+        let mut registry = self.write();
+        if registry.closing {
+            client.outbox.close();
+        }
+        registry.open.insert(id, client.clone());
+        drop(registry);
         ClientEntry {
             clients: self.clone(),
             id,
@@ -68,13 +82,13 @@ impl Clients {
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ConnId, Arc<Client>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many connections are open.
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.read().open.len()
     }
 
     /// Whether none is.
@@ -88,13 +102,13 @@ impl Clients {
         limit: usize,
         channels_of: impl Fn(&[ConnId]) -> BTreeMap<ConnId, Vec<String>>,
     ) -> Vec<ClientView> {
-        let picked: Vec<(ConnId, Arc<Client>)> = {
-            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            map.iter()
-                .take(limit)
-                .map(|(id, c)| (*id, c.clone()))
-                .collect()
-        };
+        let picked: Vec<(ConnId, Arc<Client>)> = self
+            .read()
+            .open
+            .iter()
+            .take(limit)
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
         let ids: Vec<ConnId> = picked.iter().map(|(id, _)| *id).collect();
         let mut channels = channels_of(&ids);
         picked
@@ -112,12 +126,26 @@ impl Clients {
 
     /// Asks connection `id` to die as a crashing one would; false when it is not open here.
     pub fn kill(&self, id: ConnId) -> bool {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let Some(client) = map.get(&id) else {
+        let registry = self.read();
+        let Some(client) = registry.open.get(&id) else {
             return false;
         };
         client.outbox.kill();
         true
+    }
+
+    /// Tells every connection, and every one that registers from now on, that the node is
+    /// stopping: each closes itself (WebSocket with 1001) when its outbox wakes it.
+    pub fn close_all(&self) {
+        let mut registry = self.write();
+        registry.closing = true;
+        for client in registry.open.values() {
+            client.outbox.close();
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -130,7 +158,7 @@ impl ClientEntry {
 
 impl Drop for ClientEntry {
     fn drop(&mut self) {
-        self.clients.write().remove(&self.id);
+        self.clients.write().open.remove(&self.id);
     }
 }
 
@@ -172,5 +200,21 @@ mod tests {
         );
         drop(a);
         assert!(clients.is_empty());
+    }
+
+    #[test]
+    fn a_stopping_node_closes_open_connections_and_those_registering_after() {
+        let clients = Arc::new(Clients::default());
+        let open = Outbox::new(4);
+        let _a = clients.register(1, "ws", open.clone());
+        assert!(!open.is_closing());
+        clients.close_all();
+        assert!(open.is_closing());
+        let late = Outbox::new(4);
+        let _b = clients.register(2, "sse", late.clone());
+        assert!(
+            late.is_closing(),
+            "a connection registering after the signal closes too"
+        );
     }
 }

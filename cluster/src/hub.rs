@@ -8,14 +8,17 @@
 
 use crate::clients::{ClientView, Clients};
 use crate::stream::StreamEvent;
+use bytes::Bytes;
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// A stream event encoded once for the wire, shared by every connection that gets it.
 #[derive(Debug)]
@@ -24,10 +27,13 @@ pub struct Frame {
     pub epoch: Arc<str>,
     pub seq: u64,
     pub conflatable: bool,
-    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (docs/PROTOCOL.md "Stream events"),
-    /// as the WebSocket layer sends it: each connection's message clones a reference to
-    /// these bytes, never the bytes.
+    /// `{"ch":..,"epoch":..,"seq":..,"ts":..,"data":{..}}` (docs/PROTOCOL.md "Stream events"):
+    /// the text an SSE event carries and a WebSocket reply's replay sends.
     pub json: Utf8Bytes,
+    /// The same text as one whole WebSocket text frame, header first: a server's frames are
+    /// not masked, so these bytes are what every subscriber's socket is written, as they
+    /// are (`json` is a view into them).
+    pub ws: Bytes,
 }
 
 /// The name clients know a channel by: a private channel `orders@<user>` is `orders`.
@@ -48,12 +54,25 @@ impl Frame {
             event.ts,
             event.data
         );
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        // An unmasked header is at most 10 bytes (RFC 6455 section 5.2).
+        let mut ws = Vec::with_capacity(json.len() + 10);
+        // Writing to a Vec cannot fail.
+        let _ = header.format(json.len() as u64, &mut ws);
+        let at = ws.len();
+        ws.extend_from_slice(json.as_bytes());
+        let ws = Bytes::from(ws);
         Frame {
             channel: event.channel.as_str().into(),
             epoch: event.epoch.as_str().into(),
             seq: event.seq,
             conflatable: event.conflatable,
-            json: json.into(),
+            // The tail of `ws` is `json`, which is a String: valid UTF-8.
+            json: Utf8Bytes::try_from(ws.slice(at..)).unwrap_or_default(),
+            ws,
         }
     }
 }
@@ -109,6 +128,9 @@ pub struct Outbox {
     inner: Mutex<OutboxInner>,
     notify: Notify,
     capacity: usize,
+    /// The node is stopping: the connection closes (WebSocket with 1001). A flag beside the
+    /// queue's lock, so that a connection checks it first on every wake for nothing.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -137,6 +159,7 @@ impl Outbox {
             inner: Mutex::new(OutboxInner::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -175,12 +198,26 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Tells the connection the node is stopping; it learns when woken, like any push.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether the node is stopping and the connection should close.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Moves every pending frame into `out` (queue order, then conflated channels) and every
     /// pending resync into `resyncs`; says whether the connection goes on.
     pub fn drain_into(&self, out: &mut Vec<Arc<Frame>>, resyncs: &mut Vec<Resync>) -> Drained {
         let mut inner = self.lock();
         out.extend(inner.queue.drain(..));
-        out.extend(inner.conflated.drain().map(|(_, f)| f));
+        // Draining an empty map still sweeps its table: most outboxes hold no ticker.
+        if !inner.conflated.is_empty() {
+            out.extend(inner.conflated.drain().map(|(_, f)| f));
+        }
         resyncs.append(&mut inner.resyncs);
         if inner.killed {
             Drained::Killed
@@ -441,6 +478,24 @@ mod tests {
             "clients see a private channel's public name"
         );
         assert_eq!(&*private.channel, "orders@42");
+    }
+
+    /// The frame a socket is written is one unmasked WebSocket text frame around `json`, with
+    /// each of the three length forms (7-bit, 16-bit, 64-bit; RFC 6455 section 5.2).
+    #[test]
+    fn ws_bytes_are_one_text_frame_around_the_json() {
+        for len in [0, 80, 125, 126, 300, 65_535, 65_536, 70_000] {
+            let mut e = event("trades:A-B", 1, false);
+            e.data = format!("\"{}\"", "x".repeat(len));
+            let f = Frame::encode(&e);
+            let mut cursor = std::io::Cursor::new(&f.ws[..]);
+            let (header, length) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert_eq!(header.opcode, OpCode::Data(Data::Text), "len {len}");
+            assert!(header.is_final && header.mask.is_none(), "len {len}");
+            let at = cursor.position() as usize;
+            assert_eq!(length as usize, f.ws.len() - at, "len {len}");
+            assert_eq!(&f.ws[at..], f.json.as_bytes(), "len {len}");
+        }
     }
 
     #[test]

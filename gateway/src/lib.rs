@@ -682,12 +682,16 @@ fn cors(origins: &[String]) -> Option<warp::cors::Builder> {
 /// connections, which close themselves (WebSocket with 1001).
 pub async fn serve(state: Arc<GatewayState>, listener: tokio::net::TcpListener) {
     let mut shutdown = state.shutdown.clone();
+    let clients = state.hub.clients().clone();
     let stop = async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
         }
+        // WebSocket and SSE connections learn through their outboxes, which wake them
+        // anyway: a connection's loop waits on nothing else to hear of it.
+        clients.close_all();
     };
     let timeout = std::time::Duration::from_secs(state.settings.header_read_timeout_s);
     let admission = admission::Admission::new(

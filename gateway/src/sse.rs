@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
-use crate::subscriptions::{Subscriptions, parse_event_id};
+use crate::subscriptions::{Subscriptions, parse_event_id, recycle};
 use bourse_cluster::{Frame, Outbox};
 use futures_util::{Stream, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -28,7 +28,8 @@ struct Live {
     subs: Subscriptions,
     outbox: Arc<Outbox>,
     queue: VecDeque<Arc<Frame>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// A drain's frames, kept from one wake to the next.
+    drained: Vec<Arc<Frame>>,
     /// `gateway.write_delay_ms`: how long a woken stream waits for more events.
     write_delay: Duration,
 }
@@ -84,7 +85,7 @@ pub async fn open(
         subs,
         outbox,
         queue,
-        shutdown: state.shutdown.clone(),
+        drained: Vec::new(),
         write_delay: Duration::from_millis(state.settings.write_delay_ms),
     };
     let events = futures_util::stream::unfold(live, |mut live| async move {
@@ -92,20 +93,18 @@ pub async fn open(
             if let Some(f) = live.queue.pop_front() {
                 return Some((Ok(event(&f)), live));
             }
-            if *live.shutdown.borrow() {
+            // A stopping node says so through the outbox, which wakes the stream.
+            if live.outbox.is_closing() {
                 return None;
             }
-            tokio::select! {
-                // Boxed: an idle stream does not carry a resync's state.
-                _ = live.outbox.wait(live.write_delay) => match Box::pin(live.subs.next_frames()).await {
-                    Some(frames) => live.queue.extend(frames),
-                    None => {
-                        tracing::debug!("sse client too slow; ending its stream");
-                        return None;
-                    }
-                },
-                _ = live.shutdown.changed() => return None,
+            live.outbox.wait(live.write_delay).await;
+            // Boxed: an idle stream does not carry a resync's state.
+            if !Box::pin(live.subs.next_frames(&mut live.drained)).await {
+                tracing::debug!("sse client too slow; ending its stream");
+                return None;
             }
+            live.queue.extend(live.drained.drain(..));
+            recycle(&mut live.drained);
         }
     });
     // A panicking stream (a bug, or a chaos kill) ends alone; its Subscriptions drop with it.

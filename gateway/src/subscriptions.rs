@@ -89,6 +89,8 @@ pub struct Subscriptions {
     entry: ClientEntry,
     outbox: Arc<Outbox>,
     positions: HashMap<String, Position>,
+    /// Room for one drain of the outbox (frames, resyncs), kept between wakes.
+    drained: (Vec<Arc<Frame>>, Vec<Resync>),
     /// The logged-in user (id, username), for private channels and chat presence.
     user: Option<(u64, String)>,
 }
@@ -149,6 +151,7 @@ impl Subscriptions {
             entry,
             outbox,
             positions: HashMap::new(),
+            drained: Default::default(),
             user: None,
         }
     }
@@ -432,8 +435,11 @@ impl Subscriptions {
 
     /// Filters live frames into what the client gets, in order, repairing gaps with the
     /// publisher's replay as they appear. Each channel is repaired at most once per batch.
-    pub async fn pass(&mut self, frames: impl IntoIterator<Item = Arc<Frame>>) -> Vec<Arc<Frame>> {
-        let mut out = Vec::new();
+    pub async fn pass(
+        &mut self,
+        frames: impl IntoIterator<Item = Arc<Frame>>,
+        out: &mut Vec<Arc<Frame>>,
+    ) {
         let mut repaired: Vec<Arc<str>> = Vec::new();
         for f in frames {
             let verdict = self.accept(&f);
@@ -468,7 +474,6 @@ impl Subscriptions {
                 }
             }
         }
-        out
     }
 
     /// Handles a publisher's new epoch: re-subscribes the channel from the epoch's start, and
@@ -536,22 +541,23 @@ impl Subscriptions {
         });
     }
 
-    /// What the client gets next from the outbox, in order: each new epoch's replay first,
-    /// then the live frames through the filter. `None` once the outbox has overflowed (a
-    /// consumer too slow for non-conflatable events). A connection killed by a chaos request
-    /// panics here, as a crashing one would; its owner contains the panic.
-    pub async fn next_frames(&mut self) -> Option<Vec<Arc<Frame>>> {
-        let (mut live, mut resyncs) = (Vec::new(), Vec::new());
+    /// Appends what the client gets next from the outbox to `out`, in order: each new
+    /// epoch's replay first, then the live frames through the filter. False once the outbox
+    /// has overflowed (a consumer too slow for non-conflatable events). A connection killed
+    /// by a chaos request panics here, as a crashing one would; its owner contains the panic.
+    /// The drain goes through vectors the connection keeps, as `out` is: a wake allocates
+    /// nothing once they have grown to the usual batch.
+    pub async fn next_frames(&mut self, out: &mut Vec<Arc<Frame>>) -> bool {
+        let (mut live, mut resyncs) = std::mem::take(&mut self.drained);
         match self.outbox.drain_into(&mut live, &mut resyncs) {
             Drained::Open => {}
-            Drained::Overflowed => return None,
+            Drained::Overflowed => return false,
             // A real unwind without the panic hook: a chaos run prints no backtraces.
             Drained::Killed => std::panic::resume_unwind(Box::new(
                 "connection killed by chaos request".to_string(),
             )),
         }
-        let mut out = Vec::new();
-        for r in resyncs {
+        for r in resyncs.drain(..) {
             if Private::parse(&r.channel).is_some_and(|(p, _)| p == Private::Session) {
                 // The session restarted or moved: it learns this connection again.
                 self.attach(true);
@@ -559,8 +565,21 @@ impl Subscriptions {
             }
             out.extend(self.resync(&r).await);
         }
-        out.extend(self.pass(live).await);
-        Some(out)
+        self.pass(live.drain(..), out).await;
+        recycle(&mut live);
+        recycle(&mut resyncs);
+        self.drained = (live, resyncs);
+        true
+    }
+}
+
+/// Empties a vector kept from one wake to the next; one grown by a burst (a long replay)
+/// is let go, so that an idle connection holds no more than a usual batch's room.
+pub fn recycle<T>(v: &mut Vec<T>) {
+    const KEPT: usize = 64;
+    v.clear();
+    if v.capacity() > KEPT {
+        *v = Vec::new();
     }
 }
 

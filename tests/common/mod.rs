@@ -718,6 +718,21 @@ impl WsClient {
     }
 }
 
+/// A WebSocket to `node` whose receive window is 4 KiB: the server's writes back up after a
+/// few kilobytes the client does not read.
+pub async fn ws_small_window(
+    node: &Node,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = format!("127.0.0.1:{}", node.port).parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(node.ws_url(), stream)
+        .await
+        .unwrap();
+    ws
+}
+
 /// Checks every channel's events: within an epoch `seq` rises by exactly 1 (on `ticker:`
 /// channels, which a slow client gets conflated, it only rises); an epoch change is allowed
 /// (history lost, announced). Returns the number of epoch changes.

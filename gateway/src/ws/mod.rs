@@ -1,14 +1,15 @@
 //! `GET /ws`: one connection task per client (its actor: it owns the client's state and
 //! handles its requests and stream frames in order).
 //!
-//! The loop serves, by priority: node shutdown (close 1001), client frames (requests, one
-//! response each, rate-limited), outbound stream frames from the outbox (an overflow closes
-//! with 1008 `slow_consumer`; a chaos kill arrives there too, as a panic), and the ping
-//! timer (a client silent for `idle_timeout_s` is closed). Oversize frames are refused by
-//! the WebSocket layer and close with 1009, text that is not UTF-8 with 1007, other
-//! protocol violations with 1002; a client's Close frame is answered with one (RFC 6455
-//! section 5.5.1). A client whose socket takes no step of a write (an answer, stream frames,
-//! a ping) for `WRITE_TIMEOUT` is dropped: one that sends requests and never reads their
+//! The loop serves, by priority: node shutdown (close 1001; it arrives through the outbox
+//! and is checked first on every wake), client frames (requests, one response each,
+//! rate-limited), outbound stream frames from the outbox (an overflow closes with 1008
+//! `slow_consumer`; a chaos kill arrives there too, as a panic), and the ping timer (a
+//! client silent for `idle_timeout_s` is closed). Oversize frames are refused by the
+//! WebSocket layer and close with 1009, text that is not UTF-8 with 1007, other protocol
+//! violations with 1002; a client's Close frame is answered with one (RFC 6455 section
+//! 5.5.1). A client whose socket takes no step of a write (an answer, stream frames, a
+//! ping) for `WRITE_TIMEOUT` is dropped: one that sends requests and never reads their
 //! answers cannot hold its task for ever. A panic in the loop closes this connection alone
 //! with 1011 and is counted in `bourse_gateway_connection_panics_total`.
 
@@ -19,13 +20,16 @@ use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::server::WRITE_TIMEOUT;
 use crate::state::GatewayState;
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Subscriptions, recycle};
 use bourse_cluster::{Frame, Outbox};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
@@ -118,7 +122,6 @@ fn response(id: &Value, result: Result<Value, ApiError>) -> String {
 
 /// What woke a connection's loop.
 enum Woke {
-    Shutdown,
     Incoming(Option<Result<Message, WsError>>),
     Outbox,
     Ping,
@@ -143,31 +146,29 @@ pub async fn serve<S>(
     if let Some((id, name)) = user {
         conn.subs.set_user(id, name);
     }
-    let mut shutdown = state.shutdown.clone();
     let idle = Duration::from_secs(settings.idle_timeout_s);
     let write_delay = Duration::from_millis(settings.write_delay_ms);
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_s));
     ping.tick().await;
     let mut last_heard = Instant::now();
+    // Stream frames drained from the outbox, kept from one wake to the next.
+    let mut frames = Vec::new();
+    let read = ReadSide::new();
     // One loop owns the socket: it waits for whichever comes first (the read is
     // cancel-safe: a frame half read stays in the WebSocket layer), then writes.
     let run = async {
         loop {
+            // A stopping node says so through the outbox, which wakes the loop.
+            if outbox.is_closing() {
+                break Some((GOING_AWAY, "server shutting down"));
+            }
             let woke = tokio::select! {
                 biased;
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        Woke::Shutdown
-                    } else {
-                        continue;
-                    }
-                }
-                incoming = ws.next() => Woke::Incoming(incoming),
+                incoming = std::future::poll_fn(|cx| read.poll(&mut ws, cx)) => Woke::Incoming(incoming),
                 _ = outbox.wait(write_delay) => Woke::Outbox,
                 _ = ping.tick() => Woke::Ping,
             };
             match woke {
-                Woke::Shutdown => break Some((GOING_AWAY, "server shutting down")),
                 Woke::Incoming(incoming) => {
                     let msg = match incoming {
                         None => break None,
@@ -206,17 +207,13 @@ pub async fn serve<S>(
                     }
                 }
                 Woke::Outbox => {
-                    let Some(frames) = conn.subs.next_frames().await else {
+                    if !conn.subs.next_frames(&mut frames).await {
                         break Some((POLICY, "slow_consumer"));
-                    };
-                    if !write(
-                        &mut ws,
-                        frames.iter().map(|f| Message::Text(f.json.clone())),
-                    )
-                    .await
-                    {
+                    }
+                    if !write_frames(&mut ws, &frames).await {
                         break None;
                     }
+                    recycle(&mut frames);
                 }
                 Woke::Ping => {
                     if last_heard.elapsed() > idle {
@@ -252,6 +249,75 @@ pub async fn serve<S>(
     }
 }
 
+/// The socket's read side, polled only when it may have something: most wakes of a
+/// subscriber on a busy channel are for stream frames alone, and a poll of the WebSocket
+/// layer's read costs as much as a tenth of such a wake (its waker registrations and the
+/// socket's readiness lock). The WebSocket layer is polled with a waker of its own, which
+/// notes that it fired and wakes the task: until it fires, the read side has nothing new.
+struct ReadSide {
+    flag: Arc<ReadWake>,
+    waker: Waker,
+}
+
+struct ReadWake {
+    /// Set by the read waker, and after a read that gave something (more may be
+    /// buffered); cleared by the poll that follows.
+    woken: AtomicBool,
+    /// The connection task's waker, which the read waker wakes.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl ReadSide {
+    fn new() -> Self {
+        let flag = Arc::new(ReadWake {
+            // Nothing was polled yet.
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        let waker = Waker::from(flag.clone());
+        ReadSide { flag, waker }
+    }
+
+    /// The next client message, as `ws.next()` gives it, or pending without asking the
+    /// WebSocket layer when its read waker has not fired since it last answered pending.
+    fn poll<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, WsError>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        {
+            let mut task = self.flag.task.lock().unwrap_or_else(|p| p.into_inner());
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if !self.flag.woken.swap(false, Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let polled = ws.poll_next_unpin(&mut Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            self.flag.woken.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
 /// Writes `messages` in one flush; false when the connection is gone or a step of the
 /// write (a message, or the flush) took more than [`WRITE_TIMEOUT`]: a client reading
 /// slowly but steadily keeps up, one that accepts nothing is dropped.
@@ -260,16 +326,49 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     for m in messages {
-        if !in_time(ws.feed(m)).await {
+        if in_time(ws.feed(m)).await.is_none() {
             return false;
         }
     }
-    in_time(ws.flush()).await
+    in_time(ws.flush()).await.is_some()
 }
 
-/// Whether one write step succeeded within [`WRITE_TIMEOUT`]. A step the socket takes at
-/// once (the usual case) arms no timer.
-async fn in_time(step: impl Future<Output = Result<(), WsError>>) -> bool {
+/// Stream frames are written past the WebSocket layer: each is already a whole frame
+/// ([`Frame::ws`], the same bytes for every subscriber), so a batch goes to the socket as
+/// it is, in one `writev` of up to this many frames, with no copy into the layer's buffer.
+const FRAMES_PER_WRITE: usize = 64;
+
+/// Writes stream frames straight to the socket; false as [`write`]. The WebSocket layer
+/// is flushed first: it may hold part of a frame of its own (a pong it queued on reading a
+/// ping, which the socket took only in part), and a stream frame written past it then
+/// would land inside that one.
+async fn write_frames<S>(ws: &mut WebSocketStream<S>, frames: &[Arc<Frame>]) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if in_time(ws.flush()).await.is_none() {
+        return false;
+    }
+    let io = ws.get_mut();
+    for batch in frames.chunks(FRAMES_PER_WRITE) {
+        let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+        for (slice, f) in slices.iter_mut().zip(batch) {
+            *slice = IoSlice::new(&f.ws);
+        }
+        let mut pending = &mut slices[..batch.len()];
+        while !pending.is_empty() {
+            match in_time(io.write_vectored(pending)).await {
+                Some(n) if n > 0 => IoSlice::advance_slices(&mut pending, n),
+                _ => return false,
+            }
+        }
+    }
+    in_time(io.flush()).await.is_some()
+}
+
+/// What one write step gave if it succeeded within [`WRITE_TIMEOUT`]. A step the socket
+/// takes at once (the usual case) arms no timer.
+async fn in_time<T, E>(step: impl Future<Output = Result<T, E>>) -> Option<T> {
     let mut step = std::pin::pin!(step);
     let done = match step.as_mut().now_or_never() {
         Some(done) => done,
@@ -277,11 +376,11 @@ async fn in_time(step: impl Future<Output = Result<(), WsError>>) -> bool {
             Ok(done) => done,
             Err(_) => {
                 tracing::info!("client accepted nothing for {WRITE_TIMEOUT:?}; dropping it");
-                return false;
+                return None;
             }
         },
     };
-    done.is_ok()
+    done.ok()
 }
 
 async fn handle_text(conn: &mut Connection, text: &str) -> (String, Vec<Arc<Frame>>) {
@@ -302,5 +401,68 @@ async fn handle_text(conn: &mut Connection, text: &str) -> (String, Vec<Arc<Fram
     match applied {
         Ok(outcome) => (response(&req.id, Ok(outcome.result)), outcome.frames),
         Err(e) => (response(&req.id, Err(e)), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bourse_cluster::StreamEvent;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A pong the WebSocket layer could write only in part (the socket full) is finished
+    /// before stream frames go out past the layer: the client reads the pong, then every
+    /// frame, whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_frames_wait_for_a_pong_the_socket_took_in_part() {
+        // A pipe of 64 bytes: a pong with the largest payload (127 bytes) fits only in part.
+        let (server_io, client_io) = tokio::io::duplex(64);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let payload = vec![7u8; 125];
+        // The ping does not fit the pipe whole either: it is read as it is written. Reading
+        // it queues the pong; the next read (the connection's loop polls its read side
+        // again after a message) writes the pong as far as the pipe takes.
+        let (sent, ping) = tokio::join!(
+            client.send(Message::Ping(payload.clone().into())),
+            server.next()
+        );
+        sent.unwrap();
+        assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
+        assert!(
+            server.next().now_or_never().is_none(),
+            "nothing more to read"
+        );
+        let frames: Vec<Arc<Frame>> = (1..=3)
+            .map(|seq| {
+                Arc::new(Frame::encode(&StreamEvent {
+                    channel: "trades:KRW-BTC".into(),
+                    epoch: "e1".into(),
+                    seq,
+                    ts: 1,
+                    data: format!("{{\"n\":{seq}}}"),
+                    conflatable: false,
+                }))
+            })
+            .collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 4 {
+                match client.next().await {
+                    Some(Ok(m)) => got.push(m),
+                    other => panic!("the stream broke after {got:?}: {other:?}"),
+                }
+            }
+            got
+        });
+        assert!(write_frames(&mut server, &frames).await);
+        let got = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[0], Message::Pong(payload.into()));
+        for (m, f) in got[1..].iter().zip(&frames) {
+            assert_eq!(m, &Message::Text(f.json.clone()));
+        }
     }
 }
