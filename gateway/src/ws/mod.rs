@@ -22,11 +22,12 @@ use crate::server::WRITE_TIMEOUT;
 use crate::state::GatewayState;
 use crate::subscriptions::{Subscriptions, recycle};
 use bourse_cluster::{Frame, Outbox};
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -264,7 +265,7 @@ struct ReadWake {
     /// buffered); cleared by the poll that follows.
     woken: AtomicBool,
     /// The connection task's waker, which the read waker wakes.
-    task: Mutex<Option<Waker>>,
+    task: AtomicWaker,
 }
 
 impl Wake for ReadWake {
@@ -274,9 +275,7 @@ impl Wake for ReadWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
-            task.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
@@ -285,7 +284,7 @@ impl ReadSide {
         let flag = Arc::new(ReadWake {
             // Nothing was polled yet.
             woken: AtomicBool::new(true),
-            task: Mutex::new(None),
+            task: AtomicWaker::new(),
         });
         let waker = Waker::from(flag.clone());
         ReadSide { flag, waker }
@@ -301,12 +300,7 @@ impl ReadSide {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        {
-            let mut task = self.flag.task.lock().unwrap_or_else(|p| p.into_inner());
-            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
-        }
+        self.flag.task.register(cx.waker());
         if !self.flag.woken.swap(false, Ordering::Acquire) {
             return Poll::Pending;
         }
